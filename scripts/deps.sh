@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Installs (Debian packages) or builds (wolfSSL with QUIC, ngtcp2's wolfSSL
+# crypto helper) everything h3gate needs to build and test.
+#
+# Idempotent: packages already present are not asked for again and the
+# source-built prefix is reused while its recipe is unchanged, so a second run
+# takes seconds. Works on Debian 12 (bookworm, + backports) and Debian 13.
+#
+#   scripts/deps.sh            build + test dependencies
+#   scripts/deps.sh --runtime  only what building and running h3gate needs
+#
+# The source-built prefix lives outside the tree, in $H3GATE_DEPS_PREFIX
+# (default /opt/h3gate-deps), so fresh clones reuse it.
+set -euo pipefail
+
+PREFIX=${H3GATE_DEPS_PREFIX:-/opt/h3gate-deps}
+WITH_TESTS=1
+[ "${1:-}" = "--runtime" ] && WITH_TESTS=0
+
+# Bump when the build recipe below changes: the prefix is rebuilt.
+RECIPE=4
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+
+. /etc/os-release
+CODENAME=${VERSION_CODENAME:-bookworm}
+export DEBIAN_FRONTEND=noninteractive
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+# The Debian mirror this machine already uses, read from its apt
+# configuration, never written into the repository.
+debian_mirror() {
+  local f uri=
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    uri=$(awk '
+      /^URIs:/ { u=$2 }
+      /^Suites:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) ok=1 }
+      /^$/ { if (ok && u != "") { print u; exit } u=""; ok=0 }
+      END { if (ok && u != "") print u }' "$f" | grep -v security | head -n1)
+    [ -n "$uri" ] && break
+  done
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++)
+            if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || { log "cannot find the Debian mirror in apt's configuration"; exit 1; }
+  printf '%s\n' "$uri"
+}
+
+MIRROR=$(debian_mirror)
+APT_UPDATED=0
+apt_update() {
+  [ "$APT_UPDATED" = 1 ] && return 0
+  $SUDO apt-get update -qq
+  APT_UPDATED=1
+}
+
+missing_pkgs() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+      printf '%s\n' "$p"
+  done
+}
+
+# install_min SUITE MINVER PKG...: installs PKG from SUITE unless a version at
+# least MINVER is already installed (bookworm's own builds are too old).
+install_min() {
+  local suite=$1 min=$2 p v need=()
+  shift 2
+  for p in "$@"; do
+    v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+    if [ -z "$v" ] || dpkg --compare-versions "$v" lt "$min"; then need+=("$p"); fi
+  done
+  [ ${#need[@]} -eq 0 ] && return 0
+  apt_update
+  log "installing from $suite: ${need[*]}"
+  $SUDO apt-get install -y -qq --no-install-recommends -t "$suite" "${need[@]}" >/dev/null
+}
+
+# install [-t suite] pkg...: installs only the packages not yet present.
+install_pkgs() {
+  local target=()
+  if [ "$1" = "-t" ]; then target=(-t "$2"); shift 2; fi
+  local need
+  need=$(missing_pkgs "$@")
+  [ -z "$need" ] && return 0
+  apt_update
+  log "installing: $(echo $need)"
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends "${target[@]}" $need >/dev/null
+}
+
+# --- Debian packages -------------------------------------------------------
+
+BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
+      autoconf automake libtool libuv1-dev libinih-dev)
+TEST=(python3 python3-pytest python3-pycurl procps)
+
+if [ "$CODENAME" = bookworm ]; then
+  bp=/etc/apt/sources.list.d/h3gate-bookworm-backports.sources
+  if [ ! -f "$bp" ]; then
+    log "enabling bookworm-backports from $MIRROR"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$MIRROR" | $SUDO tee "$bp" >/dev/null
+    APT_UPDATED=0
+  fi
+  install_pkgs "${BASE[@]}" node-llhttp
+  install_min bookworm-backports 1.8 libnghttp3-dev
+  if [ "$WITH_TESTS" = 1 ]; then
+    install_pkgs "${TEST[@]}"
+    # libcurl-gnutls from backports speaks HTTP/3 (ngtcp2 + nghttp3 + GnuTLS);
+    # pycurl links it. ngtcp2-client gives the gtlsclient example client.
+    install_min bookworm-backports 8.14 libcurl3-gnutls
+    install_min bookworm-backports 1.11 ngtcp2-client
+  fi
+else
+  install_pkgs "${BASE[@]}" libllhttp-dev libnghttp3-dev
+  [ "$WITH_TESTS" = 1 ] && install_pkgs "${TEST[@]}" libcurl3t64-gnutls ngtcp2-client
+fi
+if [ "$WITH_TESTS" = 1 ]; then
+  install_pkgs chromium nodejs || log "chromium unavailable: browser tests will skip"
+fi
+
+# --- wolfSSL (QUIC) and ngtcp2's wolfSSL crypto helper, from trixie source ---
+
+STAMP="$PREFIX/.h3gate-recipe"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE" ]; then
+  log "source-built prefix $PREFIX is current"
+  exit 0
+fi
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/lists/partial" "$WORK/parts" "$WORK/src"
+printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+  "$MIRROR" > "$WORK/parts/trixie-src.sources"
+APTSRC=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$WORK/parts"
+        -o Dir::State::Lists="$WORK/lists")
+log "fetching trixie source index"
+apt-get "${APTSRC[@]}" update -qq 2>&1 | grep -v unsandboxed || true
+
+# fetch_orig SRCPKG: downloads the upstream tarball named in trixie's Sources
+# index, checks its SHA-256 against the index, unpacks it, prints the folder.
+fetch_orig() {
+  local rec dir file sum
+  rec=$(apt-cache "${APTSRC[@]}" showsrc "$1" | awk '/^Package: /{n++} n==1')
+  dir=$(printf '%s\n' "$rec" | awk '/^Directory:/{print $2; exit}')
+  read -r sum file < <(printf '%s\n' "$rec" |
+    awk '/^Checksums-Sha256:/{f=1; next} f && /^ /{print $1, $3} f && !/^ /{f=0}' |
+    grep -E '\.orig\.tar\.(xz|gz|bz2)$' | head -n1)
+  [ -n "$dir" ] && [ -n "$file" ] || { log "no source record for $1"; exit 1; }
+  curl -fsSL -o "$WORK/$file" "$MIRROR/$dir/$file"
+  echo "$sum  $WORK/$file" | sha256sum -c --quiet - >&2
+  mkdir -p "$WORK/src/$1"
+  tar -xf "$WORK/$file" -C "$WORK/src/$1" --strip-components=1
+  printf '%s\n' "$WORK/src/$1"
+}
+WSRC=$(fetch_orig wolfssl)
+NSRC=$(fetch_orig ngtcp2)
+
+rm -rf "$PREFIX"
+mkdir -p "$PREFIX"
+JOBS=$(nproc)
+
+log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-NI"
+(
+  cd "$WSRC"
+  [ -x configure ] || ./autogen.sh >/dev/null 2>&1
+  ./configure -q --prefix="$PREFIX" --enable-static --disable-shared \
+    --enable-quic --enable-session-ticket --enable-earlydata --enable-tls13 \
+    --enable-alpn --enable-sni --enable-ecc --enable-aesgcm --enable-chacha \
+    --enable-aesni --enable-intelasm --enable-sp --enable-sp-asm \
+    --enable-keylog-export --enable-opensslextra --enable-hkdf \
+    --disable-examples --disable-crypttests --disable-benchmark \
+    --disable-oldtls --enable-harden \
+    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA" >/dev/null
+  make -s -j"$JOBS" >/dev/null 2>&1
+  make -s install >/dev/null
+)
+
+log "building ngtcp2 ($(basename "$NSRC")) with its wolfSSL crypto helper"
+(
+  cd "$NSRC"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DENABLE_LIB_ONLY=ON \
+    -DENABLE_WOLFSSL=ON -DENABLE_OPENSSL=OFF -DENABLE_GNUTLS=OFF \
+    -DENABLE_BORINGSSL=OFF -DENABLE_PICOTLS=OFF -DENABLE_SHARED_LIB=OFF \
+    -DENABLE_STATIC_LIB=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
+    -DCMAKE_PREFIX_PATH="$PREFIX" -DWOLFSSL_INCLUDE_DIR="$PREFIX/include" \
+    -DWOLFSSL_LIBRARY="$PREFIX/lib/libwolfssl.a" \
+    -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_INSTALL_LIBDIR=lib >/dev/null
+  cmake --build build -j"$JOBS" >/dev/null
+  cmake --install build >/dev/null
+)
+echo "$RECIPE" > "$STAMP"
+log "done: $PREFIX"
