@@ -1,0 +1,35 @@
+/* Error names and clocks. */
+#include "common.h"
+
+#include <time.h>
+
+const char *h3g_strerror(int err) {
+  switch (err) {
+  case H3G_OK: return "ok";
+  case H3G_ERR_NOMEM: return "out of memory";
+  case H3G_ERR_INVAL: return "invalid argument";
+  case H3G_ERR_PROTO: return "protocol error";
+  case H3G_ERR_TOOBIG: return "too big";
+  case H3G_ERR_IO: return "I/O error";
+  case H3G_ERR_TIMEOUT: return "timed out";
+  case H3G_ERR_CLOSED: return "closed";
+  case H3G_ERR_AGAIN: return "try again";
+  case H3G_ERR_REFUSED: return "connection refused";
+  case H3G_ERR_NOTFOUND: return "not found";
+  case H3G_ERR_TLS: return "TLS error";
+  case H3G_ERR_QUIC: return "QUIC error";
+  default: return "unknown error";
+  }
+}
+
+uint64_t h3g_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t h3g_wall_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}

@@ -1,0 +1,54 @@
+/*
+ * h3gate: HTTP/3 termination gateway.
+ *
+ * Definitions every module may include: error codes, small helpers. This
+ * header depends on nothing but the C library.
+ */
+#ifndef H3G_COMMON_H
+#define H3G_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define H3G_VERSION "0.1.0"
+
+/*
+ * Error codes. Functions return 0 on success or one of these (negative).
+ * Library errors are translated into these at the module boundary that calls
+ * the library.
+ */
+enum {
+  H3G_OK = 0,
+  H3G_ERR_NOMEM = -1,      /* allocation failed or a fixed pool is empty */
+  H3G_ERR_INVAL = -2,      /* bad argument or value */
+  H3G_ERR_PROTO = -3,      /* peer violated the protocol */
+  H3G_ERR_TOOBIG = -4,     /* a hard size cap would be exceeded */
+  H3G_ERR_IO = -5,         /* socket or file error */
+  H3G_ERR_TIMEOUT = -6,    /* a timer expired */
+  H3G_ERR_CLOSED = -7,     /* the peer closed or the object is closing */
+  H3G_ERR_AGAIN = -8,      /* no progress possible now; retry when woken */
+  H3G_ERR_REFUSED = -9,    /* connection refused / not reachable */
+  H3G_ERR_NOTFOUND = -10,  /* lookup failed (file, key, route) */
+  H3G_ERR_TLS = -11,       /* TLS library failure */
+  H3G_ERR_QUIC = -12,      /* QUIC library failure */
+};
+
+/* Returns a static, human-readable name for an H3G_ERR_* code. */
+const char *h3g_strerror(int err);
+
+#define H3G_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define H3G_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define H3G_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define H3G_UNUSED(x) ((void)(x))
+
+/* Recovers the enclosing struct from a pointer to one of its members. */
+#define H3G_CONTAINER_OF(ptr, type, member)                                    \
+  ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Monotonic time in nanoseconds. */
+uint64_t h3g_now_ns(void);
+
+/* Wall-clock time in microseconds since the epoch (for logs only). */
+uint64_t h3g_wall_us(void);
+
+#endif /* H3G_COMMON_H */

@@ -1,0 +1,130 @@
+/*
+ * HTTP field storage and the header rules shared by every front end:
+ * which fields are hop-by-hop or connection-specific, how an HTTP/3 (or
+ * HTTP/2) request's field section is validated (RFC 9114 §4.1.2, §4.2, §4.3;
+ * RFC 9110 §5), and how an HTTP/1.1 response's fields are filtered before
+ * they are sent on (RFC 9110 §7.6.1).
+ *
+ * A leaf module: depends only on common.h.
+ */
+#ifndef H3G_HTTP_HEADERS_H
+#define H3G_HTTP_HEADERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+/* One field. Name and value are not NUL-terminated. */
+typedef struct h3g_field {
+  const uint8_t *name;
+  size_t namelen;
+  const uint8_t *value;
+  size_t valuelen;
+} h3g_field;
+
+/*
+ * An ordered list of fields whose bytes live in one arena with a hard cap
+ * (the maximum field-section size: the sum over fields of name + value + 32,
+ * as RFC 9114 §4.2.2 counts it). Adding past the cap fails with
+ * H3G_ERR_TOOBIG; nothing is truncated.
+ */
+typedef struct h3g_headers {
+  uint8_t *arena;
+  size_t arena_used;
+  size_t arena_cap;
+  h3g_field *fields;
+  size_t nfields;
+  size_t fields_cap;
+  size_t section_size; /* RFC 9114 §4.2.2 size of what was added */
+  size_t max_section_size;
+} h3g_headers;
+
+/*
+ * Prepares an empty list that accepts at most max_section_size bytes (counted
+ * as above). Allocates lazily on first add. Returns 0.
+ */
+int h3g_headers_init(h3g_headers *h, size_t max_section_size);
+
+/* Releases memory. Safe on a zeroed or already freed list. */
+void h3g_headers_free(h3g_headers *h);
+
+/* Forgets every field but keeps the memory for reuse. */
+void h3g_headers_clear(h3g_headers *h);
+
+/*
+ * Appends a copy of (name, value). Does no validation.
+ * Returns 0, H3G_ERR_TOOBIG (cap exceeded) or H3G_ERR_NOMEM.
+ */
+int h3g_headers_add(h3g_headers *h, const uint8_t *name, size_t namelen,
+                    const uint8_t *value, size_t valuelen);
+
+/*
+ * Appends bytes to the value of the last field (HTTP/1.1 parsers deliver a
+ * value in pieces), or to its name when to_name is set. Returns as
+ * h3g_headers_add.
+ */
+int h3g_headers_append_last(h3g_headers *h, int to_name, const uint8_t *data,
+                            size_t len);
+
+/* Returns the first field named name (ASCII case-insensitive), or NULL. */
+const h3g_field *h3g_headers_find(const h3g_headers *h, const char *name);
+
+/* Flags of well-known field names. */
+enum {
+  H3G_FIELD_HOP_BY_HOP = 1u << 0,      /* removed when forwarding (§7.6.1) */
+  H3G_FIELD_CONN_SPECIFIC = 1u << 1,   /* malformed in HTTP/3 requests */
+  H3G_FIELD_FORWARDING = 1u << 2,      /* forwarded, x-forwarded-*, via */
+};
+
+/* Returns the H3G_FIELD_* flags of a (lowercase) field name, 0 if none. */
+unsigned h3g_field_flags(const uint8_t *name, size_t namelen);
+
+/* The pseudo-header fields of a request, pointing into an h3g_headers arena. */
+typedef struct h3g_request_pseudo {
+  h3g_field method;
+  h3g_field scheme;
+  h3g_field authority; /* namelen 0 when absent */
+  h3g_field path;
+  h3g_field protocol;  /* :protocol (extended CONNECT), namelen 0 if absent */
+} h3g_request_pseudo;
+
+/*
+ * Validates a complete HTTP/3 (or HTTP/2) request field section, in received
+ * order, and extracts its pseudo-header fields. Refuses (H3G_ERR_PROTO, with
+ * a static reason in *why): uppercase or empty names; names or values with
+ * characters outside RFC 9110 §5.1/§5.5 (CR, LF, NUL, ...); values with
+ * leading or trailing whitespace; unknown, repeated or missing pseudo-header
+ * fields (:method, :scheme, :path for non-CONNECT; :authority for CONNECT);
+ * pseudo-header fields after a regular field; an empty :path; a :path that is
+ * neither "*" (OPTIONS only) nor starts with "/" for http(s);
+ * connection-specific fields (connection, keep-alive, proxy-connection,
+ * transfer-encoding, upgrade); te other than "trailers"; a host that
+ * disagrees with :authority; several content-length values that differ or a
+ * content-length that is not a decimal number.
+ *
+ * On success, *content_length is the declared length or -1 when absent.
+ */
+int h3g_request_validate(const h3g_headers *h, h3g_request_pseudo *out,
+                         int64_t *content_length, const char **why);
+
+/*
+ * Validates a request trailer section: no pseudo-header fields, same name and
+ * value rules as above. Returns 0 or H3G_ERR_PROTO with *why set.
+ */
+int h3g_trailers_validate(const h3g_headers *h, const char **why);
+
+/*
+ * Filters an HTTP/1.1 response (or trailer) field list for forwarding: drops
+ * hop-by-hop fields and every field named in a Connection field, lowercases
+ * names in place, keeps order and duplicates. Writes the kept fields to out
+ * (capacity outcap) and their number to *nout. Returns 0 or H3G_ERR_TOOBIG
+ * when outcap is too small.
+ */
+int h3g_response_filter(h3g_headers *h, h3g_field *out, size_t outcap,
+                        size_t *nout);
+
+/* ASCII case-insensitive comparison of a field name with a C string. */
+int h3g_field_name_eq(const h3g_field *f, const char *name);
+
+#endif /* H3G_HTTP_HEADERS_H */

@@ -1,0 +1,70 @@
+/*
+ * Process-wide counters and gauges, defined once in an X-macro list. The
+ * gateway runs one event loop on one thread, so plain integers suffice.
+ * Rendered in Prometheus text format by the admin listener.
+ */
+#ifndef H3G_METRICS_H
+#define H3G_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* X(name, kind, help) with kind counter or gauge. */
+#define H3G_METRICS(X)                                                         \
+  X(quic_datagrams_received, counter, "UDP datagrams read")                    \
+  X(quic_datagrams_sent, counter, "UDP datagrams written")                     \
+  X(quic_send_batches, counter, "sendmsg/sendmmsg system calls")               \
+  X(quic_recv_batches, counter, "UDP read callbacks carrying datagrams")       \
+  X(quic_connections_accepted, counter, "QUIC connections created")            \
+  X(quic_connections_active, gauge, "QUIC connections open now")               \
+  X(quic_connections_refused, counter, "Initials refused (limits, drain)")     \
+  X(quic_version_negotiations, counter, "Version Negotiation packets sent")    \
+  X(quic_stateless_resets_sent, counter, "Stateless Reset packets sent")       \
+  X(quic_packets_dropped, counter, "datagrams ngtcp2 or we discarded")         \
+  X(h3_streams_opened, counter, "request streams opened by clients")           \
+  X(h3_streams_active, gauge, "request streams open now")                      \
+  X(h3_streams_reset_by_client, counter, "streams reset by the client")        \
+  X(h3_streams_reset_by_gateway, counter, "streams the gateway reset")         \
+  X(h3_malformed_requests, counter, "requests refused as malformed")           \
+  X(requests_total, counter, "requests that reached the bridge")               \
+  X(responses_1xx, counter, "interim responses forwarded")                     \
+  X(responses_2xx, counter, "final responses 2xx")                             \
+  X(responses_3xx, counter, "final responses 3xx")                             \
+  X(responses_4xx, counter, "final responses 4xx")                             \
+  X(responses_5xx, counter, "final responses 5xx")                             \
+  X(responses_generated, counter, "error responses made by the gateway")       \
+  X(request_body_bytes, counter, "request body bytes taken from clients")      \
+  X(response_body_bytes, counter, "response body bytes handed to clients")     \
+  X(upstream_connects, counter, "upstream TCP connections opened")             \
+  X(upstream_connect_failures, counter, "upstream connects that failed")       \
+  X(upstream_reuses, counter, "requests sent on a kept-alive connection")      \
+  X(upstream_conns_busy, gauge, "upstream connections held by requests")       \
+  X(upstream_conns_idle, gauge, "upstream connections idle in the pool")       \
+  X(upstream_conns_closed, counter, "upstream connections closed")             \
+  X(upstream_conns_poisoned, counter, "connections closed as not reusable")    \
+  X(upstream_queue_waiting, gauge, "requests waiting for a connection")        \
+  X(upstream_queue_rejected, counter, "requests refused: wait queue full")     \
+  X(upstream_timeouts, counter, "connect or response timeouts")                \
+  X(upstream_malformed_responses, counter, "responses refused as malformed")   \
+  X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)")
+
+typedef struct h3g_metrics {
+#define H3G_METRIC_FIELD(name, kind, help) int64_t name;
+  H3G_METRICS(H3G_METRIC_FIELD)
+#undef H3G_METRIC_FIELD
+} h3g_metrics;
+
+extern h3g_metrics h3g_stats;
+
+#define H3G_INC(name) (h3g_stats.name++)
+#define H3G_ADD(name, n) (h3g_stats.name += (int64_t)(n))
+#define H3G_DEC(name) (h3g_stats.name--)
+
+/*
+ * Writes every metric in Prometheus text format ("h3gate_<name> <value>")
+ * into buf. Returns the length written, or the length needed if cap is too
+ * small (nothing is cut mid-line).
+ */
+size_t h3g_metrics_render(char *buf, size_t cap);
+
+#endif /* H3G_METRICS_H */

@@ -1,0 +1,38 @@
+/*
+ * The QUIC front end's entry point: one UDP socket (batched reads and
+ * writes), the table of QUIC connections keyed by connection ID, and their
+ * HTTP/3 sessions. Each request stream is handed to a stream bridge.
+ */
+#ifndef H3G_QUIC_LISTENER_H
+#define H3G_QUIC_LISTENER_H
+
+#include "common.h"
+#include "config.h"
+#include "stream_bridge.h"
+#include "tls_ctx.h"
+
+typedef struct h3g_quic_listener h3g_quic_listener;
+
+/*
+ * Binds the UDP socket on cfg->listen_address:listen_port (loop is a
+ * uv_loop_t *). bridge_env and tls must outlive the listener. Returns 0,
+ * H3G_ERR_IO (bind failed; logged) or H3G_ERR_NOMEM.
+ */
+int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
+                          const h3g_config *cfg, h3g_tls_ctx *tls,
+                          const h3g_bridge_env *bridge_env);
+
+/* The port actually bound (useful when the config says 0). */
+uint16_t h3g_quic_listener_port(const h3g_quic_listener *l);
+
+/*
+ * Graceful shutdown: new connections are refused, every connection gets an
+ * HTTP/3 GOAWAY and closes once its requests finished. After deadline_ms,
+ * the remaining connections are closed (CONNECTION_CLOSE with H3_NO_ERROR).
+ * When every connection and handle is gone, cb(arg) runs and the listener
+ * is freed.
+ */
+void h3g_quic_listener_shutdown(h3g_quic_listener *l, uint64_t deadline_ms,
+                                void (*cb)(void *arg), void *arg);
+
+#endif /* H3G_QUIC_LISTENER_H */

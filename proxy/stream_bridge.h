@@ -1,0 +1,121 @@
+/*
+ * The bridge: maps one client request (HTTP/3 stream, or later an HTTP/2
+ * stream or HTTP/1.1 exchange) onto one HTTP/1.1 exchange with the upstream.
+ *
+ * It does no I/O of its own: it talks to the client side through
+ * h3g_frontend_ops and to the upstream through h3g_upstream_ops, so tests
+ * drive it with fakes. It owns two bounded rings (request body towards the
+ * upstream, response body towards the client), each of the configured
+ * stream buffer size; memory per stream never depends on body sizes.
+ *
+ * Backpressure: request body credit is given back to the client (consume)
+ * only for bytes the upstream accepted; upstream reads stop while the
+ * response ring is full and resume when the front end reports bytes done.
+ *
+ * Life cycle: the front end creates the bridge when a request stream opens
+ * and frees it when the stream is gone; h3g_bridge_free() is valid in every
+ * state (it cancels the upstream wait or releases the connection).
+ */
+#ifndef H3G_STREAM_BRIDGE_H
+#define H3G_STREAM_BRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "frontend.h"
+#include "http_headers.h"
+#include "upstream_pool.h"
+
+typedef struct h3g_bridge h3g_bridge;
+
+/* What every bridge of one server shares. */
+typedef struct h3g_bridge_env {
+  const h3g_config *cfg;
+  const h3g_upstream_ops *up_ops;
+  void *pool;
+} h3g_bridge_env;
+
+/*
+ * Creates a bridge for a new request. client is "ip:port" and protocol is
+ * "h3" (both copied, for the access log). Returns 0 or H3G_ERR_NOMEM.
+ */
+int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
+                   const h3g_frontend_ops *fe, void *fs, const char *client,
+                   const char *protocol);
+
+/* Releases the upstream side, writes the access log line, frees b.
+ * NULL is a no-op. */
+void h3g_bridge_free(h3g_bridge *b);
+
+/*
+ * Adds one request header field, in received order (pseudo-header fields
+ * included). Returns 0, H3G_ERR_TOOBIG (field section over the limit: the
+ * front end answers 431 via h3g_bridge_end_headers' result) or
+ * H3G_ERR_NOMEM.
+ */
+int h3g_bridge_add_field(h3g_bridge *b, const uint8_t *name, size_t namelen,
+                         const uint8_t *value, size_t valuelen);
+
+/*
+ * The request head is complete; end_stream is 1 when no body follows.
+ * Validates it and starts the upstream exchange. Returns 0 (the bridge may
+ * already have answered with an error response, e.g. 431 or 503), or
+ * H3G_ERR_PROTO for a malformed request: the front end resets the stream
+ * (H3_MESSAGE_ERROR) and frees the bridge; nothing reached the upstream.
+ */
+int h3g_bridge_end_headers(h3g_bridge *b, int end_stream);
+
+/*
+ * Request body bytes. The bridge copies them. Returns 0, H3G_ERR_PROTO
+ * (more than the declared content-length, or body after trailers / before
+ * headers: malformed) or H3G_ERR_TOOBIG (more than the credit given: the
+ * client broke flow control).
+ */
+int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len);
+
+/* Adds a request trailer field. Returns as h3g_bridge_add_field. */
+int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
+                           const uint8_t *value, size_t valuelen);
+
+/*
+ * The client ended its side of the stream. Returns 0, or H3G_ERR_PROTO when
+ * the body is shorter than the declared content-length or the trailers are
+ * malformed.
+ */
+int h3g_bridge_end_request(h3g_bridge *b);
+
+/*
+ * The client reset the stream or asked us to stop sending: the upstream
+ * exchange is cut (its connection closed, never reused). The front end
+ * still frees the bridge.
+ */
+void h3g_bridge_client_abort(h3g_bridge *b);
+
+/* Flags of h3g_bridge_take_body(). */
+enum {
+  H3G_BODY_END = 1,      /* the body ends after the bytes returned */
+  H3G_BODY_TRAILERS = 2, /* with END: trailers follow, see get_trailers */
+};
+
+/*
+ * Hands out up to max unsent response body bytes in at most two vectors and
+ * sets *flags. The bytes stay valid until h3g_bridge_body_done() releases
+ * them. Returns the number of vectors (0 with flags 0 means "nothing now":
+ * body_ready will be called).
+ */
+size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t max,
+                            unsigned *flags);
+
+/* The front end is done with n bytes handed out (acknowledged or written),
+ * oldest first. May resume upstream reads. */
+void h3g_bridge_body_done(h3g_bridge *b, size_t n);
+
+/* Response trailers (valid until the bridge is freed); n is 0 if none. */
+void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
+                             size_t *n);
+
+/* 1 once the response (head, body, trailers) was fully handed out. */
+int h3g_bridge_response_done(const h3g_bridge *b);
+
+#endif /* H3G_STREAM_BRIDGE_H */

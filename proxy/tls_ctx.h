@@ -1,0 +1,30 @@
+/*
+ * TLS contexts (wolfSSL). The only modules that include wolfSSL are this one,
+ * the QUIC connection module and (later) the TCP + TLS listener.
+ */
+#ifndef H3G_TLS_CTX_H
+#define H3G_TLS_CTX_H
+
+#include "common.h"
+#include "config.h"
+
+typedef struct h3g_tls_ctx h3g_tls_ctx;
+
+/*
+ * Initialises wolfSSL once per process and builds the QUIC server context:
+ * TLS 1.3 only, ALPN "h3" (a client that offers no "h3" fails the handshake
+ * with no_application_protocol), certificate chain and key from cfg,
+ * session tickets on. Returns 0, H3G_ERR_TLS (with a logged reason: bad
+ * certificate, key mismatch) or H3G_ERR_NOMEM.
+ */
+int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg);
+
+void h3g_tls_ctx_free(h3g_tls_ctx *ctx);
+
+/* The WOLFSSL_CTX * behind ctx (opaque here so callers need no wolfSSL). */
+void *h3g_tls_ctx_native(h3g_tls_ctx *ctx);
+
+/* Releases wolfSSL's process-wide state (at exit, for leak checkers). */
+void h3g_tls_cleanup(void);
+
+#endif /* H3G_TLS_CTX_H */
