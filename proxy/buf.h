@@ -38,7 +38,7 @@ static inline size_t h3g_ring_space(const h3g_ring *r) {
 }
 
 /*
- * Returns the largest contiguous free region at head in *p/*len (0 when
+ * Returns the largest contiguous free region at head in *p and *len (0 when
  * full). Allocates the storage on first use. Returns 0 or H3G_ERR_NOMEM.
  */
 int h3g_ring_reserve(h3g_ring *r, uint8_t **p, size_t *len);

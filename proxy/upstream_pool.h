@@ -8,6 +8,12 @@
  * anything, it is dropped before reuse. Idle connections expire after
  * idle_timeout_ms.
  *
+ * Everything runs on the loop's thread; no function here may be called from
+ * another thread. Answers to acquire() and every event come from libuv
+ * callbacks (or, for on_fail(H3G_ERR_CLOSED), from inside
+ * h3g_upstream_pool_close()). A callback may call any operation, including
+ * release() of its own connection and acquire().
+ *
  * The user of a connection (the stream bridge) sees it only through
  * h3g_upstream_ops and receives events through h3g_upstream_events, so the
  * bridge never calls libuv and unit tests can replace both.
@@ -43,28 +49,38 @@ typedef struct h3g_upstream_events {
    * connect timeout), H3G_ERR_IO, H3G_ERR_CLOSED (pool shutting down). */
   void (*on_fail)(void *ctx, int err);
   /* Reading is started and bytes may arrive: give a buffer. Setting *len
-   * to 0 means "no room": the pool stops reading (as read_stop). */
+   * to 0 means "no room": the pool stops reading (as read_stop, so the read
+   * timeout pauses too) without any error; read_start() resumes. Must not
+   * call any operation of the pool. */
   void (*on_alloc)(void *ctx, uint8_t **buf, size_t *len);
   /* nread bytes were placed at the start of the last buffer given. */
   void (*on_read)(void *ctx, size_t nread);
-  /* The upstream closed its sending side. */
+  /* The upstream closed its sending side. Reading stops; no more on_read. */
   void (*on_eof)(void *ctx);
-  /* The connection failed: H3G_ERR_IO (reset or write error),
+  /* The connection failed: H3G_ERR_IO (read error such as a reset),
    * H3G_ERR_TIMEOUT (no byte received within the read timeout while reading
-   * was started and a request was outstanding). The connection is dead;
-   * release() it with reusable = 0. */
+   * was started). Reading stops; the connection is dead: release() it with
+   * reusable = 0. A failed write is reported by on_written only. */
   void (*on_error)(void *ctx, int err);
-  /* The last write() finished; status 0 or H3G_ERR_IO. */
+  /* The last write() finished; status 0 or H3G_ERR_IO (then the connection
+   * is dead: release() it with reusable = 0). */
   void (*on_written)(void *ctx, int status);
 } h3g_upstream_events;
 
-/* What a user embeds to wait for a connection. Fields are the pool's. */
+/*
+ * What a user embeds to wait for a connection. The user sets ev and ctx
+ * (zero the rest once, e.g. with a designated initialiser); every other
+ * field is the pool's. The waiter must stay valid while a wait is pending
+ * (from acquire() until on_ready, on_fail or cancel()); it may be reused for
+ * another acquire() afterwards.
+ */
 typedef struct h3g_upstream_waiter {
-  struct h3g_upstream_waiter *prev, *next;
+  struct h3g_upstream_waiter *prev, *next; /* wait queue links */
   const h3g_upstream_events *ev;
   void *ctx;
-  uint64_t since_ns;
-  int queued;
+  uint64_t since_ns;  /* loop time of acquire(), in ns */
+  int queued;         /* non-zero while a wait is pending (pool's state) */
+  h3g_upconn *conn;   /* connection being opened or handed over for it */
 } h3g_upstream_waiter;
 
 /* The operations a connection user calls; upstream_pool provides
@@ -73,27 +89,38 @@ typedef struct h3g_upstream_ops {
   /*
    * Asks pool for a connection for w (ev and ctx must be set). The answer
    * comes later as on_ready or on_fail, never from inside this call.
-   * Returns 0, or H3G_ERR_NOMEM when the wait queue is full (the caller
-   * answers 503), or H3G_ERR_CLOSED when the pool is shutting down.
+   * Returns 0, or H3G_ERR_NOMEM when the wait queue is full or memory for a
+   * new connection is lacking (the caller answers 503), H3G_ERR_CLOSED when
+   * the pool is shutting down, or H3G_ERR_INVAL when w is already waiting.
+   * No event follows a non-zero return.
    */
   int (*acquire)(void *pool, h3g_upstream_waiter *w);
   /* Withdraws a pending acquire (no event follows). No-op if not pending. */
   void (*cancel)(void *pool, h3g_upstream_waiter *w);
   /*
-   * Writes all of iov (at most 8 elements). The bytes must stay valid until
-   * on_written. One write at a time. Returns 0 or H3G_ERR_IO.
+   * Writes all of iov (1 to 8 elements). The bytes must stay valid until
+   * on_written (or release()). One write at a time. Returns 0 (on_written
+   * follows), H3G_ERR_IO (no on_written follows), or H3G_ERR_INVAL for a
+   * caller bug: n out of range, a write already pending, c not held.
    */
   int (*write)(h3g_upconn *c, const h3g_iovec *iov, size_t n);
-  /* Starts or stops delivering on_alloc/on_read/on_eof. */
+  /* Starts or stops delivering on_alloc/on_read/on_eof/on_error (read side).
+   * Both are idempotent; read_start() after on_eof or on_error does
+   * nothing. */
   void (*read_start)(h3g_upconn *c);
   void (*read_stop)(h3g_upconn *c);
   /* Sets the read timeout (ms, 0 = none): on_error(H3G_ERR_TIMEOUT) when no
-   * byte arrives for that long while reading is started. */
+   * byte arrives for that long while reading is started. The clock restarts
+   * at this call, at read_start() and at every read; it is paused while
+   * reading is stopped. A new connection starts with none. */
   void (*set_read_timeout)(h3g_upconn *c, uint64_t ms);
   /*
-   * Ends the user's hold on c. reusable = 1 returns it to the idle list
-   * (only when both messages ended cleanly); 0 closes it. No event is
-   * delivered to the user afterwards; a pending write is abandoned.
+   * Ends the user's hold on c. reusable = 1 returns it to the pool (handed
+   * to the first waiter, or kept idle; only when both messages ended
+   * cleanly); 0 closes it. No event is delivered to the user afterwards,
+   * not even the completion of a pending write, which is abandoned.
+   * reusable = 1 while a write is pending, or after on_eof/on_error, is
+   * treated as 0. The pool counts releases with 0 as poisoned.
    */
   void (*release)(h3g_upconn *c, int reusable);
   /* "host:port" of the upstream, for logs. */
@@ -107,35 +134,41 @@ typedef struct h3g_upstream_pool_config {
   uint16_t port;
   uint32_t size;             /* max connections, >= 1 */
   uint32_t queue_size;       /* max waiters beyond size */
-  uint64_t connect_timeout_ms;
-  uint64_t idle_timeout_ms;  /* idle keep-alive connections expire */
+  uint64_t connect_timeout_ms; /* also the longest wait in the queue;
+                                * 0 = none */
+  uint64_t idle_timeout_ms;  /* idle keep-alive connections expire; 0 = never */
 } h3g_upstream_pool_config;
 
 /* Counters a pool keeps (for metrics and tests). */
 typedef struct h3g_upstream_pool_stats {
-  uint32_t busy;      /* held by users */
+  uint32_t busy;      /* held by users (or being handed to one) */
   uint32_t idle;      /* kept alive, waiting for reuse */
   uint32_t connecting;
   uint32_t waiting;   /* queued acquires */
-  uint64_t opened;    /* connections opened in total */
-  uint64_t reused;    /* acquires served by an idle connection */
-  uint64_t closed;    /* connections closed in total */
-  uint64_t failed;    /* connect failures */
+  uint64_t opened;    /* connections established in total */
+  uint64_t reused;    /* acquires served by a connection that had carried a
+                       * request before (on_ready with reused = 1) */
+  uint64_t closed;    /* established connections closed in total */
+  uint64_t failed;    /* connect failures (refused, timeout, error) */
 } h3g_upstream_pool_stats;
 
 /*
  * Creates a pool on loop (a uv_loop_t *, kept opaque here). Resolves host
- * synchronously (at start-up only). Returns 0, H3G_ERR_NOMEM, or
- * H3G_ERR_NOTFOUND when the host does not resolve.
+ * synchronously (at start-up only), keeping the first address found (IPv4
+ * or IPv6). No connection is opened before the first acquire(). Returns 0,
+ * H3G_ERR_NOMEM, H3G_ERR_INVAL (no host, size 0), or H3G_ERR_NOTFOUND when
+ * the host does not resolve.
  */
 int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
                           const h3g_upstream_pool_config *cfg);
 
 /*
- * Starts shutting down: fails every queued waiter with H3G_ERR_CLOSED,
- * closes idle connections, refuses new acquires; busy connections close as
- * they are released. cb(arg) runs once every handle is closed; the pool is
- * then freed.
+ * Starts shutting down: fails every pending waiter (queued, or waiting for a
+ * connect or a hand-over) with H3G_ERR_CLOSED from inside this call, closes
+ * idle and connecting connections, refuses new acquires; busy connections
+ * keep working and close as they are released. cb(arg) runs later, from a
+ * libuv callback, once every handle is closed (so only after every busy
+ * connection was released); the pool is then freed. Call it once.
  */
 void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
                              void *arg);

@@ -1,0 +1,208 @@
+/*
+ * Deliberately minimal: requests are tiny and rare, so each connection gets
+ * a fixed 4 KiB request buffer and one response, then is closed.
+ */
+#include "admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "log.h"
+#include "metrics.h"
+
+enum { ADMIN_REQ_MAX = 4096, ADMIN_MAX_CLIENTS = 64 };
+
+typedef struct admin_client {
+  uv_tcp_t tcp;
+  uv_write_t wreq;
+  struct h3g_admin *admin;
+  struct admin_client *prev, *next;
+  size_t len;
+  char *resp;
+  char req[ADMIN_REQ_MAX];
+} admin_client;
+
+struct h3g_admin {
+  uv_tcp_t listener;
+  admin_client *clients;
+  size_t nclients;
+  int draining;
+  int closing;
+  size_t pending_closes;
+  void (*close_cb)(void *);
+  void *close_arg;
+};
+
+static void maybe_finish(h3g_admin *a) {
+  if (a->closing && a->pending_closes == 0) {
+    void (*cb)(void *) = a->close_cb;
+    void *arg = a->close_arg;
+    free(a);
+    if (cb)
+      cb(arg);
+  }
+}
+
+static void on_client_closed(uv_handle_t *h) {
+  admin_client *c = h->data;
+  h3g_admin *a = c->admin;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    a->clients = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  a->nclients--;
+  free(c->resp);
+  free(c);
+  if (a->closing) {
+    a->pending_closes--;
+    maybe_finish(a);
+  }
+}
+
+static void client_close(admin_client *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+    if (c->admin->closing)
+      c->admin->pending_closes++;
+    uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+  }
+}
+
+static void on_written(uv_write_t *req, int status) {
+  H3G_UNUSED(status);
+  client_close(req->data);
+}
+
+static void respond(admin_client *c, int status, const char *reason,
+                    const char *ctype, const char *body, size_t blen) {
+  size_t cap = blen + 256;
+  c->resp = malloc(cap);
+  if (c->resp == NULL) {
+    client_close(c);
+    return;
+  }
+  int n = snprintf(c->resp, cap,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                   "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                   status, reason, ctype, blen);
+  memcpy(c->resp + n, body, blen);
+  uv_buf_t buf = uv_buf_init(c->resp, (unsigned)((size_t)n + blen));
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0)
+    client_close(c);
+}
+
+static void serve(admin_client *c) {
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  if (strncmp(c->req, "GET /metrics ", 13) == 0) {
+    size_t need = h3g_metrics_render(NULL, 0) + 1;
+    char *text = malloc(need);
+    if (text == NULL) {
+      client_close(c);
+      return;
+    }
+    size_t len = h3g_metrics_render(text, need);
+    respond(c, 200, "OK", "text/plain; version=0.0.4", text, len);
+    free(text);
+  } else if (strncmp(c->req, "GET /health ", 12) == 0) {
+    if (c->admin->draining)
+      respond(c, 503, "Service Unavailable", "text/plain", "draining\n", 9);
+    else
+      respond(c, 200, "OK", "text/plain", "ok\n", 3);
+  } else {
+    respond(c, 404, "Not Found", "text/plain", "not found\n", 10);
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  H3G_UNUSED(hint);
+  admin_client *c = h->data;
+  size_t room = ADMIN_REQ_MAX - 1 - c->len;
+  *buf = uv_buf_init(c->req + c->len, (unsigned)room);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  H3G_UNUSED(buf);
+  admin_client *c = s->data;
+  if (nread < 0) {
+    client_close(c);
+    return;
+  }
+  c->len += (size_t)nread;
+  c->req[c->len] = '\0';
+  if (strstr(c->req, "\r\n\r\n") != NULL)
+    serve(c);
+  else if (c->len >= ADMIN_REQ_MAX - 1)
+    respond(c, 431, "Request Header Fields Too Large", "text/plain", "", 0);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  h3g_admin *a = server->data;
+  if (status != 0)
+    return;
+  admin_client *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return;
+  uv_tcp_init(server->loop, &c->tcp);
+  c->tcp.data = c;
+  c->admin = a;
+  c->next = a->clients;
+  if (a->clients)
+    a->clients->prev = c;
+  a->clients = c;
+  a->nclients++;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
+      a->nclients > ADMIN_MAX_CLIENTS ||
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    client_close(c);
+}
+
+static void on_failed_close(uv_handle_t *h) { free(h->data); }
+
+int h3g_admin_new(h3g_admin **pa, void *loop, const char *host,
+                  uint16_t port) {
+  struct sockaddr_storage ss;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+    h3g_error("admin: bad address %s", host);
+    return H3G_ERR_INVAL;
+  }
+  h3g_admin *a = calloc(1, sizeof(*a));
+  if (a == NULL)
+    return H3G_ERR_NOMEM;
+  uv_tcp_init(loop, &a->listener);
+  a->listener.data = a;
+  int rv = uv_tcp_bind(&a->listener, (struct sockaddr *)&ss, 0);
+  if (rv == 0)
+    rv = uv_listen((uv_stream_t *)&a->listener, 64, on_connection);
+  if (rv != 0) {
+    h3g_error("admin: cannot listen on %s:%u: %s", host, port, uv_strerror(rv));
+    /* The handle is initialised: free a only from the close callback. */
+    uv_close((uv_handle_t *)&a->listener, on_failed_close);
+    return H3G_ERR_IO;
+  }
+  h3g_info("admin listening on tcp %s:%u", host, port);
+  *pa = a;
+  return 0;
+}
+
+void h3g_admin_set_draining(h3g_admin *a) { a->draining = 1; }
+
+static void on_listener_closed(uv_handle_t *h) {
+  h3g_admin *a = h->data;
+  a->pending_closes--;
+  maybe_finish(a);
+}
+
+void h3g_admin_close(h3g_admin *a, void (*cb)(void *arg), void *arg) {
+  a->closing = 1;
+  a->close_cb = cb;
+  a->close_arg = arg;
+  a->pending_closes = 1;
+  uv_close((uv_handle_t *)&a->listener, on_listener_closed);
+  for (admin_client *c = a->clients; c != NULL; c = c->next)
+    client_close(c);
+}

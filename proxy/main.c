@@ -1,0 +1,97 @@
+/*
+ * Command line: validates the configuration, then hands over to the server.
+ * Exit status: 0 ok, 1 runtime failure (e.g. cannot bind), 2 usage or
+ * configuration error.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "server.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: h3gate -c FILE        run with the configuration FILE\n"
+          "       h3gate --check-config FILE\n"
+          "                             validate FILE and exit (0 ok, 2 not)\n"
+          "       h3gate --version      print versions and exit\n"
+          "       h3gate --help         print this help and exit\n"
+          "\n"
+          "h3gate terminates HTTP/3 (QUIC + TLS 1.3) and forwards each request\n"
+          "to an HTTP/1.1 upstream over pooled keep-alive connections.\n"
+          "Signals: SIGTERM or SIGINT drain in-flight requests, then exit.\n");
+}
+
+static int load(h3g_config *cfg, const char *path) {
+  static char err[16384];
+  err[0] = '\0';
+  h3g_config_defaults(cfg);
+  if (h3g_config_load(cfg, path, err, sizeof(err)) != 0) {
+    fputs(err, stderr);
+    if (err[0] != '\0' && err[strlen(err) - 1] != '\n')
+      fputc('\n', stderr);
+    return 2;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  enum { OPT_CHECK = 256, OPT_VERSION, OPT_HELP };
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"check-config", required_argument, NULL, OPT_CHECK},
+      {"version", no_argument, NULL, OPT_VERSION},
+      {"help", no_argument, NULL, OPT_HELP},
+      {NULL, 0, NULL, 0},
+  };
+  const char *config = NULL;
+  const char *check = NULL;
+  int c;
+  while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+    switch (c) {
+    case 'c':
+      config = optarg;
+      break;
+    case OPT_CHECK:
+      check = optarg;
+      break;
+    case 'V':
+    case OPT_VERSION: {
+      char v[512];
+      h3g_server_versions(v, sizeof(v));
+      printf("h3gate %s (%s)\n", H3G_VERSION, v);
+      return 0;
+    }
+    case 'h':
+    case OPT_HELP:
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "h3gate: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  static h3g_config cfg;
+  if (check != NULL) {
+    int rv = load(&cfg, check);
+    if (rv == 0)
+      printf("%s: ok\n", check);
+    return rv;
+  }
+  if (config == NULL) {
+    fprintf(stderr, "h3gate: no configuration file (use -c FILE)\n");
+    usage(stderr);
+    return 2;
+  }
+  int rv = load(&cfg, config);
+  if (rv != 0)
+    return rv;
+  return h3g_server_run(&cfg);
+}

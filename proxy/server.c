@@ -1,0 +1,173 @@
+/*
+ * Start-up builds the pieces in dependency order (TLS context, upstream
+ * pool, QUIC listener, admin); shutdown tears them down in reverse, each
+ * step continuing from the previous one's close callback, so nothing is
+ * freed while a libuv handle still refers to it.
+ */
+#include "server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "admin.h"
+#include "log.h"
+#include "quic_listener.h"
+#include "stream_bridge.h"
+#include "tls_ctx.h"
+#include "upstream_pool.h"
+
+typedef struct h3g_server {
+  uv_loop_t loop;
+  const h3g_config *cfg;
+  h3g_tls_ctx *tls;
+  h3g_upstream_pool *pool;
+  h3g_quic_listener *quic;
+  h3g_admin *admin;
+  h3g_bridge_env env;
+  uv_signal_t sigterm;
+  uv_signal_t sigint;
+  uv_check_t flush;
+  int stopping;
+  int exit_status;
+} h3g_server;
+
+static void on_flush(uv_check_t *h) {
+  H3G_UNUSED(h);
+  h3g_access_log_flush();
+}
+
+static void close_handles(h3g_server *s) {
+  uv_close((uv_handle_t *)&s->sigterm, NULL);
+  uv_close((uv_handle_t *)&s->sigint, NULL);
+  uv_close((uv_handle_t *)&s->flush, NULL);
+}
+
+static void on_admin_closed(void *arg) {
+  h3g_server *s = arg;
+  s->admin = NULL;
+  close_handles(s);
+}
+
+static void on_pool_closed(void *arg) {
+  h3g_server *s = arg;
+  s->pool = NULL;
+  if (s->admin != NULL)
+    h3g_admin_close(s->admin, on_admin_closed, s);
+  else
+    close_handles(s);
+}
+
+static void on_quic_closed(void *arg) {
+  h3g_server *s = arg;
+  s->quic = NULL;
+  h3g_info("all connections closed");
+  if (s->pool != NULL)
+    h3g_upstream_pool_close(s->pool, on_pool_closed, s);
+  else
+    on_pool_closed(s);
+}
+
+static void begin_shutdown(h3g_server *s) {
+  if (s->stopping)
+    return;
+  s->stopping = 1;
+  h3g_info("shutting down: draining for up to %llu ms",
+           (unsigned long long)s->cfg->shutdown_timeout_ms);
+  if (s->admin != NULL)
+    h3g_admin_set_draining(s->admin);
+  if (s->quic != NULL)
+    h3g_quic_listener_shutdown(s->quic, s->cfg->shutdown_timeout_ms,
+                               on_quic_closed, s);
+  else
+    on_quic_closed(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  h3g_server *s = h->data;
+  if (s->stopping) {
+    h3g_warn("signal %d again: still draining", signum);
+    return;
+  }
+  h3g_info("signal %d received", signum);
+  begin_shutdown(s);
+}
+
+static void close_leftover(uv_handle_t *h, void *arg) {
+  H3G_UNUSED(arg);
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+void h3g_server_versions(char *buf, size_t cap) {
+  snprintf(buf, cap, "libuv %s", uv_version_string());
+}
+
+int h3g_server_run(const h3g_config *cfg) {
+  h3g_server *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return 1;
+  s->cfg = cfg;
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_init(&s->loop);
+  h3g_log_set_level(cfg->log_level);
+  int rv = h3g_access_log_open(cfg->access_log);
+
+  if (rv == 0)
+    rv = h3g_tls_ctx_new_quic(&s->tls, cfg);
+  if (rv == 0) {
+    h3g_upstream_pool_config pc = {
+        .host = cfg->upstream_host,
+        .port = cfg->upstream_port,
+        .size = cfg->pool_size,
+        .queue_size = cfg->queue_size,
+        .connect_timeout_ms = cfg->connect_timeout_ms,
+        .idle_timeout_ms = cfg->upstream_idle_timeout_ms,
+    };
+    rv = h3g_upstream_pool_new(&s->pool, &s->loop, &pc);
+    if (rv != 0)
+      h3g_error("upstream %s:%u: %s", cfg->upstream_host, cfg->upstream_port,
+                h3g_strerror(rv));
+  }
+  s->env = (h3g_bridge_env){
+      .cfg = cfg, .up_ops = &h3g_upstream_pool_ops, .pool = s->pool};
+  if (rv == 0)
+    rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, &s->env);
+  if (rv == 0 && cfg->admin_address[0] != '\0')
+    rv = h3g_admin_new(&s->admin, &s->loop, cfg->admin_address,
+                       cfg->admin_port);
+
+  uv_signal_init(&s->loop, &s->sigterm);
+  uv_signal_init(&s->loop, &s->sigint);
+  uv_check_init(&s->loop, &s->flush);
+  s->sigterm.data = s->sigint.data = s;
+  if (rv == 0) {
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_check_start(&s->flush, on_flush);
+    h3g_info("h3gate %s ready: upstream %s:%u, pool %u", H3G_VERSION,
+             cfg->upstream_host, cfg->upstream_port, cfg->pool_size);
+    s->exit_status = 0;
+  } else {
+    s->exit_status = 1;
+    begin_shutdown(s);
+  }
+
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&s->loop) != 0) {
+    /* A handle someone forgot: close whatever is left so the loop can end,
+     * and say so (a bug, but not a reason to hang on exit). */
+    h3g_warn("handles left open at exit");
+    uv_walk(&s->loop, close_leftover, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+  }
+  h3g_tls_ctx_free(s->tls);
+  h3g_tls_cleanup();
+  h3g_access_log_close();
+  int status = s->exit_status;
+  free(s);
+  return status;
+}

@@ -1,0 +1,887 @@
+/*
+ * One client request mapped onto one HTTP/1.1 exchange.
+ *
+ * The request side and the response side each move through an ordered
+ * life cycle (enum req_state, enum resp_state below); the upstream
+ * connection is held from on_ready until the exchange ends and is given
+ * back to the pool as reusable only when both messages ended cleanly.
+ *
+ * Memory: two rings of cfg->stream_buffer_size, allocated on first use; the
+ * serialized request head (kept until the response starts, for a retry);
+ * the request field section (capped by max_header_size). Nothing grows with
+ * body sizes.
+ */
+#include "stream_bridge.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "h1_codec.h"
+#include "log.h"
+#include "metrics.h"
+
+/* Request side: what the client has sent so far. */
+typedef enum req_state {
+  REQ_HEADERS,  /* receiving the header section */
+  REQ_BODY,     /* head done, body may follow */
+  REQ_TRAILERS, /* receiving trailer fields */
+  REQ_END,      /* the client ended its stream */
+} req_state;
+
+/* Response side: what the client has been given so far. */
+typedef enum resp_state {
+  RESP_NONE,     /* nothing (or only interim heads) sent */
+  RESP_BODY,     /* final head sent, body streaming */
+  RESP_COMPLETE, /* the whole response is in the ring (or was sent) */
+  RESP_ABORTED,  /* the stream was cut off; no further front-end call */
+} resp_state;
+
+/* Upstream side: the connection we hold, if any. */
+typedef enum up_state {
+  UP_NONE,     /* not asked yet */
+  UP_WAITING,  /* acquire pending */
+  UP_ACTIVE,   /* connection held */
+  UP_RELEASED, /* given back (or failed); never held again */
+} up_state;
+
+enum {
+  MAX_IOV = 8,
+  ERROR_BODY_MAX = 128,
+};
+
+struct h3g_bridge {
+  const h3g_bridge_env *env;
+  const h3g_frontend_ops *fe;
+  void *fs;
+
+  req_state req;
+  resp_state resp;
+  up_state up;
+
+  h3g_upstream_waiter waiter;
+  h3g_upconn *conn;
+  int conn_reused;
+  int retried;
+
+  /* request */
+  h3g_headers req_fields;
+  h3g_headers req_trailers;
+  h3g_request_pseudo pseudo;
+  int validated;
+  int head_too_big;
+  int is_head;
+  int expect_continue;
+  int64_t req_content_length; /* declared by the client, -1 if absent */
+  int64_t up_content_length;  /* framing towards upstream, see h1_codec.h */
+  uint64_t req_body_received;
+  uint8_t *req_head;
+  size_t req_head_len;
+  int req_head_written;
+  int req_fully_written;
+  h3g_ring req_ring;
+
+  /* the write in flight */
+  int writing;
+  size_t write_body;  /* body bytes in the write */
+  int write_final;    /* the write ends the request message */
+  uint8_t chunk_line[24];
+  uint8_t *trailer_block;
+
+  /* response */
+  h3g_h1_parser *parser;
+  h3g_ring resp_ring;
+  uint8_t *read_region;
+  int read_paused;
+  int fe_wants_body;
+  int status;
+  int keep_alive;
+  int extra_bytes;
+  h3g_headers resp_trailers;
+  h3g_field *resp_trailer_fields;
+  size_t resp_ntrailers;
+  int end_reported;
+
+  /* accounting */
+  uint64_t start_ns;
+  uint64_t start_wall_us;
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  const char *outcome;
+  char client[64];
+  char protocol[16];
+};
+
+static const h3g_upstream_events upstream_events;
+static const h3g_h1_callbacks h1_callbacks;
+
+static void start_upstream(h3g_bridge *b);
+static void pump_request(h3g_bridge *b);
+static void upstream_release(h3g_bridge *b, int reusable);
+static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
+
+int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
+                   const h3g_frontend_ops *fe, void *fs, const char *client,
+                   const char *protocol) {
+  h3g_bridge *b = malloc(sizeof(*b));
+  if (b == NULL)
+    return H3G_ERR_NOMEM;
+  *b = (h3g_bridge){
+      .env = env,
+      .fe = fe,
+      .fs = fs,
+      .req_content_length = -1,
+      .start_ns = h3g_now_ns(),
+      .start_wall_us = h3g_wall_us(),
+      .outcome = "ok",
+  };
+  b->waiter.ev = &upstream_events;
+  b->waiter.ctx = b;
+  h3g_headers_init(&b->req_fields, env->cfg->max_header_size);
+  h3g_headers_init(&b->req_trailers, env->cfg->max_header_size);
+  h3g_headers_init(&b->resp_trailers, env->cfg->max_header_size);
+  h3g_ring_init(&b->req_ring, env->cfg->stream_buffer_size);
+  h3g_ring_init(&b->resp_ring, env->cfg->stream_buffer_size);
+  snprintf(b->client, sizeof(b->client), "%s", client ? client : "-");
+  snprintf(b->protocol, sizeof(b->protocol), "%s", protocol ? protocol : "-");
+  H3G_INC(requests_total);
+  *pb = b;
+  return 0;
+}
+
+/* A NUL-terminated copy of a field value for the access log. */
+static void field_str(const h3g_field *f, char *out, size_t cap) {
+  size_t n = f->namelen ? H3G_MIN(f->valuelen, cap - 1) : 0;
+  if (n)
+    memcpy(out, f->value, n);
+  out[n] = '\0';
+}
+
+static void write_access_log(h3g_bridge *b) {
+  char method[32], authority[256], path[1024];
+  h3g_request_pseudo ps = b->pseudo;
+  if (!b->validated) {
+    /* A refused request still gets a line; show what it claimed. */
+    const h3g_field *f;
+    memset(&ps, 0, sizeof(ps));
+    if ((f = h3g_headers_find(&b->req_fields, ":method")) != NULL)
+      ps.method = *f;
+    if ((f = h3g_headers_find(&b->req_fields, ":authority")) != NULL)
+      ps.authority = *f;
+    if ((f = h3g_headers_find(&b->req_fields, ":path")) != NULL)
+      ps.path = *f;
+  }
+  field_str(&ps.method, method, sizeof(method));
+  field_str(&ps.authority, authority, sizeof(authority));
+  field_str(&ps.path, path, sizeof(path));
+  h3g_access_record rec = {
+      .start_wall_us = b->start_wall_us,
+      .duration_us = (h3g_now_ns() - b->start_ns) / 1000u,
+      .client = b->client,
+      .protocol = b->protocol,
+      .method = method,
+      .authority = authority,
+      .path = path,
+      .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
+      .bytes_in = b->bytes_in,
+      .bytes_out = b->bytes_out,
+      .upstream = b->env->up_ops->name(b->env->pool),
+      .outcome = b->outcome,
+  };
+  h3g_access_log(&rec);
+}
+
+void h3g_bridge_free(h3g_bridge *b) {
+  if (b == NULL)
+    return;
+  if (b->resp != RESP_COMPLETE && b->resp != RESP_ABORTED &&
+      strcmp(b->outcome, "ok") == 0)
+    b->outcome = "client-gone";
+  if (b->up == UP_WAITING)
+    b->env->up_ops->cancel(b->env->pool, &b->waiter);
+  if (b->up == UP_ACTIVE)
+    upstream_release(b, 0);
+  b->up = UP_RELEASED;
+  write_access_log(b);
+  h3g_h1_parser_free(b->parser);
+  h3g_headers_free(&b->req_fields);
+  h3g_headers_free(&b->req_trailers);
+  h3g_headers_free(&b->resp_trailers);
+  free(b->resp_trailer_fields);
+  free(b->req_head);
+  free(b->trailer_block);
+  h3g_ring_free(&b->req_ring);
+  h3g_ring_free(&b->resp_ring);
+  free(b);
+}
+
+/* ---- request side ------------------------------------------------------ */
+
+int h3g_bridge_add_field(h3g_bridge *b, const uint8_t *name, size_t namelen,
+                         const uint8_t *value, size_t valuelen) {
+  if (b->req != REQ_HEADERS)
+    return H3G_ERR_PROTO;
+  if (b->head_too_big)
+    return 0; /* keep counting nothing; 431 at end of headers */
+  int rv = h3g_headers_add(&b->req_fields, name, namelen, value, valuelen);
+  if (rv == H3G_ERR_TOOBIG) {
+    b->head_too_big = 1;
+    return 0;
+  }
+  return rv;
+}
+
+static int method_is(const h3g_bridge *b, const char *m) {
+  size_t n = strlen(m);
+  return b->pseudo.method.valuelen == n &&
+         memcmp(b->pseudo.method.value, m, n) == 0;
+}
+
+/* Methods whose requests are safe to send twice (RFC 9110 §9.2.2). */
+static int method_idempotent(const h3g_bridge *b) {
+  return method_is(b, "GET") || method_is(b, "HEAD") ||
+         method_is(b, "OPTIONS") || method_is(b, "TRACE") ||
+         method_is(b, "PUT") || method_is(b, "DELETE");
+}
+
+/* Methods for which an empty body is still announced with a length. */
+static int method_expects_body(const h3g_bridge *b) {
+  return method_is(b, "POST") || method_is(b, "PUT") || method_is(b, "PATCH");
+}
+
+/*
+ * Serializes the request head once; it is kept until the response starts so
+ * that a request that failed on a stale kept-alive connection can be sent
+ * again on a fresh one.
+ */
+static int build_request_head(h3g_bridge *b) {
+  size_t n = b->req_fields.nfields;
+  h3g_field *fwd = malloc(sizeof(*fwd) * (n ? n : 1));
+  if (fwd == NULL)
+    return H3G_ERR_NOMEM;
+  size_t nfwd = 0;
+  for (size_t i = 0; i < n; i++) {
+    const h3g_field *f = &b->req_fields.fields[i];
+    if (f->namelen > 0 && f->name[0] == ':')
+      continue;
+    if (h3g_field_flags(f->name, f->namelen) & H3G_FIELD_HOP_BY_HOP)
+      continue;
+    if (h3g_field_name_eq(f, "host") || h3g_field_name_eq(f, "content-length"))
+      continue;
+    fwd[nfwd++] = *f;
+  }
+  const h3g_field *host = b->pseudo.authority.namelen
+                              ? &b->pseudo.authority
+                              : h3g_headers_find(&b->req_fields, "host");
+  h3g_h1_request rq = {
+      .method = b->pseudo.method.value,
+      .methodlen = b->pseudo.method.valuelen,
+      .target = b->pseudo.path.value,
+      .targetlen = b->pseudo.path.valuelen,
+      .host = host ? host->value : NULL,
+      .hostlen = host ? host->valuelen : 0,
+      .fields = fwd,
+      .nfields = nfwd,
+      .content_length = b->up_content_length,
+  };
+  size_t cap = b->req_fields.section_size + rq.methodlen + rq.targetlen +
+               rq.hostlen + 256;
+  b->req_head = malloc(cap);
+  int64_t len = b->req_head ? h3g_h1_write_request(&rq, b->req_head, cap)
+                            : H3G_ERR_NOMEM;
+  free(fwd);
+  if (len < 0)
+    return (int)len;
+  b->req_head_len = (size_t)len;
+  return 0;
+}
+
+int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
+  if (b->req != REQ_HEADERS)
+    return H3G_ERR_PROTO;
+  b->req = end_stream ? REQ_END : REQ_BODY;
+  if (b->head_too_big) {
+    fail_exchange(b, 431, "header-too-large");
+    return 0;
+  }
+  const char *why = NULL;
+  int rv = h3g_request_validate(&b->req_fields, &b->pseudo,
+                                &b->req_content_length, &why);
+  if (rv != 0) {
+    h3g_debug("%s: malformed request: %s", b->client, why ? why : "?");
+    H3G_INC(h3_malformed_requests);
+    b->outcome = "malformed";
+    b->resp = RESP_ABORTED;
+    return H3G_ERR_PROTO;
+  }
+  b->validated = 1;
+  if (end_stream && b->req_content_length > 0) {
+    b->outcome = "malformed";
+    b->resp = RESP_ABORTED;
+    return H3G_ERR_PROTO;
+  }
+  b->is_head = method_is(b, "HEAD");
+  const h3g_field *ex = h3g_headers_find(&b->req_fields, "expect");
+  b->expect_continue = ex != NULL && ex->valuelen == 12 &&
+                       strncasecmp((const char *)ex->value, "100-continue",
+                                   12) == 0;
+  if (b->req_content_length >= 0)
+    b->up_content_length = b->req_content_length;
+  else if (!end_stream)
+    b->up_content_length = -1;
+  else
+    b->up_content_length = method_expects_body(b) ? 0 : -2;
+
+  rv = build_request_head(b);
+  if (rv != 0) {
+    fail_exchange(b, rv == H3G_ERR_TOOBIG ? 431 : 500, "internal");
+    return 0;
+  }
+  start_upstream(b);
+  return 0;
+}
+
+int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
+  if (b->req != REQ_BODY)
+    return H3G_ERR_PROTO;
+  b->req_body_received += len;
+  b->bytes_in += len;
+  H3G_ADD(request_body_bytes, len);
+  if (b->req_content_length >= 0 &&
+      b->req_body_received > (uint64_t)b->req_content_length) {
+    b->outcome = "malformed";
+    if (b->up == UP_ACTIVE)
+      upstream_release(b, 0);
+    b->resp = RESP_ABORTED;
+    return H3G_ERR_PROTO;
+  }
+  if (b->resp == RESP_COMPLETE || b->up == UP_RELEASED) {
+    /* Nobody will read it: the answer is already decided. Give the credit
+     * straight back so the client can finish. */
+    b->fe->consume(b->fs, len);
+    return 0;
+  }
+  int rv = h3g_ring_write(&b->req_ring, data, len);
+  if (rv != 0)
+    return rv == H3G_ERR_TOOBIG ? H3G_ERR_TOOBIG : rv;
+  pump_request(b);
+  return 0;
+}
+
+int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
+                           const uint8_t *value, size_t valuelen) {
+  if (b->req == REQ_BODY)
+    b->req = REQ_TRAILERS;
+  if (b->req != REQ_TRAILERS)
+    return H3G_ERR_PROTO;
+  return h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
+}
+
+int h3g_bridge_end_request(h3g_bridge *b) {
+  if (b->req == REQ_END)
+    return 0;
+  if (b->req == REQ_HEADERS)
+    return H3G_ERR_PROTO;
+  b->req = REQ_END;
+  const char *why = NULL;
+  if ((b->req_content_length >= 0 &&
+       b->req_body_received != (uint64_t)b->req_content_length) ||
+      h3g_trailers_validate(&b->req_trailers, &why) != 0) {
+    b->outcome = "malformed";
+    if (b->up == UP_ACTIVE)
+      upstream_release(b, 0);
+    if (b->up == UP_WAITING) {
+      b->env->up_ops->cancel(b->env->pool, &b->waiter);
+      b->up = UP_RELEASED;
+    }
+    b->resp = RESP_ABORTED;
+    return H3G_ERR_PROTO;
+  }
+  pump_request(b);
+  return 0;
+}
+
+void h3g_bridge_client_abort(h3g_bridge *b) {
+  if (b->up == UP_WAITING) {
+    b->env->up_ops->cancel(b->env->pool, &b->waiter);
+    b->up = UP_RELEASED;
+  }
+  if (b->up == UP_ACTIVE)
+    upstream_release(b, 0);
+  if (b->resp != RESP_COMPLETE || h3g_ring_len(&b->resp_ring) > 0)
+    b->outcome = "client-reset";
+  H3G_INC(h3_streams_reset_by_client);
+  b->resp = RESP_ABORTED;
+}
+
+/* ---- talking to the upstream ------------------------------------------ */
+
+static void start_upstream(h3g_bridge *b) {
+  int rv = b->env->up_ops->acquire(b->env->pool, &b->waiter);
+  if (rv == 0) {
+    b->up = UP_WAITING;
+    return;
+  }
+  b->up = UP_RELEASED;
+  if (rv == H3G_ERR_NOMEM) {
+    H3G_INC(upstream_queue_rejected);
+    fail_exchange(b, 503, "queue-full");
+  } else {
+    fail_exchange(b, 503, "shutting-down");
+  }
+}
+
+static void upstream_release(h3g_bridge *b, int reusable) {
+  if (b->up != UP_ACTIVE)
+    return;
+  if (!reusable)
+    H3G_INC(upstream_conns_poisoned);
+  b->env->up_ops->release(b->conn, reusable);
+  b->conn = NULL;
+  b->up = UP_RELEASED;
+  b->writing = 0;
+}
+
+/*
+ * Writes whatever is ready: the head, buffered body bytes (chunk-framed when
+ * the length is unknown) and, once the client ended, the message end. One
+ * write is in flight at a time; the next starts from on_written.
+ */
+static void pump_request(h3g_bridge *b) {
+  if (b->up != UP_ACTIVE || b->writing || b->req_fully_written)
+    return;
+  h3g_iovec iov[MAX_IOV];
+  size_t n = 0;
+  if (!b->req_head_written)
+    iov[n++] = (h3g_iovec){b->req_head, b->req_head_len};
+
+  const uint8_t *p1 = NULL, *p2 = NULL;
+  size_t l1 = 0, l2 = 0;
+  /* Hold the body while the upstream has not answered 100-continue? The
+   * simple, safe policy here: send it (RFC 9110 §10.1.1 lets a client send
+   * the body anyway). */
+  size_t nv = h3g_ring_take(&b->req_ring, SIZE_MAX, &p1, &l1, &p2, &l2);
+  size_t body = l1 + l2;
+  int chunked = b->up_content_length == -1;
+  if (body > 0) {
+    if (chunked) {
+      size_t cl = h3g_h1_chunk_header(body, b->chunk_line,
+                                      sizeof(b->chunk_line));
+      iov[n++] = (h3g_iovec){b->chunk_line, cl};
+    }
+    iov[n++] = (h3g_iovec){p1, l1};
+    if (nv == 2)
+      iov[n++] = (h3g_iovec){p2, l2};
+    if (chunked)
+      iov[n++] = (h3g_iovec){(const uint8_t *)H3G_H1_CRLF, 2};
+  }
+  int final = 0;
+  if (b->req == REQ_END) {
+    final = 1;
+    if (chunked) {
+      if (b->req_trailers.nfields > 0 && b->trailer_block == NULL) {
+        size_t cap = b->req_trailers.section_size + 16;
+        b->trailer_block = malloc(cap);
+        int64_t tl = b->trailer_block
+                         ? h3g_h1_write_trailers(b->req_trailers.fields,
+                                                 b->req_trailers.nfields,
+                                                 b->trailer_block, cap)
+                         : H3G_ERR_NOMEM;
+        if (tl < 0) {
+          fail_exchange(b, 500, "internal");
+          return;
+        }
+        iov[n++] = (h3g_iovec){b->trailer_block, (size_t)tl};
+      } else {
+        iov[n++] = (h3g_iovec){(const uint8_t *)H3G_H1_LAST_CHUNK,
+                               sizeof(H3G_H1_LAST_CHUNK) - 1};
+      }
+    }
+  }
+  if (n == 0)
+    return;
+  if (b->env->up_ops->write(b->conn, iov, n) != 0) {
+    fail_exchange(b, 502, "upstream-write");
+    return;
+  }
+  b->writing = 1;
+  b->write_body = body;
+  b->write_final = final;
+}
+
+static void on_up_written(void *ctx, int status) {
+  h3g_bridge *b = ctx;
+  b->writing = 0;
+  if (status != 0) {
+    fail_exchange(b, 502, "upstream-write");
+    return;
+  }
+  b->req_head_written = 1;
+  if (b->write_body > 0) {
+    h3g_ring_release(&b->req_ring, b->write_body);
+    if (b->resp != RESP_ABORTED)
+      b->fe->consume(b->fs, b->write_body);
+  }
+  if (b->write_final) {
+    b->req_fully_written = 1;
+    b->env->up_ops->set_read_timeout(b->conn, b->env->cfg->response_timeout_ms);
+    if (b->resp == RESP_COMPLETE) {
+      /* The response finished first; only now is the message boundary
+       * known on both sides. */
+      upstream_release(b, b->keep_alive && !b->extra_bytes);
+      return;
+    }
+  }
+  pump_request(b);
+}
+
+static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
+  h3g_bridge *b = ctx;
+  b->up = UP_ACTIVE;
+  b->conn = conn;
+  b->conn_reused = reused;
+  if (reused)
+    H3G_INC(upstream_reuses);
+  if (b->parser == NULL &&
+      h3g_h1_parser_new(&b->parser, &h1_callbacks, b,
+                        b->env->cfg->max_header_size) != 0) {
+    fail_exchange(b, 500, "internal");
+    return;
+  }
+  h3g_h1_parser_reset(b->parser, b->is_head);
+  /* No response timeout while the request is still being uploaded: a slow
+   * client must not look like a slow upstream. */
+  b->env->up_ops->set_read_timeout(conn, 0);
+  b->env->up_ops->read_start(conn);
+  pump_request(b);
+}
+
+static int status_for_error(int err) {
+  return err == H3G_ERR_TIMEOUT ? 504 : 502;
+}
+
+static void on_up_fail(void *ctx, int err) {
+  h3g_bridge *b = ctx;
+  b->up = UP_RELEASED;
+  if (err == H3G_ERR_TIMEOUT)
+    H3G_INC(upstream_timeouts);
+  if (err == H3G_ERR_CLOSED)
+    fail_exchange(b, 503, "shutting-down");
+  else
+    fail_exchange(b, status_for_error(err),
+                  err == H3G_ERR_TIMEOUT ? "upstream-connect-timeout"
+                                         : "upstream-refused");
+}
+
+/*
+ * A kept-alive connection can be closed by the upstream just as we reuse it.
+ * If nothing of the response arrived and the request can safely be sent
+ * again (idempotent, no body bytes consumed), try once on a new connection.
+ */
+static int retry_on_fresh(h3g_bridge *b) {
+  if (!b->conn_reused || b->retried || h3g_h1_parser_started(b->parser) ||
+      b->resp != RESP_NONE || b->req_body_received > 0 ||
+      b->req != REQ_END || !method_idempotent(b))
+    return 0;
+  b->retried = 1;
+  upstream_release(b, 0);
+  b->req_head_written = 0;
+  b->req_fully_written = 0;
+  b->up = UP_NONE;
+  h3g_debug("%s: retrying on a fresh upstream connection", b->client);
+  start_upstream(b);
+  return 1;
+}
+
+static void on_up_alloc(void *ctx, uint8_t **buf, size_t *len) {
+  h3g_bridge *b = ctx;
+  if (h3g_ring_reserve(&b->resp_ring, buf, len) != 0)
+    *len = 0;
+  if (*len == 0) {
+    b->read_paused = 1;
+    H3G_INC(upstream_read_pauses);
+  }
+  b->read_region = *buf;
+}
+
+static void notify_body(h3g_bridge *b) {
+  if (b->fe_wants_body && b->resp != RESP_ABORTED) {
+    b->fe_wants_body = 0;
+    b->fe->body_ready(b->fs);
+  }
+}
+
+static void response_complete(h3g_bridge *b) {
+  b->resp = RESP_COMPLETE;
+  b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
+  if (!b->req_fully_written) {
+    /* The upstream answered before taking the whole request: the rest of
+     * the body is not wanted, and the connection cannot be reused
+     * mid-message. */
+    if (b->req != REQ_END)
+      b->fe->stop_request(b->fs);
+    upstream_release(b, 0);
+  } else {
+    upstream_release(b, b->keep_alive && !b->extra_bytes);
+  }
+  notify_body(b);
+}
+
+static void on_up_read(void *ctx, size_t nread) {
+  h3g_bridge *b = ctx;
+  size_t consumed = 0;
+  int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
+  if (b->up != UP_ACTIVE)
+    return; /* a callback ended the exchange */
+  if (rv != 0) {
+    H3G_INC(upstream_malformed_responses);
+    h3g_warn("%s: malformed upstream response: %s", b->client,
+             h3g_h1_parser_reason(b->parser));
+    fail_exchange(b, 502, "upstream-malformed");
+    return;
+  }
+  if (h3g_h1_parser_complete(b->parser)) {
+    if (consumed < nread) {
+      /* Bytes after the end of the response: the upstream and we disagree
+       * on message boundaries. Never reuse this connection. */
+      b->extra_bytes = 1;
+      H3G_INC(upstream_malformed_responses);
+      h3g_warn("%s: upstream sent %zu bytes after the response", b->client,
+               nread - consumed);
+    }
+    response_complete(b);
+    return;
+  }
+  notify_body(b);
+}
+
+static void on_up_eof(void *ctx) {
+  h3g_bridge *b = ctx;
+  if (retry_on_fresh(b))
+    return;
+  int rv = h3g_h1_parser_finish(b->parser);
+  if (rv == 0 && h3g_h1_parser_complete(b->parser)) {
+    b->keep_alive = 0;
+    response_complete(b);
+    return;
+  }
+  H3G_INC(upstream_malformed_responses);
+  fail_exchange(b, 502,
+                h3g_h1_parser_started(b->parser) ? "upstream-truncated"
+                                                 : "upstream-closed");
+}
+
+static void on_up_error(void *ctx, int err) {
+  h3g_bridge *b = ctx;
+  if (err != H3G_ERR_TIMEOUT && retry_on_fresh(b))
+    return;
+  if (err == H3G_ERR_TIMEOUT)
+    H3G_INC(upstream_timeouts);
+  fail_exchange(b, status_for_error(err),
+                err == H3G_ERR_TIMEOUT ? "upstream-timeout" : "upstream-reset");
+}
+
+static const h3g_upstream_events upstream_events = {
+    .on_ready = on_up_ready,
+    .on_fail = on_up_fail,
+    .on_alloc = on_up_alloc,
+    .on_read = on_up_read,
+    .on_eof = on_up_eof,
+    .on_error = on_up_error,
+    .on_written = on_up_written,
+};
+
+/* ---- the response ----------------------------------------------------- */
+
+static void count_status(int status) {
+  if (status < 200)
+    H3G_INC(responses_1xx);
+  else if (status < 300)
+    H3G_INC(responses_2xx);
+  else if (status < 400)
+    H3G_INC(responses_3xx);
+  else if (status < 500)
+    H3G_INC(responses_4xx);
+  else
+    H3G_INC(responses_5xx);
+}
+
+static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
+  h3g_bridge *b = ud;
+  if (b->resp == RESP_ABORTED)
+    return H3G_ERR_CLOSED;
+  /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is
+   * always useful; other 1xx codes have no meaning to forward. */
+  if (interim &&
+      !((status == 100 && b->expect_continue) || status == 103))
+    return 0;
+  h3g_field *out = malloc(sizeof(*out) * (fields->nfields + 1));
+  if (out == NULL)
+    return H3G_ERR_NOMEM;
+  size_t n = 0;
+  int rv = h3g_response_filter(fields, out, fields->nfields + 1, &n);
+  if (rv == 0 && (status == 204 || interim)) {
+    /* RFC 9110 §8.6: no Content-Length in 1xx and 204 responses. */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+      if (!h3g_field_name_eq(&out[i], "content-length"))
+        out[k++] = out[i];
+    n = k;
+  }
+  int has_body = !(interim || b->is_head || status == 204 || status == 304);
+  if (rv == 0)
+    rv = b->fe->send_head(b->fs, status, out, n, interim, has_body);
+  free(out);
+  if (rv != 0)
+    return rv;
+  count_status(status);
+  if (!interim) {
+    b->status = status;
+    b->resp = RESP_BODY;
+    /* The request cannot be retried once a response started. */
+    free(b->req_head);
+    b->req_head = NULL;
+    if (!has_body)
+      b->end_reported = 1;
+  }
+  return 0;
+}
+
+static int on_h1_body(void *ud, const uint8_t *data, size_t len) {
+  h3g_bridge *b = ud;
+  if (b->is_head || b->status == 204 || b->status == 304)
+    return 0;
+  h3g_ring_commit_from(&b->resp_ring, data, len);
+  return 0;
+}
+
+static int on_h1_trailers(void *ud, h3g_headers *fields) {
+  h3g_bridge *b = ud;
+  size_t n = fields->nfields;
+  h3g_field *tmp = malloc(sizeof(*tmp) * (n + 1));
+  if (tmp == NULL)
+    return H3G_ERR_NOMEM;
+  size_t kept = 0;
+  int rv = h3g_response_filter(fields, tmp, n + 1, &kept);
+  for (size_t i = 0; rv == 0 && i < kept; i++)
+    rv = h3g_headers_add(&b->resp_trailers, tmp[i].name, tmp[i].namelen,
+                         tmp[i].value, tmp[i].valuelen);
+  free(tmp);
+  return rv;
+}
+
+static int on_h1_complete(void *ud) {
+  H3G_UNUSED(ud);
+  return 0;
+}
+
+static const h3g_h1_callbacks h1_callbacks = {
+    .on_head = on_h1_head,
+    .on_body = on_h1_body,
+    .on_trailers = on_h1_trailers,
+    .on_complete = on_h1_complete,
+};
+
+/*
+ * Ends the exchange because of an error. Before a final head went out the
+ * client gets a short response made here; after, only a stream reset is
+ * honest (ending the stream would make a truncated body look complete).
+ */
+static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
+  b->outcome = outcome;
+  if (b->up == UP_WAITING)
+    b->env->up_ops->cancel(b->env->pool, &b->waiter);
+  if (b->up == UP_ACTIVE)
+    upstream_release(b, 0);
+  b->up = UP_RELEASED;
+  if (b->resp == RESP_ABORTED || b->resp == RESP_COMPLETE)
+    return;
+  if (b->resp == RESP_BODY) {
+    b->resp = RESP_ABORTED;
+    H3G_INC(h3_streams_reset_by_gateway);
+    b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
+    return;
+  }
+  char body[ERROR_BODY_MAX];
+  const char *reason = status == 502   ? "Bad Gateway"
+                       : status == 503 ? "Service Unavailable"
+                       : status == 504 ? "Gateway Timeout"
+                       : status == 431 ? "Request Header Fields Too Large"
+                       : status == 400 ? "Bad Request"
+                                       : "Internal Server Error";
+  int blen = snprintf(body, sizeof(body), "%d %s\n", status, reason);
+  char clen[24];
+  int cl = snprintf(clen, sizeof(clen), "%d", blen);
+  h3g_field fields[] = {
+      {(const uint8_t *)"content-type", 12,
+       (const uint8_t *)"text/plain; charset=utf-8", 25},
+      {(const uint8_t *)"content-length", 14, (const uint8_t *)clen,
+       (size_t)cl},
+      {(const uint8_t *)"cache-control", 13, (const uint8_t *)"no-store", 8},
+  };
+  int has_body = !b->is_head;
+  if (has_body &&
+      h3g_ring_write(&b->resp_ring, (const uint8_t *)body, (size_t)blen) != 0)
+    has_body = 0;
+  b->status = status;
+  H3G_INC(responses_generated);
+  count_status(status);
+  b->resp = RESP_COMPLETE;
+  if (!has_body)
+    b->end_reported = 1;
+  if (b->req != REQ_END)
+    b->fe->stop_request(b->fs);
+  if (b->fe->send_head(b->fs, status, fields, H3G_ARRAY_LEN(fields), 0,
+                       has_body) != 0) {
+    b->resp = RESP_ABORTED;
+    b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
+    return;
+  }
+  notify_body(b);
+}
+
+size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t max,
+                            unsigned *flags) {
+  *flags = 0;
+  if (b->resp == RESP_ABORTED || b->end_reported)
+    return 0;
+  const uint8_t *p1 = NULL, *p2 = NULL;
+  size_t l1 = 0, l2 = 0;
+  size_t n = h3g_ring_take(&b->resp_ring, max, &p1, &l1, &p2, &l2);
+  if (n >= 1)
+    v[0] = (h3g_iovec){p1, l1};
+  if (n == 2)
+    v[1] = (h3g_iovec){p2, l2};
+  b->bytes_out += l1 + l2;
+  H3G_ADD(response_body_bytes, l1 + l2);
+  if (b->resp == RESP_COMPLETE && h3g_ring_unsent(&b->resp_ring) == 0) {
+    *flags = H3G_BODY_END;
+    if (b->resp_trailers.nfields > 0)
+      *flags |= H3G_BODY_TRAILERS;
+    b->end_reported = 1;
+  } else if (n == 0) {
+    b->fe_wants_body = 1;
+  }
+  return n;
+}
+
+void h3g_bridge_body_done(h3g_bridge *b, size_t n) {
+  h3g_ring_release(&b->resp_ring, n);
+  if (b->read_paused && b->up == UP_ACTIVE &&
+      h3g_ring_space(&b->resp_ring) > 0) {
+    b->read_paused = 0;
+    b->env->up_ops->read_start(b->conn);
+  }
+}
+
+void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
+                             size_t *n) {
+  *fields = b->resp_trailers.fields;
+  *n = b->resp_trailers.nfields;
+}
+
+int h3g_bridge_response_done(const h3g_bridge *b) {
+  return b->resp == RESP_COMPLETE && b->end_reported;
+}

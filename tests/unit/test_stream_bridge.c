@@ -1,0 +1,581 @@
+/*
+ * The bridge driven by fakes: a fake front end records what the client would
+ * see, a fake upstream records the bytes written and lets each test play the
+ * upstream's part (ready, written, reads, EOF, errors).
+ */
+#include <stdlib.h>
+
+#include "stream_bridge.h"
+#include "unit.h"
+
+/* ---- fake upstream ----------------------------------------------------- */
+
+typedef struct fake_up {
+  h3g_upstream_waiter *waiter;
+  int acquires;
+  int cancels;
+  int acquire_rv;
+  char wrote[65536];
+  size_t wrote_len;
+  int writes_pending;
+  int reading;
+  int read_starts;
+  uint64_t read_timeout;
+  int released;
+  int reusable;
+} fake_up;
+
+static fake_up up;
+static h3g_upconn *const FAKE_CONN = (h3g_upconn *)&up;
+
+static int f_acquire(void *pool, h3g_upstream_waiter *w) {
+  (void)pool;
+  up.acquires++;
+  if (up.acquire_rv != 0)
+    return up.acquire_rv;
+  up.waiter = w;
+  return 0;
+}
+static void f_cancel(void *pool, h3g_upstream_waiter *w) {
+  (void)pool;
+  (void)w;
+  up.cancels++;
+  up.waiter = NULL;
+}
+static int f_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
+  (void)c;
+  CHECK(up.writes_pending == 0);
+  for (size_t i = 0; i < n; i++) {
+    memcpy(up.wrote + up.wrote_len, iov[i].base, iov[i].len);
+    up.wrote_len += iov[i].len;
+  }
+  up.writes_pending++;
+  return 0;
+}
+static void f_read_start(h3g_upconn *c) {
+  (void)c;
+  up.reading = 1;
+  up.read_starts++;
+}
+static void f_read_stop(h3g_upconn *c) {
+  (void)c;
+  up.reading = 0;
+}
+static void f_set_read_timeout(h3g_upconn *c, uint64_t ms) {
+  (void)c;
+  up.read_timeout = ms;
+}
+static void f_release(h3g_upconn *c, int reusable) {
+  (void)c;
+  up.released++;
+  up.reusable = reusable;
+}
+static const char *f_name(void *pool) {
+  (void)pool;
+  return "fake:80";
+}
+
+static const h3g_upstream_ops fake_ops = {
+    .acquire = f_acquire,
+    .cancel = f_cancel,
+    .write = f_write,
+    .read_start = f_read_start,
+    .read_stop = f_read_stop,
+    .set_read_timeout = f_set_read_timeout,
+    .release = f_release,
+    .name = f_name,
+};
+
+/* Completes the pending write as the upstream socket would. */
+static void up_written(h3g_bridge *b) {
+  (void)b;
+  CHECK(up.writes_pending == 1);
+  up.writes_pending = 0;
+  up.waiter->ev->on_written(up.waiter->ctx, 0);
+}
+
+/* Delivers bytes from the upstream through on_alloc/on_read, in as many
+ * reads as the bridge's buffer allows. Returns bytes delivered. */
+static size_t up_send(const char *data, size_t len) {
+  size_t done = 0;
+  while (done < len && up.reading) {
+    uint8_t *buf;
+    size_t cap;
+    up.waiter->ev->on_alloc(up.waiter->ctx, &buf, &cap);
+    if (cap == 0) {
+      up.reading = 0; /* as the pool does */
+      break;
+    }
+    size_t n = H3G_MIN(cap, len - done);
+    memcpy(buf, data + done, n);
+    done += n;
+    up.waiter->ev->on_read(up.waiter->ctx, n);
+    if (up.released)
+      break;
+  }
+  return done;
+}
+
+/* ---- fake front end --------------------------------------------------- */
+
+typedef struct fake_fe {
+  int heads;
+  int status;
+  int interim_status;
+  int has_body;
+  char fields[4096];
+  int body_ready;
+  size_t consumed;
+  int stop_request;
+  int aborted;
+  h3g_abort_code abort_code;
+} fake_fe;
+
+static fake_fe fe;
+
+static int fe_send_head(void *fs, int status, const h3g_field *fields,
+                        size_t n, int interim, int has_body) {
+  (void)fs;
+  if (interim) {
+    fe.interim_status = status;
+    return 0;
+  }
+  fe.heads++;
+  fe.status = status;
+  fe.has_body = has_body;
+  fe.fields[0] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    strncat(fe.fields, (const char *)fields[i].name, fields[i].namelen);
+    strcat(fe.fields, ": ");
+    strncat(fe.fields, (const char *)fields[i].value, fields[i].valuelen);
+    strcat(fe.fields, "\n");
+  }
+  return 0;
+}
+static void fe_body_ready(void *fs) {
+  (void)fs;
+  fe.body_ready++;
+}
+static void fe_consume(void *fs, size_t n) {
+  (void)fs;
+  fe.consumed += n;
+}
+static void fe_stop_request(void *fs) {
+  (void)fs;
+  fe.stop_request++;
+}
+static void fe_abort(void *fs, h3g_abort_code code) {
+  (void)fs;
+  fe.aborted++;
+  fe.abort_code = code;
+}
+
+static const h3g_frontend_ops fake_fe_ops = {
+    .send_head = fe_send_head,
+    .body_ready = fe_body_ready,
+    .consume = fe_consume,
+    .stop_request = fe_stop_request,
+    .abort = fe_abort,
+};
+
+/* ---- helpers --------------------------------------------------------- */
+
+static h3g_config cfg;
+static h3g_bridge_env env;
+
+static h3g_bridge *new_bridge(size_t bufsize) {
+  memset(&up, 0, sizeof(up));
+  memset(&fe, 0, sizeof(fe));
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.stream_buffer_size = (uint32_t)bufsize;
+  cfg.max_header_size = 16384;
+  cfg.response_timeout_ms = 60000;
+  env = (h3g_bridge_env){.cfg = &cfg, .up_ops = &fake_ops, .pool = NULL};
+  h3g_bridge *b = NULL;
+  CHECK_EQ_INT(h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, "127.0.0.1:1",
+                              "h3"),
+               0);
+  return b;
+}
+
+static void add(h3g_bridge *b, const char *name, const char *value) {
+  CHECK_EQ_INT(h3g_bridge_add_field(b, (const uint8_t *)name, strlen(name),
+                                    (const uint8_t *)value, strlen(value)),
+               0);
+}
+
+static void add_request(h3g_bridge *b, const char *method, const char *path) {
+  add(b, ":method", method);
+  add(b, ":scheme", "https");
+  add(b, ":authority", "example.com");
+  add(b, ":path", path);
+}
+
+/* Collects the whole available body (and releases it, as acks would). */
+static size_t drain_body(h3g_bridge *b, char *out, size_t cap,
+                         unsigned *flags) {
+  size_t total = 0;
+  *flags = 0;
+  for (;;) {
+    h3g_iovec v[2];
+    unsigned fl;
+    size_t n = h3g_bridge_take_body(b, v, SIZE_MAX, &fl);
+    size_t got = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (total + v[i].len <= cap)
+        memcpy(out + total, v[i].base, v[i].len);
+      total += v[i].len;
+      got += v[i].len;
+    }
+    *flags |= fl;
+    if (got)
+      h3g_bridge_body_done(b, got);
+    if (n == 0 || (fl & H3G_BODY_END))
+      break;
+  }
+  return total;
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+static void test_get_content_length(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/x?y=1");
+  add(b, "accept", "*/*");
+  add(b, "cookie", "a=1");
+  add(b, "cookie", "b=2");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(up.acquires, 1);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  CHECK(up.reading);
+  CHECK_EQ_INT(up.read_timeout, 0); /* request not fully written yet */
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strncmp(up.wrote, "GET /x?y=1 HTTP/1.1\r\n", 21) == 0);
+  CHECK(strstr(up.wrote, "ost: example.com\r\n") != NULL);
+  CHECK(strstr(up.wrote, "cookie: a=1; b=2\r\n") != NULL);
+  CHECK(strstr(up.wrote, "ontent-Length") == NULL);
+  CHECK(strstr(up.wrote, "\r\n\r\n") == up.wrote + up.wrote_len - 4);
+  up_written(b);
+  CHECK_EQ_INT(up.read_timeout, 60000);
+  const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                     "Connection: keep-alive\r\nX-A: 1\r\n\r\nhello";
+  up_send(resp, strlen(resp));
+  CHECK_EQ_INT(fe.heads, 1);
+  CHECK_EQ_INT(fe.status, 200);
+  CHECK(fe.has_body);
+  CHECK(strstr(fe.fields, "connection") == NULL);
+  CHECK(strstr(fe.fields, "x-a: 1") != NULL);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 1);
+  char body[64];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK_MEM(body, n, "hello");
+  CHECK(flags & H3G_BODY_END);
+  CHECK(h3g_bridge_response_done(b));
+  h3g_bridge_free(b);
+}
+
+static void test_post_chunked_and_credit(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/echo");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  CHECK_EQ_INT(fe.consumed, 0); /* nothing accepted upstream yet */
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "ransfer-Encoding: chunked\r\n") != NULL);
+  CHECK(strstr(up.wrote, "\r\n\r\n3\r\nabc\r\n") != NULL);
+  up_written(b);
+  CHECK_EQ_INT(fe.consumed, 3);
+  CHECK_EQ_INT(up.read_timeout, 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"de", 2), 0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0); /* write of "de" in flight */
+  up_written(b);
+  CHECK_EQ_INT(fe.consumed, 5);
+  up_written(b); /* the last chunk */
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "2\r\nde\r\n0\r\n\r\n") != NULL);
+  CHECK_EQ_INT(up.read_timeout, 60000);
+  const char *resp = "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n"
+                     "\r\n5\r\nabcde\r\n0\r\nx-sum: 5\r\n\r\n";
+  up_send(resp, strlen(resp));
+  CHECK_EQ_INT(fe.status, 201);
+  CHECK(strstr(fe.fields, "transfer-encoding") == NULL);
+  char body[64];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK_MEM(body, n, "abcde");
+  CHECK(flags & H3G_BODY_TRAILERS);
+  const h3g_field *tf;
+  size_t nt;
+  h3g_bridge_get_trailers(b, &tf, &nt);
+  CHECK_EQ_INT(nt, 1);
+  CHECK_EQ_INT(up.reusable, 1);
+  h3g_bridge_free(b);
+}
+
+static void test_post_content_length_mismatch(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "content-length", "4");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "ontent-Length: 4\r\n") != NULL);
+  up_written(b);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"ab", 2), 0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0); /* half a message went out */
+  h3g_bridge_free(b);
+}
+
+static void test_malformed_request_never_reaches_upstream(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  add(b, "Bad-Case", "1");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.acquires, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  add(b, "transfer-encoding", "chunked");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.acquires, 0);
+  h3g_bridge_free(b);
+}
+
+static void test_refused_gives_502(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_REFUSED);
+  CHECK_EQ_INT(fe.status, 502);
+  char body[64];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK(n > 0 && strncmp(body, "502", 3) == 0);
+  CHECK(flags & H3G_BODY_END);
+  h3g_bridge_free(b);
+}
+
+static void test_timeout_gives_504_and_queue_full_503(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  up.waiter->ev->on_error(up.waiter->ctx, H3G_ERR_TIMEOUT);
+  CHECK_EQ_INT(fe.status, 504);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  up.acquire_rv = H3G_ERR_NOMEM;
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(fe.status, 503);
+  h3g_bridge_free(b);
+}
+
+static void test_malformed_response_before_and_after_head(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *bad = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n";
+  up_send(bad, strlen(bad));
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(fe.aborted, 0);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *mid = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nabc\r\nzz\r\n";
+  up_send(mid, strlen(mid));
+  CHECK_EQ_INT(fe.status, 200);
+  CHECK_EQ_INT(fe.aborted, 1);
+  CHECK_EQ_INT(fe.abort_code, H3G_ABORT_INTERNAL);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
+static void test_truncated_body_resets(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+  up_send(r, strlen(r));
+  up.waiter->ev->on_eof(up.waiter->ctx);
+  CHECK_EQ_INT(fe.aborted, 1);
+  h3g_bridge_free(b);
+}
+
+static void test_close_delimited(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabcdef";
+  up_send(r, strlen(r));
+  up.waiter->ev->on_eof(up.waiter->ctx);
+  CHECK_EQ_INT(fe.aborted, 0);
+  CHECK_EQ_INT(up.reusable, 0);
+  char body[64];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK_MEM(body, n, "abcdef");
+  CHECK(flags & H3G_BODY_END);
+  h3g_bridge_free(b);
+}
+
+static void test_backpressure_pauses_reads(void) {
+  h3g_bridge *b = new_bridge(16);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  char resp[256];
+  int hl = snprintf(resp, sizeof(resp),
+                    "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n");
+  memset(resp + hl, 'z', 40);
+  size_t total = (size_t)hl + 40;
+  size_t sent = up_send(resp, total);
+  CHECK(sent < total);
+  CHECK(!up.reading); /* ring full: reads paused */
+  size_t got = 0;
+  int starts_before = up.read_starts;
+  while (got < 40) {
+    h3g_iovec v[2];
+    unsigned fl;
+    size_t n = h3g_bridge_take_body(b, v, SIZE_MAX, &fl);
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+      len += v[i].len;
+    CHECK(len <= 16);
+    got += len;
+    h3g_bridge_body_done(b, len);
+    if (got < 40) {
+      CHECK(up.read_starts > starts_before);
+      starts_before = up.read_starts;
+      sent += up_send(resp + sent, total - sent);
+    }
+    if (len == 0)
+      break;
+  }
+  CHECK_EQ_INT(got, 40);
+  CHECK_EQ_INT(up.reusable, 1);
+  h3g_bridge_free(b);
+}
+
+static void test_early_response_stops_request(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/upload");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  /* late body bytes are credited back so the client can finish */
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"xx", 2), 0);
+  CHECK_EQ_INT(fe.consumed, 2);
+  h3g_bridge_free(b);
+}
+
+static void test_retry_once_on_stale_connection(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 1);
+  up_written(b);
+  up.waiter->ev->on_eof(up.waiter->ctx); /* stale keep-alive */
+  CHECK_EQ_INT(up.acquires, 2);
+  CHECK_EQ_INT(fe.heads, 0);
+  up.released = 0;
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 1);
+  up_written(b);
+  up.waiter->ev->on_eof(up.waiter->ctx); /* again: no second retry */
+  CHECK_EQ_INT(up.acquires, 2);
+  CHECK_EQ_INT(fe.status, 502);
+  h3g_bridge_free(b);
+
+  /* never for POST */
+  b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 1);
+  up_written(b);
+  up.waiter->ev->on_eof(up.waiter->ctx);
+  CHECK_EQ_INT(up.acquires, 1);
+  CHECK_EQ_INT(fe.status, 502);
+  h3g_bridge_free(b);
+}
+
+static void test_client_abort_poisons_connection(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  h3g_bridge_client_abort(b);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  /* abort while waiting in the queue cancels the wait */
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  h3g_bridge_client_abort(b);
+  CHECK_EQ_INT(up.cancels, 1);
+  h3g_bridge_free(b);
+}
+
+static void test_head_and_interim(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "HEAD", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                  "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.interim_status, 103);
+  CHECK_EQ_INT(fe.status, 200);
+  CHECK_EQ_INT(fe.has_body, 0);
+  CHECK_EQ_INT(up.reusable, 1);
+  h3g_bridge_free(b);
+}
+
+int main(void) {
+  RUN(test_get_content_length);
+  RUN(test_post_chunked_and_credit);
+  RUN(test_post_content_length_mismatch);
+  RUN(test_malformed_request_never_reaches_upstream);
+  RUN(test_refused_gives_502);
+  RUN(test_timeout_gives_504_and_queue_full_503);
+  RUN(test_malformed_response_before_and_after_head);
+  RUN(test_truncated_body_resets);
+  RUN(test_close_delimited);
+  RUN(test_backpressure_pauses_reads);
+  RUN(test_early_response_stops_request);
+  RUN(test_retry_once_on_stale_connection);
+  RUN(test_client_abort_poisons_connection);
+  RUN(test_head_and_interim);
+  return unit_report();
+}
