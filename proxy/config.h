@@ -47,23 +47,77 @@ typedef struct h3g_config {
   uint64_t upstream_idle_timeout_ms; /* idle keep-alive expiry */
 } h3g_config;
 
-/* Fills cfg with every key's default. */
+/*
+ * Fills cfg with every key's default (the required keys cert, key and
+ * server are left empty, port 0). The defaults are the schema's default
+ * texts parsed by the same code as the file's values.
+ */
 void h3g_config_defaults(h3g_config *cfg);
 
 /*
- * Reads path over the defaults already in cfg. Every problem is reported as
- * one line "FILE:LINE: [section] key: reason" (LINE 0 when the problem is not
- * tied to a line, e.g. a missing required key or an unreadable certificate),
- * appended to err (always NUL-terminated, truncated if errlen is short).
- * Checks: unknown sections and keys, syntax errors, values of the wrong type
- * or outside their bounds, required keys, that cert and key files are
- * readable. Relative paths are resolved against the INI file's directory.
- * Returns 0, H3G_ERR_NOTFOUND (file missing) or H3G_ERR_INVAL (any problem).
+ * Reads path over the values already in cfg (normally the defaults). Every
+ * problem is reported as one line "FILE:LINE: [section] key: reason\n", FILE
+ * being path as given; LINE is the line the problem is on, 0 when it is tied
+ * to no line (a missing required key, a file that cannot be opened). The
+ * lines are written to err in file order, all of them, not just the first;
+ * err is always NUL-terminated when errlen > 0, and when it is too short the
+ * lines that do not fit are left out (a last line says how many). err may be
+ * NULL when errlen is 0.
+ *
+ * Checks: syntax, unknown sections and keys, keys set twice, values of the
+ * wrong type or outside their bounds, required keys, and that each cert and
+ * key file is a readable regular file holding a PEM certificate or private
+ * key (reported on the line that names the file). Relative paths are
+ * resolved against the INI file's directory (made absolute with the current
+ * directory) and stored resolved. Lines of any length are read. On any
+ * error, cfg is left unchanged.
+ *
+ * Syntax: "[section]" and "key = value" lines (":" works as "="); blank
+ * lines; comments from a ";" or "#" at the start of a line or after a blank
+ * to the end of the line, also inside quotes; leading and trailing blanks
+ * are dropped; a value wholly inside "..." keeps the blanks and ";"/"#"
+ * inside the quotes (but not " ;"/" #"); there are no escapes.
+ *
+ * Returns 0, H3G_ERR_NOTFOUND (no such file), H3G_ERR_IO (it exists but
+ * cannot be read), H3G_ERR_NOMEM, or H3G_ERR_INVAL (any other problem).
  */
 int h3g_config_load(h3g_config *cfg, const char *path, char *err,
                     size_t errlen);
 
-/* Writes every key and its current value as INI text to f (a FILE *). */
+/*
+ * Like h3g_config_load, from len bytes of INI text at data (no NUL needed;
+ * a NUL byte inside is an error). name stands for the file in messages;
+ * base_dir (NULL: the current directory) is what relative paths are
+ * resolved against. Texts over 1 MiB are refused. Returns 0, H3G_ERR_NOMEM
+ * or H3G_ERR_INVAL. For tests and fuzzing.
+ */
+int h3g_config_load_string(h3g_config *cfg, const char *data, size_t len,
+                           const char *name, const char *base_dir, char *err,
+                           size_t errlen);
+
+/*
+ * Writes every key and its current value as INI text to f (a FILE *), in
+ * the units a person would write (30s, 256KiB). Loading the text back gives
+ * the same configuration. A required key that is not set is written as a
+ * comment, so the text then fails to load with "required".
+ */
 void h3g_config_dump(const h3g_config *cfg, void *f);
+
+/*
+ * The value syntax of the INI file, for command-line flags and tests. Each
+ * takes the whole of s (no blanks around it) and returns 0, H3G_ERR_INVAL
+ * (not that syntax) or H3G_ERR_TOOBIG (does not fit in 64 bits); *out is
+ * untouched on error.
+ *
+ * Durations: a whole number and one of ms, s, m, h; a bare number means
+ * seconds ("1500ms", "30s", "30"). Stores milliseconds.
+ * Sizes: a whole number and one of B, k/K/KiB, m/M/MiB, g/G/GiB (powers of
+ * 1024); a bare number means bytes ("256KiB", "1M"). Stores bytes.
+ * Blanks may separate the number from its unit ("30 s").
+ * Booleans: yes/no, true/false, on/off, 1/0, in any case. Stores 1 or 0.
+ */
+int h3g_config_parse_duration(const char *s, uint64_t *out);
+int h3g_config_parse_size(const char *s, uint64_t *out);
+int h3g_config_parse_bool(const char *s, int *out);
 
 #endif /* H3G_CONFIG_H */

@@ -426,18 +426,17 @@ static void start_upstream(h3g_bridge *b) {
   }
   b->up = UP_RELEASED;
   if (rv == H3G_ERR_NOMEM) {
-    H3G_INC(upstream_queue_rejected);
     fail_exchange(b, 503, "queue-full");
   } else {
     fail_exchange(b, 503, "shutting-down");
   }
 }
 
+/* Upstream counters (reuses, timeouts, poisoned connections, queue
+ * rejections) are the pool's to keep; the bridge counts only its own. */
 static void upstream_release(h3g_bridge *b, int reusable) {
   if (b->up != UP_ACTIVE)
     return;
-  if (!reusable)
-    H3G_INC(upstream_conns_poisoned);
   b->env->up_ops->release(b->conn, reusable);
   b->conn = NULL;
   b->up = UP_RELEASED;
@@ -542,8 +541,6 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   b->up = UP_ACTIVE;
   b->conn = conn;
   b->conn_reused = reused;
-  if (reused)
-    H3G_INC(upstream_reuses);
   if (b->parser == NULL &&
       h3g_h1_parser_new(&b->parser, &h1_callbacks, b,
                         b->env->cfg->max_header_size) != 0) {
@@ -565,8 +562,6 @@ static int status_for_error(int err) {
 static void on_up_fail(void *ctx, int err) {
   h3g_bridge *b = ctx;
   b->up = UP_RELEASED;
-  if (err == H3G_ERR_TIMEOUT)
-    H3G_INC(upstream_timeouts);
   if (err == H3G_ERR_CLOSED)
     fail_exchange(b, 503, "shutting-down");
   else
@@ -677,8 +672,6 @@ static void on_up_error(void *ctx, int err) {
   h3g_bridge *b = ctx;
   if (err != H3G_ERR_TIMEOUT && retry_on_fresh(b))
     return;
-  if (err == H3G_ERR_TIMEOUT)
-    H3G_INC(upstream_timeouts);
   fail_exchange(b, status_for_error(err),
                 err == H3G_ERR_TIMEOUT ? "upstream-timeout" : "upstream-reset");
 }

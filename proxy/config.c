@@ -1,0 +1,1369 @@
+/*
+ * The configuration: one schema table and an INI reader in front of inih.
+ *
+ * Policy is data: every key is one row of `schema` (section, key, type,
+ * bounds, default text, field). Defaults go through the same value parser
+ * as the file, so a default can never drift from what a file may say, and
+ * h3g_config_dump walks the same rows, so it cannot forget a key.
+ *
+ * Why a reader of our own in front of inih (on_read_line): inih reads each
+ * line into a fixed 200-byte stack buffer (INI_MAX_LINE, compiled into the
+ * packaged library) and parses the rest of a longer line as if it were a
+ * line of its own, so a long comment can turn into a key. It remembers only
+ * the first bad line, passes no line number to the handler in the packaged
+ * build, strips " ;" comments but not " #" ones, and reads an indented line
+ * as the continuation of the previous value. So the reader hands inih one
+ * physical line at a time, already stripped of blanks and comments, reports
+ * syntax problems itself (every one, with its line number), tracks the
+ * current [section], and hands over only lines inih will accept; inih splits
+ * "key = value". A key line too long for inih's buffer is handed over as a
+ * first piece and indented continuation pieces, each cut between two
+ * non-blank bytes so that inih's trimming loses nothing, and on_key joins
+ * them. The reader asks for nothing inih does not do by default, and checks
+ * that the pieces came back joined, so a differently built inih yields an
+ * error, never a wrong value.
+ */
+#define _GNU_SOURCE /* memmem */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#define T_SEC 1000ull
+#define T_MIN (60 * T_SEC)
+#define T_HOUR (60 * T_MIN)
+#define Z_KIB 1024ull
+#define Z_MIB (1024 * Z_KIB)
+#define Z_GIB (1024 * Z_MIB)
+
+/* A configuration file is small; a bigger one is a mistake (or an attack on
+ * a fuzzer), and the cap bounds the reader's buffers. */
+#define CONFIG_MAX_BYTES (1u << 20)
+/* How much of a name or value from the file a message repeats (paths are
+ * repeated whole). */
+#define SHOWN_MAX 48
+/* Room kept in err for the last line, "(N more problems not shown)". */
+#define ERR_TAIL 40
+/* How far into a cert or key file to look for its PEM header. */
+#define PEM_SCAN_BYTES (64 * 1024)
+/* Keys longer than this get no "did you mean" (and it bounds the work). */
+#define SUGGEST_MAX 64
+
+typedef enum opt_type {
+  OPT_ENUM,       /* one of names[], stored as its index in an int-sized enum */
+  OPT_BOOL,       /* stored as 0 or 1 in an unsigned integer field */
+  OPT_UINT,       /* a count */
+  OPT_DURATION,   /* stored in milliseconds */
+  OPT_SIZE,       /* stored in bytes */
+  OPT_ADDRESS,    /* an IPv4 or IPv6 literal ("[v6]" accepted) */
+  OPT_PATH,       /* a file path, resolved against the INI's directory */
+  OPT_LOG_TARGET, /* "-" (stdout), "off", or an OPT_PATH */
+  OPT_HOSTPORT,   /* host:port, host a DNS name or an address */
+  OPT_LISTEN,     /* "off", or address:port (an IP literal: it is bound) */
+} opt_type;
+
+typedef struct opt {
+  const char *section;
+  const char *key;
+  opt_type type;
+  uint64_t min, max;        /* bounds of the number, or of the port */
+  const char *def;          /* default as INI text; NULL: required */
+  size_t off, size;         /* the field in h3g_config */
+  size_t port_off;          /* OPT_HOSTPORT, OPT_LISTEN: the uint16_t port */
+  const char *const *names; /* OPT_ENUM: the words, NULL-terminated */
+  const char *pem;          /* OPT_PATH: text the file must contain, */
+  const char *pem_kind;     /* and what it is then */
+} opt;
+
+#define OPT(sec, k, t, lo, hi, d, f)                                           \
+  .section = (sec), .key = (k), .type = (t), .min = (lo), .max = (hi),         \
+  .def = (d), .off = offsetof(h3g_config, f),                                  \
+  .size = sizeof(((h3g_config *)0)->f)
+#define PORT_FIELD(f) .port_off = offsetof(h3g_config, f)
+
+/* In h3g_log_level order. */
+static const char *const log_level_names[] = {"error", "warn", "info", "debug",
+                                              NULL};
+
+/* Mirrored key for key, with the reasons, by config/h3gate.ini. */
+static const opt schema[] = {
+    {OPT("server", "log_level", OPT_ENUM, 0, 0, "info", log_level),
+     .names = log_level_names},
+    {OPT("server", "access_log", OPT_LOG_TARGET, 0, 0, "-", access_log)},
+    {OPT("server", "shutdown_timeout", OPT_DURATION, 0, T_HOUR, "10s",
+         shutdown_timeout_ms)},
+    {OPT("server", "admin", OPT_LISTEN, 0, 65535, "off", admin_address),
+     PORT_FIELD(admin_port)},
+
+    {OPT("listener", "address", OPT_ADDRESS, 0, 0, "0.0.0.0", listen_address)},
+    {OPT("listener", "port", OPT_UINT, 0, 65535, "443", listen_port)},
+    {OPT("listener", "cert", OPT_PATH, 0, 0, NULL, cert_file),
+     .pem = "-----BEGIN CERTIFICATE-----", .pem_kind = "certificate"},
+    {OPT("listener", "key", OPT_PATH, 0, 0, NULL, key_file),
+     .pem = "PRIVATE KEY-----", .pem_kind = "private key"},
+    {OPT("listener", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "30s",
+         idle_timeout_ms)},
+    {OPT("listener", "handshake_timeout", OPT_DURATION, T_SEC, 5 * T_MIN, "10s",
+         handshake_timeout_ms)},
+    {OPT("listener", "max_connections", OPT_UINT, 1, 1000000, "10000",
+         max_connections)},
+    {OPT("listener", "max_streams", OPT_UINT, 1, 10000, "100", max_streams)},
+    {OPT("listener", "stream_buffer_size", OPT_SIZE, 16 * Z_KIB, 16 * Z_MIB,
+         "256KiB", stream_buffer_size)},
+    {OPT("listener", "max_header_size", OPT_SIZE, Z_KIB, Z_MIB, "64KiB",
+         max_header_size)},
+
+    {OPT("upstream", "server", OPT_HOSTPORT, 1, 65535, NULL, upstream_host),
+     PORT_FIELD(upstream_port)},
+    {OPT("upstream", "pool_size", OPT_UINT, 1, 10000, "64", pool_size)},
+    {OPT("upstream", "queue_size", OPT_UINT, 0, 1000000, "1024", queue_size)},
+    {OPT("upstream", "connect_timeout", OPT_DURATION, 1, 5 * T_MIN, "5s",
+         connect_timeout_ms)},
+    {OPT("upstream", "response_timeout", OPT_DURATION, 1, T_HOUR, "60s",
+         response_timeout_ms)},
+    {OPT("upstream", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "60s",
+         upstream_idle_timeout_ms)},
+};
+
+#define N_OPTS H3G_ARRAY_LEN(schema)
+
+_Static_assert(sizeof(h3g_log_level) == sizeof(uint32_t),
+               "OPT_ENUM stores a 32-bit index");
+_Static_assert(sizeof(((h3g_config *)0)->admin_port) == sizeof(uint16_t) &&
+                   sizeof(((h3g_config *)0)->upstream_port) == sizeof(uint16_t),
+               "port fields are uint16_t");
+
+typedef struct unit {
+  const char *name;
+  uint64_t mult;
+} unit;
+
+static const unit duration_units[] = {
+    {"ms", 1}, {"s", T_SEC}, {"m", T_MIN}, {"h", T_HOUR}, {"", T_SEC}};
+static const unit size_units[] = {{"B", 1},       {"k", Z_KIB}, {"K", Z_KIB},
+                                  {"KiB", Z_KIB}, {"m", Z_MIB}, {"M", Z_MIB},
+                                  {"MiB", Z_MIB}, {"g", Z_GIB}, {"G", Z_GIB},
+                                  {"GiB", Z_GIB}, {"", 1}};
+
+/* ---- numbers ------------------------------------------------------------ */
+
+/* Digits only: signs, blanks and "0x" are mistakes in a config file. */
+static int parse_digits(const char **ps, uint64_t *out) {
+  const char *s = *ps;
+  uint64_t v = 0;
+  if (!isdigit((unsigned char)*s))
+    return H3G_ERR_INVAL;
+  for (; isdigit((unsigned char)*s); s++) {
+    uint64_t d = (uint64_t)(*s - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return H3G_ERR_TOOBIG;
+    v = v * 10 + d;
+  }
+  *ps = s;
+  *out = v;
+  return 0;
+}
+
+static int parse_uint(const char *s, uint64_t *out) {
+  uint64_t v;
+  int rc = parse_digits(&s, &v);
+  if (rc != 0)
+    return rc;
+  if (*s != '\0')
+    return H3G_ERR_INVAL;
+  *out = v;
+  return 0;
+}
+
+static int parse_with_unit(const char *s, const unit *units, size_t n,
+                           uint64_t *out) {
+  uint64_t v;
+  int rc = parse_digits(&s, &v);
+  if (rc != 0)
+    return rc;
+  while (*s == ' ' || *s == '\t')
+    s++;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(s, units[i].name) == 0) {
+      if (v > UINT64_MAX / units[i].mult)
+        return H3G_ERR_TOOBIG;
+      *out = v * units[i].mult;
+      return 0;
+    }
+  }
+  return H3G_ERR_INVAL;
+}
+
+int h3g_config_parse_duration(const char *s, uint64_t *out) {
+  return parse_with_unit(s, duration_units, H3G_ARRAY_LEN(duration_units), out);
+}
+
+int h3g_config_parse_size(const char *s, uint64_t *out) {
+  return parse_with_unit(s, size_units, H3G_ARRAY_LEN(size_units), out);
+}
+
+int h3g_config_parse_bool(const char *s, int *out) {
+  static const char *const yes[] = {"yes", "true", "on", "1"};
+  static const char *const no[] = {"no", "false", "off", "0"};
+  for (size_t i = 0; i < H3G_ARRAY_LEN(yes); i++) {
+    if (strcasecmp(s, yes[i]) == 0) {
+      *out = 1;
+      return 0;
+    }
+    if (strcasecmp(s, no[i]) == 0) {
+      *out = 0;
+      return 0;
+    }
+  }
+  return H3G_ERR_INVAL;
+}
+
+/* The largest unit that divides v exactly, so dumps read like a person's. */
+static void format_with_unit(char *buf, size_t cap, uint64_t v,
+                             const uint64_t *mults, const char *const *names,
+                             size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (v % mults[i] == 0 && (v != 0 || i == n - 1)) {
+      snprintf(buf, cap, "%llu%s", (unsigned long long)(v / mults[i]),
+               names[i]);
+      return;
+    }
+  }
+}
+
+static void format_duration(char *buf, size_t cap, uint64_t ms) {
+  static const uint64_t mults[] = {T_HOUR, T_MIN, T_SEC, 1};
+  static const char *const names[] = {"h", "m", "s", "ms"};
+  if (ms == 0) {
+    snprintf(buf, cap, "0s");
+    return;
+  }
+  format_with_unit(buf, cap, ms, mults, names, H3G_ARRAY_LEN(mults));
+}
+
+static void format_size(char *buf, size_t cap, uint64_t bytes) {
+  static const uint64_t mults[] = {Z_GIB, Z_MIB, Z_KIB, 1};
+  static const char *const names[] = {"GiB", "MiB", "KiB", "B"};
+  format_with_unit(buf, cap, bytes, mults, names, H3G_ARRAY_LEN(mults));
+}
+
+/* ---- fields ------------------------------------------------------------- */
+
+static void store_uint(void *field, size_t size, uint64_t v) {
+  switch (size) {
+  case 1: {
+    uint8_t x = (uint8_t)v;
+    memcpy(field, &x, sizeof(x));
+    break;
+  }
+  case 2: {
+    uint16_t x = (uint16_t)v;
+    memcpy(field, &x, sizeof(x));
+    break;
+  }
+  case 4: {
+    uint32_t x = (uint32_t)v;
+    memcpy(field, &x, sizeof(x));
+    break;
+  }
+  case 8: memcpy(field, &v, sizeof(v)); break;
+  default: assert(!"unsupported field size");
+  }
+}
+
+static uint64_t load_uint(const void *field, size_t size) {
+  switch (size) {
+  case 1: {
+    uint8_t x;
+    memcpy(&x, field, sizeof(x));
+    return x;
+  }
+  case 2: {
+    uint16_t x;
+    memcpy(&x, field, sizeof(x));
+    return x;
+  }
+  case 4: {
+    uint32_t x;
+    memcpy(&x, field, sizeof(x));
+    return x;
+  }
+  case 8: {
+    uint64_t x;
+    memcpy(&x, field, sizeof(x));
+    return x;
+  }
+  default: assert(!"unsupported field size"); return 0;
+  }
+}
+
+static char *field_of(h3g_config *cfg, const opt *o) {
+  return (char *)cfg + o->off;
+}
+
+static const char *cfield_of(const h3g_config *cfg, const opt *o) {
+  return (const char *)cfg + o->off;
+}
+
+static int store_string(char *field, size_t size, const char *s, size_t n) {
+  if (n >= size)
+    return -1;
+  memcpy(field, s, n);
+  field[n] = '\0';
+  return 0;
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+/*
+ * Copies s for a message: at most cap - 4 bytes, control bytes as '?',
+ * "..." when cut, so that a hostile or binary file cannot flood or garble
+ * the terminal that shows the errors.
+ */
+static const char *shown(char *buf, size_t cap, const char *s) {
+  size_t i = 0;
+  assert(cap >= 8);
+  for (; s[i] != '\0' && i < cap - 4; i++)
+    buf[i] = iscntrl((unsigned char)s[i]) ? '?' : s[i];
+  if (s[i] != '\0') {
+    memcpy(buf + i, "...", 3);
+    i += 3;
+  }
+  buf[i] = '\0';
+  return buf;
+}
+
+#define SHOWN_BUF (SHOWN_MAX + 4)
+#define SHOWN_PATH (H3G_PATH_MAX + 4)
+
+/* ---- value parsing ------------------------------------------------------ */
+
+static bool valid_ip(const char *s, int family) {
+  unsigned char addr[sizeof(struct in6_addr)];
+  return inet_pton(family, s, addr) == 1;
+}
+
+/* Letters, digits, '-', '_' and '.', in non-empty labels. */
+static bool valid_hostname(const char *s) {
+  size_t label = 0, n = 0;
+  for (; s[n] != '\0'; n++) {
+    unsigned char c = (unsigned char)s[n];
+    if (c == '.') {
+      if (label == 0)
+        return false;
+      label = 0;
+    } else if (isalnum(c) || c == '-' || c == '_') {
+      label++;
+    } else {
+      return false;
+    }
+  }
+  return n > 0 && n <= 253 && s[0] != '-';
+}
+
+/*
+ * Joins base and a relative path; an absolute path is kept. Leading "./"
+ * parts are dropped so that stored paths look like what a person would
+ * write. Returns -1 when the result does not fit in cap.
+ */
+static int resolve_path(char *out, size_t cap, const char *base,
+                        const char *path) {
+  int n;
+  if (path[0] == '/' || base == NULL || base[0] == '\0') {
+    n = snprintf(out, cap, "%s", path);
+  } else {
+    while (path[0] == '.' && path[1] == '/') {
+      path += 2;
+      while (path[0] == '/')
+        path++;
+    }
+    const char *sep = base[strlen(base) - 1] == '/' ? "" : "/";
+    n = snprintf(out, cap, "%s%s%s", base, sep, path);
+  }
+  return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+/*
+ * Checks that path is a regular file we can read that contains `needle`
+ * within its first PEM_SCAN_BYTES. O_NONBLOCK and the regular-file check
+ * keep a FIFO or device named here from hanging start-up. On a problem,
+ * writes why and returns -1.
+ */
+static int check_pem_file(const opt *o, const char *path, char *why,
+                          size_t whylen) {
+  char sp[SHOWN_PATH];
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    snprintf(why, whylen, "cannot open %s: %s", shown(sp, sizeof(sp), path),
+             strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    snprintf(why, whylen, "%s is not a regular file",
+             shown(sp, sizeof(sp), path));
+    return -1;
+  }
+  char *buf = malloc(PEM_SCAN_BYTES);
+  size_t got = 0;
+  int read_errno = 0;
+  if (buf == NULL) {
+    close(fd);
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  while (got < PEM_SCAN_BYTES) {
+    ssize_t r = read(fd, buf + got, PEM_SCAN_BYTES - got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      read_errno = errno;
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  close(fd);
+  bool found = memmem(buf, got, o->pem, strlen(o->pem)) != NULL;
+  free(buf);
+  if (read_errno != 0) {
+    snprintf(why, whylen, "cannot read %s: %s", shown(sp, sizeof(sp), path),
+             strerror(read_errno));
+    return -1;
+  }
+  if (!found) {
+    snprintf(why, whylen, "%s is not a PEM %s (found no \"%s\")",
+             shown(sp, sizeof(sp), path), o->pem_kind, o->pem);
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * Splits "host:port" or "[v6]:port" and parses both into o's fields. With
+ * ip_only the host must be an address literal (it will be bound).
+ */
+static int parse_hostport(const opt *o, const char *s, h3g_config *cfg,
+                          bool ip_only, char *why, size_t whylen) {
+  char sv[SHOWN_BUF];
+  const char *host, *port_text;
+  size_t host_len;
+  bool bracketed = s[0] == '[';
+  if (bracketed) {
+    const char *close = strchr(s, ']');
+    if (close == NULL || close[1] != ':') {
+      snprintf(why, whylen, "expected [address]:port, not \"%s\"",
+               shown(sv, sizeof(sv), s));
+      return -1;
+    }
+    host = s + 1;
+    host_len = (size_t)(close - host);
+    port_text = close + 2;
+  } else {
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL) {
+      snprintf(why, whylen, "expected host:port, not \"%s\"",
+               shown(sv, sizeof(sv), s));
+      return -1;
+    }
+    if (memchr(s, ':', (size_t)(colon - s)) != NULL) {
+      snprintf(why, whylen,
+               "put an IPv6 address in brackets, as in [::1]:8080, not "
+               "\"%s\"",
+               shown(sv, sizeof(sv), s));
+      return -1;
+    }
+    host = s;
+    host_len = (size_t)(colon - s);
+    port_text = colon + 1;
+  }
+
+  char hostbuf[H3G_HOST_MAX];
+  if (host_len == 0) {
+    snprintf(why, whylen, "the host is empty in \"%s\"",
+             shown(sv, sizeof(sv), s));
+    return -1;
+  }
+  if (store_string(hostbuf, sizeof(hostbuf), host, host_len) != 0 ||
+      host_len >= o->size) {
+    snprintf(why, whylen, "the host is longer than %zu bytes",
+             H3G_MIN(sizeof(hostbuf), o->size) - 1);
+    return -1;
+  }
+  bool ok;
+  if (bracketed)
+    ok = valid_ip(hostbuf, AF_INET6);
+  else if (ip_only)
+    ok = valid_ip(hostbuf, AF_INET);
+  else
+    ok = valid_ip(hostbuf, AF_INET) || valid_hostname(hostbuf);
+  if (!ok) {
+    snprintf(why, whylen, "\"%s\" is not %s", shown(sv, sizeof(sv), hostbuf),
+             bracketed ? "an IPv6 address"
+             : ip_only ? "an IPv4 address (write IPv6 as [addr]:port)"
+                       : "a host name or IPv4 address");
+    return -1;
+  }
+
+  uint64_t port;
+  if (parse_uint(port_text, &port) != 0) {
+    snprintf(why, whylen, "the port \"%s\" is not a number",
+             shown(sv, sizeof(sv), port_text));
+    return -1;
+  }
+  if (port < o->min || port > o->max) {
+    snprintf(why, whylen, "the port %s is %s %llu",
+             shown(sv, sizeof(sv), port_text),
+             port < o->min ? "below the minimum" : "above the maximum",
+             (unsigned long long)(port < o->min ? o->min : o->max));
+    return -1;
+  }
+  memcpy(field_of(cfg, o), hostbuf, host_len + 1);
+  store_uint((char *)cfg + o->port_off, sizeof(uint16_t), port);
+  return 0;
+}
+
+static void format_number(const opt *o, uint64_t v, char *buf, size_t cap) {
+  if (o->type == OPT_DURATION)
+    format_duration(buf, cap, v);
+  else if (o->type == OPT_SIZE)
+    format_size(buf, cap, v);
+  else
+    snprintf(buf, cap, "%llu", (unsigned long long)v);
+}
+
+static int parse_number(const opt *o, const char *s, h3g_config *cfg, char *why,
+                        size_t whylen) {
+  char sv[SHOWN_BUF], bound[32];
+  uint64_t v;
+  int rc;
+  const char *expected;
+  switch (o->type) {
+  case OPT_DURATION:
+    rc = h3g_config_parse_duration(s, &v);
+    expected = "a duration such as 1500ms, 30s, 5m or 1h";
+    break;
+  case OPT_SIZE:
+    rc = h3g_config_parse_size(s, &v);
+    expected = "a size such as 16384, 64KiB, 16MiB or 1GiB";
+    break;
+  default:
+    rc = parse_uint(s, &v);
+    expected = "a whole number";
+    break;
+  }
+  if (rc == H3G_ERR_TOOBIG) {
+    snprintf(why, whylen, "%s is too large", shown(sv, sizeof(sv), s));
+    return -1;
+  }
+  if (rc != 0) {
+    snprintf(why, whylen, "expected %s, not \"%s\"", expected,
+             shown(sv, sizeof(sv), s));
+    return -1;
+  }
+  if (v < o->min || v > o->max) {
+    format_number(o, v < o->min ? o->min : o->max, bound, sizeof(bound));
+    snprintf(why, whylen, "%s is %s %s", shown(sv, sizeof(sv), s),
+             v < o->min ? "below the minimum" : "above the maximum", bound);
+    return -1;
+  }
+  store_uint(field_of(cfg, o), o->size, v);
+  return 0;
+}
+
+/*
+ * Parses text (already unquoted) into o's field(s) of cfg; base_dir
+ * resolves relative paths. On a problem writes why (without the
+ * "[section] key: " prefix) and returns -1, leaving the field as it was.
+ */
+static int parse_value(const opt *o, const char *text, const char *base_dir,
+                       h3g_config *cfg, char *why, size_t whylen) {
+  char sv[SHOWN_BUF];
+  char *field = field_of(cfg, o);
+  switch (o->type) {
+  case OPT_ENUM:
+    for (size_t i = 0; o->names[i] != NULL; i++) {
+      if (strcasecmp(text, o->names[i]) == 0) {
+        store_uint(field, o->size, i);
+        return 0;
+      }
+    }
+    {
+      int n = snprintf(why, whylen, "expected ");
+      for (size_t i = 0; o->names[i] != NULL && n >= 0 && (size_t)n < whylen;
+           i++)
+        n += snprintf(why + n, whylen - (size_t)n, "%s%s",
+                      i == 0                    ? ""
+                      : o->names[i + 1] == NULL ? " or "
+                                                : ", ",
+                      o->names[i]);
+      if (n >= 0 && (size_t)n < whylen)
+        snprintf(why + n, whylen - (size_t)n, ", not \"%s\"",
+                 shown(sv, sizeof(sv), text));
+    }
+    return -1;
+
+  case OPT_BOOL: {
+    int b;
+    if (h3g_config_parse_bool(text, &b) != 0) {
+      snprintf(why, whylen, "expected yes or no, not \"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    store_uint(field, o->size, (uint64_t)b);
+    return 0;
+  }
+
+  case OPT_UINT:
+  case OPT_DURATION:
+  case OPT_SIZE: return parse_number(o, text, cfg, why, whylen);
+
+  case OPT_ADDRESS: {
+    size_t n = strlen(text);
+    const char *a = text;
+    if (n >= 2 && text[0] == '[' && text[n - 1] == ']') {
+      a = text + 1;
+      n -= 2;
+    }
+    char buf[H3G_HOST_MAX];
+    if (store_string(buf, sizeof(buf), a, n) != 0 ||
+        !(valid_ip(buf, AF_INET) || valid_ip(buf, AF_INET6)) ||
+        store_string(field, o->size, buf, n) != 0) {
+      snprintf(why, whylen, "expected an IPv4 or IPv6 address, not \"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    return 0;
+  }
+
+  case OPT_LOG_TARGET:
+    if (strcmp(text, "-") == 0 || strcmp(text, "off") == 0)
+      return store_string(field, o->size, text, strlen(text));
+    /* fall through */
+  case OPT_PATH: {
+    if (text[0] == '\0') {
+      snprintf(why, whylen, "the path is empty");
+      return -1;
+    }
+    char path[H3G_PATH_MAX];
+    if (resolve_path(path, sizeof(path), base_dir, text) != 0 ||
+        store_string(field, o->size, path, strlen(path)) != 0) {
+      snprintf(why, whylen, "the path is longer than %zu bytes%s", o->size - 1,
+               text[0] == '/' ? "" : " once made absolute");
+      return -1;
+    }
+    return 0;
+  }
+
+  case OPT_LISTEN:
+    if (strcmp(text, "off") == 0) {
+      field[0] = '\0';
+      store_uint((char *)cfg + o->port_off, sizeof(uint16_t), 0);
+      return 0;
+    }
+    return parse_hostport(o, text, cfg, true, why, whylen);
+
+  case OPT_HOSTPORT: return parse_hostport(o, text, cfg, false, why, whylen);
+  }
+  assert(!"unknown option type");
+  return -1;
+}
+
+/* Whether the field holds a value; required keys start out without one. */
+static bool opt_is_set(const h3g_config *cfg, const opt *o) {
+  return cfield_of(cfg, o)[0] != '\0';
+}
+
+void h3g_config_defaults(h3g_config *cfg) {
+  *cfg = (h3g_config){0};
+  for (size_t i = 0; i < N_OPTS; i++) {
+    const opt *o = &schema[i];
+    char why[256];
+    if (o->def == NULL)
+      continue;
+    int rc = parse_value(o, o->def, NULL, cfg, why, sizeof(why));
+    assert(rc == 0 && "a default in the schema does not parse");
+    H3G_UNUSED(rc);
+  }
+}
+
+/* ---- the loader --------------------------------------------------------- */
+
+typedef enum section_state {
+  SECTION_NONE,  /* no [section] line yet */
+  SECTION_KNOWN, /* in a section of the schema */
+  SECTION_BAD,   /* in an unknown or malformed one (already reported) */
+} section_state;
+
+typedef struct loader {
+  h3g_config cfg; /* filled here; copied out only when there is no problem */
+  const char *file;
+  char base_dir[H3G_PATH_MAX];
+  bool have_base;
+
+  const char *data;
+  size_t len, pos;
+  int line;   /* the physical line last handed to inih */
+  char *lbuf; /* that line, stripped (len + 1 bytes) */
+  section_state state;
+  const char *section; /* schema's name of the current section */
+
+  /* A key line handed to inih in pieces (see on_read_line). */
+  bool split;        /* pieces are being handed over */
+  bool split_bad;    /* inih did not give them back as one value */
+  size_t split_next; /* where in lbuf the next piece starts */
+  size_t split_end;  /* lbuf length */
+  int split_sent, split_got;
+  char *split_key; /* the key, from the first piece (len + 1 bytes) */
+  char *joined;    /* the value so far (len + 1 bytes) */
+  size_t joined_len;
+  int inih_line_max; /* inih's buffer, for the "too long" message */
+
+  int set_line[N_OPTS]; /* where each key was set; 0: not in this file */
+
+  char *err;
+  size_t errlen, errused;
+  unsigned problems, dropped;
+} loader;
+
+static void report(loader *ld, int line, const char *section, const char *key,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void report(loader *ld, int line, const char *section, const char *key,
+                   const char *fmt, ...) {
+  char msg[2 * H3G_PATH_MAX], where[2 * SHOWN_BUF + 8] = "";
+  char ss[SHOWN_BUF], sk[SHOWN_BUF];
+  if (section != NULL && key != NULL)
+    snprintf(where, sizeof(where), "[%s] %s: ", shown(ss, sizeof(ss), section),
+             shown(sk, sizeof(sk), key));
+  else if (section != NULL)
+    snprintf(where, sizeof(where), "[%s]: ", shown(ss, sizeof(ss), section));
+  else if (key != NULL)
+    snprintf(where, sizeof(where), "%s: ", shown(sk, sizeof(sk), key));
+  /* Each part is clamped so that the line always ends in "\n". */
+  int w = snprintf(msg, sizeof(msg) - 1, "%s:%d: %s", ld->file, line, where);
+  size_t n = w < 0 ? 0 : H3G_MIN((size_t)w, sizeof(msg) - 2);
+  va_list ap;
+  va_start(ap, fmt);
+  w = vsnprintf(msg + n, sizeof(msg) - 1 - n, fmt, ap);
+  va_end(ap);
+  n = w < 0 ? n : H3G_MIN(n + (size_t)w, sizeof(msg) - 2);
+  msg[n++] = '\n';
+  msg[n] = '\0';
+
+  ld->problems++;
+  if (ld->err == NULL || ld->errlen == 0)
+    return;
+  /* Whole lines only, in order: once one is left out, so are the rest. */
+  if (ld->dropped == 0 && ld->errused + n + ERR_TAIL < ld->errlen) {
+    memcpy(ld->err + ld->errused, msg, n + 1);
+    ld->errused += n;
+  } else {
+    ld->dropped++;
+  }
+}
+
+static const opt *find_opt(const char *section, const char *key) {
+  for (size_t i = 0; i < N_OPTS; i++)
+    if (strcmp(schema[i].section, section) == 0 &&
+        strcmp(schema[i].key, key) == 0)
+      return &schema[i];
+  return NULL;
+}
+
+static const char *find_section(const char *name) {
+  for (size_t i = 0; i < N_OPTS; i++)
+    if (strcmp(schema[i].section, name) == 0)
+      return schema[i].section;
+  return NULL;
+}
+
+/* "[server], [listener] or [upstream]", from the schema. */
+static void list_sections(char *buf, size_t cap) {
+  const char *names[N_OPTS];
+  size_t n = 0;
+  for (size_t i = 0; i < N_OPTS; i++)
+    if (n == 0 || strcmp(names[n - 1], schema[i].section) != 0)
+      names[n++] = schema[i].section;
+  size_t used = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < n && used < cap; i++) {
+    int w = snprintf(buf + used, cap - used, "%s[%s]",
+                     i == 0       ? ""
+                     : i + 1 == n ? " or "
+                                  : ", ",
+                     names[i]);
+    if (w < 0)
+      break;
+    used += (size_t)w;
+  }
+}
+
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  size_t prev[SUGGEST_MAX + 1], cur[SUGGEST_MAX + 1];
+  assert(lb <= SUGGEST_MAX);
+  for (size_t j = 0; j <= lb; j++)
+    prev[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    cur[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+      cur[j] = H3G_MIN(H3G_MIN(prev[j] + 1, cur[j - 1] + 1), sub);
+    }
+    memcpy(prev, cur, sizeof(prev));
+  }
+  return prev[lb];
+}
+
+/* A hint for an unknown key: the section it belongs in, or a near miss. */
+static void suggest(const char *section, const char *key, char *buf,
+                    size_t cap) {
+  buf[0] = '\0';
+  for (size_t i = 0; i < N_OPTS; i++) {
+    if (strcmp(schema[i].key, key) == 0) {
+      snprintf(buf, cap, " (it belongs in [%s])", schema[i].section);
+      return;
+    }
+  }
+  if (strlen(key) > SUGGEST_MAX)
+    return;
+  size_t best = 3;
+  for (size_t i = 0; i < N_OPTS; i++) {
+    if (strcmp(schema[i].section, section) != 0)
+      continue;
+    size_t d = edit_distance(key, schema[i].key);
+    if (d < best) {
+      best = d;
+      snprintf(buf, cap, " (did you mean %s?)", schema[i].key);
+    }
+  }
+}
+
+static void apply_key(loader *ld, const char *key, const char *value) {
+  const char *section = ld->section;
+  const opt *o = find_opt(section, key);
+  char why[H3G_PATH_MAX + 256];
+  if (o == NULL) {
+    suggest(section, key, why, sizeof(why));
+    report(ld, ld->line, section, key, "unknown key%s", why);
+    return;
+  }
+  size_t idx = (size_t)(o - schema);
+  if (ld->set_line[idx] != 0) {
+    report(ld, ld->line, section, key, "duplicate key (first set on line %d)",
+           ld->set_line[idx]);
+    return;
+  }
+  ld->set_line[idx] = ld->line;
+
+  /* A value wholly in double quotes keeps its blanks; nothing is escaped. */
+  size_t n = strlen(value);
+  char *unquoted = NULL;
+  if (n > 0 && value[0] == '"') {
+    if (n < 2 || value[n - 1] != '"') {
+      report(ld, ld->line, section, key,
+             "the quoted value has no closing '\"'");
+      return;
+    }
+    unquoted = strndup(value + 1, n - 2);
+    if (unquoted == NULL) {
+      report(ld, ld->line, section, key, "out of memory");
+      return;
+    }
+    value = unquoted;
+  }
+  const char *base = ld->have_base ? ld->base_dir : NULL;
+  if (parse_value(o, value, base, &ld->cfg, why, sizeof(why)) != 0)
+    report(ld, ld->line, section, key, "%s", why);
+  else if (o->pem != NULL &&
+           check_pem_file(o, field_of(&ld->cfg, o), why, sizeof(why)) != 0)
+    report(ld, ld->line, section, key, "%s", why);
+  free(unquoted);
+}
+
+/* Hands inih the n bytes at s as one line (with a leading blank if asked). */
+static char *hand_over(char *buf, bool indent, const char *s, size_t n) {
+  size_t at = 0;
+  if (indent)
+    buf[at++] = ' ';
+  memcpy(buf + at, s, n);
+  buf[at + n] = '\n';
+  buf[at + n + 1] = '\0';
+  return buf;
+}
+
+/*
+ * Where to end a piece of s that starts at `from` and may hold cap bytes.
+ * A piece ends between two non-blank bytes, so that inih's trimming of each
+ * piece loses no blank, and the next piece does not start with ';' or '#',
+ * which inih would read as a comment. The piece ends after lo. Returns 0
+ * when there is no such place.
+ */
+static size_t split_point(const char *s, size_t from, size_t end, size_t lo,
+                          size_t cap) {
+  if (end - from <= cap)
+    return end;
+  for (size_t k = from + cap; k > lo; k--) {
+    unsigned char a = (unsigned char)s[k - 1], b = (unsigned char)s[k];
+    if (!isspace(a) && !isspace(b) && b != ';' && b != '#')
+      return k;
+  }
+  return 0;
+}
+
+static void report_too_long(loader *ld) {
+  report(ld, ld->line, NULL, NULL,
+         "line too long to split for the INI parser (%zu bytes, lines of "
+         "at most %d)",
+         ld->split_end, ld->inih_line_max);
+}
+
+/*
+ * Called by inih for each line it wants. Serves the next piece of a split
+ * line, or the next physical line, cleaned; see the top of this file.
+ * budget is what inih's buffer holds besides "\n", NUL and a spare byte:
+ * a newer inih discards a line that fills its buffer to the last byte.
+ */
+static char *on_read_line(char *buf, int num, void *stream) {
+  loader *ld = stream;
+  size_t budget = num > 16 ? (size_t)num - 3 : 0;
+  ld->inih_line_max = num > 3 ? num - 3 : 0;
+
+  if (ld->split) {
+    if (ld->split_got != ld->split_sent || ld->split_bad) {
+      report_too_long(ld);
+      ld->split = false;
+    } else if (ld->split_next < ld->split_end) {
+      size_t k = split_point(ld->lbuf, ld->split_next, ld->split_end,
+                             ld->split_next, budget > 0 ? budget - 1 : 0);
+      if (k != 0) {
+        hand_over(buf, true, ld->lbuf + ld->split_next, k - ld->split_next);
+        ld->split_next = k;
+        ld->split_sent++;
+        return buf;
+      }
+      report_too_long(ld);
+      ld->split = false;
+    } else {
+      /* on_key ends a split when the last piece comes back. */
+      report_too_long(ld);
+      ld->split = false;
+    }
+  }
+
+  if (ld->pos >= ld->len)
+    return NULL;
+  const char *p = ld->data + ld->pos;
+  const char *nl = memchr(p, '\n', ld->len - ld->pos);
+  size_t n = nl != NULL ? (size_t)(nl - p) : ld->len - ld->pos;
+  ld->pos += n + (nl != NULL);
+  ld->line++;
+
+  if (memchr(p, '\0', n) != NULL) {
+    report(ld, ld->line, NULL, NULL, "the line contains a NUL byte");
+    return hand_over(buf, false, "", 0);
+  }
+  if (ld->line == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
+    p += 3;
+    n -= 3;
+  }
+
+  /* Strip blanks and comments into lbuf. */
+  size_t a = 0, b = n;
+  while (a < b && isspace((unsigned char)p[a]))
+    a++;
+  if (a < b && (p[a] == ';' || p[a] == '#'))
+    b = a;
+  for (size_t i = a + 1; i < b; i++) {
+    if ((p[i] == ';' || p[i] == '#') && isspace((unsigned char)p[i - 1])) {
+      b = i;
+      break;
+    }
+  }
+  while (b > a && isspace((unsigned char)p[b - 1]))
+    b--;
+  char *l = ld->lbuf;
+  size_t len = b - a;
+  memcpy(l, p + a, len);
+  l[len] = '\0';
+
+  if (len == 0)
+    return hand_over(buf, false, "", 0);
+
+  if (l[0] == '[') {
+    char *close = strchr(l, ']');
+    if (close == NULL) {
+      report(ld, ld->line, NULL, NULL,
+             "syntax error: a section line needs a closing \"]\"");
+      ld->state = SECTION_BAD;
+      return hand_over(buf, false, "", 0);
+    }
+    char *name = l + 1, *end = close;
+    while (isspace((unsigned char)*name))
+      name++;
+    while (end > name && isspace((unsigned char)end[-1]))
+      end--;
+    *end = '\0';
+    if (close[1] != '\0')
+      report(ld, ld->line, name, NULL,
+             "syntax error: unexpected text after \"]\"");
+    ld->section = find_section(name);
+    if (ld->section == NULL) {
+      char list[128];
+      list_sections(list, sizeof(list));
+      report(ld, ld->line, name, NULL, "unknown section (expected %s)", list);
+      ld->state = SECTION_BAD;
+      return hand_over(buf, false, "", 0);
+    }
+    ld->state = SECTION_KNOWN;
+    char hdr[64];
+    int w = snprintf(hdr, sizeof(hdr), "[%s]", ld->section);
+    if (w > 0 && (size_t)w <= budget)
+      return hand_over(buf, false, hdr, (size_t)w);
+    return hand_over(buf, false, "", 0);
+  }
+
+  /* "key = value": inih splits at the first '=' or ':', and so do we. */
+  size_t sep = strcspn(l, "=:");
+  if (sep == len) {
+    report(ld, ld->line, NULL, NULL,
+           "syntax error: expected \"key = value\" or \"[section]\"");
+    return hand_over(buf, false, "", 0);
+  }
+  size_t key_end = sep;
+  while (key_end > 0 && isspace((unsigned char)l[key_end - 1]))
+    key_end--;
+  if (key_end == 0) {
+    report(ld, ld->line, NULL, NULL, "syntax error: no key before \"%c\"",
+           l[sep]);
+    return hand_over(buf, false, "", 0);
+  }
+  if (ld->state != SECTION_KNOWN) {
+    if (ld->state == SECTION_NONE) {
+      char key[SHOWN_BUF];
+      size_t kn = H3G_MIN(key_end, sizeof(key) - 1);
+      memcpy(key, l, kn);
+      key[kn] = '\0';
+      report(ld, ld->line, NULL, key,
+             "the key comes before any [section] line");
+    }
+    return hand_over(buf, false, "", 0);
+  }
+  if (len <= budget)
+    return hand_over(buf, false, l, len);
+
+  size_t v = sep + 1;
+  while (v < len && isspace((unsigned char)l[v]))
+    v++;
+  ld->split_end = len;
+  size_t k = v < len ? split_point(l, 0, len, v, budget) : 0;
+  if (k == 0 && key_end + 2 > budget) {
+    /* No key is that long: say so rather than blame the line's length. */
+    l[key_end] = '\0';
+    report(ld, ld->line, ld->section, l, "unknown key");
+    return hand_over(buf, false, "", 0);
+  }
+  if (k == 0) {
+    report_too_long(ld);
+    return hand_over(buf, false, "", 0);
+  }
+  ld->split = true;
+  ld->split_bad = false;
+  ld->split_next = k;
+  ld->split_sent = 1;
+  ld->split_got = 0;
+  return hand_over(buf, false, l, k);
+}
+
+/* Called by inih for each key = value (or continuation piece) it parsed. */
+static int on_key(void *user, const char *section, const char *name,
+                  const char *value) {
+  loader *ld = user;
+  assert(ld->state == SECTION_KNOWN && strcmp(section, ld->section) == 0);
+  H3G_UNUSED(section);
+  if (!ld->split) {
+    apply_key(ld, name, value);
+    return 1;
+  }
+  size_t n = strlen(value);
+  if (ld->split_got == 0) {
+    strcpy(ld->split_key, name);
+    ld->joined_len = 0;
+  } else if (strcmp(ld->split_key, name) != 0 &&
+             (strlen(name) < 31 ||
+              strncmp(ld->split_key, name, strlen(name)) != 0)) {
+    /* Not a continuation (inih passes the key again, cut to its name
+     * buffer of 50 bytes), so this inih reads indented lines as keys. */
+    ld->split_bad = true;
+  }
+  if (ld->joined_len + n > ld->split_end)
+    ld->split_bad = true;
+  if (ld->split_bad)
+    return 1;
+  memcpy(ld->joined + ld->joined_len, value, n + 1);
+  ld->joined_len += n;
+  ld->split_got++;
+  if (ld->split_got == ld->split_sent && ld->split_next >= ld->split_end) {
+    ld->split = false;
+    apply_key(ld, ld->split_key, ld->joined);
+  }
+  return 1;
+}
+
+static void finish_report(loader *ld) {
+  if (ld->dropped == 0 || ld->err == NULL || ld->errlen == 0)
+    return;
+  snprintf(ld->err + ld->errused, ld->errlen - ld->errused,
+           "(%u more problems not shown)\n", ld->dropped);
+}
+
+static int load_text(h3g_config *cfg, const char *data, size_t len,
+                     const char *name, const char *base_dir, char *err,
+                     size_t errlen) {
+  if (err != NULL && errlen > 0)
+    err[0] = '\0';
+  loader *ld = calloc(1, sizeof(*ld));
+  if (ld == NULL)
+    return H3G_ERR_NOMEM;
+  ld->file = name != NULL ? name : "(config)";
+  ld->err = err;
+  ld->errlen = err != NULL ? errlen : 0;
+  if (len > CONFIG_MAX_BYTES) {
+    report(ld, 0, NULL, NULL, "the file is larger than %u bytes",
+           CONFIG_MAX_BYTES);
+    free(ld);
+    return H3G_ERR_INVAL;
+  }
+  if (base_dir != NULL) {
+    if (snprintf(ld->base_dir, sizeof(ld->base_dir), "%s", base_dir) >=
+        (int)sizeof(ld->base_dir)) {
+      report(ld, 0, NULL, NULL, "the directory name is too long");
+      free(ld);
+      return H3G_ERR_INVAL;
+    }
+    ld->have_base = true;
+  } else if (getcwd(ld->base_dir, sizeof(ld->base_dir)) != NULL) {
+    ld->have_base = true;
+  }
+  char *bufs = malloc(3 * (len + 1));
+  if (bufs == NULL) {
+    free(ld);
+    return H3G_ERR_NOMEM;
+  }
+  ld->lbuf = bufs;
+  ld->split_key = bufs + len + 1;
+  ld->joined = bufs + 2 * (len + 1);
+  ld->cfg = *cfg;
+  ld->data = data;
+  ld->len = len;
+
+  int rc = ini_parse_stream(on_read_line, ld, on_key, ld);
+  if (ld->split)
+    report_too_long(ld);
+  if (rc == -2) {
+    free(bufs);
+    free(ld);
+    return H3G_ERR_NOMEM;
+  }
+  /* The reader hands inih only lines it accepts; this is a safety net. */
+  if (rc != 0 && ld->problems == 0)
+    report(ld, 0, NULL, NULL, "the INI parser rejected line %d of its input",
+           rc);
+
+  for (size_t i = 0; i < N_OPTS; i++) {
+    const opt *o = &schema[i];
+    char why[H3G_PATH_MAX + 256];
+    if (o->def == NULL && !opt_is_set(&ld->cfg, o))
+      report(ld, 0, o->section, o->key, "required, but not set");
+    else if (o->pem != NULL && ld->set_line[i] == 0 &&
+             opt_is_set(&ld->cfg, o) &&
+             check_pem_file(o, field_of(&ld->cfg, o), why, sizeof(why)) != 0)
+      report(ld, 0, o->section, o->key, "%s", why);
+  }
+
+  rc = ld->problems == 0 ? 0 : H3G_ERR_INVAL;
+  if (rc == 0)
+    *cfg = ld->cfg;
+  finish_report(ld);
+  free(bufs);
+  free(ld);
+  return rc;
+}
+
+int h3g_config_load_string(h3g_config *cfg, const char *data, size_t len,
+                           const char *name, const char *base_dir, char *err,
+                           size_t errlen) {
+  return load_text(cfg, data, len, name, base_dir, err, errlen);
+}
+
+/* The directory of path, made absolute so that stored paths survive a
+ * chdir. Returns -1 when it does not fit. */
+static int dir_of(const char *path, char *out, size_t cap) {
+  const char *slash = strrchr(path, '/');
+  char dir[H3G_PATH_MAX];
+  if (slash == NULL) {
+    snprintf(dir, sizeof(dir), ".");
+  } else if (slash == path) {
+    snprintf(dir, sizeof(dir), "/");
+  } else {
+    size_t n = (size_t)(slash - path);
+    if (store_string(dir, sizeof(dir), path, n) != 0)
+      return -1;
+  }
+  if (dir[0] == '/')
+    return snprintf(out, cap, "%s", dir) < (int)cap ? 0 : -1;
+  char cwd[H3G_PATH_MAX];
+  if (getcwd(cwd, sizeof(cwd)) == NULL)
+    return snprintf(out, cap, "%s", dir) < (int)cap ? 0 : -1;
+  if (strcmp(dir, ".") == 0)
+    return snprintf(out, cap, "%s", cwd) < (int)cap ? 0 : -1;
+  return resolve_path(out, cap, cwd, dir);
+}
+
+static int load_failure(const char *path, char *err, size_t errlen, int rc,
+                        const char *what, const char *detail) {
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "%s:0: %s%s\n", path, what, detail);
+  return rc;
+}
+
+int h3g_config_load(h3g_config *cfg, const char *path, char *err,
+                    size_t errlen) {
+  char base[H3G_PATH_MAX];
+  struct stat st;
+  if (err != NULL && errlen > 0)
+    err[0] = '\0';
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    int e = errno;
+    return load_failure(path, err, errlen,
+                        e == ENOENT || e == ENOTDIR ? H3G_ERR_NOTFOUND
+                                                    : H3G_ERR_IO,
+                        "cannot open: ", strerror(e));
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return load_failure(path, err, errlen, H3G_ERR_IO, "not a regular file",
+                        "");
+  }
+  if (st.st_size > (off_t)CONFIG_MAX_BYTES) {
+    close(fd);
+    return load_failure(path, err, errlen, H3G_ERR_INVAL,
+                        "larger than 1 MiB, the limit for a config file", "");
+  }
+  if (dir_of(path, base, sizeof(base)) != 0) {
+    close(fd);
+    return load_failure(path, err, errlen, H3G_ERR_INVAL,
+                        "the directory name is too long", "");
+  }
+  /* One byte more than the limit, to notice a file that grew meanwhile. */
+  char *data = malloc(CONFIG_MAX_BYTES + 1);
+  if (data == NULL) {
+    close(fd);
+    return H3G_ERR_NOMEM;
+  }
+  size_t got = 0;
+  while (got <= CONFIG_MAX_BYTES) {
+    ssize_t r = read(fd, data + got, CONFIG_MAX_BYTES + 1 - got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      free(data);
+      return load_failure(path, err, errlen, H3G_ERR_IO,
+                          "cannot read: ", strerror(e));
+    }
+    if (r == 0)
+      break;
+    got += (size_t)r;
+  }
+  close(fd);
+  int rc = load_text(cfg, data, got, path, base, err, errlen);
+  free(data);
+  return rc;
+}
+
+/* ---- dump --------------------------------------------------------------- */
+
+/* Text that would not read back the same unquoted. */
+static bool needs_quotes(const char *s) {
+  size_t n = strlen(s);
+  return n == 0 || isspace((unsigned char)s[0]) ||
+         isspace((unsigned char)s[n - 1]) || s[0] == '"' || s[0] == ';' ||
+         s[0] == '#';
+}
+
+static void format_value(const h3g_config *cfg, const opt *o, char *buf,
+                         size_t cap) {
+  const char *field = cfield_of(cfg, o);
+  switch (o->type) {
+  case OPT_ENUM: {
+    uint64_t v = load_uint(field, o->size);
+    size_t count = 0;
+    while (o->names[count] != NULL)
+      count++;
+    snprintf(buf, cap, "%s", v < count ? o->names[v] : "?");
+    return;
+  }
+  case OPT_BOOL:
+    snprintf(buf, cap, "%s", load_uint(field, o->size) ? "yes" : "no");
+    return;
+  case OPT_UINT:
+  case OPT_DURATION:
+  case OPT_SIZE: format_number(o, load_uint(field, o->size), buf, cap); return;
+  case OPT_ADDRESS:
+  case OPT_PATH:
+  case OPT_LOG_TARGET: snprintf(buf, cap, "%s", field); return;
+  case OPT_LISTEN:
+  case OPT_HOSTPORT: {
+    unsigned port =
+        (unsigned)load_uint((const char *)cfg + o->port_off, sizeof(uint16_t));
+    if (field[0] == '\0')
+      snprintf(buf, cap, "%s", o->type == OPT_LISTEN ? "off" : "");
+    else if (strchr(field, ':') != NULL)
+      snprintf(buf, cap, "[%s]:%u", field, port);
+    else
+      snprintf(buf, cap, "%s:%u", field, port);
+    return;
+  }
+  }
+  buf[0] = '\0';
+}
+
+void h3g_config_dump(const h3g_config *cfg, void *f) {
+  FILE *out = f;
+  const char *section = NULL;
+  char value[H3G_PATH_MAX + H3G_HOST_MAX];
+  fprintf(out, "; h3gate %s configuration\n", H3G_VERSION);
+  for (size_t i = 0; i < N_OPTS; i++) {
+    const opt *o = &schema[i];
+    if (section == NULL || strcmp(section, o->section) != 0) {
+      section = o->section;
+      fprintf(out, "\n[%s]\n", section);
+    }
+    if (o->def == NULL && !opt_is_set(cfg, o)) {
+      fprintf(out, "; %s = (required, not set)\n", o->key);
+      continue;
+    }
+    format_value(cfg, o, value, sizeof(value));
+    if (needs_quotes(value))
+      fprintf(out, "%s = \"%s\"\n", o->key, value);
+    else
+      fprintf(out, "%s = %s\n", o->key, value);
+  }
+}

@@ -1,0 +1,974 @@
+/*
+ * Keep-alive TCP connections to one HTTP/1.1 upstream, on libuv.
+ *
+ * Each connection is one heap object holding its uv_tcp_t, one uv_timer_t,
+ * its connect and write requests. It lives in exactly one per-state list
+ * (conn_set_state() is the only place that moves it):
+ *
+ *   CONNECTING --connected--> BUSY (for its waiter) or offered (see below)
+ *       |  \--refused / timeout--> CLOSING (the waiter gets on_fail)
+ *   offered: HANDOFF to the queue head, or IDLE when nobody waits
+ *   IDLE --acquire()--> HANDOFF --its timer fires--> BUSY --release(1)-->
+ *       offered again;  BUSY --release(0)--> CLOSING
+ *   IDLE / HANDOFF --upstream closed it, sent bytes, idle expiry--> CLOSING
+ *   CLOSING: uv_close()d; freed when both of its handles are closed.
+ *
+ * The one timer per connection serves whatever the state needs: connect
+ * timeout (CONNECTING), idle expiry (IDLE), the deferred on_ready
+ * (HANDOFF), the read timeout (BUSY). So idle expiry costs no pool-wide
+ * sweep, and handing a connection over costs no extra handle.
+ *
+ * Answers are never given from inside acquire() or release(): a connection
+ * promised to a waiter sits in HANDOFF with its timer started at 0 ms and
+ * on_ready is called from that timer callback, in FIFO order. A connect
+ * error that libuv reports synchronously is deferred the same way (the
+ * CONNECTING timer fires at once and reports c->connect_err instead of a
+ * timeout). Only h3g_upstream_pool_close() calls on_fail from inside itself.
+ *
+ * The wait queue is FIFO with a single timer armed for its head's deadline
+ * (waiters are in arrival order, so the head expires first); on expiry it
+ * fails at most QUEUE_EXPIRE_BATCH waiters and re-arms at 0 ms for the
+ * rest, so a burst of timeouts cannot monopolise one loop iteration.
+ */
+#include "upstream_pool.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define MAX_IOV 8
+/* Waiters failed per queue-timer callback before yielding to the loop. */
+#define QUEUE_EXPIRE_BATCH 64
+/* TCP keep-alive probes on pooled connections start after this (s). */
+#define KEEPALIVE_DELAY_S 60
+
+typedef enum conn_state {
+  CONN_CONNECTING,
+  CONN_IDLE,
+  CONN_HANDOFF,
+  CONN_BUSY,
+  CONN_CLOSING,
+  CONN_NSTATES,
+} conn_state;
+
+/* Who reads from the socket. */
+typedef enum conn_reader {
+  READER_NONE,
+  READER_USER,  /* the user's on_alloc/on_read */
+  READER_WATCH, /* the pool's idle watcher: any event kills the connection */
+} conn_reader;
+
+/* Pool-side state of a waiter, kept in w->queued. */
+enum {
+  WAIT_NONE = 0,
+  WAIT_QUEUED,     /* in the FIFO queue */
+  WAIT_CONNECTING, /* w->conn is being opened for it */
+  WAIT_HANDOFF,    /* w->conn is promised to it; on_ready is pending */
+};
+
+struct h3g_upconn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_connect_t connect_req;
+  uv_write_t write_req;
+  h3g_upstream_pool *pool;
+  h3g_upconn *prev, *next; /* in pool->conns[state] */
+  conn_state state;
+  conn_reader reader;
+  int nhandles;                  /* handles not yet closed */
+  h3g_upstream_waiter *waiter;   /* CONNECTING/HANDOFF: for whom (or NULL) */
+  const h3g_upstream_events *ev; /* BUSY: the user */
+  void *ctx;
+  uint64_t read_timeout_ms;
+  int connect_err;          /* deferred synchronous connect error */
+  int pending_err;          /* deferred on_error for the user */
+  unsigned established : 1; /* the TCP connect succeeded */
+  unsigned carried : 1;     /* has been handed to a user before */
+  unsigned write_pending : 1;
+  unsigned dead : 1; /* EOF, read or write error seen */
+};
+
+typedef struct conn_list {
+  h3g_upconn *head, *tail;
+  uint32_t n;
+} conn_list;
+
+struct h3g_upstream_pool {
+  uv_loop_t *loop;
+  h3g_upstream_pool_config cfg; /* cfg.host is not kept */
+  struct sockaddr_storage addr;
+  char *name;
+  conn_list conns[CONN_NSTATES];
+  h3g_upstream_waiter *qhead, *qtail;
+  uint32_t qlen;
+  uv_timer_t qtimer;
+  h3g_upstream_pool_stats stats; /* the counters; gauges come from lists */
+  int closing;
+  int qtimer_closed;
+  void (*close_cb)(void *arg);
+  void *close_arg;
+  /* Idle connections read into this: whatever arrives is discarded and
+   * the connection closed, so one small shared buffer suffices. */
+  char scratch[64];
+};
+
+static void on_conn_timer(uv_timer_t *t);
+static void on_connect(uv_connect_t *req, int status);
+static void on_conn_handle_close(uv_handle_t *h);
+static void on_watch_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_watch_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_user_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_write(uv_write_t *req, int status);
+static void on_queue_timer(uv_timer_t *t);
+static void on_qtimer_close(uv_handle_t *h);
+static void pool_serve(h3g_upstream_pool *p);
+
+/* ---- lists and state ----------------------------------------------------- */
+
+static void list_remove(conn_list *l, h3g_upconn *c) {
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    l->head = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  else
+    l->tail = c->prev;
+  c->prev = c->next = NULL;
+  l->n--;
+}
+
+static void list_push_front(conn_list *l, h3g_upconn *c) {
+  c->prev = NULL;
+  c->next = l->head;
+  if (l->head != NULL)
+    l->head->prev = c;
+  else
+    l->tail = c;
+  l->head = c;
+  l->n++;
+}
+
+static void list_push_back(conn_list *l, h3g_upconn *c) {
+  c->next = NULL;
+  c->prev = l->tail;
+  if (l->tail != NULL)
+    l->tail->next = c;
+  else
+    l->head = c;
+  l->tail = c;
+  l->n++;
+}
+
+static void gauge_add(conn_state s, int64_t d) {
+  if (s == CONN_IDLE)
+    H3G_ADD(upstream_conns_idle, d);
+  else if (s == CONN_BUSY || s == CONN_HANDOFF)
+    H3G_ADD(upstream_conns_busy, d);
+}
+
+/*
+ * The one place a connection changes state. IDLE is a stack (the most
+ * recently used connection has the warmest congestion window and is the
+ * least likely to have been closed by the upstream's own idle timer);
+ * HANDOFF is FIFO so on_ready answers come in the order they were decided.
+ */
+static void conn_set_state(h3g_upconn *c, conn_state to) {
+  h3g_upstream_pool *p = c->pool;
+  list_remove(&p->conns[c->state], c);
+  gauge_add(c->state, -1);
+  c->state = to;
+  if (to == CONN_IDLE)
+    list_push_front(&p->conns[to], c);
+  else
+    list_push_back(&p->conns[to], c);
+  gauge_add(to, 1);
+}
+
+static uint32_t pool_total(const h3g_upstream_pool *p) {
+  return p->conns[CONN_CONNECTING].n + p->conns[CONN_IDLE].n +
+         p->conns[CONN_HANDOFF].n + p->conns[CONN_BUSY].n;
+}
+
+/* ---- the wait queue ------------------------------------------------------ */
+
+static void queue_timer_update(h3g_upstream_pool *p) {
+  if (p->closing)
+    return;
+  if (p->qhead == NULL || p->cfg.connect_timeout_ms == 0) {
+    uv_timer_stop(&p->qtimer);
+    return;
+  }
+  uint64_t due = p->qhead->since_ns / 1000000u + p->cfg.connect_timeout_ms;
+  uint64_t now = uv_now(p->loop);
+  uv_timer_start(&p->qtimer, on_queue_timer, due > now ? due - now : 0, 0);
+}
+
+static void queue_push_back(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
+  w->next = NULL;
+  w->prev = p->qtail;
+  if (p->qtail != NULL)
+    p->qtail->next = w;
+  else
+    p->qhead = w;
+  p->qtail = w;
+  p->qlen++;
+  w->queued = WAIT_QUEUED;
+  H3G_INC(upstream_queue_waiting);
+  if (p->qhead == w)
+    queue_timer_update(p);
+}
+
+/* For a waiter that lost the connection promised to it: it keeps its place
+ * (and its original deadline). */
+static void queue_push_front(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
+  w->prev = NULL;
+  w->next = p->qhead;
+  if (p->qhead != NULL)
+    p->qhead->prev = w;
+  else
+    p->qtail = w;
+  p->qhead = w;
+  p->qlen++;
+  w->queued = WAIT_QUEUED;
+  H3G_INC(upstream_queue_waiting);
+  queue_timer_update(p);
+}
+
+static void queue_remove(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
+  int was_head = p->qhead == w;
+  if (w->prev != NULL)
+    w->prev->next = w->next;
+  else
+    p->qhead = w->next;
+  if (w->next != NULL)
+    w->next->prev = w->prev;
+  else
+    p->qtail = w->prev;
+  w->prev = w->next = NULL;
+  w->queued = WAIT_NONE;
+  p->qlen--;
+  H3G_DEC(upstream_queue_waiting);
+  if (was_head)
+    queue_timer_update(p);
+}
+
+static h3g_upstream_waiter *queue_pop(h3g_upstream_pool *p) {
+  h3g_upstream_waiter *w = p->qhead;
+  if (w != NULL)
+    queue_remove(p, w);
+  return w;
+}
+
+static void on_queue_timer(uv_timer_t *t) {
+  h3g_upstream_pool *p = t->data;
+  uint64_t now = uv_now(p->loop);
+  for (int i = 0; i < QUEUE_EXPIRE_BATCH; i++) {
+    h3g_upstream_waiter *w = p->qhead;
+    if (w == NULL || w->since_ns / 1000000u + p->cfg.connect_timeout_ms > now)
+      break;
+    queue_remove(p, w);
+    H3G_INC(upstream_timeouts);
+    h3g_debug("upstream %s: waited %llu ms for a connection", p->name,
+              (unsigned long long)p->cfg.connect_timeout_ms);
+    /* The callback may acquire or cancel: the queue is re-read each turn. */
+    w->ev->on_fail(w->ctx, H3G_ERR_TIMEOUT);
+  }
+  queue_timer_update(p);
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static void conn_detach_waiter(h3g_upconn *c) {
+  h3g_upstream_waiter *w = c->waiter;
+  if (w == NULL)
+    return;
+  w->queued = WAIT_NONE;
+  w->conn = NULL;
+  c->waiter = NULL;
+}
+
+static void conn_close(h3g_upconn *c) {
+  h3g_upstream_pool *p = c->pool;
+  if (c->state == CONN_CLOSING)
+    return;
+  assert(c->waiter == NULL);
+  if (c->established) {
+    p->stats.closed++;
+    H3G_INC(upstream_conns_closed);
+  }
+  conn_set_state(c, CONN_CLOSING);
+  c->ev = NULL;
+  c->ctx = NULL;
+  c->reader = READER_NONE;
+  /* A pending connect or write completes with UV_ECANCELED before the
+   * close callbacks run; their callbacks see CLOSING and stay silent. */
+  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
+  uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
+}
+
+static void pool_maybe_finish(h3g_upstream_pool *p) {
+  if (!p->closing || !p->qtimer_closed || p->conns[CONN_CLOSING].n != 0 ||
+      pool_total(p) != 0)
+    return;
+  void (*cb)(void *) = p->close_cb;
+  void *arg = p->close_arg;
+  h3g_debug("upstream %s: pool closed", p->name);
+  if (cb != NULL)
+    cb(arg);
+  free(p->name);
+  free(p);
+}
+
+static void on_conn_handle_close(uv_handle_t *h) {
+  h3g_upconn *c = h->data;
+  if (--c->nhandles > 0)
+    return;
+  h3g_upstream_pool *p = c->pool;
+  list_remove(&p->conns[CONN_CLOSING], c);
+  free(c);
+  pool_maybe_finish(p);
+}
+
+/*
+ * A connection on the idle list may have been closed by the upstream in a
+ * way the watcher has not been told about yet (the FIN arrived during this
+ * loop iteration). One non-blocking peek tells for sure; it costs a system
+ * call per reuse, which is far cheaper than a request sent into a dead
+ * socket.
+ */
+static int conn_alive(h3g_upconn *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+    return 0;
+  char b;
+  ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
+/* Pops the most recently used idle connection that is still alive,
+ * closing the dead ones found on the way. */
+static h3g_upconn *idle_take(h3g_upstream_pool *p) {
+  h3g_upconn *c;
+  while ((c = p->conns[CONN_IDLE].head) != NULL) {
+    if (conn_alive(c))
+      return c;
+    h3g_debug("upstream %s: idle connection closed by upstream", p->name);
+    conn_close(c);
+  }
+  return NULL;
+}
+
+/* Lets the pool's watcher read from c: any byte, EOF or error closes it. */
+static int conn_watch(h3g_upconn *c) {
+  if (c->reader == READER_WATCH)
+    return 0;
+  if (c->reader == READER_USER)
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reader = READER_NONE;
+  int rv = uv_read_start((uv_stream_t *)&c->tcp, on_watch_alloc, on_watch_read);
+  if (rv != 0)
+    return H3G_ERR_IO;
+  c->reader = READER_WATCH;
+  return 0;
+}
+
+/* c, promised to a waiter, turned out dead: the waiter keeps its place at
+ * the head of the queue and is served again from what is left. */
+static void conn_lost_handoff(h3g_upconn *c) {
+  h3g_upstream_pool *p = c->pool;
+  h3g_upstream_waiter *w = c->waiter;
+  if (w != NULL) {
+    conn_detach_waiter(c);
+    queue_push_front(p, w);
+  }
+  conn_close(c);
+  pool_serve(p);
+}
+
+/* c (watched) is promised to w; on_ready comes from c's timer. */
+static void conn_handoff(h3g_upconn *c, h3g_upstream_waiter *w) {
+  assert(c->reader == READER_WATCH);
+  conn_set_state(c, CONN_HANDOFF);
+  c->waiter = w;
+  w->queued = WAIT_HANDOFF;
+  w->conn = c;
+  uv_timer_start(&c->timer, on_conn_timer, 0, 0);
+}
+
+/* c is free and healthy: give it to the first waiter, or keep it idle. */
+static void conn_offer(h3g_upconn *c) {
+  h3g_upstream_pool *p = c->pool;
+  uv_timer_stop(&c->timer);
+  c->read_timeout_ms = 0;
+  c->pending_err = 0;
+  if (conn_watch(c) != 0) {
+    conn_close(c);
+    pool_serve(p);
+    return;
+  }
+  if (p->qhead != NULL) {
+    conn_handoff(c, queue_pop(p));
+    return;
+  }
+  conn_set_state(c, CONN_IDLE);
+  if (p->cfg.idle_timeout_ms > 0)
+    uv_timer_start(&c->timer, on_conn_timer, p->cfg.idle_timeout_ms, 0);
+}
+
+/* Makes c w's connection and tells w. Nothing touches c after on_ready:
+ * the user may release it from inside. */
+static void conn_give(h3g_upconn *c, h3g_upstream_waiter *w) {
+  h3g_upstream_pool *p = c->pool;
+  int reused = c->carried;
+  if (c->reader == READER_WATCH)
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reader = READER_NONE;
+  uv_timer_stop(&c->timer);
+  conn_set_state(c, CONN_BUSY);
+  c->ev = w->ev;
+  c->ctx = w->ctx;
+  c->carried = 1;
+  c->read_timeout_ms = 0;
+  c->pending_err = 0;
+  if (reused) {
+    p->stats.reused++;
+    H3G_INC(upstream_reuses);
+  }
+  w->ev->on_ready(w->ctx, c, reused);
+}
+
+static int map_connect_error(int uverr) {
+  switch (uverr) {
+  case UV_ECONNREFUSED:
+  case UV_ECONNRESET:
+  case UV_ECONNABORTED:
+  case UV_EHOSTUNREACH:
+  case UV_ENETUNREACH:
+  case UV_EHOSTDOWN:
+  case UV_ENETDOWN:
+  case UV_EADDRNOTAVAIL: return H3G_ERR_REFUSED;
+  case UV_ETIMEDOUT: return H3G_ERR_TIMEOUT;
+  default: return H3G_ERR_IO;
+  }
+}
+
+/* The connect for c failed (err): the waiter it was opened for fails; the
+ * freed capacity goes to the next waiter, which gets its own attempt. */
+static void conn_connect_failed(h3g_upconn *c, int err) {
+  h3g_upstream_pool *p = c->pool;
+  h3g_upstream_waiter *w = c->waiter;
+  p->stats.failed++;
+  H3G_INC(upstream_connect_failures);
+  if (err == H3G_ERR_TIMEOUT)
+    H3G_INC(upstream_timeouts);
+  h3g_warn("upstream %s: connect failed: %s", p->name, h3g_strerror(err));
+  conn_detach_waiter(c);
+  conn_close(c);
+  pool_serve(p);
+  if (w != NULL)
+    w->ev->on_fail(w->ctx, err);
+}
+
+/* Opens a new connection for w (counted against size at once). Returns 0
+ * or H3G_ERR_NOMEM; connect errors come later, from callbacks. */
+static int conn_open(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
+  h3g_upconn *c = malloc(sizeof(*c));
+  if (c == NULL)
+    return H3G_ERR_NOMEM;
+  *c = (h3g_upconn){.pool = p, .state = CONN_CONNECTING, .waiter = w};
+  /* Neither call makes a system call (the socket is created by connect),
+   * so they cannot fail on Unix. */
+  uv_tcp_init(p->loop, &c->tcp);
+  uv_timer_init(p->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->nhandles = 2;
+  list_push_back(&p->conns[CONN_CONNECTING], c);
+  w->queued = WAIT_CONNECTING;
+  w->conn = c;
+  int rv = uv_tcp_connect(&c->connect_req, &c->tcp,
+                          (const struct sockaddr *)&p->addr, on_connect);
+  if (rv != 0) {
+    c->connect_err = map_connect_error(rv);
+    uv_timer_start(&c->timer, on_conn_timer, 0, 0);
+  } else if (p->cfg.connect_timeout_ms > 0) {
+    uv_timer_start(&c->timer, on_conn_timer, p->cfg.connect_timeout_ms, 0);
+  }
+  h3g_debug("upstream %s: connecting (%u open)", p->name, pool_total(p));
+  return 0;
+}
+
+/*
+ * Gives free capacity to queued waiters, oldest first: idle connections
+ * first, then new connections up to size. Bounded by the queue length and
+ * the pool size.
+ */
+static void pool_serve(h3g_upstream_pool *p) {
+  while (!p->closing && p->qhead != NULL) {
+    h3g_upconn *c = idle_take(p);
+    if (c != NULL) {
+      conn_handoff(c, queue_pop(p));
+      continue;
+    }
+    if (pool_total(p) >= p->cfg.size)
+      break;
+    h3g_upstream_waiter *w = queue_pop(p);
+    if (conn_open(p, w) != 0) {
+      queue_push_front(p, w);
+      break;
+    }
+  }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  h3g_upconn *c = H3G_CONTAINER_OF(req, h3g_upconn, connect_req);
+  if (c->state == CONN_CLOSING)
+    return;
+  if (status != 0) {
+    conn_connect_failed(c, map_connect_error(status));
+    return;
+  }
+  h3g_upstream_pool *p = c->pool;
+  uv_timer_stop(&c->timer);
+  /* Requests are written whole; do not let Nagle hold the last segment. */
+  uv_tcp_nodelay(&c->tcp, 1);
+  uv_tcp_keepalive(&c->tcp, 1, KEEPALIVE_DELAY_S);
+  c->established = 1;
+  p->stats.opened++;
+  H3G_INC(upstream_connects);
+  h3g_debug("upstream %s: connected", p->name);
+  h3g_upstream_waiter *w = c->waiter;
+  if (w != NULL) {
+    conn_detach_waiter(c);
+    conn_give(c, w);
+  } else {
+    /* Its waiter cancelled meanwhile. */
+    conn_offer(c);
+  }
+}
+
+/* One timer per connection; what it means depends on the state. */
+static void on_conn_timer(uv_timer_t *t) {
+  h3g_upconn *c = t->data;
+  h3g_upstream_pool *p = c->pool;
+  switch (c->state) {
+  case CONN_CONNECTING:
+    conn_connect_failed(c,
+                        c->connect_err != 0 ? c->connect_err : H3G_ERR_TIMEOUT);
+    return;
+  case CONN_HANDOFF: {
+    h3g_upstream_waiter *w = c->waiter;
+    if (w == NULL) { /* cannot happen: cancel() re-offers the conn */
+      conn_offer(c);
+      return;
+    }
+    /* The watcher only learns of a FIN in the poll phase, which may not
+     * have run since this connection was released; look once more. */
+    if (!conn_alive(c)) {
+      h3g_debug("upstream %s: connection closed by upstream before reuse",
+                p->name);
+      conn_lost_handoff(c);
+      return;
+    }
+    conn_detach_waiter(c);
+    conn_give(c, w);
+    return;
+  }
+  case CONN_IDLE:
+    h3g_debug("upstream %s: idle connection expired", p->name);
+    conn_close(c);
+    pool_serve(p);
+    return;
+  case CONN_BUSY: {
+    const h3g_upstream_events *ev = c->ev;
+    void *ctx = c->ctx;
+    if (c->pending_err != 0) {
+      int err = c->pending_err;
+      c->pending_err = 0;
+      ev->on_error(ctx, err);
+      return;
+    }
+    if (c->reader != READER_USER || c->read_timeout_ms == 0)
+      return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reader = READER_NONE;
+    c->dead = 1;
+    H3G_INC(upstream_timeouts);
+    h3g_debug("upstream %s: no byte for %llu ms", p->name,
+              (unsigned long long)c->read_timeout_ms);
+    ev->on_error(ctx, H3G_ERR_TIMEOUT);
+    return;
+  }
+  case CONN_CLOSING:
+  case CONN_NSTATES: break;
+  }
+}
+
+static void on_watch_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  h3g_upconn *c = h->data;
+  H3G_UNUSED(suggested);
+  buf->base = c->pool->scratch;
+  buf->len = sizeof(c->pool->scratch);
+}
+
+/* Anything on a connection nobody uses means it cannot carry a request:
+ * EOF or reset (the upstream's idle timer), or bytes we never asked for. */
+static void on_watch_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  h3g_upconn *c = s->data;
+  h3g_upstream_pool *p = c->pool;
+  H3G_UNUSED(buf);
+  if (nread == 0)
+    return;
+  h3g_debug("upstream %s: unused connection %s", p->name,
+            nread > 0 ? "received unexpected bytes" : "closed by upstream");
+  if (c->state == CONN_HANDOFF) {
+    conn_lost_handoff(c);
+    return;
+  }
+  conn_close(c);
+  pool_serve(p);
+}
+
+/* ---- the user's reads and writes ----------------------------------------- */
+
+static void on_user_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  h3g_upconn *c = h->data;
+  uint8_t *b = NULL;
+  size_t len = 0;
+  H3G_UNUSED(suggested);
+  if (c->ev != NULL)
+    c->ev->on_alloc(c->ctx, &b, &len);
+  buf->base = (char *)b;
+  buf->len = b != NULL ? len : 0;
+}
+
+static void user_read_stop(h3g_upconn *c) {
+  if (c->reader != READER_USER)
+    return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reader = READER_NONE;
+  if (c->pending_err == 0)
+    uv_timer_stop(&c->timer);
+}
+
+static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  h3g_upconn *c = s->data;
+  H3G_UNUSED(buf);
+  if (nread == 0 || c->ev == NULL)
+    return;
+  if (nread == UV_ENOBUFS) {
+    /* The user gave no room: a pause, not an error. */
+    user_read_stop(c);
+    return;
+  }
+  if (nread > 0) {
+    if (c->read_timeout_ms > 0 && c->pending_err == 0)
+      uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
+    /* May release c; c is not touched afterwards. libuv's read loop then
+     * goes on with whatever callbacks c has by then. */
+    c->ev->on_read(c->ctx, (size_t)nread);
+    return;
+  }
+  const h3g_upstream_events *ev = c->ev;
+  void *ctx = c->ctx;
+  user_read_stop(c);
+  c->dead = 1;
+  if (nread == UV_EOF) {
+    ev->on_eof(ctx);
+  } else {
+    h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
+    ev->on_error(ctx, H3G_ERR_IO);
+  }
+}
+
+static void on_write(uv_write_t *req, int status) {
+  h3g_upconn *c = H3G_CONTAINER_OF(req, h3g_upconn, write_req);
+  c->write_pending = 0;
+  /* A write abandoned by release() completes (often UV_ECANCELED) after
+   * its user left: release(1) is refused while a write is pending, so a
+   * write always belongs to the current user or to nobody. */
+  if (c->state != CONN_BUSY || c->ev == NULL)
+    return;
+  if (status != 0) {
+    c->dead = 1;
+    h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(status));
+  }
+  c->ev->on_written(c->ctx, status != 0 ? H3G_ERR_IO : 0);
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+static int op_acquire(void *pool, h3g_upstream_waiter *w) {
+  h3g_upstream_pool *p = pool;
+  if (p->closing)
+    return H3G_ERR_CLOSED;
+  if (w == NULL || w->ev == NULL || w->queued != WAIT_NONE)
+    return H3G_ERR_INVAL;
+  w->since_ns = uv_now(p->loop) * 1000000u;
+  w->conn = NULL;
+  if (p->qhead == NULL) {
+    h3g_upconn *c = idle_take(p);
+    if (c != NULL) {
+      conn_handoff(c, w);
+      return 0;
+    }
+    if (pool_total(p) < p->cfg.size)
+      return conn_open(p, w);
+  }
+  if (p->qlen >= p->cfg.queue_size) {
+    H3G_INC(upstream_queue_rejected);
+    h3g_debug("upstream %s: wait queue full (%u)", p->name, p->qlen);
+    return H3G_ERR_NOMEM;
+  }
+  queue_push_back(p, w);
+  return 0;
+}
+
+static void op_cancel(void *pool, h3g_upstream_waiter *w) {
+  h3g_upstream_pool *p = pool;
+  h3g_upconn *c = w->conn;
+  switch (w->queued) {
+  case WAIT_QUEUED: queue_remove(p, w); break;
+  case WAIT_CONNECTING:
+    /* The connect goes on: a connection will be wanted soon enough, and
+     * it serves the queue or the idle list when it is up. */
+    conn_detach_waiter(c);
+    break;
+  case WAIT_HANDOFF:
+    conn_detach_waiter(c);
+    conn_offer(c);
+    break;
+  default: break;
+  }
+}
+
+static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
+  if (c == NULL || c->state != CONN_BUSY || n == 0 || n > MAX_IOV ||
+      c->write_pending)
+    return H3G_ERR_INVAL;
+  uv_buf_t bufs[MAX_IOV];
+  for (size_t i = 0; i < n; i++) {
+    bufs[i].base = (char *)iov[i].base;
+    bufs[i].len = iov[i].len;
+  }
+  /* libuv copies bufs into the request (the array need not outlive this
+   * call); beyond 4 elements that copy is its own small allocation. */
+  int rv = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs,
+                    (unsigned int)n, on_write);
+  if (rv != 0) {
+    h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(rv));
+    c->dead = 1;
+    return H3G_ERR_IO;
+  }
+  c->write_pending = 1;
+  return 0;
+}
+
+static void op_read_start(h3g_upconn *c) {
+  if (c == NULL || c->state != CONN_BUSY || c->dead || c->reader == READER_USER)
+    return;
+  int rv = uv_read_start((uv_stream_t *)&c->tcp, on_user_alloc, on_user_read);
+  if (rv != 0) {
+    /* Reported from the timer, never from inside this call. */
+    h3g_debug("upstream %s: read start: %s", c->pool->name, uv_strerror(rv));
+    c->dead = 1;
+    c->pending_err = H3G_ERR_IO;
+    uv_timer_start(&c->timer, on_conn_timer, 0, 0);
+    return;
+  }
+  c->reader = READER_USER;
+  if (c->read_timeout_ms > 0)
+    uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
+}
+
+static void op_read_stop(h3g_upconn *c) {
+  if (c == NULL || c->state != CONN_BUSY)
+    return;
+  user_read_stop(c);
+}
+
+static void op_set_read_timeout(h3g_upconn *c, uint64_t ms) {
+  if (c == NULL || c->state != CONN_BUSY)
+    return;
+  c->read_timeout_ms = ms;
+  if (c->reader != READER_USER || c->pending_err != 0)
+    return;
+  if (ms > 0)
+    uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+  else
+    uv_timer_stop(&c->timer);
+}
+
+static void op_release(h3g_upconn *c, int reusable) {
+  if (c == NULL)
+    return;
+  if (c->state != CONN_BUSY) {
+    h3g_warn("upstream: release of a connection that is not held");
+    return;
+  }
+  h3g_upstream_pool *p = c->pool;
+  c->ev = NULL;
+  c->ctx = NULL;
+  user_read_stop(c);
+  uv_timer_stop(&c->timer);
+  c->pending_err = 0;
+  if (reusable && c->write_pending) {
+    h3g_warn("upstream %s: connection released as reusable while a write "
+             "is pending; closing it",
+             p->name);
+    reusable = 0;
+  }
+  if (reusable && c->dead) {
+    h3g_debug("upstream %s: connection released as reusable after an "
+              "error; closing it",
+              p->name);
+    reusable = 0;
+  }
+  if (!reusable)
+    H3G_INC(upstream_conns_poisoned);
+  if (!reusable || p->closing) {
+    conn_close(c);
+    pool_serve(p);
+    return;
+  }
+  conn_offer(c);
+}
+
+static const char *op_name(void *pool) {
+  h3g_upstream_pool *p = pool;
+  return p->name;
+}
+
+const h3g_upstream_ops h3g_upstream_pool_ops = {
+    .acquire = op_acquire,
+    .cancel = op_cancel,
+    .write = op_write,
+    .read_start = op_read_start,
+    .read_stop = op_read_stop,
+    .set_read_timeout = op_set_read_timeout,
+    .release = op_release,
+    .name = op_name,
+};
+
+/* ---- the pool ------------------------------------------------------------ */
+
+static int resolve(const char *host, uint16_t port,
+                   struct sockaddr_storage *out) {
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC,
+      .ai_socktype = SOCK_STREAM,
+      .ai_protocol = IPPROTO_TCP,
+      .ai_flags = AI_NUMERICSERV,
+  };
+  struct addrinfo *res = NULL;
+  char service[8];
+  snprintf(service, sizeof(service), "%u", (unsigned)port);
+  int rv = getaddrinfo(host, service, &hints, &res);
+  if (rv != 0) {
+    h3g_warn("upstream %s: cannot resolve: %s", host, gai_strerror(rv));
+    return rv == EAI_MEMORY ? H3G_ERR_NOMEM : H3G_ERR_NOTFOUND;
+  }
+  int err = H3G_ERR_NOTFOUND;
+  if (res != NULL && res->ai_addrlen <= sizeof(*out)) {
+    memset(out, 0, sizeof(*out));
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    err = 0;
+  }
+  freeaddrinfo(res);
+  return err;
+}
+
+int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
+                          const h3g_upstream_pool_config *cfg) {
+  *pp = NULL;
+  if (loop == NULL || cfg == NULL || cfg->host == NULL ||
+      cfg->host[0] == '\0' || cfg->size == 0)
+    return H3G_ERR_INVAL;
+  h3g_upstream_pool *p = malloc(sizeof(*p));
+  if (p == NULL)
+    return H3G_ERR_NOMEM;
+  *p = (h3g_upstream_pool){.loop = loop, .cfg = *cfg};
+  p->cfg.host = NULL;
+  int rv = resolve(cfg->host, cfg->port, &p->addr);
+  if (rv != 0) {
+    free(p);
+    return rv;
+  }
+  size_t len = strlen(cfg->host) + sizeof("[]:65535");
+  p->name = malloc(len);
+  if (p->name == NULL) {
+    free(p);
+    return H3G_ERR_NOMEM;
+  }
+  snprintf(p->name, len, strchr(cfg->host, ':') != NULL ? "[%s]:%u" : "%s:%u",
+           cfg->host, (unsigned)cfg->port);
+  uv_timer_init(p->loop, &p->qtimer);
+  p->qtimer.data = p;
+  *pp = p;
+  return 0;
+}
+
+static void on_qtimer_close(uv_handle_t *h) {
+  h3g_upstream_pool *p = h->data;
+  p->qtimer_closed = 1;
+  pool_maybe_finish(p);
+}
+
+/* Fails the waiter of every connection in list s and closes them. */
+static void close_pending_conns(h3g_upstream_pool *p, conn_state s) {
+  h3g_upconn *c;
+  while ((c = p->conns[s].head) != NULL) {
+    h3g_upstream_waiter *w = c->waiter;
+    conn_detach_waiter(c);
+    conn_close(c);
+    if (w != NULL)
+      w->ev->on_fail(w->ctx, H3G_ERR_CLOSED);
+  }
+}
+
+void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
+                             void *arg) {
+  if (p == NULL)
+    return;
+  if (p->closing) {
+    h3g_warn("upstream %s: pool closed twice", p->name);
+    return;
+  }
+  h3g_debug("upstream %s: closing pool (%u busy)", p->name,
+            p->conns[CONN_BUSY].n);
+  p->closing = 1;
+  p->close_cb = cb;
+  p->close_arg = arg;
+  uv_timer_stop(&p->qtimer);
+  /* Callbacks may release their connections or cancel other waiters: every
+   * loop re-reads its list head. */
+  h3g_upstream_waiter *w;
+  while ((w = queue_pop(p)) != NULL)
+    w->ev->on_fail(w->ctx, H3G_ERR_CLOSED);
+  close_pending_conns(p, CONN_CONNECTING);
+  close_pending_conns(p, CONN_HANDOFF);
+  h3g_upconn *c;
+  while ((c = p->conns[CONN_IDLE].head) != NULL)
+    conn_close(c);
+  /* The pool is freed from a close callback, never from inside this call. */
+  uv_close((uv_handle_t *)&p->qtimer, on_qtimer_close);
+}
+
+void h3g_upstream_pool_get_stats(const h3g_upstream_pool *p,
+                                 h3g_upstream_pool_stats *out) {
+  *out = p->stats;
+  out->busy = p->conns[CONN_BUSY].n + p->conns[CONN_HANDOFF].n;
+  out->idle = p->conns[CONN_IDLE].n;
+  out->connecting = p->conns[CONN_CONNECTING].n;
+  out->waiting = p->qlen;
+}

@@ -1,0 +1,1150 @@
+/*
+ * Tests for config.c: the value syntax, every key's bounds, the messages
+ * (text and line numbers), paths, long lines, the dump round trip, and that
+ * config/h3gate.ini and config/sidecar.ini mirror the schema.
+ *
+ * Each test writes its INI text to t.ini in a fresh mkdtemp directory, which
+ * is also the working directory, so messages start "t.ini:LINE:".
+ */
+#define _GNU_SOURCE
+#include "config.h"
+#include "unit.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmp[PATH_MAX];
+static char err[32768];
+
+#define PEM_CERT                                                               \
+  "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+#define PEM_KEY                                                                \
+  "-----BEGIN PRIVATE KEY-----\nMIGHfake\n-----END PRIVATE KEY-----\n"
+
+/* Five lines: what every loadable file needs. */
+#define REQUIRED                                                               \
+  "[listener]\n"                                                               \
+  "cert = certs/server.crt\n"                                                  \
+  "key = certs/server.key\n"                                                   \
+  "[upstream]\n"                                                               \
+  "server = 127.0.0.1:8080\n"
+
+#define CHECK_ERR(s)                                                           \
+  do {                                                                         \
+    const char *want_ = (s);                                                   \
+    CHECK(strstr(err, want_) != NULL);                                         \
+    if (strstr(err, want_) == NULL)                                            \
+      fprintf(stderr, "  wanted: %s\n  err was:\n%s\n", want_, err);           \
+  } while (0)
+
+#define CHECK_STR(a, b)                                                        \
+  do {                                                                         \
+    const char *a_ = (a), *b_ = (b);                                           \
+    CHECK(strcmp(a_, b_) == 0);                                                \
+    if (strcmp(a_, b_) != 0)                                                   \
+      fprintf(stderr, "  got \"%s\"\n  expected \"%s\"\n", a_, b_);            \
+  } while (0)
+
+/* tmp/rel, in one of a few rotating buffers. */
+static const char *in_tmp(const char *rel) {
+  static char bufs[4][PATH_MAX + 64];
+  static int next;
+  char *b = bufs[next++ % 4];
+  snprintf(b, sizeof(bufs[0]), "%s/%s", tmp, rel);
+  return b;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (f == NULL) {
+    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+    exit(2);
+  }
+  fputs(text, f);
+  fclose(f);
+}
+
+static void make_dir(const char *path) {
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+    fprintf(stderr, "cannot mkdir %s: %s\n", path, strerror(errno));
+    exit(2);
+  }
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return NULL;
+  char *buf = NULL;
+  size_t cap = 0, len = 0, r;
+  do {
+    if (len + 4096 + 1 > cap) {
+      cap = (len + 4096 + 1) * 2;
+      buf = realloc(buf, cap);
+      if (buf == NULL)
+        exit(2);
+    }
+    r = fread(buf + len, 1, 4096, f);
+    len += r;
+  } while (r > 0);
+  fclose(f);
+  buf[len] = '\0';
+  return buf;
+}
+
+static int count_lines(const char *s) {
+  int n = 0;
+  for (; *s != '\0'; s++)
+    n += *s == '\n';
+  return n;
+}
+
+/* Loads text (as t.ini) over the defaults. */
+static int load(const char *text, h3g_config *cfg) {
+  write_file("t.ini", text);
+  h3g_config_defaults(cfg);
+  memset(err, 'x', sizeof(err));
+  return h3g_config_load(cfg, "t.ini", err, sizeof(err));
+}
+
+/* Like load, with the text built by printf. */
+static int loadf(h3g_config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int loadf(h3g_config *cfg, const char *fmt, ...) {
+  static char text[65536];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  return load(text, cfg);
+}
+
+static void check_same(const h3g_config *a, const h3g_config *b) {
+  CHECK_EQ_INT(a->log_level, b->log_level);
+  CHECK_STR(a->access_log, b->access_log);
+  CHECK_EQ_INT(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
+  CHECK_STR(a->admin_address, b->admin_address);
+  CHECK_EQ_INT(a->admin_port, b->admin_port);
+  CHECK_STR(a->listen_address, b->listen_address);
+  CHECK_EQ_INT(a->listen_port, b->listen_port);
+  CHECK_STR(a->cert_file, b->cert_file);
+  CHECK_STR(a->key_file, b->key_file);
+  CHECK_EQ_INT(a->idle_timeout_ms, b->idle_timeout_ms);
+  CHECK_EQ_INT(a->handshake_timeout_ms, b->handshake_timeout_ms);
+  CHECK_EQ_INT(a->max_connections, b->max_connections);
+  CHECK_EQ_INT(a->max_streams, b->max_streams);
+  CHECK_EQ_INT(a->stream_buffer_size, b->stream_buffer_size);
+  CHECK_EQ_INT(a->max_header_size, b->max_header_size);
+  CHECK_STR(a->upstream_host, b->upstream_host);
+  CHECK_EQ_INT(a->upstream_port, b->upstream_port);
+  CHECK_EQ_INT(a->pool_size, b->pool_size);
+  CHECK_EQ_INT(a->queue_size, b->queue_size);
+  CHECK_EQ_INT(a->connect_timeout_ms, b->connect_timeout_ms);
+  CHECK_EQ_INT(a->response_timeout_ms, b->response_timeout_ms);
+  CHECK_EQ_INT(a->upstream_idle_timeout_ms, b->upstream_idle_timeout_ms);
+}
+
+/* Dumps cfg into a string (caller frees). */
+static char *dump(const h3g_config *cfg) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (f == NULL)
+    exit(2);
+  h3g_config_dump(cfg, f);
+  fclose(f);
+  return text;
+}
+
+/* ---- value syntax ------------------------------------------------------- */
+
+static void test_parse_duration(void) {
+  static const struct {
+    const char *in;
+    int rc;
+    uint64_t ms;
+  } cases[] = {
+      {"0", 0, 0},
+      {"10", 0, 10000},
+      {"1500ms", 0, 1500},
+      {"30s", 0, 30000},
+      {"2m", 0, 120000},
+      {"1h", 0, 3600000},
+      {"007s", 0, 7000},
+      {"30 s", 0, 30000},
+      {"0ms", 0, 0},
+      {"", H3G_ERR_INVAL, 0},
+      {"s", H3G_ERR_INVAL, 0},
+      {"-1s", H3G_ERR_INVAL, 0},
+      {"+1s", H3G_ERR_INVAL, 0},
+      {"1.5s", H3G_ERR_INVAL, 0},
+      {"10x", H3G_ERR_INVAL, 0},
+      {"10sec", H3G_ERR_INVAL, 0},
+      {"10S", H3G_ERR_INVAL, 0},
+      {"10d", H3G_ERR_INVAL, 0},
+      {" 10s", H3G_ERR_INVAL, 0},
+      {"10s ", H3G_ERR_INVAL, 0},
+      {"0x10", H3G_ERR_INVAL, 0},
+      {"18446744073709551615ms", 0, UINT64_MAX},
+      {"18446744073709551616ms", H3G_ERR_TOOBIG, 0},
+      {"18446744073709551615s", H3G_ERR_TOOBIG, 0},
+      {"5124095576030432h", H3G_ERR_TOOBIG, 0},
+  };
+  for (size_t i = 0; i < H3G_ARRAY_LEN(cases); i++) {
+    uint64_t v = 12345;
+    int rc = h3g_config_parse_duration(cases[i].in, &v);
+    CHECK_EQ_INT(rc, cases[i].rc);
+    CHECK(v == (rc == 0 ? cases[i].ms : 12345));
+    if (rc != cases[i].rc)
+      fprintf(stderr, "  duration input \"%s\"\n", cases[i].in);
+  }
+}
+
+static void test_parse_size(void) {
+  static const struct {
+    const char *in;
+    int rc;
+    uint64_t bytes;
+  } cases[] = {
+      {"0", 0, 0},
+      {"1", 0, 1},
+      {"1B", 0, 1},
+      {"16k", 0, 16384},
+      {"16K", 0, 16384},
+      {"16KiB", 0, 16384},
+      {"16 KiB", 0, 16384},
+      {"1m", 0, 1048576},
+      {"1M", 0, 1048576},
+      {"1MiB", 0, 1048576},
+      {"1g", 0, 1073741824},
+      {"1G", 0, 1073741824},
+      {"2GiB", 0, 2147483648},
+      {"1kb", H3G_ERR_INVAL, 0},
+      {"1KB", H3G_ERR_INVAL, 0},
+      {"1kib", H3G_ERR_INVAL, 0},
+      {"1b", H3G_ERR_INVAL, 0},
+      {"1.5M", H3G_ERR_INVAL, 0},
+      {"-1", H3G_ERR_INVAL, 0},
+      {"M", H3G_ERR_INVAL, 0},
+      {"", H3G_ERR_INVAL, 0},
+      {"1T", H3G_ERR_INVAL, 0},
+      {"17179869184G", H3G_ERR_TOOBIG, 0},
+      {"17179869183G", 0, 17179869183ull * 1073741824ull},
+  };
+  for (size_t i = 0; i < H3G_ARRAY_LEN(cases); i++) {
+    uint64_t v = 12345;
+    int rc = h3g_config_parse_size(cases[i].in, &v);
+    CHECK_EQ_INT(rc, cases[i].rc);
+    CHECK(v == (rc == 0 ? cases[i].bytes : 12345));
+    if (rc != cases[i].rc)
+      fprintf(stderr, "  size input \"%s\"\n", cases[i].in);
+  }
+}
+
+static void test_parse_bool(void) {
+  static const char *const yes[] = {"yes", "true", "on", "1", "YES", "True"};
+  static const char *const no[] = {"no", "false", "off", "0", "NO", "Off"};
+  static const char *const bad[] = {"", "2", "y", "n", "maybe", "yes ", "01"};
+  for (size_t i = 0; i < H3G_ARRAY_LEN(yes); i++) {
+    int v = -1;
+    CHECK_EQ_INT(h3g_config_parse_bool(yes[i], &v), 0);
+    CHECK_EQ_INT(v, 1);
+  }
+  for (size_t i = 0; i < H3G_ARRAY_LEN(no); i++) {
+    int v = -1;
+    CHECK_EQ_INT(h3g_config_parse_bool(no[i], &v), 0);
+    CHECK_EQ_INT(v, 0);
+  }
+  for (size_t i = 0; i < H3G_ARRAY_LEN(bad); i++) {
+    int v = -1;
+    CHECK_EQ_INT(h3g_config_parse_bool(bad[i], &v), H3G_ERR_INVAL);
+    CHECK_EQ_INT(v, -1);
+  }
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static void test_defaults(void) {
+  h3g_config c;
+  memset(&c, 0x5a, sizeof(c));
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(c.log_level, H3G_LOG_INFO);
+  CHECK_STR(c.access_log, "-");
+  CHECK_EQ_INT(c.shutdown_timeout_ms, 10000);
+  CHECK_STR(c.admin_address, "");
+  CHECK_EQ_INT(c.admin_port, 0);
+  CHECK_STR(c.listen_address, "0.0.0.0");
+  CHECK_EQ_INT(c.listen_port, 443);
+  CHECK_STR(c.cert_file, "");
+  CHECK_STR(c.key_file, "");
+  CHECK_EQ_INT(c.idle_timeout_ms, 30000);
+  CHECK_EQ_INT(c.handshake_timeout_ms, 10000);
+  CHECK_EQ_INT(c.max_connections, 10000);
+  CHECK_EQ_INT(c.max_streams, 100);
+  CHECK_EQ_INT(c.stream_buffer_size, 256 * 1024);
+  CHECK_EQ_INT(c.max_header_size, 64 * 1024);
+  CHECK_STR(c.upstream_host, "");
+  CHECK_EQ_INT(c.upstream_port, 0);
+  CHECK_EQ_INT(c.pool_size, 64);
+  CHECK_EQ_INT(c.queue_size, 1024);
+  CHECK_EQ_INT(c.connect_timeout_ms, 5000);
+  CHECK_EQ_INT(c.response_timeout_ms, 60000);
+  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 60000);
+}
+
+static void test_minimal(void) {
+  h3g_config c, d;
+  CHECK_EQ_INT(load(REQUIRED, &c), 0);
+  CHECK_STR(err, "");
+  CHECK_STR(c.cert_file, in_tmp("certs/server.crt"));
+  CHECK_STR(c.key_file, in_tmp("certs/server.key"));
+  CHECK_STR(c.upstream_host, "127.0.0.1");
+  CHECK_EQ_INT(c.upstream_port, 8080);
+  /* Everything else stays at its default. */
+  h3g_config_defaults(&d);
+  snprintf(d.cert_file, sizeof(d.cert_file), "%s", c.cert_file);
+  snprintf(d.key_file, sizeof(d.key_file), "%s", c.key_file);
+  snprintf(d.upstream_host, sizeof(d.upstream_host), "127.0.0.1");
+  d.upstream_port = 8080;
+  check_same(&c, &d);
+}
+
+static const char full_ini[] = "; every key, none at its default\n"
+                               "[server]\n"
+                               "log_level = debug\n"
+                               "access_log = logs/access.log\n"
+                               "shutdown_timeout = 1500ms\n"
+                               "admin = [::1]:9901\n"
+                               "\n"
+                               "[listener]\n"
+                               "address = ::\n"
+                               "port = 8443\n"
+                               "cert = certs/server.crt\n"
+                               "key = certs/server.key\n"
+                               "idle_timeout = 2m\n"
+                               "handshake_timeout = 5s\n"
+                               "max_connections = 1000000\n"
+                               "max_streams = 7\n"
+                               "stream_buffer_size = 1MiB\n"
+                               "max_header_size = 1025\n"
+                               "\n"
+                               "[upstream]\n"
+                               "server = app.internal:3000\n"
+                               "pool_size = 10000\n"
+                               "queue_size = 0\n"
+                               "connect_timeout = 250ms\n"
+                               "response_timeout = 1h\n"
+                               "idle_timeout = 90s\n";
+
+static void test_every_key(void) {
+  h3g_config c;
+  CHECK_EQ_INT(load(full_ini, &c), 0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(c.log_level, H3G_LOG_DEBUG);
+  CHECK_STR(c.access_log, in_tmp("logs/access.log"));
+  CHECK_EQ_INT(c.shutdown_timeout_ms, 1500);
+  CHECK_STR(c.admin_address, "::1");
+  CHECK_EQ_INT(c.admin_port, 9901);
+  CHECK_STR(c.listen_address, "::");
+  CHECK_EQ_INT(c.listen_port, 8443);
+  CHECK_EQ_INT(c.idle_timeout_ms, 120000);
+  CHECK_EQ_INT(c.handshake_timeout_ms, 5000);
+  CHECK_EQ_INT(c.max_connections, 1000000);
+  CHECK_EQ_INT(c.max_streams, 7);
+  CHECK_EQ_INT(c.stream_buffer_size, 1048576);
+  CHECK_EQ_INT(c.max_header_size, 1025);
+  CHECK_STR(c.upstream_host, "app.internal");
+  CHECK_EQ_INT(c.upstream_port, 3000);
+  CHECK_EQ_INT(c.pool_size, 10000);
+  CHECK_EQ_INT(c.queue_size, 0);
+  CHECK_EQ_INT(c.connect_timeout_ms, 250);
+  CHECK_EQ_INT(c.response_timeout_ms, 3600000);
+  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 90000);
+}
+
+/*
+ * One key at a time after REQUIRED (on line 7, after its section line); want
+ * is NULL when the value loads, or the reason expected after
+ * "t.ini:7: [section] key: ".
+ */
+static const struct {
+  const char *section, *key, *value, *want;
+} value_cases[] = {
+    {"server", "log_level", "error", NULL},
+    {"server", "log_level", "WARN", NULL},
+    {"server", "log_level", "verbose",
+     "expected error, warn, info or debug, not \"verbose\""},
+    {"server", "access_log", "off", NULL},
+    {"server", "access_log", "-", NULL},
+    {"server", "access_log", "\"\"", "the path is empty"},
+    {"server", "shutdown_timeout", "0", NULL},
+    {"server", "shutdown_timeout", "1h", NULL},
+    {"server", "shutdown_timeout", "61m", "61m is above the maximum 1h"},
+    {"server", "shutdown_timeout", "3600001ms",
+     "3600001ms is above the maximum 1h"},
+    {"server", "shutdown_timeout", "-1s",
+     "expected a duration such as 1500ms, 30s, 5m or 1h, not \"-1s\""},
+    {"server", "shutdown_timeout", "1.5s", "expected a duration"},
+    {"server", "shutdown_timeout", "99999999999999999999",
+     "99999999999999999999 is too large"},
+    {"server", "admin", "off", NULL},
+    {"server", "admin", "127.0.0.1:9901", NULL},
+    {"server", "admin", "[::1]:9901", NULL},
+    {"server", "admin", "127.0.0.1:0", NULL},
+    {"server", "admin", "localhost:9901", "\"localhost\" is not an IPv4"},
+    {"server", "admin", "127.0.0.1", "expected host:port"},
+    {"server", "admin", "127.0.0.1:65536",
+     "the port 65536 is above the maximum 65535"},
+    {"server", "admin", "::1:9901", "put an IPv6 address in brackets"},
+    {"listener", "address", "::", NULL},
+    {"listener", "address", "0.0.0.0", NULL},
+    {"listener", "address", "[::1]", NULL},
+    {"listener", "address", "fe80::1", NULL},
+    {"listener", "address", "localhost",
+     "expected an IPv4 or IPv6 address, not \"localhost\""},
+    {"listener", "address", "1.2.3.256", "expected an IPv4 or IPv6 address"},
+    {"listener", "address", "\"\"", "expected an IPv4 or IPv6 address"},
+    {"listener", "port", "0", NULL},
+    {"listener", "port", "65535", NULL},
+    {"listener", "port", "65536", "65536 is above the maximum 65535"},
+    {"listener", "port", "443x", "expected a whole number, not \"443x\""},
+    {"listener", "port", "-1", "expected a whole number"},
+    {"listener", "idle_timeout", "1s", NULL},
+    {"listener", "idle_timeout", "1h", NULL},
+    {"listener", "idle_timeout", "999ms", "999ms is below the minimum 1s"},
+    {"listener", "idle_timeout", "2h", "2h is above the maximum 1h"},
+    {"listener", "handshake_timeout", "5m", NULL},
+    {"listener", "handshake_timeout", "301s", "301s is above the maximum 5m"},
+    {"listener", "handshake_timeout", "0", "0 is below the minimum 1s"},
+    {"listener", "max_connections", "1", NULL},
+    {"listener", "max_connections", "1000000", NULL},
+    {"listener", "max_connections", "0", "0 is below the minimum 1"},
+    {"listener", "max_connections", "1000001",
+     "1000001 is above the maximum 1000000"},
+    {"listener", "max_connections", "10k", "expected a whole number"},
+    {"listener", "max_streams", "10000", NULL},
+    {"listener", "max_streams", "10001", "10001 is above the maximum 10000"},
+    {"listener", "stream_buffer_size", "16KiB", NULL},
+    {"listener", "stream_buffer_size", "16k", NULL},
+    {"listener", "stream_buffer_size", "16MiB", NULL},
+    {"listener", "stream_buffer_size", "256 KiB", NULL},
+    {"listener", "stream_buffer_size", "16383",
+     "16383 is below the minimum 16KiB"},
+    {"listener", "stream_buffer_size", "16777217B",
+     "16777217B is above the maximum 16MiB"},
+    {"listener", "stream_buffer_size", "1G", "1G is above the maximum 16MiB"},
+    {"listener", "stream_buffer_size", "256kb",
+     "expected a size such as 16384, 64KiB, 16MiB or 1GiB, not \"256kb\""},
+    {"listener", "max_header_size", "1KiB", NULL},
+    {"listener", "max_header_size", "1M", NULL},
+    {"listener", "max_header_size", "1023", "1023 is below the minimum 1KiB"},
+    {"upstream", "server", "localhost:80", NULL},
+    {"upstream", "server", "[::1]:8080", NULL},
+    {"upstream", "server", "10.0.0.1:65535", NULL},
+    {"upstream", "server", "my_app-1.svc.cluster.local:8080", NULL},
+    {"upstream", "server", "::1:8080", "put an IPv6 address in brackets"},
+    {"upstream", "server", "app", "expected host:port, not \"app\""},
+    {"upstream", "server", "app:0", "the port 0 is below the minimum 1"},
+    {"upstream", "server", ":80", "the host is empty"},
+    {"upstream", "server", "bad host:80",
+     "\"bad host\" is not a host name or IPv4 address"},
+    {"upstream", "server", "a..b:80",
+     "\"a..b\" is not a host name or IPv4 address"},
+    {"upstream", "server", "app:http", "the port \"http\" is not a number"},
+    {"upstream", "server", "[::1]8080", "expected [address]:port"},
+    {"upstream", "server", "[1.2.3.4]:80",
+     "\"1.2.3.4\" is not an IPv6 address"},
+    {"upstream", "pool_size", "0", "0 is below the minimum 1"},
+    {"upstream", "pool_size", "10000", NULL},
+    {"upstream", "pool_size", "10001", "10001 is above the maximum 10000"},
+    {"upstream", "queue_size", "0", NULL},
+    {"upstream", "queue_size", "1000000", NULL},
+    {"upstream", "queue_size", "1000001",
+     "1000001 is above the maximum 1000000"},
+    {"upstream", "connect_timeout", "1ms", NULL},
+    {"upstream", "connect_timeout", "5m", NULL},
+    {"upstream", "connect_timeout", "0", "0 is below the minimum 1ms"},
+    {"upstream", "connect_timeout", "301s", "301s is above the maximum 5m"},
+    {"upstream", "response_timeout", "1ms", NULL},
+    {"upstream", "response_timeout", "3601s", "3601s is above the maximum 1h"},
+    {"upstream", "idle_timeout", "1s", NULL},
+    {"upstream", "idle_timeout", "0", "0 is below the minimum 1s"},
+};
+
+static void test_values_and_bounds(void) {
+  for (size_t i = 0; i < H3G_ARRAY_LEN(value_cases); i++) {
+    h3g_config c;
+    char want[512];
+    /* upstream.server is in REQUIRED: replace that line by a comment. */
+    int is_server = strcmp(value_cases[i].key, "server") == 0;
+    int rc =
+        loadf(&c,
+              "[listener]\ncert = certs/server.crt\n"
+              "key = certs/server.key\n[upstream]\n%s\n[%s]\n%s = %s\n",
+              is_server ? "; server below" : "server = 127.0.0.1:8080",
+              value_cases[i].section, value_cases[i].key, value_cases[i].value);
+    if (value_cases[i].want == NULL) {
+      CHECK_EQ_INT(rc, 0);
+      CHECK_STR(err, "");
+    } else {
+      CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+      snprintf(want, sizeof(want), "t.ini:7: [%s] %s: %s",
+               value_cases[i].section, value_cases[i].key, value_cases[i].want);
+      CHECK_ERR(want);
+      /* A bad server also leaves the required server unset. */
+      CHECK_EQ_INT(count_lines(err), 1 + is_server);
+    }
+  }
+}
+
+static void test_stored_values(void) {
+  h3g_config c;
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[server]\nlog_level = WARN\n"
+                                  "admin = 127.0.0.1:9901\n"
+                                  "[listener]\naddress = [::1]\n"),
+               0);
+  CHECK_EQ_INT(c.log_level, H3G_LOG_WARN);
+  CHECK_STR(c.admin_address, "127.0.0.1");
+  CHECK_EQ_INT(c.admin_port, 9901);
+  CHECK_STR(c.listen_address, "::1");
+
+  CHECK_EQ_INT(loadf(&c, "[listener]\ncert = certs/server.crt\n"
+                         "key = certs/server.key\n"
+                         "[upstream]\nserver = [2001:db8::5]:81\n"),
+               0);
+  CHECK_STR(c.upstream_host, "2001:db8::5");
+  CHECK_EQ_INT(c.upstream_port, 81);
+}
+
+static void test_unknown_section(void) {
+  h3g_config c;
+  int rc = load(REQUIRED "[nope]\nx = 1\ny = 2\n[ listener ]\nport = 1\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  /* One message for the section, none for the keys in it. */
+  CHECK_STR(err, "t.ini:6: [nope]: unknown section (expected [server], "
+                 "[listener] or [upstream])\n");
+  CHECK_EQ_INT(c.listen_port, 443);
+
+  rc = load(REQUIRED "[]\n[listener\nport = 1\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:6: []: unknown section");
+  CHECK_ERR("t.ini:7: syntax error: a section line needs a closing \"]\"");
+  CHECK_EQ_INT(count_lines(err), 2);
+}
+
+static void test_unknown_key(void) {
+  h3g_config c;
+  int rc = load(REQUIRED "[listener]\nmax_conections = 5\n"
+                         "idle_timeout = 1m\n"
+                         "[server]\nmax_streams = 5\nfrobnicate = 1\n",
+                &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:7: [listener] max_conections: unknown key (did you mean "
+            "max_connections?)\n");
+  CHECK_ERR("t.ini:10: [server] max_streams: unknown key (it belongs in "
+            "[listener])\n");
+  CHECK_ERR("t.ini:11: [server] frobnicate: unknown key\n");
+  CHECK_EQ_INT(count_lines(err), 3);
+}
+
+static void test_duplicate_key(void) {
+  h3g_config c;
+  int rc = load(REQUIRED "[upstream]\npool_size = 1\n\npool_size = 2\n"
+                         "server = 127.0.0.1:1\n",
+                &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:9: [upstream] pool_size: duplicate key (first set on "
+            "line 7)\n");
+  CHECK_ERR("t.ini:10: [upstream] server: duplicate key (first set on "
+            "line 5)\n");
+  CHECK_EQ_INT(count_lines(err), 2);
+  /* Nothing is stored when the file has a problem. */
+  CHECK_EQ_INT(c.pool_size, 64);
+}
+
+static void test_missing_required(void) {
+  h3g_config c;
+  int rc = load("; nothing here\n[server]\nlog_level = debug\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:0: [listener] cert: required, but not set\n"
+                 "t.ini:0: [listener] key: required, but not set\n"
+                 "t.ini:0: [upstream] server: required, but not set\n");
+  CHECK_EQ_INT(c.log_level, H3G_LOG_INFO);
+
+  /* A value already in cfg (say, from a flag) satisfies a required key. */
+  write_file("t.ini", "[listener]\ncert = certs/server.crt\n"
+                      "key = certs/server.key\n");
+  h3g_config_defaults(&c);
+  snprintf(c.upstream_host, sizeof(c.upstream_host), "upstream.local");
+  c.upstream_port = 81;
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), 0);
+  CHECK_STR(c.upstream_host, "upstream.local");
+}
+
+static void test_cert_checks(void) {
+  h3g_config c;
+  write_file(in_tmp("certs/not-pem.crt"), "hello\n");
+  write_file(in_tmp("certs/empty.key"), "");
+  make_dir(in_tmp("certs/dir.crt"));
+  int rc = load("[listener]\n"
+                "cert = certs/missing.crt\n"
+                "key = certs/server.crt\n"
+                "[upstream]\n"
+                "server = 127.0.0.1:8080\n",
+                &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  char want[PATH_MAX + 256];
+  snprintf(want, sizeof(want),
+           "t.ini:2: [listener] cert: cannot open %s: No such file or "
+           "directory\n",
+           in_tmp("certs/missing.crt"));
+  CHECK_ERR(want);
+  /* A certificate where the key belongs is caught at load time. */
+  snprintf(want, sizeof(want),
+           "t.ini:3: [listener] key: %s is not a PEM private key (found no "
+           "\"PRIVATE KEY-----\")\n",
+           in_tmp("certs/server.crt"));
+  CHECK_ERR(want);
+  CHECK_EQ_INT(count_lines(err), 2);
+
+  rc = load("[listener]\ncert = certs/dir.crt\nkey = certs/empty.key\n"
+            "[upstream]\nserver = 127.0.0.1:8080\n",
+            &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:2: [listener] cert: ");
+  CHECK_ERR("dir.crt is not a regular file\n");
+  CHECK_ERR("t.ini:3: [listener] key: ");
+  CHECK_ERR("empty.key is not a PEM private key");
+
+  rc = load("[listener]\ncert = certs/not-pem.crt\nkey = certs/server.key\n"
+            "[upstream]\nserver = 127.0.0.1:8080\n",
+            &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("not-pem.crt is not a PEM certificate (found no \"-----BEGIN "
+            "CERTIFICATE-----\")\n");
+
+  /* Permission bits mean nothing to root, who runs CI's containers. */
+  if (geteuid() != 0) {
+    write_file(in_tmp("certs/locked.key"), PEM_KEY);
+    chmod(in_tmp("certs/locked.key"), 0);
+    rc = load("[listener]\ncert = certs/server.crt\nkey = certs/locked.key\n"
+              "[upstream]\nserver = 127.0.0.1:8080\n",
+              &c);
+    CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+    CHECK_ERR("Permission denied");
+  }
+
+  /* A cert set before the load (not in the file) is checked too, at 0. */
+  write_file("t.ini", "[listener]\nkey = certs/server.key\n"
+                      "[upstream]\nserver = 127.0.0.1:8080\n");
+  h3g_config_defaults(&c);
+  snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/nope.crt"));
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:0: [listener] cert: cannot open ");
+}
+
+static void test_relative_paths(void) {
+  h3g_config c;
+  char ini[PATH_MAX + 512];
+  make_dir(in_tmp("sub"));
+  make_dir(in_tmp("sub/certs"));
+  write_file(in_tmp("sub/certs/server.crt"), PEM_CERT);
+  snprintf(ini, sizeof(ini),
+           "[server]\naccess_log = ./logs/a.log\n"
+           "[listener]\ncert = certs/server.crt\n"
+           "key = %s\n"
+           "[upstream]\nserver = 127.0.0.1:8080\n",
+           in_tmp("certs/server.key"));
+  write_file(in_tmp("sub/x.ini"), ini);
+
+  /* An absolute INI path: paths are relative to its directory. */
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load(&c, in_tmp("sub/x.ini"), err, sizeof(err)), 0);
+  CHECK_STR(err, "");
+  CHECK_STR(c.cert_file, in_tmp("sub/certs/server.crt"));
+  CHECK_STR(c.key_file, in_tmp("certs/server.key"));
+  CHECK_STR(c.access_log, in_tmp("sub/logs/a.log"));
+
+  /* A relative INI path: the stored paths are still absolute. */
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load(&c, "sub/x.ini", err, sizeof(err)), 0);
+  CHECK_STR(c.cert_file, in_tmp("sub/certs/server.crt"));
+  CHECK(c.access_log[0] == '/');
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load(&c, "./sub/../sub/x.ini", err, sizeof(err)), 0);
+  CHECK(c.cert_file[0] == '/');
+  CHECK(strstr(c.cert_file, "sub/certs/server.crt") != NULL);
+
+  /* "-" and "off" are words, not files. */
+  CHECK_EQ_INT(load(REQUIRED "[server]\naccess_log = off\n", &c), 0);
+  CHECK_STR(c.access_log, "off");
+  CHECK_EQ_INT(load(REQUIRED "[server]\naccess_log = /var/log/h3.log\n", &c),
+               0);
+  CHECK_STR(c.access_log, "/var/log/h3.log");
+
+  /* From a string, against the given directory. */
+  static const char text[] = "[listener]\ncert = server.crt\n"
+                             "key = ../certs/server.key\n"
+                             "[upstream]\nserver = 127.0.0.1:8080\n";
+  write_file(in_tmp("sub/server.crt"), PEM_CERT);
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "mem.ini",
+                                      in_tmp("sub"), err, sizeof(err)),
+               0);
+  CHECK_STR(c.cert_file, in_tmp("sub/server.crt"));
+  CHECK_STR(c.key_file, in_tmp("sub/../certs/server.key"));
+}
+
+static void test_syntax(void) {
+  h3g_config c;
+  int rc = load("log_level = debug\n"   /* 1: before any section */
+                REQUIRED                /* 2-6 */
+                "just some words\n"     /* 7 */
+                "= value\n"             /* 8 */
+                "[server] trailing\n"   /* 9 */
+                "log_level = \"debug\n" /* 10 */
+                "access_log = \"\n",    /* 11 */
+                &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err,
+            "t.ini:1: log_level: the key comes before any [section] line\n"
+            "t.ini:7: syntax error: expected \"key = value\" or "
+            "\"[section]\"\n"
+            "t.ini:8: syntax error: no key before \"=\"\n"
+            "t.ini:9: [server]: syntax error: unexpected text after \"]\"\n"
+            "t.ini:10: [server] log_level: the quoted value has no closing "
+            "'\"'\n"
+            "t.ini:11: [server] access_log: the quoted value has no closing "
+            "'\"'\n");
+}
+
+static void test_comments_quotes_blanks(void) {
+  h3g_config c;
+  int rc = load("\xEF\xBB\xBF; a BOM, then a comment\r\n"
+                "# another comment\r\n"
+                "   [listener]   ; indented, with a comment\r\n"
+                "\tcert = certs/server.crt ; inline\r\n"
+                "  key: certs/server.key # inline too\r\n"
+                "port = 8443;not a comment\r\n"
+                "address = \"::1\"\r\n"
+                "[upstream]\r\n"
+                "server=127.0.0.1:8080\r\n"
+                "[server]\r\n"
+                "access_log = \"  spaced;#name.log \" ; comment\r\n"
+                "log_level = debug#not-a-comment\r\n",
+                &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  /* "8443;not a comment" and "debug#..." are values: ';' and '#' start a
+   * comment only at the start of a line or after a blank. */
+  CHECK_ERR("t.ini:6: [listener] port: expected a whole number, not "
+            "\"8443;not a comment\"\n");
+  CHECK_ERR("t.ini:12: [server] log_level: expected error, warn, info or "
+            "debug, not \"debug#not-a-comment\"\n");
+  CHECK_EQ_INT(count_lines(err), 2);
+
+  rc = load("\xEF\xBB\xBF[listener]\r\n"
+            "\tcert = certs/server.crt ; inline\r\n"
+            "  key: certs/server.key # inline too\r\n"
+            "address = \"::1\"\r\n"
+            "[upstream]\r\n"
+            "server=127.0.0.1:8080\r\n"
+            "[server]\r\n"
+            "access_log = \"  spaced;#name.log \" ; comment\r\n",
+            &c);
+  CHECK_EQ_INT(rc, 0);
+  CHECK_STR(err, "");
+  CHECK_STR(c.cert_file, in_tmp("certs/server.crt"));
+  CHECK_STR(c.key_file, in_tmp("certs/server.key"));
+  CHECK_STR(c.listen_address, "::1");
+  CHECK_STR(c.access_log, in_tmp("  spaced;#name.log "));
+
+  /* A blank before ';' ends the value even inside quotes. */
+  rc = load(REQUIRED "[server]\naccess_log = \"a ;b\"\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:7: [server] access_log: the quoted value has no closing");
+}
+
+static void test_line_numbers_and_many_errors(void) {
+  h3g_config c;
+  int rc = load("; comment\n"               /* 1 */
+                "\n"                        /* 2 */
+                "[server]\n"                /* 3 */
+                "log_level = loud\n"        /* 4 */
+                "   \n"                     /* 5 */
+                "[listener]\n"              /* 6 */
+                "cert = certs/server.crt\n" /* 7 */
+                "; key is missing\n"        /* 8 */
+                "max_streams = 0\n"         /* 9 */
+                "max_streams = 1\n"         /* 10 */
+                "[upstream]\n"              /* 11 */
+                "server = 127.0.0.1:8080\n" /* 12 */
+                "pool_size = 0\n"           /* 13 */
+                "colour = blue\n",          /* 14 */
+                &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err,
+            "t.ini:4: [server] log_level: expected error, warn, info or "
+            "debug, not \"loud\"\n"
+            "t.ini:9: [listener] max_streams: 0 is below the minimum 1\n"
+            "t.ini:10: [listener] max_streams: duplicate key (first set on "
+            "line 9)\n"
+            "t.ini:13: [upstream] pool_size: 0 is below the minimum 1\n"
+            "t.ini:14: [upstream] colour: unknown key\n"
+            "t.ini:0: [listener] key: required, but not set\n");
+}
+
+static void test_long_lines(void) {
+  h3g_config c;
+  char *text = malloc(1 << 20), *p;
+  char longname[1200], want[256];
+  if (text == NULL)
+    exit(2);
+
+  /* A comment far longer than inih's 200-byte line buffer, with text that
+   * would be a key if the tail were read as a line of its own. */
+  p = text;
+  p += sprintf(p, REQUIRED "[upstream]\n; ");
+  memset(p, 'x', 4000);
+  p += 4000;
+  p += sprintf(p, " pool_size = 0\n");
+  /* A long value: a relative path of 700 bytes with blanks, ';' and '#'
+   * (not after a blank) inside, split across several inih lines. */
+  p += sprintf(p, "[server]\naccess_log = logs/");
+  size_t at = 0;
+  for (int i = 0; i < 100; i++)
+    at += (size_t)sprintf(longname + at, "a b;c#%d", i % 10);
+  p += sprintf(p, "%s.log ; and a long comment %0300d\n", longname, 0);
+  /* Then a bad line, to check the line count went on right. */
+  p += sprintf(p, "log_level = chatty\n");
+  int rc = load(text, &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:10: [server] log_level: expected error, warn, info or "
+                 "debug, not \"chatty\"\n");
+  p = strstr(text, "log_level = chatty");
+  memcpy(p, "log_level = debug\n", 19);
+  rc = load(text, &c);
+  CHECK_EQ_INT(rc, 0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(c.pool_size, 64);
+  char path[PATH_MAX + 1300];
+  snprintf(path, sizeof(path), "%s/logs/%s.log", tmp, longname);
+  CHECK_STR(c.access_log, path);
+
+  /* A certificate 600 bytes deep: loads and passes the PEM check. */
+  char dir[1024] = "deep";
+  make_dir(in_tmp(dir));
+  for (int i = 0; i < 10; i++) {
+    strcat(dir, "/ddddddddddddddddddddddddddddddddddddddddddddddddddddddddd");
+    make_dir(in_tmp(dir));
+  }
+  strcat(dir, "/server.crt");
+  write_file(in_tmp(dir), PEM_CERT);
+  rc = loadf(&c,
+             "[listener]\ncert = %s\nkey = certs/server.key\n"
+             "[upstream]\nserver = 127.0.0.1:8080\n",
+             in_tmp(dir));
+  CHECK_EQ_INT(rc, 0);
+  CHECK_STR(c.cert_file, in_tmp(dir));
+
+  /* A value too long for the field: reported, with its line. */
+  p = text;
+  p += sprintf(p, REQUIRED "[server]\naccess_log = /");
+  memset(p, 'y', 1500);
+  p += 1500;
+  p += sprintf(p, "\nlog_level = x\n");
+  rc = load(text, &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:7: [server] access_log: the path is longer than 1023 "
+            "bytes\n");
+  CHECK_ERR("t.ini:8: [server] log_level: expected");
+  CHECK_EQ_INT(count_lines(err), 2);
+
+  /* Blanks everywhere a piece could end: cannot be split. */
+  p = text;
+  p += sprintf(p, REQUIRED "[server]\naccess_log = a");
+  memset(p, ' ', 300);
+  p += 300;
+  p += sprintf(p, "b\nlog_level = x\n");
+  rc = load(text, &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  snprintf(want, sizeof(want),
+           "t.ini:7: line too long to split for the INI "
+           "parser (315 bytes, lines of at most 197)\n");
+  CHECK_ERR(want);
+  CHECK_ERR("t.ini:8: [server] log_level: expected");
+  CHECK_EQ_INT(count_lines(err), 2);
+
+  /* Long section and key names are unknown names, shown cut short. */
+  p = text;
+  p += sprintf(p, REQUIRED "[");
+  memset(p, 's', 300);
+  p += 300;
+  p += sprintf(p, "]\nk = 1\n[server]\n");
+  memset(p, 'k', 300);
+  p += 300;
+  p += sprintf(p, " = 1\n");
+  rc = load(text, &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:6: [ssssssssssssssssssssssssssssssssssssssssssssssss...]: "
+            "unknown section");
+  CHECK_ERR(
+      "t.ini:9: [server] kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...: "
+      "unknown key\n");
+  CHECK_EQ_INT(count_lines(err), 2);
+  free(text);
+}
+
+static void test_dump_round_trip(void) {
+  h3g_config a, b;
+  CHECK_EQ_INT(load(full_ini, &a), 0);
+  char *text = dump(&a);
+  /* Every key is there, as "key = value". */
+  static const char *const keys[] = {"log_level",
+                                     "access_log",
+                                     "shutdown_timeout",
+                                     "admin",
+                                     "address",
+                                     "port",
+                                     "cert",
+                                     "key",
+                                     "idle_timeout",
+                                     "handshake_timeout",
+                                     "max_connections",
+                                     "max_streams",
+                                     "stream_buffer_size",
+                                     "max_header_size",
+                                     "server",
+                                     "pool_size",
+                                     "queue_size",
+                                     "connect_timeout",
+                                     "response_timeout"};
+  for (size_t i = 0; i < H3G_ARRAY_LEN(keys); i++) {
+    char needle[64];
+    snprintf(needle, sizeof(needle), "\n%s = ", keys[i]);
+    CHECK(strstr(text, needle) != NULL);
+  }
+  CHECK(strstr(text, "\nshutdown_timeout = 1500ms\n") != NULL);
+  CHECK(strstr(text, "\nidle_timeout = 2m\n") != NULL);
+  CHECK(strstr(text, "\nstream_buffer_size = 1MiB\n") != NULL);
+  CHECK(strstr(text, "\nmax_header_size = 1025B\n") != NULL);
+  CHECK(strstr(text, "\nadmin = [::1]:9901\n") != NULL);
+  CHECK(strstr(text, "\nresponse_timeout = 1h\n") != NULL);
+  CHECK(strstr(text, "\nlog_level = debug\n") != NULL);
+  CHECK_EQ_INT(load(text, &b), 0);
+  CHECK_STR(err, "");
+  check_same(&a, &b);
+  free(text);
+
+  /* Values that need quotes, a long path, an IPv4 upstream, admin off. */
+  CHECK_EQ_INT(
+      load(REQUIRED "[server]\naccess_log = \" lead and trail \"\n", &a), 0);
+  char longpath[900];
+  memset(longpath, 'z', sizeof(longpath) - 1);
+  longpath[0] = '/';
+  longpath[sizeof(longpath) - 1] = '\0';
+  snprintf(a.access_log, sizeof(a.access_log), "%s", longpath);
+  text = dump(&a);
+  CHECK(strstr(text, "\nadmin = off\n") != NULL);
+  CHECK(strstr(text, "\nserver = 127.0.0.1:8080\n") != NULL);
+  CHECK_EQ_INT(load(text, &b), 0);
+  check_same(&a, &b);
+  free(text);
+  CHECK_EQ_INT(
+      load(REQUIRED "[server]\naccess_log = \" lead and trail \"\n", &a), 0);
+  text = dump(&a);
+  CHECK_EQ_INT(load(text, &b), 0);
+  CHECK_STR(b.access_log, in_tmp(" lead and trail "));
+  check_same(&a, &b);
+  free(text);
+
+  /* The defaults leave required keys unset: dumped as comments. */
+  h3g_config_defaults(&a);
+  text = dump(&a);
+  CHECK(strstr(text, "\n; cert = (required, not set)\n") != NULL);
+  CHECK_EQ_INT(load(text, &b), H3G_ERR_INVAL);
+  CHECK_EQ_INT(count_lines(err), 3);
+  free(text);
+}
+
+static void test_string_and_files(void) {
+  h3g_config c;
+  /* No NUL terminator needed; a NUL inside is an error on its line. */
+  static const char text[] = "[server]\nlog_level = debug\0junk\n[listener]\n";
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini", tmp,
+                                      err, sizeof(err)),
+               H3G_ERR_INVAL);
+  CHECK_ERR("m.ini:2: the line contains a NUL byte\n");
+  CHECK_ERR("m.ini:0: [listener] cert: required");
+
+  /* Missing, a directory, too big. */
+  CHECK_EQ_INT(h3g_config_load(&c, "nope.ini", err, sizeof(err)),
+               H3G_ERR_NOTFOUND);
+  CHECK_STR(err, "nope.ini:0: cannot open: No such file or directory\n");
+  CHECK_EQ_INT(h3g_config_load(&c, "nope/x.ini", err, sizeof(err)),
+               H3G_ERR_NOTFOUND);
+  CHECK_EQ_INT(h3g_config_load(&c, "certs", err, sizeof(err)), H3G_ERR_IO);
+  CHECK_ERR("certs:0: not a regular file");
+  FILE *f = fopen("big.ini", "w");
+  CHECK(f != NULL);
+  for (int i = 0; f != NULL && i < 80000; i++)
+    fputs("; filler line\n", f);
+  if (f != NULL)
+    fclose(f);
+  CHECK_EQ_INT(h3g_config_load(&c, "big.ini", err, sizeof(err)), H3G_ERR_INVAL);
+  CHECK_ERR("big.ini:0: larger than 1 MiB");
+
+  /* err may be NULL, or short: always terminated, whole lines only. */
+  CHECK_EQ_INT(h3g_config_load(&c, "nope.ini", NULL, 0), H3G_ERR_NOTFOUND);
+  CHECK_EQ_INT(load("[server]\n", &c), H3G_ERR_INVAL);
+  char small[100];
+  memset(small, 'x', sizeof(small));
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", small, sizeof(small)),
+               H3G_ERR_INVAL);
+  CHECK(memchr(small, '\0', sizeof(small)) != NULL);
+  CHECK_STR(small, "t.ini:0: [listener] cert: required, but not set\n"
+                   "(2 more problems not shown)\n");
+  char tiny[8];
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", tiny, sizeof(tiny)), H3G_ERR_INVAL);
+  CHECK(strlen(tiny) < sizeof(tiny));
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", NULL, 0), H3G_ERR_INVAL);
+}
+
+/*
+ * config/h3gate.ini names every key at its default; config/sidecar.ini
+ * loads. Both are read from the source tree, with their relative cert
+ * paths pointed at stand-in PEM files under tmp.
+ */
+static void test_shipped_configs(void) {
+  const char *src = getenv("H3G_SRC"), *data = getenv("H3G_TEST_DATA");
+  char path[PATH_MAX + 64], srcbuf[PATH_MAX];
+  h3g_config c, d;
+  if (src == NULL && data != NULL) {
+    snprintf(srcbuf, sizeof(srcbuf), "%s/..", data);
+    src = srcbuf;
+  }
+  CHECK(src != NULL);
+  if (src == NULL) {
+    fprintf(stderr, "  set H3G_SRC to the source tree\n");
+    return;
+  }
+
+  snprintf(path, sizeof(path), "%s/config/h3gate.ini", src);
+  char *ref = read_file(path);
+  CHECK(ref != NULL);
+  if (ref == NULL)
+    return;
+  make_dir(in_tmp("ref"));
+  make_dir(in_tmp("ref/config"));
+  make_dir(in_tmp("ref/certs"));
+  make_dir(in_tmp("ref/certs/out"));
+  write_file(in_tmp("ref/certs/out/server-chain.crt"), PEM_CERT);
+  write_file(in_tmp("ref/certs/out/server.key"), PEM_KEY);
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load_string(&c, ref, strlen(ref), "h3gate.ini",
+                                      in_tmp("ref/config"), err, sizeof(err)),
+               0);
+  CHECK_STR(err, "");
+  h3g_config_defaults(&d);
+  snprintf(d.cert_file, sizeof(d.cert_file), "%s",
+           in_tmp("ref/config/../certs/out/server-chain.crt"));
+  snprintf(d.key_file, sizeof(d.key_file), "%s",
+           in_tmp("ref/config/../certs/out/server.key"));
+  snprintf(d.upstream_host, sizeof(d.upstream_host), "127.0.0.1");
+  d.upstream_port = 8080;
+  check_same(&c, &d);
+
+  /* Each key the dump writes is set in the reference file. */
+  char *text = dump(&c);
+  for (char *line = strtok(text, "\n"); line != NULL;
+       line = strtok(NULL, "\n")) {
+    char needle[128];
+    const char *eq = strstr(line, " = ");
+    if (line[0] == ';' || line[0] == '[' || eq == NULL)
+      continue;
+    snprintf(needle, sizeof(needle), "\n%.*s = ", (int)(eq - line), line);
+    CHECK(strstr(ref, needle) != NULL);
+    if (strstr(ref, needle) == NULL)
+      fprintf(stderr, "  config/h3gate.ini does not set %s\n", needle + 1);
+  }
+  free(text);
+  free(ref);
+
+  snprintf(path, sizeof(path), "%s/config/sidecar.ini", src);
+  ref = read_file(path);
+  CHECK(ref != NULL);
+  if (ref == NULL)
+    return;
+  make_dir(in_tmp("etc"));
+  make_dir(in_tmp("etc/certs"));
+  write_file(in_tmp("etc/certs/server-chain.crt"), PEM_CERT);
+  write_file(in_tmp("etc/certs/server.key"), PEM_KEY);
+  h3g_config_defaults(&c);
+  CHECK_EQ_INT(h3g_config_load_string(&c, ref, strlen(ref), "sidecar.ini",
+                                      in_tmp("etc"), err, sizeof(err)),
+               0);
+  CHECK_STR(err, "");
+  CHECK_STR(c.listen_address, "0.0.0.0");
+  CHECK_EQ_INT(c.listen_port, 443);
+  CHECK_STR(c.upstream_host, "127.0.0.1");
+  CHECK_EQ_INT(c.upstream_port, 8080);
+  CHECK_STR(c.cert_file, in_tmp("etc/certs/server-chain.crt"));
+  free(ref);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw) {
+  H3G_UNUSED(st);
+  H3G_UNUSED(flag);
+  H3G_UNUSED(ftw);
+  if (remove(path) != 0)
+    fprintf(stderr, "could not remove %s: %s\n", path, strerror(errno));
+  return 0;
+}
+
+int main(void) {
+  const char *base = getenv("TMPDIR");
+  char tmpl[PATH_MAX];
+  snprintf(tmpl, sizeof(tmpl), "%s/h3g-config-XXXXXX",
+           base != NULL && base[0] != '\0' ? base : "/tmp");
+  if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp) == NULL || chdir(tmp) != 0) {
+    perror("test directory");
+    return 2;
+  }
+  make_dir(in_tmp("certs"));
+  write_file(in_tmp("certs/server.crt"), PEM_CERT);
+  write_file(in_tmp("certs/server.key"), PEM_KEY);
+
+  RUN(test_parse_duration);
+  RUN(test_parse_size);
+  RUN(test_parse_bool);
+  RUN(test_defaults);
+  RUN(test_minimal);
+  RUN(test_every_key);
+  RUN(test_values_and_bounds);
+  RUN(test_stored_values);
+  RUN(test_unknown_section);
+  RUN(test_unknown_key);
+  RUN(test_duplicate_key);
+  RUN(test_missing_required);
+  RUN(test_cert_checks);
+  RUN(test_relative_paths);
+  RUN(test_syntax);
+  RUN(test_comments_quotes_blanks);
+  RUN(test_line_numbers_and_many_errors);
+  RUN(test_long_lines);
+  RUN(test_dump_round_trip);
+  RUN(test_string_and_files);
+  RUN(test_shipped_configs);
+
+  if (chdir("/") == 0)
+    nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return unit_report();
+}
