@@ -20,7 +20,7 @@ typedef struct h3g_h1_request {
   size_t methodlen;
   const uint8_t *target; /* origin-form path and query, or "*" */
   size_t targetlen;
-  const uint8_t *host;   /* becomes the Host field */
+  const uint8_t *host; /* becomes the Host field */
   size_t hostlen;
   /* Regular fields to forward as they are (already validated and without
    * hop-by-hop fields); cookie fields are joined with "; " into one line. */
@@ -36,17 +36,27 @@ typedef struct h3g_h1_request {
 } h3g_h1_request;
 
 /*
- * Writes the request head ("METHOD target HTTP/1.1\r\n" fields "\r\n") into
- * buf. Returns the number of bytes written, or H3G_ERR_TOOBIG if cap is too
- * small (nothing useful is left in buf then).
+ * Writes the request head into buf: "METHOD target HTTP/1.1\r\n", then
+ * "Host: host\r\n" (first, RFC 9112 §3.2), then the fields in order as
+ * "name: value\r\n" with every cookie field joined into one line where the
+ * first one was, then the extra fields, then "Content-Length: N" or
+ * "Transfer-Encoding: chunked" as content_length says, then "\r\n".
+ * Hop-by-hop and framing fields (H3G_FIELD_HOP_BY_HOP, H3G_FIELD_FRAMING)
+ * in fields are skipped; extra is written as it is. Nothing is validated:
+ * method, target, host and fields must come from h3g_request_validate.
+ * Returns the number of bytes written, or H3G_ERR_TOOBIG if cap is too
+ * small (nothing useful is left in buf then). Bytes needed: at most
+ * method + target + host + section_size of the fields and extra (as
+ * h3g_headers counts it) + 64.
  */
 int64_t h3g_h1_write_request(const h3g_h1_request *req, uint8_t *buf,
                              size_t cap);
 
 /*
- * Writes the line that starts a chunk of len bytes ("<hex>\r\n") into buf
- * (cap >= 18). Returns its length. The chunk's data must be followed by
- * "\r\n" (see H3G_H1_CRLF).
+ * Writes the line that starts a chunk of len bytes ("<hex>\r\n", lowercase
+ * hex) into buf (cap >= 18). Returns its length, or 0 if cap is too small.
+ * The chunk's data must be followed by "\r\n" (see H3G_H1_CRLF). len 0
+ * writes "0\r\n", which begins the last chunk: never send an empty chunk.
  */
 size_t h3g_h1_chunk_header(size_t len, uint8_t *buf, size_t cap);
 #define H3G_H1_CRLF "\r\n"
@@ -54,8 +64,9 @@ size_t h3g_h1_chunk_header(size_t len, uint8_t *buf, size_t cap);
 #define H3G_H1_LAST_CHUNK "0\r\n\r\n"
 
 /*
- * Writes the last chunk followed by trailer fields and the final CRLF.
- * Returns the length or H3G_ERR_TOOBIG.
+ * Writes the last chunk followed by trailer fields and the final CRLF
+ * ("0\r\n" fields "\r\n"). The fields are written as they are (check them
+ * with h3g_trailers_validate). Returns the length or H3G_ERR_TOOBIG.
  */
 int64_t h3g_h1_write_trailers(const h3g_field *fields, size_t n, uint8_t *buf,
                               size_t cap);
@@ -64,25 +75,39 @@ typedef struct h3g_h1_parser h3g_h1_parser;
 
 /*
  * What the response parser reports. Every callback returns 0 to go on, or a
- * negative H3G_ERR_* code that stops parsing and is returned by feed.
- * Field lists and data pointers are valid only during the call.
+ * negative H3G_ERR_* code that stops parsing and is returned by feed (or
+ * finish). Field lists and data pointers are valid only during the call.
+ * A callback may be NULL. A callback must not reset or free the parser.
  */
 typedef struct h3g_h1_callbacks {
   /* A complete response head. interim is 1 for 1xx responses (which are
    * followed by another head); a 101 is reported as a protocol error, not
-   * here. The fields are unfiltered, names as received. */
+   * here. The fields are unfiltered, names as received, values without
+   * surrounding whitespace; the list may be modified (h3g_response_filter
+   * lowercases in place). Status is 100..599. Any Content-Length is as
+   * received: 1xx, 204 and 304 responses and responses to HEAD never have
+   * a body whatever it says. */
   int (*on_head)(void *ud, int status, h3g_headers *fields, int interim);
-  /* Body bytes after transfer decoding; data points into the fed buffer. */
+  /* Body bytes after transfer decoding (chunk framing removed); data points
+   * into the buffer given to the h3g_h1_parser_feed call that is running,
+   * so it is zero-copy and valid only during this call. Never called with
+   * len 0. */
   int (*on_body)(void *ud, const uint8_t *data, size_t len);
-  /* Trailer fields of a chunked response (only called if there were any). */
+  /* Trailer fields of a chunked response, called before on_complete and
+   * only if there were any. Hop-by-hop and framing fields
+   * (H3G_FIELD_HOP_BY_HOP, H3G_FIELD_FRAMING) have been dropped already. */
   int (*on_trailers)(void *ud, h3g_headers *fields);
-  /* The response is complete. */
+  /* The response is complete (from feed, or from finish for a body that
+   * ends when the connection closes). */
   int (*on_complete)(void *ud);
 } h3g_h1_callbacks;
 
 /*
- * Creates a parser for responses. max_head_bytes caps the header section of
- * one response (and of trailers). Returns 0 or H3G_ERR_NOMEM.
+ * Creates a parser for responses, ready for a response to a non-HEAD
+ * request. max_head_bytes caps the header section of each response head
+ * and of the trailers, counted as h3g_headers does (name + value + 32 per
+ * field); the reason phrase is capped at the same number of bytes.
+ * Returns 0 or H3G_ERR_NOMEM.
  */
 int h3g_h1_parser_new(h3g_h1_parser **pp, const h3g_h1_callbacks *cb, void *ud,
                       size_t max_head_bytes);
@@ -91,27 +116,41 @@ void h3g_h1_parser_free(h3g_h1_parser *p);
 /*
  * Prepares for the response to a new request; head_request is 1 when the
  * request method was HEAD (the response then has no body whatever its
- * fields say).
+ * fields say). Clears any error.
  */
 void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request);
 
 /*
- * Parses len bytes. Stops at the end of the response: *consumed tells how
- * many bytes were used (fewer than len means bytes followed the complete
- * response). Returns 0, H3G_ERR_PROTO for a malformed response (bad status
- * line, bad chunk size or extension, obsolete line folding, both
- * Content-Length and Transfer-Encoding, several different Content-Lengths,
- * a 101, invalid characters), H3G_ERR_TOOBIG (head over the cap), or what a
- * callback returned.
+ * Parses len bytes, calling back as the response goes. Interim (1xx)
+ * responses and the final response may come in one buffer; parsing stops
+ * at the end of the final response: *consumed tells how many bytes were
+ * used (fewer than len means bytes followed the complete response; they
+ * were not looked at, and as the gateway never pipelines, the caller
+ * should not reuse the connection). Once the response is complete, feed
+ * consumes nothing and returns 0 until reset.
+ *
+ * Returns 0, H3G_ERR_PROTO for a malformed response, H3G_ERR_TOOBIG (head
+ * or trailers over the cap), or what a callback returned. Errors are
+ * sticky: later feed and finish calls return the same code until reset.
+ * Malformed means: a bad status line, a version other than HTTP/1.x, a
+ * status outside 100..599, a 101; a field name that is not a token
+ * (including "name :"); CR, LF, NUL, other controls or DEL in a value;
+ * obsolete line folding; both Content-Length and Transfer-Encoding; more
+ * than one Content-Length field (even with equal values) or a list as its
+ * value; a Transfer-Encoding other than exactly one "chunked" (this
+ * gateway cannot remove other codings); a bad chunk size; a chunk with
+ * more than one extension (an llhttp 8.1 limitation) or with extensions
+ * over 1024 bytes.
  */
 int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
                        size_t *consumed);
 
 /*
  * The upstream closed its side. Completes a close-delimited body (calling
- * on_complete) and returns 0; returns H3G_ERR_PROTO if the response was
- * incomplete (truncated), or 0 without callbacks if nothing was received
- * since reset.
+ * on_complete) and returns 0; returns 0 without callbacks if the response
+ * was already complete or nothing was received since reset; returns
+ * H3G_ERR_PROTO if the response was incomplete (truncated, or only interim
+ * responses were received), or what on_complete returned.
  */
 int h3g_h1_parser_finish(h3g_h1_parser *p);
 
@@ -123,11 +162,13 @@ int h3g_h1_parser_started(const h3g_h1_parser *p);
 
 /*
  * 1 if, after a complete response, the connection may carry another request
- * (HTTP/1.1 without "Connection: close", and a self-delimited body).
+ * (HTTP/1.1 without "Connection: close" or HTTP/1.0 with "Connection:
+ * keep-alive", a self-delimited body, and no Transfer-Encoding in an
+ * HTTP/1.0 response). 0 before completion.
  */
 int h3g_h1_parser_keep_alive(const h3g_h1_parser *p);
 
-/* A static description of the last error, for logs. */
+/* A static description of the last error, for logs ("no error" if none). */
 const char *h3g_h1_parser_reason(const h3g_h1_parser *p);
 
 #endif /* H3G_H1_CODEC_H */

@@ -17,7 +17,8 @@ def main():
     args = ap.parse_args()
     c = pycurl.Curl()
     c.setopt(pycurl.URL, args.url)
-    c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_3ONLY)
+    # pycurl 7.45 predates the name; 31 is libcurl's CURL_HTTP_VERSION_3ONLY.
+    c.setopt(pycurl.HTTP_VERSION, getattr(pycurl, "CURL_HTTP_VERSION_3ONLY", 31))
     if args.cacert:
         c.setopt(pycurl.CAINFO, args.cacert)
         c.setopt(pycurl.CAPATH, None)

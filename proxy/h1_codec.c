@@ -1,0 +1,623 @@
+/*
+ * HTTP/1.1 request writing and strict response parsing over llhttp.
+ *
+ * llhttp does the byte-level work; this file adds what a gateway needs and
+ * llhttp 8.1 leaves to its user (each found by feeding it crafted
+ * responses, see tests/unit/test_h1_codec.c):
+ *   - it accepts obsolete line folding without an error or a lenient flag,
+ *     and whitespace between a field name and its colon ("X : y"), both of
+ *     which RFC 9112 §5.1/§5.2 says a proxy must reject or repair, and an
+ *     empty field name (": y");
+ *   - it accepts any three digits as a status code and any HTTP/x.y version;
+ *   - it reads a body after a 1xx, 204 or 304 head that declares one, which
+ *     RFC 9112 §6.3 says those responses never have;
+ *   - it keeps the trailing whitespace of field values;
+ *   - it leaves transfer codings other than chunked to the user.
+ * Everything else (Content-Length with Transfer-Encoding, repeated
+ * Content-Length, invalid lengths, chunk sizes and extensions, bare CR, NUL
+ * and other controls in values) it rejects itself when no lenient flag is
+ * set, and none is.
+ */
+#include "h1_codec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "llhttp.h"
+
+/* Cap on the chunk extensions of one chunk. They are legal (RFC 9112
+ * §7.1.1) but nothing here uses them, and llhttp parses them without a
+ * limit. */
+#define MAX_CHUNK_EXT 1024
+
+/* ---- request writing ---------------------------------------------------- */
+
+typedef struct writer {
+  uint8_t *buf;
+  size_t cap;
+  size_t len;
+  int full;
+} writer;
+
+static void put(writer *w, const void *data, size_t n) {
+  if (w->full || n > w->cap - w->len) {
+    w->full = 1;
+    return;
+  }
+  if (n)
+    memcpy(w->buf + w->len, data, n);
+  w->len += n;
+}
+
+static void puts_(writer *w, const char *s) {
+  put(w, s, strlen(s));
+}
+
+static void put_field(writer *w, const h3g_field *f) {
+  put(w, f->name, f->namelen);
+  put(w, ": ", 2);
+  put(w, f->value, f->valuelen);
+  put(w, "\r\n", 2);
+}
+
+static void put_uint(writer *w, uint64_t v) {
+  char tmp[20];
+  size_t i = sizeof(tmp);
+  do {
+    tmp[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  put(w, tmp + i, sizeof(tmp) - i);
+}
+
+/*
+ * HTTP/3 may split the cookie field into crumbs; an HTTP/1.1 origin
+ * expects one line, so they are joined with "; " (RFC 9114 §4.2.1) where
+ * the first crumb was.
+ */
+static void put_cookies(writer *w, const h3g_field *fields, size_t n,
+                        size_t first) {
+  put(w, fields[first].name, fields[first].namelen);
+  put(w, ": ", 2);
+  const char *sep = "";
+  for (size_t i = first; i < n; i++) {
+    const h3g_field *f = &fields[i];
+    if (!(h3g_field_flags(f->name, f->namelen) & H3G_FIELD_COOKIE))
+      continue;
+    puts_(w, sep);
+    put(w, f->value, f->valuelen);
+    sep = "; ";
+  }
+  put(w, "\r\n", 2);
+}
+
+int64_t h3g_h1_write_request(const h3g_h1_request *req, uint8_t *buf,
+                             size_t cap) {
+  writer w = {.buf = buf, .cap = cap};
+  int cookies_done = 0;
+
+  put(&w, req->method, req->methodlen);
+  put(&w, " ", 1);
+  put(&w, req->target, req->targetlen);
+  puts_(&w, " HTTP/1.1\r\n");
+  /* Host first: RFC 9112 §3.2 asks for it right after the request line. */
+  puts_(&w, req->hostlen ? "Host: " : "Host:");
+  put(&w, req->host, req->hostlen);
+  put(&w, "\r\n", 2);
+
+  for (size_t i = 0; i < req->nfields; i++) {
+    const h3g_field *f = &req->fields[i];
+    unsigned fl = h3g_field_flags(f->name, f->namelen);
+    /* The framing is ours to write; a copy from the client would let it
+     * describe the body differently from what is sent. */
+    if (fl & (H3G_FIELD_HOP_BY_HOP | H3G_FIELD_FRAMING))
+      continue;
+    if (fl & H3G_FIELD_COOKIE) {
+      if (!cookies_done)
+        put_cookies(&w, req->fields, req->nfields, i);
+      cookies_done = 1;
+      continue;
+    }
+    put_field(&w, f);
+  }
+  for (size_t i = 0; i < req->nextra; i++)
+    put_field(&w, &req->extra[i]);
+
+  if (req->content_length >= 0) {
+    puts_(&w, "Content-Length: ");
+    put_uint(&w, (uint64_t)req->content_length);
+    put(&w, "\r\n", 2);
+  } else if (req->content_length == -1) {
+    puts_(&w, "Transfer-Encoding: chunked\r\n");
+  }
+  put(&w, "\r\n", 2);
+  return w.full ? H3G_ERR_TOOBIG : (int64_t)w.len;
+}
+
+size_t h3g_h1_chunk_header(size_t len, uint8_t *buf, size_t cap) {
+  static const char hex[] = "0123456789abcdef";
+  char tmp[16];
+  size_t i = sizeof(tmp);
+  do {
+    tmp[--i] = hex[len & 0xf];
+    len >>= 4;
+  } while (len);
+  size_t n = sizeof(tmp) - i;
+  if (cap < n + 2)
+    return 0;
+  memcpy(buf, tmp + i, n);
+  buf[n] = '\r';
+  buf[n + 1] = '\n';
+  return n + 2;
+}
+
+int64_t h3g_h1_write_trailers(const h3g_field *fields, size_t n, uint8_t *buf,
+                              size_t cap) {
+  writer w = {.buf = buf, .cap = cap};
+  puts_(&w, "0\r\n");
+  for (size_t i = 0; i < n; i++)
+    put_field(&w, &fields[i]);
+  put(&w, "\r\n", 2);
+  return w.full ? H3G_ERR_TOOBIG : (int64_t)w.len;
+}
+
+/* ---- response parsing --------------------------------------------------- */
+
+/*
+ * Where the parser is within one response. IDLE until the first byte after
+ * reset; HEAD while a status line and fields are read (again after each
+ * interim response); BODY after a final head; TRAILERS after the last
+ * chunk; DONE when the response is complete; FAILED after any error (the
+ * error is then sticky until reset).
+ */
+enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_TRAILERS, PH_DONE, PH_FAILED };
+
+struct h3g_h1_parser {
+  llhttp_t ll;
+  h3g_h1_callbacks cb;
+  void *ud;
+  h3g_headers fields; /* the head being read, then the trailers */
+  size_t max_head_bytes;
+  size_t status_bytes; /* reason phrase bytes of the current head */
+  size_t ext_bytes;    /* chunk extension bytes of the current chunk */
+  /* The buffer being parsed, for the obs-fold check. */
+  const uint8_t *feed_start;
+  const char *reason;
+  int err;
+  enum phase phase;
+  uint8_t head_request;
+  uint8_t in_name; /* a field name is being read */
+  uint8_t interim; /* the current head is 1xx */
+  uint8_t started;
+  uint8_t keep_alive;
+  uint8_t force_close;
+  /* Whether the bytes fed so far end at the start of a line followed only
+   * by SP/HTAB: carried from one feed to the next for the obs-fold check. */
+  uint8_t at_line_ws;
+};
+
+static h3g_h1_parser *parser_of(llhttp_t *ll) {
+  return H3G_CONTAINER_OF(ll, h3g_h1_parser, ll);
+}
+
+/* Records an error and returns what makes llhttp stop (-1 is an error
+ * for every callback type). */
+static int fail(h3g_h1_parser *p, int err, const char *reason) {
+  if (p->phase != PH_FAILED) {
+    p->err = err;
+    p->reason = reason;
+    p->phase = PH_FAILED;
+  }
+  return -1;
+}
+
+/* A user callback refused: keep its code. */
+static int fail_cb(h3g_h1_parser *p, int rv) {
+  return fail(p, rv, "stopped by a callback");
+}
+
+/* What storing a piece of a field returned. */
+static int store_error(h3g_h1_parser *p, int rv) {
+  switch (rv) {
+  case 0: return 0;
+  case H3G_ERR_TOOBIG: return fail(p, rv, "response head too large");
+  case H3G_ERR_NOMEM: return fail(p, rv, "out of memory");
+  default: return fail(p, H3G_ERR_PROTO, "field value without a name");
+  }
+}
+
+/* RFC 9110 §5.6.2 tchar, one bit per ASCII code. */
+static const uint32_t tchar_bits[4] = {0x00000000u, 0x03ff6cfau, 0xc7fffffeu,
+                                       0x57ffffffu};
+
+static inline int is_token_char(uint8_t c) {
+  return c < 128 && (tchar_bits[c >> 5] >> (c & 31) & 1u);
+}
+
+static int on_message_begin(llhttp_t *ll) {
+  h3g_h1_parser *p = parser_of(ll);
+  h3g_headers_clear(&p->fields);
+  p->phase = PH_HEAD;
+  p->in_name = 0;
+  p->interim = 0;
+  p->status_bytes = 0;
+  return 0;
+}
+
+static int on_status(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_parser *p = parser_of(ll);
+  H3G_UNUSED(at);
+  p->status_bytes += len;
+  if (p->status_bytes > p->max_head_bytes)
+    return fail(p, H3G_ERR_TOOBIG, "response head too large");
+  return 0;
+}
+
+static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_parser *p = parser_of(ll);
+  const uint8_t *s = (const uint8_t *)at;
+  /* llhttp takes "Name : value" as a name with a trailing space. */
+  for (size_t i = 0; i < len; i++)
+    if (!is_token_char(s[i]))
+      return fail(p, H3G_ERR_PROTO, "invalid character in field name");
+  int rv = p->in_name ? h3g_headers_append_last(&p->fields, 1, s, len)
+                      : h3g_headers_add(&p->fields, s, len, NULL, 0);
+  p->in_name = 1;
+  return store_error(p, rv);
+}
+
+static int on_header_field_complete(llhttp_t *ll) {
+  h3g_h1_parser *p = parser_of(ll);
+  /* llhttp 8.1 takes ": value" as a field with an empty name. */
+  if (!p->in_name || p->fields.nfields == 0 ||
+      p->fields.fields[p->fields.nfields - 1].namelen == 0)
+    return fail(p, H3G_ERR_PROTO, "empty field name");
+  p->in_name = 0;
+  return 0;
+}
+
+/*
+ * llhttp 8.1 accepts obsolete line folding and hands the continuation line
+ * over as one more piece of the value, with nothing to tell it from a
+ * piece cut by the end of a buffer. A folded piece is preceded, past any
+ * SP/HTAB, by the LF that ended the previous line; a genuine value piece
+ * by the colon, by more of the value, or by the start of the buffer (then
+ * at_line_ws says how the previous buffer ended).
+ */
+static int folded(const h3g_h1_parser *p, const uint8_t *at) {
+  const uint8_t *q = at;
+  while (q > p->feed_start && (q[-1] == ' ' || q[-1] == '\t'))
+    q--;
+  if (q == p->feed_start)
+    return p->at_line_ws;
+  return q[-1] == '\n';
+}
+
+static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_parser *p = parser_of(ll);
+  const uint8_t *s = (const uint8_t *)at;
+  /* llhttp reports an empty value as an empty piece placed past the end of
+   * its line; it carries nothing to check. */
+  if (len == 0)
+    return 0;
+  if (folded(p, s))
+    return fail(p, H3G_ERR_PROTO, "obsolete line folding");
+  /* llhttp 8.1 refuses these itself; checked again because what reaches
+   * HTTP/3 clients must not depend on which llhttp the build links (the
+   * system one on Debian 13). */
+  for (size_t i = 0; i < len; i++)
+    if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
+      return fail(p, H3G_ERR_PROTO, "invalid character in field value");
+  return store_error(p, h3g_headers_append_last(&p->fields, 0, s, len));
+}
+
+static int on_header_value_complete(llhttp_t *ll) {
+  h3g_headers_trim_last(&parser_of(ll)->fields);
+  return 0;
+}
+
+static int eq_ci(const uint8_t *a, size_t n, const char *b) {
+  if (n != strlen(b))
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    uint8_t c = a[i];
+    if (c >= 'A' && c <= 'Z')
+      c = (uint8_t)(c + 32);
+    if (c != (uint8_t)b[i])
+      return 0;
+  }
+  return 1;
+}
+
+/*
+ * The gateway cannot undo gzip, deflate or compress transfer codings, and
+ * Transfer-Encoding is hop-by-hop, so forwarding such a body would hand the
+ * client bytes it has no way to decode. The only coding accepted is one
+ * "chunked" (RFC 9112 §7: never applied twice), over all fields together.
+ * With "chunked, gzip" llhttp would read a close-delimited body (§6.3
+ * rule 4); that is refused for the same reason.
+ */
+static const char *check_transfer_encoding(h3g_h1_parser *p, int *present) {
+  int chunked = 0, other = 0;
+  *present = 0;
+  for (size_t i = 0; i < p->fields.nfields; i++) {
+    const h3g_field *f = &p->fields.fields[i];
+    if (!eq_ci(f->name, f->namelen, "transfer-encoding"))
+      continue;
+    *present = 1;
+    const uint8_t *v = f->value;
+    size_t n = f->valuelen, j = 0;
+    while (j < n) {
+      while (j < n && (v[j] == ' ' || v[j] == '\t' || v[j] == ','))
+        j++;
+      size_t start = j;
+      while (j < n && v[j] != ',')
+        j++;
+      size_t end = j;
+      while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+        end--;
+      if (end == start)
+        continue;
+      if (eq_ci(v + start, end - start, "chunked"))
+        chunked++;
+      else
+        other++;
+    }
+  }
+  if (*present && (chunked != 1 || other != 0))
+    return "unsupported transfer coding";
+  return NULL;
+}
+
+static int on_headers_complete(llhttp_t *ll) {
+  h3g_h1_parser *p = parser_of(ll);
+  int status = ll->status_code;
+  const char *bad;
+  int te;
+
+  if (ll->http_major != 1)
+    return fail(p, H3G_ERR_PROTO, "unsupported HTTP version");
+  if (status < 100 || status > 599)
+    return fail(p, H3G_ERR_PROTO, "invalid status code");
+  /* The gateway never asks for an upgrade (RFC 9110 §15.2.2). */
+  if (status == 101)
+    return fail(p, H3G_ERR_PROTO, "101 without upgrade");
+  if ((bad = check_transfer_encoding(p, &te)) != NULL)
+    return fail(p, H3G_ERR_PROTO, bad);
+  /* RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty
+   * framing; the message may be read, but the connection must go. */
+  if (te && ll->http_minor == 0)
+    p->force_close = 1;
+
+  p->interim = status < 200;
+  if (!p->interim)
+    p->phase = PH_BODY;
+  if (p->cb.on_head) {
+    int rv = p->cb.on_head(p->ud, status, &p->fields, p->interim);
+    if (rv != 0)
+      return fail_cb(p, rv);
+  }
+  h3g_headers_clear(&p->fields);
+  /* RFC 9112 §6.3 rule 1: whatever the fields say, these have no body. */
+  if (p->head_request || p->interim || status == 204 || status == 304)
+    return 1;
+  return 0;
+}
+
+static int on_body(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_parser *p = parser_of(ll);
+  if (p->cb.on_body && len) {
+    int rv = p->cb.on_body(p->ud, (const uint8_t *)at, len);
+    if (rv != 0)
+      return fail_cb(p, rv);
+  }
+  return 0;
+}
+
+static int on_chunk_extension(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_parser *p = parser_of(ll);
+  H3G_UNUSED(at);
+  p->ext_bytes += len;
+  if (p->ext_bytes > MAX_CHUNK_EXT)
+    return fail(p, H3G_ERR_PROTO, "chunk extension too long");
+  return 0;
+}
+
+static int on_chunk_header(llhttp_t *ll) {
+  h3g_h1_parser *p = parser_of(ll);
+  p->ext_bytes = 0;
+  /* The last chunk: what follows are trailer fields, which llhttp reports
+   * through the same field callbacks. */
+  if (ll->content_length == 0) {
+    p->phase = PH_TRAILERS;
+    p->in_name = 0;
+    h3g_headers_clear(&p->fields);
+  }
+  return 0;
+}
+
+/*
+ * Framing and routing fields and hop-by-hop fields mean nothing once the
+ * body has been read (RFC 9110 §6.5.1) and could mislead a client that
+ * merges trailers into the head, so they are dropped before the trailers
+ * are reported.
+ */
+static void drop_forbidden_trailers(h3g_headers *h) {
+  size_t k = 0;
+  for (size_t i = 0; i < h->nfields; i++) {
+    unsigned fl = h3g_field_flags(h->fields[i].name, h->fields[i].namelen);
+    if (!(fl & (H3G_FIELD_FRAMING | H3G_FIELD_HOP_BY_HOP)))
+      h->fields[k++] = h->fields[i];
+  }
+  h->nfields = k;
+}
+
+/*
+ * Pausing here stops llhttp exactly at the end of the message, so feed can
+ * tell how many bytes it used: an interim response is followed by its
+ * final response (feed resets llhttp and goes on), a final one by nothing
+ * this exchange may read.
+ */
+static int on_message_complete(llhttp_t *ll) {
+  h3g_h1_parser *p = parser_of(ll);
+  int rv;
+
+  if (p->interim) {
+    p->phase = PH_HEAD;
+    return HPE_PAUSED;
+  }
+  if (p->phase == PH_TRAILERS) {
+    drop_forbidden_trailers(&p->fields);
+    if (p->fields.nfields && p->cb.on_trailers &&
+        (rv = p->cb.on_trailers(p->ud, &p->fields)) != 0)
+      return fail_cb(p, rv);
+  }
+  p->keep_alive = (uint8_t)(llhttp_should_keep_alive(ll) && !p->force_close);
+  p->phase = PH_DONE;
+  if (p->cb.on_complete && (rv = p->cb.on_complete(p->ud)) != 0)
+    return fail_cb(p, rv);
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
+    .on_chunk_header = on_chunk_header,
+    .on_message_complete = on_message_complete,
+};
+
+int h3g_h1_parser_new(h3g_h1_parser **pp, const h3g_h1_callbacks *cb, void *ud,
+                      size_t max_head_bytes) {
+  h3g_h1_parser *p = calloc(1, sizeof(*p));
+  if (p == NULL)
+    return H3G_ERR_NOMEM;
+  if (cb != NULL)
+    p->cb = *cb;
+  p->ud = ud;
+  p->max_head_bytes = max_head_bytes;
+  h3g_headers_init(&p->fields, max_head_bytes);
+  llhttp_init(&p->ll, HTTP_RESPONSE, &settings);
+  h3g_h1_parser_reset(p, 0);
+  *pp = p;
+  return 0;
+}
+
+void h3g_h1_parser_free(h3g_h1_parser *p) {
+  if (p == NULL)
+    return;
+  h3g_headers_free(&p->fields);
+  free(p);
+}
+
+void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request) {
+  llhttp_reset(&p->ll);
+  h3g_headers_clear(&p->fields);
+  p->status_bytes = 0;
+  p->ext_bytes = 0;
+  p->feed_start = NULL;
+  p->reason = NULL;
+  p->err = 0;
+  p->phase = PH_IDLE;
+  p->head_request = head_request ? 1 : 0;
+  p->in_name = 0;
+  p->interim = 0;
+  p->started = 0;
+  p->keep_alive = 0;
+  p->force_close = 0;
+  p->at_line_ws = 1;
+}
+
+/* How the fed bytes end, for folded() on the next feed. */
+static void note_tail(h3g_h1_parser *p, const uint8_t *data, size_t len) {
+  size_t i = len;
+  while (i > 0 && (data[i - 1] == ' ' || data[i - 1] == '\t'))
+    i--;
+  if (i > 0)
+    p->at_line_ws = data[i - 1] == '\n';
+}
+
+int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
+                       size_t *consumed) {
+  size_t off = 0;
+
+  *consumed = 0;
+  if (p->phase == PH_FAILED)
+    return p->err;
+  if (p->phase == PH_DONE || len == 0)
+    return 0;
+  p->started = 1;
+  p->feed_start = data;
+  for (;;) {
+    llhttp_errno_t e =
+        llhttp_execute(&p->ll, (const char *)data + off, len - off);
+    if (e == HPE_OK) {
+      off = len;
+      break;
+    }
+    if (e == HPE_PAUSED && p->phase != PH_FAILED) {
+      off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
+      if (p->phase == PH_DONE)
+        break;
+      /* An interim response ended: its final response follows, parsed
+       * from a clean state (llhttp would otherwise apply the interim
+       * response's Connection: close to it). */
+      llhttp_reset(&p->ll);
+      continue;
+    }
+    if (p->phase != PH_FAILED)
+      fail(p, H3G_ERR_PROTO, llhttp_get_error_reason(&p->ll));
+    const char *pos = llhttp_get_error_pos(&p->ll);
+    if (pos != NULL && pos >= (const char *)data &&
+        pos <= (const char *)data + len)
+      *consumed = (size_t)(pos - (const char *)data);
+    p->feed_start = NULL;
+    return p->err;
+  }
+  note_tail(p, data, off);
+  p->feed_start = NULL;
+  *consumed = off;
+  return 0;
+}
+
+int h3g_h1_parser_finish(h3g_h1_parser *p) {
+  if (p->phase == PH_FAILED)
+    return p->err;
+  if (p->phase == PH_DONE || !p->started)
+    return 0;
+  /* Completes a close-delimited body through on_message_complete. */
+  llhttp_finish(&p->ll);
+  if (p->phase == PH_DONE) {
+    p->keep_alive = 0;
+    return 0;
+  }
+  if (p->phase == PH_FAILED)
+    return p->err;
+  fail(p, H3G_ERR_PROTO, "connection closed before the response was complete");
+  return p->err;
+}
+
+int h3g_h1_parser_complete(const h3g_h1_parser *p) {
+  return p->phase == PH_DONE;
+}
+
+int h3g_h1_parser_started(const h3g_h1_parser *p) {
+  return p->started;
+}
+
+int h3g_h1_parser_keep_alive(const h3g_h1_parser *p) {
+  return p->phase == PH_DONE && p->keep_alive;
+}
+
+const char *h3g_h1_parser_reason(const h3g_h1_parser *p) {
+  if (p->reason != NULL)
+    return p->reason;
+  return p->phase == PH_FAILED ? "error" : "no error";
+}

@@ -1,0 +1,952 @@
+/* Tests for proxy/h1_codec.c: request heads, chunk framing, and the
+ * response parser, including every way a response can be cut into pieces. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h1_codec.h"
+#include "unit.h"
+
+#define U8(s) ((const uint8_t *)(s))
+#define F(n, v)                                                                \
+  { U8(n), sizeof(n) - 1, U8(v), sizeof(v) - 1 }
+
+/* ---- request writing ---------------------------------------------------- */
+
+static void test_write_request_basic(void) {
+  const h3g_field fields[] = {F("user-agent", "t/1"), F("accept", "*/*")};
+  const h3g_field extra[] = {F("x-forwarded-for", "192.0.2.1"),
+                             F("via", "3 h3gate")};
+  h3g_h1_request rq = {
+      .method = U8("GET"),
+      .methodlen = 3,
+      .target = U8("/a?b=c"),
+      .targetlen = 6,
+      .host = U8("example.com"),
+      .hostlen = 11,
+      .fields = fields,
+      .nfields = 2,
+      .extra = extra,
+      .nextra = 2,
+      .content_length = -2,
+  };
+  uint8_t buf[512];
+  const char *want = "GET /a?b=c HTTP/1.1\r\n"
+                     "Host: example.com\r\n"
+                     "user-agent: t/1\r\n"
+                     "accept: */*\r\n"
+                     "x-forwarded-for: 192.0.2.1\r\n"
+                     "via: 3 h3gate\r\n"
+                     "\r\n";
+  int64_t n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  CHECK_EQ_INT(n, (int64_t)strlen(want));
+  CHECK_MEM(buf, (size_t)n, want);
+
+  /* Every cap short of the length fails; the exact length fits. */
+  size_t len = strlen(want);
+  for (size_t cap = 0; cap < len; cap++)
+    CHECK_EQ_INT(h3g_h1_write_request(&rq, buf, cap), H3G_ERR_TOOBIG);
+  CHECK_EQ_INT(h3g_h1_write_request(&rq, buf, len), (int64_t)len);
+
+  rq.content_length = 0;
+  n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  CHECK(n > 0 &&
+        strstr((const char *)buf, "via: 3 h3gate\r\n"
+                                  "Content-Length: 0\r\n\r\n") != NULL);
+  rq.content_length = INT64_MAX;
+  n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  buf[n] = 0;
+  CHECK(n > 0 &&
+        strstr((const char *)buf, "Content-Length: 9223372036854775807\r\n"
+                                  "\r\n") != NULL);
+  rq.content_length = -1;
+  n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  buf[n] = 0;
+  CHECK(n > 0 && strstr((const char *)buf, "Transfer-Encoding: chunked\r\n"
+                                           "\r\n") != NULL);
+  CHECK(strstr((const char *)buf, "Content-Length") == NULL);
+
+  /* No host: an empty Host field (RFC 9112 §3.2). */
+  rq.host = NULL;
+  rq.hostlen = 0;
+  rq.nfields = 0;
+  rq.nextra = 0;
+  rq.content_length = -2;
+  n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  CHECK_MEM(buf, (size_t)n, "GET /a?b=c HTTP/1.1\r\nHost:\r\n\r\n");
+}
+
+static void test_write_request_cookies_and_skips(void) {
+  const h3g_field fields[] = {
+      F("accept", "*/*"),
+      F("cookie", "a=1"),
+      F("host", "evil"),
+      F("x-a", "1"),
+      F("cookie", "b=2"),
+      F("content-length", "99"),
+      F("transfer-encoding", "chunked"),
+      F("connection", "close"),
+      F("keep-alive", "1"),
+      F("te", "trailers"),
+      F("upgrade", "x"),
+      F("proxy-connection", "y"),
+      F("cookie", "c=3"),
+      F("x-b", "2"),
+  };
+  h3g_h1_request rq = {
+      .method = U8("POST"),
+      .methodlen = 4,
+      .target = U8("/"),
+      .targetlen = 1,
+      .host = U8("h"),
+      .hostlen = 1,
+      .fields = fields,
+      .nfields = sizeof(fields) / sizeof(fields[0]),
+      .content_length = 5,
+  };
+  uint8_t buf[512];
+  const char *want = "POST / HTTP/1.1\r\n"
+                     "Host: h\r\n"
+                     "accept: */*\r\n"
+                     "cookie: a=1; b=2; c=3\r\n"
+                     "x-a: 1\r\n"
+                     "x-b: 2\r\n"
+                     "Content-Length: 5\r\n"
+                     "\r\n";
+  int64_t n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  CHECK_EQ_INT(n, (int64_t)strlen(want));
+  CHECK_MEM(buf, (size_t)n, want);
+
+  /* One cookie crumb is written as it is. */
+  const h3g_field one[] = {F("cookie", "only=1")};
+  rq.fields = one;
+  rq.nfields = 1;
+  rq.content_length = -2;
+  n = h3g_h1_write_request(&rq, buf, sizeof(buf));
+  CHECK_MEM(buf, (size_t)n,
+            "POST / HTTP/1.1\r\nHost: h\r\ncookie: only=1\r\n\r\n");
+}
+
+static void test_chunk_header(void) {
+  uint8_t buf[32];
+  CHECK_EQ_INT(h3g_h1_chunk_header(0, buf, sizeof(buf)), 3);
+  CHECK_MEM(buf, 3, "0\r\n");
+  CHECK_EQ_INT(h3g_h1_chunk_header(1, buf, sizeof(buf)), 3);
+  CHECK_MEM(buf, 3, "1\r\n");
+  CHECK_EQ_INT(h3g_h1_chunk_header(0xabc, buf, sizeof(buf)), 5);
+  CHECK_MEM(buf, 5, "abc\r\n");
+  CHECK_EQ_INT(h3g_h1_chunk_header(16384, buf, sizeof(buf)), 6);
+  CHECK_MEM(buf, 6, "4000\r\n");
+  CHECK_EQ_INT(h3g_h1_chunk_header(SIZE_MAX, buf, 18), 18);
+  CHECK_MEM(buf, 18, "ffffffffffffffff\r\n");
+  CHECK_EQ_INT(h3g_h1_chunk_header(SIZE_MAX, buf, 17), 0);
+  CHECK_EQ_INT(h3g_h1_chunk_header(0x10, buf, 4), 4);
+  CHECK_EQ_INT(h3g_h1_chunk_header(0x100, buf, 4), 0);
+  CHECK_MEM(H3G_H1_LAST_CHUNK, strlen(H3G_H1_LAST_CHUNK), "0\r\n\r\n");
+}
+
+static void test_write_trailers(void) {
+  const h3g_field t[] = {F("x-sum", "abc"), F("server-timing", "a;dur=1")};
+  uint8_t buf[128];
+  const char *want = "0\r\nx-sum: abc\r\nserver-timing: a;dur=1\r\n\r\n";
+  int64_t n = h3g_h1_write_trailers(t, 2, buf, sizeof(buf));
+  CHECK_EQ_INT(n, (int64_t)strlen(want));
+  CHECK_MEM(buf, (size_t)n, want);
+  CHECK_EQ_INT(h3g_h1_write_trailers(t, 2, buf, strlen(want) - 1),
+               H3G_ERR_TOOBIG);
+  n = h3g_h1_write_trailers(NULL, 0, buf, sizeof(buf));
+  CHECK_MEM(buf, (size_t)n, "0\r\n\r\n");
+  CHECK_EQ_INT(h3g_h1_write_trailers(NULL, 0, buf, 4), H3G_ERR_TOOBIG);
+}
+
+/* ---- response parsing: a recorder of callbacks -------------------------- */
+
+typedef struct rec {
+  char log[8192]; /* events: H<status>[fields] I<status>[fields] B T[..] C */
+  size_t loglen;
+  uint8_t body[8192];
+  size_t bodylen;
+  int completes;
+  int fail_head; /* on_head returns this */
+  int fail_body;
+  int fail_trailers;
+  int fail_complete;
+} rec;
+
+static void logs(rec *r, const char *s) {
+  size_t n = strlen(s);
+  if (n > sizeof(r->log) - 1 - r->loglen)
+    n = sizeof(r->log) - 1 - r->loglen;
+  memcpy(r->log + r->loglen, s, n);
+  r->loglen += n;
+  r->log[r->loglen] = 0;
+}
+
+static void logn(rec *r, const uint8_t *s, size_t n) {
+  char tmp[1024];
+  if (n > sizeof(tmp) - 1)
+    n = sizeof(tmp) - 1;
+  memcpy(tmp, s, n);
+  tmp[n] = 0;
+  logs(r, tmp);
+}
+
+static void log_fields(rec *r, const h3g_headers *h) {
+  logs(r, "[");
+  for (size_t i = 0; i < h->nfields; i++) {
+    logn(r, h->fields[i].name, h->fields[i].namelen);
+    logs(r, "=");
+    logn(r, h->fields[i].value, h->fields[i].valuelen);
+    logs(r, ";");
+  }
+  logs(r, "]");
+}
+
+static int cb_head(void *ud, int status, h3g_headers *fields, int interim) {
+  rec *r = ud;
+  char tmp[16];
+  snprintf(tmp, sizeof(tmp), "%c%d", interim ? 'I' : 'H', status);
+  logs(r, tmp);
+  log_fields(r, fields);
+  return r->fail_head;
+}
+
+static int cb_body(void *ud, const uint8_t *data, size_t len) {
+  rec *r = ud;
+  CHECK(len > 0);
+  if (r->loglen == 0 || r->log[r->loglen - 1] != 'B')
+    logs(r, "B");
+  if (len <= sizeof(r->body) - r->bodylen) {
+    memcpy(r->body + r->bodylen, data, len);
+    r->bodylen += len;
+  }
+  return r->fail_body;
+}
+
+static int cb_trailers(void *ud, h3g_headers *fields) {
+  rec *r = ud;
+  logs(r, "T");
+  log_fields(r, fields);
+  return r->fail_trailers;
+}
+
+static int cb_complete(void *ud) {
+  rec *r = ud;
+  logs(r, "C");
+  r->completes++;
+  return r->fail_complete;
+}
+
+static const h3g_h1_callbacks rec_cb = {
+    .on_head = cb_head,
+    .on_body = cb_body,
+    .on_trailers = cb_trailers,
+    .on_complete = cb_complete,
+};
+
+/* What parsing one response gave. */
+typedef struct result {
+  rec r;
+  int rv;      /* first error of feed or finish, or 0 */
+  size_t used; /* bytes consumed in total */
+  int complete;
+  int keep_alive;
+  const char *reason;
+} result;
+
+enum { NO_FINISH = 0, FINISH = 1 };
+
+/*
+ * Feeds data cut at the given points (ascending, within (0, len)), stops at
+ * completion or error, then calls finish if asked and no error happened.
+ */
+static void parse_cuts(const char *data, size_t len, int head, int finish,
+                       const size_t *cuts, size_t ncuts, size_t cap,
+                       result *out) {
+  memset(out, 0, sizeof(*out));
+  h3g_h1_parser *p = NULL;
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &out->r, cap), 0);
+  h3g_h1_parser_reset(p, head);
+  size_t prev = 0;
+  for (size_t i = 0; i <= ncuts; i++) {
+    size_t end = i < ncuts ? cuts[i] : len;
+    size_t c = 0;
+    int rv = h3g_h1_parser_feed(p, U8(data) + prev, end - prev, &c);
+    CHECK(c <= end - prev);
+    out->used += c;
+    if (rv != 0) {
+      out->rv = rv;
+      break;
+    }
+    if (h3g_h1_parser_complete(p))
+      break;
+    CHECK_EQ_INT(c, end - prev); /* short only at the end */
+    prev = end;
+  }
+  if (out->rv == 0 && finish)
+    out->rv = h3g_h1_parser_finish(p);
+  out->complete = h3g_h1_parser_complete(p);
+  out->keep_alive = h3g_h1_parser_keep_alive(p);
+  out->reason = h3g_h1_parser_reason(p);
+  h3g_h1_parser_free(p);
+}
+
+static void parse(const char *data, size_t len, int head, int finish,
+                  result *out) {
+  parse_cuts(data, len, head, finish, NULL, 0, 16384, out);
+}
+
+#define S(lit) lit, sizeof(lit) - 1
+
+static int same(const result *a, const result *b) {
+  if (a->rv != b->rv || a->complete != b->complete ||
+      a->keep_alive != b->keep_alive)
+    return 0;
+  if (a->rv != 0)
+    return strcmp(a->reason, b->reason) == 0;
+  return a->used == b->used && strcmp(a->r.log, b->r.log) == 0 &&
+         a->r.bodylen == b->r.bodylen &&
+         memcmp(a->r.body, b->r.body, a->r.bodylen) == 0;
+}
+
+/*
+ * Parses data whole, then byte by byte, then in two pieces at every split
+ * point, and checks that all of them agree. Returns the whole-buffer
+ * result in *out.
+ */
+static void parse_every_split(const char *data, size_t len, int head,
+                              int finish, result *out) {
+  static result r2; /* large: keep off the stack */
+  size_t *cuts = malloc(sizeof(size_t) * (len ? len : 1));
+  parse(data, len, head, finish, out);
+  for (size_t i = 0; i + 1 < len; i++)
+    cuts[i] = i + 1;
+  parse_cuts(data, len, head, finish, cuts, len ? len - 1 : 0, 16384, &r2);
+  CHECK(same(out, &r2));
+  if (!same(out, &r2))
+    fprintf(stderr, "  byte by byte: rv %d/%d log\n  %s\n  %s\n", out->rv,
+            r2.rv, out->r.log, r2.r.log);
+  for (size_t k = 1; k < len; k++) {
+    parse_cuts(data, len, head, finish, &k, 1, 16384, &r2);
+    int ok = same(out, &r2);
+    CHECK(ok);
+    if (!ok) {
+      fprintf(stderr, "  split at %zu: rv %d/%d (%s) log\n  %s\n  %s\n", k,
+              out->rv, r2.rv, r2.reason, out->r.log, r2.r.log);
+      break;
+    }
+  }
+  free(cuts);
+}
+
+static int reason_is(const result *r, const char *s) {
+  return r->reason != NULL && strcmp(r->reason, s) == 0;
+}
+
+/* ---- response parsing: well-formed responses ---------------------------- */
+
+static result res; /* shared, large */
+
+static void test_content_length(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\n"
+                      "Content-Type: text/plain\r\n"
+                      "X-Pad:   padded value \t \r\n"
+                      "X-Empty:\r\n"
+                      "X-Obs: caf\xc3\xa9\r\n"
+                      "Content-Length: 11\r\n"
+                      "\r\n"
+                      "hello world";
+  parse_every_split(S(resp), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  CHECK_EQ_INT(res.used, sizeof(resp) - 1);
+  CHECK(strcmp(res.r.log, "H200[Content-Type=text/plain;X-Pad=padded value;"
+                          "X-Empty=;X-Obs=caf\xc3\xa9;Content-Length=11;]"
+                          "BC") == 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "hello world");
+  CHECK_EQ_INT(res.r.completes, 1);
+}
+
+static void test_zero_length(void) {
+  parse_every_split(S("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 0,
+                    NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK(strcmp(res.r.log, "H200[Content-Length=0;]C") == 0);
+  CHECK_EQ_INT(res.keep_alive, 1);
+}
+
+static void test_chunked_trailers(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\n"
+                      "Transfer-Encoding: chunked\r\n"
+                      "Trailer: X-Sum\r\n"
+                      "\r\n"
+                      "5\r\nhello\r\n"
+                      "6;name=value\r\n world\r\n"
+                      "A;q=\"quoted\"\r\n0123456789\r\n"
+                      "0\r\n"
+                      "X-Sum: abc \r\n"
+                      "Content-Length: 21\r\n"
+                      "Connection: close\r\n"
+                      "X-Other:\tz\r\n"
+                      "\r\n";
+  parse_every_split(S(resp), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.used, sizeof(resp) - 1);
+  CHECK(strcmp(res.r.log, "H200[Transfer-Encoding=chunked;Trailer=X-Sum;]B"
+                          "T[X-Sum=abc;X-Other=z;]C") == 0);
+  if (strcmp(res.r.log, "H200[Transfer-Encoding=chunked;Trailer=X-Sum;]B"
+                        "T[X-Sum=abc;X-Other=z;]C") != 0)
+    fprintf(stderr, "  log: %s\n", res.r.log);
+  CHECK_MEM(res.r.body, res.r.bodylen, "hello world0123456789");
+  /* llhttp honours a Connection: close sent as a trailer. */
+  CHECK_EQ_INT(res.keep_alive, 0);
+}
+
+static void test_chunked_no_trailers(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\n"
+                      "transfer-encoding: Chunked\r\n"
+                      "\r\n"
+                      "1\r\na\r\n"
+                      "00\r\n"
+                      "\r\n";
+  parse_every_split(S(resp), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK(strcmp(res.r.log, "H200[transfer-encoding=Chunked;]BC") == 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "a");
+  CHECK_EQ_INT(res.keep_alive, 1);
+
+  /* Trailers that are all dropped: on_trailers is not called. */
+  const char resp2[] = "HTTP/1.1 200 OK\r\n"
+                       "Transfer-Encoding: chunked\r\n"
+                       "\r\n"
+                       "0\r\n"
+                       "Host: x\r\n"
+                       "TE: trailers\r\n"
+                       "\r\n";
+  parse_every_split(S(resp2), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK(strcmp(res.r.log, "H200[Transfer-Encoding=chunked;]C") == 0);
+}
+
+static void test_close_delimited(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\nServer: old\r\n\r\nabc\r\n\r\ndef";
+  parse_every_split(S(resp), 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 0);
+  CHECK(strcmp(res.r.log, "H200[Server=old;]BC") == 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "abc\r\n\r\ndef");
+
+  /* Before finish, the response is not complete. */
+  parse(S(resp), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 0);
+  CHECK_EQ_INT(res.keep_alive, 0);
+  CHECK(strcmp(res.r.log, "H200[Server=old;]B") == 0);
+
+  /* An empty close-delimited body. */
+  parse_every_split(S("HTTP/1.1 200 OK\r\n\r\n"), 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK(strcmp(res.r.log, "H200[]C") == 0);
+
+  /* HTTP/1.0 without a length. */
+  parse_every_split(S("HTTP/1.0 200 OK\r\n\r\nxyz"), 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "xyz");
+  CHECK_EQ_INT(res.keep_alive, 0);
+}
+
+static void test_head(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
+  parse_every_split(S(resp), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.complete, 0); /* a GET would wait for the body */
+  h3g_h1_parser *p;
+  rec r = {0};
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &r, 4096), 0);
+  h3g_h1_parser_reset(p, 1);
+  size_t c;
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(resp), sizeof(resp) - 1, &c), 0);
+  CHECK_EQ_INT(c, sizeof(resp) - 1);
+  CHECK(h3g_h1_parser_complete(p));
+  CHECK(h3g_h1_parser_keep_alive(p));
+  CHECK(strcmp(r.log, "H200[Content-Length=1234;]C") == 0);
+  h3g_h1_parser_free(p);
+
+  /* HEAD with a chunked or a close-delimited response: no body either. */
+  parse_every_split(S("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                    1, NO_FINISH, &res);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  parse_every_split(S("HTTP/1.1 200 OK\r\n\r\n"), 1, NO_FINISH, &res);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+}
+
+static void test_no_body_statuses(void) {
+  parse_every_split(S("HTTP/1.1 204 No Content\r\nX: 1\r\n\r\n"), 0, NO_FINISH,
+                    &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  CHECK(strcmp(res.r.log, "H204[X=1;]C") == 0);
+
+  /* A 304 may announce the length of the representation; no body follows. */
+  const char r304[] = "HTTP/1.1 304 Not Modified\r\n"
+                      "ETag: \"x\"\r\n"
+                      "Content-Length: 5000\r\n\r\n";
+  parse_every_split(S(r304), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  CHECK_EQ_INT(res.used, sizeof(r304) - 1);
+  CHECK(strcmp(res.r.log, "H304[ETag=\"x\";Content-Length=5000;]C") == 0);
+
+  /* A 204 that (wrongly) declares a body: the bytes are not body. */
+  const char r204[] = "HTTP/1.1 204 No Content\r\n"
+                      "Content-Length: 5\r\n\r\nhello";
+  parse(S(r204), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.used, sizeof(r204) - 1 - 5);
+  CHECK_EQ_INT(res.r.bodylen, 0);
+}
+
+static void test_interim(void) {
+  const char r100[] = "HTTP/1.1 100 Continue\r\n\r\n"
+                      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  parse_every_split(S(r100), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  CHECK_EQ_INT(res.used, sizeof(r100) - 1);
+  CHECK(strcmp(res.r.log, "I100[]H200[Content-Length=2;]BC") == 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "ok");
+  CHECK_EQ_INT(res.r.completes, 1);
+
+  const char r103[] = "HTTP/1.1 103 Early Hints\r\n"
+                      "Link: </s.css>; rel=preload\r\n\r\n"
+                      "HTTP/1.1 102 Processing\r\n\r\n"
+                      "HTTP/1.1 103 Early Hints\r\n"
+                      "Link: </t.js>; rel=preload\r\n\r\n"
+                      "HTTP/1.1 404 Not Found\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nnop\r\n0\r\n\r\n";
+  parse_every_split(S(r103), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK(strcmp(res.r.log, "I103[Link=</s.css>; rel=preload;]I102[]"
+                          "I103[Link=</t.js>; rel=preload;]"
+                          "H404[Transfer-Encoding=chunked;]BC") == 0);
+
+  /* A 1xx that says Connection: close, or comes as HTTP/1.0, does not
+   * stop the final response from being read. */
+  const char rclose[] = "HTTP/1.0 100 Continue\r\nConnection: close\r\n"
+                        "Content-Length: 3\r\n\r\n"
+                        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+  parse_every_split(S(rclose), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  CHECK_MEM(res.r.body, res.r.bodylen, "x");
+
+  /* Only a 100, then the connection closes: truncated. */
+  parse_every_split(S("HTTP/1.1 100 Continue\r\n\r\n"), 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_PROTO);
+  CHECK_EQ_INT(res.complete, 0);
+}
+
+static void test_keep_alive(void) {
+  parse_every_split(S("HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                      "Content-Length: 1\r\n\r\nx"),
+                    0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 0);
+  parse_every_split(S("HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\n"
+                      "Content-Length: 1\r\n\r\nx"),
+                    0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.keep_alive, 0);
+  parse_every_split(S("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"), 0,
+                    NO_FINISH, &res);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 0);
+  parse_every_split(S("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+                      "Content-Length: 1\r\n\r\nx"),
+                    0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.keep_alive, 1);
+  /* Transfer-Encoding in HTTP/1.0: read, but do not reuse (RFC 9112 §6.1). */
+  parse_every_split(S("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"),
+                    0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  CHECK_EQ_INT(res.keep_alive, 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "x");
+}
+
+static void test_bytes_after_end(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";
+  size_t msg = sizeof(resp) - 1 - 5;
+  parse_every_split(S(resp), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.used, msg);
+  CHECK_MEM(res.r.body, res.r.bodylen, "ok");
+
+  /* Feeding after completion consumes nothing until reset; the parser is
+   * then ready for the next response on the connection. */
+  h3g_h1_parser *p;
+  rec r = {0};
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &r, 4096), 0);
+  size_t c = 99;
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(resp), sizeof(resp) - 1, &c), 0);
+  CHECK_EQ_INT(c, msg);
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(resp) + c, 5, &c), 0);
+  CHECK_EQ_INT(c, 0);
+  CHECK_EQ_INT(h3g_h1_parser_finish(p), 0);
+  CHECK_EQ_INT(r.completes, 1);
+  h3g_h1_parser_reset(p, 0);
+  CHECK(!h3g_h1_parser_started(p));
+  CHECK(!h3g_h1_parser_complete(p));
+  CHECK(!h3g_h1_parser_keep_alive(p));
+  const char next[] = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(next), sizeof(next) - 1, &c), 0);
+  CHECK_EQ_INT(c, sizeof(next) - 1);
+  CHECK(h3g_h1_parser_complete(p));
+  CHECK_EQ_INT(r.completes, 2);
+  CHECK(strstr(r.log, "H201[Content-Length=0;]C") != NULL);
+  h3g_h1_parser_free(p);
+
+  /* A final response followed by another response: only the first. */
+  const char two[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                     "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  parse(S(two), 0, NO_FINISH, &res);
+  CHECK_EQ_INT(res.used, (sizeof(two) - 1) / 2);
+  CHECK_EQ_INT(res.r.completes, 1);
+}
+
+static void test_finish_cases(void) {
+  h3g_h1_parser *p;
+  rec r = {0};
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &r, 4096), 0);
+  /* Nothing received: 0, no callbacks. */
+  CHECK_EQ_INT(h3g_h1_parser_finish(p), 0);
+  CHECK_EQ_INT(r.loglen, 0);
+  CHECK(!h3g_h1_parser_started(p));
+  CHECK(!h3g_h1_parser_complete(p));
+  size_t c;
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8("HTTP/1.1 2"), 10, &c), 0);
+  CHECK(h3g_h1_parser_started(p));
+  CHECK_EQ_INT(h3g_h1_parser_finish(p), H3G_ERR_PROTO);
+  /* sticky */
+  CHECK_EQ_INT(h3g_h1_parser_finish(p), H3G_ERR_PROTO);
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8("00 OK\r\n"), 7, &c), H3G_ERR_PROTO);
+  CHECK(strcmp(h3g_h1_parser_reason(p),
+               "connection closed before the response was complete") == 0);
+  h3g_h1_parser_reset(p, 0);
+  CHECK(strcmp(h3g_h1_parser_reason(p), "no error") == 0);
+  h3g_h1_parser_free(p);
+  h3g_h1_parser_free(NULL);
+
+  /* Truncated bodies of each kind. */
+  parse_every_split(S("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"), 0,
+                    FINISH, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_PROTO);
+  CHECK_EQ_INT(res.complete, 0);
+  CHECK_MEM(res.r.body, res.r.bodylen, "hello");
+  parse_every_split(S("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5\r\nhello\r\n"),
+                    0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_PROTO);
+  parse_every_split(S("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5\r\nhello\r\n0\r\nX: 1\r\n"),
+                    0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_PROTO);
+  parse_every_split(S("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"), 0, FINISH,
+                    &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_PROTO);
+  CHECK_EQ_INT(res.r.loglen, 0);
+}
+
+/* ---- response parsing: malformed responses ------------------------------ */
+
+/* Expects H3G_ERR_PROTO (or err) whole and at every split. */
+static void expect_error(const char *data, size_t len, int err,
+                         const char *reason) {
+  parse_every_split(data, len, 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, err);
+  if (res.rv != err)
+    fprintf(stderr, "  response: %.*s\n", (int)len, data);
+  CHECK_EQ_INT(res.complete, 0);
+  if (reason != NULL) {
+    CHECK(reason_is(&res, reason));
+    if (!reason_is(&res, reason))
+      fprintf(stderr, "  reason: %s (wanted %s)\n", res.reason, reason);
+  }
+}
+
+#define BAD(lit, reason) expect_error(S(lit), H3G_ERR_PROTO, reason)
+
+static void test_bad_status_line(void) {
+  BAD("HTTP/1.1 2x0 OK\r\n\r\n", NULL);
+  BAD("HTTP/1.1 20 OK\r\n\r\n", NULL);
+  BAD("HTTX/1.1 200 OK\r\n\r\n", NULL);
+  BAD("HTTP/1.1200 OK\r\n\r\n", NULL);
+  BAD("garbage\r\n\r\n", NULL);
+  BAD("HTTP/2.0 200 OK\r\n\r\n", "unsupported HTTP version");
+  BAD("HTTP/1.1 000 Zero\r\n\r\n", "invalid status code");
+  BAD("HTTP/1.1 099 Low\r\n\r\n", "invalid status code");
+  BAD("HTTP/1.1 600 High\r\n\r\n", "invalid status code");
+  BAD("HTTP/1.1 999 High\r\n\r\n", "invalid status code");
+  BAD("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+      "Connection: upgrade\r\n\r\n",
+      "101 without upgrade");
+  BAD("HTTP/1.1 101 Switching Protocols\r\n\r\n", "101 without upgrade");
+  BAD("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching\r\n\r\n",
+      "101 without upgrade");
+}
+
+static void test_bad_framing(void) {
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+      "Content-Length: 5\r\n\r\n0\r\n\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+      "hello!",
+      NULL);
+  /* Equal repeated values are refused too (llhttp; RFC 9110 §8.6 allows
+   * either). */
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
+      "hello",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+      "unsupported transfer coding");
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc",
+      "unsupported transfer coding");
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+      "unsupported transfer coding");
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "unsupported transfer coding");
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nabc", NULL);
+}
+
+static void test_bad_chunks(void) {
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "10000000000000000\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhelloX\r\n0\r\n\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5 \r\nhello\r\n0\r\n\r\n",
+      NULL);
+  /* Several extensions on one chunk: refused by llhttp 8.1. */
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;a=b;c=d\r\nhello\r\n0\r\n\r\n",
+      NULL);
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;a=b\x01\r\nhello\r\n0\r\n\r\n",
+      NULL);
+
+  /* A long extension is capped. */
+  static char big[2048];
+  size_t n = (size_t)snprintf(big, sizeof(big),
+                              "HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+                              "chunked\r\n\r\n1;e=");
+  memset(big + n, 'v', 1100);
+  n += 1100;
+  memcpy(big + n, "\r\nx\r\n0\r\n\r\n", 10);
+  n += 10;
+  parse(big, n, 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_PROTO);
+  CHECK(reason_is(&res, "chunk extension too long"));
+  /* 1000 bytes are fine. */
+  n -= 1100 + 10;
+  memset(big + n, 'v', 1000);
+  n += 1000;
+  memcpy(big + n, "\r\nx\r\n0\r\n\r\n", 10);
+  n += 10;
+  parse(big, n, 0, FINISH, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+}
+
+static void test_bad_fields(void) {
+  BAD("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+      "obsolete line folding");
+  BAD("HTTP/1.1 200 OK\r\nX:\r\n b\r\nContent-Length: 0\r\n\r\n",
+      "obsolete line folding");
+  BAD("HTTP/1.1 200 OK\r\nX: \r\n\tb\r\nContent-Length: 0\r\n\r\n",
+      "obsolete line folding");
+  BAD("HTTP/1.1 200 OK\r\nX: a\r\n \r\nContent-Length: 0\r\n\r\n",
+      "obsolete line folding");
+  BAD("HTTP/1.1 200 OK\r\nX: a  \r\n  b\r\nContent-Length: 0\r\n\r\n",
+      "obsolete line folding");
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "0\r\nT: 1\r\n b\r\n\r\n",
+      "obsolete line folding");
+  BAD("HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 0\r\n\r\n",
+      "invalid character in field name");
+  BAD("HTTP/1.1 200 OK\r\nX\t: a\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\n X: a\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nX(: a\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\n: a\r\nContent-Length: 0\r\n\r\n",
+      "empty field name");
+  BAD("HTTP/1.1 200 OK\r\nA: b\r\n: a\r\nContent-Length: 0\r\n\r\n",
+      "empty field name");
+  BAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n: a\r\n\r\n",
+      "empty field name");
+  BAD("HTTP/1.1 200 OK\r\nX: a\x7f\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nX: a\x01z\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nX: a\nb\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nX: a\0b\r\nContent-Length: 0\r\n\r\n", NULL);
+  BAD("HTTP/1.1 200 OK\r\nX\r\nContent-Length: 0\r\n\r\n", NULL);
+}
+
+/* Every byte value inside a response field value. */
+static void test_value_bytes(void) {
+  for (int c = 0; c < 256; c++) {
+    char resp[64];
+    int n = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nX: a");
+    resp[n++] = (char)c;
+    n += snprintf(resp + n, sizeof(resp) - (size_t)n,
+                  "a\r\nContent-Length: 0\r\n\r\n");
+    parse(resp, (size_t)n, 0, NO_FINISH, &res);
+    int ok = c == '\t' || (c >= 0x20 && c != 0x7f);
+    CHECK_EQ_INT(res.rv, ok ? 0 : H3G_ERR_PROTO);
+    if (res.rv != (ok ? 0 : H3G_ERR_PROTO))
+      fprintf(stderr, "  byte 0x%02x\n", c);
+  }
+}
+
+static void test_caps(void) {
+  /* Head over the cap: name + value + 32 per field. */
+  static char buf[70000];
+  size_t n = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\n");
+  for (int i = 0; i < 100; i++)
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "X-%03d: %064d\r\n", i, 0);
+  n += (size_t)snprintf(buf + n, sizeof(buf) - n, "Content-Length: 0\r\n\r\n");
+  /* 100 * (5 + 64 + 32) + 14 + 1 + 32 = 10147 */
+  parse_cuts(buf, n, 0, FINISH, NULL, 0, 10147, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+  parse_cuts(buf, n, 0, FINISH, NULL, 0, 10146, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_TOOBIG);
+  CHECK(reason_is(&res, "response head too large"));
+  CHECK_EQ_INT(res.r.loglen, 0);
+  /* the same one byte at a time */
+  size_t *cuts = malloc(sizeof(size_t) * n);
+  for (size_t i = 0; i + 1 < n; i++)
+    cuts[i] = i + 1;
+  parse_cuts(buf, n, 0, FINISH, cuts, n - 1, 10146, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_TOOBIG);
+  parse_cuts(buf, n, 0, FINISH, cuts, n - 1, 10147, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  free(cuts);
+
+  /* One endless field name. */
+  n = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nX");
+  memset(buf + n, 'x', 5000);
+  n += 5000;
+  parse_cuts(buf, n, 0, NO_FINISH, NULL, 0, 4096, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_TOOBIG);
+  /* An endless reason phrase. */
+  n = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 ");
+  memset(buf + n, 'r', 5000);
+  n += 5000;
+  parse_cuts(buf, n, 0, NO_FINISH, NULL, 0, 4096, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_TOOBIG);
+  /* Long whitespace padding is counted before it is trimmed. */
+  n = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nX: a");
+  memset(buf + n, ' ', 5000);
+  n += 5000;
+  n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\r\n\r\n");
+  parse_cuts(buf, n, 0, FINISH, NULL, 0, 4096, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_TOOBIG);
+  /* Trailers over the cap. */
+  n = (size_t)snprintf(buf, sizeof(buf),
+                       "HTTP/1.1 200 OK\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n"
+                       "0\r\n");
+  for (int i = 0; i < 100; i++)
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "T-%03d: %064d\r\n", i, 0);
+  n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\r\n");
+  parse_cuts(buf, n, 0, FINISH, NULL, 0, 4096, &res);
+  CHECK_EQ_INT(res.rv, H3G_ERR_TOOBIG);
+  CHECK(strstr(res.r.log, "H200") != NULL);
+  parse_cuts(buf, n, 0, FINISH, NULL, 0, 10100, &res);
+  CHECK_EQ_INT(res.rv, 0);
+  CHECK_EQ_INT(res.complete, 1);
+}
+
+static void test_callback_errors(void) {
+  const char resp[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\r\n0\r\nX: 1\r\n\r\n";
+  int *which[4];
+  rec r;
+  for (int k = 0; k < 4; k++) {
+    memset(&r, 0, sizeof(r));
+    which[0] = &r.fail_head;
+    which[1] = &r.fail_body;
+    which[2] = &r.fail_trailers;
+    which[3] = &r.fail_complete;
+    *which[k] = H3G_ERR_CLOSED;
+    h3g_h1_parser *p;
+    CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &r, 4096), 0);
+    size_t c;
+    CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(resp), sizeof(resp) - 1, &c),
+                 H3G_ERR_CLOSED);
+    CHECK(!h3g_h1_parser_complete(p));
+    CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(resp), 1, &c), H3G_ERR_CLOSED);
+    CHECK_EQ_INT(h3g_h1_parser_finish(p), H3G_ERR_CLOSED);
+    h3g_h1_parser_free(p);
+  }
+  /* A NULL callback table is allowed. */
+  h3g_h1_parser *p;
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, NULL, NULL, 4096), 0);
+  size_t c;
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(resp), sizeof(resp) - 1, &c), 0);
+  CHECK(h3g_h1_parser_complete(p));
+  h3g_h1_parser_free(p);
+}
+
+int main(void) {
+  RUN(test_write_request_basic);
+  RUN(test_write_request_cookies_and_skips);
+  RUN(test_chunk_header);
+  RUN(test_write_trailers);
+  RUN(test_content_length);
+  RUN(test_zero_length);
+  RUN(test_chunked_trailers);
+  RUN(test_chunked_no_trailers);
+  RUN(test_close_delimited);
+  RUN(test_head);
+  RUN(test_no_body_statuses);
+  RUN(test_interim);
+  RUN(test_keep_alive);
+  RUN(test_bytes_after_end);
+  RUN(test_finish_cases);
+  RUN(test_bad_status_line);
+  RUN(test_bad_framing);
+  RUN(test_bad_chunks);
+  RUN(test_bad_fields);
+  RUN(test_value_bytes);
+  RUN(test_caps);
+  RUN(test_callback_errors);
+  return unit_report();
+}
