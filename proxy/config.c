@@ -1187,7 +1187,9 @@ static int load_text(h3g_config *cfg, const char *data, size_t len,
   for (size_t i = 0; i < N_OPTS; i++) {
     const opt *o = &schema[i];
     char why[H3G_PATH_MAX + 256];
-    if (o->def == NULL && !opt_is_set(&ld->cfg, o))
+    /* A required key that was present with a bad value was reported on
+     * its own line already; "not set" would be a second, wrong message. */
+    if (o->def == NULL && !opt_is_set(&ld->cfg, o) && ld->set_line[i] == 0)
       report(ld, 0, o->section, o->key, "required, but not set");
     else if (o->pem != NULL && ld->set_line[i] == 0 &&
              opt_is_set(&ld->cfg, o) &&

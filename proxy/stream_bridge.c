@@ -99,9 +99,10 @@ struct h3g_bridge {
   int status;
   int keep_alive;
   int extra_bytes;
+  h3g_headers resp_head;  /* final head held until its read parsed clean */
+  int head_pending;
+  int head_has_body;
   h3g_headers resp_trailers;
-  h3g_field *resp_trailer_fields;
-  size_t resp_ntrailers;
   int end_reported;
 
   /* accounting */
@@ -121,6 +122,7 @@ static void start_upstream(h3g_bridge *b);
 static void pump_request(h3g_bridge *b);
 static void upstream_release(h3g_bridge *b, int reusable);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
+static int flush_head(h3g_bridge *b);
 
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
                    const h3g_frontend_ops *fe, void *fs, const char *client,
@@ -142,6 +144,7 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
   h3g_headers_init(&b->req_fields, env->cfg->max_header_size);
   h3g_headers_init(&b->req_trailers, env->cfg->max_header_size);
   h3g_headers_init(&b->resp_trailers, env->cfg->max_header_size);
+  h3g_headers_init(&b->resp_head, env->cfg->max_header_size);
   h3g_ring_init(&b->req_ring, env->cfg->stream_buffer_size);
   h3g_ring_init(&b->resp_ring, env->cfg->stream_buffer_size);
   snprintf(b->client, sizeof(b->client), "%s", client ? client : "-");
@@ -209,7 +212,7 @@ void h3g_bridge_free(h3g_bridge *b) {
   h3g_headers_free(&b->req_fields);
   h3g_headers_free(&b->req_trailers);
   h3g_headers_free(&b->resp_trailers);
-  free(b->resp_trailer_fields);
+  h3g_headers_free(&b->resp_head);
   free(b->req_head);
   free(b->trailer_block);
   h3g_ring_free(&b->req_ring);
@@ -634,7 +637,12 @@ static void on_up_read(void *ctx, size_t nread) {
     H3G_INC(upstream_malformed_responses);
     h3g_warn("%s: malformed upstream response: %s", b->client,
              h3g_h1_parser_reason(b->parser));
+    b->head_pending = 0;
     fail_exchange(b, 502, "upstream-malformed");
+    return;
+  }
+  if (flush_head(b) != 0) {
+    fail_exchange(b, 502, "internal");
     return;
   }
   if (h3g_h1_parser_complete(b->parser)) {
@@ -657,7 +665,7 @@ static void on_up_eof(void *ctx) {
   if (retry_on_fresh(b))
     return;
   int rv = h3g_h1_parser_finish(b->parser);
-  if (rv == 0 && h3g_h1_parser_complete(b->parser)) {
+  if (rv == 0 && h3g_h1_parser_complete(b->parser) && flush_head(b) == 0) {
     b->keep_alive = 0;
     response_complete(b);
     return;
@@ -701,6 +709,12 @@ static void count_status(int status) {
     H3G_INC(responses_5xx);
 }
 
+/*
+ * Interim heads go out at once. The final head is held (copied, filtered)
+ * until the read that carried it has been parsed without error: a response
+ * whose head and broken body arrive together then becomes a 502 rather than
+ * a reset stream.
+ */
 static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   h3g_bridge *b = ud;
   if (b->resp == RESP_ABORTED)
@@ -715,30 +729,44 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
     return H3G_ERR_NOMEM;
   size_t n = 0;
   int rv = h3g_response_filter(fields, out, fields->nfields + 1, &n);
-  if (rv == 0 && (status == 204 || interim)) {
-    /* RFC 9110 §8.6: no Content-Length in 1xx and 204 responses. */
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-      if (!h3g_field_name_eq(&out[i], "content-length"))
-        out[k++] = out[i];
-    n = k;
-  }
   int has_body = !(interim || b->is_head || status == 204 || status == 304);
-  if (rv == 0)
-    rv = b->fe->send_head(b->fs, status, out, n, interim, has_body);
+  if (rv == 0 && interim) {
+    rv = b->fe->send_head(b->fs, status, out, n, 1, 0);
+    if (rv == 0)
+      count_status(status);
+  } else if (rv == 0) {
+    h3g_headers_clear(&b->resp_head);
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+      /* RFC 9110 §8.6: no Content-Length in a 204. */
+      if (status == 204 && h3g_field_name_eq(&out[i], "content-length"))
+        continue;
+      rv = h3g_headers_add(&b->resp_head, out[i].name, out[i].namelen,
+                           out[i].value, out[i].valuelen);
+    }
+    b->status = status;
+    b->head_pending = 1;
+    b->head_has_body = has_body;
+  }
   free(out);
+  return rv;
+}
+
+/* Sends the held final head. Returns 0 or an error from the front end. */
+static int flush_head(h3g_bridge *b) {
+  if (!b->head_pending)
+    return 0;
+  b->head_pending = 0;
+  int rv = b->fe->send_head(b->fs, b->status, b->resp_head.fields,
+                            b->resp_head.nfields, 0, b->head_has_body);
   if (rv != 0)
     return rv;
-  count_status(status);
-  if (!interim) {
-    b->status = status;
-    b->resp = RESP_BODY;
-    /* The request cannot be retried once a response started. */
-    free(b->req_head);
-    b->req_head = NULL;
-    if (!has_body)
-      b->end_reported = 1;
-  }
+  count_status(b->status);
+  b->resp = RESP_BODY;
+  /* The request cannot be retried once a response started. */
+  free(b->req_head);
+  b->req_head = NULL;
+  if (!b->head_has_body)
+    b->end_reported = 1;
   return 0;
 }
 

@@ -399,13 +399,30 @@ static void test_malformed_response_before_and_after_head(void) {
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
   up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
   up_written(b);
+  /* head and first chunk in one read, the broken chunk in the next: the
+   * head is out by then, so only a reset is honest */
   const char *mid = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    "3\r\nabc\r\nzz\r\n";
+                    "3\r\nabc\r\n";
   up_send(mid, strlen(mid));
   CHECK_EQ_INT(fe.status, 200);
+  up_send("zz\r\n", 4);
   CHECK_EQ_INT(fe.aborted, 1);
   CHECK_EQ_INT(fe.abort_code, H3G_ABORT_INTERNAL);
   CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  /* head and broken chunk in the same read: nothing went out yet, so 502 */
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *same = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "zz\r\nhello\r\n";
+  up_send(same, strlen(same));
+  CHECK_EQ_INT(fe.heads, 1);
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(fe.aborted, 0);
   h3g_bridge_free(b);
 }
 
