@@ -621,3 +621,10 @@ const char *h3g_h1_parser_reason(const h3g_h1_parser *p) {
     return p->reason;
   return p->phase == PH_FAILED ? "error" : "no error";
 }
+
+#define H3G_STR_(x) #x
+#define H3G_STR(x) H3G_STR_(x)
+const char *h3g_h1_version(void) {
+  return "llhttp " H3G_STR(LLHTTP_VERSION_MAJOR) "." H3G_STR(
+      LLHTTP_VERSION_MINOR) "." H3G_STR(LLHTTP_VERSION_PATCH);
+}

@@ -171,4 +171,7 @@ int h3g_h1_parser_keep_alive(const h3g_h1_parser *p);
 /* A static description of the last error, for logs ("no error" if none). */
 const char *h3g_h1_parser_reason(const h3g_h1_parser *p);
 
+/* "llhttp X.Y.Z", for --version. */
+const char *h3g_h1_version(void);
+
 #endif /* H3G_H1_CODEC_H */

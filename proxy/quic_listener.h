@@ -35,4 +35,7 @@ uint16_t h3g_quic_listener_port(const h3g_quic_listener *l);
 void h3g_quic_listener_shutdown(h3g_quic_listener *l, uint64_t deadline_ms,
                                 void (*cb)(void *arg), void *arg);
 
+/* "ngtcp2 X, nghttp3 Y" as linked, for --version. */
+void h3g_quic_versions(char *buf, size_t cap);
+
 #endif /* H3G_QUIC_LISTENER_H */

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "h1_codec.h"
 #include "log.h"
 #include "quic_listener.h"
 #include "stream_bridge.h"
@@ -102,7 +103,10 @@ static void close_leftover(uv_handle_t *h, void *arg) {
 }
 
 void h3g_server_versions(char *buf, size_t cap) {
-  snprintf(buf, cap, "libuv %s", uv_version_string());
+  char quic[128];
+  h3g_quic_versions(quic, sizeof(quic));
+  snprintf(buf, cap, "%s, wolfSSL %s, %s, libuv %s", quic, h3g_tls_version(),
+           h3g_h1_version(), uv_version_string());
 }
 
 int h3g_server_run(const h3g_config *cfg) {

@@ -321,6 +321,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   }
   b->validated = 1;
   if (end_stream && b->req_content_length > 0) {
+    H3G_INC(h3_malformed_requests);
     b->outcome = "malformed";
     b->resp = RESP_ABORTED;
     return H3G_ERR_PROTO;

@@ -24,6 +24,9 @@ void h3g_tls_ctx_free(h3g_tls_ctx *ctx);
 /* The WOLFSSL_CTX * behind ctx (opaque here so callers need no wolfSSL). */
 void *h3g_tls_ctx_native(h3g_tls_ctx *ctx);
 
+/* wolfSSL's version string, for --version. */
+const char *h3g_tls_version(void);
+
 /* Releases wolfSSL's process-wide state (at exit, for leak checkers). */
 void h3g_tls_cleanup(void);
 

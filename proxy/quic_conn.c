@@ -1,0 +1,1057 @@
+/*
+ * One QUIC server connection. See quic_conn.h for the life cycle.
+ *
+ * Output is produced only by conn_write(), called from
+ * h3g_quic_env_flush() once per loop iteration. ngtcp2 forbids writing from
+ * its callbacks, and batching the output of all events of one iteration
+ * fills packets better and lets equal-sized packets leave as one GSO send.
+ */
+#include "quic_conn.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+/* wolfSSL headers need their build options first and quic.h after ssl.h. */
+#include <wolfssl/options.h>
+
+#include <wolfssl/ssl.h>
+
+#include <wolfssl/quic.h>
+
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
+#include "h3_session.h"
+#include "log.h"
+#include "metrics.h"
+
+/*
+ * Packets one connection may write per flush. A connection with a large
+ * response must not fill the socket queue while other connections wait for
+ * their turn: past this cap it goes to the back of the dirty list and
+ * continues in the next loop iteration. The pacing quantum (64 KiB, about
+ * 44 full packets) usually ends a round first.
+ */
+#define MAX_PKTS_PER_WRITE 64
+#define UNI_STREAM_WINDOW (64 * 1024)
+#define MAX_CONN_WINDOW (16 * 1024 * 1024)
+#define ACTIVE_CID_LIMIT 8
+/* TLS alert no_application_protocol (RFC 8446 §6). */
+#define TLS_ALERT_NO_APPLICATION_PROTOCOL 120
+/* wolfSSL's codepoint of the quic_transport_parameters extension of
+ * RFC 9001 (not the draft codepoint). */
+#define QUIC_TP_EXTENSION_V1 0x39
+
+_Static_assert(sizeof(nghttp3_vec) == sizeof(ngtcp2_vec) &&
+                   offsetof(nghttp3_vec, base) == offsetof(ngtcp2_vec, base) &&
+                   offsetof(nghttp3_vec, len) == offsetof(ngtcp2_vec, len),
+               "nghttp3_vec and ngtcp2_vec must have the same layout");
+
+typedef enum conn_state {
+  CONN_HANDSHAKING = 0,
+  CONN_ESTABLISHED,
+  CONN_CLOSING,
+  CONN_DRAINING,
+  CONN_DEAD,
+} conn_state;
+
+struct h3g_quic_conn {
+  h3g_quic_env *env;
+  conn_state state;
+  ngtcp2_conn *conn;
+  WOLFSSL *ssl;
+  ngtcp2_crypto_conn_ref conn_ref;
+  h3g_h3_session *h3;
+  uv_timer_t timer;
+
+  ngtcp2_ccerr ccerr;
+  unsigned ccerr_set : 1;
+  unsigned close_pending : 1; /* close with ccerr at the next write */
+  unsigned in_dirty : 1;
+  unsigned alpn_checked : 1;
+  unsigned goaway_sent : 1;
+
+  /* CLOSING: the CONNECTION_CLOSE packet, repeated on incoming packets. */
+  uint8_t *close_pkt;
+  size_t close_len;
+  h3g_udp_addr close_local, close_remote;
+  uint64_t close_rx;
+
+  ngtcp2_cid scid;  /* the first connection ID we issued */
+  ngtcp2_cid odcid; /* the client's original destination connection ID */
+  char client[64];  /* "ip:port" */
+
+  h3g_quic_conn *prev, *next; /* env->conns */
+  h3g_quic_conn *dirty_prev, *dirty_next;
+  h3g_quic_conn *dead_next;
+};
+
+static void on_timer(uv_timer_t *t);
+static void on_close_timer(uv_timer_t *t);
+static void conn_set_state(h3g_quic_conn *c, conn_state next);
+
+/* ---- randomness ---- */
+
+static int fill_random(uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t r = getrandom(p, n, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return H3G_ERR_IO;
+    }
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static uint64_t prng_next(uint64_t *state) {
+  uint64_t x = *state;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *state = x;
+  return x * 0x2545f4914f6cdd1dull;
+}
+
+/* ngtcp2 uses this only where unpredictability does not matter (RFC 9000
+ * §17.3.1 "unused" bits and the like), so a fast generator will do. */
+static void on_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx) {
+  h3g_quic_env *env = ctx->native_handle;
+  while (len > 0) {
+    uint64_t v = prng_next(&env->prng);
+    size_t n = H3G_MIN(len, sizeof(v));
+    memcpy(dest, &v, n);
+    dest += n;
+    len -= n;
+  }
+}
+
+/* ---- env: lists ---- */
+
+static void on_idle(uv_idle_t *idle) {
+  H3G_UNUSED(idle);
+}
+
+void h3g_quic_env_wake(h3g_quic_env *env) {
+  if (!uv_is_active((uv_handle_t *)&env->idle))
+    uv_idle_start(&env->idle, on_idle);
+}
+
+uint64_t h3g_quic_env_random(h3g_quic_env *env) {
+  return prng_next(&env->prng);
+}
+
+static void dirty_remove(h3g_quic_env *env, h3g_quic_conn *c) {
+  if (!c->in_dirty)
+    return;
+  if (c->dirty_prev != NULL)
+    c->dirty_prev->dirty_next = c->dirty_next;
+  else
+    env->dirty_head = c->dirty_next;
+  if (c->dirty_next != NULL)
+    c->dirty_next->dirty_prev = c->dirty_prev;
+  else
+    env->dirty_tail = c->dirty_prev;
+  c->dirty_prev = c->dirty_next = NULL;
+  c->in_dirty = 0;
+  env->ndirty--;
+}
+
+static void dirty_push(h3g_quic_env *env, h3g_quic_conn *c, int front) {
+  assert(!c->in_dirty);
+  c->in_dirty = 1;
+  env->ndirty++;
+  if (front) {
+    c->dirty_prev = NULL;
+    c->dirty_next = env->dirty_head;
+    if (env->dirty_head != NULL)
+      env->dirty_head->dirty_prev = c;
+    else
+      env->dirty_tail = c;
+    env->dirty_head = c;
+  } else {
+    c->dirty_next = NULL;
+    c->dirty_prev = env->dirty_tail;
+    if (env->dirty_tail != NULL)
+      env->dirty_tail->dirty_next = c;
+    else
+      env->dirty_head = c;
+    env->dirty_tail = c;
+  }
+  h3g_quic_env_wake(env);
+}
+
+void h3g_quic_conn_mark_dirty(h3g_quic_conn *c) {
+  if (c->in_dirty || c->state >= CONN_CLOSING)
+    return;
+  dirty_push(c->env, c, 0);
+}
+
+int h3g_quic_env_quiet(const h3g_quic_env *env) {
+  return env->dirty_head == NULL && env->dead == NULL;
+}
+
+/* ---- connection IDs ---- */
+
+static int map_cid(h3g_quic_conn *c, const ngtcp2_cid *cid) {
+  return h3g_cid_map_put(&c->env->cids, cid->data, cid->datalen, c);
+}
+
+static int new_cid(h3g_quic_env *env, ngtcp2_cid *cid, size_t len) {
+  cid->datalen = len;
+  for (int tries = 0; tries < 8; tries++) {
+    if (fill_random(cid->data, len) != 0)
+      return H3G_ERR_IO;
+    if (h3g_cid_map_get(&env->cids, cid->data, len) == NULL)
+      return 0;
+  }
+  return H3G_ERR_IO;
+}
+
+static void unmap_cids(h3g_quic_conn *c) {
+  h3g_cid_map *m = &c->env->cids;
+
+  h3g_cid_map_remove(m, c->scid.data, c->scid.datalen, c);
+  h3g_cid_map_remove(m, c->odcid.data, c->odcid.datalen, c);
+  if (c->conn == NULL)
+    return;
+
+  ngtcp2_cid local[16];
+  ngtcp2_cid *cids = local;
+  size_t n = ngtcp2_conn_get_scid(c->conn, NULL);
+  if (n > H3G_ARRAY_LEN(local)) {
+    cids = malloc(n * sizeof(*cids));
+    if (cids == NULL) {
+      /* Cannot list them: remove every entry that points at c. */
+      for (size_t i = 0; i < m->cap; i++) {
+        if (m->slots[i].value == c) {
+          h3g_cid_map_remove(m, m->slots[i].cid, m->slots[i].len, c);
+          i = (size_t)-1; /* the table shifted: rescan */
+        }
+      }
+      return;
+    }
+  }
+  n = ngtcp2_conn_get_scid(c->conn, cids);
+  for (size_t i = 0; i < n; i++)
+    h3g_cid_map_remove(m, cids[i].data, cids[i].datalen, c);
+  if (cids != local)
+    free(cids);
+}
+
+/* ---- errors and closing ---- */
+
+static void conn_set_ccerr_liberr(h3g_quic_conn *c, int liberr) {
+  if (c->ccerr_set)
+    return;
+  if (liberr == NGTCP2_ERR_CRYPTO)
+    ngtcp2_ccerr_set_tls_alert(&c->ccerr, ngtcp2_conn_get_tls_alert(c->conn),
+                               NULL, 0);
+  else
+    ngtcp2_ccerr_set_liberr(&c->ccerr, liberr, NULL, 0);
+  c->ccerr_set = 1;
+}
+
+static void conn_set_app_error(h3g_quic_conn *c, uint64_t code) {
+  if (c->ccerr_set)
+    return;
+  ngtcp2_ccerr_set_application_error(&c->ccerr, code, NULL, 0);
+  c->ccerr_set = 1;
+}
+
+void h3g_quic_conn_fail(h3g_quic_conn *c, uint64_t app_error_code) {
+  if (c->state >= CONN_CLOSING)
+    return;
+  conn_set_app_error(c, app_error_code);
+  c->close_pending = 1;
+  h3g_quic_conn_mark_dirty(c);
+}
+
+/* Writes CONNECTION_CLOSE with c->ccerr, sends it and enters CLOSING (or
+ * DEAD when nothing can be sent). */
+static void conn_start_closing(h3g_quic_conn *c) {
+  h3g_udp_socket *sock = c->env->sock;
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+
+  if (c->state >= CONN_CLOSING)
+    return;
+  if (!c->ccerr_set)
+    conn_set_app_error(c, NGHTTP3_H3_INTERNAL_ERROR);
+
+  h3g_debug("quic %s: closing (%s error 0x%llx)", c->client,
+            c->ccerr.type == NGTCP2_CCERR_TYPE_APPLICATION ? "application"
+                                                           : "transport",
+            (unsigned long long)c->ccerr.error_code);
+
+  size_t cap = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+  c->close_pkt = malloc(cap);
+  if (c->close_pkt == NULL) {
+    conn_set_state(c, CONN_DEAD);
+    return;
+  }
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
+      c->conn, &ps.path, &pi, c->close_pkt, cap, &c->ccerr, h3g_now_ns());
+  if (n <= 0) {
+    conn_set_state(c, CONN_DEAD);
+    return;
+  }
+  c->close_len = (size_t)n;
+  memcpy(&c->close_local.su, ps.path.local.addr, ps.path.local.addrlen);
+  c->close_local.len = ps.path.local.addrlen;
+  memcpy(&c->close_remote.su, ps.path.remote.addr, ps.path.remote.addrlen);
+  c->close_remote.len = ps.path.remote.addrlen;
+  (void)h3g_udp_tx_send(sock, &c->close_local.su.sa, c->close_local.len,
+                        &c->close_remote.su.sa, c->close_remote.len, 0,
+                        c->close_pkt, c->close_len);
+  conn_set_state(c, CONN_CLOSING);
+}
+
+static void conn_arm_timer(h3g_quic_conn *c) {
+  ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
+  if (expiry == UINT64_MAX) {
+    uv_timer_stop(&c->timer);
+    return;
+  }
+  ngtcp2_tstamp now = h3g_now_ns();
+  /* libuv timers count milliseconds: round up, and let ngtcp2's pacing
+   * compensate for the lateness. */
+  uint64_t ms = expiry <= now ? 0 : (expiry - now + 999999) / 1000000;
+  uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/*
+ * The transition function of quic_conn.h's life cycle. Entering CLOSING,
+ * DRAINING or DEAD releases the HTTP/3 session (and so every bridge); it is
+ * never called from inside an ngtcp2 or nghttp3 callback for those states.
+ */
+static void conn_set_state(h3g_quic_conn *c, conn_state next) {
+  h3g_quic_env *env = c->env;
+  conn_state prev = c->state;
+
+  H3G_UNUSED(prev); /* only asserted */
+  switch (next) {
+  case CONN_ESTABLISHED: assert(prev == CONN_HANDSHAKING); break;
+  case CONN_CLOSING:
+  case CONN_DRAINING: assert(prev <= CONN_ESTABLISHED); break;
+  case CONN_DEAD: assert(prev != CONN_DEAD); break;
+  case CONN_HANDSHAKING:
+    assert(0 && "no transition back to the handshake");
+    return;
+  }
+  c->state = next;
+
+  if (next == CONN_ESTABLISHED)
+    return;
+
+  h3g_h3_session_free(c->h3);
+  c->h3 = NULL;
+  dirty_remove(env, c);
+
+  if (next == CONN_DEAD) {
+    uv_timer_stop(&c->timer);
+    unmap_cids(c);
+    c->dead_next = env->dead;
+    env->dead = c;
+    h3g_quic_env_wake(env);
+    return;
+  }
+
+  /* CLOSING or DRAINING: three PTOs (RFC 9000 §10.2). */
+  uint64_t ms = (3 * ngtcp2_conn_get_pto(c->conn) + 999999) / 1000000;
+  uv_timer_start(&c->timer, on_close_timer, ms, 0);
+  h3g_debug("quic %s: %s for %llu ms", c->client,
+            next == CONN_CLOSING ? "closing" : "draining",
+            (unsigned long long)ms);
+}
+
+static void on_close_timer(uv_timer_t *t) {
+  h3g_quic_conn *c = t->data;
+  if (c->state == CONN_CLOSING || c->state == CONN_DRAINING)
+    conn_set_state(c, CONN_DEAD);
+}
+
+static void on_timer(uv_timer_t *t) {
+  h3g_quic_conn *c = t->data;
+
+  /* After a fatal error ngtcp2 allows nothing but the close. */
+  if (c->state >= CONN_CLOSING || c->close_pending)
+    return;
+  int rv = ngtcp2_conn_handle_expiry(c->conn, h3g_now_ns());
+  switch (rv) {
+  case 0: h3g_quic_conn_mark_dirty(c); return;
+  case NGTCP2_ERR_IDLE_CLOSE:
+    h3g_debug("quic %s: idle timeout", c->client);
+    if (c->state == CONN_HANDSHAKING) {
+      conn_set_state(c, CONN_DEAD);
+      return;
+    }
+    /* RFC 9000 §10.1 lets both ends forget the connection silently, but a
+     * client that still believes it alive (libcurl reuses one just past
+     * the idle timeout) would send a request into the void and fail. A
+     * CONNECTION_CLOSE waiting in its socket tells it to reconnect, and
+     * the closing period answers a request that crossed it. */
+    conn_set_app_error(c, NGHTTP3_H3_NO_ERROR);
+    c->close_pending = 1;
+    h3g_quic_conn_mark_dirty(c);
+    return;
+  case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+    h3g_debug("quic %s: handshake timeout", c->client);
+    conn_set_state(c, CONN_DEAD);
+    return;
+  default:
+    conn_set_ccerr_liberr(c, rv);
+    c->close_pending = 1;
+    h3g_quic_conn_mark_dirty(c);
+    return;
+  }
+}
+
+/* ---- ngtcp2 callbacks ---- */
+
+static ngtcp2_conn *on_get_conn(ngtcp2_crypto_conn_ref *ref) {
+  h3g_quic_conn *c = ref->user_data;
+  return c->conn;
+}
+
+static int ensure_h3(h3g_quic_conn *c) {
+  if (c->h3 != NULL)
+    return 0;
+  int rv = h3g_h3_session_new(&c->h3, c, c->conn, c->env->cfg,
+                              c->env->bridge_env, c->client);
+  if (rv != 0) {
+    h3g_warn("quic %s: cannot start HTTP/3: %s", c->client,
+             nghttp3_strerror(rv));
+    conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+    return -1;
+  }
+  return 0;
+}
+
+/* Wraps ngtcp2's handler to insist on ALPN "h3": wolfSSL refuses a client
+ * whose list lacks "h3" (no_application_protocol), but completes the
+ * handshake when the client sends no ALPN extension at all, which RFC 9001
+ * §8.1 forbids. The check runs once the ClientHello has been processed. */
+static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
+                               uint64_t offset, const uint8_t *data,
+                               size_t datalen, void *user_data) {
+  h3g_quic_conn *c = user_data;
+  int rv = ngtcp2_crypto_recv_crypto_data_cb(conn, lvl, offset, data, datalen,
+                                             user_data);
+  if (rv != 0 || c->alpn_checked ||
+      wolfSSL_quic_write_level(c->ssl) == wolfssl_encryption_initial)
+    return rv;
+
+  char *proto = NULL;
+  unsigned short protolen = 0;
+  c->alpn_checked = 1;
+  if (wolfSSL_ALPN_GetProtocol(c->ssl, &proto, &protolen) != WOLFSSL_SUCCESS ||
+      protolen != 2 || memcmp(proto, "h3", 2) != 0) {
+    h3g_debug("quic %s: client offered no ALPN", c->client);
+    ngtcp2_conn_set_tls_alert(conn, TLS_ALERT_NO_APPLICATION_PROTOCOL);
+    return NGTCP2_ERR_CRYPTO;
+  }
+  return 0;
+}
+
+static int on_handshake_completed(ngtcp2_conn *conn, void *user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  conn_set_state(c, CONN_ESTABLISHED);
+  h3g_debug("quic %s: handshake completed (%s)", c->client,
+            wolfSSL_get_cipher_name(c->ssl));
+  return ensure_h3(c) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+static int on_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
+                               int64_t stream_id, uint64_t offset,
+                               const uint8_t *data, size_t datalen,
+                               void *user_data, void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(offset);
+  H3G_UNUSED(stream_user_data);
+
+  /* 0-RTT is off, so stream data arrives only after the handshake. */
+  if (!ngtcp2_conn_get_handshake_completed(conn) || ensure_h3(c) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  int rv = h3g_h3_session_recv_stream_data(c->h3, stream_id, data, datalen,
+                                           flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+  if (rv != 0) {
+    conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int on_acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
+                                       uint64_t offset, uint64_t datalen,
+                                       void *user_data,
+                                       void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  H3G_UNUSED(offset);
+  H3G_UNUSED(stream_user_data);
+  if (c->h3 == NULL)
+    return 0;
+  int rv = h3g_h3_session_acked(c->h3, stream_id, datalen);
+  if (rv != 0) {
+    conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
+                           uint64_t app_error_code, void *user_data,
+                           void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(stream_user_data);
+
+  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
+    app_error_code = NGHTTP3_H3_NO_ERROR;
+  if (c->h3 != NULL) {
+    int rv = h3g_h3_session_stream_close(c->h3, stream_id, app_error_code);
+    if (rv != 0) {
+      conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+  } else if (ngtcp2_is_bidi_stream(stream_id)) {
+    ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+  }
+  /* MAX_STREAMS to send, or a drained connection to close. */
+  h3g_quic_conn_mark_dirty(c);
+  return 0;
+}
+
+static int on_stream_reset(ngtcp2_conn *conn, int64_t stream_id,
+                           uint64_t final_size, uint64_t app_error_code,
+                           void *user_data, void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  H3G_UNUSED(final_size);
+  H3G_UNUSED(app_error_code);
+  H3G_UNUSED(stream_user_data);
+  if (c->h3 == NULL)
+    return 0;
+  int rv = h3g_h3_session_stream_reset(c->h3, stream_id);
+  if (rv != 0) {
+    conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+/* Despite its name, ngtcp2 calls this when *we* stop reading a stream (it
+ * is about to send STOP_SENDING), e.g. after ngtcp2_conn_shutdown_stream;
+ * nghttp3 must then stop expecting data. A client's STOP_SENDING has no
+ * callback: see h3g_h3_session_shutdown_write. */
+static int on_stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
+                                  uint64_t app_error_code, void *user_data,
+                                  void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  H3G_UNUSED(app_error_code);
+  H3G_UNUSED(stream_user_data);
+  if (c->h3 == NULL)
+    return 0;
+  int rv = h3g_h3_session_read_stopped(c->h3, stream_id);
+  if (rv != 0) {
+    conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int on_extend_max_remote_streams_bidi(ngtcp2_conn *conn,
+                                             uint64_t max_streams,
+                                             void *user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  if (c->h3 != NULL)
+    h3g_h3_session_set_max_streams(c->h3, max_streams);
+  return 0;
+}
+
+static int on_extend_max_stream_data(ngtcp2_conn *conn, int64_t stream_id,
+                                     uint64_t max_data, void *user_data,
+                                     void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  H3G_UNUSED(max_data);
+  H3G_UNUSED(stream_user_data);
+  if (c->h3 == NULL)
+    return 0;
+  int rv = h3g_h3_session_unblock(c->h3, stream_id);
+  if (rv != 0) {
+    conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+static int on_get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid,
+                                    uint8_t *token, size_t cidlen,
+                                    void *user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  if (new_cid(c->env, cid, cidlen) != 0 ||
+      ngtcp2_crypto_generate_stateless_reset_token(token, c->env->reset_secret,
+                                                   sizeof(c->env->reset_secret),
+                                                   cid) != 0 ||
+      map_cid(c, cid) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
+static int on_remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid,
+                                   void *user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  h3g_cid_map_remove(&c->env->cids, cid->data, cid->datalen, c);
+  return 0;
+}
+
+static const ngtcp2_callbacks conn_callbacks = {
+    .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
+    .recv_crypto_data = on_recv_crypto_data,
+    .handshake_completed = on_handshake_completed,
+    .encrypt = ngtcp2_crypto_encrypt_cb,
+    .decrypt = ngtcp2_crypto_decrypt_cb,
+    .hp_mask = ngtcp2_crypto_hp_mask_cb,
+    .recv_stream_data = on_recv_stream_data,
+    .acked_stream_data_offset = on_acked_stream_data_offset,
+    .stream_close = on_stream_close,
+    .rand = on_rand,
+    .get_new_connection_id = on_get_new_connection_id,
+    .remove_connection_id = on_remove_connection_id,
+    .update_key = ngtcp2_crypto_update_key_cb,
+    .stream_reset = on_stream_reset,
+    .extend_max_remote_streams_bidi = on_extend_max_remote_streams_bidi,
+    .extend_max_stream_data = on_extend_max_stream_data,
+    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
+    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
+    .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
+    .stream_stop_sending = on_stream_stop_sending,
+    .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+};
+
+/* ---- creation and release ---- */
+
+static void on_timer_closed(uv_handle_t *h) {
+  h3g_quic_conn *c = h->data;
+  h3g_quic_env *env = c->env;
+  free(c);
+  env->nfreeing--;
+  /* A shutting-down listener waits for the last handle. */
+  if (env->shutting_down)
+    h3g_quic_env_wake(env);
+}
+
+static void conn_free(h3g_quic_conn *c) {
+  h3g_quic_env *env = c->env;
+
+  h3g_h3_session_free(c->h3);
+  c->h3 = NULL;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else if (env->conns == c)
+    env->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  if (c->conn != NULL) {
+    env->nconns--;
+    H3G_DEC(quic_connections_active);
+    ngtcp2_conn_del(c->conn);
+  }
+  if (c->ssl != NULL)
+    wolfSSL_free(c->ssl);
+  free(c->close_pkt);
+  env->nfreeing++;
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
+                         const ngtcp2_path *path, h3g_quic_conn **pc) {
+  const h3g_config *cfg = env->cfg;
+  ngtcp2_settings settings;
+  ngtcp2_transport_params params;
+  int rv;
+
+  *pc = NULL;
+  h3g_quic_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return H3G_ERR_NOMEM;
+  c->env = env;
+  c->state = CONN_HANDSHAKING;
+  ngtcp2_ccerr_default(&c->ccerr);
+  uv_timer_init(env->loop, &c->timer);
+  c->timer.data = c;
+  h3g_udp_addr_format(path->remote.addr, c->client, sizeof(c->client));
+  c->odcid = hd->dcid;
+
+  if (new_cid(env, &c->scid, H3G_QUIC_SCIDLEN) != 0) {
+    rv = H3G_ERR_QUIC;
+    goto fail;
+  }
+
+  ngtcp2_settings_default(&settings);
+  settings.initial_ts = h3g_now_ns();
+  settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  settings.rand_ctx.native_handle = env;
+  if (cfg->handshake_timeout_ms > 0)
+    settings.handshake_timeout =
+        cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
+
+  ngtcp2_transport_params_default(&params);
+  params.initial_max_streams_bidi = cfg->max_streams;
+  params.initial_max_streams_uni = 3;
+  params.initial_max_stream_data_bidi_remote = cfg->stream_buffer_size;
+  params.initial_max_stream_data_uni = UNI_STREAM_WINDOW;
+  params.initial_max_data =
+      H3G_MIN((uint64_t)cfg->stream_buffer_size * cfg->max_streams,
+              (uint64_t)MAX_CONN_WINDOW);
+  params.max_idle_timeout = cfg->idle_timeout_ms * NGTCP2_MILLISECONDS;
+  params.active_connection_id_limit = ACTIVE_CID_LIMIT;
+  /* Larger datagrams would not fit our receive buffers. */
+  params.max_udp_payload_size =
+      H3G_MIN(params.max_udp_payload_size, (uint64_t)env->sock->rx_size);
+  params.original_dcid = hd->dcid;
+  params.original_dcid_present = 1;
+  params.stateless_reset_token_present = 1;
+  if (ngtcp2_crypto_generate_stateless_reset_token(
+          params.stateless_reset_token, env->reset_secret,
+          sizeof(env->reset_secret), &c->scid) != 0) {
+    rv = H3G_ERR_QUIC;
+    goto fail;
+  }
+
+  rv = ngtcp2_conn_server_new(&c->conn, &hd->scid, &c->scid, path, hd->version,
+                              &conn_callbacks, &settings, &params, NULL, c);
+  if (rv != 0) {
+    h3g_debug("quic %s: ngtcp2_conn_server_new: %s", c->client,
+              ngtcp2_strerror(rv));
+    c->conn = NULL;
+    rv = rv == NGTCP2_ERR_NOMEM ? H3G_ERR_NOMEM : H3G_ERR_QUIC;
+    goto fail;
+  }
+  env->nconns++;
+  H3G_INC(quic_connections_active);
+
+  c->ssl = wolfSSL_new(env->ssl_ctx);
+  if (c->ssl == NULL) {
+    rv = H3G_ERR_TLS;
+    goto fail;
+  }
+  c->conn_ref =
+      (ngtcp2_crypto_conn_ref){.get_conn = on_get_conn, .user_data = c};
+  wolfSSL_set_app_data(c->ssl, &c->conn_ref);
+  wolfSSL_set_accept_state(c->ssl);
+  /* The server's ALPN list. This wolfSSL build ignores the context's ALPN
+   * select callback (compiled in only with OPENSSL_ALL, NGINX or HAPROXY
+   * compatibility) and matches the client's offer against this list. */
+  if (wolfSSL_UseALPN(c->ssl, (char *)"h3", 2,
+                      WOLFSSL_ALPN_FAILED_ON_MISMATCH) != WOLFSSL_SUCCESS) {
+    rv = H3G_ERR_TLS;
+    goto fail;
+  }
+  wolfSSL_set_quic_transport_version(c->ssl, QUIC_TP_EXTENSION_V1);
+#ifdef WOLFSSL_EARLY_DATA
+  /* 0-RTT is not accepted yet (see tls_ctx.c): tickets must not offer it. */
+  wolfSSL_set_quic_early_data_enabled(c->ssl, 0);
+#endif
+  ngtcp2_conn_set_tls_native_handle(c->conn, c->ssl);
+
+  if (map_cid(c, &c->scid) != 0 || map_cid(c, &c->odcid) != 0) {
+    rv = H3G_ERR_NOMEM;
+    goto fail;
+  }
+
+  c->next = env->conns;
+  if (env->conns != NULL)
+    env->conns->prev = c;
+  env->conns = c;
+  H3G_INC(quic_connections_accepted);
+  h3g_debug("quic %s: new connection, version 0x%08x", c->client, hd->version);
+  *pc = c;
+  return 0;
+
+fail:
+  unmap_cids(c);
+  conn_free(c);
+  return rv;
+}
+
+/* ---- input ---- */
+
+void h3g_quic_conn_recv(h3g_quic_conn *c, const ngtcp2_path *path,
+                        const ngtcp2_pkt_info *pi, const uint8_t *data,
+                        size_t len) {
+  switch (c->state) {
+  case CONN_DEAD:
+  case CONN_DRAINING: return;
+  case CONN_CLOSING:
+    /* Repeat the close on the 1st, 2nd, 4th, 8th... packet: enough for a
+     * peer that lost it, little for one that keeps sending. */
+    c->close_rx++;
+    if ((c->close_rx & (c->close_rx - 1)) == 0)
+      (void)h3g_udp_tx_send(c->env->sock, &c->close_local.su.sa,
+                            c->close_local.len, &c->close_remote.su.sa,
+                            c->close_remote.len, 0, c->close_pkt, c->close_len);
+    return;
+  case CONN_HANDSHAKING:
+  case CONN_ESTABLISHED: break;
+  }
+  if (c->close_pending)
+    return;
+
+  int rv = ngtcp2_conn_read_pkt(c->conn, path, pi, data, len, h3g_now_ns());
+  switch (rv) {
+  case 0: h3g_quic_conn_mark_dirty(c); return;
+  case NGTCP2_ERR_DRAINING:
+    h3g_debug("quic %s: peer closed the connection", c->client);
+    conn_set_state(c, CONN_DRAINING);
+    return;
+  case NGTCP2_ERR_DROP_CONN:
+  case NGTCP2_ERR_RETRY: conn_set_state(c, CONN_DEAD); return;
+  case NGTCP2_ERR_CRYPTO:
+    h3g_debug("quic %s: TLS handshake failed (alert %u)", c->client,
+              (unsigned)ngtcp2_conn_get_tls_alert(c->conn));
+    break;
+  default:
+    if (c->state == CONN_ESTABLISHED && !c->ccerr_set)
+      h3g_warn("quic %s: %s", c->client, ngtcp2_strerror(rv));
+    else
+      h3g_debug("quic %s: %s", c->client, ngtcp2_strerror(rv));
+    break;
+  }
+  conn_set_ccerr_liberr(c, rv);
+  c->close_pending = 1;
+  h3g_quic_conn_mark_dirty(c);
+}
+
+/* ---- output ---- */
+
+/* Builds one packet in buf, coalescing HTTP/3 stream data from as many
+ * streams as fit. Returns its length, 0 when there is nothing to send (or
+ * congestion control or pacing says wait), or a negative ngtcp2 error with
+ * c->ccerr set. */
+static ngtcp2_ssize write_pkt(h3g_quic_conn *c, ngtcp2_path *path,
+                              ngtcp2_pkt_info *pi, uint8_t *buf, size_t buflen,
+                              ngtcp2_tstamp ts) {
+  nghttp3_vec vec[16];
+
+  for (;;) {
+    int64_t stream_id = -1;
+    int fin = 0;
+    nghttp3_ssize nvec = 0;
+
+    if (c->h3 != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
+      nvec = h3g_h3_session_writev(c->h3, &stream_id, &fin, vec,
+                                   H3G_ARRAY_LEN(vec));
+      if (nvec < 0) {
+        conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code((int)nvec));
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+      }
+    }
+
+    ngtcp2_ssize ndatalen = -1;
+    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+    if (fin)
+      flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+    ngtcp2_ssize n = ngtcp2_conn_writev_stream(
+        c->conn, path, pi, buf, buflen, &ndatalen, flags, stream_id,
+        (const ngtcp2_vec *)(const void *)vec, (size_t)nvec, ts);
+
+    if (n < 0) {
+      switch (n) {
+      case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+        h3g_h3_session_block(c->h3, stream_id);
+        continue;
+      case NGTCP2_ERR_STREAM_SHUT_WR:
+        h3g_h3_session_shutdown_write(c->h3, stream_id);
+        continue;
+      case NGTCP2_ERR_WRITE_MORE:
+        if (h3g_h3_session_add_write_offset(c->h3, stream_id,
+                                            (size_t)ndatalen) != 0) {
+          conn_set_app_error(c, NGHTTP3_H3_INTERNAL_ERROR);
+          return NGTCP2_ERR_CALLBACK_FAILURE;
+        }
+        continue;
+      default: conn_set_ccerr_liberr(c, (int)n); return n;
+      }
+    }
+    if (ndatalen >= 0 && h3g_h3_session_add_write_offset(
+                             c->h3, stream_id, (size_t)ndatalen) != 0) {
+      conn_set_app_error(c, NGHTTP3_H3_INTERNAL_ERROR);
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    return n;
+  }
+}
+
+/* Writes what c has to send, up to MAX_PKTS_PER_WRITE packets or one
+ * pacing quantum. Returns 0 or H3G_ERR_AGAIN (socket full). */
+static int conn_write(h3g_quic_conn *c) {
+  h3g_udp_socket *sock = c->env->sock;
+
+  if (c->state >= CONN_CLOSING)
+    return 0;
+  if (c->close_pending) {
+    conn_start_closing(c);
+    return 0;
+  }
+  if (c->goaway_sent && c->h3 != NULL && h3g_h3_session_is_drained(c->h3)) {
+    conn_set_app_error(c, NGHTTP3_H3_NO_ERROR);
+    conn_start_closing(c);
+    return 0;
+  }
+
+  ngtcp2_tstamp ts = h3g_now_ns();
+  size_t pktmax = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
+  size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
+  size_t bytes = 0, npkts = 0;
+  int result = 0, more = 0;
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+
+  ngtcp2_path_storage_zero(&ps);
+  for (;;) {
+    if (npkts == MAX_PKTS_PER_WRITE) {
+      more = 1;
+      break;
+    }
+    if (bytes >= quantum)
+      break; /* the pacing timer (ngtcp2_conn_get_expiry) resumes us */
+
+    uint8_t *buf = h3g_udp_tx_reserve(sock, pktmax);
+    if (buf == NULL) {
+      if (h3g_udp_tx_flush(sock) != 0) {
+        result = H3G_ERR_AGAIN;
+        break;
+      }
+      buf = h3g_udp_tx_reserve(sock, pktmax);
+      assert(buf != NULL);
+    }
+
+    ngtcp2_ssize n = write_pkt(c, &ps.path, &pi, buf, pktmax, ts);
+    if (n < 0) {
+      h3g_debug("quic %s: write: %s", c->client, ngtcp2_strerror((int)n));
+      c->close_pending = 1;
+      conn_start_closing(c);
+      return result;
+    }
+    if (n == 0)
+      break;
+    h3g_udp_tx_commit(sock, ps.path.local.addr, ps.path.local.addrlen,
+                      ps.path.remote.addr, ps.path.remote.addrlen,
+                      (uint8_t)pi.ecn, (size_t)n);
+    bytes += (size_t)n;
+    npkts++;
+  }
+  ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
+  conn_arm_timer(c);
+  if (more)
+    h3g_quic_conn_mark_dirty(c);
+  return result;
+}
+
+/* ---- env ---- */
+
+int h3g_quic_env_init(h3g_quic_env *env) {
+  uint8_t key[16];
+
+  if (fill_random(key, sizeof(key)) != 0 ||
+      fill_random(env->reset_secret, sizeof(env->reset_secret)) != 0 ||
+      fill_random((uint8_t *)&env->prng, sizeof(env->prng)) != 0)
+    return H3G_ERR_IO;
+  env->prng |= 1; /* xorshift needs a nonzero state */
+  if (h3g_cid_map_init(&env->cids, key) != 0)
+    return H3G_ERR_NOMEM;
+  uv_idle_init(env->loop, &env->idle);
+  env->idle.data = env;
+  return 0;
+}
+
+void h3g_quic_env_free(h3g_quic_env *env) {
+  assert(env->conns == NULL && env->nfreeing == 0);
+  h3g_cid_map_free(&env->cids);
+}
+
+int h3g_quic_env_flush(h3g_quic_env *env) {
+  /* Each connection dirty now gets one turn; those that mark themselves
+   * dirty again queue up behind and wait for the next iteration. */
+  for (size_t n = env->ndirty; n > 0 && env->dirty_head != NULL; n--) {
+    h3g_quic_conn *c = env->dirty_head;
+    dirty_remove(env, c);
+    if (conn_write(c) == H3G_ERR_AGAIN) {
+      if (!c->in_dirty && c->state < CONN_CLOSING)
+        dirty_push(env, c, 1);
+      return H3G_ERR_AGAIN;
+    }
+  }
+  return 0;
+}
+
+void h3g_quic_env_reap(h3g_quic_env *env) {
+  while (env->dead != NULL) {
+    h3g_quic_conn *c = env->dead;
+    env->dead = c->dead_next;
+    conn_free(c);
+  }
+}
+
+void h3g_quic_env_shutdown_notice(h3g_quic_env *env) {
+  env->shutting_down = 1;
+  for (h3g_quic_conn *c = env->conns; c != NULL; c = c->next) {
+    if (c->state == CONN_HANDSHAKING) {
+      h3g_quic_conn_fail(c, NGHTTP3_H3_NO_ERROR);
+    } else if (c->state == CONN_ESTABLISHED && c->h3 != NULL) {
+      int rv = h3g_h3_session_submit_shutdown_notice(c->h3);
+      if (rv != 0)
+        h3g_quic_conn_fail(c, nghttp3_err_infer_quic_app_error_code(rv));
+      h3g_quic_conn_mark_dirty(c);
+    }
+  }
+}
+
+void h3g_quic_env_shutdown_goaway(h3g_quic_env *env) {
+  for (h3g_quic_conn *c = env->conns; c != NULL; c = c->next) {
+    if (c->state != CONN_ESTABLISHED || c->h3 == NULL || c->goaway_sent)
+      continue;
+    int rv = h3g_h3_session_shutdown(c->h3);
+    if (rv != 0)
+      h3g_quic_conn_fail(c, nghttp3_err_infer_quic_app_error_code(rv));
+    c->goaway_sent = 1;
+    h3g_quic_conn_mark_dirty(c);
+  }
+}
+
+void h3g_quic_env_abandon(h3g_quic_env *env) {
+  for (h3g_quic_conn *c = env->conns; c != NULL; c = c->next) {
+    if (c->state <= CONN_ESTABLISHED) {
+      conn_set_app_error(c, NGHTTP3_H3_NO_ERROR);
+      conn_start_closing(c);
+    }
+    if (c->state != CONN_DEAD)
+      conn_set_state(c, CONN_DEAD);
+  }
+}
+
+uint64_t h3g_quic_env_max_rtt(const h3g_quic_env *env) {
+  uint64_t max = 0;
+  for (const h3g_quic_conn *c = env->conns; c != NULL; c = c->next) {
+    if (c->state != CONN_ESTABLISHED)
+      continue;
+    ngtcp2_conn_info ci;
+    ngtcp2_conn_get_conn_info(c->conn, &ci);
+    max = H3G_MAX(max, (uint64_t)ci.smoothed_rtt);
+  }
+  return max;
+}

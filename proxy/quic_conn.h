@@ -1,0 +1,126 @@
+/*
+ * One QUIC server connection (ngtcp2 + a wolfSSL session) and the state all
+ * connections of a listener share (h3g_quic_env).
+ *
+ * Life cycle, driven by one transition function in quic_conn.c:
+ *
+ *   HANDSHAKING -> ESTABLISHED -> CLOSING  -> DEAD
+ *        |              |     \-> DRAINING -> DEAD
+ *        \--------------+-------------------> DEAD
+ *
+ * CLOSING: we sent CONNECTION_CLOSE and answer further packets with the same
+ * packet (exponentially less often) for three PTOs. DRAINING: the peer
+ * closed; we stay silent for three PTOs. DEAD: unmapped from the CID table,
+ * freed by the next h3g_quic_env_reap(). Idle and handshake timeouts go
+ * straight to DEAD (silently, RFC 9000 §10.1). The HTTP/3 session and its
+ * bridges are freed on entering CLOSING, DRAINING or DEAD.
+ *
+ * Nothing here writes packets from inside an ngtcp2 or nghttp3 callback or
+ * frees a connection from one: events mark the connection dirty (or
+ * "close pending"), and h3g_quic_env_flush() writes all dirty connections
+ * once per loop iteration, so that output caused by many events (reads,
+ * upstream data, timers) leaves in as few packets and system calls as
+ * possible.
+ */
+#ifndef H3G_QUIC_CONN_H
+#define H3G_QUIC_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ngtcp2/ngtcp2.h>
+#include <uv.h>
+
+#include "cid_map.h"
+#include "config.h"
+#include "stream_bridge.h"
+#include "udp_socket.h"
+
+/* Length of the connection IDs we issue. */
+#define H3G_QUIC_SCIDLEN 18
+
+typedef struct h3g_quic_conn h3g_quic_conn;
+
+/* What every connection of one listener shares; owned by the listener. */
+typedef struct h3g_quic_env {
+  uv_loop_t *loop;
+  const h3g_config *cfg;
+  void *ssl_ctx; /* WOLFSSL_CTX * */
+  const h3g_bridge_env *bridge_env;
+  h3g_udp_socket *sock;
+  h3g_cid_map cids;
+  uint8_t reset_secret[32]; /* stateless reset tokens */
+  uint64_t prng;            /* ngtcp2's non-cryptographic randomness */
+  /* Active while connections are dirty or dead, so that the loop does not
+   * block in poll before the flush (the flush runs in a check handle). */
+  uv_idle_t idle;
+  h3g_quic_conn *conns; /* every connection not yet freed */
+  size_t nconns;
+  size_t nfreeing; /* freed connections whose timer is still closing */
+  h3g_quic_conn *dirty_head, *dirty_tail;
+  size_t ndirty;
+  h3g_quic_conn *dead;
+  int shutting_down;
+} h3g_quic_env;
+
+/*
+ * Prepares env (loop, cfg, ssl_ctx, bridge_env, sock must be set by the
+ * caller first): the CID table, secrets, the idle handle. Returns 0,
+ * H3G_ERR_NOMEM or H3G_ERR_IO (no randomness).
+ */
+int h3g_quic_env_init(h3g_quic_env *env);
+
+/* Releases the CID table. Every connection must be freed; the idle handle
+ * is closed by the owner. */
+void h3g_quic_env_free(h3g_quic_env *env);
+
+/*
+ * Writes every dirty connection (each at most once, up to a packet cap) into
+ * the socket's queue. Returns 0, or H3G_ERR_AGAIN when the socket is full:
+ * the remaining connections stay dirty; call again once it is writable.
+ */
+int h3g_quic_env_flush(h3g_quic_env *env);
+
+/* Frees dead connections. Call from the loop, outside any callback of
+ * ngtcp2, nghttp3 or the bridge. */
+void h3g_quic_env_reap(h3g_quic_env *env);
+
+/* Makes the loop run the flush soon (starts the idle handle). */
+void h3g_quic_env_wake(h3g_quic_env *env);
+
+/* A non-cryptographic random number. */
+uint64_t h3g_quic_env_random(h3g_quic_env *env);
+
+/* 1 when no connection is dirty or dead. */
+int h3g_quic_env_quiet(const h3g_quic_env *env);
+
+/* Graceful shutdown of every connection (see quic_listener.h): a GOAWAY
+ * notice (connections still in the handshake are closed), later the final
+ * GOAWAY, at the deadline CONNECTION_CLOSE and immediate release. */
+void h3g_quic_env_shutdown_notice(h3g_quic_env *env);
+void h3g_quic_env_shutdown_goaway(h3g_quic_env *env);
+void h3g_quic_env_abandon(h3g_quic_env *env);
+
+/* The largest smoothed RTT of the established connections (ns), 0 if none. */
+uint64_t h3g_quic_env_max_rtt(const h3g_quic_env *env);
+
+/*
+ * Creates a connection for a client Initial hd (from ngtcp2_accept) that
+ * arrived on path, and maps its connection IDs. Returns 0, H3G_ERR_NOMEM,
+ * H3G_ERR_TLS or H3G_ERR_QUIC.
+ */
+int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
+                         const ngtcp2_path *path, h3g_quic_conn **pc);
+
+/* Feeds one datagram. Never frees c (it may become dead). */
+void h3g_quic_conn_recv(h3g_quic_conn *c, const ngtcp2_path *path,
+                        const ngtcp2_pkt_info *pi, const uint8_t *data,
+                        size_t len);
+
+/* c has output to write at the next flush. */
+void h3g_quic_conn_mark_dirty(h3g_quic_conn *c);
+
+/* A fatal HTTP/3 error: c is closed with app_error_code at the next flush. */
+void h3g_quic_conn_fail(h3g_quic_conn *c, uint64_t app_error_code);
+
+#endif /* H3G_QUIC_CONN_H */

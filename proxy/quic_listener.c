@@ -1,0 +1,355 @@
+/*
+ * The QUIC listener: reads datagrams in batches, finds each one's
+ * connection by destination connection ID, accepts new connections, and
+ * once per loop iteration (a check handle, after all I/O callbacks of the
+ * iteration ran) writes every connection that has output and flushes the
+ * socket queue. When the socket buffer is full the queue waits for
+ * UV_WRITABLE; nothing is dropped.
+ */
+#include "quic_listener.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ngtcp2/ngtcp2.h>
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <uv.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "quic_conn.h"
+#include "udp_socket.h"
+
+/*
+ * recvmmsg batches per readable event. Reading until the socket is empty
+ * would let a flood of datagrams starve everything else the loop does:
+ * timers (loss recovery, pacing), upstream reads, and our own writes, which
+ * carry the ACKs that slow the senders down. Four batches (up to 256
+ * datagrams, more with GRO) keep one callback short; the socket stays
+ * readable, so the rest is read in the next iteration.
+ */
+#define RX_BATCHES_PER_EVENT 4
+/*
+ * Stateless CONNECTION_REFUSED answers per second. Each costs an Initial
+ * encryption, and some clients (libcurl 8.14) reconnect at once when
+ * refused, thousands of times a second; past the budget, Initials are
+ * dropped and those clients wait for their retransmission timer instead.
+ */
+#define REFUSALS_PER_SECOND 256
+/* Before the final GOAWAY, let a notice reach clients and requests they
+ * sent meanwhile arrive: two round trips, within these bounds (ms). */
+#define GOAWAY_DELAY_MIN_MS 20
+#define GOAWAY_DELAY_MAX_MS 1000
+
+struct h3g_quic_listener {
+  uv_loop_t *loop;
+  const h3g_config *cfg;
+  h3g_udp_socket sock;
+  h3g_quic_env env;
+  uv_poll_t poll;
+  uv_check_t check;
+  uv_timer_t goaway_timer;
+  uv_timer_t deadline_timer;
+  int tx_blocked; /* the socket is full: waiting for UV_WRITABLE */
+  uint64_t refusal_second;
+  unsigned refusals;
+  int shutting_down;
+  int closing; /* handles are being closed */
+  int open_handles;
+  void (*shutdown_cb)(void *arg);
+  void *shutdown_arg;
+};
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void send_raw(h3g_quic_listener *l, const h3g_udp_msg *m,
+                     const uint8_t *pkt, size_t len) {
+  if (h3g_udp_tx_send(&l->sock, &m->local.su.sa, m->local.len, &m->remote.su.sa,
+                      m->remote.len, 0, pkt, len) != 0)
+    H3G_INC(quic_packets_dropped);
+}
+
+/* A long header packet of a version we do not speak (RFC 9000 §6). */
+static void send_version_negotiation(h3g_quic_listener *l, const h3g_udp_msg *m,
+                                     const ngtcp2_version_cid *vc) {
+  uint8_t buf[1024];
+  uint64_t r = h3g_quic_env_random(&l->env);
+  /* A reserved version first, so clients keep handling unknown ones
+   * (RFC 9000 §15: 0x?a?a?a?a). */
+  uint32_t versions[] = {
+      ((uint32_t)(r >> 32) & 0xf0f0f0f0u) | 0x0a0a0a0au,
+      NGTCP2_PROTO_VER_V1,
+      NGTCP2_PROTO_VER_V2,
+  };
+  ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
+      buf, sizeof(buf), (uint8_t)r, vc->scid, vc->scidlen, vc->dcid,
+      vc->dcidlen, versions, H3G_ARRAY_LEN(versions));
+  if (n < 0) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  H3G_INC(quic_version_negotiations);
+  send_raw(l, m, buf, (size_t)n);
+}
+
+/* An Initial we will not serve (too many connections, shutting down):
+ * CONNECTION_REFUSED without creating state, so the client fails fast. */
+static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
+                              const ngtcp2_pkt_hd *hd) {
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  H3G_INC(quic_connections_refused);
+  uint64_t second = uv_now(l->loop) / 1000;
+  if (second != l->refusal_second) {
+    l->refusal_second = second;
+    l->refusals = 0;
+  }
+  if (l->refusals++ >= REFUSALS_PER_SECOND)
+    return;
+  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
+      buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid,
+      NGTCP2_CONNECTION_REFUSED, NULL, 0);
+  if (n > 0)
+    send_raw(l, m, buf, (size_t)n);
+}
+
+/*
+ * A short header packet for a connection we do not know (we restarted, or
+ * the connection is gone). Dropped for now; a Stateless Reset (RFC 9000
+ * §10.3, token from env.reset_secret and the DCID) belongs here.
+ */
+static void on_unknown_short_header(h3g_quic_listener *l, const h3g_udp_msg *m,
+                                    const ngtcp2_version_cid *vc, size_t len) {
+  H3G_UNUSED(l);
+  H3G_UNUSED(m);
+  H3G_UNUSED(vc);
+  H3G_UNUSED(len);
+  H3G_INC(quic_packets_dropped);
+}
+
+static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
+                            const uint8_t *data, size_t len) {
+  ngtcp2_version_cid vc;
+  int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, H3G_QUIC_SCIDLEN);
+  if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+    send_version_negotiation(l, m, &vc);
+    return;
+  }
+  if (rv != 0) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+
+  ngtcp2_path path = {
+      .local = {.addr = (ngtcp2_sockaddr *)&m->local.su.sa,
+                .addrlen = m->local.len},
+      .remote = {.addr = (ngtcp2_sockaddr *)&m->remote.su.sa,
+                 .addrlen = m->remote.len},
+  };
+  ngtcp2_pkt_info pi = {.ecn = m->ecn};
+
+  h3g_quic_conn *c = h3g_cid_map_get(&l->env.cids, vc.dcid, vc.dcidlen);
+  if (c != NULL) {
+    h3g_quic_conn_recv(c, &path, &pi, data, len);
+    return;
+  }
+  if (!(data[0] & 0x80)) {
+    on_unknown_short_header(l, m, &vc, len);
+    return;
+  }
+
+  ngtcp2_pkt_hd hd;
+  if (ngtcp2_accept(&hd, data, len) != 0) {
+    /* Not an Initial that can start a connection (a late Handshake or
+     * 0-RTT packet of a connection that is gone, or garbage). */
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  if (l->shutting_down || l->env.nconns >= l->cfg->max_connections) {
+    refuse_connection(l, m, &hd);
+    return;
+  }
+  if (h3g_quic_conn_accept(&l->env, &hd, &path, &c) != 0) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  h3g_quic_conn_recv(c, &path, &pi, data, len);
+}
+
+static void read_datagrams(h3g_quic_listener *l) {
+  for (int batch = 0; batch < RX_BATCHES_PER_EVENT; batch++) {
+    int n = h3g_udp_recv(&l->sock);
+    if (n <= 0)
+      return;
+    H3G_INC(quic_recv_batches);
+    for (int i = 0; i < n; i++) {
+      const h3g_udp_msg *m = &l->sock.rx_msgs[i];
+      for (size_t off = 0; off < m->len; off += m->segsize) {
+        H3G_INC(quic_datagrams_received);
+        handle_datagram(l, m, m->data + off, H3G_MIN(m->segsize, m->len - off));
+      }
+    }
+    if ((size_t)n < l->sock.rx_count)
+      return; /* the socket is (almost certainly) empty */
+  }
+}
+
+static void set_blocked(h3g_quic_listener *l, int blocked) {
+  if (l->tx_blocked == blocked || l->closing)
+    return;
+  l->tx_blocked = blocked;
+  uv_poll_start(&l->poll, blocked ? UV_READABLE | UV_WRITABLE : UV_READABLE,
+                on_poll);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  h3g_quic_listener *l = h->data;
+  if (--l->open_handles > 0)
+    return;
+  void (*cb)(void *) = l->shutdown_cb;
+  void *arg = l->shutdown_arg;
+  h3g_quic_env_free(&l->env);
+  h3g_udp_close(&l->sock);
+  free(l);
+  if (cb != NULL)
+    cb(arg);
+}
+
+/* During shutdown: once every connection is gone, close the handles; the
+ * last close callback frees the listener and reports. */
+static void maybe_finish(h3g_quic_listener *l) {
+  if (!l->shutting_down || l->closing || l->env.nconns > 0 ||
+      l->env.nfreeing > 0)
+    return;
+  (void)h3g_udp_tx_flush(&l->sock); /* the last CONNECTION_CLOSE packets */
+  l->closing = 1;
+  uv_poll_stop(&l->poll);
+  l->open_handles = 5;
+  uv_close((uv_handle_t *)&l->poll, on_handle_closed);
+  uv_close((uv_handle_t *)&l->check, on_handle_closed);
+  uv_close((uv_handle_t *)&l->env.idle, on_handle_closed);
+  uv_close((uv_handle_t *)&l->goaway_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&l->deadline_timer, on_handle_closed);
+  h3g_debug("quic: listener closed");
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  h3g_quic_listener *l = h->data;
+  if (status < 0) {
+    h3g_error("quic: socket poll: %s", uv_strerror(status));
+    return;
+  }
+  if ((events & UV_WRITABLE) && h3g_udp_tx_flush(&l->sock) == 0)
+    set_blocked(l, 0); /* the check handle resumes the connections */
+  if (events & UV_READABLE)
+    read_datagrams(l);
+}
+
+/* Once per loop iteration, after the I/O callbacks: write, flush, reap. */
+static void on_check(uv_check_t *h) {
+  h3g_quic_listener *l = h->data;
+
+  if (!l->tx_blocked && (h3g_quic_env_flush(&l->env) == H3G_ERR_AGAIN ||
+                         h3g_udp_tx_flush(&l->sock) == H3G_ERR_AGAIN))
+    set_blocked(l, 1);
+  h3g_quic_env_reap(&l->env);
+  /* Keep the loop from blocking only while there is work we can do. */
+  if (l->tx_blocked || h3g_quic_env_quiet(&l->env))
+    uv_idle_stop(&l->env.idle);
+  maybe_finish(l);
+}
+
+int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
+                          const h3g_config *cfg, h3g_tls_ctx *tls,
+                          const h3g_bridge_env *bridge_env) {
+  char addr[80];
+  int rv;
+
+  *pl = NULL;
+  h3g_quic_listener *l = calloc(1, sizeof(*l));
+  if (l == NULL)
+    return H3G_ERR_NOMEM;
+  l->loop = loop;
+  l->cfg = cfg;
+
+  rv = h3g_udp_open(&l->sock, cfg->listen_address, cfg->listen_port);
+  if (rv != 0) {
+    free(l);
+    return rv == H3G_ERR_NOMEM ? H3G_ERR_NOMEM : H3G_ERR_IO;
+  }
+  l->env = (h3g_quic_env){
+      .loop = loop,
+      .cfg = cfg,
+      .ssl_ctx = h3g_tls_ctx_native(tls),
+      .bridge_env = bridge_env,
+      .sock = &l->sock,
+  };
+  rv = h3g_quic_env_init(&l->env);
+  if (rv != 0) {
+    h3g_udp_close(&l->sock);
+    free(l);
+    return rv == H3G_ERR_NOMEM ? H3G_ERR_NOMEM : H3G_ERR_IO;
+  }
+  l->env.idle.data = l;
+
+  uv_poll_init(loop, &l->poll, l->sock.fd);
+  l->poll.data = l;
+  uv_check_init(loop, &l->check);
+  l->check.data = l;
+  uv_timer_init(loop, &l->goaway_timer);
+  l->goaway_timer.data = l;
+  uv_timer_init(loop, &l->deadline_timer);
+  l->deadline_timer.data = l;
+  uv_poll_start(&l->poll, UV_READABLE, on_poll);
+  uv_check_start(&l->check, on_check);
+
+  h3g_udp_addr_format(&l->sock.bound.su.sa, addr, sizeof(addr));
+  h3g_info("listening on udp %s", addr);
+  *pl = l;
+  return 0;
+}
+
+uint16_t h3g_quic_listener_port(const h3g_quic_listener *l) {
+  const h3g_sockaddr *su = &l->sock.bound.su;
+  return ntohs(su->sa.sa_family == AF_INET ? su->in.sin_port
+                                           : su->in6.sin6_port);
+}
+
+static void on_goaway_timer(uv_timer_t *t) {
+  h3g_quic_listener *l = t->data;
+  h3g_quic_env_shutdown_goaway(&l->env);
+}
+
+static void on_deadline_timer(uv_timer_t *t) {
+  h3g_quic_listener *l = t->data;
+  if (l->env.nconns > 0)
+    h3g_info("quic: shutdown deadline: closing %zu connections", l->env.nconns);
+  h3g_quic_env_abandon(&l->env);
+  (void)h3g_udp_tx_flush(&l->sock);
+  h3g_quic_env_reap(&l->env);
+  maybe_finish(l);
+}
+
+void h3g_quic_listener_shutdown(h3g_quic_listener *l, uint64_t deadline_ms,
+                                void (*cb)(void *arg), void *arg) {
+  if (l->shutting_down)
+    return;
+  l->shutting_down = 1;
+  l->shutdown_cb = cb;
+  l->shutdown_arg = arg;
+
+  h3g_quic_env_shutdown_notice(&l->env);
+  uint64_t delay = 2 * h3g_quic_env_max_rtt(&l->env) / 1000000;
+  delay = H3G_MAX(delay, (uint64_t)GOAWAY_DELAY_MIN_MS);
+  delay = H3G_MIN(delay, (uint64_t)GOAWAY_DELAY_MAX_MS);
+  uv_timer_start(&l->goaway_timer, on_goaway_timer, delay, 0);
+  uv_timer_start(&l->deadline_timer, on_deadline_timer, deadline_ms, 0);
+  /* Let the check handle run soon (and finish at once when idle). */
+  h3g_quic_env_wake(&l->env);
+}
+
+void h3g_quic_versions(char *buf, size_t cap) {
+  snprintf(buf, cap, "ngtcp2 %s, nghttp3 %s", ngtcp2_version(0)->version_str,
+           nghttp3_version(0)->version_str);
+}

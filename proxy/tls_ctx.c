@@ -1,0 +1,161 @@
+/*
+ * wolfSSL server contexts. QUIC carries TLS 1.3 only (RFC 9001 §4.2), and
+ * the ngtcp2 crypto helper installs the QUIC method callbacks that move
+ * handshake bytes between wolfSSL and ngtcp2.
+ *
+ * Session tickets: wolfSSL's TLS 1.3 server sends a NewSessionTicket after
+ * the handshake, encrypted with keys it generates per process; a ticket
+ * callback with rotated keys shared across restarts is later work.
+ *
+ * 0-RTT is off for now: accepting it needs the transport parameters and
+ * HTTP/3 settings remembered in the ticket and a replay policy. With a max
+ * early data size of 0 the tickets do not offer early data, so clients do
+ * not waste 0-RTT packets that would be rejected. RFC 9001 §4.6.1 requires
+ * 0xffffffff once it is turned on.
+ */
+#include "tls_ctx.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* wolfSSL needs its build options before any of its headers. */
+#include <wolfssl/options.h>
+
+#include <wolfssl/ssl.h>
+
+#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
+
+#include "log.h"
+
+struct h3g_tls_ctx {
+  WOLFSSL_CTX *ssl_ctx;
+};
+
+/* TLS 1.3 suites with AEADs every QUIC client implements (RFC 9001 §5.3):
+ * AES-GCM first (AES-NI), ChaCha20-Poly1305 for clients without it. */
+static const char quic_ciphers[] = "TLS_AES_128_GCM_SHA256:"
+                                   "TLS_AES_256_GCM_SHA384:"
+                                   "TLS_CHACHA20_POLY1305_SHA256";
+static const char quic_groups[] = "X25519:P-256:P-384:P-521";
+static const unsigned char alpn_h3[] = {2, 'h', '3'};
+
+static int wolfssl_ready;
+
+static const char *last_error(char *buf) {
+  unsigned long err = wolfSSL_ERR_get_error();
+  if (err == 0)
+    return "no detail";
+  return wolfSSL_ERR_error_string(err, buf);
+}
+
+/* Picks "h3" from the client's list; anything else fails the handshake with
+ * no_application_protocol (RFC 9001 §8.1). wolfSSL calls this only when
+ * built with OPENSSL_ALL (or nginx/haproxy compatibility); otherwise it
+ * matches against the per-connection list that quic_conn.c sets with
+ * wolfSSL_UseALPN, to the same effect. */
+static int on_alpn_select(WOLFSSL *ssl, const unsigned char **out,
+                          unsigned char *outlen, const unsigned char *in,
+                          unsigned int inlen, void *arg) {
+  H3G_UNUSED(ssl);
+  H3G_UNUSED(arg);
+  for (const unsigned char *p = in, *end = in + inlen; p < end;) {
+    size_t len = *p;
+    if ((size_t)(end - p) < 1 + len)
+      break;
+    if (len == alpn_h3[0] && memcmp(p + 1, alpn_h3 + 1, len) == 0) {
+      *out = p + 1;
+      *outlen = (unsigned char)len;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    p += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
+  char errbuf[WOLFSSL_MAX_ERROR_SZ];
+  h3g_tls_ctx *ctx;
+
+  *pctx = NULL;
+  if (!wolfssl_ready) {
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
+      h3g_error("tls: wolfSSL_Init failed");
+      return H3G_ERR_TLS;
+    }
+    wolfssl_ready = 1;
+  }
+
+  ctx = calloc(1, sizeof(*ctx));
+  if (ctx == NULL)
+    return H3G_ERR_NOMEM;
+
+  ctx->ssl_ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method());
+  if (ctx->ssl_ctx == NULL) {
+    h3g_error("tls: wolfSSL_CTX_new: %s", last_error(errbuf));
+    free(ctx);
+    return H3G_ERR_NOMEM;
+  }
+  WOLFSSL_CTX *sc = ctx->ssl_ctx;
+
+  if (ngtcp2_crypto_wolfssl_configure_server_context(sc) != 0) {
+    h3g_error("tls: cannot configure the context for QUIC");
+    goto fail;
+  }
+  if (wolfSSL_CTX_set_cipher_list(sc, quic_ciphers) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: cipher list: %s", last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_set1_curves_list(sc, quic_groups) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: groups: %s", last_error(errbuf));
+    goto fail;
+  }
+  wolfSSL_CTX_set_alpn_select_cb(sc, on_alpn_select, NULL);
+
+  if (wolfSSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) !=
+      WOLFSSL_SUCCESS) {
+    h3g_error("tls: certificate chain %s: %s", cfg->cert_file,
+              last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_use_PrivateKey_file(
+          sc, cfg->key_file, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: private key %s: %s", cfg->key_file, last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_check_private_key(sc) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: private key %s does not match certificate %s",
+              cfg->key_file, cfg->cert_file);
+    goto fail;
+  }
+
+#ifdef WOLFSSL_EARLY_DATA
+  wolfSSL_CTX_set_max_early_data(sc, 0);
+#endif
+  return (*pctx = ctx, 0);
+
+fail:
+  wolfSSL_CTX_free(sc);
+  free(ctx);
+  return H3G_ERR_TLS;
+}
+
+void h3g_tls_ctx_free(h3g_tls_ctx *ctx) {
+  if (ctx == NULL)
+    return;
+  wolfSSL_CTX_free(ctx->ssl_ctx);
+  free(ctx);
+}
+
+void *h3g_tls_ctx_native(h3g_tls_ctx *ctx) {
+  return ctx->ssl_ctx;
+}
+
+void h3g_tls_cleanup(void) {
+  if (wolfssl_ready) {
+    wolfSSL_Cleanup();
+    wolfssl_ready = 0;
+  }
+}
+
+const char *h3g_tls_version(void) { return wolfSSL_lib_version(); }
