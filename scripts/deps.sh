@@ -50,6 +50,10 @@ debian_mirror() {
 }
 
 MIRROR=$(debian_mirror)
+# The archive keyring: .pgp since Debian 13 (whose .gpg is a compatibility
+# symlink), .gpg before.
+KEYRING=/usr/share/keyrings/debian-archive-keyring.pgp
+[ -f "$KEYRING" ] || KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 APT_UPDATED=0
 apt_update() {
   [ "$APT_UPDATED" = 1 ] && return 0
@@ -103,8 +107,8 @@ if [ "$CODENAME" = bookworm ]; then
   bp=/etc/apt/sources.list.d/h3gate-bookworm-backports.sources
   if [ ! -f "$bp" ]; then
     log "enabling bookworm-backports from $MIRROR"
-    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-      "$MIRROR" | $SUDO tee "$bp" >/dev/null
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+      "$MIRROR" "$KEYRING" | $SUDO tee "$bp" >/dev/null
     APT_UPDATED=0
   fi
   install_pkgs "${BASE[@]}" node-llhttp
@@ -135,10 +139,14 @@ fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/lists/partial" "$WORK/parts" "$WORK/src"
-printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-  "$MIRROR" > "$WORK/parts/trixie-src.sources"
+printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
+  "$MIRROR" "$KEYRING" > "$WORK/parts/trixie-src.sources"
+# A private source list, index and (no) cache: otherwise apt-cache would
+# replace the system's /var/cache/apt/*.bin with caches of this list alone,
+# which apt then has to rebuild on its next run.
 APTSRC=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$WORK/parts"
-        -o Dir::State::Lists="$WORK/lists")
+        -o Dir::State::Lists="$WORK/lists" -o Dir::Cache::pkgcache=
+        -o Dir::Cache::srcpkgcache=)
 log "fetching trixie source index"
 apt-get "${APTSRC[@]}" update -qq 2>&1 | grep -v unsandboxed || true
 
@@ -154,9 +162,11 @@ fetch_orig() {
   [ -n "$dir" ] && [ -n "$file" ] || { log "no source record for $1"; exit 1; }
   curl -fsSL -o "$WORK/$file" "$MIRROR/$dir/$file"
   echo "$sum  $WORK/$file" | sha256sum -c --quiet - >&2
-  mkdir -p "$WORK/src/$1"
-  tar -xf "$WORK/$file" -C "$WORK/src/$1" --strip-components=1
-  printf '%s\n' "$WORK/src/$1"
+  # Named after the tarball (wolfssl_5.7.2), which the build log shows.
+  local out="$WORK/src/${file%.orig.tar.*}"
+  mkdir -p "$out"
+  tar -xf "$WORK/$file" -C "$out" --strip-components=1
+  printf '%s\n' "$out"
 }
 WSRC=$(fetch_orig wolfssl)
 NSRC=$(fetch_orig ngtcp2)
@@ -184,7 +194,10 @@ log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-
 log "building ngtcp2 ($(basename "$NSRC")) with its wolfSSL crypto helper"
 (
   cd "$NSRC"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DENABLE_LIB_ONLY=ON \
+  # ngtcp2 1.11 has no ENABLE_LIB_ONLY: its examples build whenever libev
+  # is found, and its tests by default.
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+    -DCMAKE_DISABLE_FIND_PACKAGE_Libev=ON \
     -DENABLE_WOLFSSL=ON -DENABLE_OPENSSL=OFF -DENABLE_GNUTLS=OFF \
     -DENABLE_BORINGSSL=OFF -DENABLE_PICOTLS=OFF -DENABLE_SHARED_LIB=OFF \
     -DENABLE_STATIC_LIB=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
