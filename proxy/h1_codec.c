@@ -12,11 +12,19 @@
  *   - it reads a body after a 1xx, 204 or 304 head that declares one, which
  *     RFC 9112 §6.3 says those responses never have;
  *   - it keeps the trailing whitespace of field values;
- *   - it leaves transfer codings other than chunked to the user.
+ *   - it leaves transfer codings other than chunked to the user;
+ *   - it accepts framing fields among the trailers.
  * Everything else (Content-Length with Transfer-Encoding, repeated
  * Content-Length, invalid lengths, chunk sizes and extensions, bare CR, NUL
  * and other controls in values) it rejects itself when no lenient flag is
  * set, and none is.
+ *
+ * The same code builds against llhttp 9.2 (the system library on Debian
+ * 13), which differs in three ways that show: it refuses folding, empty
+ * names and "X : y" itself, before the callbacks see them, in its own words
+ * (see llhttp_error_reason); it refuses a Content-Length trailer itself
+ * (this file refuses it first, on both); and it accepts several extensions
+ * on one chunk (RFC 9112 §7.1.1), which 8.1 refuses.
  */
 #include "h1_codec.h"
 
@@ -25,9 +33,9 @@
 
 #include "llhttp.h"
 
-/* Cap on the chunk extensions of one chunk. They are legal (RFC 9112
- * §7.1.1) but nothing here uses them, and llhttp parses them without a
- * limit. */
+/* Cap on the chunk extensions of one chunk (names and values of all of
+ * them together). They are legal (RFC 9112 §7.1.1) but nothing here uses
+ * them, and llhttp parses them without a limit. */
 #define MAX_CHUNK_EXT 1024
 
 /* ---- request writing ---------------------------------------------------- */
@@ -172,6 +180,12 @@ int64_t h3g_h1_write_trailers(const h3g_field *fields, size_t n, uint8_t *buf,
  */
 enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_TRAILERS, PH_DONE, PH_FAILED };
 
+/*
+ * How the bytes fed so far end, for at_line_start() on the next feed: in
+ * the middle of a line, right after an LF, or after an LF and SP/HTAB.
+ */
+enum tail { TAIL_MID, TAIL_LF, TAIL_LF_WS };
+
 struct h3g_h1_parser {
   llhttp_t ll;
   h3g_h1_callbacks cb;
@@ -180,7 +194,7 @@ struct h3g_h1_parser {
   size_t max_head_bytes;
   size_t status_bytes; /* reason phrase bytes of the current head */
   size_t ext_bytes;    /* chunk extension bytes of the current chunk */
-  /* The buffer being parsed, for the obs-fold check. */
+  /* The buffer being parsed, for at_line_start(). */
   const uint8_t *feed_start;
   const char *reason;
   int err;
@@ -191,9 +205,7 @@ struct h3g_h1_parser {
   uint8_t started;
   uint8_t keep_alive;
   uint8_t force_close;
-  /* Whether the bytes fed so far end at the start of a line followed only
-   * by SP/HTAB: carried from one feed to the next for the obs-fold check. */
-  uint8_t at_line_ws;
+  uint8_t tail; /* enum tail, carried from one feed to the next */
 };
 
 static h3g_h1_parser *parser_of(llhttp_t *ll) {
@@ -234,6 +246,19 @@ static inline int is_token_char(uint8_t c) {
   return c < 128 && (tchar_bits[c >> 5] >> (c & 31) & 1u);
 }
 
+static int eq_ci(const uint8_t *a, size_t n, const char *b) {
+  if (n != strlen(b))
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    uint8_t c = a[i];
+    if (c >= 'A' && c <= 'Z')
+      c = (uint8_t)(c + 32);
+    if (c != (uint8_t)b[i])
+      return 0;
+  }
+  return 1;
+}
+
 static int on_message_begin(llhttp_t *ll) {
   h3g_h1_parser *p = parser_of(ll);
   h3g_headers_clear(&p->fields);
@@ -256,7 +281,7 @@ static int on_status(llhttp_t *ll, const char *at, size_t len) {
 static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
   h3g_h1_parser *p = parser_of(ll);
   const uint8_t *s = (const uint8_t *)at;
-  /* llhttp takes "Name : value" as a name with a trailing space. */
+  /* llhttp 8.1 takes "Name : value" as a name with a trailing space. */
   for (size_t i = 0; i < len; i++)
     if (!is_token_char(s[i]))
       return fail(p, H3G_ERR_PROTO, "invalid character in field name");
@@ -266,6 +291,17 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
   return store_error(p, rv);
 }
 
+/*
+ * RFC 9110 §6.5.1 forbids framing fields in trailers. llhttp 8.1 lets them
+ * through and 9.2 refuses only Content-Length; dropping them would leave a
+ * response whose framing the origin and the gateway may read differently,
+ * so both are refused, here, before llhttp 9.2 looks at the value.
+ */
+static int is_framing_trailer(const h3g_field *f) {
+  return eq_ci(f->name, f->namelen, "content-length") ||
+         eq_ci(f->name, f->namelen, "transfer-encoding");
+}
+
 static int on_header_field_complete(llhttp_t *ll) {
   h3g_h1_parser *p = parser_of(ll);
   /* llhttp 8.1 takes ": value" as a field with an empty name. */
@@ -273,24 +309,40 @@ static int on_header_field_complete(llhttp_t *ll) {
       p->fields.fields[p->fields.nfields - 1].namelen == 0)
     return fail(p, H3G_ERR_PROTO, "empty field name");
   p->in_name = 0;
+  if (p->phase == PH_TRAILERS &&
+      is_framing_trailer(&p->fields.fields[p->fields.nfields - 1]))
+    return fail(p, H3G_ERR_PROTO, "framing field in trailers");
   return 0;
+}
+
+/*
+ * Whether at is at the start of a line, or past nothing but SP/HTAB since
+ * the LF that ended the previous line; *ws tells whether there were any.
+ * Before the start of the buffer, tail says how the previous one ended.
+ */
+static int at_line_start(const h3g_h1_parser *p, const uint8_t *at, int *ws) {
+  const uint8_t *q = at;
+  while (q > p->feed_start && (q[-1] == ' ' || q[-1] == '\t'))
+    q--;
+  if (q == p->feed_start) {
+    *ws = q != at || p->tail == TAIL_LF_WS;
+    return p->tail != TAIL_MID;
+  }
+  *ws = q != at;
+  return q[-1] == '\n';
 }
 
 /*
  * llhttp 8.1 accepts obsolete line folding and hands the continuation line
  * over as one more piece of the value, with nothing to tell it from a
- * piece cut by the end of a buffer. A folded piece is preceded, past any
- * SP/HTAB, by the LF that ended the previous line; a genuine value piece
- * by the colon, by more of the value, or by the start of the buffer (then
- * at_line_ws says how the previous buffer ended).
+ * piece cut by the end of a buffer. A folded piece starts a line (it
+ * begins with its SP/HTAB, or follows them); a genuine value piece follows
+ * the colon, more of the value, or the start of the buffer in the middle
+ * of a line.
  */
 static int folded(const h3g_h1_parser *p, const uint8_t *at) {
-  const uint8_t *q = at;
-  while (q > p->feed_start && (q[-1] == ' ' || q[-1] == '\t'))
-    q--;
-  if (q == p->feed_start)
-    return p->at_line_ws;
-  return q[-1] == '\n';
+  int ws;
+  return at_line_start(p, at, &ws);
 }
 
 static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
@@ -314,19 +366,6 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
 static int on_header_value_complete(llhttp_t *ll) {
   h3g_headers_trim_last(&parser_of(ll)->fields);
   return 0;
-}
-
-static int eq_ci(const uint8_t *a, size_t n, const char *b) {
-  if (n != strlen(b))
-    return 0;
-  for (size_t i = 0; i < n; i++) {
-    uint8_t c = a[i];
-    if (c >= 'A' && c <= 'Z')
-      c = (uint8_t)(c + 32);
-    if (c != (uint8_t)b[i])
-      return 0;
-  }
-  return 1;
 }
 
 /*
@@ -437,10 +476,10 @@ static int on_chunk_header(llhttp_t *ll) {
 }
 
 /*
- * Framing and routing fields and hop-by-hop fields mean nothing once the
- * body has been read (RFC 9110 §6.5.1) and could mislead a client that
- * merges trailers into the head, so they are dropped before the trailers
- * are reported.
+ * Routing fields (Host) and hop-by-hop fields mean nothing once the body
+ * has been read (RFC 9110 §6.5.1) and could mislead a client that merges
+ * trailers into the head, so they are dropped before the trailers are
+ * reported (Content-Length and Transfer-Encoding were refused already).
  */
 static void drop_forbidden_trailers(h3g_headers *h) {
   size_t k = 0;
@@ -532,16 +571,53 @@ void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request) {
   p->started = 0;
   p->keep_alive = 0;
   p->force_close = 0;
-  p->at_line_ws = 1;
+  p->tail = TAIL_LF;
 }
 
-/* How the fed bytes end, for folded() on the next feed. */
+/* How the fed bytes end, for at_line_start() on the next feed. */
 static void note_tail(h3g_h1_parser *p, const uint8_t *data, size_t len) {
   size_t i = len;
   while (i > 0 && (data[i - 1] == ' ' || data[i - 1] == '\t'))
     i--;
-  if (i > 0)
-    p->at_line_ws = data[i - 1] == '\n';
+  if (i == 0) {
+    if (len > 0 && p->tail == TAIL_LF)
+      p->tail = TAIL_LF_WS;
+  } else if (data[i - 1] != '\n') {
+    p->tail = TAIL_MID;
+  } else {
+    p->tail = i < len ? TAIL_LF_WS : TAIL_LF;
+  }
+}
+
+/*
+ * The reason for an error llhttp found itself. llhttp 9 refuses obsolete
+ * line folding, an empty field name and "X : y" before the callbacks see
+ * them (8.1 hands them over, and the callbacks above name them), all as
+ * HPE_INVALID_HEADER_TOKEN in its own words; they are named here from the
+ * byte where it stopped, so that logs say the same whichever llhttp the
+ * build links. Only a line that starts with SP/HTAB after a field of the
+ * same section is folding: llhttp 8.1 takes one that starts the trailers
+ * as a field name. llhttp 9.2 may stop at the end of the buffer (a fold
+ * whose SP/HTAB ends it), so pos may equal end.
+ */
+static const char *llhttp_error_reason(const h3g_h1_parser *p,
+                                       const uint8_t *pos, const uint8_t *end) {
+  const char *why = llhttp_get_error_reason(&p->ll);
+  int ws;
+
+  if (llhttp_get_errno(&p->ll) != HPE_INVALID_HEADER_TOKEN || pos == NULL ||
+      pos < p->feed_start || pos > end)
+    return why;
+  int c = pos < end ? *pos : -1;
+  if (at_line_start(p, pos, &ws)) {
+    if ((ws || c == ' ' || c == '\t') && p->fields.nfields > 0)
+      return "obsolete line folding";
+    if (!ws && c == ':')
+      return "empty field name";
+  }
+  if (why != NULL && strcmp(why, "Invalid header value char") == 0)
+    return "invalid character in field value";
+  return "invalid character in field name";
 }
 
 int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
@@ -572,12 +648,11 @@ int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
       llhttp_reset(&p->ll);
       continue;
     }
+    const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&p->ll);
     if (p->phase != PH_FAILED)
-      fail(p, H3G_ERR_PROTO, llhttp_get_error_reason(&p->ll));
-    const char *pos = llhttp_get_error_pos(&p->ll);
-    if (pos != NULL && pos >= (const char *)data &&
-        pos <= (const char *)data + len)
-      *consumed = (size_t)(pos - (const char *)data);
+      fail(p, H3G_ERR_PROTO, llhttp_error_reason(p, pos, data + len));
+    if (pos != NULL && pos >= data && pos <= data + len)
+      *consumed = (size_t)(pos - data);
     p->feed_start = NULL;
     return p->err;
   }

@@ -417,9 +417,13 @@ static nghttp3_ssize on_read_data(nghttp3_conn *h3, int64_t stream_id,
   h3g_iovec iov[2];
   unsigned flags = 0;
 
-  if (st == NULL || st->cut || st->bridge == NULL || veccnt < 2)
+  /* nghttp3 may offer a single vector (e.g. behind a large HEADERS frame).
+   * Returning WOULDBLOCK then would park the stream until a resume that the
+   * bridge has no reason to send: take what fits instead. */
+  if (st == NULL || st->cut || st->bridge == NULL || veccnt == 0)
     return NGHTTP3_ERR_WOULDBLOCK;
-  size_t n = h3g_bridge_take_body(st->bridge, iov, READ_MAX_BYTES, &flags);
+  size_t n = h3g_bridge_take_body(st->bridge, iov, H3G_MIN(veccnt, 2),
+                                  READ_MAX_BYTES, &flags);
   if (n == 0 && flags == 0)
     return NGHTTP3_ERR_WOULDBLOCK;
   for (size_t i = 0; i < n; i++)

@@ -14,6 +14,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: h3gate -c FILE        run with the configuration FILE\n"
+          "       h3gate --config FILE  (the same)\n"
           "       h3gate --check-config FILE\n"
           "                             validate FILE and exit (0 ok, 2 not)\n"
           "       h3gate --version      print versions and exit\n"

@@ -71,6 +71,11 @@ struct h3g_quic_conn {
   ngtcp2_ccerr ccerr;
   unsigned ccerr_set : 1;
   unsigned close_pending : 1; /* close with ccerr at the next write */
+  /* Streams whose lone FIN nghttp3 handed out but ngtcp2 did not take
+   * (pacing or congestion said "not now"). nghttp3 never offers such a FIN
+   * again, so we offer it ourselves until it is sent. */
+  int64_t *fin_q;
+  size_t fin_n, fin_cap;
   unsigned in_dirty : 1;
   unsigned alpn_checked : 1;
   unsigned goaway_sent : 1;
@@ -657,6 +662,8 @@ static void on_timer_closed(uv_handle_t *h) {
 static void conn_free(h3g_quic_conn *c) {
   h3g_quic_env *env = c->env;
 
+  free(c->fin_q);
+  c->fin_q = NULL;
   h3g_h3_session_free(c->h3);
   c->h3 = NULL;
   if (c->prev != NULL)
@@ -842,6 +849,21 @@ void h3g_quic_conn_recv(h3g_quic_conn *c, const ngtcp2_path *path,
  * streams as fit. Returns its length, 0 when there is nothing to send (or
  * congestion control or pacing says wait), or a negative ngtcp2 error with
  * c->ccerr set. */
+/* Remembers a FIN-only write that ngtcp2 declined. Returns 0 or
+ * H3G_ERR_NOMEM. */
+static int fin_q_push(h3g_quic_conn *c, int64_t stream_id) {
+  if (c->fin_n == c->fin_cap) {
+    size_t cap = c->fin_cap ? c->fin_cap * 2 : 8;
+    int64_t *q = realloc(c->fin_q, cap * sizeof(*q));
+    if (q == NULL)
+      return H3G_ERR_NOMEM;
+    c->fin_q = q;
+    c->fin_cap = cap;
+  }
+  c->fin_q[c->fin_n++] = stream_id;
+  return 0;
+}
+
 static ngtcp2_ssize write_pkt(h3g_quic_conn *c, ngtcp2_path *path,
                               ngtcp2_pkt_info *pi, uint8_t *buf, size_t buflen,
                               ngtcp2_tstamp ts) {
@@ -851,8 +873,14 @@ static ngtcp2_ssize write_pkt(h3g_quic_conn *c, ngtcp2_path *path,
     int64_t stream_id = -1;
     int fin = 0;
     nghttp3_ssize nvec = 0;
+    int own_fin = 0;
 
-    if (c->h3 != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
+    if (c->fin_n > 0) {
+      /* A declined FIN first: nghttp3 considers it handed out already. */
+      stream_id = c->fin_q[0];
+      fin = 1;
+      own_fin = 1;
+    } else if (c->h3 != NULL && ngtcp2_conn_get_max_data_left(c->conn) > 0) {
       nvec = h3g_h3_session_writev(c->h3, &stream_id, &fin, vec,
                                    H3G_ARRAY_LEN(vec));
       if (nvec < 0) {
@@ -869,6 +897,25 @@ static ngtcp2_ssize write_pkt(h3g_quic_conn *c, ngtcp2_path *path,
         c->conn, path, pi, buf, buflen, &ndatalen, flags, stream_id,
         (const ngtcp2_vec *)(const void *)vec, (size_t)nvec, ts);
 
+    if (own_fin) {
+      int gone = n == NGTCP2_ERR_STREAM_SHUT_WR ||
+                 n == NGTCP2_ERR_STREAM_NOT_FOUND;
+      if (n >= 0 && ndatalen < 0)
+        return n; /* still not now: keep it queued */
+      c->fin_n--;
+      memmove(c->fin_q, c->fin_q + 1, c->fin_n * sizeof(*c->fin_q));
+      if (gone)
+        continue; /* the stream was reset or closed meanwhile */
+    } else if (!own_fin && stream_id >= 0 && fin && nvec == 0 &&
+               ndatalen < 0 && (n >= 0 || n == NGTCP2_ERR_WRITE_MORE)) {
+      if (fin_q_push(c, stream_id) != 0) {
+        conn_set_app_error(c, NGHTTP3_H3_INTERNAL_ERROR);
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+      }
+      if (n >= 0)
+        return n;
+      continue;
+    }
     if (n < 0) {
       switch (n) {
       case NGTCP2_ERR_STREAM_DATA_BLOCKED:

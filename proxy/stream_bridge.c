@@ -95,7 +95,6 @@ struct h3g_bridge {
   h3g_ring resp_ring;
   uint8_t *read_region;
   int read_paused;
-  int fe_wants_body;
   int status;
   int keep_alive;
   int extra_bytes;
@@ -605,11 +604,18 @@ static void on_up_alloc(void *ctx, uint8_t **buf, size_t *len) {
   b->read_region = *buf;
 }
 
+/*
+ * Tells the front end that body bytes or the body's end are waiting. Called
+ * once per upstream read that produced either, never before the head went
+ * out. It must not be skipped when the front end did not ask: a front end
+ * that took the previous bytes only writes again on an event, so new bytes
+ * (or the end of the stream) would otherwise wait for an unrelated one.
+ */
 static void notify_body(h3g_bridge *b) {
-  if (b->fe_wants_body && b->resp != RESP_ABORTED) {
-    b->fe_wants_body = 0;
-    b->fe->body_ready(b->fs);
-  }
+  if (b->resp == RESP_ABORTED || b->resp == RESP_NONE || b->head_pending ||
+      b->end_reported)
+    return;
+  b->fe->body_ready(b->fs);
 }
 
 static void response_complete(h3g_bridge *b) {
@@ -864,13 +870,18 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
   notify_body(b);
 }
 
-size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t max,
-                            unsigned *flags) {
+size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t nv,
+                            size_t max, unsigned *flags) {
   *flags = 0;
-  if (b->resp == RESP_ABORTED || b->end_reported)
+  if (b->resp == RESP_ABORTED || b->end_reported || nv == 0)
     return 0;
   const uint8_t *p1 = NULL, *p2 = NULL;
   size_t l1 = 0, l2 = 0;
+  if (nv == 1) {
+    /* Only the contiguous part fits in one vector. */
+    h3g_ring_peek(&b->resp_ring, max, &p1, &l1, &p2, &l2);
+    max = l1;
+  }
   size_t n = h3g_ring_take(&b->resp_ring, max, &p1, &l1, &p2, &l2);
   if (n >= 1)
     v[0] = (h3g_iovec){p1, l1};
@@ -883,8 +894,6 @@ size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t max,
     if (b->resp_trailers.nfields > 0)
       *flags |= H3G_BODY_TRAILERS;
     b->end_reported = 1;
-  } else if (n == 0) {
-    b->fe_wants_body = 1;
   }
   return n;
 }

@@ -99,13 +99,14 @@ enum {
 };
 
 /*
- * Hands out up to max unsent response body bytes in at most two vectors and
- * sets *flags. The bytes stay valid until h3g_bridge_body_done() releases
- * them. Returns the number of vectors (0 with flags 0 means "nothing now":
- * body_ready will be called).
+ * Hands out up to max unsent response body bytes in at most nv vectors (the
+ * bytes need at most two; nv >= 1) and sets *flags. The bytes stay valid
+ * until h3g_bridge_body_done() releases them. Returns the number of vectors
+ * (0 with flags 0 means "nothing now": body_ready will be called when that
+ * changes).
  */
-size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t max,
-                            unsigned *flags);
+size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t nv,
+                            size_t max, unsigned *flags);
 
 /* The front end is done with n bytes handed out (acknowledged or written),
  * oldest first. May resume upstream reads. */

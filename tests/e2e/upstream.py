@@ -169,6 +169,7 @@ class ConnInfo:
         self.closed_by = None       # "peer", "upstream", "stop", "error"
         self.requests = 0
         self.note = None
+        self.peer_closed = False    # the gateway closed first
 
     def __repr__(self):
         return "<Conn %d %s reqs=%d closed_by=%s>" % (
@@ -293,6 +294,7 @@ class Conn:
             except socket.timeout:
                 continue
             except OSError:
+                self.info.peer_closed = True
                 return True
             finally:
                 try:
@@ -300,6 +302,7 @@ class Conn:
                 except OSError:
                     pass
             if not data:
+                self.info.peer_closed = True
                 return True
             self.server._error(
                 "conn %d: received %d more bytes on a connection that should be "
@@ -536,6 +539,8 @@ class Upstream:
         except OSError as e:
             closed_by = "stop" if self.stopping.is_set() else "error: %s" % e
         finally:
+            if info.peer_closed:
+                closed_by = "peer"
             with self.lock:
                 self._socks.pop(info.id, None)
                 info.closed_at = time.monotonic()

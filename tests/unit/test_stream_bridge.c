@@ -219,7 +219,7 @@ static size_t drain_body(h3g_bridge *b, char *out, size_t cap,
   for (;;) {
     h3g_iovec v[2];
     unsigned fl;
-    size_t n = h3g_bridge_take_body(b, v, SIZE_MAX, &fl);
+    size_t n = h3g_bridge_take_body(b, v, 2, SIZE_MAX, &fl);
     size_t got = 0;
     for (size_t i = 0; i < n; i++) {
       if (total + v[i].len <= cap)
@@ -477,7 +477,7 @@ static void test_backpressure_pauses_reads(void) {
   while (got < 40) {
     h3g_iovec v[2];
     unsigned fl;
-    size_t n = h3g_bridge_take_body(b, v, SIZE_MAX, &fl);
+    size_t n = h3g_bridge_take_body(b, v, 2, SIZE_MAX, &fl);
     size_t len = 0;
     for (size_t i = 0; i < n; i++)
       len += v[i].len;
