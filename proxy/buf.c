@@ -90,6 +90,8 @@ size_t h3g_ring_take(h3g_ring *r, size_t max, const uint8_t **p1, size_t *l1,
 
 void h3g_ring_skip(h3g_ring *r, size_t n) { r->sent += n; }
 
+void h3g_ring_drop_unsent(h3g_ring *r) { r->head = r->sent; }
+
 void h3g_ring_release(h3g_ring *r, size_t n) {
   r->tail += n;
   /* An empty ring restarts at offset 0 so the next reserve gets the whole

@@ -63,6 +63,9 @@ size_t h3g_ring_peek(const h3g_ring *r, size_t max, const uint8_t **p1,
 /* Marks n unsent bytes as sent without looking at them. */
 void h3g_ring_skip(h3g_ring *r, size_t n);
 
+/* Forgets every unsent byte (head goes back to sent). */
+void h3g_ring_drop_unsent(h3g_ring *r);
+
 /* Releases n sent bytes (n <= sent - tail). */
 void h3g_ring_release(h3g_ring *r, size_t n);
 

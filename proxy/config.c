@@ -73,6 +73,8 @@ typedef enum opt_type {
   OPT_LOG_TARGET, /* "-" (stdout), "off", or an OPT_PATH */
   OPT_HOSTPORT,   /* host:port, host a DNS name or an address */
   OPT_LISTEN,     /* "off", or address:port (an IP literal: it is bound) */
+  OPT_CIDRS,      /* comma-separated IP[/prefix] list, also parsed into
+                     cfg->trusted[] (only [forwarding] trusted_proxies) */
 } opt_type;
 
 typedef struct opt {
@@ -125,6 +127,10 @@ static const opt schema[] = {
          "256KiB", stream_buffer_size)},
     {OPT("listener", "max_header_size", OPT_SIZE, Z_KIB, Z_MIB, "64KiB",
          max_header_size)},
+    {OPT("listener", "max_request_body", OPT_SIZE, 0, 1024 * Z_GIB, "0",
+         max_request_body)},
+    {OPT("listener", "request_header_timeout", OPT_DURATION, T_SEC, 5 * T_MIN,
+         "10s", request_header_timeout_ms)},
 
     {OPT("upstream", "server", OPT_HOSTPORT, 1, 65535, NULL, upstream_host),
      PORT_FIELD(upstream_port)},
@@ -136,6 +142,14 @@ static const opt schema[] = {
          response_timeout_ms)},
     {OPT("upstream", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "60s",
          upstream_idle_timeout_ms)},
+    {OPT("upstream", "expect_continue_timeout", OPT_DURATION, 1, T_MIN, "1s",
+         expect_continue_timeout_ms)},
+
+    {OPT("forwarding", "forwarded", OPT_BOOL, 0, 1, "off", fwd_forwarded)},
+    {OPT("forwarding", "x_forwarded", OPT_BOOL, 0, 1, "on", fwd_x_forwarded)},
+    {OPT("forwarding", "via", OPT_BOOL, 0, 1, "on", fwd_via)},
+    {OPT("forwarding", "trusted_proxies", OPT_CIDRS, 0, 0, "",
+         trusted_proxies)},
 };
 
 #define N_OPTS H3G_ARRAY_LEN(schema)
@@ -589,6 +603,109 @@ static int parse_number(const opt *o, const char *s, h3g_config *cfg, char *why,
  * resolves relative paths. On a problem writes why (without the
  * "[section] key: " prefix) and returns -1, leaving the field as it was.
  */
+/* Parses one "IP" or "IP/prefix" into *out. Returns 0 or -1. */
+static int parse_cidr(const char *text, size_t len, h3g_cidr *out) {
+  char buf[64];
+  if (len == 0 || len >= sizeof(buf))
+    return -1;
+  memcpy(buf, text, len);
+  buf[len] = '\0';
+  char *slash = strchr(buf, '/');
+  long prefix = -1;
+  if (slash != NULL) {
+    char *end;
+    *slash = '\0';
+    if (slash[1] < '0' || slash[1] > '9')
+      return -1;
+    prefix = strtol(slash + 1, &end, 10);
+    if (*end != '\0')
+      return -1;
+  }
+  *out = (h3g_cidr){0};
+  if (inet_pton(AF_INET, buf, out->addr) == 1) {
+    out->family = 4;
+    if (prefix > 32)
+      return -1;
+    out->prefix = (uint8_t)(prefix < 0 ? 32 : prefix);
+    return 0;
+  }
+  if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+    out->family = 6;
+    if (prefix > 128)
+      return -1;
+    out->prefix = (uint8_t)(prefix < 0 ? 128 : prefix);
+    return 0;
+  }
+  return -1;
+}
+
+/* OPT_CIDRS: a comma-separated list (blanks allowed around entries). */
+static int parse_cidrs(const opt *o, const char *text, h3g_config *cfg,
+                       char *why, size_t whylen) {
+  char sv[SHOWN_BUF];
+  h3g_cidr list[H3G_MAX_TRUSTED];
+  size_t n = 0;
+  const char *p = text;
+  while (*p != '\0') {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    if (*p == '\0')
+      break;
+    const char *end = p;
+    while (*end != '\0' && *end != ',' && *end != ' ' && *end != '\t')
+      end++;
+    if (n == H3G_MAX_TRUSTED) {
+      snprintf(why, whylen, "more than %d entries", H3G_MAX_TRUSTED);
+      return -1;
+    }
+    if (parse_cidr(p, (size_t)(end - p), &list[n]) != 0) {
+      char entry[64];
+      size_t el = H3G_MIN((size_t)(end - p), sizeof(entry) - 1);
+      memcpy(entry, p, el);
+      entry[el] = '\0';
+      snprintf(why, whylen,
+               "expected IP addresses or IP/prefix entries, not \"%s\"",
+               shown(sv, sizeof(sv), entry));
+      return -1;
+    }
+    n++;
+    p = end;
+  }
+  if (store_string(field_of(cfg, o), o->size, text, strlen(text)) != 0) {
+    snprintf(why, whylen, "the list is longer than %zu bytes", o->size - 1);
+    return -1;
+  }
+  memcpy(cfg->trusted, list, n * sizeof(list[0]));
+  cfg->ntrusted = (uint32_t)n;
+  return 0;
+}
+
+int h3g_config_is_trusted(const h3g_config *cfg, const char *ip) {
+  uint8_t a[16];
+  int fam;
+  if (inet_pton(AF_INET, ip, a) == 1)
+    fam = 4;
+  else if (inet_pton(AF_INET6, ip, a) == 1)
+    fam = 6;
+  else
+    return 0;
+  for (uint32_t i = 0; i < cfg->ntrusted; i++) {
+    const h3g_cidr *c = &cfg->trusted[i];
+    if (c->family != fam)
+      continue;
+    unsigned bits = c->prefix, k = 0;
+    for (; bits >= 8; bits -= 8, k++)
+      if (a[k] != c->addr[k])
+        break;
+    if (bits >= 8)
+      continue;
+    uint8_t mask = (uint8_t)(0xffu << (8 - bits));
+    if (bits == 0 || (a[k] & mask) == (c->addr[k] & mask))
+      return 1;
+  }
+  return 0;
+}
+
 static int parse_value(const opt *o, const char *text, const char *base_dir,
                        h3g_config *cfg, char *why, size_t whylen) {
   char sv[SHOWN_BUF];
@@ -677,6 +794,8 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
     return parse_hostport(o, text, cfg, true, why, whylen);
 
   case OPT_HOSTPORT: return parse_hostport(o, text, cfg, false, why, whylen);
+
+  case OPT_CIDRS: return parse_cidrs(o, text, cfg, why, whylen);
   }
   assert(!"unknown option type");
   return -1;
@@ -1330,6 +1449,7 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_SIZE: format_number(o, load_uint(field, o->size), buf, cap); return;
   case OPT_ADDRESS:
   case OPT_PATH:
+  case OPT_CIDRS:
   case OPT_LOG_TARGET: snprintf(buf, cap, "%s", field); return;
   case OPT_LISTEN:
   case OPT_HOSTPORT: {

@@ -17,6 +17,15 @@
 #define H3G_PATH_MAX 1024
 #define H3G_HOST_MAX 256
 
+/* One entry of [forwarding] trusted_proxies: an address and prefix. */
+typedef struct h3g_cidr {
+  uint8_t family; /* 4 or 6 */
+  uint8_t prefix; /* bits */
+  uint8_t addr[16];
+} h3g_cidr;
+
+#define H3G_MAX_TRUSTED 32
+
 typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;
@@ -36,6 +45,8 @@ typedef struct h3g_config {
   uint32_t max_streams;              /* concurrent bidi streams per conn */
   uint32_t stream_buffer_size;       /* per stream, per direction (bytes) */
   uint32_t max_header_size;          /* field section size, both sides */
+  uint64_t max_request_body;         /* bytes, 0 = unlimited (413) */
+  uint64_t request_header_timeout_ms;
 
   /* [upstream] */
   char upstream_host[H3G_HOST_MAX];
@@ -45,6 +56,15 @@ typedef struct h3g_config {
   uint64_t connect_timeout_ms;
   uint64_t response_timeout_ms;      /* no byte from upstream for this long */
   uint64_t upstream_idle_timeout_ms; /* idle keep-alive expiry */
+  uint64_t expect_continue_timeout_ms;
+
+  /* [forwarding] */
+  uint32_t fwd_forwarded;   /* add RFC 7239 Forwarded */
+  uint32_t fwd_x_forwarded; /* add X-Forwarded-For/-Proto/-Host */
+  uint32_t fwd_via;         /* add Via (RFC 9110 §7.6.3) */
+  char trusted_proxies[1024]; /* as written, for dump */
+  h3g_cidr trusted[H3G_MAX_TRUSTED];
+  uint32_t ntrusted;
 } h3g_config;
 
 /*
@@ -119,5 +139,11 @@ void h3g_config_dump(const h3g_config *cfg, void *f);
 int h3g_config_parse_duration(const char *s, uint64_t *out);
 int h3g_config_parse_size(const char *s, uint64_t *out);
 int h3g_config_parse_bool(const char *s, int *out);
+
+/*
+ * 1 if the textual address ip (IPv4 or IPv6 literal, no port) is inside
+ * one of cfg's [forwarding] trusted_proxies, else 0.
+ */
+int h3g_config_is_trusted(const h3g_config *cfg, const char *ip);
 
 #endif /* H3G_CONFIG_H */

@@ -35,6 +35,51 @@ typedef struct h3g_server {
   int exit_status;
 } h3g_server;
 
+/* The bridge's one-shot timers. Each is its own small allocation, freed
+ * from uv_close's callback, so a timer cancelled from inside another
+ * callback is never touched after it is gone. */
+struct h3g_timer {
+  uv_timer_t handle;
+  void (*cb)(void *arg);
+  void *arg;
+};
+
+static void on_timer_closed(uv_handle_t *h) {
+  free(H3G_CONTAINER_OF(h, h3g_timer, handle));
+}
+
+static void on_timer_fire(uv_timer_t *h) {
+  h3g_timer *t = H3G_CONTAINER_OF(h, h3g_timer, handle);
+  void (*cb)(void *) = t->cb;
+  void *arg = t->arg;
+  uv_close((uv_handle_t *)&t->handle, on_timer_closed);
+  cb(arg);
+}
+
+static h3g_timer *timer_start(void *loop, uint64_t ms, void (*cb)(void *arg),
+                              void *arg) {
+  h3g_timer *t = malloc(sizeof(*t));
+  if (t == NULL)
+    return NULL;
+  t->cb = cb;
+  t->arg = arg;
+  uv_timer_init(loop, &t->handle);
+  uv_timer_start(&t->handle, on_timer_fire, ms, 0);
+  return t;
+}
+
+static void timer_cancel(h3g_timer *t) {
+  if (t == NULL)
+    return;
+  uv_timer_stop(&t->handle);
+  uv_close((uv_handle_t *)&t->handle, on_timer_closed);
+}
+
+static const h3g_timer_ops uv_timer_ops = {
+    .start = timer_start,
+    .cancel = timer_cancel,
+};
+
 static void on_flush(uv_check_t *h) {
   H3G_UNUSED(h);
   h3g_access_log_flush();
@@ -136,7 +181,12 @@ int h3g_server_run(const h3g_config *cfg) {
                 h3g_strerror(rv));
   }
   s->env = (h3g_bridge_env){
-      .cfg = cfg, .up_ops = &h3g_upstream_pool_ops, .pool = s->pool};
+      .cfg = cfg,
+      .up_ops = &h3g_upstream_pool_ops,
+      .pool = s->pool,
+      .timers = &uv_timer_ops,
+      .loop = &s->loop,
+  };
   if (rv == 0)
     rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, &s->env);
   if (rv == 0 && cfg->admin_address[0] != '\0')

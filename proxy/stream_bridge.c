@@ -73,7 +73,13 @@ struct h3g_bridge {
   int validated;
   int head_too_big;
   int is_head;
-  int expect_continue;
+  int expect_continue;  /* the client sent "expect: 100-continue" */
+  int expect_hold;      /* body held until 100, a final head or timeout */
+  int expect_refused;   /* a final head came first: the body is not sent */
+  h3g_timer *hdr_timer; /* request_header_timeout */
+  h3g_timer *expect_timer;
+  uint64_t body_sent_up; /* body bytes the upstream accepted */
+  uint64_t body_submitted; /* body bytes handed to writes (incl. in flight) */
   int64_t req_content_length; /* declared by the client, -1 if absent */
   int64_t up_content_length;  /* framing towards upstream, see h1_codec.h */
   uint64_t req_body_received;
@@ -97,7 +103,6 @@ struct h3g_bridge {
   int read_paused;
   int status;
   int keep_alive;
-  int extra_bytes;
   h3g_headers resp_head;  /* final head held until its read parsed clean */
   int head_pending;
   int head_has_body;
@@ -118,6 +123,10 @@ static const h3g_upstream_events upstream_events;
 static const h3g_h1_callbacks h1_callbacks;
 
 static void start_upstream(h3g_bridge *b);
+static void on_header_timeout(void *arg);
+static void on_expect_timeout(void *arg);
+static int request_submitted(const h3g_bridge *b);
+static void cancel_timer(h3g_bridge *b, h3g_timer **t);
 static void pump_request(h3g_bridge *b);
 static void upstream_release(h3g_bridge *b, int reusable);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
@@ -149,6 +158,10 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
   snprintf(b->client, sizeof(b->client), "%s", client ? client : "-");
   snprintf(b->protocol, sizeof(b->protocol), "%s", protocol ? protocol : "-");
   H3G_INC(requests_total);
+  if (env->timers != NULL && env->cfg->request_header_timeout_ms > 0)
+    b->hdr_timer = env->timers->start(env->loop,
+                                      env->cfg->request_header_timeout_ms,
+                                      on_header_timeout, b);
   *pb = b;
   return 0;
 }
@@ -201,6 +214,8 @@ void h3g_bridge_free(h3g_bridge *b) {
   if (b->resp != RESP_COMPLETE && b->resp != RESP_ABORTED &&
       strcmp(b->outcome, "ok") == 0)
     b->outcome = "client-gone";
+  cancel_timer(b, &b->hdr_timer);
+  cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING)
     b->env->up_ops->cancel(b->env->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
@@ -217,6 +232,41 @@ void h3g_bridge_free(h3g_bridge *b) {
   h3g_ring_free(&b->req_ring);
   h3g_ring_free(&b->resp_ring);
   free(b);
+}
+
+static void cancel_timer(h3g_bridge *b, h3g_timer **t) {
+  if (*t != NULL && b->env->timers != NULL)
+    b->env->timers->cancel(*t);
+  *t = NULL;
+}
+
+/* The request head did not complete in time (a slow or stalled client):
+ * reject the stream; nothing reached the upstream. */
+static void on_header_timeout(void *arg) {
+  h3g_bridge *b = arg;
+  b->hdr_timer = NULL;
+  if (b->req != REQ_HEADERS || b->resp == RESP_ABORTED)
+    return;
+  b->outcome = "header-timeout";
+  b->resp = RESP_ABORTED;
+  b->fe->abort(b->fs, H3G_ABORT_REJECTED);
+}
+
+/* The client's address without its port ("[v6]:p" or "v4:p" -> address). */
+static void client_ip(const h3g_bridge *b, char *out, size_t cap) {
+  const char *c = b->client;
+  size_t n;
+  if (c[0] == '[') {
+    const char *end = strchr(c, ']');
+    c++;
+    n = end != NULL ? (size_t)(end - c) : strlen(c);
+  } else {
+    const char *colon = strrchr(c, ':');
+    n = colon != NULL ? (size_t)(colon - c) : strlen(c);
+  }
+  n = H3G_MIN(n, cap - 1);
+  memcpy(out, c, n);
+  out[n] = '\0';
 }
 
 /* ---- request side ------------------------------------------------------ */
@@ -264,19 +314,96 @@ static int build_request_head(h3g_bridge *b) {
   if (fwd == NULL)
     return H3G_ERR_NOMEM;
   size_t nfwd = 0;
+  const h3g_config *cfg = b->env->cfg;
+  char ip[64];
+  client_ip(b, ip, sizeof(ip));
+  int trusted = h3g_config_is_trusted(cfg, ip);
+  /* What a trusted proxy said before us, joined per field. */
+  size_t theirs_len = 0;
   for (size_t i = 0; i < n; i++) {
     const h3g_field *f = &b->req_fields.fields[i];
     if (f->namelen > 0 && f->name[0] == ':')
       continue;
-    if (h3g_field_flags(f->name, f->namelen) & H3G_FIELD_HOP_BY_HOP)
+    unsigned flags = h3g_field_flags(f->name, f->namelen);
+    if (flags & H3G_FIELD_HOP_BY_HOP)
       continue;
     if (h3g_field_name_eq(f, "host") || h3g_field_name_eq(f, "content-length"))
       continue;
+    if (flags & H3G_FIELD_FORWARDING) {
+      /* RFC 7239 §8.1: never pass on what an untrusted client claims. */
+      if (!trusted)
+        continue;
+      if (h3g_field_name_eq(f, "x-forwarded-for") ||
+          h3g_field_name_eq(f, "forwarded") || h3g_field_name_eq(f, "via")) {
+        theirs_len += f->valuelen + 2;
+        continue; /* re-emitted below with our entry appended */
+      }
+    }
     fwd[nfwd++] = *f;
   }
   const h3g_field *host = b->pseudo.authority.namelen
                               ? &b->pseudo.authority
                               : h3g_headers_find(&b->req_fields, "host");
+  h3g_field extra[5];
+  size_t nextra = 0;
+  size_t hostlen = host ? host->valuelen : 0;
+  size_t vcap = theirs_len + 3 * (hostlen + sizeof(ip) + 64);
+  char *vbuf = malloc(vcap);
+  if (vbuf == NULL) {
+    free(fwd);
+    return H3G_ERR_NOMEM;
+  }
+  size_t vused = 0;
+  /* Appends "name: <their values, joined>, <ours>" to extra[]. */
+#define H3G_ADD_EXTRA(NAME, ...)                                               \
+  do {                                                                         \
+    char *v = vbuf + vused;                                                    \
+    size_t vl = 0;                                                             \
+    for (size_t i = 0; trusted && i < n; i++) {                                \
+      const h3g_field *f = &b->req_fields.fields[i];                           \
+      if (h3g_field_name_eq(f, NAME)) {                                        \
+        memcpy(v + vl, f->value, f->valuelen);                                 \
+        vl += f->valuelen;                                                     \
+        v[vl++] = ',';                                                         \
+        v[vl++] = ' ';                                                         \
+      }                                                                        \
+    }                                                                          \
+    int w = snprintf(v + vl, vcap - vused - vl, __VA_ARGS__);                  \
+    vl += w > 0 ? (size_t)w : 0;                                               \
+    extra[nextra++] = (h3g_field){(const uint8_t *)NAME, strlen(NAME),         \
+                                  (const uint8_t *)v, vl};                     \
+    vused += vl;                                                               \
+  } while (0)
+  int v6 = strchr(ip, ':') != NULL;
+  int hl = (int)hostlen;
+  const char *hv = host ? (const char *)host->value : "";
+  if (cfg->fwd_forwarded)
+    H3G_ADD_EXTRA("forwarded", "for=%s%s%s;proto=https%s%.*s%s",
+                  v6 ? "\"[" : "", ip, v6 ? "]\"" : "",
+                  hostlen ? ";host=\"" : "", hl, hv, hostlen ? "\"" : "");
+  if (cfg->fwd_x_forwarded) {
+    H3G_ADD_EXTRA("x-forwarded-for", "%s", ip);
+    if (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-proto") ==
+                        NULL)
+      extra[nextra++] = (h3g_field){(const uint8_t *)"x-forwarded-proto", 17,
+                                    (const uint8_t *)"https", 5};
+    if (host != NULL &&
+        (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-host") ==
+                         NULL))
+      extra[nextra++] = (h3g_field){(const uint8_t *)"x-forwarded-host", 16,
+                                    host->value, host->valuelen};
+  } else if (trusted) {
+    /* Not adding ours, but a trusted chain is still passed on as is. */
+    for (size_t i = 0; i < n && nfwd < n; i++)
+      if (h3g_field_name_eq(&b->req_fields.fields[i], "x-forwarded-for"))
+        fwd[nfwd++] = b->req_fields.fields[i];
+  }
+  if (cfg->fwd_via)
+    H3G_ADD_EXTRA("via", "%s h3gate",
+                  strcmp(b->protocol, "h3") == 0   ? "3"
+                  : strcmp(b->protocol, "h2") == 0 ? "2"
+                                                   : "1.1");
+#undef H3G_ADD_EXTRA
   h3g_h1_request rq = {
       .method = b->pseudo.method.value,
       .methodlen = b->pseudo.method.valuelen,
@@ -286,14 +413,17 @@ static int build_request_head(h3g_bridge *b) {
       .hostlen = host ? host->valuelen : 0,
       .fields = fwd,
       .nfields = nfwd,
+      .extra = extra,
+      .nextra = nextra,
       .content_length = b->up_content_length,
   };
   size_t cap = b->req_fields.section_size + rq.methodlen + rq.targetlen +
-               rq.hostlen + 256;
+               rq.hostlen + vused + 256;
   b->req_head = malloc(cap);
   int64_t len = b->req_head ? h3g_h1_write_request(&rq, b->req_head, cap)
                             : H3G_ERR_NOMEM;
   free(fwd);
+  free(vbuf);
   if (len < 0)
     return (int)len;
   b->req_head_len = (size_t)len;
@@ -303,6 +433,7 @@ static int build_request_head(h3g_bridge *b) {
 int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   if (b->req != REQ_HEADERS)
     return H3G_ERR_PROTO;
+  cancel_timer(b, &b->hdr_timer);
   b->req = end_stream ? REQ_END : REQ_BODY;
   if (b->head_too_big) {
     fail_exchange(b, 431, "header-too-large");
@@ -326,6 +457,12 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     return H3G_ERR_PROTO;
   }
   b->is_head = method_is(b, "HEAD");
+  uint64_t max_body = b->env->cfg->max_request_body;
+  if (max_body > 0 && b->req_content_length > 0 &&
+      (uint64_t)b->req_content_length > max_body) {
+    fail_exchange(b, 413, "body-too-large");
+    return 0;
+  }
   const h3g_field *ex = h3g_headers_find(&b->req_fields, "expect");
   b->expect_continue = ex != NULL && ex->valuelen == 12 &&
                        strncasecmp((const char *)ex->value, "100-continue",
@@ -360,6 +497,16 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
     b->resp = RESP_ABORTED;
     return H3G_ERR_PROTO;
   }
+  uint64_t max_body = b->env->cfg->max_request_body;
+  if (max_body > 0 && b->req_body_received > max_body &&
+      b->resp != RESP_COMPLETE && b->resp != RESP_ABORTED) {
+    /* A body of unknown length grew past the limit: 413 if no response
+     * started, else only a reset is honest. Either way the upstream
+     * connection saw half a message and is closed. */
+    fail_exchange(b, 413, "body-too-large");
+  }
+  if (b->resp == RESP_ABORTED)
+    return 0;
   if (b->resp == RESP_COMPLETE || b->up == UP_RELEASED) {
     /* Nobody will read it: the answer is already decided. Give the credit
      * straight back so the client can finish. */
@@ -461,9 +608,16 @@ static void pump_request(h3g_bridge *b) {
 
   const uint8_t *p1 = NULL, *p2 = NULL;
   size_t l1 = 0, l2 = 0;
-  /* Hold the body while the upstream has not answered 100-continue? The
-   * simple, safe policy here: send it (RFC 9110 §10.1.1 lets a client send
-   * the body anyway). */
+  /* With "expect: 100-continue" the body waits for the upstream's 100 (or
+   * the timeout); after a final answer it is never sent. */
+  if (b->expect_hold || b->expect_refused) {
+    if (n > 0 && b->env->up_ops->write(b->conn, iov, n) == 0) {
+      b->writing = 1;
+      b->write_body = 0;
+      b->write_final = 0;
+    }
+    return;
+  }
   size_t nv = h3g_ring_take(&b->req_ring, SIZE_MAX, &p1, &l1, &p2, &l2);
   size_t body = l1 + l2;
   int chunked = b->up_content_length == -1;
@@ -479,7 +633,11 @@ static void pump_request(h3g_bridge *b) {
     if (chunked)
       iov[n++] = (h3g_iovec){(const uint8_t *)H3G_H1_CRLF, 2};
   }
-  int final = 0;
+  b->body_submitted += body;
+  /* With Content-Length framing the message ends with its last declared
+   * byte, whether or not the client's FIN has arrived yet. */
+  int final = b->up_content_length >= 0 &&
+              b->body_submitted == (uint64_t)b->up_content_length;
   if (b->req == REQ_END) {
     final = 1;
     if (chunked) {
@@ -522,6 +680,7 @@ static void on_up_written(void *ctx, int status) {
   }
   b->req_head_written = 1;
   if (b->write_body > 0) {
+    b->body_sent_up += b->write_body;
     h3g_ring_release(&b->req_ring, b->write_body);
     if (b->resp != RESP_ABORTED)
       b->fe->consume(b->fs, b->write_body);
@@ -532,7 +691,7 @@ static void on_up_written(void *ctx, int status) {
     if (b->resp == RESP_COMPLETE) {
       /* The response finished first; only now is the message boundary
        * known on both sides. */
-      upstream_release(b, b->keep_alive && !b->extra_bytes);
+      upstream_release(b, b->keep_alive);
       return;
     }
   }
@@ -555,7 +714,42 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
    * client must not look like a slow upstream. */
   b->env->up_ops->set_read_timeout(conn, 0);
   b->env->up_ops->read_start(conn);
+  if (b->expect_continue && b->up_content_length != -2 &&
+      !(b->req == REQ_END && b->req_body_received == 0) &&
+      b->expect_timer == NULL && !b->expect_refused) {
+    b->expect_hold = 1;
+    if (b->env->timers != NULL)
+      b->expect_timer =
+          b->env->timers->start(b->env->loop,
+                                b->env->cfg->expect_continue_timeout_ms,
+                                on_expect_timeout, b);
+    if (b->expect_timer == NULL)
+      b->expect_hold = 0; /* no timer: do not risk holding forever */
+  }
   pump_request(b);
+}
+
+/* RFC 9110 §10.1.1: a client (here, we) need not wait for 100 forever. */
+static void on_expect_timeout(void *arg) {
+  h3g_bridge *b = arg;
+  b->expect_timer = NULL;
+  if (!b->expect_hold)
+    return;
+  b->expect_hold = 0;
+  pump_request(b);
+}
+
+/* The upstream answered an expect-continue request: 100 releases the body,
+ * a final status means the body is not wanted. */
+static void expect_answered(h3g_bridge *b, int status) {
+  if (!b->expect_hold)
+    return;
+  b->expect_hold = 0;
+  cancel_timer(b, &b->expect_timer);
+  if (status >= 200)
+    b->expect_refused = 1;
+  else
+    pump_request(b);
 }
 
 static int status_for_error(int err) {
@@ -621,7 +815,9 @@ static void notify_body(h3g_bridge *b) {
 static void response_complete(h3g_bridge *b) {
   b->resp = RESP_COMPLETE;
   b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
-  if (!b->req_fully_written) {
+  if (!b->req_fully_written && request_submitted(b)) {
+    /* The last write is with the kernel; on_up_written decides reuse. */
+  } else if (!b->req_fully_written) {
     /* The upstream answered before taking the whole request: the rest of
      * the body is not wanted, and the connection cannot be reused
      * mid-message. */
@@ -629,9 +825,15 @@ static void response_complete(h3g_bridge *b) {
       b->fe->stop_request(b->fs);
     upstream_release(b, 0);
   } else {
-    upstream_release(b, b->keep_alive && !b->extra_bytes);
+    upstream_release(b, b->keep_alive);
   }
   notify_body(b);
+}
+
+/* Every byte of the request was handed to the socket (the last write may
+ * still be in flight: the upstream can have read it already). */
+static int request_submitted(const h3g_bridge *b) {
+  return b->req_fully_written || (b->writing && b->write_final);
 }
 
 static void on_up_read(void *ctx, size_t nread) {
@@ -648,19 +850,35 @@ static void on_up_read(void *ctx, size_t nread) {
     fail_exchange(b, 502, "upstream-malformed");
     return;
   }
+  if (h3g_h1_parser_complete(b->parser) && consumed < nread) {
+    /* Bytes after the end of the response: the upstream and we disagree on
+     * where its messages end (a response desync, or an attempt at one).
+     * Nothing of it is trusted: 502, or a reset if the head went out in an
+     * earlier read. */
+    H3G_INC(upstream_malformed_responses);
+    h3g_warn("%s: upstream sent %zu bytes after the response", b->client,
+             nread - consumed);
+    b->head_pending = 0;
+    fail_exchange(b, 502, "upstream-extra-bytes");
+    return;
+  }
+  if (h3g_h1_parser_complete(b->parser) && !request_submitted(b) &&
+      b->body_sent_up > 0 && h3g_h1_parser_keep_alive(b->parser)) {
+    /* The upstream finished its response while part of our request body
+     * is still unsent, and keeps the connection open: it may read the rest
+     * of the body as a new request (a desync). Refuse the response. */
+    H3G_INC(upstream_malformed_responses);
+    h3g_warn("%s: upstream answered before the request body ended and "
+             "kept the connection open", b->client);
+    b->head_pending = 0;
+    fail_exchange(b, 502, "upstream-desync");
+    return;
+  }
   if (flush_head(b) != 0) {
     fail_exchange(b, 502, "internal");
     return;
   }
   if (h3g_h1_parser_complete(b->parser)) {
-    if (consumed < nread) {
-      /* Bytes after the end of the response: the upstream and we disagree
-       * on message boundaries. Never reuse this connection. */
-      b->extra_bytes = 1;
-      H3G_INC(upstream_malformed_responses);
-      h3g_warn("%s: upstream sent %zu bytes after the response", b->client,
-               nread - consumed);
-    }
     response_complete(b);
     return;
   }
@@ -726,6 +944,8 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   h3g_bridge *b = ud;
   if (b->resp == RESP_ABORTED)
     return H3G_ERR_CLOSED;
+  if (status == 100 || !interim)
+    expect_answered(b, status);
   /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is
    * always useful; other 1xx codes have no meaning to forward. */
   if (interim &&
@@ -837,6 +1057,7 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
                        : status == 503 ? "Service Unavailable"
                        : status == 504 ? "Gateway Timeout"
                        : status == 431 ? "Request Header Fields Too Large"
+                       : status == 413 ? "Content Too Large"
                        : status == 400 ? "Bad Request"
                                        : "Internal Server Error";
   int blen = snprintf(body, sizeof(body), "%d %s\n", status, reason);
@@ -850,6 +1071,8 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
       {(const uint8_t *)"cache-control", 13, (const uint8_t *)"no-store", 8},
   };
   int has_body = !b->is_head;
+  /* Body bytes of the refused response may already sit in the ring. */
+  h3g_ring_drop_unsent(&b->resp_ring);
   if (has_body &&
       h3g_ring_write(&b->resp_ring, (const uint8_t *)body, (size_t)blen) != 0)
     has_body = 0;

@@ -29,11 +29,26 @@
 
 typedef struct h3g_bridge h3g_bridge;
 
+typedef struct h3g_timer h3g_timer;
+
+/* One-shot timers, so the bridge needs no event loop of its own. */
+typedef struct h3g_timer_ops {
+  /* Calls cb(arg) once, after ms. Returns the timer, or NULL when none can
+   * be made (the caller then goes without). After cb ran, the timer is
+   * released: do not cancel it. */
+  h3g_timer *(*start)(void *loop, uint64_t ms, void (*cb)(void *arg),
+                      void *arg);
+  /* Stops t and releases it; cb is not called. NULL is a no-op. */
+  void (*cancel)(h3g_timer *t);
+} h3g_timer_ops;
+
 /* What every bridge of one server shares. */
 typedef struct h3g_bridge_env {
   const h3g_config *cfg;
   const h3g_upstream_ops *up_ops;
   void *pool;
+  const h3g_timer_ops *timers; /* NULL: no header or 100-continue timers */
+  void *loop;
 } h3g_bridge_env;
 
 /*

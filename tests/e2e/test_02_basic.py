@@ -241,7 +241,13 @@ def test_unsolicited_upstream_bytes_do_not_leak_into_next_response(gateway, upst
     gw = gateway()
     cl = h3(gw)
     r = cl.get("/bytes/5?extra=GARBAGE")
-    assert_body(r, 5)
+    # When the stray bytes arrive with the response they mark a desync: the
+    # response is refused (502 or reset, issue 3); when they arrive later the
+    # idle connection is dropped. Either way nothing leaks forward.
+    if r.error is None and r.status == 200:
+        assert_body(r, 5)
+    else:
+        assert r.status == 502 or r.error is not None, r
     time.sleep(0.3)
     r = cl.get("/bytes/4096")
     assert_body(r, 4096)

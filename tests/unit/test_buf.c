@@ -65,7 +65,24 @@ static void test_contiguous_region_stops_at_end(void) {
   h3g_ring_free(&r);
 }
 
+static void test_drop_unsent(void) {
+  h3g_ring r;
+  h3g_ring_init(&r, 16);
+  CHECK_EQ_INT(h3g_ring_write(&r, (const uint8_t *)"abcdef", 6), 0);
+  const uint8_t *p1, *p2;
+  size_t l1, l2;
+  h3g_ring_take(&r, 2, &p1, &l1, &p2, &l2);
+  h3g_ring_drop_unsent(&r);
+  CHECK_EQ_INT(h3g_ring_unsent(&r), 0);
+  CHECK_EQ_INT(h3g_ring_len(&r), 2); /* handed-out bytes stay until released */
+  CHECK_EQ_INT(h3g_ring_write(&r, (const uint8_t *)"xy", 2), 0);
+  CHECK_EQ_INT(h3g_ring_take(&r, 100, &p1, &l1, &p2, &l2), 1);
+  CHECK_MEM(p1, l1, "xy");
+  h3g_ring_free(&r);
+}
+
 int main(void) {
+  RUN(test_drop_unsent);
   RUN(test_write_take_release);
   RUN(test_reserve_commit_from);
   RUN(test_contiguous_region_stops_at_end);

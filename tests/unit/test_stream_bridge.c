@@ -424,6 +424,22 @@ static void test_malformed_response_before_and_after_head(void) {
   CHECK_EQ_INT(fe.status, 502);
   CHECK_EQ_INT(fe.aborted, 0);
   h3g_bridge_free(b);
+
+  /* a first chunk parsed before the error must not leak into the 502 body */
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *part = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "3\r\nabc\r\nzz\r\n";
+  up_send(part, strlen(part));
+  CHECK_EQ_INT(fe.status, 502);
+  char body[64];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK(n >= 3 && memcmp(body, "502", 3) == 0);
+  h3g_bridge_free(b);
 }
 
 static void test_truncated_body_resets(void) {
