@@ -18,7 +18,7 @@ WITH_TESTS=1
 [ "${1:-}" = "--runtime" ] && WITH_TESTS=0
 
 # Bump when the build recipe below changes: the prefix is rebuilt.
-RECIPE=4
+RECIPE=5
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -183,7 +183,7 @@ log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-
     --enable-quic --enable-session-ticket --enable-earlydata --enable-tls13 \
     --enable-alpn --enable-sni --enable-ecc --enable-aesgcm --enable-chacha \
     --enable-aesni --enable-intelasm --enable-sp --enable-sp-asm \
-    --enable-keylog-export --enable-opensslextra --enable-hkdf \
+    --enable-opensslextra --enable-hkdf \
     --disable-examples --disable-crypttests --disable-benchmark \
     --disable-oldtls --enable-harden \
     CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA" >/dev/null

@@ -836,6 +836,24 @@ class H3Multi:
         self.close()
 
 
+def h3_request_with(client, path, method="GET", setup=None, **kw):
+    """client.request(path, method, **kw), but setup(curl, transfer) runs
+    just before perform, to set what the helpers do not cover (a header
+    callback that records raw lines, CURLOPT_EXPECT_100_TIMEOUT_MS, ...).
+    The options are reset on the client's next request."""
+    c = client.curl
+    c.reset()
+    t = _Transfer(c, client.url(path), client.port, client.ca, method=method, **kw)
+    if setup is not None:
+        setup(c, t)
+    err = None
+    try:
+        c.perform()
+    except pycurl.error as e:
+        err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
+    return t.finish(err)
+
+
 @pytest.fixture
 def h3():
     """Factory: h3(gw) -> H3Client, closed at teardown."""

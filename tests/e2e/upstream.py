@@ -124,6 +124,7 @@ class Request:
         self.t_start = time.monotonic()
         self.t_end = None
         self.expect_continue = False
+        self.t_first_body = None    # when the first body byte was read
         self.errors = []
 
     def header(self, name, default=None):
@@ -196,6 +197,8 @@ class Body:
         self.req.body_sha256 = self.sha.hexdigest()
 
     def _account(self, data):
+        if data and self.req.t_first_body is None:
+            self.req.t_first_body = time.monotonic()
         self.sha.update(data)
         self.req.body_len += len(data)
 
@@ -308,6 +311,44 @@ class Conn:
                 "conn %d: received %d more bytes on a connection that should be "
                 "abandoned: %r" % (self.info.id, len(data), data[:60]))
         return False
+
+    def discard_until_close(self, timeout):
+        """Reads and throws away whatever the peer sends (bytes already
+        buffered included) until it closes or timeout passes. Unlike
+        wait_peer_close, bytes are expected here (a request body the
+        script chose not to read). Returns (closed, bytes discarded)."""
+        import select
+        n = 0
+        deadline = time.monotonic() + timeout
+        while not self.server.stopping.is_set():
+            try:
+                self.sock.setblocking(False)
+                try:
+                    data = self.rfile.read1(256 * KiB)
+                finally:
+                    self.sock.setblocking(True)
+            except (ConnectionResetError, BrokenPipeError):
+                self.info.peer_closed = True
+                return True, n
+            if data:
+                n += len(data)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False, n
+            readable, _, _ = select.select([self.sock], [], [], min(left, 0.2))
+            if not readable:
+                continue
+            try:
+                data = self.sock.recv(256 * KiB)
+            except (ConnectionResetError, BrokenPipeError):
+                self.info.peer_closed = True
+                return True, n
+            if not data:
+                self.info.peer_closed = True
+                return True, n
+            n += len(data)
+        return False, n
 
 
 class Response:
@@ -633,6 +674,9 @@ class Upstream:
         conn.send_continue_pending = req.expect_continue
         body = Body(conn, req)
         resp = Response(conn, req)
+        # Script callables (Upstream.script) read the body and answer
+        # through these.
+        conn.body, conn.resp = body, resp
         keep = True
         try:
             delay = float(req.query.get("delay", "0")) / 1000.0

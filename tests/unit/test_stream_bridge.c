@@ -178,6 +178,42 @@ static const h3g_frontend_ops fake_fe_ops = {
     .abort = fe_abort,
 };
 
+/* ---- fake timers ------------------------------------------------------ */
+
+typedef struct fake_timer {
+  int used;
+  uint64_t ms;
+  void (*cb)(void *);
+  void *arg;
+} fake_timer;
+
+static fake_timer timers[8];
+
+static h3g_timer *ft_start(void *loop, uint64_t ms, void (*cb)(void *),
+                           void *arg) {
+  (void)loop;
+  for (size_t i = 0; i < H3G_ARRAY_LEN(timers); i++)
+    if (!timers[i].used) {
+      timers[i] = (fake_timer){1, ms, cb, arg};
+      return (h3g_timer *)&timers[i];
+    }
+  return NULL;
+}
+static void ft_cancel(h3g_timer *t) { ((fake_timer *)(void *)t)->used = 0; }
+static const h3g_timer_ops fake_timers = {.start = ft_start,
+                                          .cancel = ft_cancel};
+
+/* Fires the live timer of the given duration. Returns 1 if one fired. */
+static int fire_timer(uint64_t ms) {
+  for (size_t i = 0; i < H3G_ARRAY_LEN(timers); i++)
+    if (timers[i].used && timers[i].ms == ms) {
+      timers[i].used = 0;
+      timers[i].cb(timers[i].arg);
+      return 1;
+    }
+  return 0;
+}
+
 /* ---- helpers --------------------------------------------------------- */
 
 static h3g_config cfg;
@@ -190,7 +226,13 @@ static h3g_bridge *new_bridge(size_t bufsize) {
   cfg.stream_buffer_size = (uint32_t)bufsize;
   cfg.max_header_size = 16384;
   cfg.response_timeout_ms = 60000;
-  env = (h3g_bridge_env){.cfg = &cfg, .up_ops = &fake_ops, .pool = NULL};
+  cfg.request_header_timeout_ms = 10000;
+  cfg.expect_continue_timeout_ms = 1000;
+  memset(timers, 0, sizeof(timers));
+  env = (h3g_bridge_env){.cfg = &cfg,
+                         .up_ops = &fake_ops,
+                         .pool = NULL,
+                         .timers = &fake_timers};
   h3g_bridge *b = NULL;
   CHECK_EQ_INT(h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, "127.0.0.1:1",
                               "h3"),
@@ -595,6 +637,169 @@ static void test_head_and_interim(void) {
   h3g_bridge_free(b);
 }
 
+static void test_forwarding_fields(void) {
+  h3g_bridge *b = new_bridge(4096);
+  cfg.fwd_x_forwarded = 1;
+  cfg.fwd_via = 1;
+  cfg.fwd_forwarded = 1;
+  add_request(b, "GET", "/");
+  add(b, "x-forwarded-for", "6.6.6.6"); /* spoofed: client not trusted */
+  add(b, "via", "1.1 evil");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "6.6.6.6") == NULL);
+  CHECK(strstr(up.wrote, "evil") == NULL);
+  CHECK(strstr(up.wrote, "x-forwarded-for: 127.0.0.1\r\n") != NULL);
+  CHECK(strstr(up.wrote, "x-forwarded-proto: https\r\n") != NULL);
+  CHECK(strstr(up.wrote, "x-forwarded-host: example.com\r\n") != NULL);
+  CHECK(strstr(up.wrote, "via: 3 h3gate\r\n") != NULL);
+  CHECK(strstr(up.wrote,
+               "forwarded: for=127.0.0.1;proto=https;host=\"example.com\"") !=
+        NULL);
+  h3g_bridge_free(b);
+
+  /* a trusted proxy's chain is kept and ours appended */
+  b = new_bridge(4096);
+  cfg.fwd_x_forwarded = 1;
+  cfg.fwd_via = 1;
+  cfg.ntrusted = 1;
+  cfg.trusted[0] = (h3g_cidr){.family = 4, .prefix = 8, .addr = {127}};
+  add_request(b, "GET", "/");
+  add(b, "x-forwarded-for", "6.6.6.6");
+  add(b, "x-forwarded-proto", "http");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "x-forwarded-for: 6.6.6.6, 127.0.0.1\r\n") != NULL);
+  CHECK(strstr(up.wrote, "x-forwarded-proto: http\r\n") != NULL);
+  CHECK(strstr(up.wrote, "x-forwarded-proto: https") == NULL);
+  h3g_bridge_free(b);
+}
+
+static void test_body_limit(void) {
+  h3g_bridge *b = new_bridge(4096);
+  cfg.max_request_body = 4;
+  add_request(b, "POST", "/");
+  add(b, "content-length", "5");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(up.acquires, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  cfg.max_request_body = 4;
+  add_request(b, "POST", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  CHECK_EQ_INT(fe.heads, 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"de", 2), 0);
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
+static void test_header_timeout(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add(b, ":method", "GET");
+  CHECK(fire_timer(10000));
+  CHECK_EQ_INT(fe.aborted, 1);
+  CHECK_EQ_INT(fe.abort_code, H3G_ABORT_REJECTED);
+  CHECK_EQ_INT(up.acquires, 0);
+  h3g_bridge_free(b);
+
+  /* a complete head cancels it */
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK(!fire_timer(10000));
+  h3g_bridge_free(b);
+}
+
+static void test_expect_continue(void) {
+  /* body held until the upstream's 100 */
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "abc") == NULL);
+  up_written(b);
+  const char *cont = "HTTP/1.1 100 Continue\r\n\r\n";
+  up_send(cont, strlen(cont));
+  CHECK_EQ_INT(fe.interim_status, 100);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "\r\n\r\nabc") != NULL);
+  h3g_bridge_free(b);
+
+  /* or until the timeout */
+  b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK(fire_timer(1000));
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "abc") != NULL);
+  h3g_bridge_free(b);
+
+  /* a final answer first: the body never goes */
+  b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *no = "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n";
+  up_send(no, strlen(no));
+  CHECK_EQ_INT(fe.status, 417);
+  up.wrote[up.wrote_len] = '\0';
+  CHECK(strstr(up.wrote, "abc") == NULL);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
+static void test_early_complete_response_keeping_connection_is_desync(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b); /* head + first chunk accepted; client still sending */
+  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
+static void test_bytes_after_response(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEVIL";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(up.reusable, 0);
+  char body[64];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK(n >= 3 && memcmp(body, "502", 3) == 0);
+  h3g_bridge_free(b);
+}
+
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
@@ -610,5 +815,11 @@ int main(void) {
   RUN(test_retry_once_on_stale_connection);
   RUN(test_client_abort_poisons_connection);
   RUN(test_head_and_interim);
+  RUN(test_forwarding_fields);
+  RUN(test_body_limit);
+  RUN(test_header_timeout);
+  RUN(test_expect_continue);
+  RUN(test_early_complete_response_keeping_connection_is_desync);
+  RUN(test_bytes_after_response);
   return unit_report();
 }
