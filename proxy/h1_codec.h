@@ -94,8 +94,9 @@ typedef struct h3g_h1_callbacks {
    * len 0. */
   int (*on_body)(void *ud, const uint8_t *data, size_t len);
   /* Trailer fields of a chunked response, called before on_complete and
-   * only if there were any. Hop-by-hop and framing fields
-   * (H3G_FIELD_HOP_BY_HOP, H3G_FIELD_FRAMING) have been dropped already. */
+   * only if there were any. Hop-by-hop fields and Host have been dropped
+   * already; Content-Length or Transfer-Encoding in trailers make the
+   * response malformed (RFC 9110 §6.5.1), they never reach here. */
   int (*on_trailers)(void *ud, h3g_headers *fields);
   /* The response is complete (from feed, or from finish for a body that
    * ends when the connection closes). */
@@ -138,9 +139,10 @@ void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request);
  * obsolete line folding; both Content-Length and Transfer-Encoding; more
  * than one Content-Length field (even with equal values) or a list as its
  * value; a Transfer-Encoding other than exactly one "chunked" (this
- * gateway cannot remove other codings); a bad chunk size; a chunk with
- * more than one extension (an llhttp 8.1 limitation) or with extensions
- * over 1024 bytes.
+ * gateway cannot remove other codings); a bad chunk size; chunk
+ * extensions over 1024 bytes in all (llhttp 8.1, Debian 12, also refuses a
+ * chunk with more than one extension; 9.x accepts it); Content-Length or
+ * Transfer-Encoding among the trailers.
  */
 int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
                        size_t *consumed);
