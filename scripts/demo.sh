@@ -36,9 +36,9 @@ h3gate listens on UDP 127.0.0.1:$PORT (HTTP/3) in front of the demo app on
 
   /usr/bin/python3 scripts/h3get.py --cacert certs/out/ca.crt https://localhost:$PORT/
 
-or with ngtcp2's client:
+or with ngtcp2's example client (it does not verify certificates):
 
-  gtlsclient --exit-on-all-streams-close --ca-certs=certs/out/ca.crt 127.0.0.1 $PORT https://localhost:$PORT/
+  gtlsclient --exit-on-all-streams-close 127.0.0.1 $PORT https://localhost:$PORT/
 
 Metrics: curl http://127.0.0.1:9901/metrics    Stop: Ctrl-C
 
