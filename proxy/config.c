@@ -68,7 +68,9 @@ typedef enum opt_type {
   OPT_UINT,       /* a count */
   OPT_DURATION,   /* stored in milliseconds */
   OPT_SIZE,       /* stored in bytes */
-  OPT_ADDRESS,    /* an IPv4 or IPv6 literal ("[v6]" accepted) */
+  OPT_ADDRESS,    /* an IPv4 or IPv6 literal ("[v6]" accepted); "" allowed
+                     when the default is "" (meaning "as elsewhere") */
+  OPT_HOST,       /* "", a DNS name or an IP literal (not bound) */
   OPT_PATH,       /* a file path, resolved against the INI's directory */
   OPT_LOG_TARGET, /* "-" (stdout), "off", or an OPT_PATH */
   OPT_HOSTPORT,   /* host:port, host a DNS name or an address */
@@ -99,6 +101,8 @@ typedef struct opt {
 /* In h3g_log_level order. */
 static const char *const log_level_names[] = {"error", "warn", "info", "debug",
                                               NULL};
+/* In h3g_alt_svc_upstream order. */
+static const char *const alt_svc_upstream_names[] = {"replace", "keep", NULL};
 
 /* Mirrored key for key, with the reasons, by config/h3gate.ini. */
 static const opt schema[] = {
@@ -110,6 +114,7 @@ static const opt schema[] = {
     {OPT("server", "admin", OPT_LISTEN, 0, 65535, "off", admin_address),
      PORT_FIELD(admin_port)},
 
+    {OPT("listener", "enabled", OPT_BOOL, 0, 1, "yes", listen_enabled)},
     {OPT("listener", "address", OPT_ADDRESS, 0, 0, "0.0.0.0", listen_address)},
     {OPT("listener", "port", OPT_UINT, 0, 65535, "443", listen_port)},
     {OPT("listener", "cert", OPT_PATH, 0, 0, NULL, cert_file),
@@ -131,6 +136,29 @@ static const opt schema[] = {
          max_request_body)},
     {OPT("listener", "request_header_timeout", OPT_DURATION, T_SEC, 5 * T_MIN,
          "10s", request_header_timeout_ms)},
+
+    {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
+    {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},
+    {OPT("tcp", "port", OPT_UINT, 0, 65535, "0", tcp_port)},
+    {OPT("tcp", "handshake_timeout", OPT_DURATION, T_SEC, 5 * T_MIN, "10s",
+         tcp_handshake_timeout_ms)},
+    {OPT("tcp", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "60s",
+         tcp_idle_timeout_ms)},
+    {OPT("tcp", "header_timeout", OPT_DURATION, T_SEC, 5 * T_MIN, "10s",
+         tcp_header_timeout_ms)},
+    {OPT("tcp", "max_connections", OPT_UINT, 1, 1000000, "10000",
+         tcp_max_connections)},
+
+    {OPT("alt_svc", "enabled", OPT_BOOL, 0, 1, "yes", alt_svc_enabled)},
+    {OPT("alt_svc", "port", OPT_UINT, 0, 65535, "0", alt_svc_port)},
+    {OPT("alt_svc", "host", OPT_HOST, 0, 0, "", alt_svc_host)},
+    {OPT("alt_svc", "max_age", OPT_UINT, 0, 1000000000, "86400",
+         alt_svc_max_age)},
+    {OPT("alt_svc", "upstream", OPT_ENUM, 0, 0, "replace", alt_svc_upstream),
+     .names = alt_svc_upstream_names},
+
+    {OPT("redirect", "address", OPT_ADDRESS, 0, 0, "", redirect_address)},
+    {OPT("redirect", "port", OPT_UINT, 0, 65535, "0", redirect_port)},
 
     {OPT("upstream", "server", OPT_HOSTPORT, 1, 65535, NULL, upstream_host),
      PORT_FIELD(upstream_port)},
@@ -748,9 +776,26 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
   case OPT_DURATION:
   case OPT_SIZE: return parse_number(o, text, cfg, why, whylen);
 
+  case OPT_HOST:
+    if (text[0] != '\0' && !valid_hostname(text) && !valid_ip(text, AF_INET) &&
+        !valid_ip(text, AF_INET6)) {
+      snprintf(why, whylen, "expected a host name or an IP address, not \"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    if (store_string(field, o->size, text, strlen(text)) != 0) {
+      snprintf(why, whylen, "longer than %zu bytes", o->size - 1);
+      return -1;
+    }
+    return 0;
+
   case OPT_ADDRESS: {
     size_t n = strlen(text);
     const char *a = text;
+    if (n == 0 && o->def != NULL && o->def[0] == '\0') {
+      field[0] = '\0';
+      return 0;
+    }
     if (n >= 2 && text[0] == '[' && text[n - 1] == ']') {
       a = text + 1;
       n -= 2;
@@ -1448,6 +1493,7 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_DURATION:
   case OPT_SIZE: format_number(o, load_uint(field, o->size), buf, cap); return;
   case OPT_ADDRESS:
+  case OPT_HOST:
   case OPT_PATH:
   case OPT_CIDRS:
   case OPT_LOG_TARGET: snprintf(buf, cap, "%s", field); return;

@@ -26,6 +26,12 @@ typedef struct h3g_cidr {
 
 #define H3G_MAX_TRUSTED 32
 
+/* What the TCP listener does with an Alt-Svc field from the upstream. */
+typedef enum h3g_alt_svc_upstream {
+  H3G_ALT_SVC_REPLACE = 0, /* drop it, send ours */
+  H3G_ALT_SVC_KEEP,        /* pass it on, add none */
+} h3g_alt_svc_upstream;
+
 typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;
@@ -35,6 +41,7 @@ typedef struct h3g_config {
   uint16_t admin_port;
 
   /* [listener] */
+  uint32_t listen_enabled;           /* 0: no QUIC listener, no Alt-Svc h3 */
   char listen_address[H3G_HOST_MAX]; /* IPv4 or IPv6 literal */
   uint16_t listen_port;
   char cert_file[H3G_PATH_MAX];      /* PEM chain; relative to the INI */
@@ -47,6 +54,26 @@ typedef struct h3g_config {
   uint32_t max_header_size;          /* field section size, both sides */
   uint64_t max_request_body;         /* bytes, 0 = unlimited (413) */
   uint64_t request_header_timeout_ms;
+
+  /* [tcp]: the HTTPS (TCP + TLS) fallback listener */
+  uint32_t tcp_enabled;
+  char tcp_address[H3G_HOST_MAX];    /* "" = listen_address */
+  uint16_t tcp_port;                 /* 0 = the UDP listener's port */
+  uint64_t tcp_handshake_timeout_ms;
+  uint64_t tcp_idle_timeout_ms;      /* keep-alive between requests */
+  uint64_t tcp_header_timeout_ms;    /* whole request head (slowloris) */
+  uint32_t tcp_max_connections;
+
+  /* [alt_svc] */
+  uint32_t alt_svc_enabled;
+  uint16_t alt_svc_port;             /* 0 = the UDP listener's port */
+  char alt_svc_host[H3G_HOST_MAX];   /* "" = same host */
+  uint32_t alt_svc_max_age;          /* seconds ("ma") */
+  h3g_alt_svc_upstream alt_svc_upstream;
+
+  /* [redirect]: plain-HTTP listener answering 308 to https (port 0: off) */
+  char redirect_address[H3G_HOST_MAX]; /* "" = listen_address */
+  uint16_t redirect_port;
 
   /* [upstream] */
   char upstream_host[H3G_HOST_MAX];

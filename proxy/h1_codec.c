@@ -320,16 +320,21 @@ static int on_header_field_complete(llhttp_t *ll) {
  * the LF that ended the previous line; *ws tells whether there were any.
  * Before the start of the buffer, tail says how the previous one ended.
  */
-static int at_line_start(const h3g_h1_parser *p, const uint8_t *at, int *ws) {
+static int line_start(const uint8_t *feed_start, uint8_t tail,
+                      const uint8_t *at, int *ws) {
   const uint8_t *q = at;
-  while (q > p->feed_start && (q[-1] == ' ' || q[-1] == '\t'))
+  while (q > feed_start && (q[-1] == ' ' || q[-1] == '\t'))
     q--;
-  if (q == p->feed_start) {
-    *ws = q != at || p->tail == TAIL_LF_WS;
-    return p->tail != TAIL_MID;
+  if (q == feed_start) {
+    *ws = q != at || tail == TAIL_LF_WS;
+    return tail != TAIL_MID;
   }
   *ws = q != at;
   return q[-1] == '\n';
+}
+
+static int at_line_start(const h3g_h1_parser *p, const uint8_t *at, int *ws) {
+  return line_start(p->feed_start, p->tail, at, ws);
 }
 
 /*
@@ -376,11 +381,11 @@ static int on_header_value_complete(llhttp_t *ll) {
  * With "chunked, gzip" llhttp would read a close-delimited body (§6.3
  * rule 4); that is refused for the same reason.
  */
-static const char *check_transfer_encoding(h3g_h1_parser *p, int *present) {
+static const char *check_te_fields(const h3g_headers *h, int *present) {
   int chunked = 0, other = 0;
   *present = 0;
-  for (size_t i = 0; i < p->fields.nfields; i++) {
-    const h3g_field *f = &p->fields.fields[i];
+  for (size_t i = 0; i < h->nfields; i++) {
+    const h3g_field *f = &h->fields[i];
     if (!eq_ci(f->name, f->namelen, "transfer-encoding"))
       continue;
     *present = 1;
@@ -406,6 +411,10 @@ static const char *check_transfer_encoding(h3g_h1_parser *p, int *present) {
   if (*present && (chunked != 1 || other != 0))
     return "unsupported transfer coding";
   return NULL;
+}
+
+static const char *check_transfer_encoding(h3g_h1_parser *p, int *present) {
+  return check_te_fields(&p->fields, present);
 }
 
 static int on_headers_complete(llhttp_t *ll) {
@@ -575,18 +584,22 @@ void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request) {
 }
 
 /* How the fed bytes end, for at_line_start() on the next feed. */
-static void note_tail(h3g_h1_parser *p, const uint8_t *data, size_t len) {
+static void next_tail(uint8_t *tail, const uint8_t *data, size_t len) {
   size_t i = len;
   while (i > 0 && (data[i - 1] == ' ' || data[i - 1] == '\t'))
     i--;
   if (i == 0) {
-    if (len > 0 && p->tail == TAIL_LF)
-      p->tail = TAIL_LF_WS;
+    if (len > 0 && *tail == TAIL_LF)
+      *tail = TAIL_LF_WS;
   } else if (data[i - 1] != '\n') {
-    p->tail = TAIL_MID;
+    *tail = TAIL_MID;
   } else {
-    p->tail = i < len ? TAIL_LF_WS : TAIL_LF;
+    *tail = i < len ? TAIL_LF_WS : TAIL_LF;
   }
+}
+
+static void note_tail(h3g_h1_parser *p, const uint8_t *data, size_t len) {
+  next_tail(&p->tail, data, len);
 }
 
 /*
@@ -692,6 +705,352 @@ int h3g_h1_parser_keep_alive(const h3g_h1_parser *p) {
 }
 
 const char *h3g_h1_parser_reason(const h3g_h1_parser *p) {
+  if (p->reason != NULL)
+    return p->reason;
+  return p->phase == PH_FAILED ? "error" : "no error";
+}
+
+/* ---- request parsing ---------------------------------------------------- */
+
+/*
+ * The server side of the TCP listener. The same llhttp gaps as for
+ * responses are closed here (folding, "X : y", empty names, trailing
+ * whitespace, framing trailers, transfer codings), plus RFC 9112 §3.2's
+ * Host rule. Parsing pauses after the head so that the caller feeds body
+ * bytes only as fast as the upstream takes them (flow control: a chunked
+ * body never decodes to more bytes than were fed).
+ */
+struct h3g_h1_request_parser {
+  llhttp_t ll;
+  h3g_h1_request_callbacks cb;
+  void *ud;
+  h3g_headers fields; /* the head, then the trailers */
+  uint8_t *target;    /* the request target, up to max_head_bytes */
+  size_t targetlen, targetcap;
+  size_t max_head_bytes;
+  size_t ext_bytes;
+  const uint8_t *feed_start;
+  const char *reason;
+  int err;
+  enum phase phase;
+  uint8_t in_name;
+  uint8_t started;
+  uint8_t tail;
+};
+
+static h3g_h1_request_parser *rparser_of(llhttp_t *ll) {
+  return H3G_CONTAINER_OF(ll, h3g_h1_request_parser, ll);
+}
+
+static int rfail(h3g_h1_request_parser *p, int err, const char *reason) {
+  if (p->phase != PH_FAILED) {
+    p->err = err;
+    p->reason = reason;
+    p->phase = PH_FAILED;
+  }
+  return -1;
+}
+
+static int rstore_error(h3g_h1_request_parser *p, int rv) {
+  switch (rv) {
+  case 0: return 0;
+  case H3G_ERR_TOOBIG: return rfail(p, rv, "request head too large");
+  case H3G_ERR_NOMEM: return rfail(p, rv, "out of memory");
+  default: return rfail(p, H3G_ERR_PROTO, "field value without a name");
+  }
+}
+
+static int ron_message_begin(llhttp_t *ll) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  h3g_headers_clear(&p->fields);
+  p->targetlen = 0;
+  p->phase = PH_HEAD;
+  p->in_name = 0;
+  return 0;
+}
+
+static int ron_url(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  if (len > p->max_head_bytes - p->targetlen)
+    return rfail(p, H3G_ERR_TOOBIG, "request target too long");
+  if (p->targetlen + len > p->targetcap) {
+    size_t cap = H3G_MAX(p->targetcap * 2, (size_t)256);
+    while (cap < p->targetlen + len)
+      cap *= 2;
+    cap = H3G_MIN(cap, p->max_head_bytes);
+    uint8_t *t = realloc(p->target, cap);
+    if (t == NULL)
+      return rfail(p, H3G_ERR_NOMEM, "out of memory");
+    p->target = t;
+    p->targetcap = cap;
+  }
+  memcpy(p->target + p->targetlen, at, len);
+  p->targetlen += len;
+  return 0;
+}
+
+static int ron_header_field(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  const uint8_t *s = (const uint8_t *)at;
+  for (size_t i = 0; i < len; i++)
+    if (!is_token_char(s[i]))
+      return rfail(p, H3G_ERR_PROTO, "invalid character in field name");
+  int rv = p->in_name ? h3g_headers_append_last(&p->fields, 1, s, len)
+                      : h3g_headers_add(&p->fields, s, len, NULL, 0);
+  p->in_name = 1;
+  return rstore_error(p, rv);
+}
+
+static int ron_header_field_complete(llhttp_t *ll) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  if (!p->in_name || p->fields.nfields == 0 ||
+      p->fields.fields[p->fields.nfields - 1].namelen == 0)
+    return rfail(p, H3G_ERR_PROTO, "empty field name");
+  p->in_name = 0;
+  if (p->phase == PH_TRAILERS &&
+      is_framing_trailer(&p->fields.fields[p->fields.nfields - 1]))
+    return rfail(p, H3G_ERR_PROTO, "framing field in trailers");
+  return 0;
+}
+
+static int ron_header_value(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  const uint8_t *s = (const uint8_t *)at;
+  int ws;
+  if (len == 0)
+    return 0;
+  if (line_start(p->feed_start, p->tail, s, &ws))
+    return rfail(p, H3G_ERR_PROTO, "obsolete line folding");
+  for (size_t i = 0; i < len; i++)
+    if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
+      return rfail(p, H3G_ERR_PROTO, "invalid character in field value");
+  return rstore_error(p, h3g_headers_append_last(&p->fields, 0, s, len));
+}
+
+static int ron_header_value_complete(llhttp_t *ll) {
+  h3g_headers_trim_last(&rparser_of(ll)->fields);
+  return 0;
+}
+
+static int ron_headers_complete(llhttp_t *ll) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  const char *bad;
+  int te, hosts = 0, upgrade = 0;
+
+  if (ll->http_major != 1 || ll->http_minor > 1)
+    return rfail(p, H3G_ERR_PROTO, "unsupported HTTP version");
+  if (p->targetlen == 0)
+    return rfail(p, H3G_ERR_PROTO, "empty request target");
+  if ((bad = check_te_fields(&p->fields, &te)) != NULL)
+    return rfail(p, H3G_ERR_PROTO, bad);
+  /* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; a
+   * gateway cannot tell what the client meant. */
+  if (te && ll->http_minor == 0)
+    return rfail(p, H3G_ERR_PROTO, "transfer coding in HTTP/1.0");
+  for (size_t i = 0; i < p->fields.nfields; i++) {
+    const h3g_field *f = &p->fields.fields[i];
+    if (eq_ci(f->name, f->namelen, "host"))
+      hosts++;
+    else if (eq_ci(f->name, f->namelen, "upgrade"))
+      upgrade = 1;
+  }
+  if (hosts > 1)
+    return rfail(p, H3G_ERR_PROTO, "more than one Host field");
+  if (hosts == 0 && ll->http_minor == 1)
+    return rfail(p, H3G_ERR_PROTO, "no Host field");
+
+  h3g_h1_request_head head = {
+      .method = llhttp_method_name((llhttp_method_t)ll->method),
+      .target = p->target,
+      .targetlen = p->targetlen,
+      .version_minor = ll->http_minor,
+      .fields = &p->fields,
+      .body = (ll->flags & F_CHUNKED)          ? -1
+              : (ll->flags & F_CONTENT_LENGTH) ? (int64_t)ll->content_length
+                                               : 0,
+      .keep_alive = llhttp_should_keep_alive(ll),
+      .upgrade = upgrade,
+  };
+  p->phase = PH_BODY;
+  if (p->cb.on_head) {
+    int rv = p->cb.on_head(p->ud, &head);
+    if (rv != 0)
+      return rfail(p, rv, "stopped by a callback");
+  }
+  h3g_headers_clear(&p->fields);
+  /* Without a body the request completes in the same call (pausing here
+   * would leave on_complete to a feed with nothing to feed). */
+  return head.body != 0 ? HPE_PAUSED : 0;
+}
+
+static int ron_body(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  if (p->cb.on_body && len) {
+    int rv = p->cb.on_body(p->ud, (const uint8_t *)at, len);
+    if (rv != 0)
+      return rfail(p, rv, "stopped by a callback");
+  }
+  return 0;
+}
+
+static int ron_chunk_extension(llhttp_t *ll, const char *at, size_t len) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  H3G_UNUSED(at);
+  p->ext_bytes += len;
+  if (p->ext_bytes > MAX_CHUNK_EXT)
+    return rfail(p, H3G_ERR_PROTO, "chunk extension too long");
+  return 0;
+}
+
+static int ron_chunk_header(llhttp_t *ll) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  p->ext_bytes = 0;
+  if (ll->content_length == 0) {
+    p->phase = PH_TRAILERS;
+    p->in_name = 0;
+    h3g_headers_clear(&p->fields);
+  }
+  return 0;
+}
+
+static int ron_message_complete(llhttp_t *ll) {
+  h3g_h1_request_parser *p = rparser_of(ll);
+  int rv;
+  if (p->phase == PH_TRAILERS) {
+    drop_forbidden_trailers(&p->fields);
+    if (p->fields.nfields && p->cb.on_trailers &&
+        (rv = p->cb.on_trailers(p->ud, &p->fields)) != 0)
+      return rfail(p, rv, "stopped by a callback");
+  }
+  p->phase = PH_DONE;
+  if (p->cb.on_complete && (rv = p->cb.on_complete(p->ud)) != 0)
+    return rfail(p, rv, "stopped by a callback");
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t request_settings = {
+    .on_message_begin = ron_message_begin,
+    .on_url = ron_url,
+    .on_header_field = ron_header_field,
+    .on_header_field_complete = ron_header_field_complete,
+    .on_header_value = ron_header_value,
+    .on_header_value_complete = ron_header_value_complete,
+    .on_headers_complete = ron_headers_complete,
+    .on_body = ron_body,
+    .on_chunk_extension_name = ron_chunk_extension,
+    .on_chunk_extension_value = ron_chunk_extension,
+    .on_chunk_header = ron_chunk_header,
+    .on_message_complete = ron_message_complete,
+};
+
+int h3g_h1_request_parser_new(h3g_h1_request_parser **pp,
+                              const h3g_h1_request_callbacks *cb, void *ud,
+                              size_t max_head_bytes) {
+  h3g_h1_request_parser *p = calloc(1, sizeof(*p));
+  *pp = NULL;
+  if (p == NULL)
+    return H3G_ERR_NOMEM;
+  if (cb != NULL)
+    p->cb = *cb;
+  p->ud = ud;
+  p->max_head_bytes = max_head_bytes;
+  h3g_headers_init(&p->fields, max_head_bytes);
+  llhttp_init(&p->ll, HTTP_REQUEST, &request_settings);
+  h3g_h1_request_parser_reset(p);
+  *pp = p;
+  return 0;
+}
+
+void h3g_h1_request_parser_free(h3g_h1_request_parser *p) {
+  if (p == NULL)
+    return;
+  h3g_headers_free(&p->fields);
+  free(p->target);
+  free(p);
+}
+
+void h3g_h1_request_parser_reset(h3g_h1_request_parser *p) {
+  llhttp_reset(&p->ll);
+  h3g_headers_clear(&p->fields);
+  p->targetlen = 0;
+  p->ext_bytes = 0;
+  p->feed_start = NULL;
+  p->reason = NULL;
+  p->err = 0;
+  p->phase = PH_IDLE;
+  p->in_name = 0;
+  p->started = 0;
+  p->tail = TAIL_LF;
+}
+
+/* llhttp's own refusals, named as the response side names them. */
+static const char *request_error_reason(const h3g_h1_request_parser *p,
+                                        const uint8_t *pos,
+                                        const uint8_t *end) {
+  const char *why = llhttp_get_error_reason(&p->ll);
+  int ws;
+  if (llhttp_get_errno(&p->ll) != HPE_INVALID_HEADER_TOKEN || pos == NULL ||
+      pos < p->feed_start || pos > end)
+    return why;
+  int c = pos < end ? *pos : -1;
+  if (line_start(p->feed_start, p->tail, pos, &ws)) {
+    if ((ws || c == ' ' || c == '\t') && p->fields.nfields > 0)
+      return "obsolete line folding";
+    if (!ws && c == ':')
+      return "empty field name";
+  }
+  if (why != NULL && strcmp(why, "Invalid header value char") == 0)
+    return "invalid character in field value";
+  return "invalid character in field name";
+}
+
+int h3g_h1_request_parser_feed(h3g_h1_request_parser *p, const uint8_t *data,
+                               size_t len, size_t *consumed) {
+  size_t off;
+
+  *consumed = 0;
+  if (p->phase == PH_FAILED)
+    return p->err;
+  if (p->phase == PH_DONE || len == 0)
+    return 0;
+  p->started = 1;
+  p->feed_start = data;
+  llhttp_errno_t e = llhttp_execute(&p->ll, (const char *)data, len);
+  if (e == HPE_OK) {
+    off = len;
+  } else if (e == HPE_PAUSED && p->phase != PH_FAILED) {
+    off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
+    llhttp_resume(&p->ll);
+  } else if (e == HPE_PAUSED_UPGRADE && p->phase == PH_DONE) {
+    off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
+  } else {
+    const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&p->ll);
+    if (p->phase != PH_FAILED)
+      rfail(p, H3G_ERR_PROTO, request_error_reason(p, pos, data + len));
+    if (pos != NULL && pos >= data && pos <= data + len)
+      *consumed = (size_t)(pos - data);
+    p->feed_start = NULL;
+    return p->err;
+  }
+  next_tail(&p->tail, data, off);
+  p->feed_start = NULL;
+  *consumed = off;
+  return 0;
+}
+
+int h3g_h1_request_parser_in_head(const h3g_h1_request_parser *p) {
+  return p->phase == PH_HEAD;
+}
+
+int h3g_h1_request_parser_in_body(const h3g_h1_request_parser *p) {
+  return p->phase == PH_BODY || p->phase == PH_TRAILERS;
+}
+
+int h3g_h1_request_parser_complete(const h3g_h1_request_parser *p) {
+  return p->phase == PH_DONE;
+}
+
+const char *h3g_h1_request_parser_reason(const h3g_h1_request_parser *p) {
   if (p->reason != NULL)
     return p->reason;
   return p->phase == PH_FAILED ? "error" : "no error";

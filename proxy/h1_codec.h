@@ -173,6 +173,94 @@ int h3g_h1_parser_keep_alive(const h3g_h1_parser *p);
 /* A static description of the last error, for logs ("no error" if none). */
 const char *h3g_h1_parser_reason(const h3g_h1_parser *p);
 
+/* ---- requests (the TCP listener's server side) ------------------------ */
+
+typedef struct h3g_h1_request_parser h3g_h1_request_parser;
+
+/* A request head as received. */
+typedef struct h3g_h1_request_head {
+  const char *method;    /* llhttp's static name, e.g. "GET" */
+  const uint8_t *target; /* as received: origin-, absolute-, authority- or
+                            asterisk-form */
+  size_t targetlen;
+  int version_minor;     /* 0 or 1 (HTTP/1.x only) */
+  /* Fields in received order, names as received, values trimmed; the list
+   * may be modified. Exactly one Host in HTTP/1.1, at most one in 1.0. */
+  h3g_headers *fields;
+  int64_t body;   /* -1: chunked; >= 0: Content-Length (0: no body) */
+  int keep_alive; /* the connection may carry another request after this
+                     one (1.1 without "close", 1.0 with "keep-alive", no
+                     Transfer-Encoding in 1.0) */
+  int upgrade;    /* an Upgrade field was present */
+} h3g_h1_request_head;
+
+/*
+ * What the request parser reports; each callback returns 0 or a negative
+ * H3G_ERR_* code that stops parsing (returned by feed). Pointers are valid
+ * only during the call. A callback may be NULL; none may reset or free the
+ * parser.
+ */
+typedef struct h3g_h1_request_callbacks {
+  /* The head is complete. When a body follows, parsing pauses right after
+   * the head (feed returns), so the caller decides how many body bytes to
+   * feed next; without one, on_complete follows in the same feed. */
+  int (*on_head)(void *ud, h3g_h1_request_head *head);
+  /* Body bytes after chunked decoding; never len 0. The body never holds
+   * more bytes than were fed since the head. */
+  int (*on_body)(void *ud, const uint8_t *data, size_t len);
+  /* Trailer fields of a chunked body, if any, before on_complete; framing,
+   * routing and hop-by-hop fields have been dropped. */
+  int (*on_trailers)(void *ud, h3g_headers *fields);
+  /* The request is complete; parsing stops right after it. */
+  int (*on_complete)(void *ud);
+} h3g_h1_request_callbacks;
+
+/*
+ * Creates a request parser (HTTP/1.0 and 1.1, strict: no llhttp lenient
+ * flag). max_head_bytes caps the request line plus the field section, and
+ * the trailers, counted as h3g_headers does. Returns 0 or H3G_ERR_NOMEM.
+ */
+int h3g_h1_request_parser_new(h3g_h1_request_parser **pp,
+                              const h3g_h1_request_callbacks *cb, void *ud,
+                              size_t max_head_bytes);
+void h3g_h1_request_parser_free(h3g_h1_request_parser *p);
+
+/* Prepares for the next request on the connection; clears any error. */
+void h3g_h1_request_parser_reset(h3g_h1_request_parser *p);
+
+/*
+ * Parses up to len bytes. Stops (returning 0, *consumed < len possibly)
+ * after the head and after the complete request; call again with the rest.
+ * Once complete, consumes nothing until reset.
+ *
+ * Returns 0, H3G_ERR_PROTO (malformed: answer 400 and close), H3G_ERR_TOOBIG
+ * (head over the cap: 431 and close), or what a callback returned. Errors
+ * are sticky until reset. Malformed means, besides llhttp's own refusals
+ * (bad request line, unknown method, invalid characters in the target, a
+ * field name that is not a token, controls in values, Content-Length with
+ * Transfer-Encoding, repeated or list Content-Length, a Transfer-Encoding
+ * whose final coding is not chunked, bad chunk sizes): a version other
+ * than HTTP/1.0 or 1.1, obsolete line folding, whitespace before a colon,
+ * an empty field name, a Transfer-Encoding other than one "chunked" or any
+ * in HTTP/1.0, a missing or repeated Host in HTTP/1.1 or a repeated one in
+ * 1.0 (RFC 9112 §3.2), chunk extensions over 1024 bytes, and framing
+ * fields among the trailers.
+ */
+int h3g_h1_request_parser_feed(h3g_h1_request_parser *p, const uint8_t *data,
+                               size_t len, size_t *consumed);
+
+/* 1 while a request has started (bytes fed) but its head is incomplete. */
+int h3g_h1_request_parser_in_head(const h3g_h1_request_parser *p);
+
+/* 1 after the head, until the request is complete. */
+int h3g_h1_request_parser_in_body(const h3g_h1_request_parser *p);
+
+/* 1 once the request is complete. */
+int h3g_h1_request_parser_complete(const h3g_h1_request_parser *p);
+
+/* A static description of the last error ("no error" if none). */
+const char *h3g_h1_request_parser_reason(const h3g_h1_request_parser *p);
+
 /* "llhttp X.Y.Z", for --version. */
 const char *h3g_h1_version(void);
 

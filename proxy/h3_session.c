@@ -11,16 +11,29 @@
  * bridge still held are credited back to the connection in one go, or the
  * connection window would shrink for good.
  *
- * Ownership. A stream object lives from begin_headers until nghttp3's
- * stream_close (or the session's end) and owns its bridge; the bridge is
- * freed only then, because nghttp3 and ngtcp2 may still reference response
- * bytes the bridge handed out until the stream is closed. Once a stream is
- * cut, the bridge is not called again except to free it, and bridge calls
- * into the front end are ignored.
+ * Ownership. A stream object lives from the first bytes of a request
+ * stream until nghttp3's stream_close (or the session's end) and owns its
+ * bridge, made at begin_headers; the bridge is freed only then, because
+ * nghttp3 and ngtcp2 may still reference response bytes the bridge handed
+ * out until the stream is closed. Once a stream is cut, the bridge is not
+ * called again except to free it, and bridge calls into the front end are
+ * ignored. The stream object is both nghttp3's and ngtcp2's stream user
+ * data: nghttp3 is told about the stream as soon as it exists (a read of
+ * nothing), so its stream_close always finds the object.
+ *
+ * Shadow. Request stream bytes pass through h3_shadow.h before nghttp3,
+ * which would silently drop invalid fields and turns a content-length
+ * mismatch into a connection error. When the shadow refuses a request,
+ * nghttp3 still gets the bytes before the defect (so the bridge learns the
+ * fields before it, for the access log) but never the defect itself, nor
+ * anything after it: nghttp3 never reports the end of the section holding
+ * a refused field. The withheld bytes are credited back to the client at
+ * once, the bridge is aborted, and the stream is reset with
+ * H3_MESSAGE_ERROR.
  *
  * Metrics. The bridge counts the resets and malformed requests it knows
  * about (its own aborts, client_abort, header validation); this file counts
- * only the ones the bridge never sees.
+ * only the ones the bridge never sees (the shadow's, nghttp3's).
  */
 #include "h3_session.h"
 
@@ -29,6 +42,7 @@
 #include <string.h>
 
 #include "frontend.h"
+#include "h3_shadow.h"
 #include "log.h"
 #include "metrics.h"
 #include "quic_conn.h"
@@ -44,8 +58,9 @@ typedef struct h3g_h3_stream {
   h3g_h3_session *s;
   h3g_bridge *bridge;  /* NULL if it could not be created */
   uint64_t unconsumed; /* body bytes given to the bridge, not yet credited */
-  unsigned cut : 1;    /* no more bridge calls but h3g_bridge_free */
-  unsigned rx_stopped : 1; /* request body no longer read */
+  h3g_h3_shadow shadow;
+  unsigned cut : 1;        /* no more bridge calls but h3g_bridge_free */
+  unsigned rx_stopped : 1; /* request no longer read; bytes credited here */
   unsigned ended : 1;      /* end_request was delivered */
   struct h3g_h3_stream *prev, *next;
 } h3g_h3_stream;
@@ -54,10 +69,15 @@ struct h3g_h3_session {
   struct h3g_quic_conn *qc;
   ngtcp2_conn *conn;
   nghttp3_conn *h3;
+  nghttp3_qpack_decoder *qdec; /* the shadows' */
   const h3g_config *cfg;
   const h3g_bridge_env *env;
   const char *client;
   h3g_h3_stream *streams;
+  /* The stream nghttp3 is being told about, before it has user data. */
+  h3g_h3_stream *opening;
+  /* Request body bytes nghttp3 delivered during the current read. */
+  uint64_t rx_body;
   int goaway;
   int dying; /* being freed: bridge calls into the front end are ignored */
 };
@@ -77,8 +97,21 @@ static void stream_unlink_free(h3g_h3_stream *st) {
   st->cut = 1;
   h3g_bridge_free(st->bridge);
   st->bridge = NULL;
+  h3g_h3_shadow_free(&st->shadow);
+  /* ngtcp2 may outlive the object: fails harmlessly if it forgot the
+   * stream already. */
+  ngtcp2_conn_set_stream_user_data(s->conn, st->id, NULL);
   H3G_DEC(h3_streams_active);
   free(st);
+}
+
+/* Credits n bytes nobody will consume to the stream and the connection. */
+static void credit_now(h3g_h3_session *s, int64_t stream_id, uint64_t n) {
+  if (n == 0)
+    return;
+  ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, n);
+  ngtcp2_conn_extend_max_offset(s->conn, n);
+  h3g_quic_conn_mark_dirty(s->qc);
 }
 
 /* Returns the request body credit the bridge still held to the connection. */
@@ -153,30 +186,92 @@ static void stream_client_cut(h3g_h3_stream *st) {
   h3g_quic_conn_mark_dirty(s->qc);
 }
 
-/* ---- nghttp3 callbacks ---- */
+/*
+ * The bridge of a request refused as malformed outside the bridge (by the
+ * shadow or by nghttp3): it must not forward, or keep an upstream
+ * connection that may have seen the head, and it logs "malformed".
+ * Returns 1 when a bridge took the refusal, else 0.
+ */
+static int stream_bridge_refused(h3g_h3_stream *st) {
+  if (st->bridge == NULL)
+    return 0;
+  h3g_bridge_reject(st->bridge);
+  return 1;
+}
 
-static int on_begin_headers(nghttp3_conn *h3, int64_t stream_id,
-                            void *conn_user_data, void *stream_user_data) {
-  h3g_h3_session *s = conn_user_data;
-  H3G_UNUSED(stream_user_data);
-
-  h3g_h3_stream *st = calloc(1, sizeof(*st));
-  if (st == NULL) {
-    H3G_INC(h3_streams_reset_by_gateway);
-    ngtcp2_conn_shutdown_stream(s->conn, 0, stream_id,
-                                NGHTTP3_H3_INTERNAL_ERROR);
-    return nghttp3_conn_shutdown_stream_read(h3, stream_id);
+/* The shadow refused the request (h3_shadow.h). */
+static void stream_shadow_refused(h3g_h3_stream *st, const char *why) {
+  h3g_h3_session *s = st->s;
+  h3g_debug("h3 %s: stream %lld: malformed request: %s", s->client,
+            (long long)st->id, why != NULL ? why : "refused");
+  if (st->cut) {
+    stream_stop_reading(st, NGHTTP3_H3_MESSAGE_ERROR);
+    return;
   }
+  stream_bridge_refused(st);
+  stream_malformed(st, 0);
+}
+
+/*
+ * Makes the object of a new request stream and tells nghttp3 about the
+ * stream with a read of nothing (nghttp3 then rejects it by itself if it
+ * came after our GOAWAY). Returns 0, NGHTTP3_ERR_NOMEM, or nghttp3's
+ * connection error.
+ */
+static int stream_open(h3g_h3_session *s, int64_t stream_id,
+                       h3g_h3_stream **pst) {
+  h3g_h3_stream *st = calloc(1, sizeof(*st));
+  *pst = NULL;
+  if (st == NULL)
+    return NGHTTP3_ERR_NOMEM;
   st->id = stream_id;
   st->s = s;
+  h3g_h3_shadow_init(&st->shadow, stream_id);
   st->next = s->streams;
   if (s->streams != NULL)
     s->streams->prev = st;
   s->streams = st;
   H3G_INC(h3_streams_opened);
   H3G_INC(h3_streams_active);
-  nghttp3_conn_set_stream_user_data(h3, stream_id, st);
+  ngtcp2_conn_set_stream_user_data(s->conn, stream_id, st);
 
+  s->opening = st;
+  nghttp3_ssize rv = nghttp3_conn_read_stream(s->h3, stream_id, NULL, 0, 0);
+  s->opening = NULL;
+  if (rv < 0)
+    return (int)rv; /* the connection closes; the session frees st */
+  nghttp3_conn_set_stream_user_data(s->h3, stream_id, st);
+  *pst = st;
+  return 0;
+}
+
+/* stream_user_data of an nghttp3 callback, or the stream being opened. */
+static h3g_h3_stream *cb_stream(h3g_h3_session *s, int64_t stream_id,
+                                void *stream_user_data) {
+  if (stream_user_data != NULL)
+    return stream_user_data;
+  if (s->opening != NULL && s->opening->id == stream_id)
+    return s->opening;
+  return NULL;
+}
+
+/* ---- nghttp3 callbacks ---- */
+
+static int on_begin_headers(nghttp3_conn *h3, int64_t stream_id,
+                            void *conn_user_data, void *stream_user_data) {
+  h3g_h3_session *s = conn_user_data;
+  h3g_h3_stream *st = stream_user_data;
+
+  if (st == NULL) {
+    /* Only a request stream has headers, and stream_open made its object
+     * before nghttp3 saw a byte of it. */
+    H3G_INC(h3_streams_reset_by_gateway);
+    ngtcp2_conn_shutdown_stream(s->conn, 0, stream_id,
+                                NGHTTP3_H3_INTERNAL_ERROR);
+    return nghttp3_conn_shutdown_stream_read(h3, stream_id);
+  }
+  if (st->cut || st->bridge != NULL)
+    return 0;
   if (h3g_bridge_new(&st->bridge, s->env, &frontend_ops, st, s->client, "h3") !=
       0) {
     st->bridge = NULL;
@@ -253,6 +348,7 @@ static int on_recv_data(nghttp3_conn *h3, int64_t stream_id,
   h3g_h3_stream *st = stream_user_data;
   H3G_UNUSED(h3);
 
+  s->rx_body += len;
   if (st == NULL || st->cut || st->rx_stopped) {
     /* Nobody takes these bytes: credit them back at once. */
     ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, len);
@@ -312,11 +408,15 @@ static int on_stop_sending(nghttp3_conn *h3, int64_t stream_id,
                            uint64_t app_error_code, void *conn_user_data,
                            void *stream_user_data) {
   h3g_h3_session *s = conn_user_data;
-  h3g_h3_stream *st = stream_user_data;
+  h3g_h3_stream *st = cb_stream(s, stream_id, stream_user_data);
   H3G_UNUSED(h3);
 
-  if (st != NULL && !st->cut && app_error_code == NGHTTP3_H3_MESSAGE_ERROR)
+  if (st != NULL && !st->cut && app_error_code == NGHTTP3_H3_MESSAGE_ERROR) {
+    h3g_debug("h3 %s: stream %lld: malformed request (nghttp3)", s->client,
+              (long long)stream_id);
     H3G_INC(h3_malformed_requests);
+    stream_bridge_refused(st);
+  }
   if (st != NULL) {
     st->cut = 1;
     st->rx_stopped = 1;
@@ -333,7 +433,7 @@ static int on_reset_stream(nghttp3_conn *h3, int64_t stream_id,
                            uint64_t app_error_code, void *conn_user_data,
                            void *stream_user_data) {
   h3g_h3_session *s = conn_user_data;
-  h3g_h3_stream *st = stream_user_data;
+  h3g_h3_stream *st = cb_stream(s, stream_id, stream_user_data);
   H3G_UNUSED(h3);
 
   if (st != NULL)
@@ -605,11 +705,19 @@ int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
 
   nghttp3_settings_default(&settings);
   settings.max_field_section_size = cfg->max_header_size;
-  settings.qpack_max_dtable_capacity = 4096;
-  settings.qpack_blocked_streams = 100;
+  /* No dynamic table: every field section is self-contained, so the shadow
+   * decodes it without following the encoder stream (h3_shadow.h). */
+  settings.qpack_max_dtable_capacity = 0;
+  settings.qpack_blocked_streams = 0;
+  rv = h3g_h3_shadow_decoder_new(&s->qdec);
+  if (rv != 0) {
+    free(s);
+    return rv;
+  }
   rv = nghttp3_conn_server_new(&s->h3, &h3_callbacks, &settings,
                                nghttp3_mem_default(), s);
   if (rv != 0) {
+    nghttp3_qpack_decoder_del(s->qdec);
     free(s);
     return rv;
   }
@@ -622,6 +730,7 @@ int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
       (rv = ngtcp2_conn_open_uni_stream(conn, &qenc, NULL)) != 0 ||
       (rv = ngtcp2_conn_open_uni_stream(conn, &qdec, NULL)) != 0) {
     nghttp3_conn_del(s->h3);
+    nghttp3_qpack_decoder_del(s->qdec);
     free(s);
     return rv == NGTCP2_ERR_NOMEM ? NGHTTP3_ERR_NOMEM
                                   : NGHTTP3_ERR_H3_GENERAL_PROTOCOL_ERROR;
@@ -629,6 +738,7 @@ int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
   if ((rv = nghttp3_conn_bind_control_stream(s->h3, ctrl)) != 0 ||
       (rv = nghttp3_conn_bind_qpack_streams(s->h3, qenc, qdec)) != 0) {
     nghttp3_conn_del(s->h3);
+    nghttp3_qpack_decoder_del(s->qdec);
     free(s);
     return rv;
   }
@@ -643,17 +753,67 @@ void h3g_h3_session_free(h3g_h3_session *s) {
   while (s->streams != NULL)
     stream_unlink_free(s->streams);
   nghttp3_conn_del(s->h3);
+  nghttp3_qpack_decoder_del(s->qdec);
   free(s);
 }
 
-int h3g_h3_session_recv_stream_data(h3g_h3_session *s, int64_t stream_id,
-                                    const uint8_t *data, size_t len, int fin) {
+/* Control and QPACK streams: nghttp3 alone. */
+static int recv_uni(h3g_h3_session *s, int64_t stream_id, const uint8_t *data,
+                    size_t len, int fin) {
   nghttp3_ssize n = nghttp3_conn_read_stream(s->h3, stream_id, data, len, fin);
   if (n < 0)
     return (int)n;
-  /* What nghttp3 consumed itself; body bytes are credited by consume(). */
   ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, (uint64_t)n);
   ngtcp2_conn_extend_max_offset(s->conn, (uint64_t)n);
+  return 0;
+}
+
+int h3g_h3_session_recv_stream_data(h3g_h3_session *s, int64_t stream_id,
+                                    const uint8_t *data, size_t len, int fin,
+                                    void *stream_user_data) {
+  h3g_h3_stream *st = stream_user_data;
+  const char *why = NULL;
+  int rv;
+
+  /* A server receives only client-initiated bidirectional streams. */
+  if (!ngtcp2_is_bidi_stream(stream_id))
+    return recv_uni(s, stream_id, data, len, fin);
+  if (st == NULL && (rv = stream_open(s, stream_id, &st)) != 0)
+    return rv;
+  if (st->rx_stopped) {
+    /* Refused, cancelled or no longer needed: nghttp3 would discard these
+     * bytes too. */
+    credit_now(s, stream_id, len);
+    return 0;
+  }
+
+  size_t good = 0;
+  int shadow =
+      h3g_h3_shadow_feed(&st->shadow, s->qdec, data, len, fin, &good, &why);
+  if (shadow != 0 && shadow != H3G_ERR_PROTO)
+    return shadow;
+  if (good > 0 || (shadow == 0 && fin)) {
+    s->rx_body = 0;
+    nghttp3_ssize n = nghttp3_conn_read_stream(s->h3, stream_id, data, good,
+                                               shadow == 0 && fin);
+    if (n == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING) {
+      /* A message nghttp3 refuses that the shadow let through (an empty
+       * header section): still only this request's error (RFC 9114
+       * §4.1.2). What went to the bridge comes back with the stream. */
+      credit_now(s, stream_id, len - H3G_MIN((uint64_t)len, s->rx_body));
+      stream_shadow_refused(st, "refused by nghttp3");
+      return 0;
+    }
+    if (n < 0)
+      return (int)n;
+    /* What nghttp3 consumed itself; body bytes are credited by consume(). */
+    ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, (uint64_t)n);
+    ngtcp2_conn_extend_max_offset(s->conn, (uint64_t)n);
+  }
+  if (shadow == H3G_ERR_PROTO) {
+    credit_now(s, stream_id, len - good);
+    stream_shadow_refused(st, why);
+  }
   return 0;
 }
 

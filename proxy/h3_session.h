@@ -45,9 +45,17 @@ int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
  * be called from inside an nghttp3 or ngtcp2 callback. */
 void h3g_h3_session_free(h3g_h3_session *s);
 
-/* ngtcp2 events, forwarded by the connection. */
+/*
+ * ngtcp2 events, forwarded by the connection.
+ *
+ * recv_stream_data takes stream_user_data as ngtcp2 passed it: the session
+ * sets it on request streams (ngtcp2_conn_set_stream_user_data) and clears
+ * it when it forgets the stream. A malformed request (RFC 9114 §4.1.2) is
+ * a stream error handled inside; only connection errors are returned.
+ */
 int h3g_h3_session_recv_stream_data(h3g_h3_session *s, int64_t stream_id,
-                                    const uint8_t *data, size_t len, int fin);
+                                    const uint8_t *data, size_t len, int fin,
+                                    void *stream_user_data);
 int h3g_h3_session_acked(h3g_h3_session *s, int64_t stream_id, uint64_t n);
 int h3g_h3_session_stream_close(h3g_h3_session *s, int64_t stream_id,
                                 uint64_t app_error_code);

@@ -583,6 +583,71 @@ int h3g_trailers_validate(const h3g_headers *h, const char **why) {
   return 0;
 }
 
+/*
+ * The per-field half of the two functions above, for a front end that sees
+ * fields one at a time (and whose HTTP/3 library drops some fields it
+ * dislikes instead of reporting them). It applies exactly their rules that
+ * need no other field; the helpers are shared, so the two cannot drift.
+ */
+int h3g_request_field_check(const uint8_t *name, size_t namelen,
+                            const uint8_t *value, size_t valuelen, int trailer,
+                            int64_t *content_length, const char **why) {
+  const char *bad;
+
+  if (trailer) {
+    if (namelen > 0 && name[0] == ':')
+      return refuse(why, "pseudo-header field in trailers");
+    if ((bad = check_name(name, namelen)) != NULL ||
+        (bad = check_value(value, valuelen)) != NULL)
+      return refuse(why, bad);
+    unsigned fl = h3g_field_flags(name, namelen);
+    if (fl & H3G_FIELD_CONN_SPECIFIC)
+      return refuse(why, "connection-specific field");
+    if (fl & (H3G_FIELD_HOP_BY_HOP | H3G_FIELD_FRAMING))
+      return refuse(why, "field not allowed in trailers");
+    return 0;
+  }
+
+  if (namelen == 0)
+    return refuse(why, "empty field name");
+  if ((bad = check_value(value, valuelen)) != NULL)
+    return refuse(why, bad);
+  const h3g_field f = {
+      .name = name, .namelen = namelen, .value = value, .valuelen = valuelen};
+  if (name[0] == ':') {
+    h3g_request_pseudo ps = {0};
+    const h3g_field *slot = pseudo_slot(&ps, &f);
+    if (slot == NULL)
+      return refuse(why, "unknown pseudo-header field");
+    if (slot == &ps.authority && (bad = check_authority(&f)) != NULL)
+      return refuse(why, bad);
+    return 0;
+  }
+  if ((bad = check_name(name, namelen)) != NULL)
+    return refuse(why, bad);
+  enum token t = lookup(name, namelen);
+  if (t == TOK_NONE)
+    return 0;
+  if (tokens[t].flags & H3G_FIELD_CONN_SPECIFIC)
+    return refuse(why, "connection-specific field");
+  switch (t) {
+  case TOK_TE:
+    if (!eq_ci(value, valuelen, "trailers", 8))
+      return refuse(why, "te other than trailers");
+    break;
+  case TOK_HOST:
+    if ((bad = check_authority(&f)) != NULL)
+      return refuse(why, bad);
+    break;
+  case TOK_CONTENT_LENGTH:
+    if ((bad = parse_content_length(value, valuelen, content_length)) != NULL)
+      return refuse(why, bad);
+    break;
+  default: break;
+  }
+  return 0;
+}
+
 /* ---- response filtering ------------------------------------------------- */
 
 typedef struct conn_options {

@@ -151,6 +151,23 @@ int h3g_request_validate(const h3g_headers *h, h3g_request_pseudo *out,
 int h3g_trailers_validate(const h3g_headers *h, const char **why);
 
 /*
+ * Checks one field of a request's header section (trailer 0) or trailer
+ * section (trailer 1) by those rules of h3g_request_validate (resp.
+ * h3g_trailers_validate) that need no other field: the name, the value, the
+ * pseudo-header field's name, connection-specific fields, te, the
+ * characters of :authority and host, and content-length. *content_length
+ * is -1 or the length the section's earlier content-length fields declared
+ * (header sections only); a content-length field sets it, or is refused
+ * when it differs. A section whose every field passes may still be refused
+ * by the whole-section functions (pseudo-header fields missing, repeated or
+ * after a regular field, host against :authority, :method, :scheme, :path).
+ * Returns 0 or H3G_ERR_PROTO with a static reason in *why.
+ */
+int h3g_request_field_check(const uint8_t *name, size_t namelen,
+                            const uint8_t *value, size_t valuelen, int trailer,
+                            int64_t *content_length, const char **why);
+
+/*
  * Filters an HTTP/1.1 response (or trailer) field list for forwarding: drops
  * hop-by-hop fields and every field named in a Connection field (a
  * comma-separated list of tokens, ASCII case-insensitive), lowercases names

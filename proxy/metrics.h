@@ -46,7 +46,15 @@
   X(upstream_queue_rejected, counter, "requests refused: wait queue full")     \
   X(upstream_timeouts, counter, "connect or response timeouts")                \
   X(upstream_malformed_responses, counter, "responses refused as malformed")   \
-  X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)")
+  X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)") \
+  X(tcp_connections_accepted, counter, "TCP connections accepted (TLS + plain)") \
+  X(tcp_connections_active, gauge, "TCP connections open now")                \
+  X(tcp_connections_refused, counter, "TCP connections closed: over the limit") \
+  X(tcp_handshake_failures, counter, "TLS handshakes that failed or timed out") \
+  X(tcp_timeouts, counter, "TCP connections closed by idle/header timeouts")  \
+  X(h1_requests, counter, "HTTP/1.1 requests received on the TCP listeners")  \
+  X(h1_malformed_requests, counter, "HTTP/1.1 requests refused (400/431/501)") \
+  X(h1_redirects, counter, "requests answered 308 by the redirect listener")
 
 typedef struct h3g_metrics {
 #define H3G_METRIC_FIELD(name, kind, help) int64_t name;

@@ -481,13 +481,15 @@ static int on_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
                                void *user_data, void *stream_user_data) {
   h3g_quic_conn *c = user_data;
   H3G_UNUSED(offset);
-  H3G_UNUSED(stream_user_data);
 
   /* 0-RTT is off, so stream data arrives only after the handshake. */
   if (!ngtcp2_conn_get_handshake_completed(conn) || ensure_h3(c) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
+  /* Stream errors (a malformed request) are the session's; what comes back
+   * is fatal for the connection. */
   int rv = h3g_h3_session_recv_stream_data(c->h3, stream_id, data, datalen,
-                                           flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+                                           flags & NGTCP2_STREAM_DATA_FLAG_FIN,
+                                           stream_user_data);
   if (rv != 0) {
     conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
     return NGTCP2_ERR_CALLBACK_FAILURE;

@@ -1,8 +1,11 @@
 /*
- * Start-up builds the pieces in dependency order (TLS context, upstream
- * pool, QUIC listener, admin); shutdown tears them down in reverse, each
- * step continuing from the previous one's close callback, so nothing is
- * freed while a libuv handle still refers to it.
+ * Start-up builds the pieces in dependency order (TLS contexts, upstream
+ * pool, QUIC listener, TCP + TLS listener, redirect listener, admin);
+ * shutdown tears them down in reverse, each step continuing from the
+ * previous one's close callback, so nothing is freed while a libuv handle
+ * still refers to it. The listeners drain side by side: Alt-Svc turns to
+ * "clear" first, so TCP clients stop being sent to a QUIC listener that
+ * is going away, and the pool closes once the last listener is gone.
  */
 #include "server.h"
 
@@ -13,10 +16,13 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "alt_svc.h"
 #include "h1_codec.h"
+#include "h1_session.h"
 #include "log.h"
 #include "quic_listener.h"
 #include "stream_bridge.h"
+#include "tcp_listener.h"
 #include "tls_ctx.h"
 #include "upstream_pool.h"
 
@@ -24,8 +30,15 @@ typedef struct h3g_server {
   uv_loop_t loop;
   const h3g_config *cfg;
   h3g_tls_ctx *tls;
+  h3g_tls_ctx *tls_tcp;
   h3g_upstream_pool *pool;
   h3g_quic_listener *quic;
+  h3g_tcp_listener *tcp;
+  h3g_tcp_listener *redirect;
+  h3g_alt_svc alt_svc;
+  h3g_h1_env tcp_env;
+  h3g_h1_env redirect_env;
+  int listeners_draining; /* listeners whose shutdown has not completed */
   h3g_admin *admin;
   h3g_bridge_env env;
   uv_signal_t sigterm;
@@ -106,14 +119,36 @@ static void on_pool_closed(void *arg) {
     close_handles(s);
 }
 
-static void on_quic_closed(void *arg) {
-  h3g_server *s = arg;
-  s->quic = NULL;
+static void on_listeners_closed(h3g_server *s) {
   h3g_info("all connections closed");
   if (s->pool != NULL)
     h3g_upstream_pool_close(s->pool, on_pool_closed, s);
   else
     on_pool_closed(s);
+}
+
+static void on_listener_closed(h3g_server *s) {
+  if (--s->listeners_draining == 0)
+    on_listeners_closed(s);
+}
+
+static void on_quic_closed(void *arg) {
+  h3g_server *s = arg;
+  s->quic = NULL;
+  h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_OFF, 0);
+  on_listener_closed(s);
+}
+
+static void on_tcp_closed(void *arg) {
+  h3g_server *s = arg;
+  s->tcp = NULL;
+  on_listener_closed(s);
+}
+
+static void on_redirect_closed(void *arg) {
+  h3g_server *s = arg;
+  s->redirect = NULL;
+  on_listener_closed(s);
 }
 
 static void begin_shutdown(h3g_server *s) {
@@ -125,10 +160,27 @@ static void begin_shutdown(h3g_server *s) {
   if (s->admin != NULL)
     h3g_admin_set_draining(s->admin);
   if (s->quic != NULL)
+    h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_DRAINING,
+                         h3g_quic_listener_port(s->quic));
+  /* One extra count so that a listener finishing at once does not end
+   * the shutdown before the others started theirs. */
+  s->listeners_draining = 1;
+  if (s->quic != NULL) {
+    s->listeners_draining++;
     h3g_quic_listener_shutdown(s->quic, s->cfg->shutdown_timeout_ms,
                                on_quic_closed, s);
-  else
-    on_quic_closed(s);
+  }
+  if (s->tcp != NULL) {
+    s->listeners_draining++;
+    h3g_tcp_listener_shutdown(s->tcp, s->cfg->shutdown_timeout_ms,
+                              on_tcp_closed, s);
+  }
+  if (s->redirect != NULL) {
+    s->listeners_draining++;
+    h3g_tcp_listener_shutdown(s->redirect, s->cfg->shutdown_timeout_ms,
+                              on_redirect_closed, s);
+  }
+  on_listener_closed(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -164,8 +216,10 @@ int h3g_server_run(const h3g_config *cfg) {
   h3g_log_set_level(cfg->log_level);
   int rv = h3g_access_log_open(cfg->access_log);
 
-  if (rv == 0)
+  if (rv == 0 && cfg->listen_enabled)
     rv = h3g_tls_ctx_new_quic(&s->tls, cfg);
+  if (rv == 0 && cfg->tcp_enabled)
+    rv = h3g_tls_ctx_new_tcp(&s->tls_tcp, cfg);
   if (rv == 0) {
     h3g_upstream_pool_config pc = {
         .host = cfg->upstream_host,
@@ -187,8 +241,45 @@ int h3g_server_run(const h3g_config *cfg) {
       .timers = &uv_timer_ops,
       .loop = &s->loop,
   };
-  if (rv == 0)
+  h3g_alt_svc_init(&s->alt_svc, cfg);
+  if (rv == 0 && cfg->listen_enabled) {
     rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, &s->env);
+    if (rv == 0)
+      h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_SERVING,
+                           h3g_quic_listener_port(s->quic));
+  }
+  uint16_t https_port = cfg->tcp_port != 0 ? cfg->tcp_port
+                        : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
+                                           : cfg->listen_port;
+  if (rv == 0 && cfg->tcp_enabled) {
+    s->tcp_env = (h3g_h1_env){
+        .cfg = cfg,
+        .bridge_env = &s->env,
+        .alt_svc = &s->alt_svc,
+    };
+    rv = h3g_tcp_listener_new(&s->tcp, &s->loop, cfg, "tcp",
+                              cfg->tcp_address[0] != '\0' ? cfg->tcp_address
+                                                          : cfg->listen_address,
+                              https_port, s->tls_tcp, &s->tcp_env);
+    if (rv == 0) {
+      https_port = h3g_tcp_listener_port(s->tcp);
+    }
+  }
+  if (rv == 0 && cfg->redirect_port != 0) {
+    s->redirect_env = (h3g_h1_env){
+        .cfg = cfg,
+        .redirect_port = https_port,
+    };
+    rv = h3g_tcp_listener_new(&s->redirect, &s->loop, cfg, "redirect",
+                              cfg->redirect_address[0] != '\0'
+                                  ? cfg->redirect_address
+                                  : cfg->listen_address,
+                              cfg->redirect_port, NULL, &s->redirect_env);
+  }
+  if (rv == 0 && s->quic == NULL && s->tcp == NULL) {
+    h3g_error("no listener: [listener] and [tcp] are both disabled");
+    rv = H3G_ERR_INVAL;
+  }
   if (rv == 0 && cfg->admin_address[0] != '\0')
     rv = h3g_admin_new(&s->admin, &s->loop, cfg->admin_address,
                        cfg->admin_port);
@@ -219,6 +310,7 @@ int h3g_server_run(const h3g_config *cfg) {
     uv_loop_close(&s->loop);
   }
   h3g_tls_ctx_free(s->tls);
+  h3g_tls_ctx_free(s->tls_tcp);
   h3g_tls_cleanup();
   h3g_access_log_close();
   int status = s->exit_status;

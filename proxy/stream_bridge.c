@@ -553,17 +553,29 @@ int h3g_bridge_end_request(h3g_bridge *b) {
   return 0;
 }
 
-void h3g_bridge_client_abort(h3g_bridge *b) {
+/* Ends the upstream side at once: the exchange will not complete. */
+static void cut_exchange(h3g_bridge *b) {
+  cancel_timer(b, &b->hdr_timer);
+  cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING) {
     b->env->up_ops->cancel(b->env->pool, &b->waiter);
     b->up = UP_RELEASED;
   }
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
+  b->resp = RESP_ABORTED;
+}
+
+void h3g_bridge_client_abort(h3g_bridge *b) {
   if (b->resp != RESP_COMPLETE || h3g_ring_len(&b->resp_ring) > 0)
     b->outcome = "client-reset";
   H3G_INC(h3_streams_reset_by_client);
-  b->resp = RESP_ABORTED;
+  cut_exchange(b);
+}
+
+void h3g_bridge_reject(h3g_bridge *b) {
+  b->outcome = "malformed";
+  cut_exchange(b);
 }
 
 /* ---- talking to the upstream ------------------------------------------ */
@@ -1138,4 +1150,9 @@ void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
 
 int h3g_bridge_response_done(const h3g_bridge *b) {
   return b->resp == RESP_COMPLETE && b->end_reported;
+}
+
+
+void h3g_bridge_set_outcome(h3g_bridge *b, const char *outcome) {
+  b->outcome = outcome;
 }

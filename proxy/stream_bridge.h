@@ -107,6 +107,22 @@ int h3g_bridge_end_request(h3g_bridge *b);
  */
 void h3g_bridge_client_abort(h3g_bridge *b);
 
+/*
+ * The front end refused the request as malformed itself (e.g. a field its
+ * HTTP/3 library would have dropped silently): as client_abort, but logged
+ * "malformed" and not counted as a client reset (the front end counts its
+ * own malformed-request metric). The front end resets the stream and still
+ * frees the bridge.
+ */
+void h3g_bridge_reject(h3g_bridge *b);
+
+/*
+ * Sets the outcome the access log line shows (a static string), for an
+ * exchange the front end ended for its own reason (e.g. "client timeout").
+ * The last call before the bridge is freed wins.
+ */
+void h3g_bridge_set_outcome(h3g_bridge *b, const char *outcome);
+
 /* Flags of h3g_bridge_take_body(). */
 enum {
   H3G_BODY_END = 1,      /* the body ends after the bytes returned */
@@ -133,5 +149,7 @@ void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
 
 /* 1 once the response (head, body, trailers) was fully handed out. */
 int h3g_bridge_response_done(const h3g_bridge *b);
+
+
 
 #endif /* H3G_STREAM_BRIDGE_H */

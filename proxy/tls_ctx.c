@@ -140,6 +140,84 @@ fail:
   return H3G_ERR_TLS;
 }
 
+/* TLS 1.2 suites for the TCP listener: forward secret AEADs only. TLS 1.3
+ * suites are wolfSSL's defaults, all AEADs. */
+static const char tcp_ciphers[] = "TLS13-AES128-GCM-SHA256:"
+                                  "TLS13-AES256-GCM-SHA384:"
+                                  "TLS13-CHACHA20-POLY1305-SHA256:"
+                                  "ECDHE-ECDSA-AES128-GCM-SHA256:"
+                                  "ECDHE-RSA-AES128-GCM-SHA256:"
+                                  "ECDHE-ECDSA-AES256-GCM-SHA384:"
+                                  "ECDHE-RSA-AES256-GCM-SHA384:"
+                                  "ECDHE-ECDSA-CHACHA20-POLY1305:"
+                                  "ECDHE-RSA-CHACHA20-POLY1305";
+
+int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg) {
+  char errbuf[WOLFSSL_MAX_ERROR_SZ];
+  h3g_tls_ctx *ctx;
+
+  *pctx = NULL;
+  if (!wolfssl_ready) {
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
+      h3g_error("tls: wolfSSL_Init failed");
+      return H3G_ERR_TLS;
+    }
+    wolfssl_ready = 1;
+  }
+  ctx = calloc(1, sizeof(*ctx));
+  if (ctx == NULL)
+    return H3G_ERR_NOMEM;
+  ctx->ssl_ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+  if (ctx->ssl_ctx == NULL) {
+    h3g_error("tls: wolfSSL_CTX_new: %s", last_error(errbuf));
+    free(ctx);
+    return H3G_ERR_NOMEM;
+  }
+  WOLFSSL_CTX *sc = ctx->ssl_ctx;
+
+  if (wolfSSL_CTX_SetMinVersion(sc, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: minimum version: %s", last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_set_cipher_list(sc, tcp_ciphers) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: cipher list: %s", last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_set1_curves_list(sc, quic_groups) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: groups: %s", last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) !=
+      WOLFSSL_SUCCESS) {
+    h3g_error("tls: certificate chain %s: %s", cfg->cert_file,
+              last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_use_PrivateKey_file(
+          sc, cfg->key_file, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: private key %s: %s", cfg->key_file, last_error(errbuf));
+    goto fail;
+  }
+  if (wolfSSL_CTX_check_private_key(sc) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: private key %s does not match certificate %s",
+              cfg->key_file, cfg->cert_file);
+    goto fail;
+  }
+#ifdef HAVE_SESSION_TICKET
+  /* TLS 1.2 tickets (RFC 5077); TLS 1.3 sends NewSessionTicket anyway. */
+  wolfSSL_CTX_UseSessionTicket(sc);
+#endif
+#ifdef WOLFSSL_EARLY_DATA
+  wolfSSL_CTX_set_max_early_data(sc, 0);
+#endif
+  return (*pctx = ctx, 0);
+
+fail:
+  wolfSSL_CTX_free(sc);
+  free(ctx);
+  return H3G_ERR_TLS;
+}
+
 void h3g_tls_ctx_free(h3g_tls_ctx *ctx) {
   if (ctx == NULL)
     return;

@@ -19,6 +19,17 @@ typedef struct h3g_tls_ctx h3g_tls_ctx;
  */
 int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg);
 
+/*
+ * Builds the TCP listener's server context: TLS 1.2 and 1.3 (nothing
+ * older), forward-secret AEAD suites, the same certificate chain and key,
+ * session tickets on. ALPN is set per connection by the listener
+ * (wolfSSL_UseALPN with "http/1.1" and continue-on-mismatch: this wolfSSL
+ * build calls no select callback), so a client without ALPN, or offering
+ * only protocols we lack, still gets HTTP/1.1. Returns as
+ * h3g_tls_ctx_new_quic.
+ */
+int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg);
+
 void h3g_tls_ctx_free(h3g_tls_ctx *ctx);
 
 /* The WOLFSSL_CTX * behind ctx (opaque here so callers need no wolfSSL). */

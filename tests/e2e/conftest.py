@@ -73,7 +73,21 @@ def pytest_collection_modifyitems(config, items):
 # ports and certificates
 
 def free_port(kind="udp"):
-    """A port on 127.0.0.1 that bind(0) just handed out (then released)."""
+    """A port on 127.0.0.1 that bind(0) just handed out (then released).
+    kind "both": free for UDP and TCP at once (the gateway's HTTPS fallback
+    listens on the UDP listener's port number by default)."""
+    if kind == "both":
+        for _ in range(100):
+            port = free_port("udp")
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                t.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+            finally:
+                t.close()
+        raise RuntimeError("no port free for both UDP and TCP")
     s = socket.socket(socket.AF_INET,
                       socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
     try:
@@ -238,7 +252,7 @@ class Gateway:
         self.workdir = workdir
         self.name = name
         self.certs = certs
-        self.port = free_port("udp")
+        self.port = free_port("both")
         self.admin_port = free_port("tcp")
         self.upstream_addr = upstream_addr
         base = {
@@ -303,7 +317,8 @@ class Gateway:
             return ""
 
     def wait_ready(self, timeout=READY_TIMEOUT):
-        pat = re.compile(r"listening on udp 127\.0\.0\.1:%d\b" % self.port)
+        # "ready" is logged once every listener (UDP, TCP, admin) is bound.
+        pat = re.compile(r" h3gate \S+ ready: ")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pat.search(self.stderr_text()):
@@ -313,7 +328,7 @@ class Gateway:
                                      % (self.name, self.proc.returncode,
                                         self.stderr_text()[-4000:]))
             time.sleep(0.02)
-        raise AssertionError("%s did not log 'listening on udp 127.0.0.1:%d' within "
+        raise AssertionError("%s did not log 'ready' (port %d) within "
                              "%.0fs:\n%s" % (self.name, self.port, timeout,
                                             self.stderr_text()[-4000:]))
 

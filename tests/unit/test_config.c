@@ -131,6 +131,21 @@ static void check_same(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
   CHECK_STR(a->admin_address, b->admin_address);
   CHECK_EQ_INT(a->admin_port, b->admin_port);
+  CHECK_EQ_INT(a->listen_enabled, b->listen_enabled);
+  CHECK_EQ_INT(a->tcp_enabled, b->tcp_enabled);
+  CHECK_STR(a->tcp_address, b->tcp_address);
+  CHECK_EQ_INT(a->tcp_port, b->tcp_port);
+  CHECK_EQ_INT(a->tcp_handshake_timeout_ms, b->tcp_handshake_timeout_ms);
+  CHECK_EQ_INT(a->tcp_idle_timeout_ms, b->tcp_idle_timeout_ms);
+  CHECK_EQ_INT(a->tcp_header_timeout_ms, b->tcp_header_timeout_ms);
+  CHECK_EQ_INT(a->tcp_max_connections, b->tcp_max_connections);
+  CHECK_EQ_INT(a->alt_svc_enabled, b->alt_svc_enabled);
+  CHECK_EQ_INT(a->alt_svc_port, b->alt_svc_port);
+  CHECK_STR(a->alt_svc_host, b->alt_svc_host);
+  CHECK_EQ_INT(a->alt_svc_max_age, b->alt_svc_max_age);
+  CHECK_EQ_INT(a->alt_svc_upstream, b->alt_svc_upstream);
+  CHECK_STR(a->redirect_address, b->redirect_address);
+  CHECK_EQ_INT(a->redirect_port, b->redirect_port);
   CHECK_STR(a->listen_address, b->listen_address);
   CHECK_EQ_INT(a->listen_port, b->listen_port);
   CHECK_STR(a->cert_file, b->cert_file);
@@ -522,13 +537,43 @@ static void test_stored_values(void) {
   CHECK_EQ_INT(c.upstream_port, 81);
 }
 
+/* [tcp], [alt_svc], [redirect] and [listener] enabled. */
+static void test_fallback_keys(void) {
+  h3g_config c;
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nenabled = no\n"
+                                  "[tcp]\naddress = ::1\nport = 8443\n"
+                                  "header_timeout = 1s\n"
+                                  "[alt_svc]\nhost = h3.example.com\n"
+                                  "port = 443\nmax_age = 60\n"
+                                  "upstream = keep\n"
+                                  "[redirect]\nport = 8080\n"),
+               0);
+  CHECK_EQ_INT(c.listen_enabled, 0);
+  CHECK_STR(c.tcp_address, "::1");
+  CHECK_EQ_INT(c.tcp_port, 8443);
+  CHECK_EQ_INT(c.tcp_header_timeout_ms, 1000);
+  CHECK_STR(c.alt_svc_host, "h3.example.com");
+  CHECK_EQ_INT(c.alt_svc_port, 443);
+  CHECK_EQ_INT(c.alt_svc_max_age, 60);
+  CHECK_EQ_INT(c.alt_svc_upstream, H3G_ALT_SVC_KEEP);
+  CHECK_STR(c.redirect_address, "");
+  CHECK_EQ_INT(c.redirect_port, 8080);
+  /* The address is an IP literal or empty; the advertised host a name. */
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\naddress = example.com\n"),
+               H3G_ERR_INVAL);
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[alt_svc]\nhost = a b\n"), H3G_ERR_INVAL);
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[alt_svc]\nupstream = merge\n"),
+               H3G_ERR_INVAL);
+}
+
 static void test_unknown_section(void) {
   h3g_config c;
   int rc = load(REQUIRED "[nope]\nx = 1\ny = 2\n[ listener ]\nport = 1\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   /* One message for the section, none for the keys in it. */
   CHECK_STR(err, "t.ini:6: [nope]: unknown section (expected [server], "
-                 "[listener], [upstream] or [forwarding])\n");
+                 "[listener], [tcp], [alt_svc], [redirect], [upstream] or "
+                 "[forwarding])\n");
   CHECK_EQ_INT(c.listen_port, 443);
 
   rc = load(REQUIRED "[]\n[listener\nport = 1\n", &c);
@@ -1130,6 +1175,7 @@ int main(void) {
   RUN(test_every_key);
   RUN(test_values_and_bounds);
   RUN(test_stored_values);
+  RUN(test_fallback_keys);
   RUN(test_unknown_section);
   RUN(test_unknown_key);
   RUN(test_duplicate_key);

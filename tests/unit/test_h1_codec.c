@@ -1,6 +1,7 @@
 /* Tests for proxy/h1_codec.c: request heads, chunk framing, and the
  * response parser, including every way a response can be cut into pieces. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1046,6 +1047,231 @@ static void test_callback_errors(void) {
   h3g_h1_parser_free(p);
 }
 
+/* ---- request parsing ---------------------------------------------------- */
+
+typedef struct rq_rec {
+  char method[16];
+  char target[256];
+  int minor, keep_alive, upgrade, heads, completes, ntrailers;
+  int64_t body;
+  size_t nfields;
+  char fields[1024]; /* "name=value;" ... */
+  uint8_t bodybuf[4096];
+  size_t bodylen;
+} rq_rec;
+
+static int rq_on_head(void *ud, h3g_h1_request_head *h) {
+  rq_rec *r = ud;
+  r->heads++;
+  snprintf(r->method, sizeof(r->method), "%s", h->method);
+  snprintf(r->target, sizeof(r->target), "%.*s", (int)h->targetlen,
+           (const char *)h->target);
+  r->minor = h->version_minor;
+  r->keep_alive = h->keep_alive;
+  r->upgrade = h->upgrade;
+  r->body = h->body;
+  r->nfields = h->fields->nfields;
+  r->fields[0] = '\0';
+  for (size_t i = 0; i < h->fields->nfields; i++) {
+    const h3g_field *f = &h->fields->fields[i];
+    size_t n = strlen(r->fields);
+    snprintf(r->fields + n, sizeof(r->fields) - n, "%.*s=%.*s;",
+             (int)f->namelen, (const char *)f->name, (int)f->valuelen,
+             (const char *)f->value);
+  }
+  return 0;
+}
+
+static int rq_on_body(void *ud, const uint8_t *d, size_t n) {
+  rq_rec *r = ud;
+  if (n <= sizeof(r->bodybuf) - r->bodylen) {
+    memcpy(r->bodybuf + r->bodylen, d, n);
+    r->bodylen += n;
+  }
+  return 0;
+}
+
+static int rq_on_trailers(void *ud, h3g_headers *t) {
+  ((rq_rec *)ud)->ntrailers = (int)t->nfields;
+  return 0;
+}
+
+static int rq_on_complete(void *ud) {
+  ((rq_rec *)ud)->completes++;
+  return 0;
+}
+
+static const h3g_h1_request_callbacks rq_cb = {
+    .on_head = rq_on_head,
+    .on_body = rq_on_body,
+    .on_trailers = rq_on_trailers,
+    .on_complete = rq_on_complete,
+};
+
+/* Feeds text whole (step 0) or in pieces of step bytes, as a connection
+ * would, re-feeding what a pause left. Returns feed's result. */
+static int rq_parse(const char *text, size_t step, rq_rec *r,
+                    size_t *used_out) {
+  h3g_h1_request_parser *p;
+  size_t len = strlen(text), off = 0;
+  int rv = 0;
+  memset(r, 0, sizeof(*r));
+  CHECK_EQ_INT(h3g_h1_request_parser_new(&p, &rq_cb, r, 4096), 0);
+  while (off < len && !h3g_h1_request_parser_complete(p)) {
+    size_t n = step == 0 ? len - off : H3G_MIN(step, len - off), used;
+    rv = h3g_h1_request_parser_feed(p, U8(text) + off, n, &used);
+    if (rv != 0)
+      break;
+    off += used;
+  }
+  if (used_out != NULL)
+    *used_out = off;
+  h3g_h1_request_parser_free(p);
+  return rv;
+}
+
+static void test_request_basic(void) {
+  rq_rec r;
+  size_t used;
+  const char *get = "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\n"
+                    "X-A: 1  \r\nAccept: */*\r\n\r\nGET /next";
+  for (size_t step = 0; step < 8; step++) {
+    CHECK_EQ_INT(rq_parse(get, step, &r, &used), 0);
+    CHECK_EQ_INT(r.heads, 1);
+    CHECK_EQ_INT(r.completes, 1);
+    CHECK(strcmp(r.method, "GET") == 0);
+    CHECK(strcmp(r.target, "/a?b=c") == 0);
+    CHECK_EQ_INT(r.minor, 1);
+    CHECK_EQ_INT(r.keep_alive, 1);
+    CHECK_EQ_INT(r.body, 0);
+    CHECK(strcmp(r.fields, "Host=example.com;X-A=1;Accept=*/*;") == 0);
+    /* Parsing stops at the end of the request: the next one waits. */
+    CHECK_EQ_INT(used, strlen(get) - strlen("GET /next"));
+  }
+  CHECK_EQ_INT(rq_parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+                        "Connection: close\r\n\r\nhello",
+                        3, &r, NULL),
+               0);
+  CHECK_EQ_INT(r.body, 5);
+  CHECK_EQ_INT(r.keep_alive, 0);
+  CHECK_MEM(r.bodybuf, r.bodylen, "hello");
+  CHECK_EQ_INT(r.completes, 1);
+
+  CHECK_EQ_INT(rq_parse("POST /c HTTP/1.1\r\nHost: h\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n"
+                        "X-T: 1\r\nContent-Type: z\r\n\r\n",
+                        0, &r, NULL),
+               0);
+  CHECK_EQ_INT(r.body, -1);
+  CHECK_MEM(r.bodybuf, r.bodylen, "hello world");
+  CHECK_EQ_INT(r.ntrailers, 2);
+  CHECK_EQ_INT(r.completes, 1);
+
+  /* HTTP/1.0: no Host needed, close unless keep-alive. */
+  CHECK_EQ_INT(rq_parse("GET / HTTP/1.0\r\n\r\n", 0, &r, NULL), 0);
+  CHECK_EQ_INT(r.minor, 0);
+  CHECK_EQ_INT(r.keep_alive, 0);
+  CHECK_EQ_INT(rq_parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0,
+                        &r, NULL),
+               0);
+  CHECK_EQ_INT(r.keep_alive, 1);
+
+  /* Absolute-form, asterisk-form and upgrade are the caller's to map. */
+  CHECK_EQ_INT(rq_parse("GET http://h:8/p?q HTTP/1.1\r\nHost: h:8\r\n\r\n", 0,
+                        &r, NULL),
+               0);
+  CHECK(strcmp(r.target, "http://h:8/p?q") == 0);
+  CHECK_EQ_INT(rq_parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 0, &r, NULL),
+               0);
+  CHECK(strcmp(r.target, "*") == 0);
+  CHECK_EQ_INT(rq_parse("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\n\r\n",
+                        0, &r, NULL),
+               0);
+  CHECK_EQ_INT(r.upgrade, 1);
+  CHECK_EQ_INT(r.completes, 1);
+}
+
+/* A body is never fed past what the caller allows: the head pauses. */
+static void test_request_pause_after_head(void) {
+  rq_rec r;
+  h3g_h1_request_parser *p;
+  const char *t = "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd";
+  size_t used;
+  memset(&r, 0, sizeof(r));
+  CHECK_EQ_INT(h3g_h1_request_parser_new(&p, &rq_cb, &r, 4096), 0);
+  CHECK_EQ_INT(h3g_h1_request_parser_feed(p, U8(t), strlen(t), &used), 0);
+  CHECK_EQ_INT(used, strlen(t) - 4);
+  CHECK_EQ_INT(r.heads, 1);
+  CHECK_EQ_INT(r.bodylen, 0);
+  CHECK(h3g_h1_request_parser_in_body(p));
+  CHECK_EQ_INT(h3g_h1_request_parser_feed(p, U8(t) + used, 2, &used), 0);
+  CHECK_EQ_INT(used, 2);
+  CHECK_EQ_INT(r.bodylen, 2);
+  CHECK_EQ_INT(h3g_h1_request_parser_feed(p, U8("cd"), 2, &used), 0);
+  CHECK(h3g_h1_request_parser_complete(p));
+  CHECK_EQ_INT(r.completes, 1);
+  /* Next request on the same connection. */
+  h3g_h1_request_parser_reset(p);
+  const char *g = "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+  CHECK_EQ_INT(h3g_h1_request_parser_feed(p, U8(g), strlen(g), &used), 0);
+  CHECK_EQ_INT(r.completes, 2);
+  CHECK(strcmp(r.target, "/2") == 0);
+  h3g_h1_request_parser_free(p);
+}
+
+static void test_request_refused(void) {
+  static const char *const bad[] = {
+      /* Host: missing or repeated (RFC 9112 §3.2) */
+      "GET / HTTP/1.1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+      "GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+      /* framing */
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+      "Content-Length: 3\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+      "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "zz\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "0\r\nContent-Length: 1\r\n\r\n",
+      /* fields */
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  folded\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A : 1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\n: 1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x01b\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX\x7f: a\r\n\r\n",
+      /* request line */
+      "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+      "GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+      "BREW / HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+  };
+  for (size_t i = 0; i < H3G_ARRAY_LEN(bad); i++) {
+    for (size_t step = 0; step < 3; step++) {
+      rq_rec r;
+      int rv = rq_parse(bad[i], step == 2 ? 1 : step, &r, NULL);
+      CHECK_EQ_INT(rv, H3G_ERR_PROTO);
+      if (rv != H3G_ERR_PROTO)
+        fprintf(stderr, "  accepted case %zu (step %zu)\n", i, step);
+      CHECK_EQ_INT(r.completes, 0);
+    }
+  }
+  /* Head over the cap: TOOBIG (431). */
+  char big[6000];
+  snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nHost: h\r\nX: %05000d\r\n\r\n",
+           0);
+  rq_rec r;
+  CHECK_EQ_INT(rq_parse(big, 0, &r, NULL), H3G_ERR_TOOBIG);
+  snprintf(big, sizeof(big), "GET /%05000d HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+  CHECK_EQ_INT(rq_parse(big, 0, &r, NULL), H3G_ERR_TOOBIG);
+}
+
 int main(void) {
   RUN(test_write_request_basic);
   RUN(test_write_request_cookies_and_skips);
@@ -1070,5 +1296,8 @@ int main(void) {
   RUN(test_value_bytes);
   RUN(test_caps);
   RUN(test_callback_errors);
+  RUN(test_request_basic);
+  RUN(test_request_pause_after_head);
+  RUN(test_request_refused);
   return unit_report();
 }

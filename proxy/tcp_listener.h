@@ -1,0 +1,51 @@
+/*
+ * The TCP front end: a libuv TCP listener whose connections carry HTTP/1.1
+ * (h1_session.h) over TLS (wolfSSL with memory I/O callbacks), or over
+ * plain TCP for the redirect listener. HTTP/2 will be chosen here by ALPN
+ * ("h2") and get a session of its own beside h1_session.
+ *
+ * Per connection: one WOLFSSL, one timer, and fixed buffers (ciphertext
+ * in, plaintext in, ciphertext out) allocated at accept; reads stop while
+ * the session takes no bytes, while the input is full, or while the
+ * output is over its soft limit; nothing is allocated per read or write.
+ */
+#ifndef H3G_TCP_LISTENER_H
+#define H3G_TCP_LISTENER_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "config.h"
+#include "h1_session.h"
+#include "tls_ctx.h"
+
+typedef struct h3g_tcp_listener h3g_tcp_listener;
+
+/*
+ * Binds address:port (an IP literal; port 0 picks one) and starts
+ * accepting. tls is the context of h3g_tls_ctx_new_tcp, or NULL for plain
+ * TCP (the redirect listener). env (and what it points to) and tls must
+ * outlive the listener. max_connections beyond: accepted and closed at
+ * once (metric tcp_connections_refused). name is used in logs ("tcp",
+ * "redirect"). Returns 0, H3G_ERR_IO (bind or listen failed; logged),
+ * H3G_ERR_INVAL (bad address) or H3G_ERR_NOMEM.
+ */
+int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
+                         const h3g_config *cfg, const char *name,
+                         const char *address, uint16_t port, h3g_tls_ctx *tls,
+                         const h3g_h1_env *env);
+
+/* The port actually bound. */
+uint16_t h3g_tcp_listener_port(const h3g_tcp_listener *l);
+
+/*
+ * Graceful shutdown: stops accepting, closes idle connections and those
+ * still in their handshake, lets requests in flight finish (their
+ * responses say "Connection: close") until deadline_ms, then closes the
+ * rest. When every connection and handle is gone, cb(arg) runs and the
+ * listener is freed.
+ */
+void h3g_tcp_listener_shutdown(h3g_tcp_listener *l, uint64_t deadline_ms,
+                               void (*cb)(void *arg), void *arg);
+
+#endif /* H3G_TCP_LISTENER_H */
