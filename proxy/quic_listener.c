@@ -9,6 +9,7 @@
 #include "quic_listener.h"
 
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,12 @@
  * dropped and those clients wait for their retransmission timer instead.
  */
 #define REFUSALS_PER_SECOND 256
+/* Stateless Resets sent per second at most: each answers one datagram of
+ * an unknown connection, so an attacker must not turn us into a
+ * reflector of unlimited volume. */
+#define RESETS_PER_SECOND 256
+/* A reset is kept at the size of a small short-header packet. */
+#define RESET_MAX_LEN 43
 /* Before the final GOAWAY, let a notice reach clients and requests they
  * sent meanwhile arrive: two round trips, within these bounds (ms). */
 #define GOAWAY_DELAY_MIN_MS 20
@@ -55,6 +62,8 @@ struct h3g_quic_listener {
   int tx_blocked; /* the socket is full: waiting for UV_WRITABLE */
   uint64_t refusal_second;
   unsigned refusals;
+  uint64_t reset_second;
+  unsigned resets;
   int shutting_down;
   int closing; /* handles are being closed */
   int open_handles;
@@ -116,16 +125,54 @@ static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
 
 /*
  * A short header packet for a connection we do not know (we restarted, or
- * the connection is gone). Dropped for now; a Stateless Reset (RFC 9000
- * §10.3, token from env.reset_secret and the DCID) belongs here.
+ * the connection is gone): answered with a Stateless Reset (RFC 9000
+ * §10.3) so the peer stops at once instead of after its idle timeout. The
+ * token comes from the per-process reset secret and the DCID, as the token
+ * we announced for that CID did. The reset is shorter than the packet that
+ * caused it (§10.3.3: two endpoints can then never loop) and no longer
+ * than a small packet, so nothing is amplified; packets too short for that
+ * get nothing.
  */
 static void on_unknown_short_header(h3g_quic_listener *l, const h3g_udp_msg *m,
                                     const ngtcp2_version_cid *vc, size_t len) {
-  H3G_UNUSED(l);
-  H3G_UNUSED(m);
-  H3G_UNUSED(vc);
-  H3G_UNUSED(len);
-  H3G_INC(quic_packets_dropped);
+  size_t reset_len = H3G_MIN(len - 1, (size_t)RESET_MAX_LEN);
+  if (len < 2 || reset_len < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN +
+                                   NGTCP2_STATELESS_RESET_TOKENLEN ||
+      vc->dcidlen != H3G_QUIC_SCIDLEN) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  uint64_t second = uv_now(l->loop) / 1000;
+  if (second != l->reset_second) {
+    l->reset_second = second;
+    l->resets = 0;
+  }
+  if (l->resets >= RESETS_PER_SECOND) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  ngtcp2_cid cid;
+  ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
+  uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
+  uint8_t rand_bytes[RESET_MAX_LEN];
+  uint8_t buf[RESET_MAX_LEN];
+  if (ngtcp2_crypto_generate_stateless_reset_token(
+          token, l->env.reset_secret, sizeof(l->env.reset_secret), &cid) !=
+          0 ||
+      getrandom(rand_bytes, sizeof(rand_bytes), GRND_NONBLOCK) !=
+          (ssize_t)sizeof(rand_bytes)) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(
+      buf, reset_len, token, rand_bytes, sizeof(rand_bytes));
+  if (n <= 0) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  l->resets++;
+  H3G_INC(quic_stateless_resets_sent);
+  send_raw(l, m, buf, (size_t)n);
 }
 
 static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
