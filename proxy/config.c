@@ -73,6 +73,8 @@ typedef enum opt_type {
   OPT_HOST,       /* "", a DNS name or an IP literal (not bound) */
   OPT_PATH,       /* a file path, resolved against the INI's directory */
   OPT_LOG_TARGET, /* "-" (stdout), "off", or an OPT_PATH */
+  OPT_DIR,        /* "off" (stored as "") or a writable directory, resolved
+                     against the INI's directory */
   OPT_HOSTPORT,   /* host:port, host a DNS name or an address */
   OPT_LISTEN,     /* "off", or address:port (an IP literal: it is bound) */
   OPT_CIDRS,      /* comma-separated IP[/prefix] list, also parsed into
@@ -97,6 +99,9 @@ typedef struct opt {
   .def = (d), .off = offsetof(h3g_config, f),                                  \
   .size = sizeof(((h3g_config *)0)->f)
 #define PORT_FIELD(f) .port_off = offsetof(h3g_config, f)
+
+/* In h3g_cc_algo order. */
+static const char *const cc_names[] = {"cubic", "bbr", "reno", NULL};
 
 /* In h3g_log_level order. */
 static const char *const log_level_names[] = {"error", "warn", "info", "debug",
@@ -136,6 +141,9 @@ static const opt schema[] = {
          max_request_body)},
     {OPT("listener", "request_header_timeout", OPT_DURATION, T_SEC, 5 * T_MIN,
          "10s", request_header_timeout_ms)},
+    {OPT("listener", "congestion_control", OPT_ENUM, 0, 0, "cubic",
+         congestion_control),
+     .names = cc_names},
 
     {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
     {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},
@@ -178,6 +186,8 @@ static const opt schema[] = {
     {OPT("forwarding", "via", OPT_BOOL, 0, 1, "on", fwd_via)},
     {OPT("forwarding", "trusted_proxies", OPT_CIDRS, 0, 0, "",
          trusted_proxies)},
+
+    {OPT("debug", "qlog_dir", OPT_DIR, 0, 0, "off", qlog_dir)},
 };
 
 #define N_OPTS H3G_ARRAY_LEN(schema)
@@ -841,6 +851,22 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
   case OPT_HOSTPORT: return parse_hostport(o, text, cfg, false, why, whylen);
 
   case OPT_CIDRS: return parse_cidrs(o, text, cfg, why, whylen);
+
+  case OPT_DIR: {
+    if (strcmp(text, "off") == 0)
+      return store_string(field, o->size, "", 0);
+    char path[H3G_PATH_MAX];
+    struct stat st;
+    if (text[0] == '\0' ||
+        resolve_path(path, sizeof(path), base_dir, text) != 0 ||
+        stat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        access(path, W_OK | X_OK) != 0) {
+      snprintf(why, whylen, "expected off or a writable directory, not \"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    return store_string(field, o->size, path, strlen(path));
+  }
   }
   assert(!"unknown option type");
   return -1;
@@ -1492,6 +1518,7 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_UINT:
   case OPT_DURATION:
   case OPT_SIZE: format_number(o, load_uint(field, o->size), buf, cap); return;
+  case OPT_DIR: snprintf(buf, cap, "%s", field[0] ? field : "off"); return;
   case OPT_ADDRESS:
   case OPT_HOST:
   case OPT_PATH:

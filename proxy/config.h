@@ -32,6 +32,13 @@ typedef enum h3g_alt_svc_upstream {
   H3G_ALT_SVC_KEEP,        /* pass it on, add none */
 } h3g_alt_svc_upstream;
 
+/* [listener] congestion_control, in the order of config.c's names. */
+typedef enum h3g_cc_algo {
+  H3G_CC_CUBIC = 0,
+  H3G_CC_BBR = 1,
+  H3G_CC_RENO = 2,
+} h3g_cc_algo;
+
 typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;
@@ -53,6 +60,8 @@ typedef struct h3g_config {
   uint32_t stream_buffer_size;       /* per stream, per direction (bytes) */
   uint32_t max_header_size;          /* field section size, both sides */
   uint64_t max_request_body;         /* bytes, 0 = unlimited (413) */
+  h3g_cc_algo congestion_control;
+  char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
   uint64_t request_header_timeout_ms;
 
   /* [tcp]: the HTTPS (TCP + TLS) fallback listener */

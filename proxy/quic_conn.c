@@ -76,6 +76,7 @@ struct h3g_quic_conn {
    * again, so we offer it ourselves until it is sent. */
   int64_t *fin_q;
   size_t fin_n, fin_cap;
+  FILE *qlog; /* [debug] qlog_dir: this connection's JSON-SEQ trace */
   unsigned in_dirty : 1;
   unsigned alpn_checked : 1;
   unsigned goaway_sent : 1;
@@ -664,6 +665,10 @@ static void on_timer_closed(uv_handle_t *h) {
 static void conn_free(h3g_quic_conn *c) {
   h3g_quic_env *env = c->env;
 
+  if (c->qlog != NULL) {
+    fclose(c->qlog);
+    c->qlog = NULL;
+  }
   free(c->fin_q);
   c->fin_q = NULL;
   h3g_h3_session_free(c->h3);
@@ -684,6 +689,46 @@ static void conn_free(h3g_quic_conn *c) {
   free(c->close_pkt);
   env->nfreeing++;
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+/*
+ * [debug] qlog_dir: one JSON-SEQ file per connection, named after the
+ * client's original destination CID. Off by default: a trace holds every
+ * packet's metadata and is for debugging, not production. The first record
+ * is ours and states the transport settings ngtcp2's own records leave
+ * out (congestion control, pacing, ECN).
+ */
+static int qlog_open(h3g_quic_conn *c, const h3g_config *cfg) {
+  static const char *const cc[] = {"cubic", "bbr", "reno"};
+  char name[2 * NGTCP2_MAX_CIDLEN + 1];
+  char path[H3G_PATH_MAX + 64];
+  for (size_t i = 0; i < c->odcid.datalen; i++)
+    snprintf(name + 2 * i, 3, "%02x", c->odcid.data[i]);
+  name[2 * c->odcid.datalen] = '\0';
+  snprintf(path, sizeof(path), "%s/%s.sqlog", cfg->qlog_dir, name);
+  c->qlog = fopen(path, "w");
+  if (c->qlog == NULL) {
+    h3g_warn("quic %s: qlog %s: cannot open", c->client, path);
+    return H3G_ERR_IO;
+  }
+  fprintf(c->qlog,
+          "\x1e{\"name\":\"h3gate:settings\",\"data\":{"
+          "\"congestion_control\":\"%s\",\"pacing\":true,"
+          "\"ecn\":{\"receive\":\"IP_RECVTOS\",\"send\":\"as ngtcp2 validates\"}}}\n",
+          cc[cfg->congestion_control]);
+  return 0;
+}
+
+static void on_qlog_write(void *user_data, uint32_t flags, const void *data,
+                          size_t len) {
+  h3g_quic_conn *c = user_data;
+  if (c->qlog == NULL)
+    return;
+  fwrite(data, 1, len, c->qlog);
+  if (flags & NGTCP2_QLOG_WRITE_FLAG_FIN) {
+    fclose(c->qlog);
+    c->qlog = NULL;
+  }
 }
 
 int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
@@ -712,7 +757,11 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
 
   ngtcp2_settings_default(&settings);
   settings.initial_ts = h3g_now_ns();
-  settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  settings.cc_algo = cfg->congestion_control == H3G_CC_BBR    ? NGTCP2_CC_ALGO_BBR
+                     : cfg->congestion_control == H3G_CC_RENO ? NGTCP2_CC_ALGO_RENO
+                                                              : NGTCP2_CC_ALGO_CUBIC;
+  if (cfg->qlog_dir[0] != '\0' && qlog_open(c, cfg) == 0)
+    settings.qlog_write = on_qlog_write;
   settings.rand_ctx.native_handle = env;
   if (cfg->handshake_timeout_ms > 0)
     settings.handshake_timeout =

@@ -572,8 +572,8 @@ static void test_unknown_section(void) {
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   /* One message for the section, none for the keys in it. */
   CHECK_STR(err, "t.ini:6: [nope]: unknown section (expected [server], "
-                 "[listener], [tcp], [alt_svc], [redirect], [upstream] or "
-                 "[forwarding])\n");
+                 "[listener], [tcp], [alt_svc], [redirect], [upstream], "
+                 "[forwarding] or [debug])\n");
   CHECK_EQ_INT(c.listen_port, 443);
 
   rc = load(REQUIRED "[]\n[listener\nport = 1\n", &c);
