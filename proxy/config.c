@@ -100,6 +100,9 @@ typedef struct opt {
   .size = sizeof(((h3g_config *)0)->f)
 #define PORT_FIELD(f) .port_off = offsetof(h3g_config, f)
 
+/* [listener] retry: 0 auto, 1 always, 2 never. */
+static const char *const retry_names[] = {"auto", "always", "never", NULL};
+
 /* In h3g_cc_algo order. */
 static const char *const cc_names[] = {"cubic", "bbr", "reno", NULL};
 
@@ -144,6 +147,10 @@ static const opt schema[] = {
     {OPT("listener", "congestion_control", OPT_ENUM, 0, 0, "cubic",
          congestion_control),
      .names = cc_names},
+    {OPT("listener", "retry", OPT_ENUM, 0, 0, "auto", retry),
+     .names = retry_names},
+    {OPT("listener", "retry_threshold", OPT_UINT, 0, 1000000, "200",
+         retry_threshold)},
 
     {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
     {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},

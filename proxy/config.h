@@ -61,6 +61,8 @@ typedef struct h3g_config {
   uint32_t max_header_size;          /* field section size, both sides */
   uint64_t max_request_body;         /* bytes, 0 = unlimited (413) */
   h3g_cc_algo congestion_control;
+  uint32_t retry;            /* 0 auto, 1 always, 2 never (config.c) */
+  uint32_t retry_threshold;  /* auto: handshakes in progress before Retry */
   char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
   uint64_t request_header_timeout_ms;
 

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alt_svc.h"
 #include "frontend.h"
 #include "h3_shadow.h"
 #include "log.h"
@@ -572,11 +573,18 @@ static int fe_usable(const h3g_h3_stream *st) {
   return !st->cut && !st->s->dying;
 }
 
+/* Final heads carry our Alt-Svc as the TCP front end's do (h1_session.c),
+ * so an HTTP/3 client refreshes its entry before max-age runs out, and
+ * learns "clear" while we drain. The upstream's own field is dropped when
+ * ours replaces it, passed on (and ours left out) when it is kept. */
 static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
                         int interim, int has_body) {
   h3g_h3_stream *st = fs;
   h3g_h3_session *s = st->s;
+  const h3g_alt_svc *alt = interim ? NULL : s->env->alt_svc;
   char code[4];
+  char alt_value[320];
+  size_t alt_len = 0;
 
   if (!fe_usable(st))
     return H3G_ERR_CLOSED;
@@ -584,30 +592,51 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
     return H3G_ERR_INVAL;
   snprintf(code, sizeof(code), "%03d", status);
 
+  int drop_upstream_alt = alt != NULL && h3g_alt_svc_replaces_upstream(alt);
+  if (alt != NULL) {
+    int upstream_has = 0;
+    for (size_t i = 0; i < n && !upstream_has; i++)
+      upstream_has = h3g_field_name_eq(&fields[i], "alt-svc");
+    if (!upstream_has || drop_upstream_alt)
+      alt_len = h3g_alt_svc_value(alt, alt_value, sizeof(alt_value));
+  }
+
+  size_t cap = n + 2; /* :status, the fields, our alt-svc */
   nghttp3_nv local[NV_ON_STACK];
-  nghttp3_nv *nva =
-      n + 1 <= NV_ON_STACK ? local : malloc((n + 1) * sizeof(*nva));
+  nghttp3_nv *nva = cap <= NV_ON_STACK ? local : malloc(cap * sizeof(*nva));
   if (nva == NULL)
     return H3G_ERR_NOMEM;
-  nva[0] = (nghttp3_nv){
+  size_t nv = 0;
+  nva[nv++] = (nghttp3_nv){
       .name = (const uint8_t *)":status",
       .value = (const uint8_t *)code,
       .namelen = 7,
       .valuelen = 3,
   };
-  for (size_t i = 0; i < n; i++)
-    nva[i + 1] = (nghttp3_nv){
+  for (size_t i = 0; i < n; i++) {
+    if (drop_upstream_alt && h3g_field_name_eq(&fields[i], "alt-svc"))
+      continue;
+    nva[nv++] = (nghttp3_nv){
         .name = fields[i].name,
         .value = fields[i].value,
         .namelen = fields[i].namelen,
         .valuelen = fields[i].valuelen,
     };
+  }
+  /* nghttp3 copies the fields at submission: alt_value may be local. */
+  if (alt_len > 0)
+    nva[nv++] = (nghttp3_nv){
+        .name = (const uint8_t *)"alt-svc",
+        .value = (const uint8_t *)alt_value,
+        .namelen = 7,
+        .valuelen = alt_len,
+    };
 
   int rv;
   if (interim)
-    rv = nghttp3_conn_submit_info(s->h3, st->id, nva, n + 1);
+    rv = nghttp3_conn_submit_info(s->h3, st->id, nva, nv);
   else
-    rv = nghttp3_conn_submit_response(s->h3, st->id, nva, n + 1,
+    rv = nghttp3_conn_submit_response(s->h3, st->id, nva, nv,
                                       has_body ? &body_reader : NULL);
   if (nva != local)
     free(nva);

@@ -20,6 +20,8 @@
   X(quic_connections_refused, counter, "Initials refused (limits, drain)")     \
   X(quic_version_negotiations, counter, "Version Negotiation packets sent")    \
   X(quic_stateless_resets_sent, counter, "Stateless Reset packets sent")       \
+  X(quic_retries_sent, counter, "Retry packets sent")                         \
+  X(quic_invalid_tokens, counter, "Initials refused for a bad Retry token")   \
   X(quic_packets_dropped, counter, "datagrams ngtcp2 or we discarded")         \
   X(h3_streams_opened, counter, "request streams opened by clients")           \
   X(h3_streams_active, gauge, "request streams open now")                      \
@@ -54,7 +56,13 @@
   X(tcp_timeouts, counter, "TCP connections closed by idle/header timeouts")  \
   X(h1_requests, counter, "HTTP/1.1 requests received on the TCP listeners")  \
   X(h1_malformed_requests, counter, "HTTP/1.1 requests refused (400/431/501)") \
-  X(h1_redirects, counter, "requests answered 308 by the redirect listener")
+  X(h1_redirects, counter, "requests answered 308 by the redirect listener") \
+  X(h2_connections, counter, "TCP connections that negotiated HTTP/2")       \
+  X(h2_streams_opened, counter, "HTTP/2 request streams opened by clients")  \
+  X(h2_streams_reset_by_client, counter, "HTTP/2 streams reset by the client") \
+  X(h2_streams_reset_by_gateway, counter, "HTTP/2 streams the gateway reset") \
+  X(h2_malformed_requests, counter, "HTTP/2 requests refused as malformed")  \
+  X(h2_rapid_reset_goaways, counter, "HTTP/2 connections ended: reset flood")
 
 typedef struct h3g_metrics {
 #define H3G_METRIC_FIELD(name, kind, help) int64_t name;

@@ -353,6 +353,8 @@ static void conn_set_state(h3g_quic_conn *c, conn_state next) {
     return;
   }
   c->state = next;
+  if (prev == CONN_HANDSHAKING)
+    env->nhandshaking--;
 
   if (next == CONN_ESTABLISHED)
     return;
@@ -732,7 +734,8 @@ static void on_qlog_write(void *user_data, uint32_t flags, const void *data,
 }
 
 int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
-                         const ngtcp2_path *path, h3g_quic_conn **pc) {
+                         const ngtcp2_path *path, const ngtcp2_cid *retry_odcid,
+                         h3g_quic_conn **pc) {
   const h3g_config *cfg = env->cfg;
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
@@ -748,7 +751,7 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   uv_timer_init(env->loop, &c->timer);
   c->timer.data = c;
   h3g_udp_addr_format(path->remote.addr, c->client, sizeof(c->client));
-  c->odcid = hd->dcid;
+  c->odcid = retry_odcid != NULL ? *retry_odcid : hd->dcid;
 
   if (new_cid(env, &c->scid, H3G_QUIC_SCIDLEN) != 0) {
     rv = H3G_ERR_QUIC;
@@ -780,8 +783,12 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   /* Larger datagrams would not fit our receive buffers. */
   params.max_udp_payload_size =
       H3G_MIN(params.max_udp_payload_size, (uint64_t)env->sock->rx_size);
-  params.original_dcid = hd->dcid;
+  params.original_dcid = c->odcid;
   params.original_dcid_present = 1;
+  if (retry_odcid != NULL) {
+    params.retry_scid = hd->dcid;
+    params.retry_scid_present = 1;
+  }
   params.stateless_reset_token_present = 1;
   if (ngtcp2_crypto_generate_stateless_reset_token(
           params.stateless_reset_token, env->reset_secret,
@@ -836,7 +843,9 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
     env->conns->prev = c;
   env->conns = c;
   H3G_INC(quic_connections_accepted);
-  h3g_debug("quic %s: new connection, version 0x%08x", c->client, hd->version);
+  env->nhandshaking++;
+  h3g_debug("quic %s: new connection, version 0x%08x%s", c->client,
+            hd->version, retry_odcid != NULL ? " (after Retry)" : "");
   *pc = c;
   return 0;
 
@@ -1067,6 +1076,7 @@ int h3g_quic_env_init(h3g_quic_env *env) {
 
   if (fill_random(key, sizeof(key)) != 0 ||
       fill_random(env->reset_secret, sizeof(env->reset_secret)) != 0 ||
+      fill_random(env->token_secret, sizeof(env->token_secret)) != 0 ||
       fill_random((uint8_t *)&env->prng, sizeof(env->prng)) != 0)
     return H3G_ERR_IO;
   env->prng |= 1; /* xorshift needs a nonzero state */

@@ -50,6 +50,8 @@ typedef struct h3g_quic_env {
   h3g_udp_socket *sock;
   h3g_cid_map cids;
   uint8_t reset_secret[32]; /* stateless reset tokens */
+  uint8_t token_secret[32]; /* Retry tokens */
+  size_t nhandshaking;      /* connections not yet past the handshake */
   uint64_t prng;            /* ngtcp2's non-cryptographic randomness */
   /* Active while connections are dirty or dead, so that the loop does not
    * block in poll before the flush (the flush runs in a check handle). */
@@ -109,8 +111,12 @@ uint64_t h3g_quic_env_max_rtt(const h3g_quic_env *env);
  * arrived on path, and maps its connection IDs. Returns 0, H3G_ERR_NOMEM,
  * H3G_ERR_TLS or H3G_ERR_QUIC.
  */
+/* retry_odcid: NULL, or the original destination CID a valid Retry token
+ * vouched for (the client's address is then validated and hd->dcid is the
+ * Retry's source CID). */
 int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
-                         const ngtcp2_path *path, h3g_quic_conn **pc);
+                         const ngtcp2_path *path, const ngtcp2_cid *retry_odcid,
+                         h3g_quic_conn **pc);
 
 /* Feeds one datagram. Never frees c (it may become dead). */
 void h3g_quic_conn_recv(h3g_quic_conn *c, const ngtcp2_path *path,

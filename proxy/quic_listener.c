@@ -45,6 +45,8 @@
 #define RESETS_PER_SECOND 256
 /* A reset is kept at the size of a small short-header packet. */
 #define RESET_MAX_LEN 43
+/* How long a Retry token stays valid: one round trip plus slack. */
+#define RETRY_TOKEN_LIFETIME (10 * NGTCP2_SECONDS)
 /* Before the final GOAWAY, let a notice reach clients and requests they
  * sent meanwhile arrive: two round trips, within these bounds (ms). */
 #define GOAWAY_DELAY_MIN_MS 20
@@ -119,6 +121,74 @@ static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
   ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
       buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid,
       NGTCP2_CONNECTION_REFUSED, NULL, 0);
+  if (n > 0)
+    send_raw(l, m, buf, (size_t)n);
+}
+
+/* Whether a new client must first prove its address with a Retry. */
+static int need_retry(const h3g_quic_listener *l) {
+  switch (l->cfg->retry) {
+  case 1: return 1;
+  case 2: return 0;
+  default: return l->env.nhandshaking >= l->cfg->retry_threshold;
+  }
+}
+
+/*
+ * Answers an Initial with a Retry (RFC 9000 §8.1.2, §17.2.5): a fresh
+ * source CID and a token sealing the client's address, the original
+ * destination CID and the time. No state is kept; the packet is far
+ * smaller than the Initial it answers, so nothing is amplified.
+ */
+static void send_retry(h3g_quic_listener *l, const h3g_udp_msg *m,
+                       const ngtcp2_pkt_hd *hd) {
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2];
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  uint8_t raw[H3G_QUIC_SCIDLEN];
+  ngtcp2_cid scid;
+  if (getrandom(raw, sizeof(raw), GRND_NONBLOCK) != (ssize_t)sizeof(raw)) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  ngtcp2_cid_init(&scid, raw, sizeof(raw));
+  ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token2(
+      token, l->env.token_secret, sizeof(l->env.token_secret), hd->version,
+      (const ngtcp2_sockaddr *)&m->remote.su.sa, m->remote.len, &scid,
+      &hd->dcid, h3g_now_ns());
+  if (tl < 0) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version,
+                                             &hd->scid, &scid, &hd->dcid,
+                                             token, (size_t)tl);
+  if (n <= 0) {
+    H3G_INC(quic_packets_dropped);
+    return;
+  }
+  H3G_INC(quic_retries_sent);
+  send_raw(l, m, buf, (size_t)n);
+}
+
+/*
+ * A Retry token that does not verify (forged, expired, or for another
+ * address): RFC 9000 §8.1.3 asks for INVALID_TOKEN, so the client gives up
+ * at once instead of retrying into a wall. Rate-limited with refusals.
+ */
+static void refuse_token(h3g_quic_listener *l, const h3g_udp_msg *m,
+                         const ngtcp2_pkt_hd *hd) {
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  H3G_INC(quic_invalid_tokens);
+  uint64_t second = uv_now(l->loop) / 1000;
+  if (second != l->refusal_second) {
+    l->refusal_second = second;
+    l->refusals = 0;
+  }
+  if (l->refusals++ >= REFUSALS_PER_SECOND)
+    return;
+  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
+      buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid,
+      NGTCP2_INVALID_TOKEN, NULL, 0);
   if (n > 0)
     send_raw(l, m, buf, (size_t)n);
 }
@@ -217,7 +287,24 @@ static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
     refuse_connection(l, m, &hd);
     return;
   }
-  if (h3g_quic_conn_accept(&l->env, &hd, &path, &c) != 0) {
+  ngtcp2_cid odcid;
+  const ngtcp2_cid *retry_odcid = NULL;
+  if (hd.type == NGTCP2_PKT_INITIAL && hd.tokenlen > 0 &&
+      hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
+    if (ngtcp2_crypto_verify_retry_token2(
+            &odcid, hd.token, hd.tokenlen, l->env.token_secret,
+            sizeof(l->env.token_secret), hd.version, path.remote.addr,
+            path.remote.addrlen, &hd.dcid, RETRY_TOKEN_LIFETIME,
+            h3g_now_ns()) != 0) {
+      refuse_token(l, m, &hd);
+      return;
+    }
+    retry_odcid = &odcid;
+  } else if (hd.type == NGTCP2_PKT_INITIAL && need_retry(l)) {
+    send_retry(l, m, &hd);
+    return;
+  }
+  if (h3g_quic_conn_accept(&l->env, &hd, &path, retry_odcid, &c) != 0) {
     H3G_INC(quic_packets_dropped);
     return;
   }

@@ -135,7 +135,8 @@ static void on_listener_closed(h3g_server *s) {
 static void on_quic_closed(void *arg) {
   h3g_server *s = arg;
   s->quic = NULL;
-  h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_OFF, 0);
+  /* The advertisement stays "clear" (not absent) while the TCP side still
+   * drains: a browser must drop its h3 entry, not keep it. */
   on_listener_closed(s);
 }
 
@@ -240,6 +241,7 @@ int h3g_server_run(const h3g_config *cfg) {
       .pool = s->pool,
       .timers = &uv_timer_ops,
       .loop = &s->loop,
+      .alt_svc = &s->alt_svc,
   };
   h3g_alt_svc_init(&s->alt_svc, cfg);
   if (rv == 0 && cfg->listen_enabled) {

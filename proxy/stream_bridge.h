@@ -49,6 +49,9 @@ typedef struct h3g_bridge_env {
   void *pool;
   const h3g_timer_ops *timers; /* NULL: no header or 100-continue timers */
   void *loop;
+  /* The Alt-Svc the HTTP/3 front end adds to final response heads, so
+   * clients refresh their entry (alt_svc.h); NULL: none, upstream's kept. */
+  const struct h3g_alt_svc *alt_svc;
 } h3g_bridge_env;
 
 /*

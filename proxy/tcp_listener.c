@@ -38,6 +38,7 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfio.h>
 
+#include "h2_session.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -78,8 +79,9 @@ typedef struct tcp_conn {
   uv_write_t wreq;
   uv_shutdown_t sreq;
   h3g_tcp_listener *l;
-  WOLFSSL *ssl; /* NULL for plain TCP */
-  h3g_h1_session *session;
+  WOLFSSL *ssl;            /* NULL for plain TCP */
+  h3g_h1_session *session; /* HTTP/1.1, or */
+  h3g_h2_session *h2;      /* HTTP/2 (ALPN "h2") */
   conn_state state;
   unsigned pause;
   int reading;
@@ -126,6 +128,48 @@ static void conn_process(tcp_conn *c);
 static void conn_close(tcp_conn *c);
 static void update_reading(tcp_conn *c);
 static void maybe_finish_shutdown(h3g_tcp_listener *l);
+
+/* ---- the session: HTTP/1.1 or HTTP/2, chosen by ALPN ---- */
+
+static size_t sess_recv(tcp_conn *c, const uint8_t *data, size_t len) {
+  return c->h2 != NULL ? h3g_h2_session_recv(c->h2, data, len)
+                       : h3g_h1_session_recv(c->session, data, len);
+}
+
+static void sess_eof(tcp_conn *c) {
+  if (c->h2 != NULL)
+    h3g_h2_session_eof(c->h2);
+  else
+    h3g_h1_session_eof(c->session);
+}
+
+static void sess_process(tcp_conn *c) {
+  if (c->h2 != NULL)
+    h3g_h2_session_process(c->h2);
+  else
+    h3g_h1_session_process(c->session);
+}
+
+static void sess_on_timer(tcp_conn *c) {
+  if (c->h2 != NULL)
+    h3g_h2_session_on_timer(c->h2);
+  else
+    h3g_h1_session_on_timer(c->session);
+}
+
+static void sess_shutdown(tcp_conn *c) {
+  if (c->h2 != NULL)
+    h3g_h2_session_shutdown(c->h2);
+  else
+    h3g_h1_session_shutdown(c->session);
+}
+
+static void sess_free(tcp_conn *c) {
+  h3g_h2_session_free(c->h2);
+  c->h2 = NULL;
+  h3g_h1_session_free(c->session);
+  c->session = NULL;
+}
 
 /* ---- wolfSSL memory I/O ---- */
 
@@ -428,8 +472,8 @@ static void on_session_timer(uv_timer_t *h) {
     conn_close(c);
     return;
   }
-  if (c->state == CS_OPEN && c->session != NULL) {
-    h3g_h1_session_on_timer(c->session);
+  if (c->state == CS_OPEN && (c->session != NULL || c->h2 != NULL)) {
+    sess_on_timer(c);
     conn_process(c);
   }
 }
@@ -461,13 +505,23 @@ static int handshake(tcp_conn *c) {
   }
   uv_timer_stop(&c->timer);
   c->state = CS_OPEN;
-  if (h3g_h1_session_new(&c->session, c->l->env, &transport_ops, c,
-                         c->client) != 0) {
+  char *proto = NULL;
+  unsigned short plen = 0;
+  int h2 = c->ssl != NULL &&
+           wolfSSL_ALPN_GetProtocol(c->ssl, &proto, &plen) == WOLFSSL_SUCCESS &&
+           plen == 2 && memcmp(proto, "h2", 2) == 0;
+  int rv =
+      h2 ? h3g_h2_session_new(&c->h2, c->l->env, &transport_ops, c, c->client)
+         : h3g_h1_session_new(&c->session, c->l->env, &transport_ops, c,
+                              c->client);
+  if (h2 && rv == 0)
+    H3G_INC(h2_connections);
+  if (rv != 0) {
     conn_close(c);
     return -1;
   }
   if (c->l->shutting_down)
-    h3g_h1_session_shutdown(c->session);
+    sess_shutdown(c);
   return 0;
 }
 
@@ -516,13 +570,13 @@ static void conn_process(tcp_conn *c) {
   if (c->state == CS_HANDSHAKE && handshake(c) != 0)
     return; /* closed */
   if (c->state == CS_OPEN) {
-    h3g_h1_session_process(c->session);
+    sess_process(c);
     for (int round = 0;
          round < ROUNDS_PER_PROCESS && c->state == CS_OPEN && !c->fatal;
          round++) {
       if (c->pin_len > 0) {
         size_t n =
-            h3g_h1_session_recv(c->session, c->pin + c->pin_off, c->pin_len);
+            sess_recv(c, c->pin + c->pin_off, c->pin_len);
         c->pin_off += n;
         c->pin_len -= n;
         if (c->pin_len > 0) {
@@ -530,7 +584,7 @@ static void conn_process(tcp_conn *c) {
           break;
         }
         c->pause &= ~(unsigned)PAUSE_SESSION;
-        h3g_h1_session_process(c->session);
+        sess_process(c);
         continue;
       }
       int rv = read_plain(c);
@@ -539,8 +593,8 @@ static void conn_process(tcp_conn *c) {
       if (rv == 0) {
         if (c->eof && !c->eof_told && c->cin_len == c->cin_off) {
           c->eof_told = 1;
-          h3g_h1_session_eof(c->session);
-          h3g_h1_session_process(c->session);
+          sess_eof(c);
+          sess_process(c);
         }
         break;
       }
@@ -569,7 +623,7 @@ static void conn_process(tcp_conn *c) {
 
 static void conn_free(tcp_conn *c) {
   h3g_tcp_listener *l = c->l;
-  h3g_h1_session_free(c->session);
+  sess_free(c);
   if (c->ssl != NULL)
     wolfSSL_free(c->ssl);
   free(c->cin);
@@ -600,7 +654,7 @@ static void conn_close(tcp_conn *c) {
   unkick(c);
   /* The session's bridge releases its upstream side now, not after the
    * handles are closed: nothing of the session runs after this. */
-  h3g_h1_session_free(c->session);
+  sess_free(c);
   c->session = NULL;
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -645,7 +699,9 @@ static void on_refused_closed(uv_handle_t *h) {
   listener_handle_gone(l);
 }
 
-static const unsigned char alpn_http11[] = "http/1.1";
+/* wolfSSL (without OPENSSL_ALL, so no select callback) takes the client's
+ * first protocol that is on this list: clients list h2 first. */
+static const unsigned char alpn_list[] = "h2,http/1.1";
 
 static void on_connection(uv_stream_t *server, int status) {
   h3g_tcp_listener *l = server->data;
@@ -702,10 +758,10 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     wolfSSL_SetIOReadCtx(c->ssl, c);
     wolfSSL_SetIOWriteCtx(c->ssl, c);
-    /* "http/1.1" when the client offers it; a client without ALPN, or with
-     * only protocols we lack, still gets HTTP/1.1. */
-    wolfSSL_UseALPN(c->ssl, (char *)(uintptr_t)alpn_http11,
-                    sizeof(alpn_http11) - 1, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH);
+    /* "h2" or "http/1.1" when the client offers them; a client without
+     * ALPN, or with only protocols we lack, still gets HTTP/1.1. */
+    wolfSSL_UseALPN(c->ssl, (char *)(uintptr_t)alpn_list,
+                    sizeof(alpn_list) - 1, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH);
     c->state = CS_HANDSHAKE;
     uv_timer_start(&c->timer, on_session_timer,
                    l->cfg->tcp_handshake_timeout_ms, 0);
@@ -813,7 +869,7 @@ void h3g_tcp_listener_shutdown(h3g_tcp_listener *l, uint64_t deadline_ms,
     if (c->state == CS_HANDSHAKE)
       conn_close(c);
     else if (c->state == CS_OPEN) {
-      h3g_h1_session_shutdown(c->session);
+      sess_shutdown(c);
       kick(c);
     }
   }

@@ -100,7 +100,7 @@ install_pkgs() {
 # --- Debian packages -------------------------------------------------------
 
 BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
-      autoconf automake libtool libuv1-dev libinih-dev)
+      autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
 TEST=(python3 python3-pytest python3-pycurl procps)
 
 if [ "$CODENAME" = bookworm ]; then

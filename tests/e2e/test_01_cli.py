@@ -25,7 +25,7 @@ def good_sections(certs, port=None):
     return {
         "server": {"log_level": "info", "access_log": "-", "shutdown_timeout": "10s",
                    "admin": "off"},
-        "listener": {"address": "127.0.0.1", "port": str(port or free_port("udp")),
+        "listener": {"address": "127.0.0.1", "port": str(port or free_port("both")),
                      "cert": certs.cert, "key": certs.key, "idle_timeout": "30s",
                      "handshake_timeout": "10s", "max_connections": "10000",
                      "max_streams": "100", "stream_buffer_size": "256KiB",
@@ -92,7 +92,7 @@ def test_check_config_ok(tmp_path, certs):
 
 def test_check_config_minimal_uses_defaults(tmp_path, certs):
     """Only the keys without a sensible default: the rest default."""
-    text = render_ini({"listener": {"port": str(free_port("udp")), "cert": certs.cert,
+    text = render_ini({"listener": {"port": str(free_port("both")), "cert": certs.cert,
                                     "key": certs.key},
                        "upstream": {"server": "127.0.0.1:8080"}})
     path = write(tmp_path, text)
