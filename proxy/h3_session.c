@@ -81,7 +81,19 @@ struct h3g_h3_session {
   uint64_t rx_body;
   int goaway;
   int dying; /* being freed: bridge calls into the front end are ignored */
+  /* Streams the client cut in the current second (rapid-reset defence). */
+  uint64_t reset_second;
+  unsigned resets;
 };
+
+/*
+ * A client that opens and cancels requests faster than this per second is
+ * attacking ("rapid reset", CVE-2023-44487): each cancel already stops the
+ * upstream work at once (the bridge closes its upstream connection), so
+ * upstream load stays bounded by max_streams; this bounds our own work and
+ * closes the connection with H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
+ */
+#define RESETS_PER_SECOND_MAX 200
 
 static const h3g_frontend_ops frontend_ops;
 
@@ -174,6 +186,17 @@ static void stream_client_cut(h3g_h3_stream *st) {
   if (st->cut)
     return;
   st->cut = 1;
+  uint64_t second = h3g_now_ns() / 1000000000u;
+  if (second != s->reset_second) {
+    s->reset_second = second;
+    s->resets = 0;
+  }
+  if (++s->resets > RESETS_PER_SECOND_MAX && !s->dying) {
+    h3g_warn("h3 %s: %u stream resets in a second: closing (excessive load)",
+             s->client, s->resets);
+    H3G_INC(h3_excessive_load_closes);
+    h3g_quic_conn_fail(s->qc, NGHTTP3_H3_EXCESSIVE_LOAD);
+  }
   h3g_debug("h3 %s: stream %lld cancelled by the client", s->client,
             (long long)st->id);
   if (st->bridge != NULL)

@@ -28,6 +28,7 @@
   X(h3_streams_reset_by_client, counter, "streams reset by the client")        \
   X(h3_streams_reset_by_gateway, counter, "streams the gateway reset")         \
   X(h3_malformed_requests, counter, "requests refused as malformed")           \
+  X(h3_excessive_load_closes, counter, "connections closed for rapid reset")  \
   X(requests_total, counter, "requests that reached the bridge")               \
   X(responses_1xx, counter, "interim responses forwarded")                     \
   X(responses_2xx, counter, "final responses 2xx")                             \
