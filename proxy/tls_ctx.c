@@ -73,10 +73,13 @@ static int on_alpn_select(WOLFSSL *ssl, const unsigned char **out,
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
+/*
+ * What both contexts share: wolfSSL's global init (once), a context of the
+ * given method, the certificate chain and the key, which must match.
+ * Returns 0 with *pctx set, H3G_ERR_NOMEM or H3G_ERR_TLS (logged).
+ */
+static int ctx_new(h3g_tls_ctx **pctx, WOLFSSL_METHOD *method) {
   char errbuf[WOLFSSL_MAX_ERROR_SZ];
-  h3g_tls_ctx *ctx;
-
   *pctx = NULL;
   if (!wolfssl_ready) {
     if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
@@ -85,17 +88,46 @@ int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
     }
     wolfssl_ready = 1;
   }
-
-  ctx = calloc(1, sizeof(*ctx));
+  h3g_tls_ctx *ctx = calloc(1, sizeof(*ctx));
   if (ctx == NULL)
     return H3G_ERR_NOMEM;
-
-  ctx->ssl_ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method());
+  ctx->ssl_ctx = method != NULL ? wolfSSL_CTX_new(method) : NULL;
   if (ctx->ssl_ctx == NULL) {
     h3g_error("tls: wolfSSL_CTX_new: %s", last_error(errbuf));
     free(ctx);
     return H3G_ERR_NOMEM;
   }
+  *pctx = ctx;
+  return 0;
+}
+
+static int ctx_load_identity(WOLFSSL_CTX *sc, const h3g_config *cfg) {
+  char errbuf[WOLFSSL_MAX_ERROR_SZ];
+  if (wolfSSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) !=
+      WOLFSSL_SUCCESS) {
+    h3g_error("tls: certificate chain %s: %s", cfg->cert_file,
+              last_error(errbuf));
+    return H3G_ERR_TLS;
+  }
+  if (wolfSSL_CTX_use_PrivateKey_file(
+          sc, cfg->key_file, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: private key %s: %s", cfg->key_file, last_error(errbuf));
+    return H3G_ERR_TLS;
+  }
+  if (wolfSSL_CTX_check_private_key(sc) != WOLFSSL_SUCCESS) {
+    h3g_error("tls: private key %s does not match certificate %s",
+              cfg->key_file, cfg->cert_file);
+    return H3G_ERR_TLS;
+  }
+  return 0;
+}
+
+int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
+  char errbuf[WOLFSSL_MAX_ERROR_SZ];
+  h3g_tls_ctx *ctx;
+  int rv = ctx_new(&ctx, wolfTLSv1_3_server_method());
+  if (rv != 0)
+    return rv;
   WOLFSSL_CTX *sc = ctx->ssl_ctx;
 
   if (ngtcp2_crypto_wolfssl_configure_server_context(sc) != 0) {
@@ -111,32 +143,16 @@ int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
     goto fail;
   }
   wolfSSL_CTX_set_alpn_select_cb(sc, on_alpn_select, NULL);
-
-  if (wolfSSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) !=
-      WOLFSSL_SUCCESS) {
-    h3g_error("tls: certificate chain %s: %s", cfg->cert_file,
-              last_error(errbuf));
+  if (ctx_load_identity(sc, cfg) != 0)
     goto fail;
-  }
-  if (wolfSSL_CTX_use_PrivateKey_file(
-          sc, cfg->key_file, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-    h3g_error("tls: private key %s: %s", cfg->key_file, last_error(errbuf));
-    goto fail;
-  }
-  if (wolfSSL_CTX_check_private_key(sc) != WOLFSSL_SUCCESS) {
-    h3g_error("tls: private key %s does not match certificate %s",
-              cfg->key_file, cfg->cert_file);
-    goto fail;
-  }
-
 #ifdef WOLFSSL_EARLY_DATA
   wolfSSL_CTX_set_max_early_data(sc, 0);
 #endif
-  return (*pctx = ctx, 0);
+  *pctx = ctx;
+  return 0;
 
 fail:
-  wolfSSL_CTX_free(sc);
-  free(ctx);
+  h3g_tls_ctx_free(ctx);
   return H3G_ERR_TLS;
 }
 
@@ -155,24 +171,9 @@ static const char tcp_ciphers[] = "TLS13-AES128-GCM-SHA256:"
 int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg) {
   char errbuf[WOLFSSL_MAX_ERROR_SZ];
   h3g_tls_ctx *ctx;
-
-  *pctx = NULL;
-  if (!wolfssl_ready) {
-    if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
-      h3g_error("tls: wolfSSL_Init failed");
-      return H3G_ERR_TLS;
-    }
-    wolfssl_ready = 1;
-  }
-  ctx = calloc(1, sizeof(*ctx));
-  if (ctx == NULL)
-    return H3G_ERR_NOMEM;
-  ctx->ssl_ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
-  if (ctx->ssl_ctx == NULL) {
-    h3g_error("tls: wolfSSL_CTX_new: %s", last_error(errbuf));
-    free(ctx);
-    return H3G_ERR_NOMEM;
-  }
+  int rv = ctx_new(&ctx, wolfSSLv23_server_method());
+  if (rv != 0)
+    return rv;
   WOLFSSL_CTX *sc = ctx->ssl_ctx;
 
   if (wolfSSL_CTX_SetMinVersion(sc, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
@@ -187,22 +188,8 @@ int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg) {
     h3g_error("tls: groups: %s", last_error(errbuf));
     goto fail;
   }
-  if (wolfSSL_CTX_use_certificate_chain_file(sc, cfg->cert_file) !=
-      WOLFSSL_SUCCESS) {
-    h3g_error("tls: certificate chain %s: %s", cfg->cert_file,
-              last_error(errbuf));
+  if (ctx_load_identity(sc, cfg) != 0)
     goto fail;
-  }
-  if (wolfSSL_CTX_use_PrivateKey_file(
-          sc, cfg->key_file, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS) {
-    h3g_error("tls: private key %s: %s", cfg->key_file, last_error(errbuf));
-    goto fail;
-  }
-  if (wolfSSL_CTX_check_private_key(sc) != WOLFSSL_SUCCESS) {
-    h3g_error("tls: private key %s does not match certificate %s",
-              cfg->key_file, cfg->cert_file);
-    goto fail;
-  }
 #ifdef HAVE_SESSION_TICKET
   /* TLS 1.2 tickets (RFC 5077); TLS 1.3 sends NewSessionTicket anyway. */
   wolfSSL_CTX_UseSessionTicket(sc);
@@ -210,11 +197,11 @@ int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg) {
 #ifdef WOLFSSL_EARLY_DATA
   wolfSSL_CTX_set_max_early_data(sc, 0);
 #endif
-  return (*pctx = ctx, 0);
+  *pctx = ctx;
+  return 0;
 
 fail:
-  wolfSSL_CTX_free(sc);
-  free(ctx);
+  h3g_tls_ctx_free(ctx);
   return H3G_ERR_TLS;
 }
 
