@@ -151,6 +151,8 @@ static const opt schema[] = {
      .names = retry_names},
     {OPT("listener", "retry_threshold", OPT_UINT, 0, 1000000, "200",
          retry_threshold)},
+    {OPT("listener", "max_resets_per_second", OPT_UINT, 1, 1000000, "200",
+         max_resets_per_second)},
 
     {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
     {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},

@@ -63,6 +63,7 @@ typedef struct h3g_config {
   h3g_cc_algo congestion_control;
   uint32_t retry;            /* 0 auto, 1 always, 2 never (config.c) */
   uint32_t retry_threshold;  /* auto: handshakes in progress before Retry */
+  uint32_t max_resets_per_second; /* client stream cancels before closing */
   char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
   uint64_t request_header_timeout_ms;
 

@@ -91,9 +91,10 @@ struct h3g_h3_session {
  * attacking ("rapid reset", CVE-2023-44487): each cancel already stops the
  * upstream work at once (the bridge closes its upstream connection), so
  * upstream load stays bounded by max_streams; this bounds our own work and
- * closes the connection with H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
+ * closes the connection with H3_EXCESSIVE_LOAD (RFC 9114 §8.1) past
+ * [listener] max_resets_per_second.
  */
-#define RESETS_PER_SECOND_MAX 200
+
 
 static const h3g_frontend_ops frontend_ops;
 
@@ -180,23 +181,32 @@ static void stream_internal_error(h3g_h3_stream *st) {
   stream_cut(st, NGHTTP3_H3_INTERNAL_ERROR);
 }
 
+/*
+ * Counts one client cancel (RESET_STREAM or STOP_SENDING on a request
+ * stream), whether or not its request was read: ngtcp2 drops the data of a
+ * stream reset in the same packet, and such a stream costs us nothing
+ * upstream, but it still counts towards the rapid-reset limit.
+ */
+static void note_client_cancel(h3g_h3_session *s) {
+  uint64_t second = h3g_now_ns() / 1000000000u;
+  if (second != s->reset_second) {
+    s->reset_second = second;
+    s->resets = 0;
+  }
+  if (++s->resets == s->cfg->max_resets_per_second + 1 && !s->dying) {
+    h3g_warn("h3 %s: more than %u stream cancels in a second: closing "
+             "(excessive load)", s->client, s->cfg->max_resets_per_second);
+    H3G_INC(h3_excessive_load_closes);
+    h3g_quic_conn_fail(s->qc, NGHTTP3_H3_EXCESSIVE_LOAD);
+  }
+}
+
 /* The client reset the stream or asked us to stop: the exchange is over. */
 static void stream_client_cut(h3g_h3_stream *st) {
   h3g_h3_session *s = st->s;
   if (st->cut)
     return;
   st->cut = 1;
-  uint64_t second = h3g_now_ns() / 1000000000u;
-  if (second != s->reset_second) {
-    s->reset_second = second;
-    s->resets = 0;
-  }
-  if (++s->resets > RESETS_PER_SECOND_MAX && !s->dying) {
-    h3g_warn("h3 %s: %u stream resets in a second: closing (excessive load)",
-             s->client, s->resets);
-    H3G_INC(h3_excessive_load_closes);
-    h3g_quic_conn_fail(s->qc, NGHTTP3_H3_EXCESSIVE_LOAD);
-  }
   h3g_debug("h3 %s: stream %lld cancelled by the client", s->client,
             (long long)st->id);
   if (st->bridge != NULL)
@@ -898,9 +908,12 @@ int h3g_h3_session_stream_reset(h3g_h3_session *s, int64_t stream_id) {
    * request) a RESET_STREAM is the client's expected answer, not a
    * cancellation. */
   if (st != NULL && !st->rx_stopped) {
+    note_client_cancel(s);
     stream_client_cut(st);
     return 0;
   }
+  if (st == NULL && (stream_id & 0x3) == 0)
+    note_client_cancel(s); /* a request stream we never got to read */
   return nghttp3_conn_shutdown_stream_read(s->h3, stream_id);
 }
 
