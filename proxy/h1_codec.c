@@ -181,31 +181,40 @@ int64_t h3g_h1_write_trailers(const h3g_field *fields, size_t n, uint8_t *buf,
 enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_TRAILERS, PH_DONE, PH_FAILED };
 
 /*
- * How the bytes fed so far end, for at_line_start() on the next feed: in
+ * How the bytes fed so far end, for line_start() on the next feed: in
  * the middle of a line, right after an LF, or after an LF and SP/HTAB.
  */
 enum tail { TAIL_MID, TAIL_LF, TAIL_LF_WS };
+
+/*
+ * What the response and the request parser share: the field section being
+ * read and its checks, the chunk-extension cap, and the error state.
+ */
+typedef struct h1_fields {
+  h3g_headers fields; /* the head being read, then the trailers */
+  size_t ext_bytes;   /* chunk extension bytes of the current chunk */
+  /* The buffer being parsed, for line_start(). */
+  const uint8_t *feed_start;
+  const char *reason;
+  const char *too_large; /* the reason for a head over the cap */
+  int err;
+  enum phase phase;
+  uint8_t in_name; /* a field name is being read */
+  uint8_t tail;    /* enum tail, carried from one feed to the next */
+} h1_fields;
 
 struct h3g_h1_parser {
   llhttp_t ll;
   h3g_h1_callbacks cb;
   void *ud;
-  h3g_headers fields; /* the head being read, then the trailers */
+  h1_fields fx;
   size_t max_head_bytes;
   size_t status_bytes; /* reason phrase bytes of the current head */
-  size_t ext_bytes;    /* chunk extension bytes of the current chunk */
-  /* The buffer being parsed, for at_line_start(). */
-  const uint8_t *feed_start;
-  const char *reason;
-  int err;
-  enum phase phase;
   uint8_t head_request;
-  uint8_t in_name; /* a field name is being read */
   uint8_t interim; /* the current head is 1xx */
   uint8_t started;
   uint8_t keep_alive;
   uint8_t force_close;
-  uint8_t tail; /* enum tail, carried from one feed to the next */
 };
 
 static h3g_h1_parser *parser_of(llhttp_t *ll) {
@@ -214,13 +223,17 @@ static h3g_h1_parser *parser_of(llhttp_t *ll) {
 
 /* Records an error and returns what makes llhttp stop (-1 is an error
  * for every callback type). */
-static int fail(h3g_h1_parser *p, int err, const char *reason) {
-  if (p->phase != PH_FAILED) {
-    p->err = err;
-    p->reason = reason;
-    p->phase = PH_FAILED;
+static int fx_fail(h1_fields *f, int err, const char *reason) {
+  if (f->phase != PH_FAILED) {
+    f->err = err;
+    f->reason = reason;
+    f->phase = PH_FAILED;
   }
   return -1;
+}
+
+static int fail(h3g_h1_parser *p, int err, const char *reason) {
+  return fx_fail(&p->fx, err, reason);
 }
 
 /* A user callback refused: keep its code. */
@@ -229,12 +242,12 @@ static int fail_cb(h3g_h1_parser *p, int rv) {
 }
 
 /* What storing a piece of a field returned. */
-static int store_error(h3g_h1_parser *p, int rv) {
+static int fx_store_error(h1_fields *f, int rv) {
   switch (rv) {
   case 0: return 0;
-  case H3G_ERR_TOOBIG: return fail(p, rv, "response head too large");
-  case H3G_ERR_NOMEM: return fail(p, rv, "out of memory");
-  default: return fail(p, H3G_ERR_PROTO, "field value without a name");
+  case H3G_ERR_TOOBIG: return fx_fail(f, rv, f->too_large);
+  case H3G_ERR_NOMEM: return fx_fail(f, rv, "out of memory");
+  default: return fx_fail(f, H3G_ERR_PROTO, "field value without a name");
   }
 }
 
@@ -261,9 +274,9 @@ static int eq_ci(const uint8_t *a, size_t n, const char *b) {
 
 static int on_message_begin(llhttp_t *ll) {
   h3g_h1_parser *p = parser_of(ll);
-  h3g_headers_clear(&p->fields);
-  p->phase = PH_HEAD;
-  p->in_name = 0;
+  h3g_headers_clear(&p->fx.fields);
+  p->fx.phase = PH_HEAD;
+  p->fx.in_name = 0;
   p->interim = 0;
   p->status_bytes = 0;
   return 0;
@@ -278,17 +291,20 @@ static int on_status(llhttp_t *ll, const char *at, size_t len) {
   return 0;
 }
 
-static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
-  h3g_h1_parser *p = parser_of(ll);
+static int fx_header_field(h1_fields *f, const char *at, size_t len) {
   const uint8_t *s = (const uint8_t *)at;
   /* llhttp 8.1 takes "Name : value" as a name with a trailing space. */
   for (size_t i = 0; i < len; i++)
     if (!is_token_char(s[i]))
-      return fail(p, H3G_ERR_PROTO, "invalid character in field name");
-  int rv = p->in_name ? h3g_headers_append_last(&p->fields, 1, s, len)
-                      : h3g_headers_add(&p->fields, s, len, NULL, 0);
-  p->in_name = 1;
-  return store_error(p, rv);
+      return fx_fail(f, H3G_ERR_PROTO, "invalid character in field name");
+  int rv = f->in_name ? h3g_headers_append_last(&f->fields, 1, s, len)
+                      : h3g_headers_add(&f->fields, s, len, NULL, 0);
+  f->in_name = 1;
+  return fx_store_error(f, rv);
+}
+
+static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
+  return fx_header_field(&parser_of(ll)->fx, at, len);
 }
 
 /*
@@ -302,17 +318,20 @@ static int is_framing_trailer(const h3g_field *f) {
          eq_ci(f->name, f->namelen, "transfer-encoding");
 }
 
-static int on_header_field_complete(llhttp_t *ll) {
-  h3g_h1_parser *p = parser_of(ll);
+static int fx_header_field_complete(h1_fields *f) {
   /* llhttp 8.1 takes ": value" as a field with an empty name. */
-  if (!p->in_name || p->fields.nfields == 0 ||
-      p->fields.fields[p->fields.nfields - 1].namelen == 0)
-    return fail(p, H3G_ERR_PROTO, "empty field name");
-  p->in_name = 0;
-  if (p->phase == PH_TRAILERS &&
-      is_framing_trailer(&p->fields.fields[p->fields.nfields - 1]))
-    return fail(p, H3G_ERR_PROTO, "framing field in trailers");
+  if (!f->in_name || f->fields.nfields == 0 ||
+      f->fields.fields[f->fields.nfields - 1].namelen == 0)
+    return fx_fail(f, H3G_ERR_PROTO, "empty field name");
+  f->in_name = 0;
+  if (f->phase == PH_TRAILERS &&
+      is_framing_trailer(&f->fields.fields[f->fields.nfields - 1]))
+    return fx_fail(f, H3G_ERR_PROTO, "framing field in trailers");
   return 0;
+}
+
+static int on_header_field_complete(llhttp_t *ll) {
+  return fx_header_field_complete(&parser_of(ll)->fx);
 }
 
 /*
@@ -333,10 +352,6 @@ static int line_start(const uint8_t *feed_start, uint8_t tail,
   return q[-1] == '\n';
 }
 
-static int at_line_start(const h3g_h1_parser *p, const uint8_t *at, int *ws) {
-  return line_start(p->feed_start, p->tail, at, ws);
-}
-
 /*
  * llhttp 8.1 accepts obsolete line folding and hands the continuation line
  * over as one more piece of the value, with nothing to tell it from a
@@ -345,32 +360,35 @@ static int at_line_start(const h3g_h1_parser *p, const uint8_t *at, int *ws) {
  * the colon, more of the value, or the start of the buffer in the middle
  * of a line.
  */
-static int folded(const h3g_h1_parser *p, const uint8_t *at) {
-  int ws;
-  return at_line_start(p, at, &ws);
-}
-
-static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
-  h3g_h1_parser *p = parser_of(ll);
+static int fx_header_value(h1_fields *f, const char *at, size_t len) {
   const uint8_t *s = (const uint8_t *)at;
+  int ws;
   /* llhttp reports an empty value as an empty piece placed past the end of
    * its line; it carries nothing to check. */
   if (len == 0)
     return 0;
-  if (folded(p, s))
-    return fail(p, H3G_ERR_PROTO, "obsolete line folding");
+  if (line_start(f->feed_start, f->tail, s, &ws))
+    return fx_fail(f, H3G_ERR_PROTO, "obsolete line folding");
   /* llhttp 8.1 refuses these itself; checked again because what reaches
    * HTTP/3 clients must not depend on which llhttp the build links (the
    * system one on Debian 13). */
   for (size_t i = 0; i < len; i++)
     if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
-      return fail(p, H3G_ERR_PROTO, "invalid character in field value");
-  return store_error(p, h3g_headers_append_last(&p->fields, 0, s, len));
+      return fx_fail(f, H3G_ERR_PROTO, "invalid character in field value");
+  return fx_store_error(f, h3g_headers_append_last(&f->fields, 0, s, len));
+}
+
+static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
+  return fx_header_value(&parser_of(ll)->fx, at, len);
+}
+
+static int fx_header_value_complete(h1_fields *f) {
+  h3g_headers_trim_last(&f->fields);
+  return 0;
 }
 
 static int on_header_value_complete(llhttp_t *ll) {
-  h3g_headers_trim_last(&parser_of(ll)->fields);
-  return 0;
+  return fx_header_value_complete(&parser_of(ll)->fx);
 }
 
 /*
@@ -414,7 +432,7 @@ static const char *check_te_fields(const h3g_headers *h, int *present) {
 }
 
 static const char *check_transfer_encoding(h3g_h1_parser *p, int *present) {
-  return check_te_fields(&p->fields, present);
+  return check_te_fields(&p->fx.fields, present);
 }
 
 static int on_headers_complete(llhttp_t *ll) {
@@ -439,13 +457,13 @@ static int on_headers_complete(llhttp_t *ll) {
 
   p->interim = status < 200;
   if (!p->interim)
-    p->phase = PH_BODY;
+    p->fx.phase = PH_BODY;
   if (p->cb.on_head) {
-    int rv = p->cb.on_head(p->ud, status, &p->fields, p->interim);
+    int rv = p->cb.on_head(p->ud, status, &p->fx.fields, p->interim);
     if (rv != 0)
       return fail_cb(p, rv);
   }
-  h3g_headers_clear(&p->fields);
+  h3g_headers_clear(&p->fx.fields);
   /* RFC 9112 §6.3 rule 1: whatever the fields say, these have no body. */
   if (p->head_request || p->interim || status == 204 || status == 304)
     return 1;
@@ -462,26 +480,32 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
   return 0;
 }
 
+static int fx_chunk_extension(h1_fields *f, size_t len) {
+  f->ext_bytes += len;
+  if (f->ext_bytes > MAX_CHUNK_EXT)
+    return fx_fail(f, H3G_ERR_PROTO, "chunk extension too long");
+  return 0;
+}
+
 static int on_chunk_extension(llhttp_t *ll, const char *at, size_t len) {
-  h3g_h1_parser *p = parser_of(ll);
   H3G_UNUSED(at);
-  p->ext_bytes += len;
-  if (p->ext_bytes > MAX_CHUNK_EXT)
-    return fail(p, H3G_ERR_PROTO, "chunk extension too long");
+  return fx_chunk_extension(&parser_of(ll)->fx, len);
+}
+
+static int fx_chunk_header(h1_fields *f, const llhttp_t *ll) {
+  f->ext_bytes = 0;
+  /* The last chunk: what follows are trailer fields, which llhttp reports
+   * through the same field callbacks. */
+  if (ll->content_length == 0) {
+    f->phase = PH_TRAILERS;
+    f->in_name = 0;
+    h3g_headers_clear(&f->fields);
+  }
   return 0;
 }
 
 static int on_chunk_header(llhttp_t *ll) {
-  h3g_h1_parser *p = parser_of(ll);
-  p->ext_bytes = 0;
-  /* The last chunk: what follows are trailer fields, which llhttp reports
-   * through the same field callbacks. */
-  if (ll->content_length == 0) {
-    p->phase = PH_TRAILERS;
-    p->in_name = 0;
-    h3g_headers_clear(&p->fields);
-  }
-  return 0;
+  return fx_chunk_header(&parser_of(ll)->fx, ll);
 }
 
 /*
@@ -511,17 +535,17 @@ static int on_message_complete(llhttp_t *ll) {
   int rv;
 
   if (p->interim) {
-    p->phase = PH_HEAD;
+    p->fx.phase = PH_HEAD;
     return HPE_PAUSED;
   }
-  if (p->phase == PH_TRAILERS) {
-    drop_forbidden_trailers(&p->fields);
-    if (p->fields.nfields && p->cb.on_trailers &&
-        (rv = p->cb.on_trailers(p->ud, &p->fields)) != 0)
+  if (p->fx.phase == PH_TRAILERS) {
+    drop_forbidden_trailers(&p->fx.fields);
+    if (p->fx.fields.nfields && p->cb.on_trailers &&
+        (rv = p->cb.on_trailers(p->ud, &p->fx.fields)) != 0)
       return fail_cb(p, rv);
   }
   p->keep_alive = (uint8_t)(llhttp_should_keep_alive(ll) && !p->force_close);
-  p->phase = PH_DONE;
+  p->fx.phase = PH_DONE;
   if (p->cb.on_complete && (rv = p->cb.on_complete(p->ud)) != 0)
     return fail_cb(p, rv);
   return HPE_PAUSED;
@@ -551,7 +575,8 @@ int h3g_h1_parser_new(h3g_h1_parser **pp, const h3g_h1_callbacks *cb, void *ud,
     p->cb = *cb;
   p->ud = ud;
   p->max_head_bytes = max_head_bytes;
-  h3g_headers_init(&p->fields, max_head_bytes);
+  h3g_headers_init(&p->fx.fields, max_head_bytes);
+  p->fx.too_large = "response head too large";
   llhttp_init(&p->ll, HTTP_RESPONSE, &settings);
   h3g_h1_parser_reset(p, 0);
   *pp = p;
@@ -561,29 +586,29 @@ int h3g_h1_parser_new(h3g_h1_parser **pp, const h3g_h1_callbacks *cb, void *ud,
 void h3g_h1_parser_free(h3g_h1_parser *p) {
   if (p == NULL)
     return;
-  h3g_headers_free(&p->fields);
+  h3g_headers_free(&p->fx.fields);
   free(p);
 }
 
 void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request) {
   llhttp_reset(&p->ll);
-  h3g_headers_clear(&p->fields);
+  h3g_headers_clear(&p->fx.fields);
   p->status_bytes = 0;
-  p->ext_bytes = 0;
-  p->feed_start = NULL;
-  p->reason = NULL;
-  p->err = 0;
-  p->phase = PH_IDLE;
+  p->fx.ext_bytes = 0;
+  p->fx.feed_start = NULL;
+  p->fx.reason = NULL;
+  p->fx.err = 0;
+  p->fx.phase = PH_IDLE;
   p->head_request = head_request ? 1 : 0;
-  p->in_name = 0;
+  p->fx.in_name = 0;
   p->interim = 0;
   p->started = 0;
   p->keep_alive = 0;
   p->force_close = 0;
-  p->tail = TAIL_LF;
+  p->fx.tail = TAIL_LF;
 }
 
-/* How the fed bytes end, for at_line_start() on the next feed. */
+/* How the fed bytes end, for line_start() on the next feed. */
 static void next_tail(uint8_t *tail, const uint8_t *data, size_t len) {
   size_t i = len;
   while (i > 0 && (data[i - 1] == ' ' || data[i - 1] == '\t'))
@@ -599,7 +624,7 @@ static void next_tail(uint8_t *tail, const uint8_t *data, size_t len) {
 }
 
 static void note_tail(h3g_h1_parser *p, const uint8_t *data, size_t len) {
-  next_tail(&p->tail, data, len);
+  next_tail(&p->fx.tail, data, len);
 }
 
 /*
@@ -613,17 +638,17 @@ static void note_tail(h3g_h1_parser *p, const uint8_t *data, size_t len) {
  * as a field name. llhttp 9.2 may stop at the end of the buffer (a fold
  * whose SP/HTAB ends it), so pos may equal end.
  */
-static const char *llhttp_error_reason(const h3g_h1_parser *p,
-                                       const uint8_t *pos, const uint8_t *end) {
-  const char *why = llhttp_get_error_reason(&p->ll);
+static const char *fx_llhttp_reason(const h1_fields *f, const llhttp_t *ll,
+                                    const uint8_t *pos, const uint8_t *end) {
+  const char *why = llhttp_get_error_reason(ll);
   int ws;
 
-  if (llhttp_get_errno(&p->ll) != HPE_INVALID_HEADER_TOKEN || pos == NULL ||
-      pos < p->feed_start || pos > end)
+  if (llhttp_get_errno(ll) != HPE_INVALID_HEADER_TOKEN || pos == NULL ||
+      pos < f->feed_start || pos > end)
     return why;
   int c = pos < end ? *pos : -1;
-  if (at_line_start(p, pos, &ws)) {
-    if ((ws || c == ' ' || c == '\t') && p->fields.nfields > 0)
+  if (line_start(f->feed_start, f->tail, pos, &ws)) {
+    if ((ws || c == ' ' || c == '\t') && f->fields.nfields > 0)
       return "obsolete line folding";
     if (!ws && c == ':')
       return "empty field name";
@@ -633,17 +658,22 @@ static const char *llhttp_error_reason(const h3g_h1_parser *p,
   return "invalid character in field name";
 }
 
+static const char *llhttp_error_reason(const h3g_h1_parser *p,
+                                       const uint8_t *pos, const uint8_t *end) {
+  return fx_llhttp_reason(&p->fx, &p->ll, pos, end);
+}
+
 int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
                        size_t *consumed) {
   size_t off = 0;
 
   *consumed = 0;
-  if (p->phase == PH_FAILED)
-    return p->err;
-  if (p->phase == PH_DONE || len == 0)
+  if (p->fx.phase == PH_FAILED)
+    return p->fx.err;
+  if (p->fx.phase == PH_DONE || len == 0)
     return 0;
   p->started = 1;
-  p->feed_start = data;
+  p->fx.feed_start = data;
   for (;;) {
     llhttp_errno_t e =
         llhttp_execute(&p->ll, (const char *)data + off, len - off);
@@ -651,9 +681,9 @@ int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
       off = len;
       break;
     }
-    if (e == HPE_PAUSED && p->phase != PH_FAILED) {
+    if (e == HPE_PAUSED && p->fx.phase != PH_FAILED) {
       off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
-      if (p->phase == PH_DONE)
+      if (p->fx.phase == PH_DONE)
         break;
       /* An interim response ended: its final response follows, parsed
        * from a clean state (llhttp would otherwise apply the interim
@@ -662,38 +692,38 @@ int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
       continue;
     }
     const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&p->ll);
-    if (p->phase != PH_FAILED)
+    if (p->fx.phase != PH_FAILED)
       fail(p, H3G_ERR_PROTO, llhttp_error_reason(p, pos, data + len));
     if (pos != NULL && pos >= data && pos <= data + len)
       *consumed = (size_t)(pos - data);
-    p->feed_start = NULL;
-    return p->err;
+    p->fx.feed_start = NULL;
+    return p->fx.err;
   }
   note_tail(p, data, off);
-  p->feed_start = NULL;
+  p->fx.feed_start = NULL;
   *consumed = off;
   return 0;
 }
 
 int h3g_h1_parser_finish(h3g_h1_parser *p) {
-  if (p->phase == PH_FAILED)
-    return p->err;
-  if (p->phase == PH_DONE || !p->started)
+  if (p->fx.phase == PH_FAILED)
+    return p->fx.err;
+  if (p->fx.phase == PH_DONE || !p->started)
     return 0;
   /* Completes a close-delimited body through on_message_complete. */
   llhttp_finish(&p->ll);
-  if (p->phase == PH_DONE) {
+  if (p->fx.phase == PH_DONE) {
     p->keep_alive = 0;
     return 0;
   }
-  if (p->phase == PH_FAILED)
-    return p->err;
+  if (p->fx.phase == PH_FAILED)
+    return p->fx.err;
   fail(p, H3G_ERR_PROTO, "connection closed before the response was complete");
-  return p->err;
+  return p->fx.err;
 }
 
 int h3g_h1_parser_complete(const h3g_h1_parser *p) {
-  return p->phase == PH_DONE;
+  return p->fx.phase == PH_DONE;
 }
 
 int h3g_h1_parser_started(const h3g_h1_parser *p) {
@@ -701,13 +731,13 @@ int h3g_h1_parser_started(const h3g_h1_parser *p) {
 }
 
 int h3g_h1_parser_keep_alive(const h3g_h1_parser *p) {
-  return p->phase == PH_DONE && p->keep_alive;
+  return p->fx.phase == PH_DONE && p->keep_alive;
 }
 
 const char *h3g_h1_parser_reason(const h3g_h1_parser *p) {
-  if (p->reason != NULL)
-    return p->reason;
-  return p->phase == PH_FAILED ? "error" : "no error";
+  if (p->fx.reason != NULL)
+    return p->fx.reason;
+  return p->fx.phase == PH_FAILED ? "error" : "no error";
 }
 
 /* ---- request parsing ---------------------------------------------------- */
@@ -724,18 +754,11 @@ struct h3g_h1_request_parser {
   llhttp_t ll;
   h3g_h1_request_callbacks cb;
   void *ud;
-  h3g_headers fields; /* the head, then the trailers */
-  uint8_t *target;    /* the request target, up to max_head_bytes */
+  h1_fields fx;
+  uint8_t *target; /* the request target, up to max_head_bytes */
   size_t targetlen, targetcap;
   size_t max_head_bytes;
-  size_t ext_bytes;
-  const uint8_t *feed_start;
-  const char *reason;
-  int err;
-  enum phase phase;
-  uint8_t in_name;
   uint8_t started;
-  uint8_t tail;
 };
 
 static h3g_h1_request_parser *rparser_of(llhttp_t *ll) {
@@ -743,29 +766,15 @@ static h3g_h1_request_parser *rparser_of(llhttp_t *ll) {
 }
 
 static int rfail(h3g_h1_request_parser *p, int err, const char *reason) {
-  if (p->phase != PH_FAILED) {
-    p->err = err;
-    p->reason = reason;
-    p->phase = PH_FAILED;
-  }
-  return -1;
-}
-
-static int rstore_error(h3g_h1_request_parser *p, int rv) {
-  switch (rv) {
-  case 0: return 0;
-  case H3G_ERR_TOOBIG: return rfail(p, rv, "request head too large");
-  case H3G_ERR_NOMEM: return rfail(p, rv, "out of memory");
-  default: return rfail(p, H3G_ERR_PROTO, "field value without a name");
-  }
+  return fx_fail(&p->fx, err, reason);
 }
 
 static int ron_message_begin(llhttp_t *ll) {
   h3g_h1_request_parser *p = rparser_of(ll);
-  h3g_headers_clear(&p->fields);
+  h3g_headers_clear(&p->fx.fields);
   p->targetlen = 0;
-  p->phase = PH_HEAD;
-  p->in_name = 0;
+  p->fx.phase = PH_HEAD;
+  p->fx.in_name = 0;
   return 0;
 }
 
@@ -790,46 +799,19 @@ static int ron_url(llhttp_t *ll, const char *at, size_t len) {
 }
 
 static int ron_header_field(llhttp_t *ll, const char *at, size_t len) {
-  h3g_h1_request_parser *p = rparser_of(ll);
-  const uint8_t *s = (const uint8_t *)at;
-  for (size_t i = 0; i < len; i++)
-    if (!is_token_char(s[i]))
-      return rfail(p, H3G_ERR_PROTO, "invalid character in field name");
-  int rv = p->in_name ? h3g_headers_append_last(&p->fields, 1, s, len)
-                      : h3g_headers_add(&p->fields, s, len, NULL, 0);
-  p->in_name = 1;
-  return rstore_error(p, rv);
+  return fx_header_field(&rparser_of(ll)->fx, at, len);
 }
 
 static int ron_header_field_complete(llhttp_t *ll) {
-  h3g_h1_request_parser *p = rparser_of(ll);
-  if (!p->in_name || p->fields.nfields == 0 ||
-      p->fields.fields[p->fields.nfields - 1].namelen == 0)
-    return rfail(p, H3G_ERR_PROTO, "empty field name");
-  p->in_name = 0;
-  if (p->phase == PH_TRAILERS &&
-      is_framing_trailer(&p->fields.fields[p->fields.nfields - 1]))
-    return rfail(p, H3G_ERR_PROTO, "framing field in trailers");
-  return 0;
+  return fx_header_field_complete(&rparser_of(ll)->fx);
 }
 
 static int ron_header_value(llhttp_t *ll, const char *at, size_t len) {
-  h3g_h1_request_parser *p = rparser_of(ll);
-  const uint8_t *s = (const uint8_t *)at;
-  int ws;
-  if (len == 0)
-    return 0;
-  if (line_start(p->feed_start, p->tail, s, &ws))
-    return rfail(p, H3G_ERR_PROTO, "obsolete line folding");
-  for (size_t i = 0; i < len; i++)
-    if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
-      return rfail(p, H3G_ERR_PROTO, "invalid character in field value");
-  return rstore_error(p, h3g_headers_append_last(&p->fields, 0, s, len));
+  return fx_header_value(&rparser_of(ll)->fx, at, len);
 }
 
 static int ron_header_value_complete(llhttp_t *ll) {
-  h3g_headers_trim_last(&rparser_of(ll)->fields);
-  return 0;
+  return fx_header_value_complete(&rparser_of(ll)->fx);
 }
 
 static int ron_headers_complete(llhttp_t *ll) {
@@ -841,14 +823,14 @@ static int ron_headers_complete(llhttp_t *ll) {
     return rfail(p, H3G_ERR_PROTO, "unsupported HTTP version");
   if (p->targetlen == 0)
     return rfail(p, H3G_ERR_PROTO, "empty request target");
-  if ((bad = check_te_fields(&p->fields, &te)) != NULL)
+  if ((bad = check_te_fields(&p->fx.fields, &te)) != NULL)
     return rfail(p, H3G_ERR_PROTO, bad);
   /* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; a
    * gateway cannot tell what the client meant. */
   if (te && ll->http_minor == 0)
     return rfail(p, H3G_ERR_PROTO, "transfer coding in HTTP/1.0");
-  for (size_t i = 0; i < p->fields.nfields; i++) {
-    const h3g_field *f = &p->fields.fields[i];
+  for (size_t i = 0; i < p->fx.fields.nfields; i++) {
+    const h3g_field *f = &p->fx.fields.fields[i];
     if (eq_ci(f->name, f->namelen, "host"))
       hosts++;
     else if (eq_ci(f->name, f->namelen, "upgrade"))
@@ -864,20 +846,20 @@ static int ron_headers_complete(llhttp_t *ll) {
       .target = p->target,
       .targetlen = p->targetlen,
       .version_minor = ll->http_minor,
-      .fields = &p->fields,
+      .fields = &p->fx.fields,
       .body = (ll->flags & F_CHUNKED)          ? -1
               : (ll->flags & F_CONTENT_LENGTH) ? (int64_t)ll->content_length
                                                : 0,
       .keep_alive = llhttp_should_keep_alive(ll),
       .upgrade = upgrade,
   };
-  p->phase = PH_BODY;
+  p->fx.phase = PH_BODY;
   if (p->cb.on_head) {
     int rv = p->cb.on_head(p->ud, &head);
     if (rv != 0)
       return rfail(p, rv, "stopped by a callback");
   }
-  h3g_headers_clear(&p->fields);
+  h3g_headers_clear(&p->fx.fields);
   /* Without a body the request completes in the same call (pausing here
    * would leave on_complete to a feed with nothing to feed). */
   return head.body != 0 ? HPE_PAUSED : 0;
@@ -894,35 +876,24 @@ static int ron_body(llhttp_t *ll, const char *at, size_t len) {
 }
 
 static int ron_chunk_extension(llhttp_t *ll, const char *at, size_t len) {
-  h3g_h1_request_parser *p = rparser_of(ll);
   H3G_UNUSED(at);
-  p->ext_bytes += len;
-  if (p->ext_bytes > MAX_CHUNK_EXT)
-    return rfail(p, H3G_ERR_PROTO, "chunk extension too long");
-  return 0;
+  return fx_chunk_extension(&rparser_of(ll)->fx, len);
 }
 
 static int ron_chunk_header(llhttp_t *ll) {
-  h3g_h1_request_parser *p = rparser_of(ll);
-  p->ext_bytes = 0;
-  if (ll->content_length == 0) {
-    p->phase = PH_TRAILERS;
-    p->in_name = 0;
-    h3g_headers_clear(&p->fields);
-  }
-  return 0;
+  return fx_chunk_header(&rparser_of(ll)->fx, ll);
 }
 
 static int ron_message_complete(llhttp_t *ll) {
   h3g_h1_request_parser *p = rparser_of(ll);
   int rv;
-  if (p->phase == PH_TRAILERS) {
-    drop_forbidden_trailers(&p->fields);
-    if (p->fields.nfields && p->cb.on_trailers &&
-        (rv = p->cb.on_trailers(p->ud, &p->fields)) != 0)
+  if (p->fx.phase == PH_TRAILERS) {
+    drop_forbidden_trailers(&p->fx.fields);
+    if (p->fx.fields.nfields && p->cb.on_trailers &&
+        (rv = p->cb.on_trailers(p->ud, &p->fx.fields)) != 0)
       return rfail(p, rv, "stopped by a callback");
   }
-  p->phase = PH_DONE;
+  p->fx.phase = PH_DONE;
   if (p->cb.on_complete && (rv = p->cb.on_complete(p->ud)) != 0)
     return rfail(p, rv, "stopped by a callback");
   return HPE_PAUSED;
@@ -954,7 +925,8 @@ int h3g_h1_request_parser_new(h3g_h1_request_parser **pp,
     p->cb = *cb;
   p->ud = ud;
   p->max_head_bytes = max_head_bytes;
-  h3g_headers_init(&p->fields, max_head_bytes);
+  h3g_headers_init(&p->fx.fields, max_head_bytes);
+  p->fx.too_large = "request head too large";
   llhttp_init(&p->ll, HTTP_REQUEST, &request_settings);
   h3g_h1_request_parser_reset(p);
   *pp = p;
@@ -964,44 +936,30 @@ int h3g_h1_request_parser_new(h3g_h1_request_parser **pp,
 void h3g_h1_request_parser_free(h3g_h1_request_parser *p) {
   if (p == NULL)
     return;
-  h3g_headers_free(&p->fields);
+  h3g_headers_free(&p->fx.fields);
   free(p->target);
   free(p);
 }
 
 void h3g_h1_request_parser_reset(h3g_h1_request_parser *p) {
   llhttp_reset(&p->ll);
-  h3g_headers_clear(&p->fields);
+  h3g_headers_clear(&p->fx.fields);
   p->targetlen = 0;
-  p->ext_bytes = 0;
-  p->feed_start = NULL;
-  p->reason = NULL;
-  p->err = 0;
-  p->phase = PH_IDLE;
-  p->in_name = 0;
+  p->fx.ext_bytes = 0;
+  p->fx.feed_start = NULL;
+  p->fx.reason = NULL;
+  p->fx.err = 0;
+  p->fx.phase = PH_IDLE;
+  p->fx.in_name = 0;
   p->started = 0;
-  p->tail = TAIL_LF;
+  p->fx.tail = TAIL_LF;
 }
 
 /* llhttp's own refusals, named as the response side names them. */
 static const char *request_error_reason(const h3g_h1_request_parser *p,
                                         const uint8_t *pos,
                                         const uint8_t *end) {
-  const char *why = llhttp_get_error_reason(&p->ll);
-  int ws;
-  if (llhttp_get_errno(&p->ll) != HPE_INVALID_HEADER_TOKEN || pos == NULL ||
-      pos < p->feed_start || pos > end)
-    return why;
-  int c = pos < end ? *pos : -1;
-  if (line_start(p->feed_start, p->tail, pos, &ws)) {
-    if ((ws || c == ' ' || c == '\t') && p->fields.nfields > 0)
-      return "obsolete line folding";
-    if (!ws && c == ':')
-      return "empty field name";
-  }
-  if (why != NULL && strcmp(why, "Invalid header value char") == 0)
-    return "invalid character in field value";
-  return "invalid character in field name";
+  return fx_llhttp_reason(&p->fx, &p->ll, pos, end);
 }
 
 int h3g_h1_request_parser_feed(h3g_h1_request_parser *p, const uint8_t *data,
@@ -1009,51 +967,51 @@ int h3g_h1_request_parser_feed(h3g_h1_request_parser *p, const uint8_t *data,
   size_t off;
 
   *consumed = 0;
-  if (p->phase == PH_FAILED)
-    return p->err;
-  if (p->phase == PH_DONE || len == 0)
+  if (p->fx.phase == PH_FAILED)
+    return p->fx.err;
+  if (p->fx.phase == PH_DONE || len == 0)
     return 0;
   p->started = 1;
-  p->feed_start = data;
+  p->fx.feed_start = data;
   llhttp_errno_t e = llhttp_execute(&p->ll, (const char *)data, len);
   if (e == HPE_OK) {
     off = len;
-  } else if (e == HPE_PAUSED && p->phase != PH_FAILED) {
+  } else if (e == HPE_PAUSED && p->fx.phase != PH_FAILED) {
     off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
     llhttp_resume(&p->ll);
-  } else if (e == HPE_PAUSED_UPGRADE && p->phase == PH_DONE) {
+  } else if (e == HPE_PAUSED_UPGRADE && p->fx.phase == PH_DONE) {
     off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
   } else {
     const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&p->ll);
-    if (p->phase != PH_FAILED)
+    if (p->fx.phase != PH_FAILED)
       rfail(p, H3G_ERR_PROTO, request_error_reason(p, pos, data + len));
     if (pos != NULL && pos >= data && pos <= data + len)
       *consumed = (size_t)(pos - data);
-    p->feed_start = NULL;
-    return p->err;
+    p->fx.feed_start = NULL;
+    return p->fx.err;
   }
-  next_tail(&p->tail, data, off);
-  p->feed_start = NULL;
+  next_tail(&p->fx.tail, data, off);
+  p->fx.feed_start = NULL;
   *consumed = off;
   return 0;
 }
 
 int h3g_h1_request_parser_in_head(const h3g_h1_request_parser *p) {
-  return p->phase == PH_HEAD;
+  return p->fx.phase == PH_HEAD;
 }
 
 int h3g_h1_request_parser_in_body(const h3g_h1_request_parser *p) {
-  return p->phase == PH_BODY || p->phase == PH_TRAILERS;
+  return p->fx.phase == PH_BODY || p->fx.phase == PH_TRAILERS;
 }
 
 int h3g_h1_request_parser_complete(const h3g_h1_request_parser *p) {
-  return p->phase == PH_DONE;
+  return p->fx.phase == PH_DONE;
 }
 
 const char *h3g_h1_request_parser_reason(const h3g_h1_request_parser *p) {
-  if (p->reason != NULL)
-    return p->reason;
-  return p->phase == PH_FAILED ? "error" : "no error";
+  if (p->fx.reason != NULL)
+    return p->fx.reason;
+  return p->fx.phase == PH_FAILED ? "error" : "no error";
 }
 
 #define H3G_STR_(x) #x
