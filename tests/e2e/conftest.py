@@ -803,6 +803,7 @@ class H3Multi:
             c = pycurl.Curl()
             t = _Transfer(c, "https://localhost:%d%s" % (self.port, path), self.port,
                           self.ca, **spec)
+            self.prepare(c)
             c.setopt(pycurl.PIPEWAIT, 1)
             self.m.add_handle(c)
             transfers.append(t)
@@ -840,6 +841,9 @@ class H3Multi:
             t.c.close()
         assert set(by_handle) == {id(t.c) for t in transfers}
         return results
+
+    def prepare(self, c):
+        """Per-handle options of a subclass (e.g. another HTTP version)."""
 
     def close(self):
         self.m.close()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import (SANITIZE, SLOW, GatewayFactory, KiB, MiB, H3Client,
+from conftest import (SANITIZE, SLOW, GatewayFactory, KiB, MiB, H3Client, H3Multi,
                       Upstream, _Transfer, expected_sha256, pycurl,
                       refusing_address)
 from test_20_tcp_fallback import tcp_gw
@@ -44,64 +44,16 @@ class H2Client(H3Client):
         return t.finish(err)
 
 
-class H2Multi:
-    """Concurrent requests multiplexed on one HTTP/2 connection."""
+class H2Multi(H3Multi):
+    """Concurrent requests multiplexed on one HTTP/2 connection: conftest's
+    H3Multi aimed at the TCP listener with HTTP/2."""
 
     def __init__(self, gw):
+        super().__init__(gw)
         self.port = gw.tcp_port
-        self.ca = gw.certs.ca
-        self.m = pycurl.CurlMulti()
-        self.m.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
-        self.m.setopt(pycurl.M_MAX_HOST_CONNECTIONS, 1)
 
-    def run(self, specs, timeout=60):
-        transfers = []
-        for spec in specs:
-            spec = dict(spec)
-            path = spec.pop("path")
-            c = pycurl.Curl()
-            t = _Transfer(c, "https://localhost:%d%s" % (self.port, path),
-                          self.port, self.ca, **spec)
-            c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
-            c.setopt(pycurl.PIPEWAIT, 1)
-            self.m.add_handle(c)
-            transfers.append(t)
-        errors = {}
-        deadline = time.monotonic() + timeout * SLOW + 5
-        remaining = len(transfers)
-        while remaining:
-            while True:
-                ret, _ = self.m.perform()
-                if ret != pycurl.E_CALL_MULTI_PERFORM:
-                    break
-            while True:
-                queued, ok_list, err_list = self.m.info_read()
-                for c in ok_list:
-                    errors[id(c)] = None
-                    remaining -= 1
-                for c, code, msg in err_list:
-                    errors[id(c)] = (code, msg)
-                    remaining -= 1
-                if not queued:
-                    break
-            if not remaining or time.monotonic() > deadline:
-                break
-            self.m.select(0.05)
-        results = []
-        for t in transfers:
-            results.append(t.finish(errors.get(id(t.c), (-1, "test deadline"))))
-            self.m.remove_handle(t.c)
-            t.c.close()
-        return results
-
-    def close(self):
-        self.m.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def prepare(self, c):
+        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
 
 
 @pytest.fixture
