@@ -73,8 +73,13 @@ typedef enum opt_type {
   OPT_HOST,       /* "", a DNS name or an IP literal (not bound) */
   OPT_PATH,       /* a file path, resolved against the INI's directory */
   OPT_LOG_TARGET, /* "-" (stdout), "off", or an OPT_PATH */
+  OPT_FILE,       /* "off" (stored as "") or a readable regular file,
+                     resolved against the INI's directory */
   OPT_DIR,        /* "off" (stored as "") or a writable directory, resolved
                      against the INI's directory */
+  OPT_OUTPUT,     /* "off" (stored as "") or a file the gateway appends to:
+                     a writable regular file, or a new name in a writable
+                     directory; resolved against the INI's directory */
   OPT_HOSTPORT,   /* host:port, host a DNS name or an address */
   OPT_LISTEN,     /* "off", or address:port (an IP literal: it is bound) */
   OPT_CIDRS,      /* comma-separated IP[/prefix] list, also parsed into
@@ -151,8 +156,18 @@ static const opt schema[] = {
      .names = retry_names},
     {OPT("listener", "retry_threshold", OPT_UINT, 0, 1000000, "200",
          retry_threshold)},
+    {OPT("listener", "max_handshakes_per_source", OPT_UINT, 0, 1000000, "32",
+         max_handshakes_per_source)},
+    {OPT("listener", "max_unvalidated_handshakes", OPT_UINT, 0, 1000000, "1024",
+         max_unvalidated_handshakes)},
+    {OPT("listener", "new_token_lifetime", OPT_DURATION, 0, 7 * 24 * T_HOUR,
+         "24h", new_token_lifetime_ms)},
     {OPT("listener", "max_resets_per_second", OPT_UINT, 1, 1000000, "200",
          max_resets_per_second)},
+    {OPT("listener", "secrets_file", OPT_FILE, 0, 0, "off", secrets_file)},
+    {OPT("listener", "ticket_rotation", OPT_DURATION, 0, 7 * 24 * T_HOUR,
+         "12h", ticket_rotation_ms)},
+    {OPT("listener", "early_data", OPT_BOOL, 0, 1, "on", early_data)},
 
     {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
     {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},
@@ -197,6 +212,7 @@ static const opt schema[] = {
          trusted_proxies)},
 
     {OPT("debug", "qlog_dir", OPT_DIR, 0, 0, "off", qlog_dir)},
+    {OPT("debug", "keylog_file", OPT_OUTPUT, 0, 0, "off", keylog_file)},
 };
 
 #define N_OPTS H3G_ARRAY_LEN(schema)
@@ -411,6 +427,25 @@ static const char *shown(char *buf, size_t cap, const char *s) {
 #define SHOWN_PATH (H3G_PATH_MAX + 4)
 
 /* ---- value parsing ------------------------------------------------------ */
+
+/* OPT_OUTPUT: path (absolute) names a writable regular file, or nothing
+ * yet in a directory where files can be made. */
+static bool output_file_ok(const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0)
+    return S_ISREG(st.st_mode) && access(path, W_OK) == 0;
+  if (errno != ENOENT)
+    return false;
+  char dir[H3G_PATH_MAX];
+  const char *slash = strrchr(path, '/');
+  size_t n = slash == path ? 1 : (size_t)(slash - path);
+  if (slash == NULL || n >= sizeof(dir))
+    return false;
+  memcpy(dir, path, n);
+  dir[n] = '\0';
+  return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+         access(dir, W_OK | X_OK) == 0;
+}
 
 static bool valid_ip(const char *s, int family) {
   unsigned char addr[sizeof(struct in6_addr)];
@@ -834,6 +869,12 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
     if (strcmp(text, "-") == 0 || strcmp(text, "off") == 0)
       return store_string(field, o->size, text, strlen(text));
     /* fall through */
+  case OPT_FILE:
+    if (strcmp(text, "off") == 0) {
+      field[0] = '\0';
+      return 0;
+    }
+    /* fall through */
   case OPT_PATH: {
     if (text[0] == '\0') {
       snprintf(why, whylen, "the path is empty");
@@ -845,6 +886,16 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
       snprintf(why, whylen, "the path is longer than %zu bytes%s", o->size - 1,
                text[0] == '/' ? "" : " once made absolute");
       return -1;
+    }
+    if (o->type == OPT_FILE) {
+      struct stat st;
+      char sp[SHOWN_PATH];
+      if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+          access(path, R_OK) != 0) {
+        snprintf(why, whylen, "%s is not a readable regular file",
+                 shown(sp, sizeof(sp), path));
+        return -1;
+      }
     }
     return 0;
   }
@@ -871,6 +922,22 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
         stat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
         access(path, W_OK | X_OK) != 0) {
       snprintf(why, whylen, "expected off or a writable directory, not \"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    return store_string(field, o->size, path, strlen(path));
+  }
+
+  case OPT_OUTPUT: {
+    if (strcmp(text, "off") == 0)
+      return store_string(field, o->size, "", 0);
+    char path[H3G_PATH_MAX];
+    if (text[0] == '\0' ||
+        resolve_path(path, sizeof(path), base_dir, text) != 0 ||
+        !output_file_ok(path)) {
+      snprintf(why, whylen,
+               "expected off, or a writable file or a new file in a writable "
+               "directory, not \"%s\"",
                shown(sv, sizeof(sv), text));
       return -1;
     }
@@ -1527,6 +1594,8 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_UINT:
   case OPT_DURATION:
   case OPT_SIZE: format_number(o, load_uint(field, o->size), buf, cap); return;
+  case OPT_FILE:
+  case OPT_OUTPUT:
   case OPT_DIR: snprintf(buf, cap, "%s", field[0] ? field : "off"); return;
   case OPT_ADDRESS:
   case OPT_HOST:

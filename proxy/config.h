@@ -63,8 +63,15 @@ typedef struct h3g_config {
   h3g_cc_algo congestion_control;
   uint32_t retry;            /* 0 auto, 1 always, 2 never (config.c) */
   uint32_t retry_threshold;  /* auto: handshakes in progress before Retry */
+  uint32_t max_handshakes_per_source; /* per IPv4 / IPv6 /64, 0 = no limit */
+  uint32_t max_unvalidated_handshakes; /* not address-validated, 0 = no limit */
+  uint64_t new_token_lifetime_ms;   /* NEW_TOKEN tokens, 0 = none issued */
   uint32_t max_resets_per_second; /* client stream cancels before closing */
+  char secrets_file[H3G_PATH_MAX];   /* "" = random per process */
+  uint64_t ticket_rotation_ms;       /* ticket key period, 0 = none */
+  uint32_t early_data;               /* accept 0-RTT (safe methods only) */
   char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
+  char keylog_file[H3G_PATH_MAX];    /* [debug] TLS secrets, "" = off */
   uint64_t request_header_timeout_ms;
 
   /* [tcp]: the HTTPS (TCP + TLS) fallback listener */

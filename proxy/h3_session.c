@@ -80,6 +80,8 @@ struct h3g_h3_session {
   /* Request body bytes nghttp3 delivered during the current read. */
   uint64_t rx_body;
   int goaway;
+  int rx_early;       /* the bytes being read came as 0-RTT */
+  int handshake_done; /* early requests need no holding back */
   int dying; /* being freed: bridge calls into the front end are ignored */
   /* Streams the client cut in the current second (rapid-reset defence). */
   uint64_t reset_second;
@@ -310,7 +312,10 @@ static int on_begin_headers(nghttp3_conn *h3, int64_t stream_id,
       0) {
     st->bridge = NULL;
     stream_internal_error(st);
+    return 0;
   }
+  if (s->rx_early && !s->handshake_done)
+    h3g_bridge_set_early(st->bridge);
   return 0;
 }
 
@@ -832,10 +837,12 @@ static int recv_uni(h3g_h3_session *s, int64_t stream_id, const uint8_t *data,
 
 int h3g_h3_session_recv_stream_data(h3g_h3_session *s, int64_t stream_id,
                                     const uint8_t *data, size_t len, int fin,
-                                    void *stream_user_data) {
+                                    int early, void *stream_user_data) {
   h3g_h3_stream *st = stream_user_data;
   const char *why = NULL;
   int rv;
+
+  s->rx_early = early;
 
   /* A server receives only client-initiated bidirectional streams. */
   if (!ngtcp2_is_bidi_stream(stream_id))
@@ -877,6 +884,16 @@ int h3g_h3_session_recv_stream_data(h3g_h3_session *s, int64_t stream_id,
     stream_shadow_refused(st, why);
   }
   return 0;
+}
+
+void h3g_h3_session_handshake_completed(h3g_h3_session *s) {
+  s->handshake_done = 1;
+  s->rx_early = 0;
+  /* A bridge may fail its stream from inside (an answered error), which
+   * only marks it cut: the list itself stays intact. */
+  for (h3g_h3_stream *st = s->streams; st != NULL; st = st->next)
+    if (!st->cut && st->bridge != NULL)
+      h3g_bridge_handshake_done(st->bridge);
 }
 
 int h3g_h3_session_acked(h3g_h3_session *s, int64_t stream_id, uint64_t n) {

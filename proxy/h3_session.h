@@ -53,9 +53,14 @@ void h3g_h3_session_free(h3g_h3_session *s);
  * it when it forgets the stream. A malformed request (RFC 9114 §4.1.2) is
  * a stream error handled inside; only connection errors are returned.
  */
+/* early: the bytes came before the handshake completed (0-RTT): a request
+ * whose head arrives so is replayable and goes upstream early only if it is
+ * safe (stream_bridge.h, RFC 8470). */
 int h3g_h3_session_recv_stream_data(h3g_h3_session *s, int64_t stream_id,
                                     const uint8_t *data, size_t len, int fin,
-                                    void *stream_user_data);
+                                    int early, void *stream_user_data);
+/* The handshake completed: requests held back as early data may go. */
+void h3g_h3_session_handshake_completed(h3g_h3_session *s);
 int h3g_h3_session_acked(h3g_h3_session *s, int64_t stream_id, uint64_t n);
 int h3g_h3_session_stream_close(h3g_h3_session *s, int64_t stream_id,
                                 uint64_t app_error_code);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "secrets.h"
 #include "server.h"
 
 static void usage(FILE *f) {
@@ -33,6 +34,14 @@ static int load(h3g_config *cfg, const char *path) {
     fputs(err, stderr);
     if (err[0] != '\0' && err[strlen(err) - 1] != '\n')
       fputc('\n', stderr);
+    return 2;
+  }
+  /* The config checks that the secrets file is readable; its content is
+   * the secrets module's to judge, here so that --check-config catches it
+   * too. */
+  if (cfg->secrets_file[0] != '\0' &&
+      h3g_secrets_check_file(cfg->secrets_file, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s:0: [listener] secrets_file: %s\n", path, err);
     return 2;
   }
   return 0;

@@ -22,7 +22,28 @@
   X(quic_stateless_resets_sent, counter, "Stateless Reset packets sent")       \
   X(quic_retries_sent, counter, "Retry packets sent")                         \
   X(quic_invalid_tokens, counter, "Initials refused for a bad Retry token")   \
+  X(quic_handshakes_capped_source, counter,                                    \
+    "Initials not accepted: max_handshakes_per_source")                       \
+  X(quic_handshakes_capped_total, counter,                                     \
+    "Initials not accepted: max_unvalidated_handshakes")                      \
+  X(quic_new_tokens_sent, counter, "NEW_TOKEN tokens issued")                  \
+  X(quic_new_tokens_accepted, counter, "Initials with a valid NEW_TOKEN token") \
+  X(quic_new_tokens_rejected, counter,                                         \
+    "NEW_TOKEN tokens invalid, expired or from another address")              \
   X(quic_packets_dropped, counter, "datagrams ngtcp2 or we discarded")         \
+  X(quic_path_validations_succeeded, counter,                                  \
+    "client paths validated (PATH_CHALLENGE answered)")                        \
+  X(quic_path_validations_failed, counter,                                     \
+    "path validations that timed out (the old path is used again)")           \
+  X(quic_migrations, counter,                                                  \
+    "connections that moved to a new client address and kept going")         \
+  X(quic_resumptions, counter, "QUIC handshakes that resumed a TLS session")  \
+  X(quic_early_data_accepted, counter, "QUIC handshakes that accepted 0-RTT")  \
+  X(h3_early_requests, counter, "requests received as 0-RTT early data")      \
+  X(h3_early_forwarded, counter,                                              \
+    "0-RTT requests sent upstream before the handshake (Early-Data: 1)")      \
+  X(h3_early_held, counter, "0-RTT requests held until the handshake")        \
+  X(h3_early_retries, counter, "early requests answered 425, sent again")     \
   X(h3_streams_opened, counter, "request streams opened by clients")           \
   X(h3_streams_active, gauge, "request streams open now")                      \
   X(h3_streams_reset_by_client, counter, "streams reset by the client")        \
@@ -54,6 +75,7 @@
   X(tcp_connections_active, gauge, "TCP connections open now")                \
   X(tcp_connections_refused, counter, "TCP connections closed: over the limit") \
   X(tcp_handshake_failures, counter, "TLS handshakes that failed or timed out") \
+  X(tcp_resumptions, counter, "TLS handshakes that resumed a session (TCP)")  \
   X(tcp_timeouts, counter, "TCP connections closed by idle/header timeouts")  \
   X(h1_requests, counter, "HTTP/1.1 requests received on the TCP listeners")  \
   X(h1_malformed_requests, counter, "HTTP/1.1 requests refused (400/431/501)") \

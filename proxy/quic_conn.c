@@ -28,6 +28,8 @@
 #include "h3_session.h"
 #include "log.h"
 #include "metrics.h"
+#include "quic_listener.h"
+#include "secrets.h"
 
 /*
  * Packets one connection may write per flush. A connection with a large
@@ -90,6 +92,11 @@ struct h3g_quic_conn {
   ngtcp2_cid scid;  /* the first connection ID we issued */
   ngtcp2_cid odcid; /* the client's original destination connection ID */
   char client[64];  /* "ip:port" */
+  /* While HANDSHAKING: counted in env->sources under source, and in
+   * env->nunvalidated when no token validated the client's address. */
+  h3g_source_key source;
+  unsigned source_counted : 1;
+  unsigned unvalidated : 1;
 
   h3g_quic_conn *prev, *next; /* env->conns */
   h3g_quic_conn *dirty_prev, *dirty_next;
@@ -151,6 +158,10 @@ void h3g_quic_env_wake(h3g_quic_env *env) {
 
 uint64_t h3g_quic_env_random(h3g_quic_env *env) {
   return prng_next(&env->prng);
+}
+
+uint64_t h3g_quic_token_now(void) {
+  return h3g_wall_us() * 1000;
 }
 
 static void dirty_remove(h3g_quic_env *env, h3g_quic_conn *c) {
@@ -333,6 +344,18 @@ static void conn_arm_timer(h3g_quic_conn *c) {
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
+/* The connection leaves the handshake: it no longer counts against the
+ * handshake limits of quic_listener.c. */
+static void handshake_uncount(h3g_quic_conn *c) {
+  h3g_quic_env *env = c->env;
+  if (c->source_counted)
+    h3g_source_map_dec(&env->sources, &c->source);
+  if (c->unvalidated)
+    env->nunvalidated--;
+  c->source_counted = 0;
+  c->unvalidated = 0;
+}
+
 /*
  * The transition function of quic_conn.h's life cycle. Entering CLOSING,
  * DRAINING or DEAD releases the HTTP/3 session (and so every bridge); it is
@@ -353,8 +376,10 @@ static void conn_set_state(h3g_quic_conn *c, conn_state next) {
     return;
   }
   c->state = next;
-  if (prev == CONN_HANDSHAKING)
+  if (prev == CONN_HANDSHAKING) {
     env->nhandshaking--;
+    handshake_uncount(c);
+  }
 
   if (next == CONN_ESTABLISHED)
     return;
@@ -435,8 +460,14 @@ static int ensure_h3(h3g_quic_conn *c) {
   int rv = h3g_h3_session_new(&c->h3, c, c->conn, c->env->cfg,
                               c->env->bridge_env, c->client);
   if (rv != 0) {
-    h3g_warn("quic %s: cannot start HTTP/3: %s", c->client,
-             nghttp3_strerror(rv));
+    /* A client that allows us no unidirectional streams is its own
+     * problem; anything else is ours. */
+    if (rv == NGHTTP3_ERR_H3_GENERAL_PROTOCOL_ERROR)
+      h3g_debug("quic %s: cannot start HTTP/3: %s", c->client,
+                nghttp3_strerror(rv));
+    else
+      h3g_warn("quic %s: cannot start HTTP/3: %s", c->client,
+               nghttp3_strerror(rv));
     conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
     return -1;
   }
@@ -469,12 +500,59 @@ static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
   return 0;
 }
 
+/*
+ * A NEW_TOKEN token (RFC 9000 §8.1.3) for the client's next connection: it
+ * seals the client's IP address (not the port) and the time under the
+ * token secret, so that the next connection from that address skips the
+ * Retry round trip and the unvalidated-handshake limit while the token is
+ * younger than [listener] new_token_lifetime. Losing it costs nothing but
+ * that, so failures are not errors.
+ */
+static void submit_new_token(h3g_quic_conn *c) {
+  uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+  const ngtcp2_path *path = ngtcp2_conn_get_path(c->conn);
+
+  if (c->env->cfg->new_token_lifetime_ms == 0)
+    return;
+  ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
+      token, c->env->token_secret, sizeof(c->env->token_secret),
+      path->remote.addr, path->remote.addrlen, h3g_quic_token_now());
+  if (n < 0 || ngtcp2_conn_submit_new_token(c->conn, token, (size_t)n) != 0) {
+    h3g_debug("quic %s: no NEW_TOKEN token", c->client);
+    return;
+  }
+  H3G_INC(quic_new_tokens_sent);
+}
+
 static int on_handshake_completed(ngtcp2_conn *conn, void *user_data) {
   h3g_quic_conn *c = user_data;
   H3G_UNUSED(conn);
   conn_set_state(c, CONN_ESTABLISHED);
   h3g_debug("quic %s: handshake completed (%s)", c->client,
             wolfSSL_get_cipher_name(c->ssl));
+  submit_new_token(c);
+  if (wolfSSL_session_reused(c->ssl))
+    H3G_INC(quic_resumptions);
+#ifdef WOLFSSL_EARLY_DATA
+  if (wolfSSL_get_early_data_status(c->ssl) == WOLFSSL_EARLY_DATA_ACCEPTED)
+    H3G_INC(quic_early_data_accepted);
+#endif
+  if (ensure_h3(c) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  /* Requests that came as 0-RTT and were held may go upstream now. */
+  h3g_h3_session_handshake_completed(c->h3);
+  return 0;
+}
+
+/* Our 1-RTT keys exist once the server's handshake flight is written:
+ * HTTP/3 starts then (its SETTINGS leave as 0.5-RTT data), so that 0-RTT
+ * requests, which arrive before the handshake completes, find it. */
+static int on_recv_tx_key(ngtcp2_conn *conn, ngtcp2_encryption_level level,
+                          void *user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT)
+    return 0;
   return ensure_h3(c) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
@@ -485,14 +563,18 @@ static int on_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
   h3g_quic_conn *c = user_data;
   H3G_UNUSED(offset);
 
-  /* 0-RTT is off, so stream data arrives only after the handshake. */
-  if (!ngtcp2_conn_get_handshake_completed(conn) || ensure_h3(c) != 0)
+  H3G_UNUSED(conn);
+  if (ensure_h3(c) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
   /* Stream errors (a malformed request) are the session's; what comes back
-   * is fatal for the connection. */
-  int rv = h3g_h3_session_recv_stream_data(c->h3, stream_id, data, datalen,
-                                           flags & NGTCP2_STREAM_DATA_FLAG_FIN,
-                                           stream_user_data);
+   * is fatal for the connection. Data before the handshake completed came
+   * as 0-RTT: replayable (RFC 9001 §9.2), so the session only lets safe
+   * requests go upstream early. */
+  int rv = h3g_h3_session_recv_stream_data(
+      c->h3, stream_id, data, datalen, flags & NGTCP2_STREAM_DATA_FLAG_FIN,
+      (flags & NGTCP2_STREAM_DATA_FLAG_0RTT) ||
+          !ngtcp2_conn_get_handshake_completed(conn),
+      stream_user_data);
   if (rv != 0) {
     conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
     return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -628,10 +710,57 @@ static int on_remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid,
   return 0;
 }
 
+/*
+ * Connection migration (RFC 9000 §9). ngtcp2 does the protocol: a
+ * non-probing packet from a new client address (a rebound NAT, or a client
+ * that moved, usually with one of the spare connection IDs we issue) makes
+ * that path the active one at once, under the 3x anti-amplification limit
+ * of an unvalidated path, and sends PATH_CHALLENGE; on success the path is
+ * validated, on timeout ngtcp2 goes back to the old path. On a server
+ * every validation it reports here is such a migration (old_path is the
+ * path it left); validations of the old path afterwards and aborted ones
+ * (the client moved again, or back) are not reported as a result. We only
+ * count, and offer a NEW_TOKEN token when the IP address itself changed
+ * (ngtcp2's NEW_TOKEN flag), since the last token names the old address.
+ * c->client keeps the address the connection started from, which is what
+ * the access log and forwarded headers of every request name.
+ */
+static int on_path_validation(ngtcp2_conn *conn, uint32_t flags,
+                              const ngtcp2_path *path,
+                              const ngtcp2_path *old_path,
+                              ngtcp2_path_validation_result res,
+                              void *user_data) {
+  h3g_quic_conn *c = user_data;
+  char addr[64];
+  H3G_UNUSED(conn);
+
+  h3g_udp_addr_format((const struct sockaddr *)path->remote.addr, addr,
+                      sizeof(addr));
+  switch (res) {
+  case NGTCP2_PATH_VALIDATION_RESULT_SUCCESS:
+    H3G_INC(quic_path_validations_succeeded);
+    if (old_path != NULL && !ngtcp2_path_eq(path, old_path)) {
+      H3G_INC(quic_migrations);
+      h3g_debug("quic %s: migrated to %s", c->client, addr);
+    }
+    if (flags & NGTCP2_PATH_VALIDATION_FLAG_NEW_TOKEN)
+      submit_new_token(c);
+    return 0;
+  case NGTCP2_PATH_VALIDATION_RESULT_FAILURE:
+    H3G_INC(quic_path_validations_failed);
+    h3g_debug("quic %s: path to %s not validated, back to the old path",
+              c->client, addr);
+    return 0;
+  case NGTCP2_PATH_VALIDATION_RESULT_ABORTED: return 0;
+  }
+  return 0;
+}
+
 static const ngtcp2_callbacks conn_callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = on_recv_crypto_data,
     .handshake_completed = on_handshake_completed,
+    .recv_tx_key = on_recv_tx_key,
     .encrypt = ngtcp2_crypto_encrypt_cb,
     .decrypt = ngtcp2_crypto_decrypt_cb,
     .hp_mask = ngtcp2_crypto_hp_mask_cb,
@@ -650,7 +779,25 @@ static const ngtcp2_callbacks conn_callbacks = {
     .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
     .stream_stop_sending = on_stream_stop_sending,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+    .path_validation = on_path_validation,
 };
+
+/*
+ * What a client remembers with a ticket and may rely on when it sends
+ * 0-RTT: the transport parameters of RFC 9000 §7.4.1 and our HTTP/3
+ * settings (RFC 9114 §7.2.4.2), all derived from cfg as
+ * h3g_quic_conn_accept() and h3_session.c derive them.
+ */
+void h3g_quic_ticket_context(const h3g_config *cfg, char *buf, size_t cap) {
+  snprintf(buf, cap,
+           "quic v1 bidi=%u uni=3 sd_bidi=%u sd_uni=%u data=%llu cids=%u "
+           "h3 fsize=%u qpack=0/0 early=%u",
+           cfg->max_streams, cfg->stream_buffer_size, UNI_STREAM_WINDOW,
+           (unsigned long long)H3G_MIN((uint64_t)cfg->stream_buffer_size *
+                                           cfg->max_streams,
+                                       (uint64_t)MAX_CONN_WINDOW),
+           ACTIVE_CID_LIMIT, cfg->max_header_size, cfg->early_data);
+}
 
 /* ---- creation and release ---- */
 
@@ -667,6 +814,7 @@ static void on_timer_closed(uv_handle_t *h) {
 static void conn_free(h3g_quic_conn *c) {
   h3g_quic_env *env = c->env;
 
+  handshake_uncount(c); /* no-op: leaving HANDSHAKING did it */
   if (c->qlog != NULL) {
     fclose(c->qlog);
     c->qlog = NULL;
@@ -735,7 +883,7 @@ static void on_qlog_write(void *user_data, uint32_t flags, const void *data,
 
 int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
                          const ngtcp2_path *path, const ngtcp2_cid *retry_odcid,
-                         h3g_quic_conn **pc) {
+                         int new_token, h3g_quic_conn **pc) {
   const h3g_config *cfg = env->cfg;
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
@@ -769,6 +917,12 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   if (cfg->handshake_timeout_ms > 0)
     settings.handshake_timeout =
         cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
+  if (retry_odcid != NULL || new_token) {
+    settings.token = hd->token;
+    settings.tokenlen = hd->tokenlen;
+    settings.token_type = retry_odcid != NULL ? NGTCP2_TOKEN_TYPE_RETRY
+                                              : NGTCP2_TOKEN_TYPE_NEW_TOKEN;
+  }
 
   ngtcp2_transport_params_default(&params);
   params.initial_max_streams_bidi = cfg->max_streams;
@@ -828,8 +982,9 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   }
   wolfSSL_set_quic_transport_version(c->ssl, QUIC_TP_EXTENSION_V1);
 #ifdef WOLFSSL_EARLY_DATA
-  /* 0-RTT is not accepted yet (see tls_ctx.c): tickets must not offer it. */
-  wolfSSL_set_quic_early_data_enabled(c->ssl, 0);
+  /* Sets the max early data size QUIC requires (0xffffffff) in our tickets,
+   * or none when 0-RTT is off. */
+  wolfSSL_set_quic_early_data_enabled(c->ssl, cfg->early_data ? 1 : 0);
 #endif
   ngtcp2_conn_set_tls_native_handle(c->conn, c->ssl);
 
@@ -838,14 +993,27 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
     goto fail;
   }
 
+  if (cfg->max_handshakes_per_source > 0 &&
+      h3g_source_key_of(&c->source, path->remote.addr) == 0) {
+    if (h3g_source_map_inc(&env->sources, &c->source) != 0) {
+      rv = H3G_ERR_NOMEM;
+      goto fail;
+    }
+    c->source_counted = 1;
+  }
+  c->unvalidated = retry_odcid == NULL && !new_token;
+  env->nunvalidated += c->unvalidated;
+
   c->next = env->conns;
   if (env->conns != NULL)
     env->conns->prev = c;
   env->conns = c;
   H3G_INC(quic_connections_accepted);
   env->nhandshaking++;
-  h3g_debug("quic %s: new connection, version 0x%08x%s", c->client,
-            hd->version, retry_odcid != NULL ? " (after Retry)" : "");
+  h3g_debug("quic %s: new connection, version 0x%08x%s", c->client, hd->version,
+            retry_odcid != NULL ? " (after Retry)"
+            : new_token         ? " (NEW_TOKEN token)"
+                                : "");
   *pc = c;
   return 0;
 
@@ -1080,8 +1248,22 @@ int h3g_quic_env_init(h3g_quic_env *env) {
       fill_random((uint8_t *)&env->prng, sizeof(env->prng)) != 0)
     return H3G_ERR_IO;
   env->prng |= 1; /* xorshift needs a nonzero state */
+  if (env->secrets != NULL &&
+      (h3g_secrets_derive(env->secrets, "quic stateless reset",
+                          env->reset_secret, sizeof(env->reset_secret)) != 0 ||
+       h3g_secrets_derive(env->secrets, "quic address token",
+                          env->token_secret, sizeof(env->token_secret)) != 0))
+    return H3G_ERR_IO;
   if (h3g_cid_map_init(&env->cids, key) != 0)
     return H3G_ERR_NOMEM;
+  if (fill_random(key, sizeof(key)) != 0) {
+    h3g_cid_map_free(&env->cids);
+    return H3G_ERR_IO;
+  }
+  if (h3g_source_map_init(&env->sources, key) != 0) {
+    h3g_cid_map_free(&env->cids);
+    return H3G_ERR_NOMEM;
+  }
   uv_idle_init(env->loop, &env->idle);
   env->idle.data = env;
   return 0;
@@ -1090,6 +1272,7 @@ int h3g_quic_env_init(h3g_quic_env *env) {
 void h3g_quic_env_free(h3g_quic_env *env) {
   assert(env->conns == NULL && env->nfreeing == 0);
   h3g_cid_map_free(&env->cids);
+  h3g_source_map_free(&env->sources);
 }
 
 int h3g_quic_env_flush(h3g_quic_env *env) {

@@ -33,6 +33,7 @@
 
 #include "cid_map.h"
 #include "config.h"
+#include "source_map.h"
 #include "stream_bridge.h"
 #include "udp_socket.h"
 
@@ -49,9 +50,18 @@ typedef struct h3g_quic_env {
   const h3g_bridge_env *bridge_env;
   h3g_udp_socket *sock;
   h3g_cid_map cids;
+  /* Derived from the listener's secrets (secrets.h) when set, else
+   * random: shared by instances with the same secrets file. */
+  const struct h3g_secrets *secrets;
   uint8_t reset_secret[32]; /* stateless reset tokens */
-  uint8_t token_secret[32]; /* Retry tokens */
+  uint8_t token_secret[32]; /* Retry and NEW_TOKEN tokens */
   size_t nhandshaking;      /* connections not yet past the handshake */
+  /* Of those, the ones whose client's address no token validated, and
+   * how many each source has ([listener] max_unvalidated_handshakes and
+   * max_handshakes_per_source; sources are counted only when that limit
+   * is on). */
+  size_t nunvalidated;
+  h3g_source_map sources;
   uint64_t prng;            /* ngtcp2's non-cryptographic randomness */
   /* Active while connections are dirty or dead, so that the loop does not
    * block in poll before the flush (the flush runs in a check handle). */
@@ -93,6 +103,13 @@ void h3g_quic_env_wake(h3g_quic_env *env);
 /* A non-cryptographic random number. */
 uint64_t h3g_quic_env_random(h3g_quic_env *env);
 
+/* The clock of address tokens, Retry and NEW_TOKEN (nanoseconds):
+ * wall-clock time, unlike every other ngtcp2 timestamp, because a token
+ * outlives the process that issued it whenever the token secret does (a
+ * secrets file shared by restarts or by several instances: the instance
+ * that checks a Retry token may not be the one that made it). */
+uint64_t h3g_quic_token_now(void);
+
 /* 1 when no connection is dirty or dead. */
 int h3g_quic_env_quiet(const h3g_quic_env *env);
 
@@ -110,13 +127,20 @@ uint64_t h3g_quic_env_max_rtt(const h3g_quic_env *env);
  * Creates a connection for a client Initial hd (from ngtcp2_accept) that
  * arrived on path, and maps its connection IDs. Returns 0, H3G_ERR_NOMEM,
  * H3G_ERR_TLS or H3G_ERR_QUIC.
- */
-/* retry_odcid: NULL, or the original destination CID a valid Retry token
+ *
+ * retry_odcid: NULL, or the original destination CID a valid Retry token
  * vouched for (the client's address is then validated and hd->dcid is the
- * Retry's source CID). */
+ * Retry's source CID). new_token: 1 when hd's token is a NEW_TOKEN token
+ * that verified (the address is validated too), else 0. The token of a
+ * validated address is handed to ngtcp2, which then lifts the
+ * anti-amplification limit. Until its handshake ends the connection counts
+ * in env->nhandshaking, its source's count in env->sources (when
+ * max_handshakes_per_source is on), and env->nunvalidated when no token
+ * validated its address.
+ */
 int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
                          const ngtcp2_path *path, const ngtcp2_cid *retry_odcid,
-                         h3g_quic_conn **pc);
+                         int new_token, h3g_quic_conn **pc);
 
 /* Feeds one datagram. Never frees c (it may become dead). */
 void h3g_quic_conn_recv(h3g_quic_conn *c, const ngtcp2_path *path,

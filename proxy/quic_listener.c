@@ -134,6 +134,11 @@ static int need_retry(const h3g_quic_listener *l) {
   }
 }
 
+/* Whether Retry may be sent at all (retry is not "never"). */
+static int retry_allowed(const h3g_quic_listener *l) {
+  return l->cfg->retry != 2;
+}
+
 /*
  * Answers an Initial with a Retry (RFC 9000 §8.1.2, §17.2.5): a fresh
  * source CID and a token sealing the client's address, the original
@@ -154,7 +159,7 @@ static void send_retry(h3g_quic_listener *l, const h3g_udp_msg *m,
   ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token2(
       token, l->env.token_secret, sizeof(l->env.token_secret), hd->version,
       (const ngtcp2_sockaddr *)&m->remote.su.sa, m->remote.len, &scid,
-      &hd->dcid, h3g_now_ns());
+      &hd->dcid, h3g_quic_token_now());
   if (tl < 0) {
     H3G_INC(quic_packets_dropped);
     return;
@@ -245,6 +250,108 @@ static void on_unknown_short_header(h3g_quic_listener *l, const h3g_udp_msg *m,
   send_raw(l, m, buf, (size_t)n);
 }
 
+/*
+ * Whether the packet hd (an Initial, or a 0-RTT packet that arrived first)
+ * may create a connection (RFC 9000 §8.1). Returns 1 with *retry_odcid
+ * (NULL or odcid) and *new_token set for h3g_quic_conn_accept; 0 when hd
+ * was answered or dropped here.
+ *
+ * A token validates the client's address. A Retry token that does not
+ * verify is refused with INVALID_TOKEN (it can only be forged, stale or
+ * replayed from elsewhere). A NEW_TOKEN token that does not verify
+ * (expired, issued to another address or under an earlier secret) counts
+ * as no token (RFC 9000 §8.1.3): clients keep them for a long time, and
+ * must not fail for it.
+ *
+ * Then two limits on handshakes in progress bound the state that clients
+ * who never finish can make us hold:
+ * - max_handshakes_per_source covers every handshake of one source
+ *   (quic_conn.h). A source over it gets a Retry while its address is not
+ *   validated (a spoofed source never returns the token, so spoofing cannot
+ *   exhaust a real client's share), and CONNECTION_REFUSED, rate-limited,
+ *   once it is: the address is real, and the client should fail fast
+ *   rather than time out. With retry = never the Initial is dropped.
+ * - max_unvalidated_handshakes covers the handshakes that no token
+ *   validated, from all sources: over it, a Retry (validated clients still
+ *   get in), or a drop with retry = never.
+ * Otherwise the retry setting decides. A 0-RTT packet cannot carry a token
+ * and is never answered with a Retry: it is dropped wherever an Initial
+ * would need one, and the client's Initial gets the answer.
+ */
+static int admit(h3g_quic_listener *l, const h3g_udp_msg *m,
+                 const ngtcp2_pkt_hd *hd, const ngtcp2_path *path,
+                 ngtcp2_cid *odcid, const ngtcp2_cid **retry_odcid,
+                 int *new_token) {
+  const h3g_config *cfg = l->cfg;
+  int initial = hd->type == NGTCP2_PKT_INITIAL;
+  int validated = 0;
+
+  *retry_odcid = NULL;
+  *new_token = 0;
+  if (initial && hd->tokenlen > 0 &&
+      hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
+    if (ngtcp2_crypto_verify_retry_token2(
+            odcid, hd->token, hd->tokenlen, l->env.token_secret,
+            sizeof(l->env.token_secret), hd->version, path->remote.addr,
+            path->remote.addrlen, &hd->dcid, RETRY_TOKEN_LIFETIME,
+            h3g_quic_token_now()) != 0) {
+      refuse_token(l, m, hd);
+      return 0;
+    }
+    *retry_odcid = odcid;
+    validated = 1;
+  } else if (initial && hd->tokenlen > 0 &&
+             hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR) {
+    if (cfg->new_token_lifetime_ms > 0 &&
+        ngtcp2_crypto_verify_regular_token(
+            hd->token, hd->tokenlen, l->env.token_secret,
+            sizeof(l->env.token_secret), path->remote.addr,
+            path->remote.addrlen,
+            cfg->new_token_lifetime_ms * NGTCP2_MILLISECONDS,
+            h3g_quic_token_now()) == 0) {
+      H3G_INC(quic_new_tokens_accepted);
+      *new_token = 1;
+      validated = 1;
+    } else {
+      H3G_INC(quic_new_tokens_rejected);
+    }
+  }
+
+  h3g_source_key source;
+  if (cfg->max_handshakes_per_source > 0 &&
+      h3g_source_key_of(&source, path->remote.addr) == 0 &&
+      h3g_source_map_get(&l->env.sources, &source) >=
+          cfg->max_handshakes_per_source) {
+    H3G_INC(quic_handshakes_capped_source);
+    if (validated)
+      refuse_connection(l, m, hd);
+    else if (initial && retry_allowed(l))
+      send_retry(l, m, hd);
+    else
+      H3G_INC(quic_packets_dropped);
+    return 0;
+  }
+  if (validated)
+    return 1;
+  if (cfg->max_unvalidated_handshakes > 0 &&
+      l->env.nunvalidated >= cfg->max_unvalidated_handshakes) {
+    H3G_INC(quic_handshakes_capped_total);
+    if (initial && retry_allowed(l))
+      send_retry(l, m, hd);
+    else
+      H3G_INC(quic_packets_dropped);
+    return 0;
+  }
+  if (need_retry(l)) {
+    if (initial)
+      send_retry(l, m, hd);
+    else
+      H3G_INC(quic_packets_dropped);
+    return 0;
+  }
+  return 1;
+}
+
 static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
                             const uint8_t *data, size_t len) {
   ngtcp2_version_cid vc;
@@ -288,23 +395,12 @@ static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
     return;
   }
   ngtcp2_cid odcid;
-  const ngtcp2_cid *retry_odcid = NULL;
-  if (hd.type == NGTCP2_PKT_INITIAL && hd.tokenlen > 0 &&
-      hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
-    if (ngtcp2_crypto_verify_retry_token2(
-            &odcid, hd.token, hd.tokenlen, l->env.token_secret,
-            sizeof(l->env.token_secret), hd.version, path.remote.addr,
-            path.remote.addrlen, &hd.dcid, RETRY_TOKEN_LIFETIME,
-            h3g_now_ns()) != 0) {
-      refuse_token(l, m, &hd);
-      return;
-    }
-    retry_odcid = &odcid;
-  } else if (hd.type == NGTCP2_PKT_INITIAL && need_retry(l)) {
-    send_retry(l, m, &hd);
+  const ngtcp2_cid *retry_odcid;
+  int new_token;
+  if (!admit(l, m, &hd, &path, &odcid, &retry_odcid, &new_token))
     return;
-  }
-  if (h3g_quic_conn_accept(&l->env, &hd, &path, retry_odcid, &c) != 0) {
+  if (h3g_quic_conn_accept(&l->env, &hd, &path, retry_odcid, new_token, &c) !=
+      0) {
     H3G_INC(quic_packets_dropped);
     return;
   }
@@ -396,6 +492,7 @@ static void on_check(uv_check_t *h) {
 
 int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
                           const h3g_config *cfg, h3g_tls_ctx *tls,
+                          const struct h3g_secrets *secrets,
                           const h3g_bridge_env *bridge_env) {
   char addr[80];
   int rv;
@@ -416,6 +513,7 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
       .loop = loop,
       .cfg = cfg,
       .ssl_ctx = h3g_tls_ctx_native(tls),
+      .secrets = secrets,
       .bridge_env = bridge_env,
       .sock = &l->sock,
   };

@@ -18,9 +18,19 @@ typedef struct h3g_quic_listener h3g_quic_listener;
  * uv_loop_t *). bridge_env and tls must outlive the listener. Returns 0,
  * H3G_ERR_IO (bind failed; logged) or H3G_ERR_NOMEM.
  */
+struct h3g_secrets;
+/* secrets (secrets.h) key the stateless reset and address tokens; it must
+ * outlive the listener. */
 int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
                           const h3g_config *cfg, h3g_tls_ctx *tls,
+                          const struct h3g_secrets *secrets,
                           const h3g_bridge_env *bridge_env);
+
+/*
+ * Writes into buf the ticket context for secrets.h: what a resumed client
+ * remembers from this configuration and relies on for 0-RTT.
+ */
+void h3g_quic_ticket_context(const h3g_config *cfg, char *buf, size_t cap);
 
 /* The port actually bound (useful when the config says 0). */
 uint16_t h3g_quic_listener_port(const h3g_quic_listener *l);

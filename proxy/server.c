@@ -19,18 +19,24 @@
 #include "alt_svc.h"
 #include "h1_codec.h"
 #include "h1_session.h"
+#include "keylog.h"
 #include "log.h"
 #include "quic_listener.h"
 #include "stream_bridge.h"
+#include "secrets.h"
 #include "tcp_listener.h"
 #include "tls_ctx.h"
 #include "upstream_pool.h"
+
+/* How often the secrets file is looked at for changes. */
+#define SECRETS_CHECK_MS (60 * 1000)
 
 typedef struct h3g_server {
   uv_loop_t loop;
   const h3g_config *cfg;
   h3g_tls_ctx *tls;
   h3g_tls_ctx *tls_tcp;
+  h3g_secrets *secrets;
   h3g_upstream_pool *pool;
   h3g_quic_listener *quic;
   h3g_tcp_listener *tcp;
@@ -43,6 +49,8 @@ typedef struct h3g_server {
   h3g_bridge_env env;
   uv_signal_t sigterm;
   uv_signal_t sigint;
+  uv_signal_t sighup;
+  uv_timer_t secrets_timer;
   uv_check_t flush;
   int stopping;
   int exit_status;
@@ -101,6 +109,8 @@ static void on_flush(uv_check_t *h) {
 static void close_handles(h3g_server *s) {
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_close((uv_handle_t *)&s->sigint, NULL);
+  uv_close((uv_handle_t *)&s->sighup, NULL);
+  uv_close((uv_handle_t *)&s->secrets_timer, NULL);
   uv_close((uv_handle_t *)&s->flush, NULL);
 }
 
@@ -194,6 +204,19 @@ static void on_signal(uv_signal_t *h, int signum) {
   begin_shutdown(s);
 }
 
+/* SIGHUP, or the periodic look at the file: a changed secrets file takes
+ * effect for session tickets at once (see secrets.h). */
+static void on_sighup(uv_signal_t *h, int signum) {
+  h3g_server *s = h->data;
+  H3G_UNUSED(signum);
+  (void)h3g_secrets_reload(s->secrets);
+}
+
+static void on_secrets_timer(uv_timer_t *t) {
+  h3g_server *s = t->data;
+  (void)h3g_secrets_reload(s->secrets);
+}
+
 static void close_leftover(uv_handle_t *h, void *arg) {
   H3G_UNUSED(arg);
   if (!uv_is_closing(h))
@@ -216,11 +239,19 @@ int h3g_server_run(const h3g_config *cfg) {
   uv_loop_init(&s->loop);
   h3g_log_set_level(cfg->log_level);
   int rv = h3g_access_log_open(cfg->access_log);
+  if (rv == 0)
+    rv = h3g_keylog_open(cfg); /* before any TLS context exists */
 
-  if (rv == 0 && cfg->listen_enabled)
-    rv = h3g_tls_ctx_new_quic(&s->tls, cfg);
+  if (rv == 0)
+    rv = h3g_secrets_new(&s->secrets, cfg->secrets_file,
+                         cfg->ticket_rotation_ms / 1000);
+  if (rv == 0 && cfg->listen_enabled) {
+    char ticket_context[256];
+    h3g_quic_ticket_context(cfg, ticket_context, sizeof(ticket_context));
+    rv = h3g_tls_ctx_new_quic(&s->tls, cfg, s->secrets, ticket_context);
+  }
   if (rv == 0 && cfg->tcp_enabled)
-    rv = h3g_tls_ctx_new_tcp(&s->tls_tcp, cfg);
+    rv = h3g_tls_ctx_new_tcp(&s->tls_tcp, cfg, s->secrets);
   if (rv == 0) {
     h3g_upstream_pool_config pc = {
         .host = cfg->upstream_host,
@@ -245,7 +276,8 @@ int h3g_server_run(const h3g_config *cfg) {
   };
   h3g_alt_svc_init(&s->alt_svc, cfg);
   if (rv == 0 && cfg->listen_enabled) {
-    rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, &s->env);
+    rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, s->secrets,
+                               &s->env);
     if (rv == 0)
       h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_SERVING,
                            h3g_quic_listener_port(s->quic));
@@ -288,11 +320,18 @@ int h3g_server_run(const h3g_config *cfg) {
 
   uv_signal_init(&s->loop, &s->sigterm);
   uv_signal_init(&s->loop, &s->sigint);
+  uv_signal_init(&s->loop, &s->sighup);
+  uv_timer_init(&s->loop, &s->secrets_timer);
   uv_check_init(&s->loop, &s->flush);
-  s->sigterm.data = s->sigint.data = s;
+  s->sigterm.data = s->sigint.data = s->sighup.data = s;
+  s->secrets_timer.data = s;
   if (rv == 0) {
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    if (cfg->secrets_file[0] != '\0')
+      uv_timer_start(&s->secrets_timer, on_secrets_timer, SECRETS_CHECK_MS,
+                     SECRETS_CHECK_MS);
     uv_check_start(&s->flush, on_flush);
     h3g_info("h3gate %s ready: upstream %s:%u, pool %u", H3G_VERSION,
              cfg->upstream_host, cfg->upstream_port, cfg->pool_size);
@@ -313,8 +352,10 @@ int h3g_server_run(const h3g_config *cfg) {
   }
   h3g_tls_ctx_free(s->tls);
   h3g_tls_ctx_free(s->tls_tcp);
+  h3g_secrets_free(s->secrets);
   h3g_tls_cleanup();
   h3g_access_log_close();
+  h3g_keylog_close();
   int status = s->exit_status;
   free(s);
   return status;

@@ -66,6 +66,15 @@ struct h3g_bridge {
   int conn_reused;
   int retried;
 
+  /* 0-RTT (RFC 8470): the request came as early data, before the client's
+   * TLS handshake completed, and may be a replay. */
+  int early;          /* received early; the handshake has not completed */
+  int early_hold;     /* not sent upstream until the handshake completes */
+  int early_fwd;      /* sent upstream early, with Early-Data: 1 */
+  int early_added;    /* that Early-Data field is ours (the client had none) */
+  int early_retried;  /* answered 425 once and sent again */
+  int early_redo;     /* the upstream's head was a 425 to send again for */
+
   /* request */
   h3g_headers req_fields;
   h3g_headers req_trailers;
@@ -292,6 +301,12 @@ static int method_is(const h3g_bridge *b, const char *m) {
 }
 
 /* Methods whose requests are safe to send twice (RFC 9110 §9.2.2). */
+/* Safe methods (RFC 9110 §9.2.1) that h3gate lets through as 0-RTT. */
+static int method_safe(const h3g_bridge *b) {
+  return method_is(b, "GET") || method_is(b, "HEAD") ||
+         method_is(b, "OPTIONS");
+}
+
 static int method_idempotent(const h3g_bridge *b) {
   return method_is(b, "GET") || method_is(b, "HEAD") ||
          method_is(b, "OPTIONS") || method_is(b, "TRACE") ||
@@ -344,7 +359,7 @@ static int build_request_head(h3g_bridge *b) {
   const h3g_field *host = b->pseudo.authority.namelen
                               ? &b->pseudo.authority
                               : h3g_headers_find(&b->req_fields, "host");
-  h3g_field extra[5];
+  h3g_field extra[6];
   size_t nextra = 0;
   size_t hostlen = host ? host->valuelen : 0;
   size_t vcap = theirs_len + 3 * (hostlen + sizeof(ip) + 64);
@@ -398,6 +413,9 @@ static int build_request_head(h3g_bridge *b) {
       if (h3g_field_name_eq(&b->req_fields.fields[i], "x-forwarded-for"))
         fwd[nfwd++] = b->req_fields.fields[i];
   }
+  if (b->early_added)
+    extra[nextra++] = (h3g_field){(const uint8_t *)"early-data", 10,
+                                  (const uint8_t *)"1", 1};
   if (cfg->fwd_via)
     H3G_ADD_EXTRA("via", "%s h3gate",
                   strcmp(b->protocol, "h3") == 0   ? "3"
@@ -474,13 +492,75 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   else
     b->up_content_length = method_expects_body(b) ? 0 : -2;
 
+  if (b->early) {
+    /* RFC 8470 §5.1, RFC 9001 §9.2: only a request that does no harm when
+     * replayed goes ahead of the handshake, marked so the upstream can
+     * still say 425; anything else waits for the handshake, which a replay
+     * never completes. */
+    H3G_INC(h3_early_requests);
+    if (end_stream && method_safe(b) && b->env->cfg->early_data) {
+      b->early_fwd = 1;
+      b->early_added = h3g_headers_find(&b->req_fields, "early-data") == NULL;
+      H3G_INC(h3_early_forwarded);
+    } else {
+      b->early_hold = 1;
+      H3G_INC(h3_early_held);
+    }
+  }
   rv = build_request_head(b);
   if (rv != 0) {
     fail_exchange(b, rv == H3G_ERR_TOOBIG ? 431 : 500, "internal");
     return 0;
   }
-  start_upstream(b);
+  if (!b->early_hold)
+    start_upstream(b);
   return 0;
+}
+
+void h3g_bridge_set_early(h3g_bridge *b) {
+  if (b->req == REQ_HEADERS)
+    b->early = 1;
+}
+
+void h3g_bridge_handshake_done(h3g_bridge *b) {
+  b->early = 0;
+  if (!b->early_hold)
+    return;
+  b->early_hold = 0;
+  if (b->resp == RESP_NONE && b->up == UP_NONE)
+    start_upstream(b);
+}
+
+/*
+ * The upstream answered 425 (Too Early) to a request we sent ahead of the
+ * handshake: send it again, without Early-Data, once the handshake is
+ * complete (RFC 8470 §5.2), so the client never sees the 425. Not when the
+ * client itself marked the request early: it is an intermediary that
+ * retries by itself. The answered connection is mid-response: closed.
+ */
+static void redo_too_early(h3g_bridge *b) {
+  b->early_redo = 0;
+  b->early_retried = 1;
+  b->early_fwd = 0;
+  b->early_added = 0;
+  H3G_INC(h3_early_retries);
+  upstream_release(b, 0);
+  b->up = UP_NONE;
+  b->req_head_written = 0;
+  b->req_fully_written = 0;
+  free(b->req_head);
+  b->req_head = NULL;
+  int rv = build_request_head(b);
+  if (rv != 0) {
+    fail_exchange(b, 500, "internal");
+    return;
+  }
+  h3g_debug("%s: upstream said 425 to an early request: %s", b->client,
+            b->early ? "sending again after the handshake" : "sending again");
+  if (b->early)
+    b->early_hold = 1;
+  else
+    start_upstream(b);
 }
 
 int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
@@ -852,6 +932,10 @@ static void on_up_read(void *ctx, size_t nread) {
   h3g_bridge *b = ctx;
   size_t consumed = 0;
   int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
+  if (b->early_redo) {
+    redo_too_early(b);
+    return;
+  }
   if (b->up != UP_ACTIVE)
     return; /* a callback ended the exchange */
   if (rv != 0) {
@@ -956,6 +1040,10 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   h3g_bridge *b = ud;
   if (b->resp == RESP_ABORTED)
     return H3G_ERR_CLOSED;
+  if (!interim && status == 425 && b->early_added && !b->early_retried) {
+    b->early_redo = 1;
+    return H3G_ERR_CLOSED; /* stop parsing: on_up_read sends it again */
+  }
   if (status == 100 || !interim)
     expect_answered(b, status);
   /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is

@@ -85,6 +85,19 @@ int h3g_bridge_add_field(h3g_bridge *b, const uint8_t *name, size_t namelen,
 int h3g_bridge_end_headers(h3g_bridge *b, int end_stream);
 
 /*
+ * 0-RTT (RFC 8470). Before end_headers: the request arrives as TLS early
+ * data and the handshake has not completed, so it may be a replay. At
+ * end_headers, a body-less GET, HEAD or OPTIONS goes upstream at once with
+ * "Early-Data: 1" (unless the client sent one); anything else is held
+ * (its body buffered within the usual credit) until
+ * h3g_bridge_handshake_done(), which a replayed handshake never reaches.
+ * If the upstream answers 425 to a request we marked, it is sent once more
+ * after the handshake, and the client never sees the 425.
+ */
+void h3g_bridge_set_early(h3g_bridge *b);
+void h3g_bridge_handshake_done(h3g_bridge *b);
+
+/*
  * Request body bytes. The bridge copies them. Returns 0, H3G_ERR_PROTO
  * (more than the declared content-length, or body after trailers / before
  * headers: malformed) or H3G_ERR_TOOBIG (more than the credit given: the

@@ -505,6 +505,8 @@ static int handshake(tcp_conn *c) {
   }
   uv_timer_stop(&c->timer);
   c->state = CS_OPEN;
+  if (c->ssl != NULL && wolfSSL_session_reused(c->ssl))
+    H3G_INC(tcp_resumptions);
   char *proto = NULL;
   unsigned short plen = 0;
   int h2 = c->ssl != NULL &&

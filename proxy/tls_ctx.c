@@ -3,15 +3,14 @@
  * the ngtcp2 crypto helper installs the QUIC method callbacks that move
  * handshake bytes between wolfSSL and ngtcp2.
  *
- * Session tickets: wolfSSL's TLS 1.3 server sends a NewSessionTicket after
- * the handshake, encrypted with keys it generates per process; a ticket
- * callback with rotated keys shared across restarts is later work.
- *
- * 0-RTT is off for now: accepting it needs the transport parameters and
- * HTTP/3 settings remembered in the ticket and a replay policy. With a max
- * early data size of 0 the tickets do not offer early data, so clients do
- * not waste 0-RTT packets that would be rejected. RFC 9001 §4.6.1 requires
- * 0xffffffff once it is turned on.
+ * Session tickets are sealed with keys from secrets.h (shared by instances
+ * through [listener] secrets_file, rotated on a schedule) and, for QUIC,
+ * bound to the transport parameters and HTTP/3 settings a client keeps for
+ * 0-RTT. With [listener] early_data on (the default), QUIC tickets offer
+ * 0-RTT with the max early data size of 0xffffffff that RFC 9001 §4.6.1
+ * requires; what may be forwarded early is the HTTP/3 session's and the
+ * bridge's decision (safe methods only, RFC 8470). The TCP listener never
+ * accepts TLS early data: HTTP/1.1 and HTTP/2 have no way to hold it back.
  */
 #include "tls_ctx.h"
 
@@ -26,7 +25,9 @@
 
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
+#include "keylog.h"
 #include "log.h"
+#include "secrets.h"
 
 struct h3g_tls_ctx {
   WOLFSSL_CTX *ssl_ctx;
@@ -97,6 +98,7 @@ static int ctx_new(h3g_tls_ctx **pctx, WOLFSSL_METHOD *method) {
     free(ctx);
     return H3G_ERR_NOMEM;
   }
+  h3g_keylog_attach(ctx->ssl_ctx); /* [debug] keylog_file, when open */
   *pctx = ctx;
   return 0;
 }
@@ -122,7 +124,8 @@ static int ctx_load_identity(WOLFSSL_CTX *sc, const h3g_config *cfg) {
   return 0;
 }
 
-int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
+int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg,
+                         h3g_secrets *secrets, const char *ticket_context) {
   char errbuf[WOLFSSL_MAX_ERROR_SZ];
   h3g_tls_ctx *ctx;
   int rv = ctx_new(&ctx, wolfTLSv1_3_server_method());
@@ -145,8 +148,12 @@ int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg) {
   wolfSSL_CTX_set_alpn_select_cb(sc, on_alpn_select, NULL);
   if (ctx_load_identity(sc, cfg) != 0)
     goto fail;
+  if ((rv = h3g_secrets_attach(secrets, sc, ticket_context)) != 0) {
+    h3g_error("tls: cannot install the session ticket keys");
+    goto fail;
+  }
 #ifdef WOLFSSL_EARLY_DATA
-  wolfSSL_CTX_set_max_early_data(sc, 0);
+  wolfSSL_CTX_set_max_early_data(sc, cfg->early_data ? UINT32_MAX : 0);
 #endif
   *pctx = ctx;
   return 0;
@@ -168,7 +175,8 @@ static const char tcp_ciphers[] = "TLS13-AES128-GCM-SHA256:"
                                   "ECDHE-ECDSA-CHACHA20-POLY1305:"
                                   "ECDHE-RSA-CHACHA20-POLY1305";
 
-int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg) {
+int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg,
+                        h3g_secrets *secrets) {
   char errbuf[WOLFSSL_MAX_ERROR_SZ];
   h3g_tls_ctx *ctx;
   int rv = ctx_new(&ctx, wolfSSLv23_server_method());
@@ -194,6 +202,10 @@ int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg) {
   /* TLS 1.2 tickets (RFC 5077); TLS 1.3 sends NewSessionTicket anyway. */
   wolfSSL_CTX_UseSessionTicket(sc);
 #endif
+  if (h3g_secrets_attach(secrets, sc, "tcp") != 0) {
+    h3g_error("tls: cannot install the session ticket keys");
+    goto fail;
+  }
 #ifdef WOLFSSL_EARLY_DATA
   wolfSSL_CTX_set_max_early_data(sc, 0);
 #endif

@@ -17,7 +17,13 @@ typedef struct h3g_tls_ctx h3g_tls_ctx;
  * session tickets on. Returns 0, H3G_ERR_TLS (with a logged reason: bad
  * certificate, key mismatch) or H3G_ERR_NOMEM.
  */
-int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg);
+struct h3g_secrets;
+/* ticket_context: what a resumed client remembers and relies on for 0-RTT
+ * (transport parameters, HTTP/3 settings; see secrets.h). 0-RTT is
+ * offered in tickets only when cfg->early_data is on. */
+int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg,
+                         struct h3g_secrets *secrets,
+                         const char *ticket_context);
 
 /*
  * Builds the TCP listener's server context: TLS 1.2 and 1.3 (nothing
@@ -28,7 +34,8 @@ int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg);
  * only protocols we lack, still gets HTTP/1.1. Returns as
  * h3g_tls_ctx_new_quic.
  */
-int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg);
+int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg,
+                        struct h3g_secrets *secrets);
 
 void h3g_tls_ctx_free(h3g_tls_ctx *ctx);
 

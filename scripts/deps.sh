@@ -18,7 +18,7 @@ WITH_TESTS=1
 [ "${1:-}" = "--runtime" ] && WITH_TESTS=0
 
 # Bump when the build recipe below changes: the prefix is rebuilt.
-RECIPE=5
+RECIPE=6
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -101,7 +101,7 @@ install_pkgs() {
 
 BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
       autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
-TEST=(python3 python3-pytest python3-pycurl procps)
+TEST=(python3 python3-pytest python3-pycurl python3-cryptography procps)
 
 if [ "$CODENAME" = bookworm ]; then
   bp=/etc/apt/sources.list.d/h3gate-bookworm-backports.sources
@@ -175,6 +175,9 @@ rm -rf "$PREFIX"
 mkdir -p "$PREFIX"
 JOBS=$(nproc)
 
+# HAVE_SECRET_CALLBACK exposes the TLS 1.3 secrets to h3gate's opt-in key
+# log ([debug] keylog_file); --enable-keylog-export is not used because it
+# makes wolfSSL itself write every secret to ./sslkeylog.log, unasked.
 log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-NI"
 (
   cd "$WSRC"
@@ -186,7 +189,7 @@ log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-
     --enable-opensslextra --enable-hkdf \
     --disable-examples --disable-crypttests --disable-benchmark \
     --disable-oldtls --enable-harden \
-    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA" >/dev/null
+    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA -DHAVE_SECRET_CALLBACK" >/dev/null
   make -s -j"$JOBS" >/dev/null 2>&1
   make -s install >/dev/null
 )

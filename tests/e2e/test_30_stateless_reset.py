@@ -93,3 +93,26 @@ def test_real_connections_are_unaffected(gateway, h3):
     r = cl.get("/bytes/1000")
     assert r.error is None and r.status == 200 and r.body_len == 1000, r
     assert r.num_connects == 0, "the reset for a stranger cost our connection"
+
+
+def test_reset_tokens_come_from_the_secrets_file(gateway, tmp_path):
+    """Instances sharing [listener] secrets_file answer a connection ID with
+    the same token (the last 16 bytes of the reset), so a client of one
+    instance (or of the process before a restart) recognises a reset sent
+    by another; without the file each process has its own."""
+    keys = tmp_path / "keys"
+    keys.write_text("%s\n" % ("5c" * 32))
+    keys.chmod(0o600)
+    shared = [gateway({"listener": {"secrets_file": str(keys)}}) for _ in range(2)]
+    alone = gateway()
+    dcid = os.urandom(SCIDLEN)
+    tokens = []
+    for gw in shared + [alone]:
+        r = exchange(gw.port, short_packet(dcid, 100))
+        assert r is not None, gw.name
+        tokens.append(r[-16:])
+    assert tokens[0] == tokens[1], "instances with one secrets file disagree"
+    assert tokens[2] != tokens[0], "a process without the file has its own"
+    # Another connection ID, another token.
+    r = exchange(shared[0].port, short_packet(os.urandom(SCIDLEN), 100))
+    assert r[-16:] != tokens[0]

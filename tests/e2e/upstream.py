@@ -797,6 +797,20 @@ class Upstream:
                 resp.simple(code, b"status %d\n" % code, headers=extra)
             return True
 
+        if kind == "tooearly":
+            # An app that refuses replayable requests (RFC 8470 §5.2): 425
+            # to anything marked Early-Data: 1, else N pattern bytes.
+            body.drain()
+            if req.header("early-data") == "1":
+                resp.simple(425, b"too early\n")
+                return True
+            n = int(arg)
+            resp.head(200, [("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(n))])
+            for piece in iter_pattern(n):
+                resp.body(piece)
+            return True
+
         if kind == "headers":
             body.drain()
             out = json.dumps(req.to_json(), indent=1).encode()

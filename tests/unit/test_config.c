@@ -304,6 +304,9 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.max_streams, 100);
   CHECK_EQ_INT(c.stream_buffer_size, 256 * 1024);
   CHECK_EQ_INT(c.max_header_size, 64 * 1024);
+  CHECK_EQ_INT(c.max_handshakes_per_source, 32);
+  CHECK_EQ_INT(c.max_unvalidated_handshakes, 1024);
+  CHECK_EQ_INT(c.new_token_lifetime_ms, 24 * 3600000);
   CHECK_STR(c.upstream_host, "");
   CHECK_EQ_INT(c.upstream_port, 0);
   CHECK_EQ_INT(c.pool_size, 64);
@@ -459,6 +462,18 @@ static const struct {
     {"listener", "max_header_size", "1KiB", NULL},
     {"listener", "max_header_size", "1M", NULL},
     {"listener", "max_header_size", "1023", "1023 is below the minimum 1KiB"},
+    {"listener", "max_handshakes_per_source", "0", NULL},
+    {"listener", "max_handshakes_per_source", "1000000", NULL},
+    {"listener", "max_handshakes_per_source", "1000001",
+     "1000001 is above the maximum 1000000"},
+    {"listener", "max_handshakes_per_source", "-1", "expected a whole number"},
+    {"listener", "max_unvalidated_handshakes", "0", NULL},
+    {"listener", "max_unvalidated_handshakes", "1k", "expected a whole number"},
+    {"listener", "new_token_lifetime", "0", NULL},
+    {"listener", "new_token_lifetime", "168h", NULL},
+    {"listener", "new_token_lifetime", "169h", "169h is above the maximum 168h"},
+    {"listener", "new_token_lifetime", "1d",
+     "expected a duration such as 1500ms, 30s, 5m or 1h, not \"1d\""},
     {"upstream", "server", "localhost:80", NULL},
     {"upstream", "server", "[::1]:8080", NULL},
     {"upstream", "server", "10.0.0.1:65535", NULL},

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /*
  * The bridge driven by fakes: a fake front end records what the client would
  * see, a fake upstream records the bytes written and lets each test play the
@@ -800,6 +801,134 @@ static void test_bytes_after_response(void) {
   h3g_bridge_free(b);
 }
 
+/* 0-RTT (RFC 8470): safe and body-less goes at once, marked; the rest
+ * waits for the handshake; a 425 to a marked request is retried. */
+static int wrote_has(const char *needle) {
+  return memmem(up.wrote, up.wrote_len, needle, strlen(needle)) != NULL;
+}
+
+static void test_early_data(void) {
+  /* A GET: forwarded at once with Early-Data: 1. */
+  h3g_bridge *b = new_bridge(4096);
+  cfg.early_data = 1;
+  add_request(b, "GET", "/");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(up.acquires, 1);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK(wrote_has("\r\nearly-data: 1\r\n"));
+  h3g_bridge_handshake_done(b);
+  CHECK_EQ_INT(up.acquires, 1);
+  h3g_bridge_free(b);
+
+  /* A POST: held, body buffered, sent unmarked after the handshake. */
+  b = new_bridge(4096);
+  cfg.early_data = 1;
+  add_request(b, "POST", "/");
+  add(b, "content-length", "3");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+  CHECK_EQ_INT(up.acquires, 0);
+  CHECK_EQ_INT((int)fe.consumed, 0);
+  h3g_bridge_handshake_done(b);
+  CHECK_EQ_INT(up.acquires, 1);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK(!wrote_has("early-data"));
+  CHECK(wrote_has("\r\n\r\nabc"));
+  CHECK_EQ_INT((int)fe.consumed, 3);
+  h3g_bridge_free(b);
+
+  /* A GET with a body (no FIN with the head) is held too; a freed held
+   * request never touched the upstream. */
+  b = new_bridge(4096);
+  cfg.early_data = 1;
+  add_request(b, "GET", "/");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(up.acquires, 0);
+  h3g_bridge_free(b);
+  CHECK_EQ_INT(up.acquires, 0);
+  CHECK_EQ_INT(up.cancels, 0);
+
+  /* 425 before the handshake: nothing reaches the client; sent again,
+   * unmarked, on a new connection once the handshake completes. */
+  b = new_bridge(4096);
+  cfg.early_data = 1;
+  add_request(b, "GET", "/x");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 1);
+  up_written(b);
+  const char *too_early = "HTTP/1.1 425 Too Early\r\nContent-Length: 0\r\n\r\n";
+  up_send(too_early, strlen(too_early));
+  CHECK_EQ_INT(fe.heads, 0);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  CHECK_EQ_INT(up.acquires, 1);
+  h3g_bridge_handshake_done(b);
+  CHECK_EQ_INT(up.acquires, 2);
+  up.wrote_len = 0;
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK(wrote_has("GET /x HTTP/1.1\r\n"));
+  CHECK(!wrote_has("early-data"));
+  /* A second 425 goes to the client: no endless loop. */
+  up_send(too_early, strlen(too_early));
+  CHECK_EQ_INT(fe.status, 425);
+  h3g_bridge_free(b);
+
+  /* 425 after the handshake completed: sent again at once. */
+  b = new_bridge(4096);
+  cfg.early_data = 1;
+  add_request(b, "HEAD", "/");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  h3g_bridge_handshake_done(b);
+  up_send(too_early, strlen(too_early));
+  CHECK_EQ_INT(up.acquires, 2);
+  CHECK_EQ_INT(fe.heads, 0);
+  h3g_bridge_free(b);
+
+  /* The client marked it itself (an intermediary): its 425 passes. */
+  b = new_bridge(4096);
+  cfg.early_data = 1;
+  add_request(b, "GET", "/");
+  add(b, "early-data", "1");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK(wrote_has("\r\nearly-data: 1\r\n"));
+  {
+    const char *first = memmem(up.wrote, up.wrote_len, "early-data", 10);
+    CHECK(first != NULL);
+    if (first != NULL) /* the client's field only, not a second one */
+      CHECK(memmem(first + 1, up.wrote_len - (size_t)(first + 1 - up.wrote),
+                   "early-data", 10) == NULL);
+  }
+  up_send(too_early, strlen(too_early));
+  CHECK_EQ_INT(fe.status, 425);
+  CHECK_EQ_INT(up.acquires, 1);
+  h3g_bridge_free(b);
+
+  /* 0-RTT switched off for the listener: even a GET waits. */
+  b = new_bridge(4096);
+  cfg.early_data = 0;
+  add_request(b, "GET", "/");
+  h3g_bridge_set_early(b);
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(up.acquires, 0);
+  h3g_bridge_handshake_done(b);
+  CHECK_EQ_INT(up.acquires, 1);
+  h3g_bridge_free(b);
+}
+
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
@@ -821,5 +950,6 @@ int main(void) {
   RUN(test_expect_continue);
   RUN(test_early_complete_response_keeping_connection_is_desync);
   RUN(test_bytes_after_response);
+  RUN(test_early_data);
   return unit_report();
 }
