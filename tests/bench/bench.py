@@ -180,6 +180,29 @@ def scenario_small(cl, gw, total, conns, streams):
                                        cpu * 1e6 / total))
 
 
+def scenario_handshakes(cl, gw, n, resume):
+    """n connections one after the other, one 100-byte GET each: full
+    handshakes, or resumed ones sending the GET as 0-RTT."""
+    c = cl.handle()
+    c.setopt(pycurl.URL, cl.url("/bytes/100"))
+    c.setopt(pycurl.WRITEFUNCTION, lambda b: None)
+    c.setopt(pycurl.FRESH_CONNECT, 1)
+    c.setopt(pycurl.FORBID_REUSE, 1)
+    if resume:
+        c.setopt(pycurl.SSL_OPTIONS, 64)  # CURLSSLOPT_EARLYDATA
+        c.perform()  # the first connection fetches the ticket
+    else:
+        c.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
+    cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
+    for _ in range(n):
+        c.perform()
+    dt, cpu = time.monotonic() - t0, cpu_seconds(gw.pid) - cpu0
+    c.close()
+    print("handshakes x%d %-17s %7.0f conn/s   gateway CPU %.0f us/conn"
+          % (n, "(resumed + 0-RTT)" if resume else "(full)", n / dt,
+             cpu * 1e6 / n))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -200,6 +223,9 @@ def main():
         scenario_download(cl, gw, big)
         scenario_upload(cl, gw, big // 2)
         scenario_small(cl, gw, 2000 if args.quick else 10000, 10, 10)
+        nh = 200 if args.quick else 1000
+        scenario_handshakes(cl, gw, nh, resume=False)
+        scenario_handshakes(cl, gw, nh, resume=True)
         print("gateway peak RSS %.1f MiB" % (vm_hwm_kib(gw.pid) / 1024))
     finally:
         gw.send_signal(signal.SIGTERM)
