@@ -13,18 +13,23 @@
  *     RFC 9112 §6.3 says those responses never have;
  *   - it keeps the trailing whitespace of field values;
  *   - it leaves transfer codings other than chunked to the user;
- *   - it accepts framing fields among the trailers.
+ *   - it accepts framing fields among the trailers;
+ *   - it takes a bare LF as the end of the status or request line and as
+ *     the empty line that ends a head or trailers, and after a CR that ends
+ *     the status line, a head, a chunk line, chunk data or trailers it
+ *     skips whatever byte comes instead of the LF (see fx_execute).
  * Everything else (Content-Length with Transfer-Encoding, repeated
  * Content-Length, invalid lengths, chunk sizes and extensions, bare CR, NUL
  * and other controls in values) it rejects itself when no lenient flag is
  * set, and none is.
  *
  * The same code builds against llhttp 9.2 (the system library on Debian
- * 13), which differs in three ways that show: it refuses folding, empty
+ * 13), which differs in four ways that show: it refuses folding, empty
  * names and "X : y" itself, before the callbacks see them, in its own words
  * (see llhttp_error_reason); it refuses a Content-Length trailer itself
- * (this file refuses it first, on both); and it accepts several extensions
- * on one chunk (RFC 9112 §7.1.1), which 8.1 refuses.
+ * (this file refuses it first, on both); it accepts several extensions on
+ * one chunk (RFC 9112 §7.1.1), which 8.1 refuses; and it refuses bare CR
+ * and LF in the framing itself (this file refuses them first, on both).
  */
 #include "h1_codec.h"
 
@@ -201,6 +206,10 @@ typedef struct h1_fields {
   enum phase phase;
   uint8_t in_name; /* a field name is being read */
   uint8_t tail;    /* enum tail, carried from one feed to the next */
+  /* The last byte llhttp took was a CR of the framing: the next byte must
+   * be LF (carried from one feed to the next). */
+  uint8_t cr_pending;
+  uint8_t in_chunk_data; /* between a chunk's size line and its data end */
 } h1_fields;
 
 struct h3g_h1_parser {
@@ -494,6 +503,7 @@ static int on_chunk_extension(llhttp_t *ll, const char *at, size_t len) {
 
 static int fx_chunk_header(h1_fields *f, const llhttp_t *ll) {
   f->ext_bytes = 0;
+  f->in_chunk_data = ll->content_length > 0;
   /* The last chunk: what follows are trailer fields, which llhttp reports
    * through the same field callbacks. */
   if (ll->content_length == 0) {
@@ -506,6 +516,15 @@ static int fx_chunk_header(h1_fields *f, const llhttp_t *ll) {
 
 static int on_chunk_header(llhttp_t *ll) {
   return fx_chunk_header(&parser_of(ll)->fx, ll);
+}
+
+static int fx_chunk_complete(h1_fields *f) {
+  f->in_chunk_data = 0;
+  return 0;
+}
+
+static int on_chunk_complete(llhttp_t *ll) {
+  return fx_chunk_complete(&parser_of(ll)->fx);
 }
 
 /*
@@ -563,6 +582,7 @@ static const llhttp_settings_t settings = {
     .on_chunk_extension_name = on_chunk_extension,
     .on_chunk_extension_value = on_chunk_extension,
     .on_chunk_header = on_chunk_header,
+    .on_chunk_complete = on_chunk_complete,
     .on_message_complete = on_message_complete,
 };
 
@@ -606,6 +626,8 @@ void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request) {
   p->keep_alive = 0;
   p->force_close = 0;
   p->fx.tail = TAIL_LF;
+  p->fx.cr_pending = 0;
+  p->fx.in_chunk_data = 0;
 }
 
 /* How the fed bytes end, for line_start() on the next feed. */
@@ -658,6 +680,105 @@ static const char *fx_llhttp_reason(const h1_fields *f, const llhttp_t *ll,
   return "invalid character in field name";
 }
 
+/*
+ * How many of the next bytes llhttp will take as body data (a chunk's
+ * data, or a body delimited by its length or by the close, which ends
+ * where llhttp pauses); 0 when the next byte is framing: a start line,
+ * fields, a chunk line, the CRLF after chunk data, trailers, or the empty
+ * lines llhttp skips before a start line.
+ */
+static uint64_t fx_body_left(const h1_fields *f, const llhttp_t *ll) {
+  if (f->phase != PH_BODY)
+    return 0;
+  if (ll->flags & F_CHUNKED)
+    return f->in_chunk_data ? ll->content_length : 0;
+  return UINT64_MAX;
+}
+
+static llhttp_errno_t fx_line_error(h1_fields *f, const char *reason,
+                                    const uint8_t *at, const uint8_t **stop) {
+  fx_fail(f, H3G_ERR_PROTO, reason);
+  *stop = at;
+  return HPE_USER;
+}
+
+/*
+ * llhttp_execute over data, refusing a bare CR or LF anywhere in the
+ * framing. RFC 9112 §2.2 lets a recipient take a bare LF as a line end,
+ * but hops that read it differently disagree on where a message ends.
+ * llhttp 9 refuses both itself; llhttp 8.1 (Debian 12) takes a bare LF
+ * that ends the status or request line, the head or the trailers, and
+ * after a CR that ends the status line, the head, a chunk line, chunk
+ * data or the trailers it skips whatever byte comes in place of the LF.
+ * Body data may hold both. Whether a byte is framing is only known from
+ * llhttp's state once the bytes before it are parsed, so llhttp is run up
+ * to each CR and LF outside the body: a framing LF not preceded by a
+ * framing CR is refused before llhttp sees it; a framing CR is parsed
+ * alone and the next byte, in this feed or the next, must be LF. So the
+ * outcome and its reason do not depend on where the input is cut.
+ *
+ * Returns what llhttp_execute returned, with *stop where it stopped (the
+ * end of data for HPE_OK), or HPE_USER after recording the error, with
+ * *stop at the offending byte.
+ */
+static llhttp_errno_t fx_execute(h1_fields *f, llhttp_t *ll,
+                                 const uint8_t *data, size_t len,
+                                 const uint8_t **stop) {
+  size_t done = 0, i = 0;
+  llhttp_errno_t e;
+  int ws;
+
+  while (i < len) {
+    if (f->cr_pending) {
+      if (data[i] != '\n')
+        return fx_line_error(f, "bare CR", data + i, stop);
+      f->cr_pending = 0;
+      i++;
+      continue;
+    }
+    if (data[i] != '\r' && data[i] != '\n') {
+      i++;
+      continue;
+    }
+    if (i > done) {
+      e = llhttp_execute(ll, (const char *)data + done, i - done);
+      if (e != HPE_OK)
+        goto stopped;
+      done = i;
+    }
+    uint64_t body = fx_body_left(f, ll);
+    if (body > 0) {
+      i += (size_t)H3G_MIN(body, (uint64_t)(len - i));
+      continue;
+    }
+    if (data[i] == '\n')
+      return fx_line_error(f, "bare LF", data + i, stop);
+    /* llhttp 8.1 takes a line of nothing but SP/HTAB after a field as
+     * folding that adds nothing to the value, and tells no callback (9.2
+     * refuses it, as the value callback does for any other fold). */
+    if ((f->phase == PH_HEAD || f->phase == PH_TRAILERS) &&
+        f->fields.nfields > 0 &&
+        line_start(f->feed_start, f->tail, data + i, &ws) && ws)
+      return fx_line_error(f, "obsolete line folding", data + i, stop);
+    e = llhttp_execute(ll, (const char *)data + i, 1);
+    if (e != HPE_OK)
+      goto stopped;
+    done = ++i;
+    f->cr_pending = 1;
+  }
+  if (len > done) {
+    e = llhttp_execute(ll, (const char *)data + done, len - done);
+    if (e != HPE_OK)
+      goto stopped;
+  }
+  *stop = data + len;
+  return HPE_OK;
+
+stopped:
+  *stop = (const uint8_t *)llhttp_get_error_pos(ll);
+  return e;
+}
+
 static const char *llhttp_error_reason(const h3g_h1_parser *p,
                                        const uint8_t *pos, const uint8_t *end) {
   return fx_llhttp_reason(&p->fx, &p->ll, pos, end);
@@ -675,14 +796,14 @@ int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
   p->started = 1;
   p->fx.feed_start = data;
   for (;;) {
-    llhttp_errno_t e =
-        llhttp_execute(&p->ll, (const char *)data + off, len - off);
+    const uint8_t *pos;
+    llhttp_errno_t e = fx_execute(&p->fx, &p->ll, data + off, len - off, &pos);
     if (e == HPE_OK) {
       off = len;
       break;
     }
     if (e == HPE_PAUSED && p->fx.phase != PH_FAILED) {
-      off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
+      off = (size_t)(pos - data);
       if (p->fx.phase == PH_DONE)
         break;
       /* An interim response ended: its final response follows, parsed
@@ -691,7 +812,6 @@ int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
       llhttp_reset(&p->ll);
       continue;
     }
-    const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&p->ll);
     if (p->fx.phase != PH_FAILED)
       fail(p, H3G_ERR_PROTO, llhttp_error_reason(p, pos, data + len));
     if (pos != NULL && pos >= data && pos <= data + len)
@@ -823,6 +943,12 @@ static int ron_headers_complete(llhttp_t *ll) {
     return rfail(p, H3G_ERR_PROTO, "unsupported HTTP version");
   if (p->targetlen == 0)
     return rfail(p, H3G_ERR_PROTO, "empty request target");
+  /* RFC 9112 §3.2, RFC 3986: a target is visible ASCII; anything else
+   * (raw UTF-8, tab) must be percent-encoded. llhttp 9 refuses these
+   * bytes, 8 lets them through: the same answer on both. */
+  for (size_t i = 0; i < p->targetlen; i++)
+    if (p->target[i] <= 0x20 || p->target[i] >= 0x7f)
+      return rfail(p, H3G_ERR_PROTO, "invalid character in request target");
   if ((bad = check_te_fields(&p->fx.fields, &te)) != NULL)
     return rfail(p, H3G_ERR_PROTO, bad);
   /* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; a
@@ -884,6 +1010,10 @@ static int ron_chunk_header(llhttp_t *ll) {
   return fx_chunk_header(&rparser_of(ll)->fx, ll);
 }
 
+static int ron_chunk_complete(llhttp_t *ll) {
+  return fx_chunk_complete(&rparser_of(ll)->fx);
+}
+
 static int ron_message_complete(llhttp_t *ll) {
   h3g_h1_request_parser *p = rparser_of(ll);
   int rv;
@@ -911,6 +1041,7 @@ static const llhttp_settings_t request_settings = {
     .on_chunk_extension_name = ron_chunk_extension,
     .on_chunk_extension_value = ron_chunk_extension,
     .on_chunk_header = ron_chunk_header,
+    .on_chunk_complete = ron_chunk_complete,
     .on_message_complete = ron_message_complete,
 };
 
@@ -953,6 +1084,8 @@ void h3g_h1_request_parser_reset(h3g_h1_request_parser *p) {
   p->fx.in_name = 0;
   p->started = 0;
   p->fx.tail = TAIL_LF;
+  p->fx.cr_pending = 0;
+  p->fx.in_chunk_data = 0;
 }
 
 /* llhttp's own refusals, named as the response side names them. */
@@ -973,16 +1106,16 @@ int h3g_h1_request_parser_feed(h3g_h1_request_parser *p, const uint8_t *data,
     return 0;
   p->started = 1;
   p->fx.feed_start = data;
-  llhttp_errno_t e = llhttp_execute(&p->ll, (const char *)data, len);
+  const uint8_t *pos;
+  llhttp_errno_t e = fx_execute(&p->fx, &p->ll, data, len, &pos);
   if (e == HPE_OK) {
     off = len;
   } else if (e == HPE_PAUSED && p->fx.phase != PH_FAILED) {
-    off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
+    off = (size_t)(pos - data);
     llhttp_resume(&p->ll);
   } else if (e == HPE_PAUSED_UPGRADE && p->fx.phase == PH_DONE) {
-    off = (size_t)((const uint8_t *)llhttp_get_error_pos(&p->ll) - data);
+    off = (size_t)(pos - data);
   } else {
-    const uint8_t *pos = (const uint8_t *)llhttp_get_error_pos(&p->ll);
     if (p->fx.phase != PH_FAILED)
       rfail(p, H3G_ERR_PROTO, request_error_reason(p, pos, data + len));
     if (pos != NULL && pos >= data && pos <= data + len)

@@ -133,9 +133,12 @@ void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request);
  * Returns 0, H3G_ERR_PROTO for a malformed response, H3G_ERR_TOOBIG (head
  * or trailers over the cap), or what a callback returned. Errors are
  * sticky: later feed and finish calls return the same code until reset.
- * Malformed means: a bad status line, a version other than HTTP/1.x, a
- * status outside 100..599, a 101; a field name that is not a token
- * (including "name :"); CR, LF, NUL, other controls or DEL in a value;
+ * Malformed means: a bare LF, or a CR not followed by LF, anywhere outside
+ * body data (the status line, fields, empty lines before a status line,
+ * the end of a head, chunk lines, the CRLF after chunk data, trailers); a
+ * bad status line, a version other than HTTP/1.x, a status outside
+ * 100..599, a 101; a field name that is not a token (including "name :");
+ * CR, LF, NUL, other controls or DEL in a value;
  * obsolete line folding; both Content-Length and Transfer-Encoding; more
  * than one Content-Length field (even with equal values) or a list as its
  * value; a Transfer-Encoding other than exactly one "chunked" (this
@@ -239,8 +242,10 @@ void h3g_h1_request_parser_reset(h3g_h1_request_parser *p);
  * (bad request line, unknown method, invalid characters in the target, a
  * field name that is not a token, controls in values, Content-Length with
  * Transfer-Encoding, repeated or list Content-Length, a Transfer-Encoding
- * whose final coding is not chunked, bad chunk sizes): a version other
- * than HTTP/1.0 or 1.1, obsolete line folding, whitespace before a colon,
+ * whose final coding is not chunked, bad chunk sizes): a bare LF, or a CR
+ * not followed by LF, anywhere outside body data (as for responses; an
+ * empty line before the request line must be CRLF), a version other than
+ * HTTP/1.0 or 1.1, obsolete line folding, whitespace before a colon,
  * an empty field name, a Transfer-Encoding other than one "chunked" or any
  * in HTTP/1.0, a missing or repeated Host in HTTP/1.1 or a repeated one in
  * 1.0 (RFC 9112 §3.2), chunk extensions over 1024 bytes, and framing

@@ -241,6 +241,14 @@ DESYNC = {
                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
     "bytes-after-last-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                               b"5\r\nhello\r\n0\r\n\r\nGARBAGE",
+    "bare-lf-chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"5\nhello\r\n0\r\n\r\n",
+    "bare-lf-chunk-data-end": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5\r\nhello\n0\r\n\r\n",
+    "bare-lf-trailers-end": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5\r\nhello\r\n0\r\nX-T: 1\r\n\n",
+    "bare-cr-chunk-data-end": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5\r\nhello\rX0\r\n\r\n",
 }
 
 
@@ -266,6 +274,32 @@ def test_desync_defences(gateway, upstream, h3, kind):
     assert_ok(r2, 100)
     assert r2.num_connects == 0, "the failure cost the QUIC connection"
     assert_not_reused(upstream, "/script/desync")
+    gw.wait_idle()
+
+
+BARE_LF_HEADS = {
+    "status-line": b"HTTP/1.1 200 OK\nContent-Length: 5\r\n\r\nhello",
+    "field-line": b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 5\r\n\r\nhello",
+    "end-of-head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\nhello",
+    "bare-cr-end-of-head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\rXhello",
+}
+
+
+@pytest.mark.parametrize("kind", list(BARE_LF_HEADS))
+def test_bare_lf_in_response_head_is_502(gateway, upstream, h3, kind):
+    """A head whose lines end in a bare LF (or a CR without its LF) is
+    refused before any of it reaches the client, whichever llhttp the
+    gateway links (8.1 would take most of these): the client gets the
+    gateway's 502, and the connection is not reused."""
+    upstream.script("barelf", BARE_LF_HEADS[kind], close=True, linger=10)
+    gw = gateway()
+    cl = h3(gw)
+    r = cl.get("/script/barelf", timeout=20)
+    assert r.error is None and r.status == 502, (kind, r)
+    assert block_statuses(r) == [502], r.all_header_blocks
+    assert b"hello" not in r.body, r.body
+    assert_ok(cl.get("/bytes/100"), 100)
+    assert_not_reused(upstream, "/script/barelf")
     gw.wait_idle()
 
 

@@ -374,7 +374,10 @@ def test_malformed_requests_400(tgw):
                 b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
                 b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n"):
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
+                # raw UTF-8 and a tab in the target (must be %-encoded)
+                b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"):
         s = tls_socket(tgw.tcp_port)
         try:
             s.sendall(req)
@@ -383,6 +386,47 @@ def test_malformed_requests_400(tgw):
             assert fields.get("connection") == "close"
         finally:
             s.close()
+
+
+def test_bare_lf_requests_400(tgw):
+    """Lines that end in a bare LF, anywhere in the head, or a CR without
+    its LF, are refused with 400 whichever llhttp the gateway links."""
+    for req in (b"GET /bytes/10 HTTP/1.1\nHost: localhost\r\n\r\n",
+                b"GET /bytes/10 HTTP/1.1\r\nHost: localhost\nX: 1\r\n\r\n",
+                b"GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\n\n",
+                b"GET /bytes/10 HTTP/1.1\nHost: localhost\n\n",
+                b"GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\n\rX"):
+        s = tls_socket(tgw.tcp_port)
+        try:
+            s.sendall(req)
+            line, fields, _ = read_response(s)
+            assert line.startswith("HTTP/1.1 400"), (req, line)
+            assert fields.get("connection") == "close"
+        finally:
+            s.close()
+
+
+def test_bare_lf_in_chunked_request_body_400(tgw):
+    """A bare LF that ends a chunk line comes after the head was accepted:
+    the request is refused, and the connection is not kept."""
+    s = tls_socket(tgw.tcp_port)
+    try:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n")
+        s.settimeout(10)
+        got = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except (ConnectionError, OSError):
+                break
+            if not d:
+                break
+            got += d
+        assert b"hello" not in got, got
+        assert got.startswith(b"HTTP/1.1 400"), got[:200]
+    finally:
+        s.close()
 
 
 def test_http10_request(tgw):
