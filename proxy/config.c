@@ -149,6 +149,8 @@ static const opt schema[] = {
          max_request_body)},
     {OPT("listener", "request_header_timeout", OPT_DURATION, T_SEC, 5 * T_MIN,
          "10s", request_header_timeout_ms)},
+    {OPT("listener", "request_body_timeout", OPT_DURATION, 0, T_HOUR, "60s",
+         request_body_timeout_ms)},
     {OPT("listener", "congestion_control", OPT_ENUM, 0, 0, "cubic",
          congestion_control),
      .names = cc_names},

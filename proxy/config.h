@@ -73,6 +73,7 @@ typedef struct h3g_config {
   char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
   char keylog_file[H3G_PATH_MAX];    /* [debug] TLS secrets, "" = off */
   uint64_t request_header_timeout_ms;
+  uint64_t request_body_timeout_ms;  /* body stalled with credit; 0 = off */
 
   /* [tcp]: the HTTPS (TCP + TLS) fallback listener */
   uint32_t tcp_enabled;

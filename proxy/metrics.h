@@ -51,6 +51,7 @@
   X(h3_malformed_requests, counter, "requests refused as malformed")           \
   X(h3_excessive_load_closes, counter, "connections closed for rapid reset")  \
   X(requests_total, counter, "requests that reached the bridge")               \
+  X(request_body_timeouts, counter, "requests ended: body stalled (408)")     \
   X(responses_1xx, counter, "interim responses forwarded")                     \
   X(responses_2xx, counter, "final responses 2xx")                             \
   X(responses_3xx, counter, "final responses 3xx")                             \

@@ -86,6 +86,8 @@ struct h3g_bridge {
   int expect_hold;      /* body held until 100, a final head or timeout */
   int expect_refused;   /* a final head came first: the body is not sent */
   h3g_timer *hdr_timer; /* request_header_timeout */
+  h3g_timer *body_timer; /* request_body_timeout, re-armed lazily */
+  uint64_t body_seen_ns; /* when the client last sent body bytes */
   h3g_timer *expect_timer;
   uint64_t body_sent_up; /* body bytes the upstream accepted */
   uint64_t body_submitted; /* body bytes handed to writes (incl. in flight) */
@@ -224,6 +226,7 @@ void h3g_bridge_free(h3g_bridge *b) {
       strcmp(b->outcome, "ok") == 0)
     b->outcome = "client-gone";
   cancel_timer(b, &b->hdr_timer);
+  cancel_timer(b, &b->body_timer);
   cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING)
     b->env->up_ops->cancel(b->env->pool, &b->waiter);
@@ -259,6 +262,50 @@ static void on_header_timeout(void *arg) {
   b->outcome = "header-timeout";
   b->resp = RESP_ABORTED;
   b->fe->abort(b->fs, H3G_ABORT_REJECTED);
+}
+
+/*
+ * A request body that stalls (RFC 9110 §15.5.9): while the client has
+ * credit (nothing of its body waits for the upstream) and sends nothing for
+ * request_body_timeout, the exchange ends with 408 (or a reset once the
+ * response began); the upstream connection, left mid-message, is closed.
+ * Without it, a client trickling bodies holds upstream connections for as
+ * long as it keeps its QUIC or TCP connection alive. The timer is armed
+ * once and re-armed when it fires early, so body bytes cost only a clock
+ * read, not a timer each.
+ */
+static void on_body_timeout(void *arg);
+
+static void arm_body_timer(h3g_bridge *b, uint64_t ms) {
+  const h3g_config *cfg = b->env->cfg;
+  if (b->env->timers == NULL || cfg->request_body_timeout_ms == 0 ||
+      b->body_timer != NULL)
+    return;
+  b->body_timer = b->env->timers->start(b->env->loop, ms, on_body_timeout, b);
+}
+
+static void on_body_timeout(void *arg) {
+  h3g_bridge *b = arg;
+  uint64_t limit = b->env->cfg->request_body_timeout_ms;
+  b->body_timer = NULL;
+  if (b->req != REQ_BODY && b->req != REQ_TRAILERS)
+    return;
+  if (b->resp == RESP_ABORTED || b->resp == RESP_COMPLETE)
+    return;
+  uint64_t idle_ms = (h3g_now_ns() - b->body_seen_ns) / 1000000;
+  /* Bytes still waiting for the upstream, or a write in flight: the client
+   * is out of credit, and the stall is the upstream's (response_timeout
+   * covers that). Also not while the body is held on purpose. */
+  int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing ||
+             b->expect_hold || b->early_hold;
+  if (ours || idle_ms < limit) {
+    arm_body_timer(b, ours ? limit : limit - idle_ms);
+    return;
+  }
+  h3g_debug("%s: request body stalled for %llu ms", b->client,
+            (unsigned long long)idle_ms);
+  H3G_INC(request_body_timeouts);
+  fail_exchange(b, 408, "body-timeout");
 }
 
 /* The client's address without its port ("[v6]:p" or "v4:p" -> address). */
@@ -453,6 +500,10 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     return H3G_ERR_PROTO;
   cancel_timer(b, &b->hdr_timer);
   b->req = end_stream ? REQ_END : REQ_BODY;
+  if (!end_stream) {
+    b->body_seen_ns = h3g_now_ns();
+    arm_body_timer(b, b->env->cfg->request_body_timeout_ms);
+  }
   if (b->head_too_big) {
     fail_exchange(b, 431, "header-too-large");
     return 0;
@@ -566,6 +617,7 @@ static void redo_too_early(h3g_bridge *b) {
 int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
   if (b->req != REQ_BODY)
     return H3G_ERR_PROTO;
+  b->body_seen_ns = h3g_now_ns();
   b->req_body_received += len;
   b->bytes_in += len;
   H3G_ADD(request_body_bytes, len);
@@ -636,6 +688,7 @@ int h3g_bridge_end_request(h3g_bridge *b) {
 /* Ends the upstream side at once: the exchange will not complete. */
 static void cut_exchange(h3g_bridge *b) {
   cancel_timer(b, &b->hdr_timer);
+  cancel_timer(b, &b->body_timer);
   cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING) {
     b->env->up_ops->cancel(b->env->pool, &b->waiter);
@@ -1158,6 +1211,7 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
                        : status == 504 ? "Gateway Timeout"
                        : status == 431 ? "Request Header Fields Too Large"
                        : status == 413 ? "Content Too Large"
+                       : status == 408 ? "Request Timeout"
                        : status == 400 ? "Bad Request"
                                        : "Internal Server Error";
   int blen = snprintf(body, sizeof(body), "%d %s\n", status, reason);

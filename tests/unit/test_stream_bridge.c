@@ -5,6 +5,8 @@
  * upstream's part (ready, written, reads, EOF, errors).
  */
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "stream_bridge.h"
 #include "unit.h"
@@ -929,6 +931,48 @@ static void test_early_data(void) {
   h3g_bridge_free(b);
 }
 
+/* A stalled request body: 408 when the client has credit and sends
+ * nothing; never while the upstream is what holds the body back. */
+static void test_body_timeout(void) {
+  h3g_bridge *b = new_bridge(4096);
+  cfg.request_body_timeout_ms = 2;
+  add_request(b, "POST", "/");
+  add(b, "content-length", "10");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  /* The 3 bytes are with the upstream's socket (a write in flight): not
+   * the client's stall. */
+  usleep(5000);
+  CHECK(fire_timer(2));
+  CHECK_EQ_INT(fe.heads, 0);
+  up_written(b); /* now all credit is back with the client */
+  usleep(5000);
+  CHECK(fire_timer(2));
+  CHECK_EQ_INT(fe.status, 408);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  CHECK_EQ_INT(fe.stop_request, 1);
+  h3g_bridge_free(b);
+
+  /* Body keeps coming: no timeout; a bodiless request arms nothing. */
+  b = new_bridge(4096);
+  cfg.request_body_timeout_ms = 50;
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK(!fire_timer(50));
+  h3g_bridge_free(b);
+
+  /* Off (0): no timer at all. */
+  b = new_bridge(4096);
+  cfg.request_body_timeout_ms = 0;
+  add_request(b, "POST", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK(!fire_timer(0));
+  h3g_bridge_free(b);
+}
+
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
@@ -951,5 +995,6 @@ int main(void) {
   RUN(test_early_complete_response_keeping_connection_is_desync);
   RUN(test_bytes_after_response);
   RUN(test_early_data);
+  RUN(test_body_timeout);
   return unit_report();
 }
