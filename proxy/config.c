@@ -202,7 +202,7 @@ static const opt schema[] = {
          connect_timeout_ms)},
     {OPT("upstream", "response_timeout", OPT_DURATION, 1, T_HOUR, "60s",
          response_timeout_ms)},
-    {OPT("upstream", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "60s",
+    {OPT("upstream", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "4s",
          upstream_idle_timeout_ms)},
     {OPT("upstream", "expect_continue_timeout", OPT_DURATION, 1, T_MIN, "1s",
          expect_continue_timeout_ms)},

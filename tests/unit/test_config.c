@@ -313,7 +313,7 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.queue_size, 1024);
   CHECK_EQ_INT(c.connect_timeout_ms, 5000);
   CHECK_EQ_INT(c.response_timeout_ms, 60000);
-  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 60000);
+  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 4000);
 }
 
 static void test_minimal(void) {
