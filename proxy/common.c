@@ -1,6 +1,8 @@
-/* Error names and clocks. */
+/* Error names, clocks and randomness. */
 #include "common.h"
 
+#include <errno.h>
+#include <sys/random.h>
 #include <time.h>
 
 const char *h3g_strerror(int err) {
@@ -32,4 +34,18 @@ uint64_t h3g_wall_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int h3g_random_bytes(uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t r = getrandom(p, n, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return H3G_ERR_IO;
+    }
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
 }

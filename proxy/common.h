@@ -48,7 +48,12 @@ const char *h3g_strerror(int err);
 /* Monotonic time in nanoseconds. */
 uint64_t h3g_now_ns(void);
 
-/* Wall-clock time in microseconds since the epoch (for logs only). */
+/* Wall-clock time in microseconds since the epoch (logs, and address tokens
+ * that must mean the same on another instance). */
 uint64_t h3g_wall_us(void);
+
+/* Fills p with n bytes from the kernel's CSPRNG (getrandom), waiting for
+ * it to be seeded if need be. Returns 0 or H3G_ERR_IO. */
+int h3g_random_bytes(uint8_t *p, size_t n);
 
 #endif /* H3G_COMMON_H */

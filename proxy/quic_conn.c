@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 /* wolfSSL headers need their build options first and quic.h after ssl.h. */
 #include <wolfssl/options.h>
@@ -108,20 +107,6 @@ static void on_close_timer(uv_timer_t *t);
 static void conn_set_state(h3g_quic_conn *c, conn_state next);
 
 /* ---- randomness ---- */
-
-static int fill_random(uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t r = getrandom(p, n, 0);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return H3G_ERR_IO;
-    }
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
 
 static uint64_t prng_next(uint64_t *state) {
   uint64_t x = *state;
@@ -223,7 +208,7 @@ static int map_cid(h3g_quic_conn *c, const ngtcp2_cid *cid) {
 static int new_cid(h3g_quic_env *env, ngtcp2_cid *cid, size_t len) {
   cid->datalen = len;
   for (int tries = 0; tries < 8; tries++) {
-    if (fill_random(cid->data, len) != 0)
+    if (h3g_random_bytes(cid->data, len) != 0)
       return H3G_ERR_IO;
     if (h3g_cid_map_get(&env->cids, cid->data, len) == NULL)
       return 0;
@@ -1242,10 +1227,10 @@ static int conn_write(h3g_quic_conn *c) {
 int h3g_quic_env_init(h3g_quic_env *env) {
   uint8_t key[16];
 
-  if (fill_random(key, sizeof(key)) != 0 ||
-      fill_random(env->reset_secret, sizeof(env->reset_secret)) != 0 ||
-      fill_random(env->token_secret, sizeof(env->token_secret)) != 0 ||
-      fill_random((uint8_t *)&env->prng, sizeof(env->prng)) != 0)
+  if (h3g_random_bytes(key, sizeof(key)) != 0 ||
+      h3g_random_bytes(env->reset_secret, sizeof(env->reset_secret)) != 0 ||
+      h3g_random_bytes(env->token_secret, sizeof(env->token_secret)) != 0 ||
+      h3g_random_bytes((uint8_t *)&env->prng, sizeof(env->prng)) != 0)
     return H3G_ERR_IO;
   env->prng |= 1; /* xorshift needs a nonzero state */
   if (env->secrets != NULL &&
@@ -1256,7 +1241,7 @@ int h3g_quic_env_init(h3g_quic_env *env) {
     return H3G_ERR_IO;
   if (h3g_cid_map_init(&env->cids, key) != 0)
     return H3G_ERR_NOMEM;
-  if (fill_random(key, sizeof(key)) != 0) {
+  if (h3g_random_bytes(key, sizeof(key)) != 0) {
     h3g_cid_map_free(&env->cids);
     return H3G_ERR_IO;
   }

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -217,26 +216,13 @@ static uint64_t period_now(const h3g_secrets *s) {
   return s->rotation_s > 0 ? (uint64_t)time(NULL) / s->rotation_s : 0;
 }
 
-static int fill_random(uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t r = getrandom(p, n, 0);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return H3G_ERR_IO;
-    }
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
 
 /* Random mode: a fresh key per period, the previous one kept. */
 static void random_rotate(h3g_secrets *s, uint64_t period) {
   if (s->path[0] != '\0' || period <= s->random_period)
     return;
   uint8_t fresh[H3G_SECRET_MIN];
-  if (fill_random(fresh, sizeof(fresh)) != 0)
+  if (h3g_random_bytes(fresh, sizeof(fresh)) != 0)
     return; /* keep the old key a little longer */
   if (period == s->random_period + 1) {
     memcpy(s->sec[1], s->sec[0], s->len[0]);
@@ -284,7 +270,7 @@ static int seal(ticket_ctx *t, unsigned char *key_name, unsigned char *iv,
   memcpy(key_name + 4, t->fp[0], FP_LEN);
   memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
   memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
-  if (fill_random(iv, NONCE_LEN) != 0 || ticket_key(t, 0, period, key) != 0)
+  if (h3g_random_bytes(iv, NONCE_LEN) != 0 || ticket_key(t, 0, period, key) != 0)
     return WOLFSSL_TICKET_RET_FATAL;
   int ok = wc_AesInit(&aes, NULL, INVALID_DEVID) == 0;
   ok = ok && wc_AesGcmSetKey(&aes, key, sizeof(key)) == 0 &&
@@ -401,8 +387,8 @@ int h3g_secrets_new(h3g_secrets **ps, const char *path, uint64_t rotation_s) {
       return rv;
     }
   } else {
-    if (fill_random(s->stable, sizeof(s->stable)) != 0 ||
-        fill_random(s->sec[0], H3G_SECRET_MIN) != 0) {
+    if (h3g_random_bytes(s->stable, sizeof(s->stable)) != 0 ||
+        h3g_random_bytes(s->sec[0], H3G_SECRET_MIN) != 0) {
       h3g_secrets_free(s);
       return H3G_ERR_IO;
     }
