@@ -130,8 +130,7 @@ class Run:
 
 
 def h3raw(gw, script, timeout=5.0):
-    """Runs h3raw in a scratch directory: the wolfSSL build writes a TLS key
-    log (sslkeylog.log) into the working directory of every process."""
+    """Runs h3raw (in a scratch directory, which also holds the script)."""
     text = script.text()
     with tempfile.TemporaryDirectory(prefix="h3raw-") as d:
         path = os.path.join(d, "script.h3raw")

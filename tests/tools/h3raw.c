@@ -6,9 +6,7 @@
  * encoder would not let a test choose every byte; h3raw encodes HEADERS and
  * DATA frames and QPACK field sections itself (h3raw_codec.c), so anything
  * can go on a request stream. QUIC and TLS are ngtcp2 with its wolfSSL
- * helper. (The wolfSSL build in /opt/h3gate-deps has keylog export on: it
- * writes sslkeylog.log into the working directory; run h3raw from a scratch
- * directory.)
+ * helper.
  *
  *   h3raw --host ADDR --port N [--sni NAME] [--ca FILE] [--timeout SECS]
  *         [--verbose] --script FILE|-
