@@ -105,12 +105,15 @@ static void send_version_negotiation(h3g_quic_listener *l, const h3g_udp_msg *m,
   send_raw(l, m, buf, (size_t)n);
 }
 
-/* An Initial we will not serve (too many connections, shutting down):
- * CONNECTION_REFUSED without creating state, so the client fails fast. */
-static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
-                              const ngtcp2_pkt_hd *hd) {
+/*
+ * A stateless CONNECTION_CLOSE with a transport error code, in an Initial
+ * answering hd, so the client fails fast without us keeping state. Each
+ * costs an Initial encryption: at most REFUSALS_PER_SECOND, past that the
+ * Initial is only dropped.
+ */
+static void close_stateless(h3g_quic_listener *l, const h3g_udp_msg *m,
+                            const ngtcp2_pkt_hd *hd, uint64_t error_code) {
   uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
-  H3G_INC(quic_connections_refused);
   uint64_t second = uv_now(l->loop) / 1000;
   if (second != l->refusal_second) {
     l->refusal_second = second;
@@ -119,10 +122,18 @@ static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
   if (l->refusals++ >= REFUSALS_PER_SECOND)
     return;
   ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
-      buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid,
-      NGTCP2_CONNECTION_REFUSED, NULL, 0);
+      buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid, error_code, NULL,
+      0);
   if (n > 0)
     send_raw(l, m, buf, (size_t)n);
+}
+
+/* An Initial we will not serve (too many connections, shutting down):
+ * CONNECTION_REFUSED. */
+static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
+                              const ngtcp2_pkt_hd *hd) {
+  H3G_INC(quic_connections_refused);
+  close_stateless(l, m, hd, NGTCP2_CONNECTION_REFUSED);
 }
 
 /* Whether a new client must first prove its address with a Retry. */
@@ -178,24 +189,12 @@ static void send_retry(h3g_quic_listener *l, const h3g_udp_msg *m,
 /*
  * A Retry token that does not verify (forged, expired, or for another
  * address): RFC 9000 §8.1.3 asks for INVALID_TOKEN, so the client gives up
- * at once instead of retrying into a wall. Rate-limited with refusals.
+ * at once instead of retrying into a wall.
  */
 static void refuse_token(h3g_quic_listener *l, const h3g_udp_msg *m,
                          const ngtcp2_pkt_hd *hd) {
-  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
   H3G_INC(quic_invalid_tokens);
-  uint64_t second = uv_now(l->loop) / 1000;
-  if (second != l->refusal_second) {
-    l->refusal_second = second;
-    l->refusals = 0;
-  }
-  if (l->refusals++ >= REFUSALS_PER_SECOND)
-    return;
-  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
-      buf, sizeof(buf), hd->version, &hd->scid, &hd->dcid,
-      NGTCP2_INVALID_TOKEN, NULL, 0);
-  if (n > 0)
-    send_raw(l, m, buf, (size_t)n);
+  close_stateless(l, m, hd, NGTCP2_INVALID_TOKEN);
 }
 
 /*
