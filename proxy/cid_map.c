@@ -71,13 +71,17 @@ uint64_t h3g_siphash24(uint64_t k0, uint64_t k1, const uint8_t *data,
   return v0 ^ v1 ^ v2 ^ v3;
 }
 
+void h3g_siphash_key(const uint8_t key[16], uint64_t *k0, uint64_t *k1) {
+  *k0 = load_le64(key);
+  *k1 = load_le64(key + 8);
+}
+
 int h3g_cid_map_init(h3g_cid_map *m, const uint8_t key[16]) {
   *m = (h3g_cid_map){
       .slots = calloc(CID_MAP_MIN_CAP, sizeof(h3g_cid_slot)),
       .cap = CID_MAP_MIN_CAP,
-      .k0 = load_le64(key),
-      .k1 = load_le64(key + 8),
   };
+  h3g_siphash_key(key, &m->k0, &m->k1);
   return m->slots != NULL ? 0 : H3G_ERR_NOMEM;
 }
 

@@ -69,6 +69,10 @@ void *h3g_cid_map_get(const h3g_cid_map *m, const uint8_t *cid, size_t cidlen);
 int h3g_cid_map_remove(h3g_cid_map *m, const uint8_t *cid, size_t cidlen,
                        const void *owner);
 
+/* The SipHash key (k0, k1) of 16 key bytes (little endian, as the
+ * reference implementation reads them); for every table keyed like this. */
+void h3g_siphash_key(const uint8_t key[16], uint64_t *k0, uint64_t *k1);
+
 /* SipHash-2-4 of data under (k0, k1), exposed for tests. */
 uint64_t h3g_siphash24(uint64_t k0, uint64_t k1, const uint8_t *data,
                        size_t len);

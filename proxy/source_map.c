@@ -37,20 +37,12 @@ int h3g_source_key_of(h3g_source_key *k, const struct sockaddr *sa) {
   return H3G_ERR_INVAL;
 }
 
-static uint64_t load_le64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = (v << 8) | p[i];
-  return v;
-}
-
 int h3g_source_map_init(h3g_source_map *m, const uint8_t key[16]) {
   *m = (h3g_source_map){
       .slots = calloc(SOURCE_MAP_MIN_CAP, sizeof(h3g_source_slot)),
       .cap = SOURCE_MAP_MIN_CAP,
-      .k0 = load_le64(key),
-      .k1 = load_le64(key + 8),
   };
+  h3g_siphash_key(key, &m->k0, &m->k1);
   return m->slots != NULL ? 0 : H3G_ERR_NOMEM;
 }
 
