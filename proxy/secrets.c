@@ -254,13 +254,35 @@ static int ticket_key(const ticket_ctx *t, size_t idx, uint32_t period,
 
 /* ---- the ticket callback ---- */
 
+/* Seals (enc) or opens the ticket in place with the key of secret idx and
+ * period, key_name as associated data. Returns 0, or -1 when the key
+ * cannot be made or (opening) the ticket does not authenticate. */
+static int ticket_gcm(const ticket_ctx *t, size_t idx, uint32_t period,
+                      int enc, const unsigned char *key_name,
+                      const unsigned char *iv, unsigned char *mac,
+                      unsigned char *ticket, int inlen) {
+  uint8_t key[32];
+  Aes aes;
+  if (ticket_key(t, idx, period, key) != 0)
+    return -1;
+  int ok = wc_AesInit(&aes, NULL, INVALID_DEVID) == 0;
+  ok = ok && wc_AesGcmSetKey(&aes, key, sizeof(key)) == 0;
+  if (ok && enc)
+    ok = wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)inlen, iv, NONCE_LEN,
+                          mac, TAG_LEN, key_name, WOLFSSL_TICKET_NAME_SZ) == 0;
+  else if (ok)
+    ok = wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)inlen, iv, NONCE_LEN,
+                          mac, TAG_LEN, key_name, WOLFSSL_TICKET_NAME_SZ) == 0;
+  wc_AesFree(&aes);
+  memset(key, 0, sizeof(key));
+  return ok ? 0 : -1;
+}
+
 static int seal(ticket_ctx *t, unsigned char *key_name, unsigned char *iv,
                 unsigned char *mac, unsigned char *ticket, int inlen,
                 int *outlen) {
   h3g_secrets *s = t->s;
   uint32_t period = (uint32_t)period_now(s);
-  uint8_t key[32];
-  Aes aes;
 
   random_rotate(s, period);
   key_name[0] = (uint8_t)(period >> 24);
@@ -270,29 +292,20 @@ static int seal(ticket_ctx *t, unsigned char *key_name, unsigned char *iv,
   memcpy(key_name + 4, t->fp[0], FP_LEN);
   memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
   memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
-  if (h3g_random_bytes(iv, NONCE_LEN) != 0 || ticket_key(t, 0, period, key) != 0)
-    return WOLFSSL_TICKET_RET_FATAL;
-  int ok = wc_AesInit(&aes, NULL, INVALID_DEVID) == 0;
-  ok = ok && wc_AesGcmSetKey(&aes, key, sizeof(key)) == 0 &&
-       wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)inlen, iv, NONCE_LEN,
-                        mac, TAG_LEN, key_name, WOLFSSL_TICKET_NAME_SZ) == 0;
-  wc_AesFree(&aes);
-  memset(key, 0, sizeof(key));
-  if (!ok)
+  if (h3g_random_bytes(iv, NONCE_LEN) != 0 ||
+      ticket_gcm(t, 0, period, 1, key_name, iv, mac, ticket, inlen) != 0)
     return WOLFSSL_TICKET_RET_FATAL;
   *outlen = inlen;
   return WOLFSSL_TICKET_RET_OK;
 }
 
 static int open_ticket(ticket_ctx *t, int tls13, const unsigned char *key_name,
-                       const unsigned char *iv, const unsigned char *mac,
+                       const unsigned char *iv, unsigned char *mac,
                        unsigned char *ticket, int inlen, int *outlen) {
   h3g_secrets *s = t->s;
   uint64_t now = period_now(s);
   uint32_t period = (uint32_t)key_name[0] << 24 | (uint32_t)key_name[1] << 16 |
                     (uint32_t)key_name[2] << 8 | key_name[3];
-  uint8_t key[32];
-  Aes aes;
 
   random_rotate(s, now);
   /* The previous, current or (a peer instance's clock ahead) next. */
@@ -302,15 +315,8 @@ static int open_ticket(ticket_ctx *t, int tls13, const unsigned char *key_name,
   for (idx = 0; idx < s->n; idx++)
     if (memcmp(t->fp[idx], key_name + 4, FP_LEN) == 0)
       break;
-  if (idx == s->n || ticket_key(t, idx, period, key) != 0)
-    return WOLFSSL_TICKET_RET_REJECT;
-  int ok = wc_AesInit(&aes, NULL, INVALID_DEVID) == 0;
-  ok = ok && wc_AesGcmSetKey(&aes, key, sizeof(key)) == 0 &&
-       wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)inlen, iv, NONCE_LEN,
-                        mac, TAG_LEN, key_name, WOLFSSL_TICKET_NAME_SZ) == 0;
-  wc_AesFree(&aes);
-  memset(key, 0, sizeof(key));
-  if (!ok)
+  if (idx == s->n ||
+      ticket_gcm(t, idx, period, 0, key_name, iv, mac, ticket, inlen) != 0)
     return WOLFSSL_TICKET_RET_REJECT;
   *outlen = inlen;
   /* TLS 1.2: resume and send a ticket under the current key. TLS 1.3
