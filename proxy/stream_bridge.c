@@ -140,6 +140,7 @@ static int request_submitted(const h3g_bridge *b);
 static void cancel_timer(h3g_bridge *b, h3g_timer **t);
 static void pump_request(h3g_bridge *b);
 static void upstream_release(h3g_bridge *b, int reusable);
+static void upstream_rewind(h3g_bridge *b);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
 static int flush_head(h3g_bridge *b);
 
@@ -595,10 +596,7 @@ static void redo_too_early(h3g_bridge *b) {
   b->early_fwd = 0;
   b->early_added = 0;
   H3G_INC(h3_early_retries);
-  upstream_release(b, 0);
-  b->up = UP_NONE;
-  b->req_head_written = 0;
-  b->req_fully_written = 0;
+  upstream_rewind(b);
   free(b->req_head);
   b->req_head = NULL;
   int rv = build_request_head(b);
@@ -725,6 +723,15 @@ static void start_upstream(h3g_bridge *b) {
   } else {
     fail_exchange(b, 503, "shutting-down");
   }
+}
+
+/* Gives up the connection of an exchange that will be sent again from the
+ * start (the head is kept; the request had no body bytes to resend). */
+static void upstream_rewind(h3g_bridge *b) {
+  upstream_release(b, 0);
+  b->up = UP_NONE;
+  b->req_head_written = 0;
+  b->req_fully_written = 0;
 }
 
 /* Upstream counters (reuses, timeouts, poisoned connections, queue
@@ -923,10 +930,7 @@ static int retry_on_fresh(h3g_bridge *b) {
       b->req != REQ_END || !method_idempotent(b))
     return 0;
   b->retried = 1;
-  upstream_release(b, 0);
-  b->req_head_written = 0;
-  b->req_fully_written = 0;
-  b->up = UP_NONE;
+  upstream_rewind(b);
   h3g_debug("%s: retrying on a fresh upstream connection", b->client);
   start_upstream(b);
   return 1;
