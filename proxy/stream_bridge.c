@@ -89,7 +89,6 @@ struct h3g_bridge {
   h3g_timer *body_timer; /* request_body_timeout, re-armed lazily */
   uint64_t body_seen_ns; /* when the client last sent body bytes */
   h3g_timer *expect_timer;
-  uint64_t body_sent_up; /* body bytes the upstream accepted */
   uint64_t body_submitted; /* body bytes handed to writes (incl. in flight) */
   int64_t req_content_length; /* declared by the client, -1 if absent */
   int64_t up_content_length;  /* framing towards upstream, see h1_codec.h */
@@ -832,7 +831,6 @@ static void on_up_written(void *ctx, int status) {
   }
   b->req_head_written = 1;
   if (b->write_body > 0) {
-    b->body_sent_up += b->write_body;
     h3g_ring_release(&b->req_ring, b->write_body);
     if (b->resp != RESP_ABORTED)
       b->fe->consume(b->fs, b->write_body);
@@ -1016,10 +1014,13 @@ static void on_up_read(void *ctx, size_t nread) {
     return;
   }
   if (h3g_h1_parser_complete(b->parser) && !request_submitted(b) &&
-      b->body_sent_up > 0 && h3g_h1_parser_keep_alive(b->parser)) {
-    /* The upstream finished its response while part of our request body
+      !b->expect_refused && h3g_h1_parser_keep_alive(b->parser)) {
+    /* The upstream finished its response while (part of) our request body
      * is still unsent, and keeps the connection open: it may read the rest
-     * of the body as a new request (a desync). Refuse the response. */
+     * of the body as a new request (a desync). Refuse the response, however
+     * much of the body went before: the outcome must not depend on timing.
+     * The one legitimate form, a final answer to "expect: 100-continue"
+     * before the body, is passed on; either way the connection is closed. */
     H3G_INC(upstream_malformed_responses);
     h3g_warn("%s: upstream answered before the request body ended and "
              "kept the connection open", b->client);

@@ -559,12 +559,14 @@ static void test_backpressure_pauses_reads(void) {
 }
 
 static void test_early_response_stops_request(void) {
+  /* an early final answer that closes the connection is passed on */
   h3g_bridge *b = new_bridge(4096);
   add_request(b, "POST", "/upload");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
   up_written(b);
-  const char *r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n";
+  const char *r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n"
+                  "Connection: close\r\n\r\n";
   up_send(r, strlen(r));
   CHECK_EQ_INT(fe.status, 413);
   CHECK_EQ_INT(fe.stop_request, 1);
@@ -572,6 +574,19 @@ static void test_early_response_stops_request(void) {
   /* late body bytes are credited back so the client can finish */
   CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"xx", 2), 0);
   CHECK_EQ_INT(fe.consumed, 2);
+  h3g_bridge_free(b);
+
+  /* the same answer keeping the connection open is refused even before
+   * any body byte went: the outcome must not depend on timing */
+  b = new_bridge(4096);
+  add_request(b, "POST", "/upload");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(up.reusable, 0);
   h3g_bridge_free(b);
 }
 
