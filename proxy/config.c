@@ -966,6 +966,7 @@ void h3g_config_defaults(h3g_config *cfg) {
     assert(rc == 0 && "a default in the schema does not parse");
     H3G_UNUSED(rc);
   }
+  cfg->keylog_env = 1; /* keylog_file not written anywhere yet */
 }
 
 /* ---- the loader --------------------------------------------------------- */
@@ -1464,6 +1465,11 @@ static int load_text(h3g_config *cfg, const char *data, size_t len,
              check_pem_file(o, field_of(&ld->cfg, o), why, sizeof(why)) != 0)
       report(ld, 0, o->section, o->key, "%s", why);
   }
+
+  /* Left out, keylog_file defers to SSLKEYLOGFILE; "off" written in the
+   * file silences the variable too (keylog.c). */
+  ld->cfg.keylog_env =
+      ld->set_line[find_opt("debug", "keylog_file") - schema] == 0;
 
   rc = ld->problems == 0 ? 0 : H3G_ERR_INVAL;
   if (rc == 0)

@@ -72,6 +72,8 @@ typedef struct h3g_config {
   uint32_t early_data;               /* accept 0-RTT (safe methods only) */
   char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
   char keylog_file[H3G_PATH_MAX];    /* [debug] TLS secrets, "" = off */
+  uint32_t keylog_env;               /* keylog_file not in the file: the
+                                        SSLKEYLOGFILE variable decides */
   uint64_t request_header_timeout_ms;
   uint64_t request_body_timeout_ms;  /* body stalled with credit; 0 = off */
 

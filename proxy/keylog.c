@@ -14,13 +14,12 @@
  * no such callback for TLS 1.2, so a TCP client that negotiates TLS 1.2
  * is not logged.
  *
- * Why SSLKEYLOGFILE is ignored: it is a client convention (NSS, libcurl,
- * browsers), set in a developer's shell or a container's environment for
- * the clients run there. A server that also obeyed it would start writing
- * every visitor's secrets when such an environment leaks into its unit
- * file or image, silently. So only the configuration key, which is
- * visible in the configuration file, turns logging on; a set
- * SSLKEYLOGFILE gets a warning naming that key.
+ * SSLKEYLOGFILE: the convention every TLS tool follows (NSS, libcurl,
+ * browsers, ngtcp2's examples), so it is honoured when the configuration
+ * leaves keylog_file out. A variable meant for clients can leak into a
+ * server's unit file or image, though, so it never writes silently: the
+ * same loud warning names the variable at every start, and
+ * "keylog_file = off" written in the configuration overrides it.
  */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include "keylog.h"
@@ -96,31 +95,40 @@ static void on_keylog_line(const WOLFSSL *ssl, const char *line) {
 
 int h3g_keylog_open(const h3g_config *cfg) {
   const char *env = getenv("SSLKEYLOGFILE");
+  const char *path = cfg->keylog_file, *source = "[debug] keylog_file";
 
-  if (cfg->keylog_file[0] == '\0') {
-    if (env != NULL && env[0] != '\0')
-      h3g_warn("SSLKEYLOGFILE is set but ignored: h3gate writes TLS secrets "
-               "only where [debug] keylog_file says");
-    return 0;
+  if (env != NULL && env[0] == '\0')
+    env = NULL;
+  if (path[0] == '\0') {
+    if (env != NULL && !cfg->keylog_env) {
+      h3g_info("SSLKEYLOGFILE is set but ignored: [debug] keylog_file = off");
+      return 0;
+    }
+    if (env == NULL)
+      return 0;
+    path = env;
+    source = "SSLKEYLOGFILE";
+  } else if (env != NULL) {
+    h3g_info("SSLKEYLOGFILE is set but [debug] keylog_file takes precedence");
   }
   if (keylog_fd >= 0)
     return 0;
-  int fd = open(cfg->keylog_file,
-                O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
+                0600);
   if (fd < 0) {
-    h3g_error("tls: key log %s: %s", cfg->keylog_file, strerror(errno));
+    h3g_error("tls: key log %s (%s): %s", path, source, strerror(errno));
     return H3G_ERR_IO;
   }
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
-    h3g_warn("tls: key log %s is readable by other users (mode %03o)",
-             cfg->keylog_file, (unsigned)(st.st_mode & 0777));
+    h3g_warn("tls: key log %s is readable by other users (mode %03o)", path,
+             (unsigned)(st.st_mode & 0777));
   keylog_fd = fd;
   keylog_failed = 0;
-  h3g_warn("tls: WRITING TLS SECRETS to %s ([debug] keylog_file): anyone who "
-           "reads it can decrypt this gateway's traffic; for debugging only, "
-           "never in production",
-           cfg->keylog_file);
+  h3g_warn("tls: WRITING TLS SECRETS to %s (%s): anyone who reads it can "
+           "decrypt this gateway's traffic; for debugging only, never in "
+           "production",
+           path, source);
   return 0;
 }
 

@@ -5,9 +5,11 @@
  * secret, hex) that Wireshark and tshark read to decrypt a capture.
  *
  * Unsafe for production: whoever reads the file can decrypt every
- * connection it covers, and the file grows with traffic. Off by default,
- * turned on only by the configuration key; the SSLKEYLOGFILE environment
- * variable is not honoured (keylog.c says why).
+ * connection it covers, and the file grows with traffic. Off by default:
+ * on only when the configuration key names a file, or, when the key is
+ * left out, the SSLKEYLOGFILE environment variable does (the convention
+ * every TLS tool follows). "keylog_file = off" written in the file keeps
+ * it off whatever the environment says.
  *
  * One file per process, opened once at startup. A TLS module: it includes
  * wolfSSL, its callers do not (contexts are passed as void *).
@@ -19,12 +21,12 @@
 #include "config.h"
 
 /*
- * Opens cfg->keylog_file for appending (created with mode 0600, never
+ * Opens the key log (cfg->keylog_file, else SSLKEYLOGFILE when
+ * cfg->keylog_env) for appending (created with mode 0600, never
  * truncated) and logs a warning that secrets are being written. Does
- * nothing but return 0 when the key is off (then it only warns if
- * SSLKEYLOGFILE is set, that it is ignored). Returns 0 or H3G_ERR_IO (the
- * file cannot be opened: logged). Call once, before the TLS contexts are
- * built.
+ * nothing but return 0 when logging is off (then it only notes that a set
+ * SSLKEYLOGFILE is ignored). Returns 0 or H3G_ERR_IO (the file cannot be
+ * opened: logged). Call once, before the TLS contexts are built.
  */
 int h3g_keylog_open(const h3g_config *cfg);
 

@@ -290,6 +290,10 @@ class Gateway:
 
     def start(self, wait=True):
         env = dict(os.environ)
+        # A developer's SSLKEYLOGFILE (meant for clients) would make every
+        # gateway here write its secrets; test_35 opts in.
+        if not getattr(self, "keep_sslkeylogfile", False):
+            env.pop("SSLKEYLOGFILE", None)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:"
                        "handle_segv=1:detect_stack_use_after_return=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")

@@ -65,7 +65,9 @@ def test_fast_client_slow_upstream(gateway, upstream, h3):
     assert r.error is None and r.status == 200, r
     j = r.json()
     assert j["len"] == BIG and j["sha256"] == expected_sha256(BIG), j
-    req = upstream.last_request("/sink")
+    # The upstream's thread notes the end after its answer went out, so
+    # the client can see the answer first.
+    req = upstream.wait_request_done("/sink")[-1]
     assert req.body_complete and req.body_len == BIG, req
     assert req.t_end - req.t_start >= BIG / RATE * 0.8, "the upstream did not read slowly"
     m = gw.wait_idle()
@@ -202,6 +204,10 @@ def test_many_streams_with_vanishing_clients(gateway, upstream):
         what="no busy upstream connection, waiter or open stream after the clients left")
     assert m["upstream_connects"] == m["upstream_conns_closed"] + m["upstream_conns_idle"], m
     # The survivors' 130 requests all reached the upstream and completed.
+    survivors = nconns - len(vanishing)
+    upstream.wait_for(lambda: len([r for r in upstream.requests if r.t_end is not None
+                                   and int(r.query.get("c", -1)) not in vanishing])
+                      >= survivors * per_conn, 15, "the survivors' requests to finish")
     done = [r for r in upstream.requests if r.t_end is not None]
     for idx in range(nconns):
         if idx not in vanishing:

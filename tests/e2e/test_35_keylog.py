@@ -105,7 +105,7 @@ def test_keylog_matches_the_clients(gateway, tmp_path):
     keys.write_text("# kept: the log is appended to\n")
     os.chmod(keys, 0o600)
     gw = gateway({"debug": {"keylog_file": str(keys)}})
-    assert "WRITING TLS SECRETS to %s" % keys in gw.stderr_text()
+    assert "WRITING TLS SECRETS to %s ([debug] keylog_file)" % keys in gw.stderr_text()
 
     h3_log, tcp_log, gtls_log = (tmp_path / n for n in ("curl-h3.keys", "curl-tcp.keys",
                                                         "gtls.keys"))
@@ -165,14 +165,44 @@ def test_keylog_file_is_created_private(gateway, tmp_path):
     assert "CLIENT_TRAFFIC_SECRET_0 " in keys.read_text()
 
 
-def test_no_keylog_by_default_even_with_sslkeylogfile(gateway, tmp_path, monkeypatch):
-    """Off unless configured: SSLKEYLOGFILE in the gateway's environment is
-    ignored (with a warning), and no file appears anywhere."""
+def start_with_sslkeylogfile(gateway, monkeypatch, path, overrides=None):
+    gw = gateway(overrides, start=False)
+    gw.keep_sslkeylogfile = True
+    monkeypatch.setenv("SSLKEYLOGFILE", str(path))
+    try:
+        gw.start()
+    finally:
+        monkeypatch.delenv("SSLKEYLOGFILE")
+    return gw
+
+
+def test_sslkeylogfile_is_honoured_when_the_config_is_silent(gateway, tmp_path,
+                                                             monkeypatch):
+    """SSLKEYLOGFILE, the convention of every TLS tool, turns the key log on
+    when [debug] keylog_file is left out, loudly, with the same secrets the
+    clients log, for HTTP/3 and TLS over TCP."""
     env_keys = tmp_path / "env.keys"
-    gw = gateway(start=False)
-    monkeypatch.setenv("SSLKEYLOGFILE", str(env_keys))
-    gw.start()
-    monkeypatch.delenv("SSLKEYLOGFILE")
+    gw = start_with_sslkeylogfile(gateway, monkeypatch, env_keys)
+    assert "WRITING TLS SECRETS to %s (SSLKEYLOGFILE)" % env_keys in gw.stderr_text()
+    assert stat.S_IMODE(os.stat(env_keys).st_mode) == 0o600
+    h3_log, tcp_log = tmp_path / "curl-h3.keys", tmp_path / "curl-tcp.keys"
+    r = curl(gw, "/bytes/100", "h3", h3_log)
+    assert r["status"] == 200 and r["version"] == 30, r
+    r = curl(gw, "/bytes/101", "h1", tcp_log)
+    assert r["status"] == 200, r
+    gw.wait_access(path="/bytes/101")
+    gw_keys = parse_keylog(env_keys)
+    h3 = assert_same_secrets(h3_log, gw_keys)
+    tcp = assert_same_secrets(tcp_log, gw_keys)
+    assert set(gw_keys) == h3 | tcp and h3 != tcp
+
+
+def test_keylog_file_off_overrides_sslkeylogfile(gateway, tmp_path, monkeypatch):
+    """"keylog_file = off" written in the configuration keeps secrets
+    unwritten whatever the environment says; no file appears anywhere."""
+    env_keys = tmp_path / "env.keys"
+    gw = start_with_sslkeylogfile(gateway, monkeypatch, env_keys,
+                                  {"debug": {"keylog_file": "off"}})
     before = set(os.listdir(gw.workdir))
     r = curl(gw, "/bytes/100", "h3")
     assert r["status"] == 200, r
@@ -185,6 +215,18 @@ def test_no_keylog_by_default_even_with_sslkeylogfile(gateway, tmp_path, monkeyp
     err = gw.stderr_text()
     assert "SSLKEYLOGFILE is set but ignored" in err
     assert "SECRETS" not in err
+
+
+def test_keylog_file_takes_precedence_over_sslkeylogfile(gateway, tmp_path, monkeypatch):
+    env_keys, keys = tmp_path / "env.keys", tmp_path / "cfg.keys"
+    gw = start_with_sslkeylogfile(gateway, monkeypatch, env_keys,
+                                  {"debug": {"keylog_file": str(keys)}})
+    r = curl(gw, "/bytes/100", "h3")
+    assert r["status"] == 200, r
+    gw.wait_access(path="/bytes/100")
+    assert "CLIENT_TRAFFIC_SECRET_0 " in keys.read_text()
+    assert not env_keys.exists()
+    assert "WRITING TLS SECRETS to %s ([debug] keylog_file)" % keys in gw.stderr_text()
 
 
 def test_keylog_without_sslkeylogfile_says_nothing(gateway):

@@ -1082,6 +1082,20 @@ static void test_string_and_files(void) {
  * loads. Both are read from the source tree, with their relative cert
  * paths pointed at stand-in PEM files under tmp.
  */
+/* keylog_file left out defers to SSLKEYLOGFILE; written, even as off, not. */
+static void test_keylog_env(void) {
+  h3g_config c;
+  CHECK_EQ_INT(load(REQUIRED, &c), 0);
+  CHECK_EQ_INT(c.keylog_env, 1);
+  CHECK_STR(c.keylog_file, "");
+  CHECK_EQ_INT(loadf(&c, "%s[debug]\nkeylog_file = off\n", REQUIRED), 0);
+  CHECK_EQ_INT(c.keylog_env, 0);
+  CHECK_STR(c.keylog_file, "");
+  CHECK_EQ_INT(loadf(&c, "%s[debug]\nkeylog_file = k.log\n", REQUIRED), 0);
+  CHECK_EQ_INT(c.keylog_env, 0);
+  CHECK_STR(c.keylog_file, in_tmp("k.log"));
+}
+
 static void test_shipped_configs(void) {
   const char *src = getenv("H3G_SRC"), *data = getenv("H3G_TEST_DATA");
   char path[PATH_MAX + 64], srcbuf[PATH_MAX];
@@ -1203,6 +1217,7 @@ int main(void) {
   RUN(test_long_lines);
   RUN(test_dump_round_trip);
   RUN(test_string_and_files);
+  RUN(test_keylog_env);
   RUN(test_shipped_configs);
 
   if (chdir("/") == 0)
