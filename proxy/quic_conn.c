@@ -493,15 +493,33 @@ static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
  * younger than [listener] new_token_lifetime. Losing it costs nothing but
  * that, so failures are not errors.
  */
+const uint32_t h3g_quic_versions_supported[2] = {NGTCP2_PROTO_VER_V1,
+                                                 NGTCP2_PROTO_VER_V2};
+
+void h3g_quic_new_token_key(const h3g_quic_env *env, uint32_t version,
+                            uint8_t out[H3G_QUIC_TOKEN_KEY_LEN]) {
+  _Static_assert(sizeof(env->token_secret) + 4 == H3G_QUIC_TOKEN_KEY_LEN,
+                 "token key layout");
+  memcpy(out, env->token_secret, sizeof(env->token_secret));
+  out[32] = (uint8_t)(version >> 24);
+  out[33] = (uint8_t)(version >> 16);
+  out[34] = (uint8_t)(version >> 8);
+  out[35] = (uint8_t)version;
+}
+
 static void submit_new_token(h3g_quic_conn *c) {
   uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
+  uint8_t key[H3G_QUIC_TOKEN_KEY_LEN];
   const ngtcp2_path *path = ngtcp2_conn_get_path(c->conn);
 
   if (c->env->cfg->new_token_lifetime_ms == 0)
     return;
+  h3g_quic_new_token_key(c->env, ngtcp2_conn_get_negotiated_version(c->conn),
+                         key);
   ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
-      token, c->env->token_secret, sizeof(c->env->token_secret),
-      path->remote.addr, path->remote.addrlen, h3g_quic_token_now());
+      token, key, sizeof(key), path->remote.addr, path->remote.addrlen,
+      h3g_quic_token_now());
+  explicit_bzero(key, sizeof(key));
   if (n < 0 || ngtcp2_conn_submit_new_token(c->conn, token, (size_t)n) != 0) {
     h3g_debug("quic %s: no NEW_TOKEN token", c->client);
     return;
@@ -516,10 +534,15 @@ static int on_handshake_completed(ngtcp2_conn *conn, void *user_data) {
   h3g_debug("quic %s: handshake completed (%s)", c->client,
             wolfSSL_get_cipher_name(c->ssl));
   submit_new_token(c);
-  if (wolfSSL_session_reused(c->ssl))
+  int resumed = wolfSSL_session_reused(c->ssl);
+  if (resumed)
     H3G_INC(quic_resumptions);
 #ifdef WOLFSSL_EARLY_DATA
-  if (wolfSSL_get_early_data_status(c->ssl) == WOLFSSL_EARLY_DATA_ACCEPTED)
+  /* wolfSSL marks early data accepted as soon as the ClientHello offers it
+   * (with max early data set), before it knows whether the ticket opens:
+   * without a resumed session there were no 0-RTT keys. */
+  if (resumed &&
+      wolfSSL_get_early_data_status(c->ssl) == WOLFSSL_EARLY_DATA_ACCEPTED)
     H3G_INC(quic_early_data_accepted);
 #endif
   if (ensure_h3(c) != 0)
@@ -899,6 +922,8 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   if (cfg->qlog_dir[0] != '\0' && qlog_open(c, cfg) == 0)
     settings.qlog_write = on_qlog_write;
   settings.rand_ctx.native_handle = env;
+  settings.available_versions = h3g_quic_versions_supported;
+  settings.available_versionslen = H3G_ARRAY_LEN(h3g_quic_versions_supported);
   if (cfg->handshake_timeout_ms > 0)
     settings.handshake_timeout =
         cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
@@ -994,6 +1019,8 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
     env->conns->prev = c;
   env->conns = c;
   H3G_INC(quic_connections_accepted);
+  if (hd->version == NGTCP2_PROTO_VER_V2)
+    H3G_INC(quic_connections_v2);
   env->nhandshaking++;
   h3g_debug("quic %s: new connection, version 0x%08x%s", c->client, hd->version,
             retry_odcid != NULL ? " (after Retry)"

@@ -42,6 +42,15 @@
 
 typedef struct h3g_quic_conn h3g_quic_conn;
 
+/*
+ * The QUIC versions the gateway speaks, in its order of preference: v1
+ * (RFC 9000) and v2 (RFC 9369), exactly ngtcp2's. Others get Version
+ * Negotiation listing these; they are also the available_versions of our
+ * version_information transport parameter (RFC 9368). A connection keeps
+ * the version the client chose.
+ */
+extern const uint32_t h3g_quic_versions_supported[2];
+
 /* What every connection of one listener shares; owned by the listener. */
 typedef struct h3g_quic_env {
   uv_loop_t *loop;
@@ -109,6 +118,16 @@ uint64_t h3g_quic_env_random(h3g_quic_env *env);
  * secrets file shared by restarts or by several instances: the instance
  * that checks a Retry token may not be the one that made it). */
 uint64_t h3g_quic_token_now(void);
+
+/*
+ * The key NEW_TOKEN tokens of QUIC version `version` are sealed and
+ * checked with: the token secret and the version, so that a token issued
+ * on a v1 connection never validates a v2 one or the other way round (RFC
+ * 9369 §3.3). Retry tokens carry their version already.
+ */
+#define H3G_QUIC_TOKEN_KEY_LEN 36
+void h3g_quic_new_token_key(const h3g_quic_env *env, uint32_t version,
+                            uint8_t out[H3G_QUIC_TOKEN_KEY_LEN]);
 
 /* 1 when no connection is dirty or dead. */
 int h3g_quic_env_quiet(const h3g_quic_env *env);

@@ -89,11 +89,11 @@ static void send_version_negotiation(h3g_quic_listener *l, const h3g_udp_msg *m,
   uint64_t r = h3g_quic_env_random(&l->env);
   /* A reserved version first, so clients keep handling unknown ones
    * (RFC 9000 §15: 0x?a?a?a?a). */
-  uint32_t versions[] = {
+  uint32_t versions[1 + H3G_ARRAY_LEN(h3g_quic_versions_supported)] = {
       ((uint32_t)(r >> 32) & 0xf0f0f0f0u) | 0x0a0a0a0au,
-      NGTCP2_PROTO_VER_V1,
-      NGTCP2_PROTO_VER_V2,
   };
+  memcpy(versions + 1, h3g_quic_versions_supported,
+         sizeof(h3g_quic_versions_supported));
   ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
       buf, sizeof(buf), (uint8_t)r, vc->scid, vc->scidlen, vc->dcid,
       vc->dcidlen, versions, H3G_ARRAY_LEN(versions));
@@ -301,13 +301,16 @@ static int admit(h3g_quic_listener *l, const h3g_udp_msg *m,
     validated = 1;
   } else if (initial && hd->tokenlen > 0 &&
              hd->token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR) {
-    if (cfg->new_token_lifetime_ms > 0 &&
-        ngtcp2_crypto_verify_regular_token(
-            hd->token, hd->tokenlen, l->env.token_secret,
-            sizeof(l->env.token_secret), path->remote.addr,
-            path->remote.addrlen,
-            cfg->new_token_lifetime_ms * NGTCP2_MILLISECONDS,
-            h3g_quic_token_now()) == 0) {
+    uint8_t key[H3G_QUIC_TOKEN_KEY_LEN];
+    h3g_quic_new_token_key(&l->env, hd->version, key);
+    int ok = cfg->new_token_lifetime_ms > 0 &&
+             ngtcp2_crypto_verify_regular_token(
+                 hd->token, hd->tokenlen, key, sizeof(key), path->remote.addr,
+                 path->remote.addrlen,
+                 cfg->new_token_lifetime_ms * NGTCP2_MILLISECONDS,
+                 h3g_quic_token_now()) == 0;
+    explicit_bzero(key, sizeof(key));
+    if (ok) {
       H3G_INC(quic_new_tokens_accepted);
       *new_token = 1;
       validated = 1;
@@ -354,6 +357,9 @@ static int admit(h3g_quic_listener *l, const h3g_udp_msg *m,
 static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
                             const uint8_t *data, size_t len) {
   ngtcp2_version_cid vc;
+  /* An unknown version gets Version Negotiation only in a datagram big
+   * enough to start a connection (RFC 9000 §6.1, §14.1); ngtcp2 checks the
+   * size and knows exactly v1 and v2, as h3g_quic_versions_supported. */
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, H3G_QUIC_SCIDLEN);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
     send_version_negotiation(l, m, &vc);

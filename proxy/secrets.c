@@ -4,8 +4,8 @@
  *
  * A sealed ticket: key_name = period (4 bytes, big endian) + a 12-byte
  * fingerprint of the secret (and context) it was sealed with; AES-256-GCM
- * with a random 96-bit nonce (in iv), key_name as associated data, the tag
- * in mac. Decryption finds the secret by fingerprint, checks the period is
+ * with a random 96-bit nonce (in iv), key_name and the connection's
+ * binding (the QUIC version) as associated data, the tag in mac. Decryption finds the secret by fingerprint, checks the period is
  * within one of now, derives that period's key and opens the ticket.
  */
 #include "secrets.h"
@@ -43,6 +43,7 @@ _Static_assert(WOLFSSL_TICKET_MAC_SZ >= TAG_LEN, "ticket mac layout");
 
 typedef struct ticket_ctx {
   h3g_secrets *s;
+  h3g_ticket_binder bind; /* NULL: tickets bound to nothing more */
   uint8_t digest[WC_SHA256_DIGEST_SIZE]; /* of the context string */
   uint8_t fp[H3G_SECRETS_MAX][FP_LEN];
 } ticket_ctx;
@@ -254,31 +255,38 @@ static int ticket_key(const ticket_ctx *t, size_t idx, uint32_t period,
 
 /* ---- the ticket callback ---- */
 
-/* Seals (enc) or opens the ticket in place with the key of secret idx and
- * period, key_name as associated data. Returns 0, or -1 when the key
- * cannot be made or (opening) the ticket does not authenticate. */
-static int ticket_gcm(const ticket_ctx *t, size_t idx, uint32_t period,
-                      int enc, const unsigned char *key_name,
+/* Seals (enc) or opens the ticket of connection ssl in place with the key
+ * of secret idx and period, key_name and the connection's binding as
+ * associated data. Returns 0, or -1 when the key cannot be made or
+ * (opening) the ticket does not authenticate. */
+static int ticket_gcm(const ticket_ctx *t, WOLFSSL *ssl, size_t idx,
+                      uint32_t period, int enc, const unsigned char *key_name,
                       const unsigned char *iv, unsigned char *mac,
                       unsigned char *ticket, int inlen) {
   uint8_t key[32];
+  uint8_t aad[WOLFSSL_TICKET_NAME_SZ + H3G_TICKET_BIND_MAX];
+  size_t aadlen = WOLFSSL_TICKET_NAME_SZ;
   Aes aes;
+  memcpy(aad, key_name, WOLFSSL_TICKET_NAME_SZ);
+  if (t->bind != NULL)
+    aadlen += H3G_MIN(t->bind(ssl, aad + aadlen), (size_t)H3G_TICKET_BIND_MAX);
   if (ticket_key(t, idx, period, key) != 0)
     return -1;
   int ok = wc_AesInit(&aes, NULL, INVALID_DEVID) == 0;
   ok = ok && wc_AesGcmSetKey(&aes, key, sizeof(key)) == 0;
   if (ok && enc)
     ok = wc_AesGcmEncrypt(&aes, ticket, ticket, (word32)inlen, iv, NONCE_LEN,
-                          mac, TAG_LEN, key_name, WOLFSSL_TICKET_NAME_SZ) == 0;
+                          mac, TAG_LEN, aad, (word32)aadlen) == 0;
   else if (ok)
     ok = wc_AesGcmDecrypt(&aes, ticket, ticket, (word32)inlen, iv, NONCE_LEN,
-                          mac, TAG_LEN, key_name, WOLFSSL_TICKET_NAME_SZ) == 0;
+                          mac, TAG_LEN, aad, (word32)aadlen) == 0;
   wc_AesFree(&aes);
   memset(key, 0, sizeof(key));
   return ok ? 0 : -1;
 }
 
-static int seal(ticket_ctx *t, unsigned char *key_name, unsigned char *iv,
+static int seal(ticket_ctx *t, WOLFSSL *ssl, unsigned char *key_name,
+                unsigned char *iv,
                 unsigned char *mac, unsigned char *ticket, int inlen,
                 int *outlen) {
   h3g_secrets *s = t->s;
@@ -293,13 +301,14 @@ static int seal(ticket_ctx *t, unsigned char *key_name, unsigned char *iv,
   memset(iv, 0, WOLFSSL_TICKET_IV_SZ);
   memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
   if (h3g_random_bytes(iv, NONCE_LEN) != 0 ||
-      ticket_gcm(t, 0, period, 1, key_name, iv, mac, ticket, inlen) != 0)
+      ticket_gcm(t, ssl, 0, period, 1, key_name, iv, mac, ticket, inlen) != 0)
     return WOLFSSL_TICKET_RET_FATAL;
   *outlen = inlen;
   return WOLFSSL_TICKET_RET_OK;
 }
 
-static int open_ticket(ticket_ctx *t, int tls13, const unsigned char *key_name,
+static int open_ticket(ticket_ctx *t, WOLFSSL *ssl,
+                       const unsigned char *key_name,
                        const unsigned char *iv, unsigned char *mac,
                        unsigned char *ticket, int inlen, int *outlen) {
   h3g_secrets *s = t->s;
@@ -316,7 +325,7 @@ static int open_ticket(ticket_ctx *t, int tls13, const unsigned char *key_name,
     if (memcmp(t->fp[idx], key_name + 4, FP_LEN) == 0)
       break;
   if (idx == s->n ||
-      ticket_gcm(t, idx, period, 0, key_name, iv, mac, ticket, inlen) != 0)
+      ticket_gcm(t, ssl, idx, period, 0, key_name, iv, mac, ticket, inlen) != 0)
     return WOLFSSL_TICKET_RET_REJECT;
   *outlen = inlen;
   /* TLS 1.2: resume and send a ticket under the current key. TLS 1.3
@@ -324,7 +333,8 @@ static int open_ticket(ticket_ctx *t, int tls13, const unsigned char *key_name,
    * sends new tickets anyway. */
   if (idx == 0 && period == (uint32_t)now)
     return WOLFSSL_TICKET_RET_OK;
-  return tls13 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;
+  return wolfSSL_GetVersion(ssl) == WOLFSSL_TLSV1_3 ? WOLFSSL_TICKET_RET_OK
+                                                    : WOLFSSL_TICKET_RET_CREATE;
 }
 
 static int on_ticket(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
@@ -336,9 +346,8 @@ static int on_ticket(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
   if (t == NULL || inlen <= 0)
     return WOLFSSL_TICKET_RET_FATAL;
   if (enc)
-    return seal(t, key_name, iv, mac, ticket, inlen, outlen);
-  return open_ticket(t, wolfSSL_GetVersion(ssl) == WOLFSSL_TLSV1_3, key_name,
-                     iv, mac, ticket, inlen, outlen);
+    return seal(t, ssl, key_name, iv, mac, ticket, inlen, outlen);
+  return open_ticket(t, ssl, key_name, iv, mac, ticket, inlen, outlen);
 }
 
 /* ---- life cycle ---- */
@@ -451,7 +460,8 @@ uint32_t h3g_secrets_ticket_lifetime(const h3g_secrets *s) {
   return (uint32_t)H3G_MIN(s->rotation_s, (uint64_t)LIFETIME_MAX);
 }
 
-int h3g_secrets_attach(h3g_secrets *s, void *ssl_ctx, const char *context) {
+int h3g_secrets_attach(h3g_secrets *s, void *ssl_ctx, const char *context,
+                       h3g_ticket_binder bind) {
   WOLFSSL_CTX *sc = ssl_ctx;
   if (s->nctx == MAX_CONTEXTS)
     return H3G_ERR_NOMEM;
@@ -459,6 +469,7 @@ int h3g_secrets_attach(h3g_secrets *s, void *ssl_ctx, const char *context) {
   if (t == NULL)
     return H3G_ERR_NOMEM;
   t->s = s;
+  t->bind = bind;
   if (wc_Sha256Hash((const byte *)context, (word32)strlen(context),
                     t->digest) != 0 ||
       ctx_fingerprints(t) != 0) {

@@ -84,12 +84,25 @@ int h3g_secrets_derive(const h3g_secrets *s, const char *label, uint8_t *out,
                        size_t len);
 
 /*
- * Makes the wolfSSL context (a WOLFSSL_CTX *) seal and open its session
- * tickets with these secrets, bound to context (see above), and sets the
- * ticket lifetime to one rotation period (one day without rotation).
- * Returns 0, H3G_ERR_NOMEM or H3G_ERR_TLS.
+ * What a ticket is bound to beyond its context, per connection: bind(ssl)
+ * (a WOLFSSL *) writes up to H3G_TICKET_BIND_MAX bytes to out and returns
+ * how many. A ticket sealed on one connection opens only on a connection
+ * that binds the same bytes (authenticated with the ticket, not stored in
+ * it). QUIC binds the version: RFC 9369 §3.3 forbids accepting a ticket
+ * issued under another QUIC version.
  */
-int h3g_secrets_attach(h3g_secrets *s, void *ssl_ctx, const char *context);
+#define H3G_TICKET_BIND_MAX 8
+typedef size_t (*h3g_ticket_binder)(void *ssl, uint8_t *out);
+
+/*
+ * Makes the wolfSSL context (a WOLFSSL_CTX *) seal and open its session
+ * tickets with these secrets, bound to context (see above) and to what
+ * bind (NULL: nothing) says of each connection, and sets the ticket
+ * lifetime to one rotation period (one day without rotation). Returns 0,
+ * H3G_ERR_NOMEM or H3G_ERR_TLS.
+ */
+int h3g_secrets_attach(h3g_secrets *s, void *ssl_ctx, const char *context,
+                       h3g_ticket_binder bind);
 
 /* Ticket lifetime in seconds (what attach configured). */
 uint32_t h3g_secrets_ticket_lifetime(const h3g_secrets *s);

@@ -23,6 +23,7 @@
 
 #include <wolfssl/ssl.h>
 
+#include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "keylog.h"
@@ -124,6 +125,25 @@ static int ctx_load_identity(WOLFSSL_CTX *sc, const h3g_config *cfg) {
   return 0;
 }
 
+/*
+ * A QUIC ticket is bound to the version of the connection that got it (RFC
+ * 9369 §3.3: a ticket from a v1 connection must not resume a v2 one, nor
+ * the other way round). The version of the client's first Initial is the
+ * connection's version from the ClientHello on: the gateway keeps the
+ * client's choice (no compatible negotiation to another version).
+ */
+static size_t quic_ticket_binding(void *ssl, uint8_t *out) {
+  ngtcp2_crypto_conn_ref *ref = wolfSSL_get_app_data((WOLFSSL *)ssl);
+  if (ref == NULL)
+    return 0;
+  uint32_t v = ngtcp2_conn_get_client_chosen_version(ref->get_conn(ref));
+  out[0] = (uint8_t)(v >> 24);
+  out[1] = (uint8_t)(v >> 16);
+  out[2] = (uint8_t)(v >> 8);
+  out[3] = (uint8_t)v;
+  return 4;
+}
+
 int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg,
                          h3g_secrets *secrets, const char *ticket_context) {
   char errbuf[WOLFSSL_MAX_ERROR_SZ];
@@ -148,7 +168,8 @@ int h3g_tls_ctx_new_quic(h3g_tls_ctx **pctx, const h3g_config *cfg,
   wolfSSL_CTX_set_alpn_select_cb(sc, on_alpn_select, NULL);
   if (ctx_load_identity(sc, cfg) != 0)
     goto fail;
-  if ((rv = h3g_secrets_attach(secrets, sc, ticket_context)) != 0) {
+  if ((rv = h3g_secrets_attach(secrets, sc, ticket_context,
+                               quic_ticket_binding)) != 0) {
     h3g_error("tls: cannot install the session ticket keys");
     goto fail;
   }
@@ -202,7 +223,7 @@ int h3g_tls_ctx_new_tcp(h3g_tls_ctx **pctx, const h3g_config *cfg,
   /* TLS 1.2 tickets (RFC 5077); TLS 1.3 sends NewSessionTicket anyway. */
   wolfSSL_CTX_UseSessionTicket(sc);
 #endif
-  if (h3g_secrets_attach(secrets, sc, "tcp") != 0) {
+  if (h3g_secrets_attach(secrets, sc, "tcp", NULL) != 0) {
     h3g_error("tls: cannot install the session ticket keys");
     goto fail;
   }
