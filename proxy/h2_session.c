@@ -41,8 +41,6 @@
 #define STAGE_CAP 32768
 /* Client RST_STREAM frames tolerated per second. */
 #define RST_MAX 100
-/* Connection receive window ceiling (the streams' windows bound memory). */
-#define CONN_WINDOW_MAX (1u << 30)
 
 typedef struct h2_stream {
   h3g_h2_session *s;
@@ -642,9 +640,8 @@ int h3g_h2_session_new(h3g_h2_session **ps, const h3g_h1_env *env,
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->stream_buffer_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_size},
   };
-  uint64_t win = (uint64_t)cfg->max_streams * cfg->stream_buffer_size;
-  if (win > CONN_WINDOW_MAX)
-    win = CONN_WINDOW_MAX;
+  /* [listener] connection_window's bound (1GiB) fits HTTP/2's 2^31-1. */
+  uint64_t win = cfg->connection_window;
   if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv,
                               sizeof(iv) / sizeof(iv[0])) != 0 ||
       nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,

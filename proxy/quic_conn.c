@@ -39,7 +39,6 @@
  */
 #define MAX_PKTS_PER_WRITE 64
 #define UNI_STREAM_WINDOW (64 * 1024)
-#define MAX_CONN_WINDOW (16 * 1024 * 1024)
 #define ACTIVE_CID_LIMIT 8
 /* TLS alert no_application_protocol (RFC 8446 §6). */
 #define TLS_ALERT_NO_APPLICATION_PROTOCOL 120
@@ -801,9 +800,7 @@ void h3g_quic_ticket_context(const h3g_config *cfg, char *buf, size_t cap) {
            "quic v1 bidi=%u uni=3 sd_bidi=%u sd_uni=%u data=%llu cids=%u "
            "h3 fsize=%u qpack=0/0 early=%u",
            cfg->max_streams, cfg->stream_buffer_size, UNI_STREAM_WINDOW,
-           (unsigned long long)H3G_MIN((uint64_t)cfg->stream_buffer_size *
-                                           cfg->max_streams,
-                                       (uint64_t)MAX_CONN_WINDOW),
+           (unsigned long long)cfg->connection_window,
            ACTIVE_CID_LIMIT, cfg->max_header_size, cfg->early_data);
 }
 
@@ -939,9 +936,7 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   params.initial_max_streams_uni = 3;
   params.initial_max_stream_data_bidi_remote = cfg->stream_buffer_size;
   params.initial_max_stream_data_uni = UNI_STREAM_WINDOW;
-  params.initial_max_data =
-      H3G_MIN((uint64_t)cfg->stream_buffer_size * cfg->max_streams,
-              (uint64_t)MAX_CONN_WINDOW);
+  params.initial_max_data = cfg->connection_window;
   params.max_idle_timeout = cfg->idle_timeout_ms * NGTCP2_MILLISECONDS;
   params.active_connection_id_limit = ACTIVE_CID_LIMIT;
   /* Larger datagrams would not fit our receive buffers. */

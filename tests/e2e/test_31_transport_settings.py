@@ -81,3 +81,31 @@ def test_bad_qlog_dir_is_a_config_error(tmp_path, certs):
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert "[debug] qlog_dir" in p.stderr
+
+
+def test_limits_from_the_ini_are_the_transport_parameters(gateway, h3, tmp_path):
+    """The connection limits of [listener] are what the gateway announces in
+    its transport parameters (RFC 9000 §18.2), read back from its qlog."""
+    qdir = tmp_path / "qlog"
+    qdir.mkdir()
+    gw = gateway({"listener": {"idle_timeout": "17s", "max_streams": "23",
+                               "stream_buffer_size": "96KiB",
+                               "connection_window": "1536KiB"},
+                  "debug": {"qlog_dir": str(qdir)}})
+    cl = h3(gw)
+    r = cl.post("/sink", 3 * 1024 * 1024, timeout=30)  # past both windows
+    assert r.error is None and r.status == 200, r
+    assert r.json()["len"] == 3 * 1024 * 1024, r.json()
+    gw.stop()
+    files = glob.glob(str(qdir / "*.sqlog"))
+    assert len(files) == 1, files
+    local = [r["data"] for r in records(files[0])
+             if r.get("name") == "transport:parameters_set"
+             and r.get("data", {}).get("owner") == "local"]
+    assert local, "no local transport parameters in the qlog"
+    tp = local[0]
+    assert tp["max_idle_timeout"] == 17000, tp
+    assert tp["initial_max_streams_bidi"] == 23, tp
+    assert tp["initial_max_stream_data_bidi_remote"] == 96 * 1024, tp
+    assert tp["initial_max_data"] == 1536 * 1024, tp
+    assert tp["initial_max_streams_uni"] == 3, tp

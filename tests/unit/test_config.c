@@ -155,6 +155,7 @@ static void check_same(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->max_connections, b->max_connections);
   CHECK_EQ_INT(a->max_streams, b->max_streams);
   CHECK_EQ_INT(a->stream_buffer_size, b->stream_buffer_size);
+  CHECK_EQ_INT(a->connection_window, b->connection_window);
   CHECK_EQ_INT(a->max_header_size, b->max_header_size);
   CHECK_STR(a->upstream_host, b->upstream_host);
   CHECK_EQ_INT(a->upstream_port, b->upstream_port);
@@ -303,6 +304,7 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.max_connections, 10000);
   CHECK_EQ_INT(c.max_streams, 100);
   CHECK_EQ_INT(c.stream_buffer_size, 256 * 1024);
+  CHECK_EQ_INT(c.connection_window, 16 * 1024 * 1024);
   CHECK_EQ_INT(c.max_header_size, 64 * 1024);
   CHECK_EQ_INT(c.max_handshakes_per_source, 32);
   CHECK_EQ_INT(c.max_unvalidated_handshakes, 1024);
@@ -350,6 +352,7 @@ static const char full_ini[] = "; every key, none at its default\n"
                                "max_connections = 1000000\n"
                                "max_streams = 7\n"
                                "stream_buffer_size = 1MiB\n"
+                               "connection_window = 64MiB\n"
                                "max_header_size = 1025\n"
                                "\n"
                                "[upstream]\n"
@@ -376,6 +379,7 @@ static void test_every_key(void) {
   CHECK_EQ_INT(c.max_connections, 1000000);
   CHECK_EQ_INT(c.max_streams, 7);
   CHECK_EQ_INT(c.stream_buffer_size, 1048576);
+  CHECK_EQ_INT(c.connection_window, 64 * 1048576);
   CHECK_EQ_INT(c.max_header_size, 1025);
   CHECK_STR(c.upstream_host, "app.internal");
   CHECK_EQ_INT(c.upstream_port, 3000);
@@ -448,6 +452,10 @@ static const struct {
     {"listener", "max_connections", "10k", "expected a whole number"},
     {"listener", "max_streams", "10000", NULL},
     {"listener", "max_streams", "10001", "10001 is above the maximum 10000"},
+    {"listener", "connection_window", "64KiB", NULL},
+    {"listener", "connection_window", "1GiB", NULL},
+    {"listener", "connection_window", "65535", "65535 is below the minimum 64KiB"},
+    {"listener", "connection_window", "2GiB", "2GiB is above the maximum 1GiB"},
     {"listener", "stream_buffer_size", "16KiB", NULL},
     {"listener", "stream_buffer_size", "16k", NULL},
     {"listener", "stream_buffer_size", "16MiB", NULL},
