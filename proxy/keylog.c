@@ -113,8 +113,8 @@ int h3g_keylog_open(const h3g_config *cfg) {
   }
   if (keylog_fd >= 0)
     return 0;
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
-                0600);
+  int fd =
+      open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
   if (fd < 0) {
     h3g_error("tls: key log %s (%s): %s", path, source, strerror(errno));
     return H3G_ERR_IO;

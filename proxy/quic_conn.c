@@ -484,14 +484,6 @@ static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
   return 0;
 }
 
-/*
- * A NEW_TOKEN token (RFC 9000 §8.1.3) for the client's next connection: it
- * seals the client's IP address (not the port) and the time under the
- * token secret, so that the next connection from that address skips the
- * Retry round trip and the unvalidated-handshake limit while the token is
- * younger than [listener] new_token_lifetime. Losing it costs nothing but
- * that, so failures are not errors.
- */
 const uint32_t h3g_quic_versions_supported[2] = {NGTCP2_PROTO_VER_V1,
                                                  NGTCP2_PROTO_VER_V2};
 
@@ -506,6 +498,14 @@ void h3g_quic_new_token_key(const h3g_quic_env *env, uint32_t version,
   out[35] = (uint8_t)version;
 }
 
+/*
+ * A NEW_TOKEN token (RFC 9000 §8.1.3) for the client's next connection: it
+ * seals the client's IP address (not the port) and the time under the
+ * token secret and the connection's version, so that the next connection from that address skips the
+ * Retry round trip and the unvalidated-handshake limit while the token is
+ * younger than [listener] new_token_lifetime. Losing it costs nothing but
+ * that, so failures are not errors.
+ */
 static void submit_new_token(h3g_quic_conn *c) {
   uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
   uint8_t key[H3G_QUIC_TOKEN_KEY_LEN];
@@ -800,8 +800,8 @@ void h3g_quic_ticket_context(const h3g_config *cfg, char *buf, size_t cap) {
            "quic v1 bidi=%u uni=3 sd_bidi=%u sd_uni=%u data=%llu cids=%u "
            "h3 fsize=%u qpack=0/0 early=%u",
            cfg->max_streams, cfg->stream_buffer_size, UNI_STREAM_WINDOW,
-           (unsigned long long)cfg->connection_window,
-           ACTIVE_CID_LIMIT, cfg->max_header_size, cfg->early_data);
+           (unsigned long long)cfg->connection_window, ACTIVE_CID_LIMIT,
+           cfg->max_header_size, cfg->early_data);
 }
 
 /* ---- creation and release ---- */

@@ -5,8 +5,9 @@
  * A sealed ticket: key_name = period (4 bytes, big endian) + a 12-byte
  * fingerprint of the secret (and context) it was sealed with; AES-256-GCM
  * with a random 96-bit nonce (in iv), key_name and the connection's
- * binding (the QUIC version) as associated data, the tag in mac. Decryption finds the secret by fingerprint, checks the period is
- * within one of now, derives that period's key and opens the ticket.
+ * binding (the QUIC version) as associated data, the tag in mac. Decryption
+ * finds the secret by fingerprint, checks the period is within one of now,
+ * derives that period's key and opens the ticket.
  */
 #include "secrets.h"
 
@@ -217,7 +218,6 @@ static uint64_t period_now(const h3g_secrets *s) {
   return s->rotation_s > 0 ? (uint64_t)time(NULL) / s->rotation_s : 0;
 }
 
-
 /* Random mode: a fresh key per period, the previous one kept. */
 static void random_rotate(h3g_secrets *s, uint64_t period) {
   if (s->path[0] != '\0' || period <= s->random_period)
@@ -286,9 +286,8 @@ static int ticket_gcm(const ticket_ctx *t, WOLFSSL *ssl, size_t idx,
 }
 
 static int seal(ticket_ctx *t, WOLFSSL *ssl, unsigned char *key_name,
-                unsigned char *iv,
-                unsigned char *mac, unsigned char *ticket, int inlen,
-                int *outlen) {
+                unsigned char *iv, unsigned char *mac, unsigned char *ticket,
+                int inlen, int *outlen) {
   h3g_secrets *s = t->s;
   uint32_t period = (uint32_t)period_now(s);
 
@@ -308,9 +307,9 @@ static int seal(ticket_ctx *t, WOLFSSL *ssl, unsigned char *key_name,
 }
 
 static int open_ticket(ticket_ctx *t, WOLFSSL *ssl,
-                       const unsigned char *key_name,
-                       const unsigned char *iv, unsigned char *mac,
-                       unsigned char *ticket, int inlen, int *outlen) {
+                       const unsigned char *key_name, const unsigned char *iv,
+                       unsigned char *mac, unsigned char *ticket, int inlen,
+                       int *outlen) {
   h3g_secrets *s = t->s;
   uint64_t now = period_now(s);
   uint32_t period = (uint32_t)key_name[0] << 24 | (uint32_t)key_name[1] << 16 |
@@ -337,7 +336,8 @@ static int open_ticket(ticket_ctx *t, WOLFSSL *ssl,
                                                     : WOLFSSL_TICKET_RET_CREATE;
 }
 
-static int on_ticket(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
+static int on_ticket(WOLFSSL *ssl,
+                     unsigned char key_name[WOLFSSL_TICKET_NAME_SZ],
                      unsigned char iv[WOLFSSL_TICKET_IV_SZ],
                      unsigned char mac[WOLFSSL_TICKET_MAC_SZ], int enc,
                      unsigned char *ticket, int inlen, int *outlen,
@@ -375,8 +375,7 @@ static int load(h3g_secrets *s, int initial) {
     return n;
   }
   if (st.st_mode & 077)
-    h3g_warn("secrets_file %s is readable by other users (chmod 600)",
-             s->path);
+    h3g_warn("secrets_file %s is readable by other users (chmod 600)", s->path);
   memset(s->sec, 0, sizeof(s->sec));
   memcpy(s->sec, sec, sizeof(sec));
   memcpy(s->len, lens, sizeof(lens));
