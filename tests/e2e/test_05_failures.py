@@ -151,29 +151,36 @@ def test_bad_upstream_conns_are_not_reused(failing, h3):
         assert c.requests == req.index + 1, "a request followed on a broken conn: %s" % c
 
 
-def test_good_stream_unaffected_by_failing_neighbours(failing):
-    gw, up = failing
+def check_failing_neighbours(m):
+    """On one multiplexed connection m (H3Multi, or test_21's H2Multi): a
+    good download and a small one beside streams whose upstream breaks mid
+    body, sends a bad head or closes short. The good ones are exact, the
+    broken ones reset or 502, and the same connection serves the next batch."""
     good_n = 4 * MiB
-    with H3Multi(gw) as m:
-        rs = m.run([
-            {"path": "/slow/%d?rate=%d" % (good_n, 4 * MiB)},
-            {"path": "/malformed/bad-chunk-mid?delay=200"},
-            {"path": "/malformed/bad-status-line?delay=100"},
-            {"path": "/malformed/close-short-cl?delay=300"},
-            {"path": "/bytes/%d?delay=50" % (512 * KiB)},
-        ], timeout=30)
-        good, mid, head, short, small = rs
-        assert_ok(good, good_n)
-        assert_ok(small, 512 * KiB)
-        assert_reset(mid, 4 * MID)
-        assert_reset(short, 4 * MID)
-        assert head.error is None and head.status == 502, head
-        assert sum(r.num_connects for r in rs) == 1
-        # The same connection serves the next batch.
-        again = m.run([{"path": "/bytes/1000"}, {"path": "/chunked/2000"}])
+    rs = m.run([
+        {"path": "/slow/%d?rate=%d" % (good_n, 4 * MiB)},
+        {"path": "/malformed/bad-chunk-mid?delay=200"},
+        {"path": "/malformed/bad-status-line?delay=100"},
+        {"path": "/malformed/close-short-cl?delay=300"},
+        {"path": "/bytes/%d?delay=50" % (512 * KiB)},
+    ], timeout=30)
+    good, mid, head, short, small = rs
+    assert_ok(good, good_n)
+    assert_ok(small, 512 * KiB)
+    assert_reset(mid, 4 * MID)
+    assert_reset(short, 4 * MID)
+    assert head.error is None and head.status == 502, head
+    assert sum(r.num_connects for r in rs) == 1
+    again = m.run([{"path": "/bytes/1000"}, {"path": "/chunked/2000"}])
     for r, n in zip(again, (1000, 2000)):
         assert_ok(r, n)
         assert r.num_connects == 0
+
+
+def test_good_stream_unaffected_by_failing_neighbours(failing):
+    gw, up = failing
+    with H3Multi(gw) as m:
+        check_failing_neighbours(m)
 
 
 # ---- the client gives up ----------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from conftest import (SANITIZE, SLOW, GatewayFactory, KiB, MiB, H3Client, H3Multi,
                       Upstream, _Transfer, expected_sha256, pycurl,
                       refusing_address)
+from test_05_failures import check_failing_neighbours
 from test_20_tcp_fallback import tcp_gw
 
 CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
@@ -210,26 +211,8 @@ def test_broken_body_resets_only_its_stream(tmp_path_factory, certs):
     try:
         gw = tcp_gw(f, name="h2-failures-gw")
         before = gw.metrics()
-        good_n = 4 * MiB
         with H2Multi(gw) as m:
-            rs = m.run([
-                {"path": "/slow/%d?rate=%d" % (good_n, 4 * MiB)},
-                {"path": "/malformed/bad-chunk-mid?delay=200"},
-                {"path": "/malformed/bad-status-line?delay=100"},
-                {"path": "/malformed/close-short-cl?delay=300"},
-                {"path": "/bytes/%d?delay=50" % (512 * KiB)},
-            ], timeout=30)
-            good, mid, head, short, small = rs
-            assert_ok(good, good_n)
-            assert_ok(small, 512 * KiB)
-            assert_reset(mid, 4 * MID)
-            assert_reset(short, 4 * MID)
-            assert head.error is None and head.status == 502, head
-            assert sum(r.num_connects for r in rs) == 1
-            again = m.run([{"path": "/bytes/1000"}, {"path": "/chunked/2000"}])
-        for r, n in zip(again, (1000, 2000)):
-            assert_ok(r, n)
-            assert r.num_connects == 0
+            check_failing_neighbours(m)
         m = gw.wait_idle()
         assert (m["h2_streams_reset_by_gateway"]
                 - before["h2_streams_reset_by_gateway"]) >= 2, m
