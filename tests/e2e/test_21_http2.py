@@ -21,7 +21,6 @@ from test_20_tcp_fallback import tcp_gw
 
 CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
 CURL_HTTP_VERSION_2_0 = getattr(pycurl, "CURL_HTTP_VERSION_2_0", 3)
-MID = Upstream.MALFORMED_MID_BYTES
 
 
 class H2Client(H3Client):
