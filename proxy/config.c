@@ -84,6 +84,8 @@ typedef enum opt_type {
   OPT_LISTEN,     /* "off", or address:port (an IP literal: it is bound) */
   OPT_CIDRS,      /* comma-separated IP[/prefix] list, also parsed into
                      cfg->trusted[] (only [forwarding] trusted_proxies) */
+  OPT_WORD,       /* "" or a name of lowercase letters, digits and "_" (a
+                     kernel module's name, say), at most size - 1 bytes */
 } opt_type;
 
 typedef struct opt {
@@ -182,6 +184,8 @@ static const opt schema[] = {
          tcp_idle_timeout_ms)},
     {OPT("tcp", "header_timeout", OPT_DURATION, T_SEC, 5 * T_MIN, "10s",
          tcp_header_timeout_ms)},
+    {OPT("tcp", "congestion_control", OPT_WORD, 0, 0, "",
+         tcp_congestion_control)},
     {OPT("tcp", "max_connections", OPT_UINT, 1, 1000000, "10000",
          tcp_max_connections)},
 
@@ -914,6 +918,25 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
 
   case OPT_HOSTPORT: return parse_hostport(o, text, cfg, false, why, whylen);
 
+  case OPT_WORD: {
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n; i++) {
+      char ch = text[i];
+      if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
+        snprintf(why, whylen,
+                 "expected a name of lowercase letters, digits and _, not "
+                 "\"%s\"",
+                 shown(sv, sizeof(sv), text));
+        return -1;
+      }
+    }
+    if (store_string(field, o->size, text, n) != 0) {
+      snprintf(why, whylen, "longer than %zu bytes", o->size - 1);
+      return -1;
+    }
+    return 0;
+  }
+
   case OPT_CIDRS: return parse_cidrs(o, text, cfg, why, whylen);
 
   case OPT_DIR: {
@@ -1609,6 +1632,7 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_DIR: snprintf(buf, cap, "%s", field[0] ? field : "off"); return;
   case OPT_ADDRESS:
   case OPT_HOST:
+  case OPT_WORD:
   case OPT_PATH:
   case OPT_CIDRS:
   case OPT_LOG_TARGET: snprintf(buf, cap, "%s", field); return;

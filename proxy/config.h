@@ -86,6 +86,9 @@ typedef struct h3g_config {
   uint64_t tcp_idle_timeout_ms;      /* keep-alive between requests */
   uint64_t tcp_header_timeout_ms;    /* whole request head (slowloris) */
   uint32_t tcp_max_connections;
+  /* TCP congestion control of accepted connections ("" = the system's);
+   * the kernel's names are at most 15 bytes (TCP_CA_NAME_MAX). */
+  char tcp_congestion_control[16];
 
   /* [alt_svc] */
   uint32_t alt_svc_enabled;

@@ -26,9 +26,13 @@
  */
 #include "tcp_listener.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <uv.h>
 
@@ -775,6 +779,38 @@ static void on_connection(uv_stream_t *server, int status) {
 
 /* ---- listener ---- */
 
+/*
+ * [tcp] congestion_control: set on the listening socket, which the kernel
+ * hands on to every connection it accepts (a route's congctl still wins).
+ * Returns 0, or H3G_ERR_INVAL when the kernel has no such algorithm. One
+ * the kernel has but does not allow this process (not listed in
+ * net.ipv4.tcp_allowed_congestion_control, without CAP_NET_ADMIN) is a
+ * warning: connections keep the system's default.
+ */
+static int set_congestion_control(uv_tcp_t *server, const char *name,
+                                  const char *what) {
+  uv_os_fd_t fd;
+  if (name[0] == '\0' || uv_fileno((uv_handle_t *)server, &fd) != 0)
+    return 0;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name,
+                 (socklen_t)strlen(name)) == 0) {
+    h3g_debug("%s: TCP congestion control %s", what, name);
+    return 0;
+  }
+  int err = errno;
+  if (err == ENOENT) {
+    h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
+              "/proc/sys/net/ipv4/tcp_available_congestion_control)",
+              name);
+    return H3G_ERR_INVAL;
+  }
+  h3g_warn("[tcp] congestion_control: \"%s\" is not allowed here (%s; see "
+           "net.ipv4.tcp_allowed_congestion_control): %s connections use "
+           "the system default",
+           name, strerror(err), what);
+  return 0;
+}
+
 int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
                          const h3g_config *cfg, const char *name,
                          const char *address, uint16_t port, h3g_tls_ctx *tls,
@@ -807,7 +843,11 @@ int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
   l->open_handles = 3;
 
   rv = uv_tcp_bind(&l->server, (const struct sockaddr *)&ss, 0);
-  if (rv == 0)
+  if (rv == 0 &&
+      set_congestion_control(&l->server, cfg->tcp_congestion_control, name) !=
+          0)
+    rv = UV_EINVAL;
+  else if (rv == 0)
     rv = uv_listen((uv_stream_t *)&l->server, 511, on_connection);
   if (rv != 0) {
     h3g_error("%s: cannot listen on %s port %u: %s", name, address, port,

@@ -576,3 +576,53 @@ def test_max_connections(gateway):
         assert line.startswith("HTTP/1.1 200") and len(body) == 3
     finally:
         held.close()
+
+
+# ---- [tcp] congestion_control --------------------------------------------
+
+def server_side_cc(port):
+    """The congestion control the kernel reports (ss -ti) for established
+    TCP connections whose local port is port: the gateway's side."""
+    import subprocess
+    out = subprocess.run(["ss", "-tinH", "state", "established",
+                          "( sport = :%d )" % port],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    # One name a connection (bbr adds a "bbr:(...)" detail: not counted).
+    return re.findall(r"\b(reno|cubic|bbr|bic|htcp|vegas|westwood)\b(?!:)", out)
+
+
+def system_default_cc():
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        return f.read().strip()
+
+
+@pytest.mark.parametrize("cc", ["reno", "cubic", ""])
+def test_tcp_congestion_control_per_socket(gateway, cc):
+    """Set on the listening socket, inherited by every accepted connection;
+    "" keeps the system's default. reno and cubic are built into every
+    Linux kernel; the system default here differs from reno."""
+    gw = tcp_gw(gateway, {"tcp": {"congestion_control": '"%s"' % cc}})
+    s = tls_socket(gw.tcp_port)
+    try:
+        s.sendall(b"GET /bytes/100000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        line, _, body = read_response(s)
+        assert line.startswith("HTTP/1.1 200") and len(body) == 100000
+        assert server_side_cc(gw.tcp_port) == [cc or system_default_cc()]
+    finally:
+        s.close()
+
+
+def test_tcp_congestion_control_unknown_to_the_kernel_stops_start(gateway):
+    gw = gateway({"tcp": {"port": str(free_port("tcp")),
+                          "congestion_control": "nosuchcc"}}, start=False)
+    gw.start(wait=False)
+    assert gw.proc.wait(15 * SLOW) != 0
+    assert ('[tcp] congestion_control: the kernel has no "nosuchcc"'
+            in gw.stderr_text())
+
+
+def test_tcp_congestion_control_bad_name_is_a_config_error(gateway):
+    gw = gateway({"tcp": {"congestion_control": "BBR!"}}, start=False)
+    gw.start(wait=False)
+    assert gw.proc.wait(15 * SLOW) == 2
+    assert "[tcp] congestion_control: expected a name" in gw.stderr_text()
