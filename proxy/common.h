@@ -33,6 +33,12 @@ enum {
   H3G_ERR_QUIC = -12,      /* QUIC library failure */
 };
 
+/* A scatter element (same layout idea as struct iovec). */
+typedef struct h3g_iovec {
+  const uint8_t *base;
+  size_t len;
+} h3g_iovec;
+
 /* Returns a static, human-readable name for an H3G_ERR_* code. */
 const char *h3g_strerror(int err);
 

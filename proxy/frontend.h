@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "http_headers.h"
+#include "priority.h"
 
 /* Why an exchange is cut off; each front end maps these to its own codes
  * (HTTP/3: H3_* error codes on RESET_STREAM / STOP_SENDING). */
@@ -41,6 +42,10 @@ typedef struct h3g_frontend_ops {
   void (*stop_request)(void *fs);
   /* Cuts the exchange off. No further call follows for this stream. */
   void (*abort)(void *fs, h3g_abort_code code);
+  /* The origin's Priority response field changed the response's priority
+   * (RFC 9218 §8; prio is already merged with the client's): schedule the
+   * response by it. NULL where the protocol has no scheduling (HTTP/1.1). */
+  void (*set_priority)(void *fs, h3g_priority prio);
 } h3g_frontend_ops;
 
 #endif /* H3G_FRONTEND_H */

@@ -411,7 +411,7 @@ static int start_exchange(h3g_h1_session *s, h3g_h1_request_head *h) {
       authlen = host->valuelen;
     }
   }
-  if (h3g_bridge_new(&s->bridge, s->env->bridge_env, &frontend_ops, s,
+  if (h3g_bridge_new(&s->bridge, s->env->bridge_env, &frontend_ops, s, s,
                      s->client, "http/1.1") != 0) {
     s->bridge = NULL;
     return 503;

@@ -290,7 +290,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
     s->tops->set_timer(s->t, s->env->cfg->tcp_idle_timeout_ms);
   nghttp2_session_set_stream_user_data(ng, st->id, st);
   H3G_INC(h2_streams_opened);
-  if (h3g_bridge_new(&st->bridge, s->env->bridge_env, &frontend_ops, st,
+  if (h3g_bridge_new(&st->bridge, s->env->bridge_env, &frontend_ops, st, s,
                      s->client, "h2") != 0) {
     st->bridge = NULL;
     H3G_INC(h2_streams_reset_by_gateway);
@@ -372,6 +372,25 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
     if (st != NULL && end_stream)
       stream_end_request(st);
     break;
+  case NGHTTP2_PRIORITY_UPDATE: {
+    /* RFC 9218 §7.1; nghttp2 has already applied it to its scheduler (and
+     * refused one for stream 0 or beyond the stream limit). The update
+     * replaces the whole priority: what it leaves out is the default. */
+    const nghttp2_ext_priority_update *pu = frame->ext.payload;
+    if (pu->stream_id == 0) {
+      /* A MUST of RFC 9218 §7.1 that nghttp2 1.52 lets pass. */
+      h3g_debug("h2 %s: PRIORITY_UPDATE for stream 0", s->client);
+      nghttp2_session_terminate_session(s->ng, NGHTTP2_PROTOCOL_ERROR);
+      break;
+    }
+    h2_stream *target = stream_of(s, pu->stream_id);
+    h3g_priority prio = H3G_PRIORITY_DEFAULT;
+    if (target != NULL && !target->cut && target->bridge != NULL &&
+        target->headers_done &&
+        h3g_priority_parse(&prio, pu->field_value, pu->field_value_len) >= 0)
+      h3g_bridge_set_priority(target->bridge, prio);
+    break;
+  }
   case NGHTTP2_RST_STREAM:
     count_client_reset(s);
     if (st != NULL && !st->cut) {
@@ -590,12 +609,24 @@ static void fe_abort(void *fs, h3g_abort_code code) {
   stream_rst(st, h2code);
 }
 
+/* The origin's Priority response field (RFC 9218 §8): from now on it
+ * decides; the client's later PRIORITY_UPDATEs are ignored. */
+static void fe_set_priority(void *fs, h3g_priority prio) {
+  h2_stream *st = fs;
+  if (!fe_usable(st))
+    return;
+  nghttp2_extpri pri = {.urgency = prio.urgency, .inc = prio.incremental};
+  (void)nghttp2_session_change_extpri_stream_priority(st->s->ng, st->id, &pri,
+                                                      1);
+}
+
 static const h3g_frontend_ops frontend_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
     .consume = fe_consume,
     .stop_request = fe_stop_request,
     .abort = fe_abort,
+    .set_priority = fe_set_priority,
 };
 
 /* ---- session ---- */
@@ -627,6 +658,10 @@ int h3g_h2_session_new(h3g_h2_session **ps, const h3g_h1_env *env,
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
   nghttp2_option_set_no_auto_window_update(opt, 1);
   nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+  /* RFC 9218 on HTTP/2 (SETTINGS_NO_RFC7540_PRIORITIES below): nghttp2
+   * schedules by the priority field and PRIORITY_UPDATE, which it only
+   * reads when asked to. */
+  nghttp2_option_set_builtin_recv_extension_type(opt, NGHTTP2_PRIORITY_UPDATE);
   if (nghttp2_session_server_new2(&s->ng, cbs, s, opt) != 0)
     goto fail;
   nghttp2_session_callbacks_del(cbs);
@@ -639,6 +674,7 @@ int h3g_h2_session_new(h3g_h2_session **ps, const h3g_h1_env *env,
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->stream_buffer_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_size},
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
   };
   /* [listener] connection_window's bound (1GiB) fits HTTP/2's 2^31-1. */
   uint64_t win = cfg->connection_window;

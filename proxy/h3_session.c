@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "alt_svc.h"
+#include "buf.h"
 #include "frontend.h"
 #include "h3_shadow.h"
 #include "log.h"
@@ -60,6 +61,8 @@ typedef struct h3g_h3_stream {
   h3g_bridge *bridge;  /* NULL if it could not be created */
   uint64_t unconsumed; /* body bytes given to the bridge, not yet credited */
   h3g_h3_shadow shadow;
+  nghttp3_pri pri;         /* the priority last told to the bridge */
+  unsigned pri_known : 1;  /* pri is set: the request's head was complete */
   unsigned cut : 1;        /* no more bridge calls but h3g_bridge_free */
   unsigned rx_stopped : 1; /* request no longer read; bytes credited here */
   unsigned ended : 1;      /* end_request was delivered */
@@ -308,7 +311,8 @@ static int on_begin_headers(nghttp3_conn *h3, int64_t stream_id,
   }
   if (st->cut || st->bridge != NULL)
     return 0;
-  if (h3g_bridge_new(&st->bridge, s->env, &frontend_ops, st, s->client, "h3") !=
+  if (h3g_bridge_new(&st->bridge, s->env, &frontend_ops, st, s, s->client,
+                     "h3") !=
       0) {
     st->bridge = NULL;
     stream_internal_error(st);
@@ -341,6 +345,26 @@ static int on_recv_header(nghttp3_conn *h3, int64_t stream_id, int32_t token,
   return 0;
 }
 
+/*
+ * Tells the bridge the stream's priority as nghttp3 schedules it (RFC 9218:
+ * the request's Priority field, or a PRIORITY_UPDATE, which wins even when
+ * it came first), if it changed since last told. nghttp3 applies the field
+ * before it reports the end of the header section.
+ */
+static void stream_sync_priority(h3g_h3_stream *st, int first) {
+  nghttp3_pri pri;
+  if (st->cut || st->bridge == NULL ||
+      nghttp3_conn_get_stream_priority(st->s->h3, &pri, st->id) != 0)
+    return;
+  if (!first && pri.urgency == st->pri.urgency && pri.inc == st->pri.inc)
+    return;
+  st->pri = pri;
+  st->pri_known = 1;
+  h3g_bridge_set_priority(st->bridge,
+                          (h3g_priority){.urgency = (uint8_t)pri.urgency,
+                                         .incremental = pri.inc});
+}
+
 static int on_end_headers(nghttp3_conn *h3, int64_t stream_id, int fin,
                           void *conn_user_data, void *stream_user_data) {
   h3g_h3_stream *st = stream_user_data;
@@ -349,6 +373,8 @@ static int on_end_headers(nghttp3_conn *h3, int64_t stream_id, int fin,
   H3G_UNUSED(conn_user_data);
   if (st == NULL || st->cut)
     return 0;
+  /* Only for the request's head (trailers end with end_trailers). */
+  stream_sync_priority(st, 1);
   int rv = h3g_bridge_end_headers(st->bridge, fin);
   if (rv == H3G_ERR_PROTO)
     stream_malformed(st, 1);
@@ -553,7 +579,7 @@ static nghttp3_ssize on_read_data(nghttp3_conn *h3, int64_t stream_id,
                                   void *stream_user_data) {
   h3g_h3_session *s = conn_user_data;
   h3g_h3_stream *st = stream_user_data;
-  h3g_iovec iov[2];
+  h3g_iovec iov[READ_MAX_BYTES / H3G_RING_CHUNK];
   unsigned flags = 0;
 
   /* nghttp3 may offer a single vector (e.g. behind a large HEADERS frame).
@@ -561,7 +587,8 @@ static nghttp3_ssize on_read_data(nghttp3_conn *h3, int64_t stream_id,
    * bridge has no reason to send: take what fits instead. */
   if (st == NULL || st->cut || st->bridge == NULL || veccnt == 0)
     return NGHTTP3_ERR_WOULDBLOCK;
-  size_t n = h3g_bridge_take_body(st->bridge, iov, H3G_MIN(veccnt, 2),
+  size_t n = h3g_bridge_take_body(st->bridge, iov,
+                                  H3G_MIN(veccnt, H3G_ARRAY_LEN(iov)),
                                   READ_MAX_BYTES, &flags);
   if (n == 0 && flags == 0)
     return NGHTTP3_ERR_WOULDBLOCK;
@@ -738,12 +765,26 @@ static void fe_abort(void *fs, h3g_abort_code code) {
   stream_cut(st, h3code);
 }
 
+/* The origin's Priority response field (RFC 9218 §8): from now on it
+ * decides, and nghttp3 ignores later PRIORITY_UPDATEs for the stream. */
+static void fe_set_priority(void *fs, h3g_priority prio) {
+  h3g_h3_stream *st = fs;
+  if (!fe_usable(st))
+    return;
+  nghttp3_pri pri = {.urgency = prio.urgency, .inc = prio.incremental};
+  if (nghttp3_conn_set_server_stream_priority(st->s->h3, st->id, &pri) == 0) {
+    st->pri = pri;
+    h3g_quic_conn_mark_dirty(st->s->qc);
+  }
+}
+
 static const h3g_frontend_ops frontend_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
     .consume = fe_consume,
     .stop_request = fe_stop_request,
     .abort = fe_abort,
+    .set_priority = fe_set_priority,
 };
 
 /* ---- session ---- */
@@ -824,7 +865,11 @@ void h3g_h3_session_free(h3g_h3_session *s) {
   free(s);
 }
 
-/* Control and QPACK streams: nghttp3 alone. */
+/* Control and QPACK streams: nghttp3 alone. The control stream may have
+ * carried PRIORITY_UPDATE frames (RFC 9218 §7.2), which nghttp3 applies to
+ * its scheduler without telling us: every request's priority is read back
+ * for the bridges (a request still waiting for an upstream connection
+ * moves). Control stream traffic is rare, the walk is cheap. */
 static int recv_uni(h3g_h3_session *s, int64_t stream_id, const uint8_t *data,
                     size_t len, int fin) {
   nghttp3_ssize n = nghttp3_conn_read_stream(s->h3, stream_id, data, len, fin);
@@ -832,6 +877,9 @@ static int recv_uni(h3g_h3_session *s, int64_t stream_id, const uint8_t *data,
     return (int)n;
   ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, (uint64_t)n);
   ngtcp2_conn_extend_max_offset(s->conn, (uint64_t)n);
+  for (h3g_h3_stream *st = s->streams; st != NULL; st = st->next)
+    if (st->pri_known)
+      stream_sync_priority(st, 0);
   return 0;
 }
 

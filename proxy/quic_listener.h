@@ -11,6 +11,11 @@
 #include "stream_bridge.h"
 #include "tls_ctx.h"
 
+/* Response bytes one HTTP/3 stream may have sent and not yet had
+ * acknowledged, beyond its stream_buffer_size of unsent ones
+ * (h3g_bridge_env.resp_inflight). */
+#define H3G_QUIC_STREAM_INFLIGHT_MAX ((size_t)32 * 1024 * 1024)
+
 typedef struct h3g_quic_listener h3g_quic_listener;
 
 /*

@@ -46,7 +46,8 @@ typedef struct h3g_server {
   h3g_h1_env redirect_env;
   int listeners_draining; /* listeners whose shutdown has not completed */
   h3g_admin *admin;
-  h3g_bridge_env env;
+  h3g_bridge_env env;     /* the QUIC front end's */
+  h3g_bridge_env tcp_env_bridge; /* the TCP front ends' */
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_signal_t sighup;
@@ -273,7 +274,13 @@ int h3g_server_run(const h3g_config *cfg) {
       .timers = &uv_timer_ops,
       .loop = &s->loop,
       .alt_svc = &s->alt_svc,
+      /* Sent stream data stays in our memory until acknowledged; the
+       * client's flow-control window and the congestion window are its
+       * real bounds, this is the hard cap a stream. */
+      .resp_inflight = H3G_QUIC_STREAM_INFLIGHT_MAX,
   };
+  s->tcp_env_bridge = s->env;
+  s->tcp_env_bridge.resp_inflight = 0;
   h3g_alt_svc_init(&s->alt_svc, cfg);
   if (rv == 0 && cfg->listen_enabled) {
     rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, s->secrets,
@@ -288,7 +295,7 @@ int h3g_server_run(const h3g_config *cfg) {
   if (rv == 0 && cfg->tcp_enabled) {
     s->tcp_env = (h3g_h1_env){
         .cfg = cfg,
-        .bridge_env = &s->env,
+        .bridge_env = &s->tcp_env_bridge,
         .alt_svc = &s->alt_svc,
     };
     rv = h3g_tcp_listener_new(&s->tcp, &s->loop, cfg, "tcp",

@@ -63,6 +63,12 @@ struct h3g_bridge {
 
   h3g_upstream_waiter waiter;
   h3g_upconn *conn;
+  /* RFC 9218: the client's priority (its request field, or what the front
+   * end reported: a PRIORITY_UPDATE, its own library's view). It orders
+   * the wait for an upstream connection among this client connection's
+   * requests, and an origin's Priority response field adjusts it. */
+  h3g_priority prio;
+  int prio_known; /* set by the front end; the request field is not read */
   int conn_reused;
   int retried;
 
@@ -144,8 +150,8 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
 static int flush_head(h3g_bridge *b);
 
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
-                   const h3g_frontend_ops *fe, void *fs, const char *client,
-                   const char *protocol) {
+                   const h3g_frontend_ops *fe, void *fs, const void *conn_key,
+                   const char *client, const char *protocol) {
   h3g_bridge *b = malloc(sizeof(*b));
   if (b == NULL)
     return H3G_ERR_NOMEM;
@@ -157,15 +163,18 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
       .start_ns = h3g_now_ns(),
       .start_wall_us = h3g_wall_us(),
       .outcome = "ok",
+      .prio = H3G_PRIORITY_DEFAULT,
   };
   b->waiter.ev = &upstream_events;
   b->waiter.ctx = b;
+  b->waiter.group = conn_key;
   h3g_headers_init(&b->req_fields, env->cfg->max_header_size);
   h3g_headers_init(&b->req_trailers, env->cfg->max_header_size);
   h3g_headers_init(&b->resp_trailers, env->cfg->max_header_size);
   h3g_headers_init(&b->resp_head, env->cfg->max_header_size);
   h3g_ring_init(&b->req_ring, env->cfg->stream_buffer_size);
   h3g_ring_init(&b->resp_ring, env->cfg->stream_buffer_size);
+  h3g_ring_set_inflight(&b->resp_ring, env->resp_inflight);
   snprintf(b->client, sizeof(b->client), "%s", client ? client : "-");
   snprintf(b->protocol, sizeof(b->protocol), "%s", protocol ? protocol : "-");
   H3G_INC(requests_total);
@@ -558,6 +567,9 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
       H3G_INC(h3_early_held);
     }
   }
+  if (!b->prio_known)
+    b->prio = h3g_priority_of_request(&b->req_fields);
+  b->waiter.urgency = b->prio.urgency;
   rv = build_request_head(b);
   if (rv != 0) {
     fail_exchange(b, rv == H3G_ERR_TOOBIG ? 431 : 500, "internal");
@@ -566,6 +578,15 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   if (!b->early_hold)
     start_upstream(b);
   return 0;
+}
+
+void h3g_bridge_set_priority(h3g_bridge *b, h3g_priority prio) {
+  b->prio = prio;
+  b->prio_known = 1;
+  if (b->up == UP_WAITING && b->env->up_ops->set_urgency != NULL)
+    b->env->up_ops->set_urgency(b->env->pool, &b->waiter, prio.urgency);
+  else
+    b->waiter.urgency = prio.urgency;
 }
 
 void h3g_bridge_set_early(h3g_bridge *b) {
@@ -757,8 +778,6 @@ static void pump_request(h3g_bridge *b) {
   if (!b->req_head_written)
     iov[n++] = (h3g_iovec){b->req_head, b->req_head_len};
 
-  const uint8_t *p1 = NULL, *p2 = NULL;
-  size_t l1 = 0, l2 = 0;
   /* With "expect: 100-continue" the body waits for the upstream's 100 (or
    * the timeout); after a final answer it is never sent. */
   if (b->expect_hold || b->expect_refused) {
@@ -769,8 +788,14 @@ static void pump_request(h3g_bridge *b) {
     }
     return;
   }
-  size_t nv = h3g_ring_take(&b->req_ring, SIZE_MAX, &p1, &l1, &p2, &l2);
-  size_t body = l1 + l2;
+  /* Room for the head, a chunk line, the CRLF after the chunk and the
+   * last chunk (or trailers) around the body vectors; the rest of the body
+   * goes in the next write. */
+  h3g_iovec bv[MAX_IOV - 4];
+  size_t nv = h3g_ring_take(&b->req_ring, SIZE_MAX, bv, H3G_ARRAY_LEN(bv));
+  size_t body = 0;
+  for (size_t i = 0; i < nv; i++)
+    body += bv[i].len;
   int chunked = b->up_content_length == -1;
   if (body > 0) {
     if (chunked) {
@@ -778,9 +803,8 @@ static void pump_request(h3g_bridge *b) {
                                       sizeof(b->chunk_line));
       iov[n++] = (h3g_iovec){b->chunk_line, cl};
     }
-    iov[n++] = (h3g_iovec){p1, l1};
-    if (nv == 2)
-      iov[n++] = (h3g_iovec){p2, l2};
+    for (size_t i = 0; i < nv; i++)
+      iov[n++] = bv[i];
     if (chunked)
       iov[n++] = (h3g_iovec){(const uint8_t *)H3G_H1_CRLF, 2};
   }
@@ -789,7 +813,7 @@ static void pump_request(h3g_bridge *b) {
    * byte, whether or not the client's FIN has arrived yet. */
   int final = b->up_content_length >= 0 &&
               b->body_submitted == (uint64_t)b->up_content_length;
-  if (b->req == REQ_END) {
+  if (b->req == REQ_END && h3g_ring_unsent(&b->req_ring) == 0) {
     final = 1;
     if (chunked) {
       if (b->req_trailers.nfields > 0 && b->trailer_block == NULL) {
@@ -1141,6 +1165,11 @@ static int flush_head(h3g_bridge *b) {
   if (!b->head_pending)
     return 0;
   b->head_pending = 0;
+  /* RFC 9218 §8: the origin's view of this response's priority. */
+  if (h3g_priority_merge_response(&b->prio, b->resp_head.fields,
+                                  b->resp_head.nfields) &&
+      b->fe->set_priority != NULL)
+    b->fe->set_priority(b->fs, b->prio);
   int rv = b->fe->send_head(b->fs, b->status, b->resp_head.fields,
                             b->resp_head.nfields, 0, b->head_has_body);
   if (rv != 0)
@@ -1252,41 +1281,43 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
   notify_body(b);
 }
 
+/* Upstream reads paused on a full response buffer go on once it has
+ * room again. */
+static void resume_reads(h3g_bridge *b) {
+  if (b->read_paused && b->up == UP_ACTIVE &&
+      h3g_ring_space(&b->resp_ring) > 0) {
+    b->read_paused = 0;
+    b->env->up_ops->read_start(b->conn);
+  }
+}
+
 size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t nv,
                             size_t max, unsigned *flags) {
   *flags = 0;
   if (b->resp == RESP_ABORTED || b->end_reported || nv == 0)
     return 0;
-  const uint8_t *p1 = NULL, *p2 = NULL;
-  size_t l1 = 0, l2 = 0;
-  if (nv == 1) {
-    /* Only the contiguous part fits in one vector. */
-    h3g_ring_peek(&b->resp_ring, max, &p1, &l1, &p2, &l2);
-    max = l1;
-  }
-  size_t n = h3g_ring_take(&b->resp_ring, max, &p1, &l1, &p2, &l2);
-  if (n >= 1)
-    v[0] = (h3g_iovec){p1, l1};
-  if (n == 2)
-    v[1] = (h3g_iovec){p2, l2};
-  b->bytes_out += l1 + l2;
-  H3G_ADD(response_body_bytes, l1 + l2);
+  size_t n = h3g_ring_take(&b->resp_ring, max, v, nv);
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += v[i].len;
+  b->bytes_out += total;
+  H3G_ADD(response_body_bytes, total);
   if (b->resp == RESP_COMPLETE && h3g_ring_unsent(&b->resp_ring) == 0) {
     *flags = H3G_BODY_END;
     if (b->resp_trailers.nfields > 0)
       *flags |= H3G_BODY_TRAILERS;
     b->end_reported = 1;
   }
+  /* Within the front end's in-flight allowance, handing bytes out makes
+   * room by itself. */
+  if (total > 0)
+    resume_reads(b);
   return n;
 }
 
 void h3g_bridge_body_done(h3g_bridge *b, size_t n) {
   h3g_ring_release(&b->resp_ring, n);
-  if (b->read_paused && b->up == UP_ACTIVE &&
-      h3g_ring_space(&b->resp_ring) > 0) {
-    b->read_paused = 0;
-    b->env->up_ops->read_start(b->conn);
-  }
+  resume_reads(b);
 }
 
 void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "frontend.h"
 #include "http_headers.h"
+#include "priority.h"
 #include "upstream_pool.h"
 
 typedef struct h3g_bridge h3g_bridge;
@@ -52,15 +53,31 @@ typedef struct h3g_bridge_env {
   /* The Alt-Svc the HTTP/3 front end adds to final response heads, so
    * clients refresh their entry (alt_svc.h); NULL: none, upstream's kept. */
   const struct h3g_alt_svc *alt_svc;
+  /* Response body bytes the front end may hold after taking them (until
+   * its peer acknowledges them) without counting against
+   * stream_buffer_size: QUIC keeps sent stream data in our memory, where
+   * TCP keeps it in the kernel's socket buffer. 0 for TCP front ends. */
+  size_t resp_inflight;
 } h3g_bridge_env;
 
 /*
- * Creates a bridge for a new request. client is "ip:port" and protocol is
+ * Creates a bridge for a new request. conn_key identifies the client
+ * connection (requests of one connection wait for the upstream in urgency
+ * order; connections take turns). client is "ip:port" and protocol is
  * "h3" (both copied, for the access log). Returns 0 or H3G_ERR_NOMEM.
  */
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
-                   const h3g_frontend_ops *fe, void *fs, const char *client,
-                   const char *protocol);
+                   const h3g_frontend_ops *fe, void *fs, const void *conn_key,
+                   const char *client, const char *protocol);
+
+/*
+ * The client's priority for this request (RFC 9218), as the front end
+ * knows it: its protocol library's reading of the request's Priority
+ * field, or a PRIORITY_UPDATE. Any time; a request still waiting for an
+ * upstream connection moves to its new place. Without a call, the bridge
+ * reads the request's priority field itself at end_headers.
+ */
+void h3g_bridge_set_priority(h3g_bridge *b, h3g_priority prio);
 
 /* Releases the upstream side, writes the access log line, frees b.
  * NULL is a no-op. */
@@ -146,8 +163,8 @@ enum {
 };
 
 /*
- * Hands out up to max unsent response body bytes in at most nv vectors (the
- * bytes need at most two; nv >= 1) and sets *flags. The bytes stay valid
+ * Hands out up to max unsent response body bytes in at most nv vectors
+ * (nv >= 1; each vector is at most H3G_RING_CHUNK bytes) and sets *flags. The bytes stay valid
  * until h3g_bridge_body_done() releases them. Returns the number of vectors
  * (0 with flags 0 means "nothing now": body_ready will be called when that
  * changes).

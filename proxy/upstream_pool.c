@@ -25,10 +25,12 @@
  * CONNECTING timer fires at once and reports c->connect_err instead of a
  * timeout). Only h3g_upstream_pool_close() calls on_fail from inside itself.
  *
- * The wait queue is FIFO with a single timer armed for its head's deadline
- * (waiters are in arrival order, so the head expires first); on expiry it
- * fails at most QUEUE_EXPIRE_BATCH waiters and re-arms at 0 ms for the
- * rest, so a burst of timeouts cannot monopolise one loop iteration.
+ * The wait queue (wait_queue.h) serves client connections in turn, each
+ * one's most urgent request first; a single timer is armed for the
+ * deadline of the waiter that has waited longest (its arrival list keeps
+ * that one first whatever the serving order); on expiry it fails at most
+ * QUEUE_EXPIRE_BATCH waiters and re-arms at 0 ms for the rest, so a burst
+ * of timeouts cannot monopolise one loop iteration.
  */
 #include "upstream_pool.h"
 
@@ -107,8 +109,7 @@ struct h3g_upstream_pool {
   struct sockaddr_storage addr;
   char *name;
   conn_list conns[CONN_NSTATES];
-  h3g_upstream_waiter *qhead, *qtail;
-  uint32_t qlen;
+  h3g_waitq queue;
   uv_timer_t qtimer;
   h3g_upstream_pool_stats stats; /* the counters; gauges come from lists */
   int closing;
@@ -201,71 +202,62 @@ static uint32_t pool_total(const h3g_upstream_pool *p) {
 
 /* ---- the wait queue ------------------------------------------------------ */
 
+static h3g_upstream_waiter *entry_waiter(h3g_waitq_entry *e) {
+  return e != NULL ? H3G_CONTAINER_OF(e, h3g_upstream_waiter, qe) : NULL;
+}
+
+/* Arms the queue timer for the deadline of the waiter that has waited
+ * longest (whatever order the queue serves in, it expires first). */
 static void queue_timer_update(h3g_upstream_pool *p) {
   if (p->closing)
     return;
-  if (p->qhead == NULL || p->cfg.connect_timeout_ms == 0) {
+  h3g_upstream_waiter *oldest = entry_waiter(h3g_waitq_oldest(&p->queue));
+  if (oldest == NULL || p->cfg.connect_timeout_ms == 0) {
     uv_timer_stop(&p->qtimer);
     return;
   }
-  uint64_t due = p->qhead->since_ns / 1000000u + p->cfg.connect_timeout_ms;
+  uint64_t due = oldest->since_ns / 1000000u + p->cfg.connect_timeout_ms;
   uint64_t now = uv_now(p->loop);
   uv_timer_start(&p->qtimer, on_queue_timer, due > now ? due - now : 0, 0);
 }
 
-static void queue_push_back(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
-  w->next = NULL;
-  w->prev = p->qtail;
-  if (p->qtail != NULL)
-    p->qtail->next = w;
-  else
-    p->qhead = w;
-  p->qtail = w;
-  p->qlen++;
+/* Queues w (front = 1: a waiter that lost the connection promised to it
+ * keeps its place and its original deadline). Returns 0 or H3G_ERR_NOMEM. */
+static int queue_push(h3g_upstream_pool *p, h3g_upstream_waiter *w,
+                      int front) {
+  h3g_waitq_entry *was_oldest = h3g_waitq_oldest(&p->queue);
+  /* A waiter without a group is a group of its own. */
+  const void *key = w->group != NULL ? w->group : (const void *)w;
+  int rv = h3g_waitq_push(&p->queue, &w->qe, key, w->urgency,
+                          w->since_ns, front);
+  if (rv != 0)
+    return rv;
   w->queued = WAIT_QUEUED;
   H3G_INC(upstream_queue_waiting);
-  if (p->qhead == w)
+  if (h3g_waitq_oldest(&p->queue) != was_oldest)
     queue_timer_update(p);
-}
-
-/* For a waiter that lost the connection promised to it: it keeps its place
- * (and its original deadline). */
-static void queue_push_front(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
-  w->prev = NULL;
-  w->next = p->qhead;
-  if (p->qhead != NULL)
-    p->qhead->prev = w;
-  else
-    p->qtail = w;
-  p->qhead = w;
-  p->qlen++;
-  w->queued = WAIT_QUEUED;
-  H3G_INC(upstream_queue_waiting);
-  queue_timer_update(p);
+  return 0;
 }
 
 static void queue_remove(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
-  int was_head = p->qhead == w;
-  if (w->prev != NULL)
-    w->prev->next = w->next;
-  else
-    p->qhead = w->next;
-  if (w->next != NULL)
-    w->next->prev = w->prev;
-  else
-    p->qtail = w->prev;
-  w->prev = w->next = NULL;
+  int was_oldest = h3g_waitq_oldest(&p->queue) == &w->qe;
+  h3g_waitq_remove(&p->queue, &w->qe);
   w->queued = WAIT_NONE;
-  p->qlen--;
   H3G_DEC(upstream_queue_waiting);
-  if (was_head)
+  if (was_oldest)
     queue_timer_update(p);
 }
 
+/* The waiter to serve next (wait_queue.h), removed from the queue. */
 static h3g_upstream_waiter *queue_pop(h3g_upstream_pool *p) {
-  h3g_upstream_waiter *w = p->qhead;
-  if (w != NULL)
-    queue_remove(p, w);
+  h3g_waitq_entry *oldest = h3g_waitq_oldest(&p->queue);
+  h3g_upstream_waiter *w = entry_waiter(h3g_waitq_pop(&p->queue));
+  if (w == NULL)
+    return NULL;
+  w->queued = WAIT_NONE;
+  H3G_DEC(upstream_queue_waiting);
+  if (oldest == &w->qe)
+    queue_timer_update(p);
   return w;
 }
 
@@ -273,7 +265,7 @@ static void on_queue_timer(uv_timer_t *t) {
   h3g_upstream_pool *p = t->data;
   uint64_t now = uv_now(p->loop);
   for (int i = 0; i < QUEUE_EXPIRE_BATCH; i++) {
-    h3g_upstream_waiter *w = p->qhead;
+    h3g_upstream_waiter *w = entry_waiter(h3g_waitq_oldest(&p->queue));
     if (w == NULL || w->since_ns / 1000000u + p->cfg.connect_timeout_ms > now)
       break;
     queue_remove(p, w);
@@ -325,6 +317,7 @@ static void pool_maybe_finish(h3g_upstream_pool *p) {
   h3g_debug("upstream %s: pool closed", p->name);
   if (cb != NULL)
     cb(arg);
+  h3g_waitq_free(&p->queue);
   free(p->name);
   free(p);
 }
@@ -387,12 +380,16 @@ static int conn_watch(h3g_upconn *c) {
 static void conn_lost_handoff(h3g_upconn *c) {
   h3g_upstream_pool *p = c->pool;
   h3g_upstream_waiter *w = c->waiter;
+  int lost = 0;
   if (w != NULL) {
     conn_detach_waiter(c);
-    queue_push_front(p, w);
+    lost = queue_push(p, w, 1) != 0;
   }
   conn_close(c);
   pool_serve(p);
+  /* Only when no group record could be had for it (out of memory). */
+  if (lost)
+    w->ev->on_fail(w->ctx, H3G_ERR_NOMEM);
 }
 
 /* c (watched) is promised to w; on_ready comes from c's timer. */
@@ -416,7 +413,7 @@ static void conn_offer(h3g_upconn *c) {
     pool_serve(p);
     return;
   }
-  if (p->qhead != NULL) {
+  if (h3g_waitq_len(&p->queue) > 0) {
     conn_handoff(c, queue_pop(p));
     return;
   }
@@ -479,13 +476,18 @@ static void conn_connect_failed(h3g_upconn *c, int err) {
     w->ev->on_fail(w->ctx, err);
 }
 
-/* Opens a new connection for w (counted against size at once). Returns 0
- * or H3G_ERR_NOMEM; connect errors come later, from callbacks. */
-static int conn_open(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
+static h3g_upconn *conn_alloc(h3g_upstream_pool *p) {
   h3g_upconn *c = malloc(sizeof(*c));
-  if (c == NULL)
-    return H3G_ERR_NOMEM;
-  *c = (h3g_upconn){.pool = p, .state = CONN_CONNECTING, .waiter = w};
+  if (c != NULL)
+    *c = (h3g_upconn){.pool = p, .state = CONN_CONNECTING};
+  return c;
+}
+
+/* Opens c, from conn_alloc(), for w (counted against size at once).
+ * Connect errors come later, from callbacks. */
+static void conn_start(h3g_upconn *c, h3g_upstream_waiter *w) {
+  h3g_upstream_pool *p = c->pool;
+  c->waiter = w;
   /* Neither call makes a system call (the socket is created by connect),
    * so they cannot fail on Unix. */
   uv_tcp_init(p->loop, &c->tcp);
@@ -505,28 +507,24 @@ static int conn_open(h3g_upstream_pool *p, h3g_upstream_waiter *w) {
     uv_timer_start(&c->timer, on_conn_timer, p->cfg.connect_timeout_ms, 0);
   }
   h3g_debug("upstream %s: connecting (%u open)", p->name, pool_total(p));
-  return 0;
 }
 
 /*
- * Gives free capacity to queued waiters, oldest first: idle connections
- * first, then new connections up to size. Bounded by the queue length and
- * the pool size.
+ * Gives free capacity to queued waiters in the queue's order: idle
+ * connections first, then new connections up to size. Bounded by the queue
+ * length and the pool size. Never fails a waiter (release() calls it): a
+ * waiter leaves the queue only once its connection exists.
  */
 static void pool_serve(h3g_upstream_pool *p) {
-  while (!p->closing && p->qhead != NULL) {
+  while (!p->closing && h3g_waitq_len(&p->queue) > 0) {
     h3g_upconn *c = idle_take(p);
     if (c != NULL) {
       conn_handoff(c, queue_pop(p));
       continue;
     }
-    if (pool_total(p) >= p->cfg.size)
+    if (pool_total(p) >= p->cfg.size || (c = conn_alloc(p)) == NULL)
       break;
-    h3g_upstream_waiter *w = queue_pop(p);
-    if (conn_open(p, w) != 0) {
-      queue_push_front(p, w);
-      break;
-    }
+    conn_start(c, queue_pop(p));
   }
 }
 
@@ -716,21 +714,26 @@ static int op_acquire(void *pool, h3g_upstream_waiter *w) {
     return H3G_ERR_INVAL;
   w->since_ns = uv_now(p->loop) * 1000000u;
   w->conn = NULL;
-  if (p->qhead == NULL) {
+  if (h3g_waitq_len(&p->queue) == 0) {
     h3g_upconn *c = idle_take(p);
     if (c != NULL) {
       conn_handoff(c, w);
       return 0;
     }
-    if (pool_total(p) < p->cfg.size)
-      return conn_open(p, w);
+    if (pool_total(p) < p->cfg.size) {
+      if ((c = conn_alloc(p)) == NULL)
+        return H3G_ERR_NOMEM;
+      conn_start(c, w);
+      return 0;
+    }
   }
-  if (p->qlen >= p->cfg.queue_size) {
+  if (h3g_waitq_len(&p->queue) >= p->cfg.queue_size ||
+      queue_push(p, w, 0) != 0) {
     H3G_INC(upstream_queue_rejected);
-    h3g_debug("upstream %s: wait queue full (%u)", p->name, p->qlen);
+    h3g_debug("upstream %s: wait queue full (%zu)", p->name,
+              h3g_waitq_len(&p->queue));
     return H3G_ERR_NOMEM;
   }
-  queue_push_back(p, w);
   return 0;
 }
 
@@ -750,6 +753,14 @@ static void op_cancel(void *pool, h3g_upstream_waiter *w) {
     break;
   default: break;
   }
+}
+
+static void op_set_urgency(void *pool, h3g_upstream_waiter *w,
+                           uint8_t urgency) {
+  h3g_upstream_pool *p = pool;
+  w->urgency = urgency;
+  if (w->queued == WAIT_QUEUED)
+    h3g_waitq_set_urgency(&p->queue, &w->qe, urgency);
 }
 
 static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
@@ -852,6 +863,7 @@ static const char *op_name(void *pool) {
 const h3g_upstream_ops h3g_upstream_pool_ops = {
     .acquire = op_acquire,
     .cancel = op_cancel,
+    .set_urgency = op_set_urgency,
     .write = op_write,
     .read_start = op_read_start,
     .read_stop = op_read_stop,
@@ -898,6 +910,7 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
   if (p == NULL)
     return H3G_ERR_NOMEM;
   *p = (h3g_upstream_pool){.loop = loop, .cfg = *cfg};
+  h3g_waitq_init(&p->queue);
   p->cfg.host = NULL;
   int rv = resolve(cfg->host, cfg->port, &p->addr);
   if (rv != 0) {
@@ -970,5 +983,5 @@ void h3g_upstream_pool_get_stats(const h3g_upstream_pool *p,
   out->busy = p->conns[CONN_BUSY].n + p->conns[CONN_HANDOFF].n;
   out->idle = p->conns[CONN_IDLE].n;
   out->connecting = p->conns[CONN_CONNECTING].n;
-  out->waiting = p->qlen;
+  out->waiting = (uint32_t)h3g_waitq_len(&p->queue);
 }

@@ -25,15 +25,11 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "wait_queue.h"
 
 typedef struct h3g_upconn h3g_upconn;
 typedef struct h3g_upstream_pool h3g_upstream_pool;
 
-/* A scatter element for writes (same layout idea as struct iovec). */
-typedef struct h3g_iovec {
-  const uint8_t *base;
-  size_t len;
-} h3g_iovec;
 
 /*
  * Events a pool delivers to the user of a connection (or of a wait). ctx is
@@ -68,16 +64,21 @@ typedef struct h3g_upstream_events {
 } h3g_upstream_events;
 
 /*
- * What a user embeds to wait for a connection. The user sets ev and ctx
- * (zero the rest once, e.g. with a designated initialiser); every other
- * field is the pool's. The waiter must stay valid while a wait is pending
- * (from acquire() until on_ready, on_fail or cancel()); it may be reused for
- * another acquire() afterwards.
+ * What a user embeds to wait for a connection. The user sets ev and ctx,
+ * and group and urgency for the wait queue (zero the rest once, e.g. with a
+ * designated initialiser); every other field is the pool's. The waiter must
+ * stay valid while a wait is pending (from acquire() until on_ready, on_fail
+ * or cancel()); it may be reused for another acquire() afterwards.
  */
 typedef struct h3g_upstream_waiter {
-  struct h3g_upstream_waiter *prev, *next; /* wait queue links */
+  h3g_waitq_entry qe; /* wait queue links (pool's) */
   const h3g_upstream_events *ev;
   void *ctx;
+  /* Identifies the client connection the request came on (requests of one
+   * connection are ordered by urgency; connections take turns). NULL puts
+   * the waiter in a group of its own. */
+  const void *group;
+  uint8_t urgency; /* RFC 9218: 0 most urgent .. 7; 3 by default */
   uint64_t since_ns;  /* loop time of acquire(), in ns */
   int queued;         /* non-zero while a wait is pending (pool's state) */
   h3g_upconn *conn;   /* connection being opened or handed over for it */
@@ -97,6 +98,9 @@ typedef struct h3g_upstream_ops {
   int (*acquire)(void *pool, h3g_upstream_waiter *w);
   /* Withdraws a pending acquire (no event follows). No-op if not pending. */
   void (*cancel)(void *pool, h3g_upstream_waiter *w);
+  /* Sets w->urgency; a waiter still queued moves to its new place (a
+   * client reprioritised the request). */
+  void (*set_urgency)(void *pool, h3g_upstream_waiter *w, uint8_t urgency);
   /*
    * Writes all of iov (1 to 8 elements). The bytes must stay valid until
    * on_written (or release()). One write at a time. Returns 0 (on_written

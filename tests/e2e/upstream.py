@@ -706,9 +706,10 @@ class Upstream:
         if kind == "bytes":
             n = int(arg)
             body.drain()
+            extra = [("Priority", q["priority"])] if "priority" in q else []
             resp.head(200, [("Content-Type", "application/octet-stream"),
                             ("Content-Length", str(n)),
-                            ("X-Body-Sha256", expected_sha256(n))])
+                            ("X-Body-Sha256", expected_sha256(n))] + extra)
             for piece in iter_pattern(n):
                 resp.body(piece)
             if "linger_close" in q:

@@ -39,6 +39,11 @@
  *     pause MS          wait before the next action
  *     fin               end our side of the stream
  *     reset CODE        reset our side of the stream (RESET_STREAM)
+ *     control TYPE BYTES  a frame of any type with that payload on our
+ *                       control stream, sent when this action's turn
+ *                       comes (e.g. PRIORITY_UPDATE, type 0xf0700: the
+ *                       payload is the stream id as a varint, then the
+ *                       priority value)
  *
  * A stream is done when the server ended its side (FIN, RESET_STREAM or the
  * stream closed) and every action ran or could not (STOP_SENDING), or when
@@ -49,9 +54,14 @@
  * script order,
  *   {"index": 0, "stream": 0, "status": 200, "informational": [103],
  *    "headers": [["server", "x"]], "trailers": [], "body_len": 5,
+ *    "data_first": 3, "data_last": 9,
  *    "fin": true, "reset": null, "stop_sending": null, "timeout": false,
  *    "error": null}
- * ("error" names a response h3raw could not parse), then one about the
+ * ("error" names a response h3raw could not parse; data_first and
+ * data_last number the first and last pieces of DATA payload received for
+ * the stream on one counter shared by all streams, in arrival order, so
+ * the order in which the server interleaved its responses can be seen;
+ * -1 when none), then one about the
  * connection:
  *   {"connection_close": null, "close_type": null, "frame_type": null,
  *    "reason": null, "goaway": null, "idle_close": false,
@@ -131,11 +141,18 @@
 
 /* ---- the script ---- */
 
-typedef enum act_kind { ACT_SEND, ACT_FIN, ACT_PAUSE, ACT_RESET } act_kind;
+typedef enum act_kind {
+  ACT_SEND,
+  ACT_FIN,
+  ACT_PAUSE,
+  ACT_RESET,
+  ACT_CONTROL,
+} act_kind;
 
 typedef struct act {
   act_kind kind;
-  h3r_bytes wire; /* ACT_SEND; lives until exit: ngtcp2 keeps pointers */
+  h3r_bytes wire; /* ACT_SEND, ACT_CONTROL; lives until exit: ngtcp2
+                   * keeps pointers */
   uint64_t num;   /* ACT_PAUSE: ms; ACT_RESET: code */
   int started;
 } act;
@@ -174,6 +191,7 @@ typedef struct rstream {
   size_t ninformational;
   h3r_fields headers, trailers;
   uint64_t body_len;
+  int64_t data_first, data_last; /* -1: no DATA payload yet */
   int fin, closed, timed_out;
   int64_t reset, stop; /* -1: none */
   const char *error;
@@ -215,6 +233,7 @@ typedef struct client {
   int draining; /* the peer sent CONNECTION_CLOSE */
   int idle_close;
   int64_t goaway;
+  int64_t data_seq; /* pieces of DATA payload received, all streams */
   const char *local_error;
   int local_liberr; /* ngtcp2 error to send in our CONNECTION_CLOSE */
 } client;
@@ -450,6 +469,8 @@ static void read_script(FILE *f, const char *file) {
       st = &C.streams[C.nstreams];
       *st = (rstream){.index = C.nstreams,
                       .status = -1,
+                      .data_first = -1,
+                      .data_last = -1,
                       .reset = -1,
                       .stop = -1,
                       .q = {.id = -1}};
@@ -492,6 +513,11 @@ static void read_script(FILE *f, const char *file) {
     } else if (tok_is(cmd, "reset") && n == 2 && tok_num(&tok[1], &a1) == 0 &&
                a1 < (1ull << 62)) {
       stream_add_act(st, ACT_RESET)->num = a1;
+    } else if (tok_is(cmd, "control") && n == 3 &&
+               tok_num(&tok[1], &a1) == 0 && a1 < (1ull << 62)) {
+      act *a = stream_add_act(st, ACT_CONTROL);
+      if (h3r_put_frame(&a->wire, a1, tok[2].data, tok[2].len))
+        die(2, "out of memory");
     } else {
       script_error(file, lineno, "unknown command or wrong arguments");
     }
@@ -503,7 +529,7 @@ static void read_script(FILE *f, const char *file) {
     int ended = 0;
     for (size_t k = 0; k < C.streams[i].nacts; k++) {
       act_kind kind = C.streams[i].acts[k].kind;
-      if (ended && kind != ACT_PAUSE)
+      if (ended && kind != ACT_PAUSE && kind != ACT_CONTROL)
         die(1, "%s: stream %zu: an action after fin or reset", file, i + 1);
       ended = ended || kind == ACT_FIN || kind == ACT_RESET;
     }
@@ -629,6 +655,11 @@ static void on_request_frame(void *ud, uint64_t type, const uint8_t *p,
     if (st->status < 0 && st->error == NULL)
       st->error = "DATA before the final HEADERS";
     st->body_len += len;
+    if (len > 0) {
+      if (st->data_first < 0)
+        st->data_first = C.data_seq;
+      st->data_last = C.data_seq++;
+    }
     return;
   }
   if (type != H3_FRAME_HEADERS)
@@ -1107,6 +1138,12 @@ static void run_actions(client *c, rstream *st, uint64_t ts) {
         sendq_push(&st->q, a->wire.data, a->wire.len);
       break;
     case ACT_FIN: st->q.fin_wanted = 1; break;
+    case ACT_CONTROL:
+      /* After SETTINGS, which opens the control stream. */
+      if (!c->uni_opened)
+        return;
+      sendq_push(&c->ctrl, a->wire.data, a->wire.len);
+      break;
     case ACT_RESET:
       if (!st->q.dead)
         ngtcp2_conn_shutdown_stream_write(c->conn, 0, st->q.id, a->num);
@@ -1297,8 +1334,10 @@ static void report(client *c) {
     json_fields(&st->headers);
     printf(", \"trailers\": ");
     json_fields(&st->trailers);
-    printf(", \"body_len\": %" PRIu64 ", \"fin\": %s, \"reset\": ",
-           st->body_len, st->fin ? "true" : "false");
+    printf(", \"body_len\": %" PRIu64 ", \"data_first\": %" PRId64
+           ", \"data_last\": %" PRId64 ", \"fin\": %s, \"reset\": ",
+           st->body_len, st->data_first, st->data_last,
+           st->fin ? "true" : "false");
     json_code(st->reset);
     printf(", \"stop_sending\": ");
     json_code(st->stop);

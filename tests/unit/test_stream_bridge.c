@@ -26,6 +26,7 @@ typedef struct fake_up {
   uint64_t read_timeout;
   int released;
   int reusable;
+  int set_urgencies;
 } fake_up;
 
 static fake_up up;
@@ -44,6 +45,13 @@ static void f_cancel(void *pool, h3g_upstream_waiter *w) {
   (void)w;
   up.cancels++;
   up.waiter = NULL;
+}
+static void f_set_urgency(void *pool, h3g_upstream_waiter *w,
+                          uint8_t urgency) {
+  (void)pool;
+  CHECK(w == up.waiter);
+  up.set_urgencies++;
+  w->urgency = urgency;
 }
 static int f_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   (void)c;
@@ -81,6 +89,7 @@ static const char *f_name(void *pool) {
 static const h3g_upstream_ops fake_ops = {
     .acquire = f_acquire,
     .cancel = f_cancel,
+    .set_urgency = f_set_urgency,
     .write = f_write,
     .read_start = f_read_start,
     .read_stop = f_read_stop,
@@ -132,6 +141,8 @@ typedef struct fake_fe {
   int stop_request;
   int aborted;
   h3g_abort_code abort_code;
+  int set_priorities;
+  h3g_priority prio;
 } fake_fe;
 
 static fake_fe fe;
@@ -173,12 +184,19 @@ static void fe_abort(void *fs, h3g_abort_code code) {
   fe.abort_code = code;
 }
 
+static void fe_set_priority(void *fs, h3g_priority prio) {
+  (void)fs;
+  fe.set_priorities++;
+  fe.prio = prio;
+}
+
 static const h3g_frontend_ops fake_fe_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
     .consume = fe_consume,
     .stop_request = fe_stop_request,
     .abort = fe_abort,
+    .set_priority = fe_set_priority,
 };
 
 /* ---- fake timers ------------------------------------------------------ */
@@ -237,7 +255,7 @@ static h3g_bridge *new_bridge(size_t bufsize) {
                          .pool = NULL,
                          .timers = &fake_timers};
   h3g_bridge *b = NULL;
-  CHECK_EQ_INT(h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, "127.0.0.1:1",
+  CHECK_EQ_INT(h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, &env, "127.0.0.1:1",
                               "h3"),
                0);
   return b;
@@ -988,6 +1006,58 @@ static void test_body_timeout(void) {
   h3g_bridge_free(b);
 }
 
+/* RFC 9218: the request's priority orders its wait for a connection
+ * (grouped by client connection); an update moves a waiting request; the
+ * origin's Priority field is merged into what the front end schedules. */
+static void test_priority(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "GET", "/img");
+  add(b, "priority", "u=5, i");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(up.acquires, 1);
+  CHECK_EQ_INT(up.waiter->urgency, 5);
+  CHECK(up.waiter->group == &env);
+  /* A PRIORITY_UPDATE while it waits. */
+  h3g_bridge_set_priority(b, (h3g_priority){.urgency = 2, .incremental = 1});
+  CHECK_EQ_INT(up.set_urgencies, 1);
+  CHECK_EQ_INT(up.waiter->urgency, 2);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                     "Priority: u=1\r\n\r\nok";
+  up_send(resp, strlen(resp));
+  CHECK_EQ_INT(fe.heads, 1);
+  CHECK_EQ_INT(fe.set_priorities, 1);
+  CHECK_EQ_INT(fe.prio.urgency, 1);     /* the origin's */
+  CHECK_EQ_INT(fe.prio.incremental, 1); /* the client's, kept */
+  /* End to end: the field still reaches the client. */
+  CHECK(strstr(fe.fields, "priority: u=1") != NULL);
+  h3g_bridge_free(b);
+
+  /* No priority field: RFC 9218 defaults; a response without one changes
+   * nothing; a front end that already told the bridge wins. */
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  add(b, "priority", "u=0");
+  h3g_bridge_set_priority(b, (h3g_priority){.urgency = 6, .incremental = 0});
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(up.waiter->urgency, 6);
+  CHECK_EQ_INT(up.set_urgencies, 0); /* not waiting yet when told */
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  up_send(resp, strlen(resp));
+  CHECK_EQ_INT(fe.heads, 1);
+  CHECK_EQ_INT(fe.set_priorities, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  CHECK_EQ_INT(up.waiter->urgency, 3);
+  h3g_bridge_free(b);
+}
+
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
@@ -1011,5 +1081,6 @@ int main(void) {
   RUN(test_bytes_after_response);
   RUN(test_early_data);
   RUN(test_body_timeout);
+  RUN(test_priority);
   return unit_report();
 }

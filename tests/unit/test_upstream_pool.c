@@ -476,6 +476,52 @@ static void test_size_limit_fifo(void) {
   CHECK_EQ_INT(DELTA(upstream_reuses), 2);
 }
 
+/*
+ * RFC 9218 in the wait queue: requests of one client connection are served
+ * most urgent first (a PRIORITY_UPDATE moves a queued one), client
+ * connections take turns, so urgency never lets one overtake another.
+ */
+static void urgency_hook(user *u, int ev) {
+  if (ev != EV_READY)
+    return;
+  if (u == &u1) {
+    CHECK_EQ_INT(stats().waiting, 5);
+    /* The client raises u6 (u=6) to u=1 while it waits. */
+    OPS.set_urgency(g.pool, &u6.w, 1);
+    CHECK_EQ_INT(u6.w.urgency, 1);
+  }
+  OPS.release(u->conn, 1);
+  if (g.norder == 6)
+    finish();
+}
+
+static void test_queue_urgency_and_turns(void) {
+  static int conn_a, conn_b;
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  if (make_pool(g.srv.port, 1, 8, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user *all[] = {&u1, &u2, &u3, &u4, &u5, &u6};
+  const void *group[] = {&conn_a, &conn_a, &conn_a, &conn_a, &conn_b, &conn_a};
+  uint8_t urgency[] = {3, 6, 6, 0, 7, 6};
+  for (int i = 0; i < 6; i++) {
+    user_init(all[i], i + 1, urgency_hook);
+    all[i]->w.group = group[i];
+    all[i]->w.urgency = urgency[i];
+    CHECK_EQ_INT(acquire(all[i]), 0);
+  }
+  run_and_end();
+  /* u1 had the connection; then conn_a's most urgent (u4), conn_b's turn
+   * (u5, however low its urgency), conn_a's raised u6, then arrival. */
+  int want[] = {1, 4, 5, 6, 2, 3};
+  CHECK_EQ_INT(g.norder, 6);
+  for (int i = 0; i < 6; i++)
+    CHECK_EQ_INT(g.order[i], want[i]);
+  CHECK_EQ_INT(g.srv.accepts, 1);
+}
+
 /* Idle connections are reused most recently released first. */
 static void lifo_hook(user *u, int ev) {
   if (ev != EV_READY)
@@ -1174,6 +1220,7 @@ int main(void) {
   RUN(test_new);
   RUN(test_connect_write_read_reuse);
   RUN(test_size_limit_fifo);
+  RUN(test_queue_urgency_and_turns);
   RUN(test_idle_lifo);
   RUN(test_queue_full_and_close_busy);
   RUN(test_queue_timeout);
