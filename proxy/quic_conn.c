@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 /* wolfSSL headers need their build options first and quic.h after ssl.h. */
 #include <wolfssl/options.h>
@@ -38,6 +40,16 @@
  * 44 full packets) usually ends a round first.
  */
 #define MAX_PKTS_PER_WRITE 64
+/*
+ * Packets sent back to back before pacing waits (with the precise timer).
+ * ngtcp2's send quantum is about a millisecond of the pacing rate, up to
+ * 64 KiB: 45 full packets in one burst at line rate, which a shallow
+ * bottleneck queue or a client's socket buffer drops from (and BBR then
+ * reads as congestion). Ten is still one GSO send.
+ */
+#define PACING_BURST_PKTS 10
+/* Expired deadlines handled per timerfd wake-up before yielding. */
+#define TIMER_BATCH 256
 #define UNI_STREAM_WINDOW (64 * 1024)
 #define ACTIVE_CID_LIMIT 8
 /* TLS alert no_application_protocol (RFC 8446 §6). */
@@ -66,7 +78,9 @@ struct h3g_quic_conn {
   WOLFSSL *ssl;
   ngtcp2_crypto_conn_ref conn_ref;
   h3g_h3_session *h3;
-  uv_timer_t timer;
+  uv_timer_t timer;      /* the closing period; ngtcp2 deadlines when the
+                          * heap had no room */
+  h3g_theap_node tnode;  /* the next ngtcp2 deadline in env->timers */
 
   ngtcp2_ccerr ccerr;
   unsigned ccerr_set : 1;
@@ -103,6 +117,8 @@ struct h3g_quic_conn {
 
 static void on_timer(uv_timer_t *t);
 static void on_close_timer(uv_timer_t *t);
+static void conn_expire(h3g_quic_conn *c);
+static void on_timer_fd(uv_poll_t *p, int status, int events);
 static void conn_set_state(h3g_quic_conn *c, conn_state next);
 
 /* ---- randomness ---- */
@@ -315,15 +331,46 @@ static void conn_start_closing(h3g_quic_conn *c) {
   conn_set_state(c, CONN_CLOSING);
 }
 
+/* Sets env->timer_fd to the earliest deadline, if that changed. */
+static void env_timer_rearm(h3g_quic_env *env) {
+  h3g_theap_node *top = h3g_theap_top(&env->timers);
+  uint64_t at = top != NULL ? top->at : 0;
+  if (at == env->timer_armed)
+    return;
+  /* A deadline already past fires at once (absolute time). */
+  struct itimerspec its = {
+      .it_value = {.tv_sec = (time_t)(at / 1000000000u),
+                   .tv_nsec = (long)(at % 1000000000u)},
+  };
+  if (at != 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+    its.it_value.tv_nsec = 1;
+  if (timerfd_settime(env->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+    env->timer_armed = at;
+}
+
+/* c has no ngtcp2 deadline any more. */
+static void conn_disarm(h3g_quic_conn *c) {
+  uv_timer_stop(&c->timer);
+  if (h3g_theap_contains(&c->tnode)) {
+    h3g_theap_remove(&c->env->timers, &c->tnode);
+    env_timer_rearm(c->env);
+  }
+}
+
 static void conn_arm_timer(h3g_quic_conn *c) {
+  h3g_quic_env *env = c->env;
   ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
   if (expiry == UINT64_MAX) {
-    uv_timer_stop(&c->timer);
+    conn_disarm(c);
     return;
   }
+  if (h3g_theap_set(&env->timers, &c->tnode, expiry) == 0) {
+    env_timer_rearm(env);
+    return;
+  }
+  /* No memory for the heap: libuv timers count milliseconds; round up,
+   * and let ngtcp2's pacing compensate for the lateness. */
   ngtcp2_tstamp now = h3g_now_ns();
-  /* libuv timers count milliseconds: round up, and let ngtcp2's pacing
-   * compensate for the lateness. */
   uint64_t ms = expiry <= now ? 0 : (expiry - now + 999999) / 1000000;
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
@@ -372,8 +419,8 @@ static void conn_set_state(h3g_quic_conn *c, conn_state next) {
   c->h3 = NULL;
   dirty_remove(env, c);
 
+  conn_disarm(c);
   if (next == CONN_DEAD) {
-    uv_timer_stop(&c->timer);
     unmap_cids(c);
     c->dead_next = env->dead;
     env->dead = c;
@@ -396,8 +443,11 @@ static void on_close_timer(uv_timer_t *t) {
 }
 
 static void on_timer(uv_timer_t *t) {
-  h3g_quic_conn *c = t->data;
+  conn_expire(t->data);
+}
 
+/* One of c's ngtcp2 deadlines passed. */
+static void conn_expire(h3g_quic_conn *c) {
   /* After a fatal error ngtcp2 allows nothing but the close. */
   if (c->state >= CONN_CLOSING || c->close_pending)
     return;
@@ -842,6 +892,7 @@ static void conn_free(h3g_quic_conn *c) {
   if (c->ssl != NULL)
     wolfSSL_free(c->ssl);
   free(c->close_pkt);
+  conn_disarm(c);
   env->nfreeing++;
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
@@ -1197,7 +1248,8 @@ static int conn_write(h3g_quic_conn *c) {
 
   ngtcp2_tstamp ts = h3g_now_ns();
   size_t pktmax = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
-  size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
+  size_t quantum = H3G_MIN(ngtcp2_conn_get_send_quantum(c->conn),
+                           PACING_BURST_PKTS * pktmax);
   size_t bytes = 0, npkts = 0;
   int result = 0, more = 0;
   ngtcp2_path_storage ps;
@@ -1271,8 +1323,22 @@ int h3g_quic_env_init(h3g_quic_env *env) {
     h3g_cid_map_free(&env->cids);
     return H3G_ERR_NOMEM;
   }
+  h3g_theap_init(&env->timers);
+  env->timer_armed = 0;
+  env->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (env->timer_fd < 0 ||
+      uv_poll_init(env->loop, &env->timer_poll, env->timer_fd) != 0) {
+    h3g_error("quic: timerfd: %s", strerror(errno));
+    if (env->timer_fd >= 0)
+      close(env->timer_fd);
+    h3g_cid_map_free(&env->cids);
+    h3g_source_map_free(&env->sources);
+    return H3G_ERR_IO;
+  }
   uv_idle_init(env->loop, &env->idle);
   env->idle.data = env;
+  env->timer_poll.data = env;
+  uv_poll_start(&env->timer_poll, UV_READABLE, on_timer_fd);
   return 0;
 }
 
@@ -1280,6 +1346,31 @@ void h3g_quic_env_free(h3g_quic_env *env) {
   assert(env->conns == NULL && env->nfreeing == 0);
   h3g_cid_map_free(&env->cids);
   h3g_source_map_free(&env->sources);
+  h3g_theap_free(&env->timers);
+  if (env->timer_fd >= 0)
+    close(env->timer_fd);
+  env->timer_fd = -1;
+}
+
+/* The earliest deadlines passed: handle them (a batch at a time, so a
+ * storm of expiries cannot hold the loop), then re-arm for the next. */
+static void on_timer_fd(uv_poll_t *p, int status, int events) {
+  h3g_quic_env *env = p->data;
+  uint64_t ticks;
+  H3G_UNUSED(status);
+  H3G_UNUSED(events);
+  while (read(env->timer_fd, &ticks, sizeof(ticks)) > 0)
+    ;
+  env->timer_armed = 0;
+  uint64_t now = h3g_now_ns();
+  for (int i = 0; i < TIMER_BATCH; i++) {
+    h3g_theap_node *top = h3g_theap_top(&env->timers);
+    if (top == NULL || top->at > now)
+      break;
+    h3g_theap_remove(&env->timers, top);
+    conn_expire(H3G_CONTAINER_OF(top, h3g_quic_conn, tnode));
+  }
+  env_timer_rearm(env);
 }
 
 int h3g_quic_env_flush(h3g_quic_env *env) {

@@ -35,6 +35,7 @@
 #include "config.h"
 #include "source_map.h"
 #include "stream_bridge.h"
+#include "timer_heap.h"
 #include "udp_socket.h"
 
 /* Length of the connection IDs we issue. */
@@ -82,17 +83,24 @@ typedef struct h3g_quic_env {
   size_t ndirty;
   h3g_quic_conn *dead;
   int shutting_down;
+  /* Every connection's next ngtcp2 deadline (loss detection, ACK delay,
+   * idle, pacing), and a timerfd the loop sleeps on until the earliest,
+   * with sub-millisecond precision (timer_heap.h says why). */
+  h3g_theap timers;
+  int timer_fd;
+  uv_poll_t timer_poll; /* closed by the owner, like idle */
+  uint64_t timer_armed; /* the deadline timer_fd is set to, 0: disarmed */
 } h3g_quic_env;
 
 /*
  * Prepares env (loop, cfg, ssl_ctx, bridge_env, sock must be set by the
- * caller first): the CID table, secrets, the idle handle. Returns 0,
- * H3G_ERR_NOMEM or H3G_ERR_IO (no randomness).
+ * caller first): the CID table, secrets, the idle handle and the timer
+ * poll handle. Returns 0, H3G_ERR_NOMEM or H3G_ERR_IO (no randomness).
  */
 int h3g_quic_env_init(h3g_quic_env *env);
 
-/* Releases the CID table. Every connection must be freed; the idle handle
- * is closed by the owner. */
+/* Releases the CID table and the timerfd. Every connection must be freed;
+ * the idle and timer_poll handles are closed by the owner. */
 void h3g_quic_env_free(h3g_quic_env *env);
 
 /*

@@ -460,10 +460,12 @@ static void maybe_finish(h3g_quic_listener *l) {
   (void)h3g_udp_tx_flush(&l->sock); /* the last CONNECTION_CLOSE packets */
   l->closing = 1;
   uv_poll_stop(&l->poll);
-  l->open_handles = 5;
+  l->open_handles = 6;
   uv_close((uv_handle_t *)&l->poll, on_handle_closed);
   uv_close((uv_handle_t *)&l->check, on_handle_closed);
   uv_close((uv_handle_t *)&l->env.idle, on_handle_closed);
+  l->env.timer_poll.data = l;
+  uv_close((uv_handle_t *)&l->env.timer_poll, on_handle_closed);
   uv_close((uv_handle_t *)&l->goaway_timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->deadline_timer, on_handle_closed);
   h3g_debug("quic: listener closed");
