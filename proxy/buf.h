@@ -46,6 +46,11 @@ void h3g_ring_init(h3g_ring *r, size_t cap);
 /* Sets the in-flight allowance (0 by default). */
 void h3g_ring_set_inflight(h3g_ring *r, size_t allowance);
 
+/* Changes the cap (bytes already held stay, even above a lower cap). */
+static inline void h3g_ring_set_cap(h3g_ring *r, size_t cap) {
+  r->cap = cap;
+}
+
 /* Gives every chunk back. The ring may be used again (empty). */
 void h3g_ring_free(h3g_ring *r);
 

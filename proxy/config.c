@@ -147,6 +147,8 @@ static const opt schema[] = {
          "256KiB", stream_buffer_size)},
     {OPT("listener", "connection_window", OPT_SIZE, 64 * Z_KIB, Z_GIB, "16MiB",
          connection_window)},
+    {OPT("listener", "max_stream_window", OPT_SIZE, 16 * Z_KIB, Z_GIB, "16MiB",
+         max_stream_window)},
     {OPT("listener", "max_header_size", OPT_SIZE, Z_KIB, Z_MIB, "64KiB",
          max_header_size)},
     {OPT("listener", "max_request_body", OPT_SIZE, 0, 1024 * Z_GIB, "0",

@@ -59,6 +59,8 @@ typedef struct h3g_config {
   uint32_t max_streams;              /* concurrent bidi streams per conn */
   uint32_t stream_buffer_size;       /* per stream, per direction (bytes) */
   uint32_t connection_window;        /* request bytes in flight, all streams */
+  uint32_t max_stream_window;        /* a request body's window may grow to
+                                      * this (at least stream_buffer_size) */
   uint32_t max_header_size;          /* field section size, both sides */
   uint64_t max_request_body;         /* bytes, 0 = unlimited (413) */
   h3g_cc_algo congestion_control;

@@ -42,6 +42,12 @@ typedef struct h3g_frontend_ops {
   void (*stop_request)(void *fs);
   /* Cuts the exchange off. No further call follows for this stream. */
   void (*abort)(void *fs, h3g_abort_code code);
+  /* The connection's smoothed round-trip time in ns, 0 while unknown.
+   * NULL: the protocol needs no request window (HTTP/1.1: the kernel's). */
+  uint64_t (*rtt_ns)(void *fs);
+  /* Lets the client send n more request body bytes than the credit given
+   * so far: its window grows (consume() then keeps it at the new size). */
+  void (*grow_window)(void *fs, size_t n);
   /* The origin's Priority response field changed the response's priority
    * (RFC 9218 §8; prio is already merged with the client's): schedule the
    * response by it. NULL where the protocol has no scheduling (HTTP/1.1). */

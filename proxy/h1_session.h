@@ -42,6 +42,8 @@ typedef struct h3g_h1_transport_ops {
   /* Closes the connection: graceful 1 after the queued output was sent,
    * 0 at once. The session is freed later by the owner. */
   void (*close)(void *t, int graceful);
+  /* The kernel's smoothed RTT of the connection (ns), 0 if unknown. */
+  uint64_t (*rtt_ns)(void *t);
 } h3g_h1_transport_ops;
 
 /* What every session of one listener shares. */

@@ -49,6 +49,7 @@ typedef struct h2_stream {
   uint64_t unconsumed; /* body bytes the bridge holds, not yet credited */
   h3g_iovec v[2];      /* DATA handed out by on_read, not yet written */
   size_t nv, vtotal;
+  int32_t window;            /* our window for its request body */
   unsigned cut : 1;          /* no bridge calls but h3g_bridge_free */
   unsigned headers_done : 1; /* end_headers was delivered */
   unsigned req_done : 1;     /* END_STREAM received */
@@ -282,6 +283,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
   }
   st->s = s;
   st->id = frame->hd.stream_id;
+  st->window = (int32_t)s->env->cfg->stream_buffer_size; /* our SETTINGS */
   st->next = s->streams;
   if (s->streams != NULL)
     s->streams->prev = st;
@@ -574,6 +576,26 @@ static void fe_consume(void *fs, size_t n) {
   st->s->tops->kick(st->s->t);
 }
 
+static uint64_t fe_rtt_ns(void *fs) {
+  h2_stream *st = fs;
+  return st->s->tops->rtt_ns != NULL ? st->s->tops->rtt_ns(st->s->t) : 0;
+}
+
+/* A larger window: nghttp2 sends a WINDOW_UPDATE for the difference
+ * (unlike nghttp2_submit_window_update, without touching the manual
+ * accounting of consumed bytes). */
+static void fe_grow_window(void *fs, size_t n) {
+  h2_stream *st = fs;
+  if (st->s->dying || st->cut || n > (size_t)(INT32_MAX - st->window))
+    return;
+  if (nghttp2_session_set_local_window_size(st->s->ng, NGHTTP2_FLAG_NONE,
+                                            st->id, st->window + (int32_t)n) ==
+      0) {
+    st->window += (int32_t)n;
+    st->s->tops->kick(st->s->t);
+  }
+}
+
 static void fe_stop_request(void *fs) {
   h2_stream *st = fs;
   h3g_h2_session *s = st->s;
@@ -626,6 +648,8 @@ static const h3g_frontend_ops frontend_ops = {
     .consume = fe_consume,
     .stop_request = fe_stop_request,
     .abort = fe_abort,
+    .rtt_ns = fe_rtt_ns,
+    .grow_window = fe_grow_window,
     .set_priority = fe_set_priority,
 };
 

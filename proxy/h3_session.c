@@ -739,6 +739,21 @@ static void fe_consume(void *fs, size_t n) {
   h3g_quic_conn_mark_dirty(s->qc);
 }
 
+static uint64_t fe_rtt_ns(void *fs) {
+  h3g_h3_stream *st = fs;
+  ngtcp2_conn_info ci;
+  ngtcp2_conn_get_conn_info(st->s->conn, &ci);
+  return ci.smoothed_rtt;
+}
+
+static void fe_grow_window(void *fs, size_t n) {
+  h3g_h3_stream *st = fs;
+  if (!fe_usable(st) || st->rx_stopped)
+    return;
+  ngtcp2_conn_extend_max_stream_offset(st->s->conn, st->id, n);
+  h3g_quic_conn_mark_dirty(st->s->qc);
+}
+
 static void fe_stop_request(void *fs) {
   h3g_h3_stream *st = fs;
   if (!fe_usable(st))
@@ -784,6 +799,8 @@ static const h3g_frontend_ops frontend_ops = {
     .consume = fe_consume,
     .stop_request = fe_stop_request,
     .abort = fe_abort,
+    .rtt_ns = fe_rtt_ns,
+    .grow_window = fe_grow_window,
     .set_priority = fe_set_priority,
 };
 

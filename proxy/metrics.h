@@ -73,6 +73,7 @@
   X(upstream_timeouts, counter, "connect or response timeouts")                \
   X(upstream_malformed_responses, counter, "responses refused as malformed")   \
   X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)") \
+  X(request_window_grows, counter, "request body windows doubled (autotuning)") \
   X(buffer_chunks_active, gauge, "32 KiB body buffer chunks held by streams")  \
   X(tcp_connections_accepted, counter, "TCP connections accepted (TLS + plain)") \
   X(tcp_connections_active, gauge, "TCP connections open now")                \

@@ -96,6 +96,13 @@ struct h3g_bridge {
   uint64_t body_seen_ns; /* when the client last sent body bytes */
   h3g_timer *expect_timer;
   uint64_t body_submitted; /* body bytes handed to writes (incl. in flight) */
+  /* Request window autotuning (h3g_bridge_env / frontend.h): the window
+   * (the request ring's cap), the credit given back in all, and where the
+   * current measuring epoch started (time, credit). */
+  size_t req_window;
+  uint64_t req_credited;
+  uint64_t win_epoch_ns;
+  uint64_t win_epoch_credit;
   int64_t req_content_length; /* declared by the client, -1 if absent */
   int64_t up_content_length;  /* framing towards upstream, see h1_codec.h */
   uint64_t req_body_received;
@@ -173,6 +180,7 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
   h3g_headers_init(&b->resp_trailers, env->cfg->max_header_size);
   h3g_headers_init(&b->resp_head, env->cfg->max_header_size);
   h3g_ring_init(&b->req_ring, env->cfg->stream_buffer_size);
+  b->req_window = env->cfg->stream_buffer_size;
   h3g_ring_init(&b->resp_ring, env->cfg->stream_buffer_size);
   h3g_ring_set_inflight(&b->resp_ring, env->resp_inflight);
   snprintf(b->client, sizeof(b->client), "%s", client ? client : "-");
@@ -511,6 +519,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   b->req = end_stream ? REQ_END : REQ_BODY;
   if (!end_stream) {
     b->body_seen_ns = h3g_now_ns();
+    b->win_epoch_ns = b->body_seen_ns;
     arm_body_timer(b, b->env->cfg->request_body_timeout_ms);
   }
   if (b->head_too_big) {
@@ -846,6 +855,35 @@ static void pump_request(h3g_bridge *b) {
   b->write_final = final;
 }
 
+/*
+ * Grows the request window when it, not the upstream, limits the upload:
+ * each time a whole window's worth of credit was given back, if that took
+ * less than two round trips the client was sending as fast as the window
+ * let it, and the window doubles (up to max_stream_window), as TCP's
+ * receive window autotunes and QUIC stacks do for their own windows. The
+ * upstream's pace is what gives credit back, so a slow upstream never
+ * grows it. Memory is used only for bytes really held.
+ */
+static void autotune_request_window(h3g_bridge *b) {
+  const h3g_config *cfg = b->env->cfg;
+  size_t max = H3G_MAX(cfg->max_stream_window, cfg->stream_buffer_size);
+  if (b->fe->grow_window == NULL || b->fe->rtt_ns == NULL ||
+      b->req_window >= max ||
+      b->req_credited - b->win_epoch_credit < b->req_window)
+    return;
+  uint64_t now = h3g_now_ns();
+  uint64_t rtt = b->fe->rtt_ns(b->fs);
+  if (rtt > 0 && now - b->win_epoch_ns < 2 * rtt) {
+    size_t grow = H3G_MIN(b->req_window, max - b->req_window);
+    b->req_window += grow;
+    h3g_ring_set_cap(&b->req_ring, b->req_window);
+    H3G_INC(request_window_grows);
+    b->fe->grow_window(b->fs, grow);
+  }
+  b->win_epoch_ns = now;
+  b->win_epoch_credit = b->req_credited;
+}
+
 static void on_up_written(void *ctx, int status) {
   h3g_bridge *b = ctx;
   b->writing = 0;
@@ -856,8 +894,11 @@ static void on_up_written(void *ctx, int status) {
   b->req_head_written = 1;
   if (b->write_body > 0) {
     h3g_ring_release(&b->req_ring, b->write_body);
-    if (b->resp != RESP_ABORTED)
+    if (b->resp != RESP_ABORTED) {
       b->fe->consume(b->fs, b->write_body);
+      b->req_credited += b->write_body;
+      autotune_request_window(b);
+    }
   }
   if (b->write_final) {
     b->req_fully_written = 1;

@@ -394,12 +394,24 @@ static void t_close(void *t, int graceful) {
   kick(c);
 }
 
+static uint64_t t_rtt_ns(void *t) {
+  tcp_conn *c = t;
+  uv_os_fd_t fd;
+  struct tcp_info ti;
+  socklen_t len = sizeof(ti);
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+      getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+    return 0;
+  return (uint64_t)ti.tcpi_rtt * 1000u;
+}
+
 static const h3g_h1_transport_ops transport_ops = {
     .room = t_room,
     .write = t_write,
     .kick = t_kick,
     .set_timer = t_set_timer,
     .close = t_close,
+    .rtt_ns = t_rtt_ns,
 };
 
 /* ---- input ---- */

@@ -143,6 +143,9 @@ typedef struct fake_fe {
   h3g_abort_code abort_code;
   int set_priorities;
   h3g_priority prio;
+  uint64_t rtt;  /* what rtt_ns reports */
+  size_t grown;  /* grow_window totals */
+  int grows;
 } fake_fe;
 
 static fake_fe fe;
@@ -189,6 +192,27 @@ static void fe_set_priority(void *fs, h3g_priority prio) {
   fe.set_priorities++;
   fe.prio = prio;
 }
+
+static uint64_t fe_rtt_ns(void *fs) {
+  (void)fs;
+  return fe.rtt;
+}
+static void fe_grow_window(void *fs, size_t n) {
+  (void)fs;
+  fe.grown += n;
+  fe.grows++;
+}
+
+/* A front end with a request window (HTTP/3, HTTP/2). */
+static const h3g_frontend_ops fake_fe_window_ops = {
+    .send_head = fe_send_head,
+    .body_ready = fe_body_ready,
+    .consume = fe_consume,
+    .stop_request = fe_stop_request,
+    .abort = fe_abort,
+    .rtt_ns = fe_rtt_ns,
+    .grow_window = fe_grow_window,
+};
 
 static const h3g_frontend_ops fake_fe_ops = {
     .send_head = fe_send_head,
@@ -1058,6 +1082,76 @@ static void test_priority(void) {
   h3g_bridge_free(b);
 }
 
+/* Sends body bytes as the client would, using all the credit it has,
+ * and lets the upstream take each write at once. Returns bytes sent. */
+static size_t upload(h3g_bridge *b, size_t n) {
+  static const uint8_t block[4096];
+  size_t sent = 0;
+  while (sent < n) {
+    size_t k = H3G_MIN(sizeof(block), n - sent);
+    CHECK_EQ_INT(h3g_bridge_recv_body(b, block, k), 0);
+    sent += k;
+    while (up.writes_pending) {
+      up.wrote_len = 0; /* the fake keeps no more than 64 KiB */
+      up_written(b);
+    }
+  }
+  return sent;
+}
+
+/* The request window doubles while whole windows come back faster than
+ * two round trips (the upstream keeps up), up to max_stream_window, and
+ * never without a round-trip time or when credit comes back slowly. */
+static void test_request_window_autotuning(void) {
+  memset(&up, 0, sizeof(up));
+  memset(&fe, 0, sizeof(fe));
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.stream_buffer_size = 4096;
+  cfg.max_stream_window = 16384;
+  cfg.max_header_size = 16384;
+  cfg.response_timeout_ms = 60000;
+  env = (h3g_bridge_env){.cfg = &cfg, .up_ops = &fake_ops};
+  fe.rtt = 10ull * 1000000000u; /* 10 s: every window counts as fast */
+  h3g_bridge *b = NULL;
+  CHECK_EQ_INT(h3g_bridge_new(&b, &env, &fake_fe_window_ops, &fe, &env,
+                              "127.0.0.1:1", "h3"),
+               0);
+  add_request(b, "POST", "/sink");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b); /* the head */
+  upload(b, 4096);
+  CHECK_EQ_INT(fe.grows, 1); /* 4 KiB -> 8 KiB */
+  CHECK_EQ_INT(fe.grown, 4096);
+  /* The client may now have 8 KiB outstanding: the ring takes it. */
+  upload(b, 8192);
+  CHECK_EQ_INT(fe.grows, 2); /* -> 16 KiB, the maximum */
+  CHECK_EQ_INT(fe.grown, 12288);
+  upload(b, 64 * 1024);
+  CHECK_EQ_INT(fe.grows, 2);
+  CHECK_EQ_INT(fe.consumed, 4096 + 8192 + 64 * 1024);
+  h3g_bridge_free(b);
+
+  /* Slow credit (a round trip of 1 ns: every window took longer than two):
+   * no growth. No RTT known: no growth. */
+  for (int k = 0; k < 2; k++) {
+    memset(&up, 0, sizeof(up));
+    memset(&fe, 0, sizeof(fe));
+    fe.rtt = k == 0 ? 1 : 0;
+    CHECK_EQ_INT(h3g_bridge_new(&b, &env, &fake_fe_window_ops, &fe, &env,
+                                "127.0.0.1:1", "h3"),
+                 0);
+    add_request(b, "POST", "/sink");
+    CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+    up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+    up_written(b);
+    upload(b, 64 * 1024);
+    CHECK_EQ_INT(fe.grows, 0);
+    CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"x", 1), 0);
+    h3g_bridge_free(b);
+  }
+}
+
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
@@ -1082,5 +1176,6 @@ int main(void) {
   RUN(test_early_data);
   RUN(test_body_timeout);
   RUN(test_priority);
+  RUN(test_request_window_autotuning);
   return unit_report();
 }
