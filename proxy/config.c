@@ -157,7 +157,7 @@ static const opt schema[] = {
          "10s", request_header_timeout_ms)},
     {OPT("listener", "request_body_timeout", OPT_DURATION, 0, T_HOUR, "60s",
          request_body_timeout_ms)},
-    {OPT("listener", "congestion_control", OPT_ENUM, 0, 0, "cubic",
+    {OPT("listener", "congestion_control", OPT_ENUM, 0, 0, "bbr",
          congestion_control),
      .names = cc_names},
     {OPT("listener", "retry", OPT_ENUM, 0, 0, "auto", retry),

@@ -26,12 +26,14 @@ def records(path):
                 yield json.loads(chunk)
 
 
-@pytest.mark.parametrize("cc", ["cubic", "bbr", "reno"])
+@pytest.mark.parametrize("cc", ["cubic", "bbr", "reno", None])
 def test_congestion_control_is_recorded(gateway, h3, tmp_path, cc):
+    """None: the key left out; the default is bbr."""
     qdir = tmp_path / "qlog"
     qdir.mkdir()
-    gw = gateway({"listener": {"congestion_control": cc},
-                  "debug": {"qlog_dir": str(qdir)}})
+    listener = {"congestion_control": cc} if cc else {}
+    gw = gateway({"listener": listener, "debug": {"qlog_dir": str(qdir)}})
+    cc = cc or "bbr"
     r = h3(gw).get("/bytes/100000")
     assert r.error is None and r.status == 200, r
     gw.stop()
