@@ -153,6 +153,7 @@ class _Xfer:
         self.t_first = None
         self.error = None
         self.body = b""
+        self.limit = job["timeout"]
         url = "https://localhost:%d%s" % (job["port"], path)
         c.setopt(pycurl.URL, url)
         c.setopt(pycurl.HTTP_VERSION, _curl_consts()[job["client"]])
@@ -188,6 +189,8 @@ class _Xfer:
     def check(self):
         """None if the body is the expected one, else what is wrong."""
         import pycurl
+        if self.error and self.error[0] in (28, -1):
+            return "timed out (limit %g s)" % self.limit
         if self.error:
             return "curl error %s: %s" % self.error
         status = self.c.getinfo(pycurl.RESPONSE_CODE)
@@ -300,7 +303,7 @@ def worker_bulk(job, up):
     if up:
         err = None
         if x.error:
-            err = "curl error %s: %s" % x.error
+            err = x.check()
         else:
             try:
                 got = json.loads(x.body)
@@ -313,7 +316,7 @@ def worker_bulk(job, up):
     v = x.version()
     x.c.close()
     return {"ok": err is None, "time_ms": dt * 1000, "mbit": BULK * 8 / dt / 1e6,
-            "error": err, "versions": [v]}
+            "errors": [err] if err else [], "versions": [v]}
 
 
 def worker_ttfb(job):

@@ -99,7 +99,7 @@ def test_link_is_removed_after_an_exception():
                      check=False)
             raise RuntimeError("boom")
     assert not any(n in os.listdir(netem.NETNS_DIR) for n in names)
-    assert link._relay.poll() is not None, "the relay outlived its link"
+    assert link.relay.poll() is not None, "the relay outlived its link"
 
 
 def test_sigterm_mid_run_leaves_nothing_behind():

@@ -256,7 +256,8 @@ def _install_handlers():
 class Link:
     """Two network namespaces joined by an emulated link. Use as a context
     manager (or up()/down()). Attributes: ns[side], addr[side] (the
-    client's and server's addresses), rtt_ms, loss_pct, rate_mbit."""
+    client's and server's addresses), rtt_ms, loss_pct, rate_mbit, relay
+    (the relay's Popen once up)."""
 
     def __init__(self, rtt_ms, loss_pct=0.0, rate_mbit=None, *, mtu=MTU,
                  queue_ms=None, burst_bytes=None, shaper="receiver", tcp_cc=None,
@@ -283,7 +284,7 @@ class Link:
         self.addr = dict(ADDR)
         self._burst = burst_bytes
         self._procs = []
-        self._relay = None
+        self.relay = None
         self._relay_err = []
         self._relay_cv = threading.Condition()
         self._state = "new"
@@ -381,14 +382,14 @@ class Link:
         if self.slots:
             argv += ["-q", str(self.slots)]
         argv += [self.ns[CLIENT], TUN, self.ns[SERVER], TUN]
-        self._relay = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       stdin=subprocess.DEVNULL)
+        self.relay = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      stdin=subprocess.DEVNULL)
         threading.Thread(target=self._read_relay_stderr, daemon=True).start()
-        ready, _, _ = select.select([self._relay.stdout], [], [], 10)
-        line = self._relay.stdout.readline() if ready else b""
+        ready, _, _ = select.select([self.relay.stdout], [], [], 10)
+        line = self.relay.stdout.readline() if ready else b""
         if line.strip() != b"ready":
-            self._relay.kill()
-            self._relay.wait(5)
+            self.relay.kill()
+            self.relay.wait(5)
             raise NetemError("netem_relay did not start: %s" % " ".join(self._relay_err))
         for side in SIDES:
             self.sh(side, self._setup_script(side))
@@ -487,7 +488,7 @@ class Link:
         return int(p.stdout.strip())
 
     def _read_relay_stderr(self):
-        for raw in self._relay.stderr:
+        for raw in self.relay.stderr:
             with self._relay_cv:
                 self._relay_err.append(raw.decode(errors="replace").rstrip())
                 self._relay_cv.notify_all()
@@ -497,7 +498,7 @@ class Link:
         (c2s: client to server)."""
         with self._relay_cv:
             n = len(self._relay_err)
-            self._relay.send_signal(signal.SIGUSR1)
+            self.relay.send_signal(signal.SIGUSR1)
             deadline = time.monotonic() + timeout
             while not any(x.startswith("stats ") for x in self._relay_err[n:]):
                 left = deadline - time.monotonic()
@@ -526,13 +527,13 @@ class Link:
             for side in SIDES:
                 if self.ns[side] in _ns_names():
                     _kill_ns_processes(self.ns[side])
-            if self._relay is not None and self._relay.poll() is None:
-                self._relay.terminate()
+            if self.relay is not None and self.relay.poll() is None:
+                self.relay.terminate()
                 try:
-                    self._relay.wait(5)
+                    self.relay.wait(5)
                 except subprocess.TimeoutExpired:
-                    self._relay.kill()
-                    self._relay.wait(5)
+                    self.relay.kill()
+                    self.relay.wait(5)
             left = [self.ns[s] for s in SIDES
                     if self.ns[s] in _ns_names() and not _delete_ns(self.ns[s])]
         finally:
