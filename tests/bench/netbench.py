@@ -25,7 +25,9 @@ Protocols (all through h3gate; the TCP ones over its HTTPS fallback):
                                 against the cubic / bbr gateway: page,
                                 down, up
 For TCP the congestion control is set per route (`ip route ... congctl`)
-in both namespaces, so it applies to both directions. libcurl's QUIC stack
+in both namespaces, so it applies to both directions; the route wins over
+the listening socket's, so h3gate's own [tcp] congestion_control does not
+change these labels (`ss -tin` in the server namespace shows it). libcurl's QUIC stack
 (the sender of its HTTP/3 uploads) always uses cubic, whatever the label.
 
 Workloads (every body checked byte-exact: length and SHA-256):
