@@ -101,7 +101,8 @@ install_pkgs() {
 
 BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
       autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
-TEST=(python3 python3-pytest python3-pycurl python3-cryptography python3-h2 procps)
+TEST=(python3 python3-pytest python3-pycurl python3-cryptography python3-h2 procps
+      iproute2 nftables)
 
 if [ "$CODENAME" = bookworm ]; then
   bp=/etc/apt/sources.list.d/h3gate-bookworm-backports.sources
