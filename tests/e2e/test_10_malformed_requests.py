@@ -23,128 +23,14 @@ Every failure message carries the h3raw script that reproduces it:
 Environment: H3GATE_H3RAW, the h3raw binary (ctest sets it).
 """
 
-import json
-import os
-import subprocess
-import tempfile
-
 import pytest
 
 from conftest import SLOW, GatewayFactory, Upstream
-
-H3RAW = os.environ.get("H3GATE_H3RAW", "")
-
-pytestmark = pytest.mark.skipif(
-    not (H3RAW and os.path.isfile(H3RAW) and os.access(H3RAW, os.X_OK)),
-    reason="h3raw not available: set H3GATE_H3RAW to the binary the h3raw "
-           "target builds (<build>/tests/h3raw); got %r" % H3RAW)
-
-H3_FRAME_UNEXPECTED = 0x105
-H3_MESSAGE_ERROR = 0x10E
+from testenv.h3raw import (H3_FRAME_UNEXPECTED, H3_MESSAGE_ERROR, Script,
+                           Stream, q)
+from testenv.h3raw import run_h3raw as h3raw
 
 GOOD_LEN = 7
-
-
-# --------------------------------------------------------------------------
-# h3raw scripts
-
-def q(b):
-    """A quoted h3raw script string for bytes (str is taken as latin-1)."""
-    if isinstance(b, str):
-        b = b.encode("latin-1")
-    out = ['"']
-    for c in b:
-        if 0x20 <= c < 0x7F and c not in (0x22, 0x5C):
-            out.append(chr(c))
-        else:
-            out.append("\\x%02x" % c)
-    out.append('"')
-    return "".join(out)
-
-
-class Stream:
-    """The actions of one request stream in an h3raw script."""
-
-    def __init__(self):
-        self.lines = ["stream"]
-
-    def headers(self, fields):
-        self.lines.append("headers")
-        for name, value in fields:
-            self.lines.append("  field %s %s" % (q(name), q(value)))
-        self.lines.append("end")
-        return self
-
-    def static_headers(self, lines):
-        """Field lines given as h3raw commands (static, static-name...)."""
-        self.lines += ["headers"] + ["  " + x for x in lines] + ["end"]
-        return self
-
-    def data(self, b):
-        self.lines.append("data %s" % q(b))
-        return self
-
-    def raw(self, b):
-        self.lines.append("raw %s" % q(b))
-        return self
-
-    def pause(self, ms):
-        self.lines.append("pause %d" % ms)
-        return self
-
-    def fin(self):
-        self.lines.append("fin")
-        return self
-
-
-class Script:
-    def __init__(self, *streams, concurrent=False, linger=100):
-        self.streams = list(streams)
-        self.concurrent = concurrent
-        self.linger = linger
-
-    def text(self):
-        lines = ["linger %d" % self.linger]
-        if self.concurrent:
-            lines.append("concurrent")
-        for s in self.streams:
-            lines += s.lines
-        return "\n".join(lines) + "\n"
-
-
-class Run:
-    """What h3raw reported: .streams (one dict per script stream) and
-    .conn (the connection line)."""
-
-    def __init__(self, script, stdout, stderr):
-        self.script = script
-        lines = [json.loads(x) for x in stdout.splitlines() if x.strip()]
-        self.streams = lines[:-1]
-        self.conn = lines[-1]
-        self.stderr = stderr
-
-    def __repr__(self):
-        return "h3raw script:\n%s\nh3raw output:\n%s\n%s" % (
-            self.script, "\n".join(json.dumps(s) for s in self.streams),
-            json.dumps(self.conn))
-
-
-def h3raw(gw, script, timeout=5.0):
-    """Runs h3raw (in a scratch directory, which also holds the script)."""
-    text = script.text()
-    with tempfile.TemporaryDirectory(prefix="h3raw-") as d:
-        path = os.path.join(d, "script.h3raw")
-        with open(path, "w") as f:
-            f.write(text)
-        p = subprocess.run(
-            [H3RAW, "--host", "127.0.0.1", "--port", str(gw.port),
-             "--ca", gw.certs.ca, "--timeout", str(timeout * SLOW),
-             "--script", path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            encoding="latin-1", timeout=60 * SLOW, cwd=d)
-    assert p.returncode == 0, "h3raw exited %d:\n%s\n%s\nscript:\n%s" % (
-        p.returncode, p.stderr, p.stdout, text)
-    return Run(text, p.stdout, p.stderr)
 
 
 def request(gw, path, method="GET", extra=()):
