@@ -12,6 +12,9 @@
 # The source-built prefix lives outside the tree, in $H3GATE_DEPS_PREFIX
 # (default /opt/h3gate-deps), so fresh clones reuse it.
 set -euo pipefail
+# set -e does not reach into $(...) without this: every step is checked
+# explicitly anyway, and stops the script with a one-line reason (die).
+shopt -s inherit_errexit
 
 PREFIX=${H3GATE_DEPS_PREFIX:-/opt/h3gate-deps}
 WITH_TESTS=1
@@ -21,6 +24,16 @@ WITH_TESTS=1
 RECIPE=6
 
 log() { printf 'deps: %s\n' "$*" >&2; }
+die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
+# run LOG WHAT CMD...: runs CMD with its output in LOG; on failure stops
+# with WHAT, the last line of the output and where the rest is.
+run() {
+  local out=$1 what=$2
+  shift 2
+  if ! "$@" >"$out" 2>&1; then
+    die "$what failed: $(tail -n 1 "$out" | cut -c1-200) (full output: $out)"
+  fi
+}
 
 . /etc/os-release
 CODENAME=${VERSION_CODENAME:-bookworm}
@@ -45,7 +58,7 @@ debian_mirror() {
     uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++)
             if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
   fi
-  [ -n "$uri" ] || { log "cannot find the Debian mirror in apt's configuration"; exit 1; }
+  [ -n "$uri" ] || die "no Debian mirror found in apt's configuration (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)"
   printf '%s\n' "$uri"
 }
 
@@ -54,10 +67,14 @@ MIRROR=$(debian_mirror)
 # symlink), .gpg before.
 KEYRING=/usr/share/keyrings/debian-archive-keyring.pgp
 [ -f "$KEYRING" ] || KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+[ -f "$KEYRING" ] || die "no Debian archive keyring (install debian-archive-keyring)"
+LOGS=${TMPDIR:-/tmp}/h3gate-deps-logs
+mkdir -p "$LOGS"
 APT_UPDATED=0
 apt_update() {
   [ "$APT_UPDATED" = 1 ] && return 0
-  $SUDO apt-get update -qq
+  run "$LOGS/apt-update.log" "apt-get update (check the mirror $MIRROR and the network)" \
+    $SUDO apt-get update -qq
   APT_UPDATED=1
 }
 
@@ -81,7 +98,8 @@ install_min() {
   [ ${#need[@]} -eq 0 ] && return 0
   apt_update
   log "installing from $suite: ${need[*]}"
-  $SUDO apt-get install -y -qq --no-install-recommends -t "$suite" "${need[@]}" >/dev/null
+  run "$LOGS/apt-install.log" "installing ${need[*]} from $suite" \
+    $SUDO apt-get install -y -qq --no-install-recommends -t "$suite" "${need[@]}"
 }
 
 # install [-t suite] pkg...: installs only the packages not yet present.
@@ -94,7 +112,8 @@ install_pkgs() {
   apt_update
   log "installing: $(echo $need)"
   # shellcheck disable=SC2086
-  $SUDO apt-get install -y -qq --no-install-recommends "${target[@]}" $need >/dev/null
+  run "$LOGS/apt-install.log" "installing $(echo $need)" \
+    $SUDO apt-get install -y -qq --no-install-recommends "${target[@]}" $need
 }
 
 # --- Debian packages -------------------------------------------------------
@@ -148,32 +167,36 @@ printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %
 APTSRC=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$WORK/parts"
         -o Dir::State::Lists="$WORK/lists" -o Dir::Cache::pkgcache=
         -o Dir::Cache::srcpkgcache=)
-log "fetching trixie source index"
-apt-get "${APTSRC[@]}" update -qq 2>&1 | grep -v unsandboxed || true
+log "fetching trixie's source index"
+run "$LOGS/apt-source-update.log" \
+  "reading trixie's source index from $MIRROR (does the mirror serve trixie deb-src?)" \
+  apt-get "${APTSRC[@]}" update
 
-# fetch_orig SRCPKG: downloads the upstream tarball named in trixie's Sources
-# index, checks its SHA-256 against the index, unpacks it, prints the folder.
+# fetch_orig SRCPKG: downloads the upstream tarball of trixie's SRCPKG with
+# apt itself (which builds the URL from the mirror and checks the file
+# against the signed index), unpacks it, prints the folder.
 fetch_orig() {
-  local rec dir file sum
-  rec=$(apt-cache "${APTSRC[@]}" showsrc "$1" | awk '/^Package: /{n++} n==1')
-  dir=$(printf '%s\n' "$rec" | awk '/^Directory:/{print $2; exit}')
-  read -r sum file < <(printf '%s\n' "$rec" |
-    awk '/^Checksums-Sha256:/{f=1; next} f && /^ /{print $1, $3} f && !/^ /{f=0}' |
-    grep -E '\.orig\.tar\.(xz|gz|bz2)$' | head -n1)
-  [ -n "$dir" ] && [ -n "$file" ] || { log "no source record for $1"; exit 1; }
-  curl -fsSL -o "$WORK/$file" "$MIRROR/$dir/$file"
-  echo "$sum  $WORK/$file" | sha256sum -c --quiet - >&2
+  local pkg=$1 dl="$WORK/dl-$1" tarball
+  mkdir -p "$dl"
+  (cd "$dl" && run "$LOGS/apt-source-$pkg.log" \
+    "downloading the Debian source of $pkg (trixie) from $MIRROR" \
+    apt-get "${APTSRC[@]}" source --download-only --tar-only "$pkg/trixie")
+  tarball=$(find "$dl" -maxdepth 1 -name "*.orig.tar.*" ! -name "*.asc" | head -n1)
+  [ -n "$tarball" ] || die "apt downloaded no upstream tarball for $pkg (see $LOGS/apt-source-$pkg.log)"
   # Named after the tarball (wolfssl_5.7.2), which the build log shows.
-  local out="$WORK/src/${file%.orig.tar.*}"
+  local base out
+  base=$(basename "$tarball")
+  out="$WORK/src/${base%.orig.tar.*}"
   mkdir -p "$out"
-  tar -xf "$WORK/$file" -C "$out" --strip-components=1
+  tar -xf "$tarball" -C "$out" --strip-components=1 ||
+    die "cannot unpack $tarball"
   printf '%s\n' "$out"
 }
 WSRC=$(fetch_orig wolfssl)
 NSRC=$(fetch_orig ngtcp2)
 
 rm -rf "$PREFIX"
-mkdir -p "$PREFIX"
+mkdir -p "$PREFIX" || die "cannot create $PREFIX (set H3GATE_DEPS_PREFIX)"
 JOBS=$(nproc)
 
 # HAVE_SECRET_CALLBACK exposes the TLS 1.3 secrets to h3gate's opt-in key
@@ -182,7 +205,8 @@ JOBS=$(nproc)
 log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-NI"
 (
   cd "$WSRC"
-  [ -x configure ] || ./autogen.sh >/dev/null 2>&1
+  [ -x configure ] || run "$LOGS/wolfssl-autogen.log" "wolfSSL autogen.sh" ./autogen.sh
+  run "$LOGS/wolfssl-configure.log" "configuring wolfSSL" \
   ./configure -q --prefix="$PREFIX" --enable-static --disable-shared \
     --enable-quic --enable-session-ticket --enable-earlydata --enable-tls13 \
     --enable-alpn --enable-sni --enable-ecc --enable-aesgcm --enable-chacha \
@@ -190,9 +214,9 @@ log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-
     --enable-opensslextra --enable-hkdf \
     --disable-examples --disable-crypttests --disable-benchmark \
     --disable-oldtls --enable-harden \
-    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA -DHAVE_SECRET_CALLBACK" >/dev/null
-  make -s -j"$JOBS" >/dev/null 2>&1
-  make -s install >/dev/null
+    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA -DHAVE_SECRET_CALLBACK"
+  run "$LOGS/wolfssl-make.log" "building wolfSSL" make -s -j"$JOBS"
+  run "$LOGS/wolfssl-install.log" "installing wolfSSL into $PREFIX" make -s install
 )
 
 log "building ngtcp2 ($(basename "$NSRC")) with its wolfSSL crypto helper"
@@ -200,6 +224,7 @@ log "building ngtcp2 ($(basename "$NSRC")) with its wolfSSL crypto helper"
   cd "$NSRC"
   # ngtcp2 1.11 has no ENABLE_LIB_ONLY: its examples build whenever libev
   # is found, and its tests by default.
+  run "$LOGS/ngtcp2-cmake.log" "configuring ngtcp2" \
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
     -DCMAKE_DISABLE_FIND_PACKAGE_Libev=ON \
     -DENABLE_WOLFSSL=ON -DENABLE_OPENSSL=OFF -DENABLE_GNUTLS=OFF \
@@ -207,9 +232,9 @@ log "building ngtcp2 ($(basename "$NSRC")) with its wolfSSL crypto helper"
     -DENABLE_STATIC_LIB=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
     -DCMAKE_PREFIX_PATH="$PREFIX" -DWOLFSSL_INCLUDE_DIR="$PREFIX/include" \
     -DWOLFSSL_LIBRARY="$PREFIX/lib/libwolfssl.a" \
-    -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_INSTALL_LIBDIR=lib >/dev/null
-  cmake --build build -j"$JOBS" >/dev/null
-  cmake --install build >/dev/null
+    -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_INSTALL_LIBDIR=lib
+  run "$LOGS/ngtcp2-build.log" "building ngtcp2" cmake --build build -j"$JOBS"
+  run "$LOGS/ngtcp2-install.log" "installing ngtcp2 into $PREFIX" cmake --install build
 )
 echo "$RECIPE" > "$STAMP"
 log "done: $PREFIX"
