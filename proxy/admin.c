@@ -26,6 +26,7 @@ typedef struct admin_client {
 
 struct h3g_admin {
   uv_tcp_t listener;
+  uint16_t port; /* bound (the kernel's pick when asked for 0) */
   admin_client *clients;
   size_t nclients;
   int draining;
@@ -184,9 +185,19 @@ int h3g_admin_new(h3g_admin **pa, void *loop, const char *host,
     uv_close((uv_handle_t *)&a->listener, on_failed_close);
     return H3G_ERR_IO;
   }
-  h3g_info("admin listening on tcp %s:%u", host, port);
+  struct sockaddr_storage bound;
+  int blen = sizeof(bound);
+  if (uv_tcp_getsockname(&a->listener, (struct sockaddr *)&bound, &blen) == 0)
+    a->port = ntohs(bound.ss_family == AF_INET6
+                        ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                        : ((struct sockaddr_in *)&bound)->sin_port);
+  h3g_info("admin listening on tcp %s:%u", host, a->port);
   *pa = a;
   return 0;
+}
+
+uint16_t h3g_admin_port(const h3g_admin *a) {
+  return a->port;
 }
 
 void h3g_admin_set_draining(h3g_admin *a) { a->draining = 1; }

@@ -22,6 +22,9 @@ int h3g_admin_new(h3g_admin **pa, void *loop, const char *host, uint16_t port);
 /* Makes /health answer 503 from now on. */
 void h3g_admin_set_draining(h3g_admin *a);
 
+/* The port the listener is bound to (the kernel's pick for port 0). */
+uint16_t h3g_admin_port(const h3g_admin *a);
+
 /* Closes the listener and open admin connections; cb(arg) runs when every
  * handle is closed and a is freed. */
 void h3g_admin_close(h3g_admin *a, void (*cb)(void *arg), void *arg);

@@ -20,6 +20,7 @@ const char *h3g_strerror(int err) {
   case H3G_ERR_NOTFOUND: return "not found";
   case H3G_ERR_TLS: return "TLS error";
   case H3G_ERR_QUIC: return "QUIC error";
+  case H3G_ERR_INUSE: return "address in use";
   default: return "unknown error";
   }
 }

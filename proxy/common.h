@@ -31,6 +31,7 @@ enum {
   H3G_ERR_NOTFOUND = -10,  /* lookup failed (file, key, route) */
   H3G_ERR_TLS = -11,       /* TLS library failure */
   H3G_ERR_QUIC = -12,      /* QUIC library failure */
+  H3G_ERR_INUSE = -13,     /* the address (port) is in use */
 };
 
 /* A scatter element (same layout idea as struct iovec). */

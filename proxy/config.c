@@ -86,6 +86,8 @@ typedef enum opt_type {
                      cfg->trusted[] (only [forwarding] trusted_proxies) */
   OPT_WORD,       /* "" or a name of lowercase letters, digits and "_" (a
                      kernel module's name, say), at most size - 1 bytes */
+  OPT_PORT,       /* a port number in bounds, or "any" (H3G_PORT_ANY: the
+                     kernel picks a free one, shown on the ready line) */
 } opt_type;
 
 typedef struct opt {
@@ -131,7 +133,7 @@ static const opt schema[] = {
 
     {OPT("listener", "enabled", OPT_BOOL, 0, 1, "yes", listen_enabled)},
     {OPT("listener", "address", OPT_ADDRESS, 0, 0, "0.0.0.0", listen_address)},
-    {OPT("listener", "port", OPT_UINT, 0, 65535, "443", listen_port)},
+    {OPT("listener", "port", OPT_PORT, 0, 65535, "443", listen_port)},
     {OPT("listener", "cert", OPT_PATH, 0, 0, NULL, cert_file),
      .pem = "-----BEGIN CERTIFICATE-----", .pem_kind = "certificate"},
     {OPT("listener", "key", OPT_PATH, 0, 0, NULL, key_file),
@@ -179,7 +181,7 @@ static const opt schema[] = {
 
     {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
     {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},
-    {OPT("tcp", "port", OPT_UINT, 0, 65535, "0", tcp_port)},
+    {OPT("tcp", "port", OPT_PORT, 0, 65535, "0", tcp_port)},
     {OPT("tcp", "handshake_timeout", OPT_DURATION, T_SEC, 5 * T_MIN, "10s",
          tcp_handshake_timeout_ms)},
     {OPT("tcp", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "60s",
@@ -200,7 +202,7 @@ static const opt schema[] = {
      .names = alt_svc_upstream_names},
 
     {OPT("redirect", "address", OPT_ADDRESS, 0, 0, "", redirect_address)},
-    {OPT("redirect", "port", OPT_UINT, 0, 65535, "0", redirect_port)},
+    {OPT("redirect", "port", OPT_PORT, 0, 65535, "0", redirect_port)},
 
     {OPT("upstream", "server", OPT_HOSTPORT, 1, 65535, NULL, upstream_host),
      PORT_FIELD(upstream_port)},
@@ -835,6 +837,13 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
     store_uint(field, o->size, (uint64_t)b);
     return 0;
   }
+
+  case OPT_PORT:
+    if (strcmp(text, "any") == 0) {
+      store_uint(field, o->size, H3G_PORT_ANY);
+      return 0;
+    }
+    return parse_number(o, text, cfg, why, whylen);
 
   case OPT_UINT:
   case OPT_DURATION:
@@ -1625,6 +1634,13 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   }
   case OPT_BOOL:
     snprintf(buf, cap, "%s", load_uint(field, o->size) ? "yes" : "no");
+    return;
+  case OPT_PORT:
+    if (load_uint(field, o->size) == H3G_PORT_ANY) {
+      snprintf(buf, cap, "any");
+      return;
+    }
+    format_number(o, load_uint(field, o->size), buf, cap);
     return;
   case OPT_UINT:
   case OPT_DURATION:

@@ -39,6 +39,10 @@ typedef enum h3g_cc_algo {
   H3G_CC_RENO = 2,
 } h3g_cc_algo;
 
+/* A port key set to "any": the kernel picks a free port, which h3gate
+ * reports on its "ready" line. */
+#define H3G_PORT_ANY 0x10000u
+
 typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;
@@ -50,7 +54,7 @@ typedef struct h3g_config {
   /* [listener] */
   uint32_t listen_enabled;           /* 0: no QUIC listener, no Alt-Svc h3 */
   char listen_address[H3G_HOST_MAX]; /* IPv4 or IPv6 literal */
-  uint16_t listen_port;
+  uint32_t listen_port;             /* 0 or H3G_PORT_ANY: a free one */
   char cert_file[H3G_PATH_MAX];      /* PEM chain; relative to the INI */
   char key_file[H3G_PATH_MAX];       /* PEM key; relative to the INI */
   uint64_t idle_timeout_ms;          /* QUIC max_idle_timeout */
@@ -83,7 +87,7 @@ typedef struct h3g_config {
   /* [tcp]: the HTTPS (TCP + TLS) fallback listener */
   uint32_t tcp_enabled;
   char tcp_address[H3G_HOST_MAX];    /* "" = listen_address */
-  uint16_t tcp_port;                 /* 0 = the UDP listener's port */
+  uint32_t tcp_port; /* 0 = the UDP listener's port; or H3G_PORT_ANY */
   uint64_t tcp_handshake_timeout_ms;
   uint64_t tcp_idle_timeout_ms;      /* keep-alive between requests */
   uint64_t tcp_header_timeout_ms;    /* whole request head (slowloris) */
@@ -101,7 +105,7 @@ typedef struct h3g_config {
 
   /* [redirect]: plain-HTTP listener answering 308 to https (port 0: off) */
   char redirect_address[H3G_HOST_MAX]; /* "" = listen_address */
-  uint16_t redirect_port;
+  uint32_t redirect_port; /* 0 = off; or H3G_PORT_ANY */
 
   /* [upstream] */
   char upstream_host[H3G_HOST_MAX];

@@ -511,7 +511,9 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
   l->loop = loop;
   l->cfg = cfg;
 
-  rv = h3g_udp_open(&l->sock, cfg->listen_address, cfg->listen_port);
+  rv = h3g_udp_open(&l->sock, cfg->listen_address,
+                    cfg->listen_port == H3G_PORT_ANY ? 0
+                                                     : (uint16_t)cfg->listen_port);
   if (rv != 0) {
     free(l);
     return rv == H3G_ERR_NOMEM ? H3G_ERR_NOMEM : H3G_ERR_IO;

@@ -231,6 +231,48 @@ void h3g_server_versions(char *buf, size_t cap) {
            h3g_h1_version(), uv_version_string());
 }
 
+/* "host:port", bracketing an IPv6 literal. */
+static int format_endpoint(char *buf, size_t cap, const char *host,
+                           unsigned port) {
+  return snprintf(buf, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u",
+                  host, port);
+}
+
+/*
+ * The addresses every listener is bound to, as the ready line shows them
+ * ("udp 127.0.0.1:443, tcp 127.0.0.1:443, admin 127.0.0.1:9901"): with a
+ * port set to "any" (or 0 for the admin address) this is the only way to
+ * learn which port the kernel picked.
+ */
+static void ready_addresses(const h3g_server *s, char *buf, size_t cap) {
+  const h3g_config *cfg = s->cfg;
+  size_t n = 0;
+  char ep[H3G_HOST_MAX + 16];
+  buf[0] = '\0';
+#define H3G_READY_ADD(kind, host, port)                                        \
+  do {                                                                         \
+    format_endpoint(ep, sizeof(ep), (host), (port));                           \
+    int k = snprintf(buf + n, cap - n, "%s%s %s", n ? ", " : "", (kind), ep); \
+    if (k > 0 && (size_t)k < cap - n)                                          \
+      n += (size_t)k;                                                          \
+  } while (0)
+  if (s->quic != NULL)
+    H3G_READY_ADD("udp", cfg->listen_address, h3g_quic_listener_port(s->quic));
+  if (s->tcp != NULL)
+    H3G_READY_ADD("tcp",
+                  cfg->tcp_address[0] != '\0' ? cfg->tcp_address
+                                              : cfg->listen_address,
+                  h3g_tcp_listener_port(s->tcp));
+  if (s->redirect != NULL)
+    H3G_READY_ADD("redirect",
+                  cfg->redirect_address[0] != '\0' ? cfg->redirect_address
+                                                   : cfg->listen_address,
+                  h3g_tcp_listener_port(s->redirect));
+  if (s->admin != NULL)
+    H3G_READY_ADD("admin", cfg->admin_address, h3g_admin_port(s->admin));
+#undef H3G_READY_ADD
+}
+
 int h3g_server_run(const h3g_config *cfg) {
   h3g_server *s = calloc(1, sizeof(*s));
   if (s == NULL)
@@ -289,9 +331,12 @@ int h3g_server_run(const h3g_config *cfg) {
       h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_SERVING,
                            h3g_quic_listener_port(s->quic));
   }
-  uint16_t https_port = cfg->tcp_port != 0 ? cfg->tcp_port
-                        : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
-                                           : cfg->listen_port;
+  uint16_t https_port = cfg->tcp_port == H3G_PORT_ANY ? 0
+                        : cfg->tcp_port != 0 ? (uint16_t)cfg->tcp_port
+                        : s->quic != NULL    ? h3g_quic_listener_port(s->quic)
+                        : cfg->listen_port == H3G_PORT_ANY
+                            ? 0
+                            : (uint16_t)cfg->listen_port;
   if (rv == 0 && cfg->tcp_enabled) {
     s->tcp_env = (h3g_h1_env){
         .cfg = cfg,
@@ -304,6 +349,14 @@ int h3g_server_run(const h3g_config *cfg) {
                               https_port, s->tls_tcp, &s->tcp_env);
     if (rv == 0) {
       https_port = h3g_tcp_listener_port(s->tcp);
+    } else if (rv == H3G_ERR_INUSE && cfg->tcp_port == 0 && s->quic != NULL) {
+      /* The port was not asked for, only derived from the UDP one: HTTP/3
+       * still serves ([tcp] port documents this). */
+      h3g_error("tcp: TCP port %u is taken: serving HTTP/3 alone (set [tcp] "
+                "port)",
+                (unsigned)https_port);
+      s->tcp = NULL;
+      rv = 0;
     }
   }
   if (rv == 0 && cfg->redirect_port != 0) {
@@ -315,7 +368,10 @@ int h3g_server_run(const h3g_config *cfg) {
                               cfg->redirect_address[0] != '\0'
                                   ? cfg->redirect_address
                                   : cfg->listen_address,
-                              cfg->redirect_port, NULL, &s->redirect_env);
+                              cfg->redirect_port == H3G_PORT_ANY
+                                  ? 0
+                                  : (uint16_t)cfg->redirect_port,
+                              NULL, &s->redirect_env);
   }
   if (rv == 0 && s->quic == NULL && s->tcp == NULL) {
     h3g_error("no listener: [listener] and [tcp] are both disabled");
@@ -340,8 +396,10 @@ int h3g_server_run(const h3g_config *cfg) {
       uv_timer_start(&s->secrets_timer, on_secrets_timer, SECRETS_CHECK_MS,
                      SECRETS_CHECK_MS);
     uv_check_start(&s->flush, on_flush);
-    h3g_info("h3gate %s ready: upstream %s:%u, pool %u", H3G_VERSION,
-             cfg->upstream_host, cfg->upstream_port, cfg->pool_size);
+    char where[512];
+    ready_addresses(s, where, sizeof(where));
+    h3g_info("h3gate %s ready: %s; upstream %s:%u, pool %u", H3G_VERSION,
+             where, cfg->upstream_host, cfg->upstream_port, cfg->pool_size);
     s->exit_status = 0;
   } else {
     s->exit_status = 1;

@@ -869,7 +869,7 @@ int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
     uv_close((uv_handle_t *)&l->server, on_listener_handle_closed);
     uv_close((uv_handle_t *)&l->kick, on_listener_handle_closed);
     uv_close((uv_handle_t *)&l->deadline, on_listener_handle_closed);
-    return H3G_ERR_IO;
+    return rv == UV_EADDRINUSE ? H3G_ERR_INUSE : H3G_ERR_IO;
   }
   struct sockaddr_storage bound;
   int blen = sizeof(bound);

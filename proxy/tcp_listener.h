@@ -27,8 +27,9 @@ typedef struct h3g_tcp_listener h3g_tcp_listener;
  * TCP (the redirect listener). env (and what it points to) and tls must
  * outlive the listener. max_connections beyond: accepted and closed at
  * once (metric tcp_connections_refused). name is used in logs ("tcp",
- * "redirect"). Returns 0, H3G_ERR_IO (bind or listen failed; logged),
- * H3G_ERR_INVAL (bad address) or H3G_ERR_NOMEM.
+ * "redirect"). Returns 0, H3G_ERR_INUSE (the port is taken; logged),
+ * H3G_ERR_IO (bind or listen failed otherwise; logged), H3G_ERR_INVAL
+ * (bad address, or [tcp] congestion_control unknown) or H3G_ERR_NOMEM.
  */
 int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
                          const h3g_config *cfg, const char *name,

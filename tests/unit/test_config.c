@@ -587,6 +587,13 @@ static void test_fallback_keys(void) {
   CHECK_EQ_INT(loadf(&c, REQUIRED "[alt_svc]\nhost = a b\n"), H3G_ERR_INVAL);
   CHECK_EQ_INT(loadf(&c, REQUIRED "[alt_svc]\nupstream = merge\n"),
                H3G_ERR_INVAL);
+  /* "any": the kernel picks (the ready line says which). */
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = any\n[redirect]\nport = any\n"),
+               0);
+  CHECK_EQ_INT(c.tcp_port, H3G_PORT_ANY);
+  CHECK_EQ_INT(c.redirect_port, H3G_PORT_ANY);
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = anything\n"), H3G_ERR_INVAL);
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = 65536\n"), H3G_ERR_INVAL);
 }
 
 static void test_unknown_section(void) {
