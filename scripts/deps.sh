@@ -145,7 +145,14 @@ else
   [ "$WITH_TESTS" = 1 ] && install_pkgs "${TEST[@]}" libcurl3t64-gnutls ngtcp2-client
 fi
 if [ "$WITH_TESTS" = 1 ]; then
-  install_pkgs chromium nodejs || log "chromium unavailable: browser tests will skip"
+  # The browser tests: Chromium, and Node.js with the npm `ws` package to
+  # drive it over the DevTools protocol (neither Node 18 nor 20 has a
+  # WebSocket global). A Node.js that brings its own npm is used as it is.
+  install_pkgs chromium
+  command -v node >/dev/null 2>&1 || install_pkgs nodejs
+  command -v npm >/dev/null 2>&1 || install_pkgs npm
+  run "$LOGS/npm-ci.log" "installing the browser tests' npm packages (tests/e2e/browser; check that the npm registry is reachable)" \
+    npm ci --prefix "$(dirname "$0")/../tests/e2e/browser" --no-audit --no-fund
 fi
 
 # --- wolfSSL (QUIC) and ngtcp2's wolfSSL crypto helper, from trixie source ---

@@ -8,25 +8,11 @@ import time
 import pytest
 
 from conftest import (SLOW, GatewayFactory, H3Multi, KiB, MiB, Upstream,
-                      expected_sha256, refusing_address)
+                      refusing_address)
+
+from testenv.scenarios import MID, assert_ok, assert_reset, check_failing_neighbours
 
 HEAD_KINDS, BODY_KINDS = Upstream.malformed_kinds()
-MID = Upstream.MALFORMED_MID_BYTES
-
-
-def assert_ok(r, n):
-    assert r.error is None and r.status == 200, r
-    assert r.body_len == n and r.sha256 == expected_sha256(n), r
-
-
-def assert_reset(r, full=None):
-    """The client saw an error, and whatever body it got is an intact prefix."""
-    assert r.error is not None, (
-        "a broken upstream body ended as a clean, successful response "
-        "(%d bytes): the stream should have been reset" % r.body_len)
-    if full is not None:
-        assert r.body_len < full
-    assert r.sha256 == expected_sha256(r.body_len), "the body prefix is corrupted"
 
 
 @pytest.fixture(scope="module")
@@ -149,32 +135,6 @@ def test_bad_upstream_conns_are_not_reused(failing, h3):
         c = up.wait_conn_closed(req.conn_id)
         assert c.closed_by == "peer", c
         assert c.requests == req.index + 1, "a request followed on a broken conn: %s" % c
-
-
-def check_failing_neighbours(m):
-    """On one multiplexed connection m (H3Multi, or test_21's H2Multi): a
-    good download and a small one beside streams whose upstream breaks mid
-    body, sends a bad head or closes short. The good ones are exact, the
-    broken ones reset or 502, and the same connection serves the next batch."""
-    good_n = 4 * MiB
-    rs = m.run([
-        {"path": "/slow/%d?rate=%d" % (good_n, 4 * MiB)},
-        {"path": "/malformed/bad-chunk-mid?delay=200"},
-        {"path": "/malformed/bad-status-line?delay=100"},
-        {"path": "/malformed/close-short-cl?delay=300"},
-        {"path": "/bytes/%d?delay=50" % (512 * KiB)},
-    ], timeout=30)
-    good, mid, head, short, small = rs
-    assert_ok(good, good_n)
-    assert_ok(small, 512 * KiB)
-    assert_reset(mid, 4 * MID)
-    assert_reset(short, 4 * MID)
-    assert head.error is None and head.status == 502, head
-    assert sum(r.num_connects for r in rs) == 1
-    again = m.run([{"path": "/bytes/1000"}, {"path": "/chunked/2000"}])
-    for r, n in zip(again, (1000, 2000)):
-        assert_ok(r, n)
-        assert r.num_connects == 0
 
 
 def test_good_stream_unaffected_by_failing_neighbours(failing):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import (CHROMIUM, MiB, expected_sha256, gtlsclient_download,
+from conftest import (MiB, expected_sha256, gtlsclient_download,
                       chromium_fetch, netlog_quic_requests, sha256_file)
 
 
@@ -36,7 +36,7 @@ def test_gtlsclient_several_streams(shared_gateway, tmp_path):
         assert sha256_file(f) == expected_sha256(n), path
 
 
-@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Chromium not installed")
+@pytest.mark.usefixtures("need_chromium")
 def test_chromium_loads_page_over_h3(shared_gateway, shared_upstream, tmp_path):
     gw = shared_gateway
     dom, netlog, p = chromium_fetch(gw, "/page", str(tmp_path))

@@ -13,6 +13,7 @@ from datetime import datetime
 import pytest
 
 from conftest import GTLSCLIENT, SLOW, SRC, H3Client, KiB, MiB, expected_sha256, refusing_address
+from testenv.require import require
 
 
 def assert_ok(r, n):
@@ -64,8 +65,7 @@ def test_idle_gateway_stops_promptly(gateway, tmp_path, sig):
     is gtlsclient left running after its download: unlike an idle libcurl
     handle it keeps processing packets (acknowledges the last response
     bytes, receives GOAWAY and CONNECTION_CLOSE)."""
-    if not os.access(GTLSCLIENT, os.X_OK):
-        pytest.skip("gtlsclient is not installed")
+    require(os.access(GTLSCLIENT, os.X_OK), "gtlsclient is not installed")
     gw = gateway()
     d = tmp_path / "dl"
     d.mkdir()

@@ -6,15 +6,15 @@ one), request trailers, Expect: 100-continue, the forwarding fields
 request limits (max_request_body, request_header_timeout)."""
 
 import json
-import os
 import re
-import subprocess
 import time
 
 import pytest
 
 from conftest import (SLOW, KiB, MiB, expected_sha256, h3_request_with, pycurl,
                       uid)
+from testenv.h3raw import run_h3raw as run_h3raw_shared
+from testenv.require import require
 
 # ---- helpers -------------------------------------------------------------------
 
@@ -408,16 +408,9 @@ def test_forwarded_quotes_ipv6_and_host(gateway, upstream, h3):
         s.bind(("::1", 0))
         s.close()
     except OSError as e:
-        pytest.skip("no IPv6 loopback here: %s" % e)
-    gw = gateway({"listener": {"address": "::1"}, "forwarding": {"forwarded": "on"}},
-                 start=False)
-    gw.start(wait=False)
-    pat = re.compile(r"listening on udp \S*:%d\b" % gw.port)
-    deadline = time.monotonic() + 15 * SLOW
-    while not pat.search(gw.stderr_text()):
-        assert gw.alive(), gw.stderr_text()[-3000:]
-        assert time.monotonic() < deadline, gw.stderr_text()[-3000:]
-        time.sleep(0.05)
+        require(False, "no IPv6 loopback here: %s" % e)
+    gw = gateway({"listener": {"address": "::1"}, "forwarding": {"forwarded": "on"}})
+    assert re.search(r"ready: udp \[::1\]:%d\b" % gw.port, gw.stderr_text())
 
     def v6(c, t):
         c.setopt(pycurl.RESOLVE, ["localhost:%d:[::1]" % gw.port])
@@ -511,32 +504,15 @@ def test_unknown_length_over_limit_after_response_head_resets(gateway, upstream,
 
 # ---- request_header_timeout -----------------------------------------------------------
 
-H3RAW = os.environ.get("H3GATE_H3RAW", "")
 H3_REQUEST_REJECTED = 0x10B
 
 
 def run_h3raw(gw, script, timeout):
-    """Runs tests/tools/h3raw (its header comment describes the script) in a
-    scratch directory; returns (stream reports, connection report, seconds)."""
-    if not (H3RAW and os.path.isfile(H3RAW) and os.access(H3RAW, os.X_OK)):
-        pytest.skip("needs h3raw to stall a header section (libcurl cannot): set "
-                    "H3GATE_H3RAW to <build>/tests/h3raw; got %r" % H3RAW)
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="h3raw-") as d:
-        path = os.path.join(d, "script.h3raw")
-        with open(path, "w") as f:
-            f.write(script)
-        t0 = time.monotonic()
-        p = subprocess.run([H3RAW, "--host", "127.0.0.1", "--port", str(gw.port),
-                            "--ca", gw.certs.ca, "--timeout", str(timeout),
-                            "--script", path],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           encoding="latin-1", timeout=60 * SLOW, cwd=d)
-        took = time.monotonic() - t0
-    assert p.returncode == 0, "h3raw exited %d:\n%s\n%s\nscript:\n%s" % (
-        p.returncode, p.stderr, p.stdout, script)
-    lines = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
-    return lines[:-1], lines[-1], took
+    """Runs tests/tools/h3raw (testenv.h3raw); returns (stream reports,
+    connection report, seconds it took)."""
+    t0 = time.monotonic()
+    run = run_h3raw_shared(gw, script, timeout)
+    return run.streams, run.conn, time.monotonic() - t0
 
 
 def good_stream(gw, path):

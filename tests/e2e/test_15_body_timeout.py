@@ -6,13 +6,19 @@ import socket
 import ssl
 import time
 
-from test_10_malformed_requests import Script, Stream, h3raw, request
+from testenv.h3raw import Script, Stream
+from testenv.h3raw import get as _get
+from testenv.h3raw import run_h3raw as h3raw
+
+
+def request(gw, path, method="GET", extra=()):
+    return _get(gw, path, extra, method)
 
 
 def tls_socket(gw):
     ctx = ssl.create_default_context(cafile=gw.certs.ca)
     ctx.set_alpn_protocols(["http/1.1"])
-    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    raw = socket.create_connection(("127.0.0.1", gw.tcp_port), timeout=10)
     return ctx.wrap_socket(raw, server_hostname="localhost")
 
 

@@ -13,34 +13,11 @@ import time
 
 import pytest
 
-from conftest import (SLOW, GatewayFactory, KiB, MiB, H3Client, _Transfer,
-                      expected_sha256, free_port, merge_config, pycurl,
+from conftest import (SLOW, GatewayFactory, KiB, MiB, expected_sha256, pycurl,
                       refusing_address)
-
-CURL_HTTP_VERSION_1_1 = getattr(pycurl, "CURL_HTTP_VERSION_1_1", 2)
-
-
-class H1Client(H3Client):
-    """libcurl over HTTP/1.1 + TLS to the gateway's TCP port. One easy
-    handle: requests reuse its connection (num_connects 0 on reuse)."""
-
-    def __init__(self, gw, port=None):
-        super().__init__(gw)
-        self.port = port or getattr(gw, "tcp_port", None) or gw.port
-
-    def request(self, path, method="GET", setup=None, **kw):
-        c = self.curl
-        c.reset()
-        t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
-        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_1_1)
-        if setup is not None:
-            setup(c, t)
-        err = None
-        try:
-            c.perform()
-        except pycurl.error as e:
-            err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
-        return t.finish(err)
+from testenv.clients import H1Client
+from testenv.gateway import tcp_gw
+from testenv.require import require
 
 
 @pytest.fixture
@@ -56,36 +33,12 @@ def h1():
         c.close()
 
 
-def tcp_gw(factory, overrides=None, **kw):
-    """A gateway whose TCP port is set explicitly (bind(0) for TCP): the
-    default, the UDP port's number, may be taken for TCP by some other
-    socket of the test run. gw.tcp_port is it."""
-    port = free_port("tcp")
-    gw = factory(merge_config({"tcp": {"port": str(port)}}, overrides),
-                 start=False, **kw)
-    gw.tcp_port = port
-    gw.start()
-    wait_tcp_ready(gw, port)
-    return gw
-
-
 @pytest.fixture(scope="module")
 def tgw(tmp_path_factory, certs, shared_upstream):
     """One gateway with a TCP listener for the module's read-only tests."""
     f = GatewayFactory(tmp_path_factory, certs, lambda: shared_upstream)
     yield tcp_gw(f, name="tcp-gw")
     f.finish()
-
-
-def wait_tcp_ready(gw, port, timeout=10.0):
-    deadline = time.monotonic() + timeout * SLOW
-    pat = re.compile(r"listening on tcp 127\.0\.0\.1:%d\b" % port)
-    while time.monotonic() < deadline:
-        if pat.search(gw.stderr_text()):
-            return
-        assert gw.alive(), gw.stderr_text()
-        time.sleep(0.05)
-    raise AssertionError("no tcp listener:\n" + gw.stderr_text())
 
 
 def tls_socket(port, maximum=None, alpn=("http/1.1",), timeout=10):
@@ -169,16 +122,35 @@ def test_alt_svc_default(tgw, h1):
 
 
 def test_tcp_port_defaults_to_udp_port(gateway, h1):
-    gw = gateway()
-    deadline = time.monotonic() + 10 * SLOW
-    while " ready: " not in gw.stderr_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    gw = gateway({"tcp": {"port": "0"}})
     if "TCP port %d is taken" % gw.port in gw.stderr_text():
-        pytest.skip("TCP port %d is in use by another socket" % gw.port)
-    wait_tcp_ready(gw, gw.port)
+        require(False, "TCP port %d is in use by another socket" % gw.port)
+    assert gw.tcp_port == gw.port
     r = h1(gw, gw.port).get("/bytes/10")
     assert r.status == 200, r
     assert r.header("alt-svc") == 'h3=":%d"; ma=86400' % gw.port
+
+
+def test_tcp_port_taken_serves_http3_alone(gateway, h3):
+    """The default TCP port is the UDP port's number; when another socket
+    holds it for TCP, the gateway says so and serves HTTP/3 alone (an
+    explicit [tcp] port that cannot be bound stops the start instead)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        gw = gateway({"listener": {"port": str(port)}, "tcp": {"port": "0"}})
+        assert "TCP port %d is taken: serving HTTP/3 alone" % port in gw.stderr_text()
+        assert gw.port == port and gw.tcp_port is None
+        r = h3(gw).get("/bytes/10")
+        assert r.error is None and r.status == 200, r
+        explicit = gateway({"tcp": {"port": str(port)}}, start=False)
+        explicit.start(wait=False)
+        assert explicit.proc.wait(15 * SLOW) == 1
+        assert "cannot listen on 127.0.0.1 port %d" % port in explicit.stderr_text()
+    finally:
+        holder.close()
 
 
 def test_alt_svc_on_gateway_errors(gateway, h1):
@@ -210,12 +182,9 @@ def test_alt_svc_upstream_replaced_or_kept(gateway, upstream, h1):
 
 
 def test_no_h3_advertised_without_quic(gateway, h1):
-    port = free_port("tcp")
-    gw = gateway({"listener": {"enabled": "no"}, "tcp": {"port": str(port)}},
-                 start=False)
-    gw.start(wait=False)
-    wait_tcp_ready(gw, port)
-    r = h1(gw, port).get("/bytes/10")
+    gw = gateway({"listener": {"enabled": "no"}, "tcp": {"port": "any"}})
+    assert gw.port is None  # no UDP listener on the ready line
+    r = h1(gw, gw.tcp_port).get("/bytes/10")
     assert r.status == 200, r
     assert r.header("alt-svc") is None
     assert "listening on udp" not in gw.stderr_text()
@@ -467,9 +436,8 @@ def test_access_log_proto(gateway, h1):
 # ---- redirect listener ---------------------------------------------------------
 
 def test_redirect_listener(gateway):
-    rport = free_port("tcp")
-    gw = tcp_gw(gateway, {"redirect": {"address": "127.0.0.1",
-                                       "port": str(rport)}})
+    gw = tcp_gw(gateway, {"redirect": {"address": "127.0.0.1", "port": "any"}})
+    rport = gw.redirect_port
     for host, want in ((b"localhost", "https://localhost:%d/a/b?c=d&e" % gw.tcp_port),
                        (b"localhost:80",
                         "https://localhost:%d/a/b?c=d&e" % gw.tcp_port)):
@@ -621,8 +589,8 @@ def test_tcp_congestion_control_per_socket(gateway, cc):
 
 
 def test_tcp_congestion_control_unknown_to_the_kernel_stops_start(gateway):
-    gw = gateway({"tcp": {"port": str(free_port("tcp")),
-                          "congestion_control": "nosuchcc"}}, start=False)
+    gw = gateway({"tcp": {"port": "any", "congestion_control": "nosuchcc"}},
+                 start=False)
     gw.start(wait=False)
     assert gw.proc.wait(15 * SLOW) != 0
     assert ('[tcp] congestion_control: the kernel has no "nosuchcc"'

@@ -9,15 +9,14 @@ import socket
 import ssl
 import struct
 import threading
-import time
 
 import pytest
 
 from conftest import (SANITIZE, SLOW, GatewayFactory, KiB, MiB, H3Client, H3Multi,
                       Upstream, _Transfer, expected_sha256, pycurl,
                       refusing_address)
-from test_05_failures import check_failing_neighbours
-from test_20_tcp_fallback import tcp_gw
+from testenv.gateway import tcp_gw
+from testenv.scenarios import check_failing_neighbours
 
 CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
 CURL_HTTP_VERSION_2_0 = getattr(pycurl, "CURL_HTTP_VERSION_2_0", 3)

@@ -20,9 +20,9 @@ document response (the DevTools protocol's Network.responseReceived
 "protocol", and the navigation timing entry's nextHopProtocol).
 
 Chromium is driven through the DevTools protocol by a short Node script
-(Node 20's built-in WebSocket behind --experimental-websocket; Node 22 has
-it by default), so several navigations share one browser and one
-alternative-service cache."""
+using the npm `ws` package (tests/e2e/browser, installed by scripts/deps.sh:
+Node 18 and 20 have no WebSocket global), so several navigations share one
+browser and one alternative-service cache."""
 
 import json
 import os
@@ -31,12 +31,13 @@ import signal
 import subprocess
 import time
 
-import pytest
-
-from conftest import CHROMIUM, SLOW, free_port, netlog_quic_requests
-from test_20_tcp_fallback import tcp_gw, wait_tcp_ready
+from conftest import CHROMIUM, SLOW, netlog_quic_requests
+from testenv.gateway import tcp_gw
+from testenv.require import require
 
 NODE = shutil.which("node") or "/usr/bin/node"
+BROWSER_MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "browser", "node_modules")
 
 # Navigations tried at most before the test gives up on seeing h3.
 MAX_NAVIGATIONS = 8
@@ -45,6 +46,7 @@ JOURNEY_TIMEOUT = 60
 CDP_SCRIPT = r"""
 // argv: DevTools browser WebSocket URL, page URL, most navigations.
 const [wsUrl, base, maxNav] = process.argv.slice(2);
+const WebSocket = require("ws");
 const ws = new WebSocket(wsUrl);
 let nextId = 0;
 const pending = new Map();
@@ -133,18 +135,16 @@ ws.onopen = async () => {
 """
 
 
-def node_websocket_flags():
-    """Node flags that give the WebSocket global, or None without one."""
+def node_env():
+    """The environment that lets the DevTools script find `ws`, or None
+    when Node.js or the package is missing."""
     if not os.access(NODE, os.X_OK):
         return None
-    for flags in ([], ["--experimental-websocket"]):
-        p = subprocess.run([NODE] + flags + ["-e", "process.exit(typeof WebSocket"
-                                                   " === 'function' ? 0 : 1)"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=30)
-        if p.returncode == 0:
-            return flags
-    return None
+    env = dict(os.environ, NODE_PATH=BROWSER_MODULES)
+    p = subprocess.run([NODE, "-e", "require.resolve('ws')"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=30)
+    return env if p.returncode == 0 else None
 
 
 def chromium_cmd(profile, spki, netlog, extra=()):
@@ -178,11 +178,10 @@ def browser_journey(url, spki, workdir, max_nav=MAX_NAVIGATIONS,
     """Navigates one headless Chromium to url?nav=1, url?nav=2, ... until two
     loads came over h3 or max_nav were made. Returns the script's events
     (dicts) and the net-log text."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("Chromium is not installed (%s)" % CHROMIUM)
-    flags = node_websocket_flags()
-    if flags is None:
-        pytest.skip("no node with a WebSocket global to drive DevTools")
+    require(os.access(CHROMIUM, os.X_OK), "Chromium is not installed (%s)" % CHROMIUM)
+    env = node_env()
+    require(env is not None, "no Node.js with the npm ws package (%s) to drive "
+            "DevTools: run scripts/deps.sh" % BROWSER_MODULES)
     profile = os.path.join(workdir, "profile")
     os.makedirs(profile, exist_ok=True)
     netlog = os.path.join(workdir, "netlog.json")
@@ -213,9 +212,9 @@ def browser_journey(url, spki, workdir, max_nav=MAX_NAVIGATIONS,
         ws_url = "ws://127.0.0.1:%s%s" % (lines[0].strip(), lines[1].strip())
         left = max(5.0, deadline - time.monotonic())
         try:
-            p = subprocess.run([NODE] + flags + [script, ws_url, url, str(max_nav)],
+            p = subprocess.run([NODE, script, ws_url, url, str(max_nav)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL, timeout=left)
+                               stdin=subprocess.DEVNULL, timeout=left, env=env)
         except subprocess.TimeoutExpired as e:
             raise AssertionError("the DevTools script did not finish within %.0fs; "
                                  "output so far:\n%s" % (left, (e.stdout or b"")
@@ -297,12 +296,8 @@ def test_no_h3_advertised_when_quic_disabled(gateway, tmp_path):
     """With [listener] enabled = no the fallback advertises nothing (as
     test_20 checks with libcurl), and the browser stays on TCP for every
     navigation."""
-    port = free_port("tcp")
-    gw = gateway({"listener": {"enabled": "no"}, "tcp": {"port": str(port)}},
-                 start=False)
-    gw.start(wait=False)
-    wait_tcp_ready(gw, port)
-    events, _ = browser_journey("https://localhost:%d/page" % port, gw.certs.spki,
+    gw = gateway({"listener": {"enabled": "no"}, "tcp": {"port": "any"}})
+    events, _ = browser_journey("https://localhost:%d/page" % gw.tcp_port, gw.certs.spki,
                                 str(tmp_path), max_nav=3)
     loads = [e for e in events if e.get("event") == "loaded"]
     assert len(loads) == 3, events

@@ -10,7 +10,6 @@ client of choice here.
 """
 import glob
 import json
-import os
 import subprocess
 
 import pytest
@@ -47,7 +46,7 @@ def test_congestion_control_is_recorded(gateway, h3, tmp_path, cc):
     assert any(r.get("name") == "transport:packet_sent" for r in recs)
 
 
-@pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK), reason="no gtlsclient")
+@pytest.mark.usefixtures("need_gtlsclient")
 def test_ecn_marks_are_read_and_reported(gateway, tmp_path):
     qdir = tmp_path / "qlog"
     qdir.mkdir()

@@ -21,7 +21,7 @@ def test_retry_always_real_clients_follow(gateway, h3):
         "a Retry must not create connection state"
 
 
-@pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK), reason="no gtlsclient")
+@pytest.mark.usefixtures("need_gtlsclient")
 def test_retry_with_gtlsclient(gateway, tmp_path):
     gw = gateway({"listener": {"retry": "always"}})
     p = subprocess.run([GTLSCLIENT, "--exit-on-all-streams-close", "-q",

@@ -3,34 +3,15 @@ cancels them at once. Each cancel stops its upstream work immediately; past
 [listener] max_resets_per_second cancels in a second the connection is
 closed with H3_EXCESSIVE_LOAD (0x107). Driven by the raw HTTP/3 client
 (h3raw), with a low limit so a short burst proves it."""
-import json
-import os
-import subprocess
-import tempfile
-
-import pytest
-
-H3RAW = os.environ.get("H3GATE_H3RAW", "")
-pytestmark = pytest.mark.skipif(
-    not (H3RAW and os.access(H3RAW, os.X_OK)),
-    reason="h3raw not available (set H3GATE_H3RAW; ctest does)")
+from testenv.h3raw import run_h3raw as run_h3raw_shared
 
 H3_EXCESSIVE_LOAD = 0x107
 H3_REQUEST_CANCELLED = 0x10c
 
 
 def run_h3raw(gw, script):
-    with tempfile.TemporaryDirectory(prefix="h3raw-") as d:
-        path = os.path.join(d, "s.h3raw")
-        with open(path, "w") as f:
-            f.write(script)
-        p = subprocess.run([H3RAW, "--host", "127.0.0.1", "--port", str(gw.port),
-                            "--ca", gw.certs.ca, "--timeout", "3",
-                            "--script", path],
-                           capture_output=True, text=True, timeout=90, cwd=d)
-    assert p.returncode == 0, p.stderr[-3000:]
-    lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
-    return lines[:-1], lines[-1]
+    run = run_h3raw_shared(gw, script, timeout=3)
+    return run.streams, run.conn
 
 
 def reset_script(gw, n, path="/hang"):

@@ -31,8 +31,7 @@ import pytest
 from conftest import (GTLSCLIENT, MiB, SLOW, expected_sha256, sha256_file,
                       uid)
 
-pytestmark = pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK),
-                                reason="gtlsclient (ngtcp2-client) is not installed")
+pytestmark = pytest.mark.usefixtures("need_gtlsclient")
 
 
 def gtlsclient(gw, urls, download, extra=(), timeout=60):

@@ -27,8 +27,7 @@ import pytest
 
 from conftest import GTLSCLIENT, H3GATE_BIN, SLOW, expected_sha256, sha256_file
 
-pytestmark = pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK),
-                                reason="gtlsclient (ngtcp2-client) is not installed")
+pytestmark = pytest.mark.usefixtures("need_gtlsclient")
 
 SECRET_A = "6a" * 32
 SECRET_B = "b7" * 32
@@ -204,7 +203,7 @@ def test_tcp_listener_resumes_tls(gateway):
     c = pycurl.Curl()
     for i in range(2):
         buf = io.BytesIO()
-        c.setopt(pycurl.URL, gw.url("/bytes/10"))
+        c.setopt(pycurl.URL, gw.tcp_url("/bytes/10"))
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         c.setopt(pycurl.CAINFO, gw.certs.ca)
         c.setopt(pycurl.IPRESOLVE, pycurl.IPRESOLVE_V4)

@@ -12,9 +12,8 @@ client, which replays the saved token from 127.0.0.1 (accepted) and from
 import os
 import time
 
-import pytest
-
 from conftest import SLOW, gtlsclient_download
+from testenv.require import require
 
 try:
     from quic_initial import InitialFlood, outcomes, read_token_file, write_token_file
@@ -52,8 +51,7 @@ def test_token_skips_retry(gateway, tmp_path):
 
 
 def test_damaged_token_is_no_token(gateway, tmp_path):
-    if InitialFlood is None:
-        pytest.skip("python3-cryptography is not installed")
+    require(InitialFlood is not None, "python3-cryptography is not installed")
     gw = gateway({"listener": {"retry": "always"}})
     tok = tmp_path / "token.pem"
     fetch(gw, tmp_path, "first", tok)
@@ -71,8 +69,7 @@ def test_damaged_token_is_no_token(gateway, tmp_path):
 
 
 def test_token_is_bound_to_the_address(gateway, tmp_path):
-    if InitialFlood is None:
-        pytest.skip("python3-cryptography is not installed")
+    require(InitialFlood is not None, "python3-cryptography is not installed")
     gw = gateway({"listener": {"retry": "always", "handshake_timeout": "2s"}})
     tok = tmp_path / "token.pem"
     fetch(gw, tmp_path, "first", tok)
@@ -96,8 +93,7 @@ def test_token_is_bound_to_the_address(gateway, tmp_path):
 
 
 def test_token_expires(gateway, tmp_path):
-    if InitialFlood is None:
-        pytest.skip("python3-cryptography is not installed")
+    require(InitialFlood is not None, "python3-cryptography is not installed")
     lifetime = 2.0
     gw = gateway({"listener": {"retry": "always", "handshake_timeout": "2s",
                                "new_token_lifetime": "%dms" % (lifetime * 1000)}})
@@ -118,8 +114,7 @@ def test_token_expires(gateway, tmp_path):
 
 
 def test_token_passes_the_unvalidated_cap(gateway, tmp_path):
-    if InitialFlood is None:
-        pytest.skip("python3-cryptography is not installed")
+    require(InitialFlood is not None, "python3-cryptography is not installed")
     # retry = never: with the cap full, only a token gets a client in.
     gw = gateway({"listener": {"retry": "never", "handshake_timeout": "5s",
                                "max_unvalidated_handshakes": "2"}})

@@ -17,8 +17,7 @@ try:
 except ImportError:  # pragma: no cover - Debian's python3-cryptography
     InitialFlood = None
 
-pytestmark = pytest.mark.skipif(InitialFlood is None,
-                                reason="python3-cryptography is not installed")
+pytestmark = pytest.mark.usefixtures("need_cryptography")
 
 ABUSER = "127.0.0.2"
 

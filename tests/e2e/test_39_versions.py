@@ -25,8 +25,7 @@ import pytest
 
 from conftest import GTLSCLIENT, SLOW, expected_sha256, sha256_file
 
-pytestmark = pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK),
-                                reason="gtlsclient (ngtcp2-client) is not installed")
+pytestmark = pytest.mark.usefixtures("need_gtlsclient")
 
 V1, V2 = 0x00000001, 0x6b3343cf
 UNKNOWN = 0x1a2a3a4b  # not reserved (0x?a?a?a?a), not a version anyone speaks

@@ -60,7 +60,7 @@ class H2Raw:
         if read_rate:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         raw.settimeout(timeout)
-        raw.connect(("127.0.0.1", gw.port))
+        raw.connect(("127.0.0.1", gw.tcp_port))
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(
