@@ -443,7 +443,7 @@ def test_declared_length_over_limit_413_nothing_upstream(gateway, upstream, h3):
     assert r.error is None and r.status == 413, r
     r = cl.post("/sink?t=way-over", 50 * MiB, timeout=30)
     assert r.error is None and r.status == 413, r
-    time.sleep(0.3)
+    gw.wait_idle()
     assert upstream.requests_for("/sink?t=over") == []
     assert upstream.requests_for("/sink?t=way-over") == []
     assert upstream.accepts == accepts, upstream.conns

@@ -98,7 +98,7 @@ def test_post_never_retried(gateway, upstream, h3):
     assert_ok(cl.get("/bytes/10"), 10)
     r = cl.post("/script/drop-reused", 100)
     assert r.error is None and r.status == 502, r
-    time.sleep(0.3)
+    gw.wait_idle()
     reqs = upstream.requests_for("/script/drop-reused")
     assert len(reqs) == 1, "a POST was sent again: %s" % reqs
     assert reqs[0].method == "POST" and reqs[0].index == 1

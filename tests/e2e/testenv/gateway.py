@@ -452,6 +452,16 @@ class Gateway:
         return [parse_access_line(line) for line in text.splitlines()
                 if " client=" in line]
 
+    def wait_log(self, text, count=1, timeout=10.0):
+        """Waits until text appears count times in the gateway's stderr."""
+        deadline = time.monotonic() + timeout * SLOW
+        while self.stderr_text().count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: %r not logged %d time(s) within %.0fs:\n%s"
+                                     % (self.name, text, count, timeout,
+                                        self.stderr_text()[-3000:]))
+            time.sleep(0.02)
+
     def wait_access(self, predicate=None, count=1, timeout=5.0, path=None):
         """Waits until count lines matching predicate (and path) exist."""
         def match(rec):
