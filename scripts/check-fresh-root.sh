@@ -69,6 +69,15 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+# The CAs this machine's administrator added (its network may inspect TLS,
+# e.g. to the npm registry) belong to the machine, not to the project: the
+# fresh root gets them too.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  mkdir -p "$ROOT/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  chroot "$ROOT" update-ca-certificates >/dev/null 2>&1 ||
+    die "update-ca-certificates failed in the root"
+fi
 
 log "copying the repository (HEAD)"
 mkdir -p "$ROOT/src/h3gate"

@@ -151,8 +151,12 @@ if [ "$WITH_TESTS" = 1 ]; then
   install_pkgs chromium
   command -v node >/dev/null 2>&1 || install_pkgs nodejs
   command -v npm >/dev/null 2>&1 || install_pkgs npm
+  # npm trusts its own CA list; the system's store also holds the CAs an
+  # administrator added (a TLS-inspecting proxy's, say).
+  NPM_CA=()
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && NPM_CA=(--cafile=/etc/ssl/certs/ca-certificates.crt)
   run "$LOGS/npm-ci.log" "installing the browser tests' npm packages (tests/e2e/browser; check that the npm registry is reachable)" \
-    npm ci --prefix "$(dirname "$0")/../tests/e2e/browser" --no-audit --no-fund
+    npm ci --prefix "$(dirname "$0")/../tests/e2e/browser" --no-audit --no-fund "${NPM_CA[@]}"
 fi
 
 # --- wolfSSL (QUIC) and ngtcp2's wolfSSL crypto helper, from trixie source ---
