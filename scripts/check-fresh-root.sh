@@ -48,9 +48,9 @@ MIRROR=${MIRROR%/}
 
 ROOT=$(mktemp -d /var/tmp/h3gate-fresh-root.XXXXXX)
 cleanup() {
-  for m in dev/pts dev sys proc; do
-    mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"
-  done
+  # Everything mounted below the root (proc, sys, dev, the tests' network
+  # namespaces under run/netns), then the root's own bind mount.
+  mountpoint -q "$ROOT" && umount -R -l "$ROOT"
   if [ "$KEEP" = 1 ]; then log "kept $ROOT"; else rm -rf "$ROOT"; fi
 }
 trap cleanup EXIT
@@ -83,6 +83,10 @@ log "copying the repository (HEAD)"
 mkdir -p "$ROOT/src/h3gate"
 git archive HEAD | tar -x -C "$ROOT/src/h3gate"
 
+# The root is a mount point of its own, so that `ip netns exec` inside
+# (which makes / a slave mount in its new mount namespace) works.
+mount --bind "$ROOT" "$ROOT"
+mount --make-private "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount --rbind /sys "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
