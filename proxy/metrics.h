@@ -51,6 +51,8 @@
   X(h3_streams_reset_by_gateway, counter, "streams the gateway reset")         \
   X(h3_malformed_requests, counter, "requests refused as malformed")           \
   X(h3_excessive_load_closes, counter, "connections closed for rapid reset")  \
+  X(h3_protocol_error_closes, counter,                                         \
+    "connections closed for a client's HTTP/3 or QPACK error")                 \
   X(requests_total, counter, "requests that reached the bridge")               \
   X(request_body_timeouts, counter, "requests ended: body stalled (408)")     \
   X(responses_1xx, counter, "interim responses forwarded")                     \

@@ -290,6 +290,26 @@ void h3g_quic_conn_fail(h3g_quic_conn *c, uint64_t app_error_code) {
   h3g_quic_conn_mark_dirty(c);
 }
 
+/* An HTTP/3 or QPACK connection error that blames the client (RFC 9114
+ * §8.1, RFC 9204 §6): not H3_NO_ERROR, not our H3_INTERNAL_ERROR, not
+ * H3_EXCESSIVE_LOAD (counted as h3_excessive_load_closes). */
+static int is_protocol_error(uint64_t code) {
+  switch (code) {
+  case NGHTTP3_H3_GENERAL_PROTOCOL_ERROR:
+  case NGHTTP3_H3_STREAM_CREATION_ERROR:
+  case NGHTTP3_H3_CLOSED_CRITICAL_STREAM:
+  case NGHTTP3_H3_FRAME_UNEXPECTED:
+  case NGHTTP3_H3_FRAME_ERROR:
+  case NGHTTP3_H3_ID_ERROR:
+  case NGHTTP3_H3_SETTINGS_ERROR:
+  case NGHTTP3_H3_MISSING_SETTINGS:
+  case NGHTTP3_QPACK_DECOMPRESSION_FAILED:
+  case NGHTTP3_QPACK_ENCODER_STREAM_ERROR:
+  case NGHTTP3_QPACK_DECODER_STREAM_ERROR: return 1;
+  default: return 0;
+  }
+}
+
 /* Writes CONNECTION_CLOSE with c->ccerr, sends it and enters CLOSING (or
  * DEAD when nothing can be sent). */
 static void conn_start_closing(h3g_quic_conn *c) {
@@ -306,6 +326,9 @@ static void conn_start_closing(h3g_quic_conn *c) {
             c->ccerr.type == NGTCP2_CCERR_TYPE_APPLICATION ? "application"
                                                            : "transport",
             (unsigned long long)c->ccerr.error_code);
+  if (c->ccerr.type == NGTCP2_CCERR_TYPE_APPLICATION &&
+      is_protocol_error(c->ccerr.error_code))
+    H3G_INC(h3_protocol_error_closes);
 
   size_t cap = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
   c->close_pkt = malloc(cap);
@@ -673,6 +696,8 @@ static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
     }
   } else if (ngtcp2_is_bidi_stream(stream_id)) {
     ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+  } else if ((stream_id & 0x3) == 0x2) {
+    ngtcp2_conn_extend_max_streams_uni(conn, 1);
   }
   /* MAX_STREAMS to send, or a drained connection to close. */
   h3g_quic_conn_mark_dirty(c);
