@@ -16,7 +16,7 @@
   X(quic_send_batches, counter, "sendmsg/sendmmsg system calls")               \
   X(quic_recv_batches, counter, "UDP read callbacks carrying datagrams")       \
   X(quic_connections_accepted, counter, "QUIC connections created")            \
-  X(quic_connections_v2, counter, "of those, in QUIC version 2 (RFC 9369)")     \
+  X(quic_connections_v2, counter, "handshakes completed in QUIC v2 (RFC 9369)") \
   X(quic_connections_active, gauge, "QUIC connections open now")               \
   X(quic_connections_refused, counter, "Initials refused (limits, drain)")     \
   X(quic_version_negotiations, counter, "Version Negotiation packets sent")    \
