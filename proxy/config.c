@@ -88,6 +88,9 @@ typedef enum opt_type {
                      kernel module's name, say), at most size - 1 bytes */
   OPT_PORT,       /* a port number in bounds, or "any" (H3G_PORT_ANY: the
                      kernel picks a free one, shown on the ready line) */
+  OPT_VERSIONS,   /* comma-separated QUIC versions, each once, in order of
+                     preference; also parsed into cfg->quic_version[] (only
+                     [listener] quic_versions) */
 } opt_type;
 
 typedef struct opt {
@@ -162,6 +165,8 @@ static const opt schema[] = {
     {OPT("listener", "congestion_control", OPT_ENUM, 0, 0, "bbr",
          congestion_control),
      .names = cc_names},
+    {OPT("listener", "quic_versions", OPT_VERSIONS, 0, 0, "v2, v1",
+         quic_versions)},
     {OPT("listener", "retry", OPT_ENUM, 0, 0, "auto", retry),
      .names = retry_names},
     {OPT("listener", "retry_threshold", OPT_UINT, 0, 1000000, "200",
@@ -774,6 +779,59 @@ static int parse_cidrs(const opt *o, const char *text, h3g_config *cfg,
   return 0;
 }
 
+/* OPT_VERSIONS: "v1" and "v2" (any case), comma-separated, blanks allowed
+ * around them; each at most once. Stored normalised ("v2, v1"). */
+static int parse_versions(const opt *o, const char *text, h3g_config *cfg,
+                          char *why, size_t whylen) {
+  static const struct {
+    const char *name;
+    uint32_t version;
+  } known[H3G_MAX_QUIC_VERSIONS] = {{"v1", H3G_QUIC_V1}, {"v2", H3G_QUIC_V2}};
+  char sv[SHOWN_BUF];
+  uint32_t list[H3G_MAX_QUIC_VERSIONS];
+  char norm[sizeof(cfg->quic_versions)] = "";
+  size_t n = 0;
+  const char *p = text;
+  for (;;) {
+    while (*p == ' ' || *p == '\t')
+      p++;
+    const char *end = p;
+    while (*end != '\0' && *end != ',')
+      end++;
+    const char *last = end;
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t'))
+      last--;
+    size_t len = (size_t)(last - p), k = 0;
+    while (k < H3G_MAX_QUIC_VERSIONS &&
+           !(len == 2 && strncasecmp(p, known[k].name, 2) == 0))
+      k++;
+    if (k == H3G_MAX_QUIC_VERSIONS) {
+      char entry[SHOWN_MAX + 1];
+      size_t el = H3G_MIN(len, sizeof(entry) - 1);
+      memcpy(entry, p, el);
+      entry[el] = '\0';
+      snprintf(why, whylen, "expected QUIC versions v1 and v2, not \"%s\"",
+               shown(sv, sizeof(sv), entry));
+      return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (list[i] == known[k].version) {
+        snprintf(why, whylen, "%s is listed twice", known[k].name);
+        return -1;
+      }
+    list[n++] = known[k].version;
+    snprintf(norm + strlen(norm), sizeof(norm) - strlen(norm), "%s%s",
+             n > 1 ? ", " : "", known[k].name);
+    if (*end == '\0')
+      break;
+    p = end + 1;
+  }
+  store_string(field_of(cfg, o), o->size, norm, strlen(norm));
+  memcpy(cfg->quic_version, list, n * sizeof(list[0]));
+  cfg->nquic_versions = (uint32_t)n;
+  return 0;
+}
+
 int h3g_config_is_trusted(const h3g_config *cfg, const char *ip) {
   uint8_t a[16];
   int fam;
@@ -949,6 +1007,8 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
   }
 
   case OPT_CIDRS: return parse_cidrs(o, text, cfg, why, whylen);
+
+  case OPT_VERSIONS: return parse_versions(o, text, cfg, why, whylen);
 
   case OPT_DIR: {
     if (strcmp(text, "off") == 0)
@@ -1653,6 +1713,7 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_WORD:
   case OPT_PATH:
   case OPT_CIDRS:
+  case OPT_VERSIONS:
   case OPT_LOG_TARGET: snprintf(buf, cap, "%s", field); return;
   case OPT_LISTEN:
   case OPT_HOSTPORT: {

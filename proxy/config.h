@@ -26,6 +26,11 @@ typedef struct h3g_cidr {
 
 #define H3G_MAX_TRUSTED 32
 
+/* QUIC versions [listener] quic_versions can name (RFC 9000, RFC 9369). */
+#define H3G_QUIC_V1 0x00000001u
+#define H3G_QUIC_V2 0x6b3343cfu
+#define H3G_MAX_QUIC_VERSIONS 2
+
 /* What the TCP listener does with an Alt-Svc field from the upstream. */
 typedef enum h3g_alt_svc_upstream {
   H3G_ALT_SVC_REPLACE = 0, /* drop it, send ours */
@@ -68,6 +73,9 @@ typedef struct h3g_config {
   uint32_t max_header_size;          /* field section size, both sides */
   uint64_t max_request_body;         /* bytes, 0 = unlimited (413) */
   h3g_cc_algo congestion_control;
+  char quic_versions[16]; /* as written (normalised), for dump */
+  uint32_t quic_version[H3G_MAX_QUIC_VERSIONS]; /* served, preferred first */
+  uint32_t nquic_versions;
   uint32_t retry;            /* 0 auto, 1 always, 2 never (config.c) */
   uint32_t retry_threshold;  /* auto: handshakes in progress before Retry */
   uint32_t max_handshakes_per_source; /* per IPv4 / IPv6 /64, 0 = no limit */

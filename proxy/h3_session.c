@@ -21,7 +21,7 @@
  * data: nghttp3 is told about the stream as soon as it exists (a read of
  * nothing), so its stream_close always finds the object.
  *
- * Shadow. Request stream bytes pass through h3_shadow.h before nghttp3,
+ * Shadows. Request stream bytes pass through h3_shadow.h before nghttp3,
  * which would silently drop invalid fields and turns a content-length
  * mismatch into a connection error. When the shadow refuses a request,
  * nghttp3 still gets the bytes before the defect (so the bridge learns the
@@ -29,7 +29,9 @@
  * anything after it: nghttp3 never reports the end of the section holding
  * a refused field. The withheld bytes are credited back to the client at
  * once, the bridge is aborted, and the stream is reset with
- * H3_MESSAGE_ERROR.
+ * H3_MESSAGE_ERROR. The client's unidirectional streams (control, QPACK)
+ * pass through h3_uni_shadow.h, which decides their connection errors
+ * where nghttp3 1.8 names them wrongly or not at all.
  *
  * Metrics. The bridge counts the resets and malformed requests it knows
  * about (its own aborts, client_abort, header validation); this file counts
@@ -45,6 +47,7 @@
 #include "buf.h"
 #include "frontend.h"
 #include "h3_shadow.h"
+#include "h3_uni_shadow.h"
 #include "log.h"
 #include "metrics.h"
 #include "quic_conn.h"
@@ -74,6 +77,7 @@ struct h3g_h3_session {
   ngtcp2_conn *conn;
   nghttp3_conn *h3;
   nghttp3_qpack_decoder *qdec; /* the shadows' */
+  h3g_h3_uni_shadow uni;       /* the client's control and QPACK streams */
   const h3g_config *cfg;
   const h3g_bridge_env *env;
   const char *client;
@@ -846,9 +850,10 @@ int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
     free(s);
     return rv;
   }
-  nghttp3_conn_set_max_client_streams_bidi(
-      s->h3,
-      ngtcp2_conn_get_local_transport_params(conn)->initial_max_streams_bidi);
+  uint64_t max_bidi =
+      ngtcp2_conn_get_local_transport_params(conn)->initial_max_streams_bidi;
+  nghttp3_conn_set_max_client_streams_bidi(s->h3, max_bidi);
+  h3g_h3_uni_shadow_init(&s->uni, max_bidi);
   nghttp3_conn_set_max_concurrent_streams(s->h3, cfg->max_streams);
 
   if ((rv = ngtcp2_conn_open_uni_stream(conn, &ctrl, NULL)) != 0 ||
@@ -882,18 +887,37 @@ void h3g_h3_session_free(h3g_h3_session *s) {
   free(s);
 }
 
-/* Control and QPACK streams: nghttp3 alone. The control stream may have
- * carried PRIORITY_UPDATE frames (RFC 9218 §7.2), which nghttp3 applies to
- * its scheduler without telling us: every request's priority is read back
- * for the bridges (a request still waiting for an upstream connection
- * moves). Control stream traffic is rare, the walk is cheap. */
+/* What the unidirectional stream shadow passes goes to nghttp3. */
+static int on_uni_emit(void *ud, int64_t stream_id, const uint8_t *data,
+                       size_t len, int fin) {
+  h3g_h3_session *s = ud;
+  nghttp3_ssize n = nghttp3_conn_read_stream(s->h3, stream_id, data, len, fin);
+  return n < 0 ? (int)n : 0;
+}
+
+/*
+ * Control and QPACK streams: the shadow, then nghttp3. Every byte is
+ * credited back at once: nghttp3 consumes all it is given on these
+ * streams, and the shadow holds no more than a frame header and
+ * H3G_H3_UNI_HOLD_MAX bytes.
+ *
+ * The control stream may have carried PRIORITY_UPDATE frames (RFC 9218
+ * §7.2), which nghttp3 applies to its scheduler without telling us: every
+ * request's priority is read back for the bridges (a request still waiting
+ * for an upstream connection moves). Control stream traffic is rare, the
+ * walk is cheap.
+ */
 static int recv_uni(h3g_h3_session *s, int64_t stream_id, const uint8_t *data,
                     size_t len, int fin) {
-  nghttp3_ssize n = nghttp3_conn_read_stream(s->h3, stream_id, data, len, fin);
-  if (n < 0)
-    return (int)n;
-  ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, (uint64_t)n);
-  ngtcp2_conn_extend_max_offset(s->conn, (uint64_t)n);
+  int rv = h3g_h3_uni_shadow_feed(&s->uni, stream_id, data, len, fin,
+                                  on_uni_emit, s);
+  if (rv != 0) {
+    h3g_debug("h3 %s: stream %lld: %s", s->client, (long long)stream_id,
+              s->uni.error != 0 ? s->uni.why : nghttp3_strerror(rv));
+    return rv;
+  }
+  ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, len);
+  ngtcp2_conn_extend_max_offset(s->conn, len);
   for (h3g_h3_stream *st = s->streams; st != NULL; st = st->next)
     if (st->pri_known)
       stream_sync_priority(st, 0);
@@ -967,6 +991,13 @@ int h3g_h3_session_acked(h3g_h3_session *s, int64_t stream_id, uint64_t n) {
 
 int h3g_h3_session_stream_close(h3g_h3_session *s, int64_t stream_id,
                                 uint64_t app_error_code) {
+  if ((stream_id & 0x3) == 0x2) {
+    /* A client unidirectional stream (an unknown type, one that ended
+     * before its type): ngtcp2 leaves its slot to us, as for requests. The
+     * critical ones never get here but to close the connection. */
+    h3g_h3_uni_shadow_closed(&s->uni, stream_id);
+    ngtcp2_conn_extend_max_streams_uni(s->conn, 1);
+  }
   int rv = nghttp3_conn_close_stream(s->h3, stream_id, app_error_code);
   if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
     /* A request stream nghttp3 never saw data on. */
@@ -985,6 +1016,15 @@ static h3g_h3_stream *find_stream(h3g_h3_session *s, int64_t stream_id) {
 }
 
 int h3g_h3_session_stream_reset(h3g_h3_session *s, int64_t stream_id) {
+  if (!ngtcp2_is_bidi_stream(stream_id)) {
+    /* RFC 9114 §6.2.1, RFC 9204 §4.2: a reset critical stream closes the
+     * connection; any other may be reset, even before its type. */
+    int rv = h3g_h3_uni_shadow_reset(&s->uni, stream_id);
+    if (rv != 0)
+      h3g_debug("h3 %s: stream %lld: %s", s->client, (long long)stream_id,
+                s->uni.why);
+    return rv;
+  }
   h3g_h3_stream *st = find_stream(s, stream_id);
   /* After our STOP_SENDING (the response did not need the rest of the
    * request) a RESET_STREAM is the client's expected answer, not a
@@ -1005,6 +1045,7 @@ int h3g_h3_session_read_stopped(h3g_h3_session *s, int64_t stream_id) {
 
 void h3g_h3_session_set_max_streams(h3g_h3_session *s, uint64_t max) {
   nghttp3_conn_set_max_client_streams_bidi(s->h3, max);
+  h3g_h3_uni_shadow_set_max_streams(&s->uni, max);
 }
 
 int h3g_h3_session_unblock(h3g_h3_session *s, int64_t stream_id) {

@@ -5,10 +5,10 @@
  * stream (RFC 9114 §4.1): a header section, DATA frames, an optional
  * trailer section, then nothing; frames of unknown type are skipped
  * anywhere. Where nghttp3 refuses the framing itself (DATA before the
- * header section, anything after the trailers, an empty header section, a
- * stream ending inside a frame), the shadow stops judging: nghttp3 acts on
- * those very bytes, mostly with a connection error, and reads nothing of
- * the stream after them.
+ * header section, anything after the trailers, an empty header section),
+ * the shadow stops judging: nghttp3 acts on those very bytes, mostly with
+ * a connection error, and reads nothing of the stream after them. A stream
+ * that ends inside a frame the shadow refuses itself.
  *
  * Field sections are decoded with nghttp3's public QPACK decoder rather
  * than a decoder of our own: the shadow must see exactly the fields nghttp3
@@ -180,8 +180,14 @@ static int decode(h3g_h3_shadow *sh, nghttp3_qpack_decoder *dec,
 
 /* The stream ended at a frame boundary or inside a frame. */
 static int on_fin(h3g_h3_shadow *sh, const char **why) {
-  if (sh->state != SH_FRAME_HEADER || sh->hdlen > 0 || sh->msg == MSG_HEADER) {
-    sh->state = SH_OFF; /* truncated frame or no request: nghttp3's call */
+  if (sh->state != SH_FRAME_HEADER || sh->hdlen > 0) {
+    /* RFC 9114 §7.1: a truncated last frame is H3_FRAME_ERROR (nghttp3
+     * 1.8 says H3_GENERAL_PROTOCOL_ERROR when the type is cut). */
+    sh->state = SH_OFF;
+    return NGHTTP3_ERR_H3_FRAME_ERROR;
+  }
+  if (sh->msg == MSG_HEADER) {
+    sh->state = SH_OFF; /* no request: nghttp3's call */
     return 0;
   }
   if (sh->content_length >= 0 && sh->body != (uint64_t)sh->content_length)

@@ -15,10 +15,11 @@
  * self-contained), checks each field with h3g_request_field_check(), and
  * compares the DATA payload with the declared content-length.
  *
- * Frame order and truncated frames it leaves to nghttp3, which refuses
- * them itself: after a frame it cannot follow it stops checking the stream.
- * A field section it cannot decode is a connection error, reported as
- * nghttp3 would report it.
+ * Frame order it leaves to nghttp3, which refuses it itself: after a frame
+ * it cannot follow it stops checking the stream. A field section it cannot
+ * decode is a connection error, reported as nghttp3 would report it; a
+ * stream that ends inside a frame is one too (H3_FRAME_ERROR, RFC 9114
+ * §7.1), which nghttp3 1.8 misnames when the frame type is cut.
  *
  * Cost: no allocation but one QPACK stream context per stream that sends a
  * field section (and the decoder's own buffers for literal strings). DATA
@@ -76,7 +77,10 @@ void h3g_h3_shadow_free(h3g_h3_shadow *sh);
  *   NGHTTP3_ERR_NOMEM or an NGHTTP3_ERR_QPACK_* code
  *                  a connection error, the same nghttp3 would report for
  *                  these bytes (QPACK_DECOMPRESSION_FAILED for a field
- *                  section that refers to a dynamic table).
+ *                  section that refers to a dynamic table);
+ *   NGHTTP3_ERR_H3_FRAME_ERROR
+ *                  a connection error: the stream ended (fin) inside a
+ *                  frame's type, length or payload.
  * dec is the connection's h3g_h3_shadow_decoder_new() decoder.
  */
 int h3g_h3_shadow_feed(h3g_h3_shadow *sh, nghttp3_qpack_decoder *dec,

@@ -16,7 +16,7 @@
   X(quic_send_batches, counter, "sendmsg/sendmmsg system calls")               \
   X(quic_recv_batches, counter, "UDP read callbacks carrying datagrams")       \
   X(quic_connections_accepted, counter, "QUIC connections created")            \
-  X(quic_connections_v2, counter, "of those, in QUIC version 2 (RFC 9369)")     \
+  X(quic_connections_v2, counter, "handshakes completed in QUIC v2 (RFC 9369)") \
   X(quic_connections_active, gauge, "QUIC connections open now")               \
   X(quic_connections_refused, counter, "Initials refused (limits, drain)")     \
   X(quic_version_negotiations, counter, "Version Negotiation packets sent")    \
@@ -51,6 +51,8 @@
   X(h3_streams_reset_by_gateway, counter, "streams the gateway reset")         \
   X(h3_malformed_requests, counter, "requests refused as malformed")           \
   X(h3_excessive_load_closes, counter, "connections closed for rapid reset")  \
+  X(h3_protocol_error_closes, counter,                                         \
+    "connections closed for a client's HTTP/3 or QPACK error")                 \
   X(requests_total, counter, "requests that reached the bridge")               \
   X(request_body_timeouts, counter, "requests ended: body stalled (408)")     \
   X(responses_1xx, counter, "interim responses forwarded")                     \

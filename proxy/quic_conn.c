@@ -290,6 +290,26 @@ void h3g_quic_conn_fail(h3g_quic_conn *c, uint64_t app_error_code) {
   h3g_quic_conn_mark_dirty(c);
 }
 
+/* An HTTP/3 or QPACK connection error that blames the client (RFC 9114
+ * §8.1, RFC 9204 §6): not H3_NO_ERROR, not our H3_INTERNAL_ERROR, not
+ * H3_EXCESSIVE_LOAD (counted as h3_excessive_load_closes). */
+static int is_protocol_error(uint64_t code) {
+  switch (code) {
+  case NGHTTP3_H3_GENERAL_PROTOCOL_ERROR:
+  case NGHTTP3_H3_STREAM_CREATION_ERROR:
+  case NGHTTP3_H3_CLOSED_CRITICAL_STREAM:
+  case NGHTTP3_H3_FRAME_UNEXPECTED:
+  case NGHTTP3_H3_FRAME_ERROR:
+  case NGHTTP3_H3_ID_ERROR:
+  case NGHTTP3_H3_SETTINGS_ERROR:
+  case NGHTTP3_H3_MISSING_SETTINGS:
+  case NGHTTP3_QPACK_DECOMPRESSION_FAILED:
+  case NGHTTP3_QPACK_ENCODER_STREAM_ERROR:
+  case NGHTTP3_QPACK_DECODER_STREAM_ERROR: return 1;
+  default: return 0;
+  }
+}
+
 /* Writes CONNECTION_CLOSE with c->ccerr, sends it and enters CLOSING (or
  * DEAD when nothing can be sent). */
 static void conn_start_closing(h3g_quic_conn *c) {
@@ -306,6 +326,9 @@ static void conn_start_closing(h3g_quic_conn *c) {
             c->ccerr.type == NGTCP2_CCERR_TYPE_APPLICATION ? "application"
                                                            : "transport",
             (unsigned long long)c->ccerr.error_code);
+  if (c->ccerr.type == NGTCP2_CCERR_TYPE_APPLICATION &&
+      is_protocol_error(c->ccerr.error_code))
+    H3G_INC(h3_protocol_error_closes);
 
   size_t cap = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
   c->close_pkt = malloc(cap);
@@ -534,8 +557,16 @@ static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
   return 0;
 }
 
-const uint32_t h3g_quic_versions_supported[2] = {NGTCP2_PROTO_VER_V1,
-                                                 NGTCP2_PROTO_VER_V2};
+_Static_assert(H3G_QUIC_V1 == NGTCP2_PROTO_VER_V1 &&
+                   H3G_QUIC_V2 == NGTCP2_PROTO_VER_V2,
+               "config.h names ngtcp2's versions");
+
+int h3g_quic_version_served(const h3g_config *cfg, uint32_t version) {
+  for (uint32_t i = 0; i < cfg->nquic_versions; i++)
+    if (cfg->quic_version[i] == version)
+      return 1;
+  return 0;
+}
 
 void h3g_quic_new_token_key(const h3g_quic_env *env, uint32_t version,
                             uint8_t out[H3G_QUIC_TOKEN_KEY_LEN]) {
@@ -551,10 +582,17 @@ void h3g_quic_new_token_key(const h3g_quic_env *env, uint32_t version,
 /*
  * A NEW_TOKEN token (RFC 9000 §8.1.3) for the client's next connection: it
  * seals the client's IP address (not the port) and the time under the
- * token secret and the connection's version, so that the next connection from that address skips the
- * Retry round trip and the unvalidated-handshake limit while the token is
- * younger than [listener] new_token_lifetime. Losing it costs nothing but
- * that, so failures are not errors.
+ * token secret and a version, so that the next connection from that
+ * address skips the Retry round trip and the unvalidated-handshake limit
+ * while the token is younger than [listener] new_token_lifetime. Losing it
+ * costs nothing but that, so failures are not errors.
+ *
+ * The version is the one this connection started in (its Initial packets'),
+ * not the one it may have been moved to (RFC 9368): a token is checked in
+ * the next connection's first Initial, before any negotiation, against the
+ * version of that packet (quic_listener.c). So a client that starts in the
+ * same version again uses it, one that starts in another cannot (RFC 9369
+ * §3.3).
  */
 static void submit_new_token(h3g_quic_conn *c) {
   uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
@@ -563,7 +601,7 @@ static void submit_new_token(h3g_quic_conn *c) {
 
   if (c->env->cfg->new_token_lifetime_ms == 0)
     return;
-  h3g_quic_new_token_key(c->env, ngtcp2_conn_get_negotiated_version(c->conn),
+  h3g_quic_new_token_key(c->env, ngtcp2_conn_get_client_chosen_version(c->conn),
                          key);
   ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(
       token, key, sizeof(key), path->remote.addr, path->remote.addrlen,
@@ -580,8 +618,14 @@ static int on_handshake_completed(ngtcp2_conn *conn, void *user_data) {
   h3g_quic_conn *c = user_data;
   H3G_UNUSED(conn);
   conn_set_state(c, CONN_ESTABLISHED);
-  h3g_debug("quic %s: handshake completed (%s)", c->client,
-            wolfSSL_get_cipher_name(c->ssl));
+  uint32_t version = ngtcp2_conn_get_negotiated_version(conn);
+  if (version == NGTCP2_PROTO_VER_V2)
+    H3G_INC(quic_connections_v2);
+  h3g_debug("quic %s: handshake completed (%s, version 0x%08x%s)", c->client,
+            wolfSSL_get_cipher_name(c->ssl), version,
+            version != ngtcp2_conn_get_client_chosen_version(conn)
+                ? ", negotiated"
+                : "");
   submit_new_token(c);
   int resumed = wolfSSL_session_reused(c->ssl);
   if (resumed)
@@ -673,6 +717,8 @@ static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
     }
   } else if (ngtcp2_is_bidi_stream(stream_id)) {
     ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+  } else if ((stream_id & 0x3) == 0x2) {
+    ngtcp2_conn_extend_max_streams_uni(conn, 1);
   }
   /* MAX_STREAMS to send, or a drained connection to close. */
   h3g_quic_conn_mark_dirty(c);
@@ -970,8 +1016,13 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   if (cfg->qlog_dir[0] != '\0' && qlog_open(c, cfg) == 0)
     settings.qlog_write = on_qlog_write;
   settings.rand_ctx.native_handle = env;
-  settings.available_versions = h3g_quic_versions_supported;
-  settings.available_versionslen = H3G_ARRAY_LEN(h3g_quic_versions_supported);
+  /* Compatible version negotiation (RFC 9368): the client's first flight
+   * is in its chosen version; when its version_information offers one we
+   * prefer, ngtcp2 moves the connection to it during the handshake. */
+  settings.preferred_versions = cfg->quic_version;
+  settings.preferred_versionslen = cfg->nquic_versions;
+  settings.available_versions = cfg->quic_version;
+  settings.available_versionslen = cfg->nquic_versions;
   if (cfg->handshake_timeout_ms > 0)
     settings.handshake_timeout =
         cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
@@ -1065,8 +1116,6 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
     env->conns->prev = c;
   env->conns = c;
   H3G_INC(quic_connections_accepted);
-  if (hd->version == NGTCP2_PROTO_VER_V2)
-    H3G_INC(quic_connections_v2);
   env->nhandshaking++;
   h3g_debug("quic %s: new connection, version 0x%08x%s", c->client, hd->version,
             retry_odcid != NULL ? " (after Retry)"

@@ -44,13 +44,15 @@
 typedef struct h3g_quic_conn h3g_quic_conn;
 
 /*
- * The QUIC versions the gateway speaks, in its order of preference: v1
- * (RFC 9000) and v2 (RFC 9369), exactly ngtcp2's. Others get Version
- * Negotiation listing these; they are also the available_versions of our
- * version_information transport parameter (RFC 9368). A connection keeps
- * the version the client chose.
+ * The QUIC versions served are [listener] quic_versions (cfg->quic_version,
+ * preferred first), among v1 (RFC 9000) and v2 (RFC 9369), exactly
+ * ngtcp2's. Others get Version Negotiation listing these; they are also
+ * the available_versions of our version_information transport parameter,
+ * and a client that starts in one and offers another in its own is moved
+ * to the one we prefer during the handshake (compatible version
+ * negotiation, RFC 9368). Returns whether version is served.
  */
-extern const uint32_t h3g_quic_versions_supported[2];
+int h3g_quic_version_served(const h3g_config *cfg, uint32_t version);
 
 /* What every connection of one listener shares; owned by the listener. */
 typedef struct h3g_quic_env {

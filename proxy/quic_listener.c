@@ -82,6 +82,10 @@ static void send_raw(h3g_quic_listener *l, const h3g_udp_msg *m,
     H3G_INC(quic_packets_dropped);
 }
 
+/* The smallest datagram that can carry a client's first Initial (RFC 9000
+ * §14.1): only those may be answered with Version Negotiation. */
+#define MIN_INITIAL_DATAGRAM 1200
+
 /* A long header packet of a version we do not speak (RFC 9000 §6). */
 static void send_version_negotiation(h3g_quic_listener *l, const h3g_udp_msg *m,
                                      const ngtcp2_version_cid *vc) {
@@ -89,14 +93,15 @@ static void send_version_negotiation(h3g_quic_listener *l, const h3g_udp_msg *m,
   uint64_t r = h3g_quic_env_random(&l->env);
   /* A reserved version first, so clients keep handling unknown ones
    * (RFC 9000 §15: 0x?a?a?a?a). */
-  uint32_t versions[1 + H3G_ARRAY_LEN(h3g_quic_versions_supported)] = {
+  uint32_t versions[1 + H3G_MAX_QUIC_VERSIONS] = {
       ((uint32_t)(r >> 32) & 0xf0f0f0f0u) | 0x0a0a0a0au,
   };
-  memcpy(versions + 1, h3g_quic_versions_supported,
-         sizeof(h3g_quic_versions_supported));
+  size_t nversions = 1 + l->cfg->nquic_versions;
+  memcpy(versions + 1, l->cfg->quic_version,
+         l->cfg->nquic_versions * sizeof(versions[0]));
   ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
       buf, sizeof(buf), (uint8_t)r, vc->scid, vc->scidlen, vc->dcid,
-      vc->dcidlen, versions, H3G_ARRAY_LEN(versions));
+      vc->dcidlen, versions, nversions);
   if (n < 0) {
     H3G_INC(quic_packets_dropped);
     return;
@@ -359,10 +364,19 @@ static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
   ngtcp2_version_cid vc;
   /* An unknown version gets Version Negotiation only in a datagram big
    * enough to start a connection (RFC 9000 §6.1, §14.1); ngtcp2 checks the
-   * size and knows exactly v1 and v2, as h3g_quic_versions_supported. */
+   * size for versions it does not know (anything but v1 and v2), we for
+   * those [listener] quic_versions leaves out. */
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, H3G_QUIC_SCIDLEN);
-  if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+  if (rv == NGTCP2_ERR_VERSION_NEGOTIATION ||
+      (rv == 0 && vc.version != 0 &&
+       !h3g_quic_version_served(l->cfg, vc.version) &&
+       len >= MIN_INITIAL_DATAGRAM)) {
     send_version_negotiation(l, m, &vc);
+    return;
+  }
+  if (rv == 0 && vc.version != 0 &&
+      !h3g_quic_version_served(l->cfg, vc.version)) {
+    H3G_INC(quic_packets_dropped);
     return;
   }
   if (rv != 0) {

@@ -128,15 +128,34 @@ static int ctx_load_identity(WOLFSSL_CTX *sc, const h3g_config *cfg) {
 /*
  * A QUIC ticket is bound to the version of the connection that got it (RFC
  * 9369 §3.3: a ticket from a v1 connection must not resume a v2 one, nor
- * the other way round). The version of the client's first Initial is the
- * connection's version from the ClientHello on: the gateway keeps the
- * client's choice (no compatible negotiation to another version).
+ * the other way round), the version the connection runs in once
+ * negotiated (RFC 9368), whatever version its first Initial used.
+ *
+ * A ticket is sealed after the handshake, when ngtcp2 knows that version,
+ * and opened inside the ClientHello, before ngtcp2 has read the client's
+ * transport parameters: ngtcp2 decides the version from them (the client's
+ * chosen and offered versions, our preference) only when the handshake
+ * keys are installed. So the ticket's opening hands them to ngtcp2 first,
+ * as ngtcp2's wolfSSL helper would a moment later (it skips that once the
+ * version is known); wolfSSL has them by then, the extension coming before
+ * the pre_shared_key one. If they are refused, the ticket is not opened
+ * and the helper refuses them again, for the handshake to fail as it
+ * should.
  */
 static size_t quic_ticket_binding(void *ssl, uint8_t *out) {
   ngtcp2_crypto_conn_ref *ref = wolfSSL_get_app_data((WOLFSSL *)ssl);
   if (ref == NULL)
     return 0;
-  uint32_t v = ngtcp2_conn_get_client_chosen_version(ref->get_conn(ref));
+  ngtcp2_conn *conn = ref->get_conn(ref);
+  if (ngtcp2_conn_get_negotiated_version(conn) == 0) {
+    const uint8_t *tp = NULL;
+    size_t tplen = 0;
+    wolfSSL_get_peer_quic_transport_params((WOLFSSL *)ssl, &tp, &tplen);
+    if (ngtcp2_conn_decode_and_set_remote_transport_params(conn, tp, tplen) !=
+        0)
+      return 0;
+  }
+  uint32_t v = ngtcp2_conn_get_negotiated_version(conn);
   out[0] = (uint8_t)(v >> 24);
   out[1] = (uint8_t)(v >> 16);
   out[2] = (uint8_t)(v >> 8);

@@ -15,6 +15,10 @@ RFC 9369 §3.3: session tickets and NEW_TOKEN tokens are specific to the
 version of the connection that issued them; a server must not accept one
 from another version (the client gets a full handshake, or stays
 unvalidated, and still gets its answer).
+
+Compatible version negotiation (RFC 9368): a client that starts in v1 and
+offers v2 in its version_information is moved to the version [listener]
+quic_versions prefers (v2 by default) during the handshake.
 """
 import os
 import socket
@@ -197,3 +201,89 @@ def test_new_token_is_version_specific(gateway, tmp_path):
     m = gw.metrics()
     assert m["quic_new_tokens_accepted"] == 1, m
     assert m["quic_retries_sent"] == 2, m
+
+
+# ---- compatible version negotiation (RFC 9368) --------------------------------
+
+# A client whose first flight is v1 and whose version_information offers v1
+# and v2 (gtlsclient's available versions; without them it offers only the
+# version it starts in).
+V1_OFFERING_V2 = ["-v", "v1", "--available-versions=v1,v2"]
+
+
+@pytest.mark.parametrize("quic_versions, want_v2", [
+    (None, 1), ("v2, v1", 1), ("v1, v2", 0), ("v1", 0)],
+    ids=["default", "v2-first", "v1-first", "v1-only"])
+def test_compatible_negotiation_follows_quic_versions(gateway, tmp_path,
+                                                      quic_versions, want_v2):
+    """A client that starts in v1 and offers v2 is moved to v2 during the
+    handshake (no Version Negotiation, no extra round trip) when
+    [listener] quic_versions prefers it, as by default; it stays in v1 when
+    v1 is preferred or v2 not served."""
+    gw = gateway({"listener": {"quic_versions": quic_versions}})
+    fetch(gw, tmp_path, "dl", 1000 * 1000, V1_OFFERING_V2)
+    m = gw.metrics()
+    assert m["quic_connections_accepted"] == 1, m
+    assert m["quic_connections_v2"] == want_v2, m
+    assert m["quic_version_negotiations"] == 0, m
+    # A client that offers nothing else keeps its version, whatever we prefer.
+    fetch(gw, tmp_path, "v1", extra=["-v", "v1"])
+    assert gw.metrics()["quic_connections_v2"] == want_v2
+
+
+def test_v1_only_refuses_v2_with_version_negotiation(gateway, tmp_path):
+    """quic_versions = v1: a v2 first flight gets Version Negotiation listing
+    v1 alone; the client starts again in v1."""
+    gw = gateway({"listener": {"quic_versions": "v1"}})
+    dcid, scid = os.urandom(12), os.urandom(9)
+    pkt = exchange(gw.port, long_header(V2, dcid, scid, 1200))
+    assert pkt is not None, "no Version Negotiation for v2"
+    _, _, _, versions = parse_vn(pkt)
+    assert V1 in versions and V2 not in versions, ["%08x" % x for x in versions]
+    fetch(gw, tmp_path, "dl", extra=["-v", "v2", "--preferred-versions=v2,v1"])
+    m = gw.metrics()
+    assert m["quic_version_negotiations"] == 2, m
+    assert m["quic_connections_accepted"] == 1, m
+    assert m["quic_connections_v2"] == 0, m
+
+
+def test_ticket_after_compatible_negotiation(gateway, tmp_path):
+    """A ticket from a connection moved from v1 to v2 is a v2 ticket: it
+    resumes (with 0-RTT) the next connection that ends up in v2, whichever
+    version it starts in, and not one that stays in v1."""
+    gw = gateway()
+    sess, tp = tmp_path / "session.pem", tmp_path / "tp.pem"
+    keep = ["--session-file=%s" % sess, "--tp-file=%s" % tp, "--wait-for-ticket"]
+    fetch(gw, tmp_path, "first", extra=V1_OFFERING_V2 + keep)
+    assert sess.exists(), "gtlsclient saved no ticket"
+    saved = sess.read_bytes(), tp.read_bytes()
+    fetch(gw, tmp_path, "again", extra=V1_OFFERING_V2 + keep)
+    m = gw.metrics()
+    assert m["quic_connections_v2"] == 2, m
+    assert m["quic_resumptions"] == 1 and m["quic_early_data_accepted"] == 1, m
+    # Started in v1, staying in v1: the client offers the ticket and 0-RTT,
+    # gets a full handshake, and its answer.
+    sess.write_bytes(saved[0])
+    tp.write_bytes(saved[1])
+    log = tmp_path / "v1.keys"
+    fetch(gw, tmp_path, "v1", extra=["-v", "v1"] + keep, keylog=log)
+    assert early_secret_offered(log), "the client did not offer its ticket"
+    m = gw.metrics()
+    assert m["quic_connections_v2"] == 2, m
+    assert m["quic_resumptions"] == 1 and m["quic_early_data_accepted"] == 1, m
+
+
+def test_new_token_after_compatible_negotiation(gateway, tmp_path):
+    """A NEW_TOKEN token is checked in the next connection's first Initial,
+    before any negotiation: it is bound to the version the issuing
+    connection started in. A client that starts in v1 again (and is moved
+    to v2 again) skips the Retry."""
+    gw = gateway({"listener": {"retry": "always"}})
+    tok = tmp_path / "token.pem"
+    fetch(gw, tmp_path, "first", extra=V1_OFFERING_V2 + ["--token-file=%s" % tok])
+    assert tok.exists(), "gtlsclient saved no NEW_TOKEN token"
+    fetch(gw, tmp_path, "second", extra=V1_OFFERING_V2 + ["--token-file=%s" % tok])
+    m = gw.metrics()
+    assert m["quic_connections_v2"] == 2, m
+    assert m["quic_new_tokens_accepted"] == 1, m
+    assert m["quic_retries_sent"] == 1, m

@@ -22,7 +22,14 @@
  *                       (to see a late CONNECTION_CLOSE); default 0
  *   setting ID VALUE    add a SETTINGS entry on our control stream (the
  *                       default SETTINGS frame is empty, so the server may
- *                       not use the QPACK dynamic table)
+ *                       not use the QPACK dynamic table); repeat an ID to
+ *                       send it twice
+ *   no-settings         our control stream starts with its stream type
+ *                       only: whatever follows comes from the actions
+ *   omit NAME           do not open our NAME stream (control, encoder or
+ *                       decoder) at the start; the server allows a client
+ *                       three unidirectional streams, so omitting one
+ *                       frees one for "uni"
  *   stream              start the next request stream; actions follow:
  *     headers           a HEADERS frame (header or trailer section); field
  *                       lines follow, up to "end":
@@ -44,6 +51,31 @@
  *                       comes (e.g. PRIORITY_UPDATE, type 0xf0700: the
  *                       payload is the stream id as a varint, then the
  *                       priority value)
+ *     control-raw BYTES bytes as they are on our control stream
+ *     control-fin       end our control stream (FIN)
+ *     control-reset CODE  reset our control stream, once the server has
+ *                       acknowledged what was sent on it before (the same
+ *                       for every reset below)
+ *     encoder BYTES     bytes on our QPACK encoder stream (instructions)
+ *     encoder-fin, encoder-reset CODE
+ *     decoder BYTES     bytes on our QPACK decoder stream
+ *     decoder-fin, decoder-reset CODE
+ *     uni BYTES         open one more unidirectional stream and send BYTES
+ *                       on it as they are: its stream type is their first
+ *                       varint (or part of it); waits while the server
+ *                       allows no more streams
+ *     uni-send BYTES, uni-fin, uni-reset CODE
+ *                       the same on the newest "uni" stream (in script
+ *                       order)
+ *     uni-wait-closed   wait until the newest "uni" stream is closed (its
+ *                       FIN or reset acknowledged, or the server asked
+ *                       STOP_SENDING and our reset was acknowledged)
+ *     stop-server TYPE CODE  STOP_SENDING on the server's unidirectional
+ *                       stream of that type (0 control, 2 encoder, 3
+ *                       decoder), once it has arrived
+ *   The actions on unidirectional streams run in their request stream's
+ *   turn, after our control stream opened, and may follow its fin or
+ *   reset.
  *
  * A stream is done when the server ended its side (FIN, RESET_STREAM or the
  * stream closed) and every action ran or could not (STOP_SENDING), or when
@@ -64,9 +96,14 @@
  * -1 when none), then one about the
  * connection:
  *   {"connection_close": null, "close_type": null, "frame_type": null,
- *    "reason": null, "goaway": null, "idle_close": false,
+ *    "reason": null, "uni": [], "goaway": null, "idle_close": false,
  *    "handshake": true, "local_error": null}
- * where connection_close is the code of a CONNECTION_CLOSE the server sent.
+ * where connection_close is the code of a CONNECTION_CLOSE the server sent
+ * and "uni" has one entry per "uni" stream opened, in script order:
+ *   {"stream": 18, "closed": true, "close_code": 259}
+ * (close_code: the code of the RESET_STREAM that closed it, ours or the
+ * one ngtcp2 sends when the server asks STOP_SENDING; null if it ended
+ * with FIN or is still open).
  * Bytes outside printable ASCII in names and values appear as \u00XX, so a
  * JSON reader that maps code points to bytes (latin-1) gets them back.
  *
@@ -135,6 +172,8 @@
 /* Packets read per loop iteration, so timers and writes are not starved. */
 #define MAX_READS_PER_ROUND 64
 #define MAX_UNI_STREAMS 16
+/* Unidirectional streams a script may open with "uni". */
+#define MAX_EXTRA_UNI 8
 #define MAX_INFORMATIONAL 16
 #define MAX_TOKENS 8
 #define MS ((uint64_t)1000000)
@@ -146,14 +185,24 @@ typedef enum act_kind {
   ACT_FIN,
   ACT_PAUSE,
   ACT_RESET,
-  ACT_CONTROL,
+  ACT_UNI_SEND,    /* bytes on one of our unidirectional streams */
+  ACT_UNI_FIN,     /* its end */
+  ACT_UNI_RESET,   /* its reset */
+  ACT_UNI_OPEN,    /* a new unidirectional stream */
+  ACT_UNI_WAIT,    /* wait until one closed */
+  ACT_STOP_SERVER, /* STOP_SENDING on one of the server's */
 } act_kind;
+
+/* Our unidirectional streams, as actions name them: the three opened at
+ * the start, and those opened by "uni" (UNI_EXTRA + their index). */
+enum { UNI_CONTROL = 0, UNI_ENCODER, UNI_DECODER, UNI_EXTRA };
 
 typedef struct act {
   act_kind kind;
-  h3r_bytes wire; /* ACT_SEND, ACT_CONTROL; lives until exit: ngtcp2
-                   * keeps pointers */
-  uint64_t num;   /* ACT_PAUSE: ms; ACT_RESET: code */
+  h3r_bytes wire;  /* ACT_SEND, ACT_UNI_SEND, ACT_UNI_OPEN; lives until
+                    * exit: ngtcp2 keeps pointers */
+  uint64_t num;    /* ACT_PAUSE: ms; ACT_*RESET, ACT_STOP_SERVER: code */
+  unsigned target; /* ACT_UNI_*: UNI_*; ACT_STOP_SERVER: a stream type */
   int started;
 } act;
 
@@ -163,6 +212,7 @@ typedef struct sendq {
   ngtcp2_vec *segs;
   size_t nsegs, cap;
   size_t seg, off; /* the next byte to hand to ngtcp2 */
+  uint64_t queued, acked; /* bytes pushed; acknowledged by the server */
   unsigned fin_wanted : 1, fin_sent : 1, dead : 1, blocked : 1;
 } sendq;
 
@@ -224,11 +274,19 @@ typedef struct client {
   WOLFSSL *ssl;
   ngtcp2_conn *conn;
   ngtcp2_crypto_conn_ref conn_ref;
-  sendq ctrl, qenc, qdec;
-  h3r_bytes ctrl_wire, qenc_wire, qdec_wire;
+  /* our control, encoder and decoder streams (UNI_CONTROL..UNI_DECODER),
+   * then the script's (UNI_EXTRA + i) */
+  sendq uq[UNI_EXTRA + MAX_EXTRA_UNI];
+  h3r_bytes uwire[UNI_EXTRA];
+  int omit[UNI_EXTRA]; /* "omit": not opened */
+  int no_settings;
+  size_t nextra, nextra_script;
+  int extra_closed[MAX_EXTRA_UNI];
+  int64_t extra_close_code[MAX_EXTRA_UNI];
   uni_rx uni[MAX_UNI_STREAMS];
   size_t nuni;
   int handshake_done, uni_opened;
+  int confirmed; /* HANDSHAKE_DONE received (RFC 9001 §4.1.2) */
   int closed;   /* no more packets: peer closed, idle, local error */
   int draining; /* the peer sent CONNECTION_CLOSE */
   int idle_close;
@@ -391,6 +449,48 @@ static void script_error(const char *file, int line, const char *why) {
   die(1, "%s:%d: %s", file, line, why);
 }
 
+/* "control", "encoder" or "decoder": UNI_*, else -1. */
+static int uni_name(const h3r_bytes *t) {
+  static const char *const names[UNI_EXTRA] = {"control", "encoder", "decoder"};
+  for (int i = 0; i < UNI_EXTRA; i++)
+    if (tok_is(t, names[i]))
+      return i;
+  return -1;
+}
+
+/* A unidirectional stream action: NAME-raw / NAME BYTES, NAME-fin,
+ * NAME-reset CODE, where NAME is control, encoder, decoder or uni (the
+ * newest "uni" stream: UNI_EXTRA here). "control BYTES" does not exist:
+ * "control TYPE BYTES" sends a frame. Returns 0 or -1. */
+static int uni_action(const h3r_bytes *cmd, unsigned *target, act_kind *kind) {
+  static const struct {
+    const char *word;
+    unsigned target;
+    act_kind kind;
+  } table[] = {
+      {"control-raw", UNI_CONTROL, ACT_UNI_SEND},
+      {"control-fin", UNI_CONTROL, ACT_UNI_FIN},
+      {"control-reset", UNI_CONTROL, ACT_UNI_RESET},
+      {"encoder", UNI_ENCODER, ACT_UNI_SEND},
+      {"encoder-fin", UNI_ENCODER, ACT_UNI_FIN},
+      {"encoder-reset", UNI_ENCODER, ACT_UNI_RESET},
+      {"decoder", UNI_DECODER, ACT_UNI_SEND},
+      {"decoder-fin", UNI_DECODER, ACT_UNI_FIN},
+      {"decoder-reset", UNI_DECODER, ACT_UNI_RESET},
+      {"uni-send", UNI_EXTRA, ACT_UNI_SEND},
+      {"uni-fin", UNI_EXTRA, ACT_UNI_FIN},
+      {"uni-reset", UNI_EXTRA, ACT_UNI_RESET},
+      {"uni-wait-closed", UNI_EXTRA, ACT_UNI_WAIT},
+  };
+  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+    if (tok_is(cmd, table[i].word)) {
+      *target = table[i].target;
+      *kind = table[i].kind;
+      return 0;
+    }
+  return -1;
+}
+
 /* Reads the script from f. Exits with status 1 on an error. */
 static void read_script(FILE *f, const char *file) {
   char *line = NULL;
@@ -411,6 +511,8 @@ static void read_script(FILE *f, const char *file) {
       continue;
     const h3r_bytes *cmd = &tok[0];
     uint64_t a1 = 0, a2 = 0;
+    unsigned target = 0;
+    act_kind kind = ACT_SEND;
 
     if (in_headers) {
       int rv = 0;
@@ -461,6 +563,11 @@ static void read_script(FILE *f, const char *file) {
                tok_num(&tok[2], &a2) == 0) {
       if (h3r_put_varint(&C.settings, a1) || h3r_put_varint(&C.settings, a2))
         die(2, "out of memory");
+    } else if (tok_is(cmd, "no-settings") && n == 1) {
+      C.no_settings = 1;
+
+    } else if (tok_is(cmd, "omit") && n == 2 && uni_name(&tok[1]) >= 0) {
+      C.omit[uni_name(&tok[1])] = 1;
     } else if (tok_is(cmd, "stream") && n == 1) {
       if (C.nstreams == C.cap) {
         C.cap = C.cap ? 2 * C.cap : 8;
@@ -513,23 +620,60 @@ static void read_script(FILE *f, const char *file) {
     } else if (tok_is(cmd, "reset") && n == 2 && tok_num(&tok[1], &a1) == 0 &&
                a1 < (1ull << 62)) {
       stream_add_act(st, ACT_RESET)->num = a1;
-    } else if (tok_is(cmd, "control") && n == 3 &&
-               tok_num(&tok[1], &a1) == 0 && a1 < (1ull << 62)) {
-      act *a = stream_add_act(st, ACT_CONTROL);
+    } else if (tok_is(cmd, "control") && n == 3 && tok_num(&tok[1], &a1) == 0 &&
+               a1 < (1ull << 62)) {
+      act *a = stream_add_act(st, ACT_UNI_SEND);
+      a->target = UNI_CONTROL;
       if (h3r_put_frame(&a->wire, a1, tok[2].data, tok[2].len))
         die(2, "out of memory");
+    } else if (tok_is(cmd, "uni") && n == 2) {
+      if (C.nextra_script == MAX_EXTRA_UNI)
+        script_error(file, lineno, "too many \"uni\" streams");
+      act *a = stream_add_act(st, ACT_UNI_OPEN);
+      a->target = UNI_EXTRA + (unsigned)C.nextra_script++;
+      if (h3r_bytes_append(&a->wire, tok[1].data, tok[1].len))
+        die(2, "out of memory");
+    } else if (uni_action(cmd, &target, &kind) == 0 &&
+               n == (kind == ACT_UNI_FIN || kind == ACT_UNI_WAIT ? 1 : 2) &&
+               (kind != ACT_UNI_RESET ||
+                (tok_num(&tok[1], &a1) == 0 && a1 < (1ull << 62)))) {
+      if (target == UNI_EXTRA) {
+        if (C.nextra_script == 0)
+          script_error(file, lineno, "no \"uni\" stream before this");
+        target = UNI_EXTRA + (unsigned)C.nextra_script - 1;
+      }
+      act *a = stream_add_act(st, kind);
+      a->target = target;
+      a->num = a1;
+      if (kind == ACT_UNI_SEND &&
+          h3r_bytes_append(&a->wire, tok[1].data, tok[1].len))
+        die(2, "out of memory");
+    } else if (tok_is(cmd, "stop-server") && n == 3 &&
+               tok_num(&tok[1], &a1) == 0 && a1 <= H3_STREAM_QPACK_DECODER &&
+               a1 != 1 && tok_num(&tok[2], &a2) == 0 && a2 < (1ull << 62)) {
+      act *a = stream_add_act(st, ACT_STOP_SERVER);
+      a->target = (unsigned)a1;
+      a->num = a2;
     } else {
       script_error(file, lineno, "unknown command or wrong arguments");
     }
   }
   if (in_headers)
     script_error(file, lineno, "headers block without \"end\"");
+  for (size_t i = 0; i < C.nstreams; i++)
+    for (size_t k = 0; k < C.streams[i].nacts; k++) {
+      const act *a = &C.streams[i].acts[k];
+      if ((a->kind == ACT_UNI_SEND || a->kind == ACT_UNI_FIN ||
+           a->kind == ACT_UNI_RESET) &&
+          a->target < UNI_EXTRA && C.omit[a->target])
+        die(1, "%s: stream %zu: an action on an omitted stream", file, i + 1);
+    }
   /* Nothing may follow the end of the send side but pauses. */
   for (size_t i = 0; i < C.nstreams; i++) {
     int ended = 0;
     for (size_t k = 0; k < C.streams[i].nacts; k++) {
       act_kind kind = C.streams[i].acts[k].kind;
-      if (ended && kind != ACT_PAUSE && kind != ACT_CONTROL)
+      if (ended && (kind == ACT_SEND || kind == ACT_FIN || kind == ACT_RESET))
         die(1, "%s: stream %zu: an action after fin or reset", file, i + 1);
       ended = ended || kind == ACT_FIN || kind == ACT_RESET;
     }
@@ -546,6 +690,7 @@ static void read_script(FILE *f, const char *file) {
 static void sendq_push(sendq *q, const uint8_t *data, size_t len) {
   if (len == 0)
     return;
+  q->queued += len;
   if (q->nsegs == q->cap) {
     q->cap = q->cap ? 2 * q->cap : 8;
     q->segs = xrealloc(q->segs, q->cap * sizeof(*q->segs));
@@ -768,6 +913,28 @@ static int on_handshake_completed(ngtcp2_conn *conn, void *user_data) {
   return 0;
 }
 
+/* Our unidirectional streams count what the server acknowledged, so that a
+ * reset can wait until the server has read what went before it. */
+static int on_acked_stream_data_offset(ngtcp2_conn *conn, int64_t stream_id,
+                                       uint64_t offset, uint64_t datalen,
+                                       void *user_data,
+                                       void *stream_user_data) {
+  client *c = user_data;
+  (void)conn;
+  (void)stream_user_data;
+  for (size_t i = 0; i < UNI_EXTRA + c->nextra; i++)
+    if (c->uq[i].id == stream_id && offset + datalen > c->uq[i].acked)
+      c->uq[i].acked = offset + datalen;
+  return 0;
+}
+
+static int on_handshake_confirmed(ngtcp2_conn *conn, void *user_data) {
+  client *c = user_data;
+  (void)conn;
+  c->confirmed = 1;
+  return 0;
+}
+
 static int on_recv_stream_data(ngtcp2_conn *conn, uint32_t flags,
                                int64_t stream_id, uint64_t offset,
                                const uint8_t *data, size_t datalen,
@@ -830,15 +997,25 @@ static int on_stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
 static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
                            uint64_t app_error_code, void *user_data,
                            void *stream_user_data) {
-  rstream *st = stream_user_data;
+  client *c = user_data;
   (void)conn;
-  (void)flags;
-  (void)user_data;
   trace("stream %" PRId64 ": closed (0x%" PRIx64 ")", stream_id,
         app_error_code);
-  if (st != NULL && ngtcp2_is_bidi_stream(stream_id)) {
+  if (stream_user_data == NULL)
+    return 0;
+  if (ngtcp2_is_bidi_stream(stream_id)) {
+    rstream *st = stream_user_data;
     st->closed = 1;
     st->q.dead = 1;
+  } else {
+    /* One of the script's "uni" streams (its user data is its slot in
+     * extra_closed): closed after its FIN or RESET_STREAM was acked. */
+    int *closed = stream_user_data;
+    size_t i = (size_t)(closed - c->extra_closed);
+    *closed = 1;
+    c->uq[UNI_EXTRA + i].dead = 1;
+    if (flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)
+      c->extra_close_code[i] = (int64_t)app_error_code;
   }
   return 0;
 }
@@ -858,6 +1035,8 @@ static const ngtcp2_callbacks callbacks = {
     .rand = on_rand,
     .get_new_connection_id = on_get_new_connection_id,
     .handshake_completed = on_handshake_completed,
+    .handshake_confirmed = on_handshake_confirmed,
+    .acked_stream_data_offset = on_acked_stream_data_offset,
     .recv_stream_data = on_recv_stream_data,
     .stream_reset = on_stream_reset,
     .stream_stop_sending = on_stream_stop_sending,
@@ -949,28 +1128,26 @@ static void setup_quic(client *c) {
   ngtcp2_conn_set_tls_native_handle(c->conn, c->ssl);
 }
 
-/* Opens the control and QPACK streams once the handshake is done. */
+/* Opens the control and QPACK streams once the handshake is done (those
+ * the script did not omit). */
 static int open_uni_streams(client *c) {
-  int64_t ids[3];
-  for (int i = 0; i < 3; i++) {
-    int rv = ngtcp2_conn_open_uni_stream(c->conn, &ids[i], NULL);
-    if (rv != 0) {
+  static const uint64_t types[UNI_EXTRA] = {
+      H3_STREAM_CONTROL, H3_STREAM_QPACK_ENCODER, H3_STREAM_QPACK_DECODER};
+  for (int i = 0; i < UNI_EXTRA; i++) {
+    c->uq[i] = (sendq){.id = -1};
+    if (c->omit[i])
+      continue;
+    if (ngtcp2_conn_open_uni_stream(c->conn, &c->uq[i].id, NULL) != 0) {
       c->local_error = "the server allows fewer than 3 unidirectional streams";
       return -1;
     }
+    if (h3r_put_varint(&c->uwire[i], types[i]) ||
+        (i == UNI_CONTROL && !c->no_settings &&
+         h3r_put_frame(&c->uwire[i], H3_FRAME_SETTINGS, c->settings.data,
+                       c->settings.len)))
+      die(2, "out of memory");
+    sendq_push(&c->uq[i], c->uwire[i].data, c->uwire[i].len);
   }
-  if (h3r_put_varint(&c->ctrl_wire, H3_STREAM_CONTROL) ||
-      h3r_put_frame(&c->ctrl_wire, H3_FRAME_SETTINGS, c->settings.data,
-                    c->settings.len) ||
-      h3r_put_varint(&c->qenc_wire, H3_STREAM_QPACK_ENCODER) ||
-      h3r_put_varint(&c->qdec_wire, H3_STREAM_QPACK_DECODER))
-    die(2, "out of memory");
-  c->ctrl = (sendq){.id = ids[0]};
-  c->qenc = (sendq){.id = ids[1]};
-  c->qdec = (sendq){.id = ids[2]};
-  sendq_push(&c->ctrl, c->ctrl_wire.data, c->ctrl_wire.len);
-  sendq_push(&c->qenc, c->qenc_wire.data, c->qenc_wire.len);
-  sendq_push(&c->qdec, c->qdec_wire.data, c->qdec_wire.len);
   c->uni_opened = 1;
   return 0;
 }
@@ -988,10 +1165,9 @@ static void send_packet(client *c, const uint8_t *data, size_t len) {
 }
 
 static sendq *next_queue(client *c) {
-  sendq *fixed[3] = {&c->ctrl, &c->qenc, &c->qdec};
-  for (int i = 0; i < 3; i++)
-    if (c->uni_opened && sendq_pending(fixed[i]))
-      return fixed[i];
+  for (size_t i = 0; c->uni_opened && i < UNI_EXTRA + c->nextra; i++)
+    if (sendq_pending(&c->uq[i]))
+      return &c->uq[i];
   for (size_t i = 0; i < c->nstreams; i++)
     if (c->streams[i].opened && sendq_pending(&c->streams[i].q))
       return &c->streams[i].q;
@@ -1014,7 +1190,8 @@ static void write_packets(client *c, uint64_t ts) {
   ngtcp2_vec vec[16];
 
   ngtcp2_path_storage_zero(&ps);
-  c->ctrl.blocked = c->qenc.blocked = c->qdec.blocked = 0;
+  for (size_t i = 0; i < UNI_EXTRA + c->nextra; i++)
+    c->uq[i].blocked = 0;
   for (size_t i = 0; i < c->nstreams; i++)
     c->streams[i].q.blocked = 0;
   for (;;) {
@@ -1138,12 +1315,68 @@ static void run_actions(client *c, rstream *st, uint64_t ts) {
         sendq_push(&st->q, a->wire.data, a->wire.len);
       break;
     case ACT_FIN: st->q.fin_wanted = 1; break;
-    case ACT_CONTROL:
-      /* After SETTINGS, which opens the control stream. */
-      if (!c->uni_opened)
+    case ACT_UNI_SEND:
+    case ACT_UNI_FIN:
+    case ACT_UNI_RESET: {
+      /* After our SETTINGS, which open the control stream, and after the
+       * "uni" stream they name. */
+      if (!c->uni_opened || a->target >= UNI_EXTRA + c->nextra)
         return;
-      sendq_push(&c->ctrl, a->wire.data, a->wire.len);
+      sendq *q = &c->uq[a->target];
+      if (a->kind == ACT_UNI_SEND && !q->dead)
+        sendq_push(q, a->wire.data, a->wire.len);
+      else if (a->kind == ACT_UNI_FIN)
+        q->fin_wanted = 1;
+      else if (a->kind == ACT_UNI_RESET && !q->dead) {
+        /* Once the server has what was sent before (its stream type, say),
+         * and the handshake is confirmed: before, ngtcp2 1.11's client can
+         * lose a queued RESET_STREAM while it writes handshake packets. */
+        if (!c->confirmed || q->acked < q->queued)
+          return;
+        ngtcp2_conn_shutdown_stream_write(c->conn, 0, q->id, a->num);
+        q->dead = 1;
+      }
       break;
+    }
+    case ACT_UNI_WAIT:
+      if (a->target >= UNI_EXTRA + c->nextra ||
+          !c->extra_closed[a->target - UNI_EXTRA])
+        return;
+      break;
+    case ACT_UNI_OPEN: {
+      if (!c->uni_opened || a->target != UNI_EXTRA + c->nextra)
+        return; /* "uni" streams open in script order */
+      int64_t id;
+      size_t i = c->nextra;
+      int rv = ngtcp2_conn_open_uni_stream(c->conn, &id, &c->extra_closed[i]);
+      if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED)
+        return; /* until the server allows one more */
+      if (rv != 0) {
+        set_local_error(c, rv, ngtcp2_strerror(rv));
+        return;
+      }
+      c->uq[a->target] = (sendq){.id = id};
+      c->extra_close_code[i] = -1;
+      c->nextra++;
+      sendq_push(&c->uq[a->target], a->wire.data, a->wire.len);
+      trace("uni stream %zu: opened stream %" PRId64, i + 1, id);
+      break;
+    }
+    case ACT_STOP_SERVER: {
+      const uni_rx *u = NULL;
+      for (size_t i = 0; i < c->nuni && u == NULL; i++)
+        if (c->uni[i].have_type && c->uni[i].type == a->target)
+          u = &c->uni[i];
+      /* Until the server's stream of that type arrived, and the handshake
+       * is confirmed: before, ngtcp2 1.11's client can lose a queued
+       * STOP_SENDING while it writes its handshake packets. */
+      if (u == NULL || !c->confirmed)
+        return;
+      int rv = ngtcp2_conn_shutdown_stream_read(c->conn, 0, u->id, a->num);
+      trace("STOP_SENDING on server stream %" PRId64 ": %s", u->id,
+            rv == 0 ? "queued" : ngtcp2_strerror(rv));
+      break;
+    }
     case ACT_RESET:
       if (!st->q.dead)
         ngtcp2_conn_shutdown_stream_write(c->conn, 0, st->q.id, a->num);
@@ -1364,7 +1597,15 @@ static void report(client *c) {
     json_bytes(cc->reason, cc->reasonlen);
   else
     printf("null");
-  printf(", \"goaway\": ");
+  printf(", \"uni\": [");
+  for (size_t i = 0; i < c->nextra; i++) {
+    printf("%s{\"stream\": %" PRId64 ", \"closed\": %s, \"close_code\": ",
+           i ? ", " : "", c->uq[UNI_EXTRA + i].id,
+           c->extra_closed[i] ? "true" : "false");
+    json_code(c->extra_close_code[i]);
+    printf("}");
+  }
+  printf("], \"goaway\": ");
   json_code(c->goaway);
   printf(", \"idle_close\": %s, \"handshake\": %s, \"local_error\": ",
          c->idle_close ? "true" : "false",
@@ -1392,12 +1633,10 @@ static void client_free(client *c) {
   free(c->streams);
   for (size_t i = 0; i < c->nuni; i++)
     h3r_bytes_free(&c->uni[i].rx.payload);
-  free(c->ctrl.segs);
-  free(c->qenc.segs);
-  free(c->qdec.segs);
-  h3r_bytes_free(&c->ctrl_wire);
-  h3r_bytes_free(&c->qenc_wire);
-  h3r_bytes_free(&c->qdec_wire);
+  for (size_t i = 0; i < UNI_EXTRA + MAX_EXTRA_UNI; i++)
+    free(c->uq[i].segs);
+  for (size_t i = 0; i < UNI_EXTRA; i++)
+    h3r_bytes_free(&c->uwire[i]);
   h3r_bytes_free(&c->settings);
   ngtcp2_conn_del(c->conn);
   wolfSSL_free(c->ssl);

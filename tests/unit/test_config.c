@@ -309,6 +309,10 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.max_handshakes_per_source, 32);
   CHECK_EQ_INT(c.max_unvalidated_handshakes, 1024);
   CHECK_EQ_INT(c.new_token_lifetime_ms, 24 * 3600000);
+  CHECK_STR(c.quic_versions, "v2, v1");
+  CHECK_EQ_INT(c.nquic_versions, 2);
+  CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V2);
+  CHECK_EQ_INT(c.quic_version[1], H3G_QUIC_V1);
   CHECK_STR(c.upstream_host, "");
   CHECK_EQ_INT(c.upstream_port, 0);
   CHECK_EQ_INT(c.pool_size, 64);
@@ -454,7 +458,8 @@ static const struct {
     {"listener", "max_streams", "10001", "10001 is above the maximum 10000"},
     {"listener", "connection_window", "64KiB", NULL},
     {"listener", "connection_window", "1GiB", NULL},
-    {"listener", "connection_window", "65535", "65535 is below the minimum 64KiB"},
+    {"listener", "connection_window", "65535",
+     "65535 is below the minimum 64KiB"},
     {"listener", "connection_window", "2GiB", "2GiB is above the maximum 1GiB"},
     {"listener", "stream_buffer_size", "16KiB", NULL},
     {"listener", "stream_buffer_size", "16k", NULL},
@@ -479,9 +484,25 @@ static const struct {
     {"listener", "max_unvalidated_handshakes", "1k", "expected a whole number"},
     {"listener", "new_token_lifetime", "0", NULL},
     {"listener", "new_token_lifetime", "168h", NULL},
-    {"listener", "new_token_lifetime", "169h", "169h is above the maximum 168h"},
+    {"listener", "new_token_lifetime", "169h",
+     "169h is above the maximum 168h"},
     {"listener", "new_token_lifetime", "1d",
      "expected a duration such as 1500ms, 30s, 5m or 1h, not \"1d\""},
+    {"listener", "quic_versions", "v1", NULL},
+    {"listener", "quic_versions", "v2", NULL},
+    {"listener", "quic_versions", "v1, v2", NULL},
+    {"listener", "quic_versions", "V2 ,v1", NULL},
+    {"listener", "quic_versions", "v3",
+     "expected QUIC versions v1 and v2, not \"v3\""},
+    {"listener", "quic_versions", "v1 v2",
+     "expected QUIC versions v1 and v2, not \"v1 v2\""},
+    {"listener", "quic_versions", "0x00000001",
+     "expected QUIC versions v1 and v2, not \"0x00000001\""},
+    {"listener", "quic_versions", "v1,",
+     "expected QUIC versions v1 and v2, not \"\""},
+    {"listener", "quic_versions", "\"\"",
+     "expected QUIC versions v1 and v2, not \"\""},
+    {"listener", "quic_versions", "v2, v1, v2", "v2 is listed twice"},
     {"upstream", "server", "localhost:80", NULL},
     {"upstream", "server", "[::1]:8080", NULL},
     {"upstream", "server", "10.0.0.1:65535", NULL},
@@ -558,6 +579,17 @@ static void test_stored_values(void) {
                0);
   CHECK_STR(c.upstream_host, "2001:db8::5");
   CHECK_EQ_INT(c.upstream_port, 81);
+
+  /* QUIC versions: in the order given, written back normalised. */
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nquic_versions = V1 ,v2\n"), 0);
+  CHECK_STR(c.quic_versions, "v1, v2");
+  CHECK_EQ_INT(c.nquic_versions, 2);
+  CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V1);
+  CHECK_EQ_INT(c.quic_version[1], H3G_QUIC_V2);
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nquic_versions = v1\n"), 0);
+  CHECK_STR(c.quic_versions, "v1");
+  CHECK_EQ_INT(c.nquic_versions, 1);
+  CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V1);
 }
 
 /* [tcp], [alt_svc], [redirect] and [listener] enabled. */

@@ -586,16 +586,39 @@ static void test_data_after_trailers_left_to_nghttp3(void) {
   run(&o, 1, OK);
 }
 
-static void test_truncated_frame_left_to_nghttp3(void) {
+/* RFC 9114 §7.1: a stream that ends inside a frame, wherever in it. */
+static void test_truncated_frame_is_frame_error(void) {
+  static const expect FRAME_ERROR = {.rv = NGHTTP3_ERR_H3_FRAME_ERROR};
   section s;
   bytes o = {.n = 0};
   sec_request(&s, S_METHOD_POST);
   sec_static_name(&s, S_CONTENT_LENGTH, "10");
   put_headers(&o, &s);
+  size_t head = o.n;
   put_varint(&o, 0x0);
   put_varint(&o, 10);
-  put(&o, "12345", 5); /* FIN inside the frame: H3_FRAME_ERROR */
-  run(&o, 1, (expect){.rv = 0, .content_length = 10});
+  put(&o, "12345", 5); /* inside the payload */
+  run(&o, 1, FRAME_ERROR);
+
+  o.n = head;
+  put_varint_w(&o, 0x0, 2);
+  o.n--; /* inside the frame type (nghttp3: H3_GENERAL_PROTOCOL_ERROR) */
+  run(&o, 1, FRAME_ERROR);
+
+  o.n = head;
+  put_varint(&o, 0x21);
+  put_varint_w(&o, 3, 4);
+  o.n -= 2; /* inside the length of an unknown frame */
+  run(&o, 1, FRAME_ERROR);
+
+  bytes h = {.n = 0}; /* inside the HEADERS frame */
+  sec_request(&s, S_METHOD_GET);
+  put_headers(&h, &s);
+  h.n -= 3;
+  run(&h, 1, FRAME_ERROR);
+
+  /* Without the FIN, the same bytes are only a stream still open. */
+  run(&h, 0, OK);
 }
 
 /* A field section that refers to a dynamic table we never allowed. */
@@ -747,7 +770,7 @@ int main(void) {
   RUN(test_bad_trailers);
   RUN(test_frame_order_left_to_nghttp3);
   RUN(test_data_after_trailers_left_to_nghttp3);
-  RUN(test_truncated_frame_left_to_nghttp3);
+  RUN(test_truncated_frame_is_frame_error);
   RUN(test_dynamic_table_reference);
   RUN(test_section_cut_short);
   RUN(test_huffman);

@@ -21,13 +21,42 @@ SLOW = 3.0 if SANITIZE else 1.0
 
 # HTTP/3 frame types and error codes (RFC 9114 §7.2, §8.1; RFC 9218 §7.2:
 # PRIORITY_UPDATE is 0xF0700 for request streams, 0xF0701 for pushes).
+FRAME_DATA = 0x0
+FRAME_HEADERS = 0x1
+FRAME_CANCEL_PUSH = 0x3
+FRAME_SETTINGS = 0x4
+FRAME_PUSH_PROMISE = 0x5
+FRAME_GOAWAY = 0x7
+FRAME_MAX_PUSH_ID = 0xD
 FRAME_PRIORITY_UPDATE = 0xF0700
 FRAME_PRIORITY_UPDATE_PUSH = 0xF0701
+# Unidirectional stream types (RFC 9114 §6.2, RFC 9204 §4.2).
+STREAM_CONTROL = 0x0
+STREAM_PUSH = 0x1
+STREAM_QPACK_ENCODER = 0x2
+STREAM_QPACK_DECODER = 0x3
+# HTTP/3 and QPACK error codes (RFC 9114 §8.1, RFC 9204 §6).
 H3_NO_ERROR = 0x100
 H3_GENERAL_PROTOCOL_ERROR = 0x101
+H3_INTERNAL_ERROR = 0x102
+H3_STREAM_CREATION_ERROR = 0x103
+H3_CLOSED_CRITICAL_STREAM = 0x104
 H3_FRAME_UNEXPECTED = 0x105
+H3_FRAME_ERROR = 0x106
+H3_EXCESSIVE_LOAD = 0x107
 H3_ID_ERROR = 0x108
+H3_SETTINGS_ERROR = 0x109
+H3_MISSING_SETTINGS = 0x10A
+H3_REQUEST_CANCELLED = 0x10C
 H3_MESSAGE_ERROR = 0x10E
+QPACK_DECOMPRESSION_FAILED = 0x200
+QPACK_ENCODER_STREAM_ERROR = 0x201
+QPACK_DECODER_STREAM_ERROR = 0x202
+
+
+def frame(ftype, payload=b""):
+    """An HTTP/3 frame's bytes: type, length, payload."""
+    return varint(ftype) + varint(len(payload)) + payload
 
 
 def q(b):
@@ -100,6 +129,65 @@ class Stream:
         """RFC 9218 §7.2 PRIORITY_UPDATE for a request stream."""
         return self.control(FRAME_PRIORITY_UPDATE, varint(stream_id) + value.encode())
 
+    # Our unidirectional streams (h3raw.c: control-raw, encoder, decoder,
+    # uni, ...); each runs in this stream's turn.
+    def _uni(self, word, *args):
+        self.lines.append(" ".join([word] + [str(a) for a in args]))
+        return self
+
+    def control_raw(self, b):
+        """Bytes as they are on our control stream."""
+        return self._uni("control-raw", q(b))
+
+    def control_fin(self):
+        return self._uni("control-fin")
+
+    def control_reset(self, code):
+        return self._uni("control-reset", code)
+
+    def encoder(self, b):
+        """Bytes on our QPACK encoder stream."""
+        return self._uni("encoder", q(b))
+
+    def encoder_fin(self):
+        return self._uni("encoder-fin")
+
+    def encoder_reset(self, code):
+        return self._uni("encoder-reset", code)
+
+    def decoder(self, b):
+        """Bytes on our QPACK decoder stream."""
+        return self._uni("decoder", q(b))
+
+    def decoder_fin(self):
+        return self._uni("decoder-fin")
+
+    def decoder_reset(self, code):
+        return self._uni("decoder-reset", code)
+
+    def uni(self, b):
+        """Opens one more unidirectional stream carrying b as it is (its
+        stream type first: varint(type) + ...)."""
+        return self._uni("uni", q(b))
+
+    def uni_send(self, b):
+        return self._uni("uni-send", q(b))
+
+    def uni_fin(self):
+        return self._uni("uni-fin")
+
+    def uni_reset(self, code):
+        return self._uni("uni-reset", code)
+
+    def uni_wait_closed(self):
+        """Waits until the newest uni stream is closed (the server stopped
+        reading it, or its end was acknowledged)."""
+        return self._uni("uni-wait-closed")
+
+    def stop_server(self, stream_type, code):
+        """STOP_SENDING on the server's unidirectional stream of that type."""
+        return self._uni("stop-server", stream_type, code)
+
     def pause(self, ms):
         self.lines.append("pause %d" % ms)
         return self
@@ -115,12 +203,17 @@ class Stream:
 
 class Script:
     def __init__(self, *streams, concurrent=False, linger=100, timeout_ms=None,
-                 settings=()):
+                 settings=(), omit=(), no_settings=False):
+        """settings: (id, value) pairs of our SETTINGS frame; omit: names of
+        our streams not to open ("control", "encoder", "decoder");
+        no_settings: our control stream starts with no SETTINGS frame."""
         self.streams = list(streams)
         self.concurrent = concurrent
         self.linger = linger
         self.timeout_ms = timeout_ms
         self.settings = list(settings)
+        self.omit = list(omit)
+        self.no_settings = no_settings
 
     def text(self):
         lines = ["linger %d" % self.linger]
@@ -130,6 +223,10 @@ class Script:
             lines.append("timeout %d" % self.timeout_ms)
         for sid, value in self.settings:
             lines.append("setting %d %d" % (sid, value))
+        for name in self.omit:
+            lines.append("omit %s" % name)
+        if self.no_settings:
+            lines.append("no-settings")
         for s in self.streams:
             lines += s.lines
         return "\n".join(lines) + "\n"
