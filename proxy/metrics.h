@@ -72,6 +72,8 @@
   X(upstream_queue_rejected, counter, "requests refused: wait queue full")     \
   X(upstream_timeouts, counter, "connect or response timeouts")                \
   X(upstream_malformed_responses, counter, "responses refused as malformed")   \
+  X(upstream_early_responses, counter,                                         \
+    "complete responses before the request body went out (passed on)")        \
   X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)") \
   X(request_window_grows, counter, "request body windows doubled (autotuning)") \
   X(buffer_chunks_active, gauge, "32 KiB body buffer chunks held by streams")  \

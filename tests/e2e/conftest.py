@@ -52,6 +52,8 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer
                      "ERROR: UndefinedBehaviorSanitizer", "AddressSanitizer:DEADLYSIGNAL")
 
 CURL_HTTP_VERSION_3ONLY = getattr(pycurl, "CURL_HTTP_VERSION_3ONLY", 31)
+CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
+CURL_HTTP_VERSION_1_1 = getattr(pycurl, "CURL_HTTP_VERSION_1_1", 2)
 
 
 def have_gateway():
@@ -528,6 +530,25 @@ class GatewayFactory:
             gw.start()
         return gw
 
+    def with_tcp(self, overrides=None, **kw):
+        """A gateway whose TCP listener has a port of its own (bind(0) for
+        TCP; the default, the UDP port's number, may be taken for TCP by
+        another socket of the run), in gw.tcp_port; started, and returned
+        once that listener is ready."""
+        port = free_port("tcp")
+        gw = self(merge_config({"tcp": {"port": str(port)}}, overrides),
+                  start=False, **kw)
+        gw.tcp_port = port
+        gw.start()
+        pat = re.compile(r"listening on tcp 127\.0\.0\.1:%d\b" % port)
+        deadline = time.monotonic() + 10.0 * SLOW
+        while not pat.search(gw.stderr_text()):
+            assert gw.alive(), gw.stderr_text()
+            assert time.monotonic() < deadline, (
+                "no tcp listener:\n" + gw.stderr_text())
+            time.sleep(0.05)
+        return gw
+
     def finish(self):
         """Stops every gateway still running (SIGTERM, exit 0, clean
         sanitizer output); kills any that will not stop."""
@@ -644,7 +665,7 @@ class _Transfer:
     def __init__(self, c, url, port, ca, method="GET", body=None, chunked=False,
                  headers=(), timeout=60, connect_timeout=10, pace=None,
                  abort_after=None, abort_upload_after=None, keep=1 * MiB,
-                 on_data=None):
+                 on_data=None, hold_upload_at=None):
         self.c = c
         self.r = Result()
         self.keep = keep
@@ -654,6 +675,11 @@ class _Transfer:
         self.t0 = None
         self._buf = io.BytesIO()
         self._hdr_block = None
+        # hold_upload_at: the upload stops there until the final response
+        # head has arrived (a client that uploads slower than the server
+        # answers), then goes on.
+        self._held = False
+        self._final_head = False
 
         c.setopt(pycurl.URL, url)
         c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_3ONLY)
@@ -680,6 +706,14 @@ class _Transfer:
             else:
                 reader, n = io.BytesIO(body), len(body)
             read = reader.read
+            if hold_upload_at is not None:
+                def read(want, _r=reader, _at=hold_upload_at):
+                    if _r.pos >= _at and not self._final_head:
+                        self._held = True
+                        return pycurl.READFUNC_PAUSE
+                    if _r.pos < _at:
+                        want = min(want, _at - _r.pos)
+                    return _r.read(want)
             if abort_upload_after is not None:
                 def read(want, _r=reader, _limit=abort_upload_after):
                     if _r.pos >= _limit:
@@ -702,6 +736,13 @@ class _Transfer:
         elif text and self._hdr_block is not None:
             k, _, v = text.partition(":")
             self._hdr_block.append((k.strip().lower(), v.strip()))
+        elif not text and self.r.all_header_blocks:
+            status = self.r.all_header_blocks[-1][0].split()
+            if len(status) > 1 and not status[1].startswith("1"):
+                self._final_head = True
+                if self._held:
+                    self._held = False
+                    self.c.pause(pycurl.PAUSE_CONT)
 
     def _write(self, data):
         now = time.monotonic()
@@ -742,6 +783,8 @@ class H3Client:
     """libcurl HTTP/3 client bound to one gateway. One easy handle: requests
     reuse its QUIC connection (Result.num_connects is 0 on reuse)."""
 
+    http_version = CURL_HTTP_VERSION_3ONLY
+
     def __init__(self, gw, ca=None):
         self.gw = gw
         self.port = gw.port if hasattr(gw, "port") else int(gw)
@@ -760,6 +803,7 @@ class H3Client:
         c = self.curl
         c.reset()
         t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
+        c.setopt(pycurl.HTTP_VERSION, self.http_version)
         err = None
         try:
             c.perform()
@@ -781,6 +825,25 @@ class H3Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class TcpClient(H3Client):
+    """libcurl over TLS to the gateway's TCP listener: HTTP/2 (proto "h2")
+    or HTTP/1.1 ("http/1.1"). One easy handle: requests reuse its
+    connection when the protocol lets them (num_connects 0 on reuse)."""
+
+    VERSIONS = {"h2": CURL_HTTP_VERSION_2TLS, "http/1.1": CURL_HTTP_VERSION_1_1}
+
+    def __init__(self, gw, proto, port=None):
+        super().__init__(gw)
+        self.port = port or getattr(gw, "tcp_port", None) or gw.port
+        self.http_version = self.VERSIONS[proto]
+
+
+def client_for(proto, gw):
+    """A libcurl client of gw speaking proto: "h3", "h2" or "http/1.1"
+    (the last two need gw.tcp_port: GatewayFactory.with_tcp)."""
+    return H3Client(gw) if proto == "h3" else TcpClient(gw, proto)
 
 
 class H3Multi:
@@ -867,6 +930,7 @@ def h3_request_with(client, path, method="GET", setup=None, **kw):
     c = client.curl
     c.reset()
     t = _Transfer(c, client.url(path), client.port, client.ca, method=method, **kw)
+    c.setopt(pycurl.HTTP_VERSION, client.http_version)
     if setup is not None:
         setup(c, t)
     err = None
