@@ -71,6 +71,10 @@ struct h3g_bridge {
   int prio_known; /* set by the front end; the request field is not read */
   int conn_reused;
   int retried;
+  /* The upstream was involved: a connection was handed to this request,
+   * or one opened for it failed. Otherwise the gateway answered alone and
+   * the access log names no upstream. */
+  int up_named;
 
   /* 0-RTT (RFC 8470): the request came as early data, before the client's
    * TLS handshake completed, and may be a replay. */
@@ -231,7 +235,7 @@ static void write_access_log(h3g_bridge *b) {
       .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
       .bytes_in = b->bytes_in,
       .bytes_out = b->bytes_out,
-      .upstream = b->env->up_ops->name(b->env->pool),
+      .upstream = b->up_named ? b->env->up_ops->name(b->env->pool) : "-",
       .outcome = b->outcome,
   };
   h3g_access_log(&rec);
@@ -934,6 +938,7 @@ static void on_up_written(void *ctx, int status) {
 static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
   b->up = UP_ACTIVE;
+  b->up_named = 1;
   b->conn = conn;
   b->conn_reused = reused;
   if (b->parser == NULL &&
@@ -992,6 +997,10 @@ static int status_for_error(int err) {
 static void on_up_fail(void *ctx, int err) {
   h3g_bridge *b = ctx;
   b->up = UP_RELEASED;
+  /* Refused, unreachable or timed out: the upstream is the cause. Not when
+   * the pool shut down or could not try. */
+  if (err != H3G_ERR_CLOSED && err != H3G_ERR_NOMEM)
+    b->up_named = 1;
   if (err == H3G_ERR_CLOSED)
     fail_exchange(b, 503, "shutting-down");
   else

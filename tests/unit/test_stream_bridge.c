@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "stream_bridge.h"
 #include "unit.h"
@@ -901,6 +902,87 @@ static void test_body_limit(void) {
   h3g_bridge_free(b);
 }
 
+/* The access log names the upstream only when the request involved it:
+ * a connection was handed to it, or one opened for it failed. */
+static void test_access_log_upstream(void) {
+  char path[] = "/tmp/h3g-access-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  CHECK_EQ_INT(h3g_access_log_open(path), 0);
+
+  h3g_bridge *b = new_bridge(4096); /* malformed */
+  add(b, ":method", "GET");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), H3G_ERR_PROTO);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* 413 by its declared size */
+  cfg.max_request_body = 4;
+  add_request(b, "POST", "/big");
+  add(b, "content-length", "5");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* 503: the wait queue is full */
+  up.acquire_rv = H3G_ERR_NOMEM;
+  add_request(b, "GET", "/full");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* the pool shut down while it waited */
+  add_request(b, "GET", "/closing");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_CLOSED);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* the client left while it waited */
+  add_request(b, "GET", "/gone");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* refused by the upstream */
+  add_request(b, "GET", "/refused");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_REFUSED);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* sent */
+  add_request(b, "GET", "/sent");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 204 No Content\r\n\r\n";
+  up_send(r, strlen(r));
+  h3g_bridge_free(b);
+  h3g_access_log_close();
+
+  char text[8192];
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL);
+  size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+  text[n] = '\0';
+  if (f)
+    fclose(f);
+  unlink(path);
+  const char *want[][2] = {
+      {"path=\"-\"", "upstream=- outcome=malformed"},
+      {"path=\"/big\"", "upstream=- outcome=body-too-large"},
+      {"path=\"/full\"", "upstream=- outcome=queue-full"},
+      {"path=\"/closing\"", "upstream=- outcome=shutting-down"},
+      {"path=\"/gone\"", "upstream=- outcome=client-gone"},
+      {"path=\"/refused\"", "upstream=fake:80 outcome=upstream-refused"},
+      {"path=\"/sent\"", "upstream=fake:80 outcome=ok"},
+  };
+  char *line = text;
+  for (size_t i = 0; i < H3G_ARRAY_LEN(want); i++) {
+    char *end = strchr(line, '\n');
+    CHECK(end != NULL);
+    if (end == NULL)
+      break;
+    *end = '\0';
+    if (strstr(line, want[i][0]) == NULL || strstr(line, want[i][1]) == NULL)
+      fprintf(stderr, "line %zu: %s\n  want %s ... %s\n", i, line, want[i][0],
+              want[i][1]);
+    CHECK(strstr(line, want[i][0]) != NULL);
+    CHECK(strstr(line, want[i][1]) != NULL);
+    line = end + 1;
+  }
+}
+
 static void test_header_timeout(void) {
   h3g_bridge *b = new_bridge(4096);
   add(b, ":method", "GET");
@@ -1277,6 +1359,7 @@ int main(void) {
   RUN(test_head_and_interim);
   RUN(test_forwarding_fields);
   RUN(test_body_limit);
+  RUN(test_access_log_upstream);
   RUN(test_header_timeout);
   RUN(test_expect_continue);
   RUN(test_early_response_after_part_of_body);
