@@ -21,8 +21,8 @@
 
 /* What the QUIC listener is doing, as far as advertising goes. */
 typedef enum h3g_alt_svc_quic {
-  H3G_ALT_SVC_QUIC_OFF = 0, /* not serving: advertise nothing */
-  H3G_ALT_SVC_QUIC_SERVING, /* advertise h3 */
+  H3G_ALT_SVC_QUIC_OFF = 0,  /* not serving: advertise nothing */
+  H3G_ALT_SVC_QUIC_SERVING,  /* advertise h3 */
   H3G_ALT_SVC_QUIC_DRAINING, /* shutting down: "clear" */
   H3G_ALT_SVC_QUIC_FAILED    /* the UDP socket failed for good: "clear" */
 } h3g_alt_svc_quic;

@@ -267,8 +267,8 @@ static int still_bound(const h3g_udp_socket *s) {
 static int socket_error(h3g_udp_socket *s, const char *op, int err) {
   if (err != EPIPE && err != EBADF && err != ENOTSOCK && still_bound(s)) {
     H3G_INC(quic_socket_errors);
-    h3g_warn("udp: %s: %s (a one-off: the socket is still bound, going on)",
-             op, strerror(err));
+    h3g_warn("udp: %s: %s (a one-off: the socket is still bound, going on)", op,
+             strerror(err));
     return 0;
   }
   char why[96];

@@ -673,10 +673,9 @@ static void test_early_response_after_part_of_body(void) {
   CHECK_EQ_INT(fe.consumed, 3);
   char more[1000];
   memset(more, 'm', sizeof(more));
-  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)),
-               0); /* a write in flight */
-  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)),
-               0); /* queued behind it */
+  /* a write in flight, then bytes queued behind it */
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)), 0);
   size_t wrote = up.wrote_len;
   const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   up_send(r, strlen(r));
@@ -685,8 +684,7 @@ static void test_early_response_after_part_of_body(void) {
   CHECK_EQ_INT(fe.stop_request, 1);
   CHECK_EQ_INT(fe.consumed, 3 + 2 * sizeof(more));
   up.writes_pending = 0; /* the pool abandoned it */
-  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)),
-               0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)), 0);
   CHECK_EQ_INT(up.wrote_len, wrote);
   char body[16];
   unsigned flags;
