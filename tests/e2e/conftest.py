@@ -706,19 +706,20 @@ class _Transfer:
             else:
                 reader, n = io.BytesIO(body), len(body)
             read = reader.read
-            if hold_upload_at is not None:
-                def read(want, _r=reader, _at=hold_upload_at):
-                    if _r.pos >= _at and not self._final_head:
-                        self._held = True
-                        return pycurl.READFUNC_PAUSE
-                    if _r.pos < _at:
-                        want = min(want, _at - _r.pos)
-                    return _r.read(want)
             if abort_upload_after is not None:
                 def read(want, _r=reader, _limit=abort_upload_after):
                     if _r.pos >= _limit:
                         return pycurl.READFUNC_ABORT
                     return _r.read(min(want, _limit - _r.pos))
+            if hold_upload_at is not None:
+                def held(want, _r=reader, _at=hold_upload_at, _read=read):
+                    if _r.pos >= _at and not self._final_head:
+                        self._held = True
+                        return pycurl.READFUNC_PAUSE
+                    if _r.pos < _at:
+                        want = min(want, _at - _r.pos)
+                    return _read(want)
+                read = held
             c.setopt(pycurl.POST, 1)
             c.setopt(pycurl.READFUNCTION, read)
             c.setopt(pycurl.POSTFIELDSIZE_LARGE, -1 if chunked else n)
