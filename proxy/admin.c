@@ -30,6 +30,9 @@ struct h3g_admin {
   admin_client *clients;
   size_t nclients;
   int draining;
+  int quic_serving, tcp_serving;
+  int quic_failed;
+  char quic_failure[128];
   int closing;
   size_t pending_closes;
   void (*close_cb)(void *);
@@ -96,6 +99,35 @@ static void respond(admin_client *c, int status, const char *reason,
     client_close(c);
 }
 
+/* /health (quic_only 0) or /health/quic (1): see admin.h. */
+static void health(admin_client *c, int quic_only) {
+  const h3g_admin *a = c->admin;
+  char body[256];
+  int ok = 1;
+  if (a->draining) {
+    ok = 0;
+    snprintf(body, sizeof(body), "draining\n");
+  } else if (quic_only && a->quic_failed) {
+    ok = 0;
+    snprintf(body, sizeof(body), "down: UDP socket failed (%s)\n",
+             a->quic_failure);
+  } else if (quic_only && !a->quic_serving) {
+    ok = 0;
+    snprintf(body, sizeof(body), "off: no QUIC listener\n");
+  } else if (a->quic_failed) {
+    ok = a->tcp_serving;
+    snprintf(body, sizeof(body), "%s: HTTP/3 down, UDP socket failed (%s)%s\n",
+             ok ? "degraded" : "down", a->quic_failure,
+             ok ? "; HTTPS over TCP serving" : "");
+  } else {
+    snprintf(body, sizeof(body), "ok\n");
+  }
+  if (ok)
+    respond(c, 200, "OK", "text/plain", body, strlen(body));
+  else
+    respond(c, 503, "Service Unavailable", "text/plain", body, strlen(body));
+}
+
 static void serve(admin_client *c) {
   uv_read_stop((uv_stream_t *)&c->tcp);
   if (strncmp(c->req, "GET /metrics ", 13) == 0) {
@@ -109,10 +141,9 @@ static void serve(admin_client *c) {
     respond(c, 200, "OK", "text/plain; version=0.0.4", text, len);
     free(text);
   } else if (strncmp(c->req, "GET /health ", 12) == 0) {
-    if (c->admin->draining)
-      respond(c, 503, "Service Unavailable", "text/plain", "draining\n", 9);
-    else
-      respond(c, 200, "OK", "text/plain", "ok\n", 3);
+    health(c, 0);
+  } else if (strncmp(c->req, "GET /health/quic ", 17) == 0) {
+    health(c, 1);
   } else {
     respond(c, 404, "Not Found", "text/plain", "not found\n", 10);
   }
@@ -201,6 +232,16 @@ uint16_t h3g_admin_port(const h3g_admin *a) {
 }
 
 void h3g_admin_set_draining(h3g_admin *a) { a->draining = 1; }
+
+void h3g_admin_set_serving(h3g_admin *a, int quic, int tcp) {
+  a->quic_serving = quic;
+  a->tcp_serving = tcp;
+}
+
+void h3g_admin_set_quic_failed(h3g_admin *a, const char *why) {
+  a->quic_failed = 1;
+  snprintf(a->quic_failure, sizeof(a->quic_failure), "%s", why);
+}
 
 static void on_listener_closed(uv_handle_t *h) {
   h3g_admin *a = h->data;

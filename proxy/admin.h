@@ -1,8 +1,21 @@
 /*
  * The admin listener: plain HTTP/1.1 on a (loopback) TCP port, for
  * operators and tests. GET /metrics returns every metric in Prometheus text
- * format; GET /health returns 200 "ok" (503 "draining" while shutting down).
- * Each connection serves one request and is closed.
+ * format. Each connection serves one request and is closed.
+ *
+ * Health, for load balancers and orchestrators (text/plain, one line):
+ *
+ *   GET /health       the gateway as a whole: 200 "ok"; 503 "draining"
+ *                     while shutting down; if the UDP socket failed,
+ *                     200 "degraded: ..." while the TCP listener still
+ *                     serves (a balancer must keep sending it TCP: taking
+ *                     it out would turn an HTTP/3 outage into a total one,
+ *                     on every instance at once if they all share the
+ *                     fault), 503 "down: ..." when nothing serves.
+ *   GET /health/quic  HTTP/3 alone, for a balancer's UDP pool (or a
+ *                     liveness probe that should restart a gateway whose
+ *                     socket died): 200 "ok"; 503 "draining", "down: ..."
+ *                     after a failure, "off" when no QUIC listener runs.
  */
 #ifndef H3G_ADMIN_H
 #define H3G_ADMIN_H
@@ -19,11 +32,18 @@ typedef struct h3g_admin h3g_admin;
  */
 int h3g_admin_new(h3g_admin **pa, void *loop, const char *host, uint16_t port);
 
-/* Makes /health answer 503 from now on. */
+/* Makes /health and /health/quic answer 503 from now on. */
 void h3g_admin_set_draining(h3g_admin *a);
 
 /* The port the listener is bound to (the kernel's pick for port 0). */
 uint16_t h3g_admin_port(const h3g_admin *a);
+
+/* Which listeners serve (both 0 until told): the QUIC listener, the TCP
+ * one (HTTPS fallback). */
+void h3g_admin_set_serving(h3g_admin *a, int quic, int tcp);
+
+/* The QUIC listener's UDP socket failed for good; why (copied) says how. */
+void h3g_admin_set_quic_failed(h3g_admin *a, const char *why);
 
 /* Closes the listener and open admin connections; cb(arg) runs when every
  * handle is closed and a is freed. */

@@ -31,7 +31,8 @@ size_t h3g_alt_svc_value(const h3g_alt_svc *a, char *buf, size_t cap) {
   int n;
   if (!a->enabled || a->quic == H3G_ALT_SVC_QUIC_OFF)
     return 0;
-  if (a->quic == H3G_ALT_SVC_QUIC_DRAINING)
+  if (a->quic == H3G_ALT_SVC_QUIC_DRAINING ||
+      a->quic == H3G_ALT_SVC_QUIC_FAILED)
     n = snprintf(buf, cap, "clear");
   else if (a->port == 0)
     return 0;
@@ -53,5 +54,5 @@ int h3g_alt_svc_replaces_upstream(const h3g_alt_svc *a) {
 
 int h3g_alt_svc_adds(const h3g_alt_svc *a) {
   return a->enabled && a->quic != H3G_ALT_SVC_QUIC_OFF &&
-         (a->quic == H3G_ALT_SVC_QUIC_DRAINING || a->port != 0);
+         (a->quic != H3G_ALT_SVC_QUIC_SERVING || a->port != 0);
 }

@@ -2,8 +2,10 @@
  * The Alt-Svc field value (RFC 7838) that tells clients of the TCP
  * listener where HTTP/3 is served: h3=":PORT"; ma=SECONDS, or
  * h3="HOST:PORT"; ma=SECONDS when a host is configured, "clear" while the
- * gateway drains (RFC 7838 §3), and nothing at all when the QUIC listener
- * does not serve (disabled, or not started).
+ * gateway drains and once its UDP socket failed (RFC 7838 §3: clients
+ * forget the h3 they learned, instead of trying a dead path until max-age
+ * runs out), and nothing at all when the QUIC listener does not serve
+ * (disabled, or not started).
  *
  * A leaf module: depends on common.h and config.h. The server tells it the
  * QUIC listener's state; front ends ask for the value per response.
@@ -19,9 +21,10 @@
 
 /* What the QUIC listener is doing, as far as advertising goes. */
 typedef enum h3g_alt_svc_quic {
-  H3G_ALT_SVC_QUIC_OFF = 0, /* not serving: advertise nothing */
-  H3G_ALT_SVC_QUIC_SERVING, /* advertise h3 */
-  H3G_ALT_SVC_QUIC_DRAINING /* shutting down: "clear" */
+  H3G_ALT_SVC_QUIC_OFF = 0,  /* not serving: advertise nothing */
+  H3G_ALT_SVC_QUIC_SERVING,  /* advertise h3 */
+  H3G_ALT_SVC_QUIC_DRAINING, /* shutting down: "clear" */
+  H3G_ALT_SVC_QUIC_FAILED    /* the UDP socket failed for good: "clear" */
 } h3g_alt_svc_quic;
 
 typedef struct h3g_alt_svc {
@@ -51,7 +54,7 @@ void h3g_alt_svc_set_quic(h3g_alt_svc *a, h3g_alt_svc_quic state,
 size_t h3g_alt_svc_value(const h3g_alt_svc *a, char *buf, size_t cap);
 
 /* 1 if a response's own Alt-Svc field must be dropped (ours replaces it):
- * enabled, upstream = replace, and QUIC serving or draining. */
+ * enabled, upstream = replace, and QUIC serving, draining or failed. */
 int h3g_alt_svc_replaces_upstream(const h3g_alt_svc *a);
 
 /* 1 if ours is added (h3g_alt_svc_value would return > 0) and the

@@ -32,6 +32,10 @@
   X(quic_new_tokens_rejected, counter,                                         \
     "NEW_TOKEN tokens invalid, expired or from another address")              \
   X(quic_packets_dropped, counter, "datagrams ngtcp2 or we discarded")         \
+  X(quic_socket_errors, counter,                                               \
+    "one-off UDP socket errors survived (e.g. SOCK_DESTROY)")                 \
+  X(quic_socket_failed, gauge,                                                 \
+    "1 once the UDP socket failed for good: HTTP/3 no longer served")         \
   X(quic_path_validations_succeeded, counter,                                  \
     "client paths validated (PATH_CHALLENGE answered)")                        \
   X(quic_path_validations_failed, counter,                                     \
@@ -74,6 +78,8 @@
   X(upstream_queue_rejected, counter, "requests refused: wait queue full")     \
   X(upstream_timeouts, counter, "connect or response timeouts")                \
   X(upstream_malformed_responses, counter, "responses refused as malformed")   \
+  X(upstream_early_responses, counter,                                         \
+    "complete responses before the request body went out (passed on)")        \
   X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)") \
   X(request_window_grows, counter, "request body windows doubled (autotuning)") \
   X(buffer_chunks_active, gauge, "32 KiB body buffer chunks held by streams")  \

@@ -51,6 +51,10 @@
  * sent meanwhile arrive: two round trips, within these bounds (ms). */
 #define GOAWAY_DELAY_MIN_MS 20
 #define GOAWAY_DELAY_MAX_MS 1000
+/* Poll errors survived in a row (no datagram read in between) before the
+ * socket counts as failed: an error that comes back at once, every time,
+ * is not a one-off, and watching again would only spin. */
+#define POLL_ERRORS_MAX 16
 
 struct h3g_quic_listener {
   uv_loop_t *loop;
@@ -62,6 +66,12 @@ struct h3g_quic_listener {
   uv_timer_t goaway_timer;
   uv_timer_t deadline_timer;
   int tx_blocked; /* the socket is full: waiting for UV_WRITABLE */
+  /* The socket failed for good (h3g_udp_socket.failed), and the listener
+   * gave up its connections and stopped watching it. */
+  int failed;
+  unsigned poll_errors; /* one-off poll errors since the last datagram */
+  void (*failure_cb)(void *arg, const char *why);
+  void *failure_arg;
   uint64_t refusal_second;
   unsigned refusals;
   uint64_t reset_second;
@@ -431,6 +441,7 @@ static void read_datagrams(h3g_quic_listener *l) {
     int n = h3g_udp_recv(&l->sock);
     if (n <= 0)
       return;
+    l->poll_errors = 0;
     H3G_INC(quic_recv_batches);
     for (int i = 0; i < n; i++) {
       const h3g_udp_msg *m = &l->sock.rx_msgs[i];
@@ -444,12 +455,49 @@ static void read_datagrams(h3g_quic_listener *l) {
   }
 }
 
+/* UV_DISCONNECT: a UDP socket "hangs up" only when shut down for reading
+ * (it then stays readable forever with nothing to read). */
+static int poll_events(const h3g_quic_listener *l) {
+  return UV_READABLE | UV_DISCONNECT | (l->tx_blocked ? UV_WRITABLE : 0);
+}
+
 static void set_blocked(h3g_quic_listener *l, int blocked) {
-  if (l->tx_blocked == blocked || l->closing)
+  if (l->tx_blocked == blocked || l->closing || l->failed || l->sock.failed)
     return;
   l->tx_blocked = blocked;
-  uv_poll_start(&l->poll, blocked ? UV_READABLE | UV_WRITABLE : UV_READABLE,
-                on_poll);
+  uv_poll_start(&l->poll, poll_events(l), on_poll);
+}
+
+/*
+ * The socket is dead for good: nothing can be sent or received on it, so
+ * every QUIC connection is given up at once (their requests' upstream
+ * connections are closed instead of waiting for idle timeouts), the socket
+ * is no longer watched (a shut-down socket would wake the loop forever),
+ * and the owner is told, once, so that HTTP/3 stops being advertised and
+ * health checks say why. The listener stays until shutdown closes it.
+ */
+static void listener_fail(h3g_quic_listener *l) {
+  if (l->failed)
+    return;
+  l->failed = 1;
+  l->tx_blocked = 0;
+  uv_poll_stop(&l->poll);
+  h3g_stats.quic_socket_failed = 1;
+  h3g_error("quic: the UDP socket failed (%s): HTTP/3 is no longer served; "
+            "QUIC connections dropped: %zu",
+            l->sock.failure, l->env.nconns);
+  h3g_quic_env_abandon(&l->env);
+  (void)h3g_udp_tx_flush(&l->sock); /* drops what the closes queued */
+  h3g_quic_env_reap(&l->env);
+  if (l->failure_cb != NULL)
+    l->failure_cb(l->failure_arg, l->sock.failure);
+}
+
+/* Found from inside I/O: stop watching now, give up the connections from
+ * the check handle (not from inside a connection's own callbacks). */
+static void listener_fail_soon(h3g_quic_listener *l) {
+  uv_poll_stop(&l->poll);
+  h3g_quic_env_wake(&l->env);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -487,26 +535,47 @@ static void maybe_finish(h3g_quic_listener *l) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   h3g_quic_listener *l = h->data;
+  if (l->failed)
+    return;
   if (status < 0) {
-    h3g_error("quic: socket poll: %s", uv_strerror(status));
+    /* The socket reported an error (POLLERR) and libuv stopped watching
+     * it: a one-off is cleared and the socket watched again; left
+     * stopped, the listener would go deaf without a word. */
+    if (h3g_udp_clear_error(&l->sock) == 0 &&
+        ++l->poll_errors <= POLL_ERRORS_MAX) {
+      uv_poll_start(&l->poll, poll_events(l), on_poll);
+      return;
+    }
+    h3g_udp_fail(&l->sock, "the socket keeps reporting errors");
+    listener_fail_soon(l);
+    return;
+  }
+  if (events & UV_DISCONNECT) {
+    h3g_udp_fail(&l->sock, "shut down");
+    listener_fail_soon(l);
     return;
   }
   if ((events & UV_WRITABLE) && h3g_udp_tx_flush(&l->sock) == 0)
     set_blocked(l, 0); /* the check handle resumes the connections */
   if (events & UV_READABLE)
     read_datagrams(l);
+  if (l->sock.failed)
+    listener_fail_soon(l);
 }
 
 /* Once per loop iteration, after the I/O callbacks: write, flush, reap. */
 static void on_check(uv_check_t *h) {
   h3g_quic_listener *l = h->data;
 
-  if (!l->tx_blocked && (h3g_quic_env_flush(&l->env) == H3G_ERR_AGAIN ||
-                         h3g_udp_tx_flush(&l->sock) == H3G_ERR_AGAIN))
+  if (!l->failed && !l->tx_blocked &&
+      (h3g_quic_env_flush(&l->env) == H3G_ERR_AGAIN ||
+       h3g_udp_tx_flush(&l->sock) == H3G_ERR_AGAIN))
     set_blocked(l, 1);
+  if (l->sock.failed)
+    listener_fail(l);
   h3g_quic_env_reap(&l->env);
   /* Keep the loop from blocking only while there is work we can do. */
-  if (l->tx_blocked || h3g_quic_env_quiet(&l->env))
+  if (l->tx_blocked || l->failed || h3g_quic_env_quiet(&l->env))
     uv_idle_stop(&l->env.idle);
   maybe_finish(l);
 }
@@ -556,13 +625,20 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
   l->goaway_timer.data = l;
   uv_timer_init(loop, &l->deadline_timer);
   l->deadline_timer.data = l;
-  uv_poll_start(&l->poll, UV_READABLE, on_poll);
+  uv_poll_start(&l->poll, poll_events(l), on_poll);
   uv_check_start(&l->check, on_check);
 
   h3g_udp_addr_format(&l->sock.bound.su.sa, addr, sizeof(addr));
   h3g_info("listening on udp %s", addr);
   *pl = l;
   return 0;
+}
+
+void h3g_quic_listener_on_failure(h3g_quic_listener *l,
+                                  void (*cb)(void *arg, const char *why),
+                                  void *arg) {
+  l->failure_cb = cb;
+  l->failure_arg = arg;
 }
 
 uint16_t h3g_quic_listener_port(const h3g_quic_listener *l) {

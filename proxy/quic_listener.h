@@ -37,6 +37,18 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
  */
 void h3g_quic_ticket_context(const h3g_config *cfg, char *buf, size_t cap);
 
+/*
+ * cb(arg, why) runs once, from the event loop, if the UDP socket fails for
+ * good at run time (closed or shut down under us, no longer bound to its
+ * port, errors that never stop; see udp_socket.h): every QUIC connection
+ * was then dropped and HTTP/3 is no longer served. why is a short text
+ * ("sendmmsg: Broken pipe ..."), valid until the listener is freed. The
+ * listener lives on until h3g_quic_listener_shutdown().
+ */
+void h3g_quic_listener_on_failure(h3g_quic_listener *l,
+                                  void (*cb)(void *arg, const char *why),
+                                  void *arg);
+
 /* The port actually bound (useful when the config says 0). */
 uint16_t h3g_quic_listener_port(const h3g_quic_listener *l);
 

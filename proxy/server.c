@@ -195,6 +195,22 @@ static void begin_shutdown(h3g_server *s) {
   on_listener_closed(s);
 }
 
+/* The UDP socket failed for good (quic_listener.h): HTTP/3 is gone while
+ * the TCP listener may still serve. Clients are told to forget h3, and
+ * the health endpoints say why. */
+static void on_quic_failed(void *arg, const char *why) {
+  h3g_server *s = arg;
+  if (!s->stopping)
+    h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_FAILED,
+                         h3g_quic_listener_port(s->quic));
+  if (s->admin != NULL)
+    h3g_admin_set_quic_failed(s->admin, why);
+  h3g_warn("%s", s->tcp != NULL
+                     ? "HTTP/3 withdrawn (Alt-Svc: clear); HTTPS over TCP "
+                       "still serves"
+                     : "HTTP/3 withdrawn and no TCP listener: nothing serves");
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   h3g_server *s = h->data;
   if (s->stopping) {
@@ -327,9 +343,11 @@ int h3g_server_run(const h3g_config *cfg) {
   if (rv == 0 && cfg->listen_enabled) {
     rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, s->secrets,
                                &s->env);
-    if (rv == 0)
+    if (rv == 0) {
       h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_SERVING,
                            h3g_quic_listener_port(s->quic));
+      h3g_quic_listener_on_failure(s->quic, on_quic_failed, s);
+    }
   }
   uint16_t https_port = cfg->tcp_port == H3G_PORT_ANY ? 0
                         : cfg->tcp_port != 0 ? (uint16_t)cfg->tcp_port
@@ -377,9 +395,12 @@ int h3g_server_run(const h3g_config *cfg) {
     h3g_error("no listener: [listener] and [tcp] are both disabled");
     rv = H3G_ERR_INVAL;
   }
-  if (rv == 0 && cfg->admin_address[0] != '\0')
+  if (rv == 0 && cfg->admin_address[0] != '\0') {
     rv = h3g_admin_new(&s->admin, &s->loop, cfg->admin_address,
                        cfg->admin_port);
+    if (rv == 0)
+      h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
+  }
 
   uv_signal_init(&s->loop, &s->sigterm);
   uv_signal_init(&s->loop, &s->sigint);

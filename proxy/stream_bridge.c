@@ -71,6 +71,10 @@ struct h3g_bridge {
   int prio_known; /* set by the front end; the request field is not read */
   int conn_reused;
   int retried;
+  /* The upstream was involved: a connection was handed to this request,
+   * or one opened for it failed. Otherwise the gateway answered alone and
+   * the access log names no upstream. */
+  int up_named;
 
   /* 0-RTT (RFC 8470): the request came as early data, before the client's
    * TLS handshake completed, and may be a replay. */
@@ -152,6 +156,7 @@ static int request_submitted(const h3g_bridge *b);
 static void cancel_timer(h3g_bridge *b, h3g_timer **t);
 static void pump_request(h3g_bridge *b);
 static void upstream_release(h3g_bridge *b, int reusable);
+static void drop_request_body(h3g_bridge *b);
 static void upstream_rewind(h3g_bridge *b);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
 static int flush_head(h3g_bridge *b);
@@ -230,7 +235,7 @@ static void write_access_log(h3g_bridge *b) {
       .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
       .bytes_in = b->bytes_in,
       .bytes_out = b->bytes_out,
-      .upstream = b->env->up_ops->name(b->env->pool),
+      .upstream = b->up_named ? b->env->up_ops->name(b->env->pool) : "-",
       .outcome = b->outcome,
   };
   h3g_access_log(&rec);
@@ -775,6 +780,23 @@ static void upstream_release(h3g_bridge *b, int reusable) {
 }
 
 /*
+ * The request body bytes held for the upstream will never go (the exchange
+ * ended, or the upstream answered without them): they are freed and their
+ * credit goes back to the client, whose stream or connection window would
+ * otherwise shrink for good. Only once no upstream write is in flight
+ * (upstream_release abandons one).
+ */
+static void drop_request_body(h3g_bridge *b) {
+  size_t held = h3g_ring_len(&b->req_ring);
+  if (held == 0)
+    return;
+  h3g_ring_drop_unsent(&b->req_ring);
+  h3g_ring_release(&b->req_ring, h3g_ring_len(&b->req_ring));
+  if (b->resp != RESP_ABORTED)
+    b->fe->consume(b->fs, held);
+}
+
+/*
  * Writes whatever is ready: the head, buffered body bytes (chunk-framed when
  * the length is unknown) and, once the client ended, the message end. One
  * write is in flight at a time; the next starts from on_written.
@@ -916,6 +938,7 @@ static void on_up_written(void *ctx, int status) {
 static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
   b->up = UP_ACTIVE;
+  b->up_named = 1;
   b->conn = conn;
   b->conn_reused = reused;
   if (b->parser == NULL &&
@@ -974,6 +997,10 @@ static int status_for_error(int err) {
 static void on_up_fail(void *ctx, int err) {
   h3g_bridge *b = ctx;
   b->up = UP_RELEASED;
+  /* Refused, unreachable or timed out: the upstream is the cause. Not when
+   * the pool shut down or could not try. */
+  if (err != H3G_ERR_CLOSED && err != H3G_ERR_NOMEM)
+    b->up_named = 1;
   if (err == H3G_ERR_CLOSED)
     fail_exchange(b, 503, "shutting-down");
   else
@@ -1024,18 +1051,35 @@ static void notify_body(h3g_bridge *b) {
   b->fe->body_ready(b->fs);
 }
 
+/*
+ * The upstream gave its complete final response before the whole request
+ * went out (RFC 9110 §15, RFC 9112 §9.5: a 413 or 401 before reading an
+ * upload; also the final answer to "expect: 100-continue"). The response
+ * is passed on; the rest of the request is not sent: what is buffered is
+ * dropped and credited back, the client is asked to stop (unless it has
+ * finished), and the connection is closed, never reused. Bytes the
+ * application did not read stay behind on that connection only, so they
+ * can never be taken for the start of a next request (the desync a reused
+ * connection would risk). The outcome does not depend on how much of the
+ * body went before the answer.
+ */
+static void end_request_early(h3g_bridge *b) {
+  H3G_INC(upstream_early_responses);
+  upstream_release(b, 0);
+  drop_request_body(b);
+  if (b->req != REQ_END)
+    b->fe->stop_request(b->fs);
+}
+
 static void response_complete(h3g_bridge *b) {
   b->resp = RESP_COMPLETE;
   b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
-  if (!b->req_fully_written && request_submitted(b)) {
-    /* The last write is with the kernel; on_up_written decides reuse. */
+  if (b->up == UP_ACTIVE && !request_submitted(b))
+    end_request_early(b);
+  if (b->up != UP_ACTIVE) {
+    /* Ended early (end_request_early): the connection is closed. */
   } else if (!b->req_fully_written) {
-    /* The upstream answered before taking the whole request: the rest of
-     * the body is not wanted, and the connection cannot be reused
-     * mid-message. */
-    if (b->req != REQ_END)
-      b->fe->stop_request(b->fs);
-    upstream_release(b, 0);
+    /* The last write is with the kernel; on_up_written decides reuse. */
   } else {
     upstream_release(b, b->keep_alive);
   }
@@ -1078,21 +1122,8 @@ static void on_up_read(void *ctx, size_t nread) {
     fail_exchange(b, 502, "upstream-extra-bytes");
     return;
   }
-  if (h3g_h1_parser_complete(b->parser) && !request_submitted(b) &&
-      !b->expect_refused && h3g_h1_parser_keep_alive(b->parser)) {
-    /* The upstream finished its response while (part of) our request body
-     * is still unsent, and keeps the connection open: it may read the rest
-     * of the body as a new request (a desync). Refuse the response, however
-     * much of the body went before: the outcome must not depend on timing.
-     * The one legitimate form, a final answer to "expect: 100-continue"
-     * before the body, is passed on; either way the connection is closed. */
-    H3G_INC(upstream_malformed_responses);
-    h3g_warn("%s: upstream answered before the request body ended and "
-             "kept the connection open", b->client);
-    b->head_pending = 0;
-    fail_exchange(b, 502, "upstream-desync");
-    return;
-  }
+  if (h3g_h1_parser_complete(b->parser) && !request_submitted(b))
+    end_request_early(b);
   if (flush_head(b) != 0) {
     fail_exchange(b, 502, "internal");
     return;
@@ -1109,10 +1140,14 @@ static void on_up_eof(void *ctx) {
   if (retry_on_fresh(b))
     return;
   int rv = h3g_h1_parser_finish(b->parser);
-  if (rv == 0 && h3g_h1_parser_complete(b->parser) && flush_head(b) == 0) {
-    b->keep_alive = 0;
-    response_complete(b);
-    return;
+  if (rv == 0 && h3g_h1_parser_complete(b->parser)) {
+    if (!request_submitted(b))
+      end_request_early(b);
+    if (flush_head(b) == 0) {
+      b->keep_alive = 0;
+      response_complete(b);
+      return;
+    }
   }
   H3G_INC(upstream_malformed_responses);
   fail_exchange(b, 502,
@@ -1272,6 +1307,7 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
   b->up = UP_RELEASED;
+  drop_request_body(b);
   if (b->resp == RESP_ABORTED || b->resp == RESP_COMPLETE)
     return;
   if (b->resp == RESP_BODY) {

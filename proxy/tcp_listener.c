@@ -419,7 +419,10 @@ static const h3g_h1_transport_ops transport_ops = {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   tcp_conn *c = h->data;
   H3G_UNUSED(suggested);
-  if (c->cin_off > 0 && c->cin_off == c->cin_len)
+  /* Lingering, what is left of the input is dropped: a full buffer would
+   * make libuv report ENOBUFS, and the close that follows would reset the
+   * connection under the response it is lingering for. */
+  if (c->state == CS_LINGER || (c->cin_off > 0 && c->cin_off == c->cin_len))
     c->cin_off = c->cin_len = 0;
   if (c->cin_off > 0 && c->cin_len == CIN_CAP) {
     memmove(c->cin, c->cin + c->cin_off, c->cin_len - c->cin_off);

@@ -237,6 +237,77 @@ void h3g_udp_close(h3g_udp_socket *s) {
   *s = (h3g_udp_socket){.fd = -1};
 }
 
+void h3g_udp_fail(h3g_udp_socket *s, const char *why) {
+  if (s->failed)
+    return;
+  s->failed = 1;
+  snprintf(s->failure, sizeof(s->failure), "%s", why);
+  h3g_error("udp: the socket failed: %s", s->failure);
+}
+
+static in_port_t bound_port(const h3g_udp_addr *a) {
+  return a->su.sa.sa_family == AF_INET ? a->su.in.sin_port
+                                       : a->su.in6.sin6_port;
+}
+
+/* Whether the descriptor is still our socket, bound to our port. A socket
+ * destroyed with SOCK_DESTROY loses a port the kernel chose ([listener]
+ * port = any): it is bound to that port again, which the clients and the
+ * Alt-Svc already know. */
+static int still_bound(const h3g_udp_socket *s) {
+  h3g_udp_addr now;
+  now.len = sizeof(now.su);
+  if (getsockname(s->fd, &now.su.sa, &now.len) != 0 ||
+      now.su.sa.sa_family != s->bound.su.sa.sa_family)
+    return 0;
+  if (bound_port(&now) == bound_port(&s->bound))
+    return 1;
+  if (bound_port(&now) != 0 ||
+      bind(s->fd, &s->bound.su.sa, s->bound.len) != 0)
+    return 0;
+  h3g_warn("udp: the socket lost its port; bound to it again");
+  return 1;
+}
+
+/*
+ * An error that may concern the socket itself, not one datagram or peer:
+ * fatal when it was shut down or closed under us or is no longer bound to
+ * its port; otherwise a one-off that passes (logged, counted). Returns 0
+ * or H3G_ERR_IO.
+ */
+static int socket_error(h3g_udp_socket *s, const char *op, int err) {
+  if (err != EPIPE && err != EBADF && err != ENOTSOCK && still_bound(s)) {
+    H3G_INC(quic_socket_errors);
+    h3g_warn("udp: %s: %s (a one-off: the socket is still bound, going on)", op,
+             strerror(err));
+    return 0;
+  }
+  char why[96];
+  snprintf(why, sizeof(why), "%s: %s", op,
+           err == EPIPE ? "Broken pipe (the socket was shut down)"
+                        : strerror(err));
+  h3g_udp_fail(s, why);
+  return H3G_ERR_IO;
+}
+
+int h3g_udp_clear_error(h3g_udp_socket *s) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (s->failed)
+    return H3G_ERR_IO;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    err = errno;
+  if (err != 0)
+    return socket_error(s, "poll", err);
+  if (!still_bound(s)) {
+    h3g_udp_fail(s, "poll: the socket is no longer bound to its port");
+    return H3G_ERR_IO;
+  }
+  H3G_INC(quic_socket_errors);
+  h3g_warn("udp: poll reported an error, none is pending: going on");
+  return 0;
+}
+
 static void read_ancillary(const h3g_udp_socket *s, struct msghdr *h,
                            h3g_udp_msg *m) {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm != NULL;
@@ -293,19 +364,23 @@ int h3g_udp_recv(h3g_udp_socket *s) {
     s->rx_hdrs[i].msg_hdr.msg_flags = 0;
   }
 
+  if (s->failed)
+    return H3G_ERR_IO;
   int n;
   do {
     n = recvmmsg(s->fd, s->rx_hdrs, (unsigned)s->rx_count, 0, NULL);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK)
       return 0;
     /* ICMP errors (ECONNREFUSED...) are reported on the next receive of an
-     * unconnected socket on some kernels; they concern one peer only. */
-    if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH)
+     * unconnected socket on some kernels; they concern one peer only. Out
+     * of memory is a moment. */
+    if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH ||
+        err == ENOMEM || err == ENOBUFS)
       return 0;
-    h3g_error("udp: recvmmsg: %s", strerror(errno));
-    return H3G_ERR_IO;
+    return socket_error(s, "recvmmsg", err) == 0 ? 0 : H3G_ERR_IO;
   }
 
   int out = 0;
@@ -486,7 +561,7 @@ static void advance(h3g_udp_socket *s, size_t i) {
 }
 
 int h3g_udp_tx_flush(h3g_udp_socket *s) {
-  while (s->head < s->nruns) {
+  while (s->head < s->nruns && !s->failed) {
     size_t nmsg = 0;
     for (size_t r = s->head; r < s->nruns && nmsg < TX_BATCH; r++) {
       const h3g_udp_run *run = &s->runs[r];
@@ -518,6 +593,13 @@ int h3g_udp_tx_flush(h3g_udp_socket *s) {
         s->gso = 0;
         continue;
       }
+      /* Errors about one destination (unreachable, refused by a filter,
+       * too big) drop its datagrams; the socket's own (shut down, closed,
+       * unbound, a pending error) are sorted by socket_error. */
+      if (err == EPIPE || err == EBADF || err == ENOTSOCK ||
+          err == ECONNABORTED || err == ENOTCONN || err == EDESTADDRREQ ||
+          err == EFAULT)
+        (void)socket_error(s, "sendmmsg", err);
       h3g_debug("udp: sendmmsg: %s: %zu datagrams dropped", strerror(err),
                 datagrams_in(run, s->tx_msg_bytes[0]));
       H3G_ADD(quic_packets_dropped, datagrams_in(run, s->tx_msg_bytes[0]));
@@ -536,5 +618,5 @@ int h3g_udp_tx_flush(h3g_udp_socket *s) {
   s->nruns = 0;
   s->head = 0;
   s->tx_used = 0;
-  return 0;
+  return s->failed ? H3G_ERR_IO : 0;
 }

@@ -66,6 +66,11 @@ typedef struct h3g_udp_socket {
   h3g_udp_addr bound;
   int gso; /* the kernel accepts UDP_SEGMENT */
   int gro; /* UDP_GRO is on: receive buffers are 64 KiB */
+  /* Set once the socket is dead for good (closed or shut down under us,
+   * no longer bound to its port): every later receive or flush fails at
+   * once. failure says why, e.g. "sendmmsg: Broken pipe". */
+  int failed;
+  char failure[96];
 
   /* receive */
   size_t rx_count; /* messages per recvmmsg */
@@ -105,10 +110,28 @@ void h3g_udp_close(h3g_udp_socket *s);
 
 /*
  * Reads one batch. Returns the number of messages stored in s->rx_msgs
- * (valid until the next call; 0 when there was nothing to read) or
- * H3G_ERR_IO. Truncated datagrams are dropped and counted.
+ * (valid until the next call; 0 when there was nothing to read, or after
+ * an error that concerns one peer or a moment) or H3G_ERR_IO when the
+ * socket failed (s->failed is set). Truncated datagrams are dropped and
+ * counted.
+ *
+ * Errors are sorted by what they say about the socket: ICMP news about a
+ * peer and memory pressure pass; EPIPE (shut down), EBADF and ENOTSOCK
+ * (closed under us), or any error of a socket no longer bound to its port
+ * fail it; any other error of a socket still bound is a one-off (e.g. an
+ * administrator's SOCK_DESTROY), logged and counted (quic_socket_errors).
  */
 int h3g_udp_recv(h3g_udp_socket *s);
+
+/*
+ * poll(2) reported an error condition: reads (and so clears) the socket's
+ * pending error and sorts it as h3g_udp_recv does. Returns 0 (a one-off:
+ * the socket can be watched again) or H3G_ERR_IO (s->failed is set).
+ */
+int h3g_udp_clear_error(h3g_udp_socket *s);
+
+/* Marks s failed for good, with why (e.g. "shut down"). Logged once. */
+void h3g_udp_fail(h3g_udp_socket *s, const char *why);
 
 /* Space for one datagram of up to len bytes at the end of the queue, or
  * NULL when the queue is full (flush it first). */
@@ -131,10 +154,12 @@ int h3g_udp_tx_send(h3g_udp_socket *s, const struct sockaddr *local,
                     size_t len);
 
 /*
- * Sends the queue. Returns 0 when it is empty, or H3G_ERR_AGAIN when the
+ * Sends the queue. Returns 0 when it is empty, H3G_ERR_AGAIN when the
  * socket buffer is full (what is left stays queued: flush again when the
- * socket is writable). Datagrams the kernel refuses for other reasons
- * (unreachable, too big) are dropped and counted.
+ * socket is writable), or H3G_ERR_IO when the socket failed (as in
+ * h3g_udp_recv; the queue is dropped, s->failed is set). Datagrams the
+ * kernel refuses for other reasons (unreachable, too big) are dropped and
+ * counted.
  */
 int h3g_udp_tx_flush(h3g_udp_socket *s);
 

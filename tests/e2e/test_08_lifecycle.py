@@ -13,6 +13,7 @@ from datetime import datetime
 import pytest
 
 from conftest import GTLSCLIENT, SLOW, SRC, H3Client, KiB, MiB, expected_sha256, refusing_address
+from testenv.h3raw import H3_MESSAGE_ERROR, Script, Stream, run_h3raw
 from testenv.require import require
 
 
@@ -183,6 +184,55 @@ def test_access_log_refused_upstream(gateway):
         assert cl.get("/x").status == 502
     rec = gw.wait_access(path="/x")[0]
     assert rec["status"] == "502" and rec["outcome"] != "ok", rec.raw
+    # The upstream that refused is the one named.
+    assert rec["upstream"] == addr, rec.raw
+
+
+def test_access_log_names_upstream_only_when_reached(gateway, upstream):
+    """upstream= names the upstream a request went to (or whose connect
+    failed, above); a request the gateway answered alone, before any
+    upstream connection, shows "-": malformed, 413 by its declared size,
+    431, 503 with the wait queue full."""
+    gw = gateway({"listener": {"max_request_body": "1KiB",
+                               "max_header_size": "4KiB"},
+                  "upstream": {"pool_size": "1", "queue_size": "0",
+                               "response_timeout": "1s"}})
+    with H3Client(gw) as cl:
+        assert_ok(cl.get("/bytes/10?sent"), 10)
+        r = cl.post("/sink?too-big", 2 * KiB)
+        assert r.status == 413, r
+        r = cl.get("/bytes/1?big-head", headers=["X-Big: " + "b" * 8000])
+        assert r.status == 431, r
+    run = run_h3raw(gw, Script(Stream().headers(
+        [(":method", "GET"), (":scheme", "https"), (":authority", gw.authority),
+         (":path", "/bytes/1?malformed"), ("X-Upper", "1")]).fin()))
+    assert run.streams[0]["reset"] == H3_MESSAGE_ERROR, run
+    # The only upstream connection is held by a hanging request: the next
+    # one finds the queue (of 0) full.
+    hung = {}
+
+    def hang():
+        with H3Client(gw) as c:
+            hung["r"] = c.get("/hang?max=30")
+    t = threading.Thread(target=hang)
+    t.start()
+    upstream.wait_for(lambda: any(r.path == "/hang" for r in upstream.requests),
+                      what="the hanging request")
+    with H3Client(gw) as cl:
+        r = cl.get("/bytes/1?full")
+        assert r.status == 503, r
+    t.join(30 * SLOW)
+    assert hung["r"].status == 504, hung
+
+    # What the upstream saw: only what the log says reached it.
+    seen = {r.target for r in upstream.requests}
+    assert seen == {"/bytes/10?sent", "/hang?max=30"}, seen
+    want = {"/bytes/10?sent": upstream.address, "/hang?max=30": upstream.address,
+            "/sink?too-big": "-", "/bytes/1?big-head": "-",
+            "/bytes/1?malformed": "-", "/bytes/1?full": "-"}
+    for path, name in want.items():
+        rec = gw.wait_access(path=path)[0]
+        assert rec["upstream"] == name, (path, rec.raw)
 
 
 def test_access_log_to_file(gateway, tmp_path):

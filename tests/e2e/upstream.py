@@ -812,6 +812,35 @@ class Upstream:
                 resp.body(piece)
             return True
 
+        if kind == "early":
+            # An app that refuses an upload before reading it (Express,
+            # Django and Rails answer 413 or 401 this way): the complete
+            # answer goes at once, the body unread. With ?close=1 it says
+            # "Connection: close" and, as servers do (RFC 9112 9.6), reads
+            # and drops what still comes until the gateway closes; without,
+            # it keeps the connection and, like Node's http module, reads
+            # the rest of the body by its framing before the next request.
+            code = int(arg)
+            page = b"refused by the app: %d\n" % code
+            head = ["HTTP/1.1 %d %s" % (code, {413: "Content Too Large",
+                                                401: "Unauthorized"}.get(code, "Status")),
+                    "Server: h3gate-test-upstream",
+                    "X-Upstream-Conn: %d" % req.conn_id,
+                    "Content-Type: text/plain",
+                    "Content-Length: %d" % len(page)]
+            if code == 401:
+                head.append('WWW-Authenticate: Basic realm="e2e"')
+            if q.get("close") == "1":
+                head.append("Connection: close")
+            # One write, as frameworks send a short answer.
+            conn.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + page)
+            if q.get("close") == "1":
+                conn.info.note = "early answer, then discarding"
+                conn.discard_until_close(float(q.get("linger", "30")))
+                return False
+            conn.info.note = "early answer, kept alive"
+            return True
+
         if kind == "headers":
             body.drain()
             out = json.dumps(req.to_json(), indent=1).encode()

@@ -43,7 +43,8 @@
  *     data-fill N       a DATA frame of N bytes "x"
  *     frame TYPE BYTES  a frame of any type with that payload
  *     raw BYTES         bytes as they are (a frame cut in two, a bad length)
- *     pause MS          wait before the next action
+ *     pause MS          wait before the next action (cut short once the
+ *                       server sent STOP_SENDING: nothing more can go)
  *     fin               end our side of the stream
  *     reset CODE        reset our side of the stream (RESET_STREAM)
  *     control TYPE BYTES  a frame of any type with that payload on our
@@ -243,7 +244,8 @@ typedef struct rstream {
   uint64_t body_len;
   int64_t data_first, data_last; /* -1: no DATA payload yet */
   int fin, closed, timed_out;
-  int64_t reset, stop; /* -1: none */
+  int we_cut;          /* we reset or cancelled it */
+  int64_t reset, stop; /* -1: none; stop: the server's STOP_SENDING */
   const char *error;
 } rstream;
 
@@ -978,19 +980,17 @@ static int on_stream_reset(ngtcp2_conn *conn, int64_t stream_id,
   return 0;
 }
 
+/* ngtcp2 calls this when we stop reading a stream ourselves; a server's
+ * STOP_SENDING is answered by ngtcp2 alone (RESET_STREAM with its code)
+ * and only shows in the stream's close (on_stream_close). */
 static int on_stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
                                   uint64_t app_error_code, void *user_data,
                                   void *stream_user_data) {
-  rstream *st = stream_user_data;
   (void)conn;
   (void)user_data;
-  trace("stream %" PRId64 ": STOP_SENDING 0x%" PRIx64, stream_id,
+  (void)stream_user_data;
+  trace("stream %" PRId64 ": we stop reading (0x%" PRIx64 ")", stream_id,
         app_error_code);
-  if (st != NULL && !st->done && ngtcp2_is_bidi_stream(stream_id)) {
-    if (st->stop < 0)
-      st->stop = (int64_t)app_error_code;
-    st->q.dead = 1;
-  }
   return 0;
 }
 
@@ -1005,6 +1005,14 @@ static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
     return 0;
   if (ngtcp2_is_bidi_stream(stream_id)) {
     rstream *st = stream_user_data;
+    /* The stream's first error code is the server's STOP_SENDING unless
+     * the server reset the stream or we cut it ourselves. */
+    if ((flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) && !st->done &&
+        !st->we_cut && st->reset < 0 && st->stop < 0) {
+      st->stop = (int64_t)app_error_code;
+      trace("stream %" PRId64 ": the server sent STOP_SENDING 0x%" PRIx64,
+            stream_id, app_error_code);
+    }
     st->closed = 1;
     st->q.dead = 1;
   } else {
@@ -1293,8 +1301,10 @@ static void close_connection(client *c) {
 static void stream_finish(client *c, rstream *st) {
   st->done = 1;
   trace("script stream %zu (id %" PRId64 ") done", st->index + 1, st->q.id);
-  if (st->timed_out && st->opened && !st->closed)
+  if (st->timed_out && st->opened && !st->closed) {
+    st->we_cut = 1;
     ngtcp2_conn_shutdown_stream(c->conn, 0, st->q.id, H3_REQUEST_CANCELLED);
+  }
 }
 
 /* Runs the actions of st that are due. */
@@ -1307,7 +1317,9 @@ static void run_actions(client *c, rstream *st, uint64_t ts) {
         a->started = 1;
         st->pause_until = ts + a->num * MS;
       }
-      if (ts < st->pause_until)
+      /* Pauses only space out what is sent: once the server asked us to
+       * stop sending (or we reset), nothing is left to wait for. */
+      if (ts < st->pause_until && !st->q.dead)
         return;
       break;
     case ACT_SEND:
@@ -1381,6 +1393,7 @@ static void run_actions(client *c, rstream *st, uint64_t ts) {
       if (!st->q.dead)
         ngtcp2_conn_shutdown_stream_write(c->conn, 0, st->q.id, a->num);
       st->q.dead = 1;
+      st->we_cut = 1;
       break;
     }
     st->next++;

@@ -32,6 +32,26 @@ static void test_defaults(void) {
   CHECK_EQ_INT(value(&a, buf), 0);
 }
 
+/* A UDP socket that failed at run time: clients are told to forget h3
+ * (even with a port of 0, i.e. never known), and the upstream's own
+ * advertisement is still replaced. */
+static void test_failed(void) {
+  h3g_config cfg;
+  h3g_alt_svc a;
+  char buf[300];
+  h3g_config_defaults(&cfg);
+  h3g_alt_svc_init(&a, &cfg);
+  h3g_alt_svc_set_quic(&a, H3G_ALT_SVC_QUIC_SERVING, 4433);
+  h3g_alt_svc_set_quic(&a, H3G_ALT_SVC_QUIC_FAILED, 4433);
+  size_t n = value(&a, buf);
+  CHECK_MEM(buf, n, "clear");
+  CHECK(h3g_alt_svc_adds(&a));
+  CHECK(h3g_alt_svc_replaces_upstream(&a));
+  h3g_alt_svc_set_quic(&a, H3G_ALT_SVC_QUIC_FAILED, 0);
+  n = value(&a, buf);
+  CHECK_MEM(buf, n, "clear");
+}
+
 static void test_configured(void) {
   h3g_config cfg;
   h3g_alt_svc a;
@@ -77,6 +97,7 @@ static void test_disabled_and_keep(void) {
 
 int main(void) {
   RUN(test_defaults);
+  RUN(test_failed);
   RUN(test_configured);
   RUN(test_disabled_and_keep);
   return unit_report();

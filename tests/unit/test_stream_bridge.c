@@ -4,10 +4,13 @@
  * see, a fake upstream records the bytes written and lets each test play the
  * upstream's part (ready, written, reads, EOF, errors).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "metrics.h"
 #include "stream_bridge.h"
 #include "unit.h"
 
@@ -139,6 +142,7 @@ typedef struct fake_fe {
   int body_ready;
   size_t consumed;
   int stop_request;
+  int stop_before_head; /* stop_request came before the final head */
   int aborted;
   h3g_abort_code abort_code;
   int set_priorities;
@@ -180,6 +184,7 @@ static void fe_consume(void *fs, size_t n) {
 static void fe_stop_request(void *fs) {
   (void)fs;
   fe.stop_request++;
+  fe.stop_before_head = fe.heads == 0;
 }
 static void fe_abort(void *fs, h3g_abort_code code) {
   (void)fs;
@@ -604,35 +609,165 @@ static void test_backpressure_pauses_reads(void) {
   h3g_bridge_free(b);
 }
 
-static void test_early_response_stops_request(void) {
-  /* an early final answer that closes the connection is passed on */
+/* A POST of content-length n whose head went upstream (the first write
+ * completed); nothing of the body has arrived yet. */
+static h3g_bridge *early_upload(const char *cl) {
   h3g_bridge *b = new_bridge(4096);
   add_request(b, "POST", "/upload");
+  add(b, "content-length", cl);
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
   up_written(b);
-  const char *r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n"
-                  "Connection: close\r\n\r\n";
+  return b;
+}
+
+/*
+ * RFC 9110 §15, RFC 9112 §9.5, RFC 9114 §4.1: a complete final answer
+ * before the request body went out (an app refusing an upload) is passed
+ * on, with or without "Connection: close"; the rest of the body is not
+ * sent, the client is asked to stop (before the head goes out, so that
+ * HTTP/1.1 can say "close"), and the connection is closed, never reused.
+ */
+static void test_early_response_stops_request(void) {
+  const char *answers[] = {
+      "HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n"
+      "Connection: close\r\n\r\nno\n",
+      "HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nno\n",
+      "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic\r\n"
+      "Content-Length: 3\r\n\r\nno\n",
+  };
+  for (size_t i = 0; i < H3G_ARRAY_LEN(answers); i++) {
+    int64_t early_before = h3g_stats.upstream_early_responses;
+    h3g_bridge *b = early_upload("100000");
+    size_t wrote = up.wrote_len;
+    up_send(answers[i], strlen(answers[i]));
+    CHECK_EQ_INT(fe.status, i == 2 ? 401 : 413);
+    CHECK_EQ_INT(fe.stop_request, 1);
+    CHECK(fe.stop_before_head);
+    CHECK_EQ_INT(fe.aborted, 0);
+    CHECK_EQ_INT(up.released, 1);
+    CHECK_EQ_INT(up.reusable, 0);
+    CHECK_EQ_INT(h3g_stats.upstream_early_responses, early_before + 1);
+    char body[16];
+    unsigned flags;
+    size_t n = drain_body(b, body, sizeof(body), &flags);
+    CHECK_MEM(body, n, "no\n");
+    CHECK(flags & H3G_BODY_END);
+    CHECK(h3g_bridge_response_done(b));
+    /* late body bytes are never written; their credit comes back so the
+     * client can finish */
+    CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"xx", 2), 0);
+    CHECK_EQ_INT(fe.consumed, 2);
+    CHECK_EQ_INT(up.wrote_len, wrote);
+    h3g_bridge_free(b);
+  }
+}
+
+/* The same when part of the body went and more waits in the queue: the
+ * write in flight is abandoned, the queued bytes are dropped and credited,
+ * and nothing more is written. */
+static void test_early_response_after_part_of_body(void) {
+  h3g_bridge *b = early_upload("10000");
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up_written(b); /* the first bytes went */
+  CHECK_EQ_INT(fe.consumed, 3);
+  char more[1000];
+  memset(more, 'm', sizeof(more));
+  /* a write in flight, then bytes queued behind it */
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)), 0);
+  size_t wrote = up.wrote_len;
+  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   up_send(r, strlen(r));
-  CHECK_EQ_INT(fe.status, 413);
-  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(fe.status, 200);
   CHECK_EQ_INT(up.reusable, 0);
-  /* late body bytes are credited back so the client can finish */
-  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"xx", 2), 0);
-  CHECK_EQ_INT(fe.consumed, 2);
+  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(fe.consumed, 3 + 2 * sizeof(more));
+  up.writes_pending = 0; /* the pool abandoned it */
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)more, sizeof(more)), 0);
+  CHECK_EQ_INT(up.wrote_len, wrote);
+  char body[16];
+  unsigned flags;
+  size_t n = drain_body(b, body, sizeof(body), &flags);
+  CHECK_MEM(body, n, "ok");
   h3g_bridge_free(b);
 
-  /* the same answer keeping the connection open is refused even before
-   * any body byte went: the outcome must not depend on timing */
-  b = new_bridge(4096);
-  add_request(b, "POST", "/upload");
-  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
-  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
-  up_written(b);
+  /* The client already sent everything but it still waits for the
+   * upstream: no stop (the client is done), the credit still comes back,
+   * the connection is still closed. */
+  b = early_upload("6");
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"def", 3), 0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
   r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n";
   up_send(r, strlen(r));
-  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(fe.stop_request, 0);
+  CHECK_EQ_INT(fe.consumed, 6);
   CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  /* The head first, the end of the response later: the head goes out as
+   * usual (the upload goes on meanwhile), the end stops it. */
+  b = early_upload("10000");
+  r = "HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nno";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(fe.stop_request, 0);
+  CHECK_EQ_INT(up.released, 0);
+  up_send("!\n", 2);
+  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  CHECK_EQ_INT(up.released, 1);
+  h3g_bridge_free(b);
+
+  /* A close-delimited early answer: complete at the upstream's EOF. */
+  b = early_upload("10000");
+  r = "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\nno";
+  up_send(r, strlen(r));
+  up.waiter->ev->on_eof(up.waiter->ctx);
+  CHECK_EQ_INT(fe.status, 401);
+  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
+/* Early or not, what cannot be framed with certainty is still refused:
+ * bytes after the end, or a malformed head, give the gateway's 502 and
+ * close the connection. */
+static void test_early_response_defences_kept(void) {
+  const char *bad[] = {
+      "HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n\r\nnoEVIL",
+      "HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n",
+  };
+  for (size_t i = 0; i < H3G_ARRAY_LEN(bad); i++) {
+    int64_t early_before = h3g_stats.upstream_early_responses;
+    h3g_bridge *b = early_upload("10000");
+    up_send(bad[i], strlen(bad[i]));
+    CHECK_EQ_INT(fe.status, 502);
+    CHECK_EQ_INT(up.reusable, 0);
+    CHECK_EQ_INT(h3g_stats.upstream_early_responses, early_before);
+    h3g_bridge_free(b);
+  }
+}
+
+/* Not early: the whole request was handed over (the last write still in
+ * flight) before the answer; the connection is reused once the write is
+ * done, as after any clean exchange. */
+static void test_answer_after_whole_request_reuses(void) {
+  int64_t early_before = h3g_stats.upstream_early_responses;
+  h3g_bridge *b = early_upload("3");
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  const char *r = "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(up.released, 0);
+  up_written(b);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 1);
+  CHECK_EQ_INT(fe.stop_request, 0);
+  CHECK_EQ_INT(h3g_stats.upstream_early_responses, early_before);
   h3g_bridge_free(b);
 }
 
@@ -765,6 +900,87 @@ static void test_body_limit(void) {
   h3g_bridge_free(b);
 }
 
+/* The access log names the upstream only when the request involved it:
+ * a connection was handed to it, or one opened for it failed. */
+static void test_access_log_upstream(void) {
+  char path[] = "/tmp/h3g-access-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  CHECK_EQ_INT(h3g_access_log_open(path), 0);
+
+  h3g_bridge *b = new_bridge(4096); /* malformed */
+  add(b, ":method", "GET");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), H3G_ERR_PROTO);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* 413 by its declared size */
+  cfg.max_request_body = 4;
+  add_request(b, "POST", "/big");
+  add(b, "content-length", "5");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* 503: the wait queue is full */
+  up.acquire_rv = H3G_ERR_NOMEM;
+  add_request(b, "GET", "/full");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* the pool shut down while it waited */
+  add_request(b, "GET", "/closing");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_CLOSED);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* the client left while it waited */
+  add_request(b, "GET", "/gone");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* refused by the upstream */
+  add_request(b, "GET", "/refused");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_REFUSED);
+  h3g_bridge_free(b);
+  b = new_bridge(4096); /* sent */
+  add_request(b, "GET", "/sent");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  const char *r = "HTTP/1.1 204 No Content\r\n\r\n";
+  up_send(r, strlen(r));
+  h3g_bridge_free(b);
+  h3g_access_log_close();
+
+  char text[8192];
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL);
+  size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+  text[n] = '\0';
+  if (f)
+    fclose(f);
+  unlink(path);
+  const char *want[][2] = {
+      {"path=\"-\"", "upstream=- outcome=malformed"},
+      {"path=\"/big\"", "upstream=- outcome=body-too-large"},
+      {"path=\"/full\"", "upstream=- outcome=queue-full"},
+      {"path=\"/closing\"", "upstream=- outcome=shutting-down"},
+      {"path=\"/gone\"", "upstream=- outcome=client-gone"},
+      {"path=\"/refused\"", "upstream=fake:80 outcome=upstream-refused"},
+      {"path=\"/sent\"", "upstream=fake:80 outcome=ok"},
+  };
+  char *line = text;
+  for (size_t i = 0; i < H3G_ARRAY_LEN(want); i++) {
+    char *end = strchr(line, '\n');
+    CHECK(end != NULL);
+    if (end == NULL)
+      break;
+    *end = '\0';
+    if (strstr(line, want[i][0]) == NULL || strstr(line, want[i][1]) == NULL)
+      fprintf(stderr, "line %zu: %s\n  want %s ... %s\n", i, line, want[i][0],
+              want[i][1]);
+    CHECK(strstr(line, want[i][0]) != NULL);
+    CHECK(strstr(line, want[i][1]) != NULL);
+    line = end + 1;
+  }
+}
+
 static void test_header_timeout(void) {
   h3g_bridge *b = new_bridge(4096);
   add(b, ":method", "GET");
@@ -829,20 +1045,6 @@ static void test_expect_continue(void) {
   CHECK_EQ_INT(fe.status, 417);
   up.wrote[up.wrote_len] = '\0';
   CHECK(strstr(up.wrote, "abc") == NULL);
-  CHECK_EQ_INT(up.reusable, 0);
-  h3g_bridge_free(b);
-}
-
-static void test_early_complete_response_keeping_connection_is_desync(void) {
-  h3g_bridge *b = new_bridge(4096);
-  add_request(b, "POST", "/");
-  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
-  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
-  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
-  up_written(b); /* head + first chunk accepted; client still sending */
-  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-  up_send(r, strlen(r));
-  CHECK_EQ_INT(fe.status, 502);
   CHECK_EQ_INT(up.reusable, 0);
   h3g_bridge_free(b);
 }
@@ -1155,9 +1357,12 @@ int main(void) {
   RUN(test_head_and_interim);
   RUN(test_forwarding_fields);
   RUN(test_body_limit);
+  RUN(test_access_log_upstream);
   RUN(test_header_timeout);
   RUN(test_expect_continue);
-  RUN(test_early_complete_response_keeping_connection_is_desync);
+  RUN(test_early_response_after_part_of_body);
+  RUN(test_early_response_defences_kept);
+  RUN(test_answer_after_whole_request_reuses);
   RUN(test_bytes_after_response);
   RUN(test_early_data);
   RUN(test_body_timeout);

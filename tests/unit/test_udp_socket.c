@@ -5,6 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <string.h>
+
+#include "metrics.h"
 #include "udp_socket.h"
 #include "unit.h"
 
@@ -121,6 +124,74 @@ static void test_gso_to_gro(void) {
   h3g_udp_close(&b);
 }
 
+/* A socket shut down under us (by another holder of the descriptor) is
+ * dead for good: the flush says so, drops the queue, and every later
+ * receive or flush fails at once. */
+static void test_shut_down_socket_fails(void) {
+  h3g_udp_socket s;
+  struct sockaddr_in to;
+  int peer = peer_open(&to);
+  CHECK_EQ_INT(h3g_udp_open(&s, "127.0.0.1", 0), 0);
+  (void)shutdown(s.fd, SHUT_RDWR); /* ENOTCONN, but done */
+  queue(&s, &to, 1200, 0, 1);
+  CHECK_EQ_INT(h3g_udp_tx_flush(&s), H3G_ERR_IO);
+  CHECK(s.failed);
+  CHECK(strstr(s.failure, "Broken pipe") != NULL);
+  CHECK(h3g_udp_tx_empty(&s));
+  CHECK_EQ_INT(h3g_udp_recv(&s), H3G_ERR_IO);
+  queue(&s, &to, 1200, 0, 2);
+  CHECK_EQ_INT(h3g_udp_tx_flush(&s), H3G_ERR_IO);
+  h3g_udp_close(&s);
+  close(peer);
+}
+
+/* The descriptor closed under us: failed. */
+static void test_closed_socket_fails(void) {
+  h3g_udp_socket s;
+  CHECK_EQ_INT(h3g_udp_open(&s, "127.0.0.1", 0), 0);
+  int saved = dup(s.fd);
+  close(s.fd);
+  CHECK_EQ_INT(h3g_udp_recv(&s), H3G_ERR_IO);
+  CHECK(s.failed);
+  CHECK(strstr(s.failure, "recvmmsg") != NULL);
+  dup2(saved, s.fd); /* h3g_udp_close closes it */
+  close(saved);
+  h3g_udp_close(&s);
+}
+
+/* What concerns one destination, or a one-off of a socket still bound,
+ * is not a failure. */
+static void test_one_off_errors_pass(void) {
+  h3g_udp_socket s;
+  struct sockaddr_in to;
+  int peer = peer_open(&to);
+  CHECK_EQ_INT(h3g_udp_open(&s, "127.0.0.1", 0), 0);
+  /* An IPv6 destination from an IPv4 socket: refused per datagram. */
+  struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_port = htons(9)};
+  v6.sin6_addr.s6_addr[15] = 1;
+  uint8_t *p = h3g_udp_tx_reserve(&s, 100);
+  memset(p, 0, 100);
+  h3g_udp_tx_commit(&s, NULL, 0, (const struct sockaddr *)&v6, sizeof(v6), 0,
+                    100);
+  queue(&s, &to, 1200, 0, 3);
+  int64_t dropped = h3g_stats.quic_packets_dropped;
+  CHECK_EQ_INT(h3g_udp_tx_flush(&s), 0);
+  CHECK(!s.failed);
+  CHECK_EQ_INT(h3g_stats.quic_packets_dropped, dropped + 1);
+  uint8_t buf[2048];
+  struct pollfd pfd = {.fd = peer, .events = POLLIN};
+  CHECK_EQ_INT(poll(&pfd, 1, 1000), 1);
+  CHECK_EQ_INT(recv(peer, buf, sizeof(buf), 0), 1200);
+  /* A poll error with nothing pending on a socket still bound. */
+  int64_t errors = h3g_stats.quic_socket_errors;
+  CHECK_EQ_INT(h3g_udp_clear_error(&s), 0);
+  CHECK(!s.failed);
+  CHECK_EQ_INT(h3g_stats.quic_socket_errors, errors + 1);
+  CHECK_EQ_INT(h3g_udp_recv(&s), 0);
+  h3g_udp_close(&s);
+  close(peer);
+}
+
 static void test_open_refuses_names(void) {
   h3g_udp_socket s;
   CHECK_EQ_INT(h3g_udp_open(&s, "localhost", 0), H3G_ERR_INVAL);
@@ -132,5 +203,8 @@ int main(void) {
   RUN(test_recv_reports_addresses_and_ecn);
   RUN(test_gso_to_gro);
   RUN(test_open_refuses_names);
+  RUN(test_shut_down_socket_fails);
+  RUN(test_closed_socket_fails);
+  RUN(test_one_off_errors_pass);
   return unit_report();
 }

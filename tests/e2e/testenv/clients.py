@@ -20,6 +20,8 @@ except ImportError:  # pragma: no cover - Debian's python3-pycurl is expected
     pycurl = None
 
 CURL_HTTP_VERSION_3ONLY = getattr(pycurl, "CURL_HTTP_VERSION_3ONLY", 31)
+CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
+CURL_HTTP_VERSION_1_1 = getattr(pycurl, "CURL_HTTP_VERSION_1_1", 2)
 
 # --------------------------------------------------------------------------
 # HTTP/3 clients: libcurl (pycurl)
@@ -72,7 +74,7 @@ class _Transfer:
     def __init__(self, c, url, port, ca, method="GET", body=None, chunked=False,
                  headers=(), timeout=60, connect_timeout=10, pace=None,
                  abort_after=None, abort_upload_after=None, keep=1 * MiB,
-                 on_data=None):
+                 on_data=None, hold_upload_at=None):
         self.c = c
         self.r = Result()
         self.keep = keep
@@ -82,6 +84,11 @@ class _Transfer:
         self.t0 = None
         self._buf = io.BytesIO()
         self._hdr_block = None
+        # hold_upload_at: the upload stops there until the final response
+        # head has arrived (a client that uploads slower than the server
+        # answers), then goes on.
+        self._held = False
+        self._final_head = False
 
         c.setopt(pycurl.URL, url)
         c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_3ONLY)
@@ -113,6 +120,15 @@ class _Transfer:
                     if _r.pos >= _limit:
                         return pycurl.READFUNC_ABORT
                     return _r.read(min(want, _limit - _r.pos))
+            if hold_upload_at is not None:
+                def held(want, _r=reader, _at=hold_upload_at, _read=read):
+                    if _r.pos >= _at and not self._final_head:
+                        self._held = True
+                        return pycurl.READFUNC_PAUSE
+                    if _r.pos < _at:
+                        want = min(want, _at - _r.pos)
+                    return _read(want)
+                read = held
             c.setopt(pycurl.POST, 1)
             c.setopt(pycurl.READFUNCTION, read)
             c.setopt(pycurl.POSTFIELDSIZE_LARGE, -1 if chunked else n)
@@ -130,6 +146,13 @@ class _Transfer:
         elif text and self._hdr_block is not None:
             k, _, v = text.partition(":")
             self._hdr_block.append((k.strip().lower(), v.strip()))
+        elif not text and self.r.all_header_blocks:
+            status = self.r.all_header_blocks[-1][0].split()
+            if len(status) > 1 and not status[1].startswith("1"):
+                self._final_head = True
+                if self._held:
+                    self._held = False
+                    self.c.pause(pycurl.PAUSE_CONT)
 
     def _write(self, data):
         now = time.monotonic()
@@ -170,6 +193,8 @@ class H3Client:
     """libcurl HTTP/3 client bound to one gateway. One easy handle: requests
     reuse its QUIC connection (Result.num_connects is 0 on reuse)."""
 
+    http_version = CURL_HTTP_VERSION_3ONLY
+
     def __init__(self, gw, ca=None):
         self.gw = gw
         self.port = gw.port if hasattr(gw, "port") else int(gw)
@@ -188,6 +213,7 @@ class H3Client:
         c = self.curl
         c.reset()
         t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
+        c.setopt(pycurl.HTTP_VERSION, self.http_version)
         err = None
         try:
             c.perform()
@@ -209,6 +235,24 @@ class H3Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class TcpClient(H3Client):
+    """libcurl over TLS to the gateway's TCP listener: HTTP/2 (proto "h2")
+    or HTTP/1.1 ("http/1.1"). One easy handle: requests reuse its
+    connection when the protocol lets them (num_connects 0 on reuse)."""
+
+    VERSIONS = {"h2": CURL_HTTP_VERSION_2TLS, "http/1.1": CURL_HTTP_VERSION_1_1}
+
+    def __init__(self, gw, proto, port=None):
+        super().__init__(gw)
+        self.port = port or getattr(gw, "tcp_port", None) or gw.port
+        self.http_version = self.VERSIONS[proto]
+
+
+def client_for(proto, gw):
+    """A libcurl client of gw speaking proto: "h3", "h2" or "http/1.1"."""
+    return H3Client(gw) if proto == "h3" else TcpClient(gw, proto)
 
 
 class H3Multi:
@@ -295,6 +339,7 @@ def h3_request_with(client, path, method="GET", setup=None, **kw):
     c = client.curl
     c.reset()
     t = _Transfer(c, client.url(path), client.port, client.ca, method=method, **kw)
+    c.setopt(pycurl.HTTP_VERSION, client.http_version)
     if setup is not None:
         setup(c, t)
     err = None

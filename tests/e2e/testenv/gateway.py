@@ -521,6 +521,11 @@ class GatewayFactory:
             gw.start()
         return gw
 
+    def with_tcp(self, overrides=None, **kw):
+        """A started gateway whose TCP listener has a port of its own (see
+        tcp_gw), in gw.tcp_port."""
+        return tcp_gw(self, overrides, **kw)
+
     def finish(self):
         """Stops every gateway still running (SIGTERM, exit 0, clean
         sanitizer output); kills any that will not stop."""
