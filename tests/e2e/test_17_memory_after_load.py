@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZE, KiB, MiB, expected_sha256
+from conftest import SANITIZE, KiB, expected_sha256
 from testenv.clients import CURL_HTTP_VERSION_2_0, fresh_connections
 
 # What may stay resident after the load, above the warmed-up gateway's
@@ -127,3 +127,12 @@ def test_quic_load_releases_everything_and_rss_returns(memgw, upstream):
     assert now["VmRSS"] <= limit, (
         "VmRSS stayed above %d KiB once quiet: %s (before the load %s, peak %d KiB)"
         % (limit, now, base, peak))
+
+
+def test_http2_load_releases_everything(memgw, upstream):
+    gw = memgw
+    rs = fresh_connections(gw, specs(N_H2), concurrency=30, version="h2")
+    check_results(rs, version=CURL_HTTP_VERSION_2_0)
+    m = wait_all_released(gw)
+    assert m["h2_connections"] >= N_H2, m
+    assert m["h2_streams_opened"] >= N_H2, m
