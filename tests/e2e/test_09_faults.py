@@ -9,8 +9,9 @@
 * SIGTERM while downloads and uploads are in flight over HTTP/3 and HTTP/2:
   every request that started completes byte-exact; new ones are refused the
   way each protocol refuses them (HTTP/3: GOAWAY on the open connection and
-  CONNECTION_REFUSED for a new one; TCP: the listening socket is closed),
-  and the gateway exits 0 within shutdown_timeout."""
+  CONNECTION_REFUSED for a new one; HTTP/2: GOAWAY(NO_ERROR) that keeps the
+  streams in flight; TCP: the listening socket is closed), and the gateway
+  exits 0 within shutdown_timeout."""
 
 import re
 import signal
@@ -24,10 +25,12 @@ from conftest import SLOW, H3Client, H3Multi, KiB, MiB, expected_sha256
 from testenv.clients import (CURL_HTTP_VERSION_2_0, CURL_HTTP_VERSION_3, H1Client,
                              H2Client, H2Multi)
 from testenv.gateway import tcp_gw
+from testenv.h2raw import H2Raw
 from testenv.h3raw import H3_NO_ERROR, Script, Stream, get, run_h3raw
 from testenv.origin import OriginProcess
 
 QUIC_CONNECTION_REFUSED = 0x2   # RFC 9000 §20.1
+H2_NO_ERROR = 0x0
 
 # libcurl's error for each kind of break: (code, message pattern).
 BROKEN = {
@@ -148,15 +151,22 @@ def test_sigterm_under_load_finishes_started_requests(gateway, upstream):
             results[proto] = m.run(sp, timeout=60)
 
     def raw():
-        # A raw HTTP/3 client that reports the frames it got: its request
-        # is in flight when the signal comes.
+        # Raw HTTP/3 and HTTP/2 clients that report the frames they got:
+        # their requests are in flight when the signal comes.
         results["h3raw"] = run_h3raw(gw, Script(
             Stream().headers(get(gw, "/slow/%d?rate=%d&who=h3raw" % (n, rate))).fin(),
             linger=2000), timeout=30)
 
+    def raw2():
+        with H2Raw(gw, timeout=30, see_past_goaway=True) as c:
+            sid = c.request("/slow/%d?rate=%d&who=h2raw" % (n, rate))
+            c.run_until(lambda: c.streams[sid].ended or c.streams[sid].reset is not None)
+            c.run_until(lambda: c.goaway is not None, timeout=10)
+            results["h2raw"] = (c.streams[sid], c.goaway, c.goaway_last_stream, sid)
+
     threads = [threading.Thread(target=run, args=("h3", H3Multi, h3_specs)),
                threading.Thread(target=run, args=("h2", H2Multi, h2_specs)),
-               threading.Thread(target=raw)]
+               threading.Thread(target=raw), threading.Thread(target=raw2)]
     for t in threads:
         t.start()
     for name, ev in started.items():
@@ -164,9 +174,10 @@ def test_sigterm_under_load_finishes_started_requests(gateway, upstream):
     upstream.wait_for(lambda: len([r for r in upstream.requests
                                    if r.target.startswith("/sink")
                                    and r.body_len >= 64 * KiB]) == 4
-                      and any("who=h3raw" in r.target for r in upstream.requests),
-                      timeout=10 * SLOW, what="the four uploads and h3raw's request "
-                      "under way")
+                      and any("who=h3raw" in r.target for r in upstream.requests)
+                      and any("who=h2raw" in r.target for r in upstream.requests),
+                      timeout=10 * SLOW, what="the four uploads and the raw clients' "
+                      "requests under way")
 
     gw.send_signal(signal.SIGTERM)
     t_sig = time.monotonic()
@@ -206,6 +217,11 @@ def test_sigterm_under_load_finishes_started_requests(gateway, upstream):
     assert st["reset"] is None, run_
     assert run_.conn["goaway"] is not None, "no HTTP/3 GOAWAY: %r" % run_
     assert run_.conn["connection_close"] == H3_NO_ERROR, run_
+    st2, goaway2, last2, sid2 = results["h2raw"]
+    assert st2.status == 200 and st2.ended and st2.body_len == n, vars(st2)
+    assert st2.reset is None, vars(st2)
+    assert goaway2 == H2_NO_ERROR, "HTTP/2 GOAWAY: %r" % goaway2
+    assert last2 >= sid2, "the GOAWAY disowned the stream in flight: %d" % last2
 
     left = timeout_s - (time.monotonic() - t_sig)
     gw.stop(timeout=max(left, 0.5))        # signalled already: waits, exit 0
