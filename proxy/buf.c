@@ -26,7 +26,13 @@ static size_t npool;
 static size_t in_use;
 
 static uint8_t *chunk_get(void) {
-  uint8_t *c = npool > 0 ? pool[--npool] : malloc(CHUNK);
+  uint8_t *c;
+  if (npool > 0) {
+    c = pool[--npool];
+    H3G_DEC(buffer_chunks_pooled);
+  } else {
+    c = malloc(CHUNK);
+  }
   if (c != NULL) {
     in_use++;
     H3G_INC(buffer_chunks_active);
@@ -37,10 +43,12 @@ static uint8_t *chunk_get(void) {
 static void chunk_put(uint8_t *c) {
   in_use--;
   H3G_DEC(buffer_chunks_active);
-  if (npool < POOL_MAX)
+  if (npool < POOL_MAX) {
     pool[npool++] = c;
-  else
+    H3G_INC(buffer_chunks_pooled);
+  } else {
     free(c);
+  }
 }
 
 size_t h3g_ring_chunks_in_use(void) {
@@ -54,6 +62,7 @@ size_t h3g_ring_chunks_pooled(void) {
 void h3g_ring_pool_trim(void) {
   while (npool > 0)
     free(pool[--npool]);
+  h3g_stats.buffer_chunks_pooled = 0;
 }
 
 void h3g_ring_init(h3g_ring *r, size_t cap) {

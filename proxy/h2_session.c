@@ -160,6 +160,12 @@ static void stream_end_request(h2_stream *st) {
     stream_internal_error(st);
 }
 
+static void stream_free(h2_stream *st) {
+  h3g_bridge_free(st->bridge);
+  free(st);
+  H3G_DEC(h2_streams_active);
+}
+
 /* Frees the streams nghttp2 closed. Bytes their bridges held uncredited
  * go back to the connection window. */
 static void reap_streams(h3g_h2_session *s) {
@@ -168,8 +174,7 @@ static void reap_streams(h3g_h2_session *s) {
     s->reap = st->next;
     if (st->unconsumed > 0 && !s->dying)
       nghttp2_session_consume_connection(s->ng, (size_t)st->unconsumed);
-    h3g_bridge_free(st->bridge);
-    free(st);
+    stream_free(st);
   }
 }
 
@@ -281,6 +286,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
                               NGHTTP2_REFUSED_STREAM);
     return 0;
   }
+  H3G_INC(h2_streams_active);
   st->s = s;
   st->id = frame->hd.stream_id;
   st->window = (int32_t)s->env->cfg->stream_buffer_size; /* our SETTINGS */
@@ -742,8 +748,7 @@ void h3g_h2_session_free(h3g_h2_session *s) {
   while (s->streams != NULL) {
     h2_stream *st = s->streams;
     s->streams = st->next;
-    h3g_bridge_free(st->bridge);
-    free(st);
+    stream_free(st);
   }
   reap_streams(s);
   nghttp2_session_del(s->ng);

@@ -83,6 +83,13 @@
   X(upstream_read_pauses, counter, "times upstream reads paused (backpressure)") \
   X(request_window_grows, counter, "request body windows doubled (autotuning)") \
   X(buffer_chunks_active, gauge, "32 KiB body buffer chunks held by streams")  \
+  X(buffer_chunks_pooled, gauge, "32 KiB chunks kept free for reuse")          \
+  X(bridges_active, gauge, "requests held by the bridge now (every protocol)") \
+  X(upstream_conns_active, gauge,                                              \
+    "upstream connections alive (connecting, busy, idle or closing)")         \
+  X(memory_trims, counter,                                                     \
+    "free memory given back to the system after activity stopped")           \
+  X(memory_trim_us, counter, "CPU time those trims took, microseconds")       \
   X(tcp_connections_accepted, counter, "TCP connections accepted (TLS + plain)") \
   X(tcp_connections_active, gauge, "TCP connections open now")                \
   X(tcp_connections_refused, counter, "TCP connections closed: over the limit") \
@@ -94,6 +101,7 @@
   X(h1_redirects, counter, "requests answered 308 by the redirect listener") \
   X(h2_connections, counter, "TCP connections that negotiated HTTP/2")       \
   X(h2_streams_opened, counter, "HTTP/2 request streams opened by clients")  \
+  X(h2_streams_active, gauge, "HTTP/2 request streams open now")              \
   X(h2_streams_reset_by_client, counter, "HTTP/2 streams reset by the client") \
   X(h2_streams_reset_by_gateway, counter, "HTTP/2 streams the gateway reset") \
   X(h2_malformed_requests, counter, "HTTP/2 requests refused as malformed")  \

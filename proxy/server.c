@@ -19,6 +19,7 @@
 #include "alt_svc.h"
 #include "h1_codec.h"
 #include "h1_session.h"
+#include "idle_trim.h"
 #include "keylog.h"
 #include "log.h"
 #include "quic_listener.h"
@@ -30,6 +31,10 @@
 
 /* How often the secrets file is looked at for changes. */
 #define SECRETS_CHECK_MS (60 * 1000)
+/* How often the activity counters are looked at for a quiet period (see
+ * idle_trim.h): free memory goes back 1 to 2 ticks after traffic stops.
+ * A tick compares a dozen integers. */
+#define IDLE_TRIM_TICK_MS 1000
 
 typedef struct h3g_server {
   uv_loop_t loop;
@@ -52,6 +57,8 @@ typedef struct h3g_server {
   uv_signal_t sigint;
   uv_signal_t sighup;
   uv_timer_t secrets_timer;
+  uv_timer_t trim_timer;
+  h3g_idle_trim trim;
   uv_check_t flush;
   int stopping;
   int exit_status;
@@ -112,6 +119,7 @@ static void close_handles(h3g_server *s) {
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->sighup, NULL);
   uv_close((uv_handle_t *)&s->secrets_timer, NULL);
+  uv_close((uv_handle_t *)&s->trim_timer, NULL);
   uv_close((uv_handle_t *)&s->flush, NULL);
 }
 
@@ -232,6 +240,15 @@ static void on_sighup(uv_signal_t *h, int signum) {
 static void on_secrets_timer(uv_timer_t *t) {
   h3g_server *s = t->data;
   (void)h3g_secrets_reload(s->secrets);
+}
+
+static void on_trim_timer(uv_timer_t *t) {
+  h3g_server *s = t->data;
+  if (!h3g_idle_trim_tick(&s->trim, &h3g_stats))
+    return;
+  uint64_t us = h3g_memory_trim();
+  h3g_debug("quiet: free memory given back to the system (%llu us of CPU)",
+            (unsigned long long)us);
 }
 
 static void close_leftover(uv_handle_t *h, void *arg) {
@@ -406,9 +423,11 @@ int h3g_server_run(const h3g_config *cfg) {
   uv_signal_init(&s->loop, &s->sigint);
   uv_signal_init(&s->loop, &s->sighup);
   uv_timer_init(&s->loop, &s->secrets_timer);
+  uv_timer_init(&s->loop, &s->trim_timer);
   uv_check_init(&s->loop, &s->flush);
   s->sigterm.data = s->sigint.data = s->sighup.data = s;
   s->secrets_timer.data = s;
+  s->trim_timer.data = s;
   if (rv == 0) {
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
@@ -417,6 +436,9 @@ int h3g_server_run(const h3g_config *cfg) {
       uv_timer_start(&s->secrets_timer, on_secrets_timer, SECRETS_CHECK_MS,
                      SECRETS_CHECK_MS);
     uv_check_start(&s->flush, on_flush);
+    h3g_idle_trim_init(&s->trim, &h3g_stats);
+    uv_timer_start(&s->trim_timer, on_trim_timer, IDLE_TRIM_TICK_MS,
+                   IDLE_TRIM_TICK_MS);
     char where[512];
     ready_addresses(s, where, sizeof(where));
     h3g_info("h3gate %s ready: %s; upstream %s:%u, pool %u", H3G_VERSION,

@@ -191,6 +191,7 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
   snprintf(b->client, sizeof(b->client), "%s", client ? client : "-");
   snprintf(b->protocol, sizeof(b->protocol), "%s", protocol ? protocol : "-");
   H3G_INC(requests_total);
+  H3G_INC(bridges_active);
   if (env->timers != NULL && env->cfg->request_header_timeout_ms > 0)
     b->hdr_timer = env->timers->start(env->loop,
                                       env->cfg->request_header_timeout_ms,
@@ -266,6 +267,7 @@ void h3g_bridge_free(h3g_bridge *b) {
   h3g_ring_free(&b->req_ring);
   h3g_ring_free(&b->resp_ring);
   free(b);
+  H3G_DEC(bridges_active);
 }
 
 static void cancel_timer(h3g_bridge *b, h3g_timer **t) {

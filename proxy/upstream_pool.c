@@ -329,6 +329,7 @@ static void on_conn_handle_close(uv_handle_t *h) {
   h3g_upstream_pool *p = c->pool;
   list_remove(&p->conns[CONN_CLOSING], c);
   free(c);
+  H3G_DEC(upstream_conns_active);
   pool_maybe_finish(p);
 }
 
@@ -478,8 +479,10 @@ static void conn_connect_failed(h3g_upconn *c, int err) {
 
 static h3g_upconn *conn_alloc(h3g_upstream_pool *p) {
   h3g_upconn *c = malloc(sizeof(*c));
-  if (c != NULL)
+  if (c != NULL) {
     *c = (h3g_upconn){.pool = p, .state = CONN_CONNECTING};
+    H3G_INC(upstream_conns_active);
+  }
   return c;
 }
 

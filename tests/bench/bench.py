@@ -12,7 +12,6 @@ request served, and the gateway's peak RSS.
 """
 import argparse
 import hashlib
-import io
 import os
 import signal
 import subprocess

@@ -67,7 +67,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -548,6 +547,20 @@ class ServerSide:
                     pass
         return out
 
+    def peak_rss_kib(self):
+        """{cc: the gateway's peak resident size so far (VmHWM), KiB}. (`ip
+        netns exec` execs the gateway: its pid is the Popen's.)"""
+        out = {}
+        for cc, p in self.gws.items():
+            try:
+                with open("/proc/%d/status" % p.pid) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            out[cc] = int(line.split()[1])
+            except OSError:
+                pass
+        return out
+
     def stop(self):
         """SIGTERM to each gateway; returns {cc: exit status}."""
         codes = {}
@@ -715,8 +728,9 @@ def rate_conv(x):
 
 
 def run_link(args, rtt, loss, rate, work, out, progress):
-    """Runs every selected protocol and workload over one link; returns
-    {(proto, workload): summary} and the raw results."""
+    """Runs every selected protocol and workload over one link; returns its
+    description, {(proto, workload): summary}, the raw results and what the
+    link and gateways saw (exit statuses, peak RSS, loss counters)."""
     protos, workloads = args.proto, args.workload
     ccs = []
     for p in protos:
@@ -727,6 +741,10 @@ def run_link(args, rtt, loss, rate, work, out, progress):
     if not ccs:
         ccs = ["cubic"]   # the TCP protocols only need some gateway
     raw = {}
+    # What the link and the gateways saw: each gateway's exit status and
+    # peak RSS, and the loss rule's counters.
+    seen = {"gateways": {}, "loss_counters": None}
+    gateways = seen["gateways"]
     with netem.Link(rtt, loss, rate) as link:
         desc = link.describe()
         progress("link up: %s (%s)" % (desc, link.tag))
@@ -764,16 +782,21 @@ def run_link(args, rtt, loss, rate, work, out, progress):
                         raw.setdefault((p, w), []).append(r)
                         progress("  %-10s %-9s rep %d: %s" % (p, w, rep + 1, brief(w, r)))
         finally:
+            peaks = srv.peak_rss_kib()
             codes = srv.stop()
             for cc, code in codes.items():
+                gateways[cc] = {"exit": code, "vmhwm_kib": peaks.get(cc)}
                 if code != 0:
                     progress("gateway (%s) exited %s" % (cc, code))
+            progress("gateway peak RSS (VmHWM): %s" % ", ".join(
+                "%s %s KiB" % (cc, kib) for cc, kib in sorted(peaks.items())))
             ls = link.loss_counters()
+            seen["loss_counters"] = ls
             progress("link counters (arrived, dropped by the loss rule): %s; tbf drops %s"
                      % (ls, link.shaper_drops()))
     results = {k: summarize(k[1], v) for k, v in raw.items()}
     print_link_report(desc, results, protos, workloads, args.reps, out)
-    return desc, results, raw
+    return desc, results, raw, seen
 
 
 def brief(w, r):
@@ -876,11 +899,14 @@ def main(argv=None):
         for rtt in rtts:
             for loss in losses:
                 for rate in rates:
-                    desc, results, raw = run_link(args, rtt, loss, rate, work, out, progress)
+                    desc, results, raw, seen = run_link(args, rtt, loss, rate, work, out,
+                                                        progress)
                     failed += sum(s["failed"] for s in results.values())
                     all_out.append({
                         "link": {"rtt_ms": rtt, "loss_pct": loss, "rate_mbit": rate,
                                  "describe": desc},
+                        "gateways": seen["gateways"],
+                        "loss_counters": seen["loss_counters"],
                         "results": [{"proto": p, "workload": w, "summary": s,
                                      "reps": raw[(p, w)]}
                                     for (p, w), s in results.items()]})

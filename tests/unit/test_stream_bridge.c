@@ -1340,6 +1340,12 @@ static void test_request_window_autotuning(void) {
   }
 }
 
+/* Run last: every case freed its bridges and their body chunks. */
+static void test_everything_freed(void) {
+  CHECK_EQ_INT(h3g_stats.bridges_active, 0);
+  CHECK_EQ_INT(h3g_stats.buffer_chunks_active, 0);
+}
+
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
@@ -1368,5 +1374,6 @@ int main(void) {
   RUN(test_body_timeout);
   RUN(test_priority);
   RUN(test_request_window_autotuning);
+  RUN(test_everything_freed); /* last */
   return unit_report();
 }

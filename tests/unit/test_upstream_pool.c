@@ -368,6 +368,7 @@ static void run_and_end(void) {
   CHECK_EQ_INT(DELTA(upstream_conns_busy), 0);
   CHECK_EQ_INT(DELTA(upstream_conns_idle), 0);
   CHECK_EQ_INT(DELTA(upstream_queue_waiting), 0);
+  CHECK_EQ_INT(DELTA(upstream_conns_active), 0);
 }
 
 /* ---- cases --------------------------------------------------------------- */

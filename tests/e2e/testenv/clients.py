@@ -331,6 +331,80 @@ class H3Multi:
         self.close()
 
 
+CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
+CURL_HTTP_VERSION_2_0 = getattr(pycurl, "CURL_HTTP_VERSION_2_0", 3)
+CURL_HTTP_VERSION_3 = getattr(pycurl, "CURL_HTTP_VERSION_3", 30)
+
+
+class H2Multi(H3Multi):
+    """Concurrent requests multiplexed on one HTTP/2 connection to the
+    gateway's TCP listener: H3Multi with libcurl told to speak HTTP/2."""
+
+    def __init__(self, gw, ca=None, max_host_connections=1):
+        super().__init__(gw, ca, max_host_connections)
+        self.port = gw.tcp_port
+
+    def prepare(self, c):
+        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
+
+
+def fresh_connections(gw, specs, concurrency, version="h3", timeout=120):
+    """Runs each spec (a dict as for H3Multi.run) on a connection of its
+    own, opened for it and closed right after it (libcurl's FRESH_CONNECT
+    and FORBID_REUSE), with at most `concurrency` in progress at once.
+    version "h3" (the UDP port) or "h2" (the TCP port). Returns Results in
+    the order of specs."""
+    port = gw.port if version == "h3" else gw.tcp_port
+    m = pycurl.CurlMulti()
+    transfers = [None] * len(specs)
+    errors = {}
+    by_handle = {}
+    nxt = 0
+    running = 0
+    deadline = time.monotonic() + timeout * SLOW
+    try:
+        while nxt < len(specs) or running:
+            while running < concurrency and nxt < len(specs):
+                spec = dict(specs[nxt])
+                path = spec.pop("path")
+                c = pycurl.Curl()
+                t = _Transfer(c, "https://localhost:%d%s" % (port, path), port,
+                              gw.certs.ca, **spec)
+                if version == "h2":
+                    c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
+                c.setopt(pycurl.FRESH_CONNECT, 1)
+                c.setopt(pycurl.FORBID_REUSE, 1)
+                transfers[nxt] = t
+                by_handle[id(c)] = nxt
+                m.add_handle(c)
+                nxt += 1
+                running += 1
+            while m.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+            while True:
+                queued, ok_list, err_list = m.info_read()
+                done = [(c, None) for c in ok_list] + [
+                    (c, (code, msg)) for c, code, msg in err_list]
+                for c, err in done:
+                    i = by_handle[id(c)]
+                    errors[i] = err
+                    transfers[i].finish(err)
+                    m.remove_handle(c)
+                    c.close()
+                    running -= 1
+                if not queued:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError("%d of %d transfers still running after %.0f s"
+                                     % (running + len(specs) - nxt, len(specs),
+                                        timeout * SLOW))
+            if running:
+                m.select(0.05)
+    finally:
+        m.close()
+    return [t.r for t in transfers]
+
+
 def h3_request_with(client, path, method="GET", setup=None, **kw):
     """client.request(path, method, **kw), but setup(curl, transfer) runs
     just before perform, to set what the helpers do not cover (a header
@@ -469,6 +543,29 @@ class H1Client(H3Client):
         c.reset()
         t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
         c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_1_1)
+        if setup is not None:
+            setup(c, t)
+        err = None
+        try:
+            c.perform()
+        except pycurl.error as e:
+            err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
+        return t.finish(err)
+
+
+class H2Client(H3Client):
+    """libcurl over HTTP/2 + TLS to the gateway's TCP port. One easy handle:
+    requests reuse its connection (num_connects 0 on reuse)."""
+
+    def __init__(self, gw, port=None):
+        super().__init__(gw)
+        self.port = port or gw.tcp_port
+
+    def request(self, path, method="GET", setup=None, **kw):
+        c = self.curl
+        c.reset()
+        t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
+        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
         if setup is not None:
             setup(c, t)
         err = None
