@@ -155,6 +155,7 @@ static void upstream_release(h3g_bridge *b, int reusable);
 static void upstream_rewind(h3g_bridge *b);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
 static int flush_head(h3g_bridge *b);
+static void refuse_request(h3g_bridge *b);
 
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
                    const h3g_frontend_ops *fe, void *fs, const void *conn_key,
@@ -348,6 +349,11 @@ int h3g_bridge_add_field(h3g_bridge *b, const uint8_t *name, size_t namelen,
                          const uint8_t *value, size_t valuelen) {
   if (b->req != REQ_HEADERS)
     return H3G_ERR_PROTO;
+  /* Known before validation, for a 431 to a head that never is: no
+   * content in any answer to what claims to be HEAD. */
+  if (namelen == 7 && memcmp(name, ":method", 7) == 0 && valuelen == 4 &&
+      memcmp(value, "HEAD", 4) == 0)
+    b->is_head = 1;
   if (b->head_too_big)
     return 0; /* keep counting nothing; 431 at end of headers */
   int rv = h3g_headers_add(&b->req_fields, name, namelen, value, valuelen);
@@ -650,10 +656,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
   H3G_ADD(request_body_bytes, len);
   if (b->req_content_length >= 0 &&
       b->req_body_received > (uint64_t)b->req_content_length) {
-    b->outcome = "malformed";
-    if (b->up == UP_ACTIVE)
-      upstream_release(b, 0);
-    b->resp = RESP_ABORTED;
+    refuse_request(b);
     return H3G_ERR_PROTO;
   }
   uint64_t max_body = b->env->cfg->max_request_body;
@@ -698,14 +701,7 @@ int h3g_bridge_end_request(h3g_bridge *b) {
   if ((b->req_content_length >= 0 &&
        b->req_body_received != (uint64_t)b->req_content_length) ||
       h3g_trailers_validate(&b->req_trailers, &why) != 0) {
-    b->outcome = "malformed";
-    if (b->up == UP_ACTIVE)
-      upstream_release(b, 0);
-    if (b->up == UP_WAITING) {
-      b->env->up_ops->cancel(b->env->pool, &b->waiter);
-      b->up = UP_RELEASED;
-    }
-    b->resp = RESP_ABORTED;
+    refuse_request(b);
     return H3G_ERR_PROTO;
   }
   pump_request(b);
@@ -724,6 +720,14 @@ static void cut_exchange(h3g_bridge *b) {
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
   b->resp = RESP_ABORTED;
+}
+
+/* The request turned out malformed after its head (the front end resets
+ * the stream on our H3G_ERR_PROTO): whether its connection is held or
+ * still awaited, nothing more of it may reach the upstream. */
+static void refuse_request(h3g_bridge *b) {
+  b->outcome = "malformed";
+  cut_exchange(b);
 }
 
 void h3g_bridge_client_abort(h3g_bridge *b) {
@@ -892,6 +896,10 @@ static void on_up_written(void *ctx, int status) {
     return;
   }
   b->req_head_written = 1;
+  if (b->resp != RESP_NONE) {
+    free(b->req_head); /* kept for this write only (flush_head) */
+    b->req_head = NULL;
+  }
   if (b->write_body > 0) {
     h3g_ring_release(&b->req_ring, b->write_body);
     if (b->resp != RESP_ABORTED) {
@@ -1217,9 +1225,13 @@ static int flush_head(h3g_bridge *b) {
     return rv;
   count_status(b->status);
   b->resp = RESP_BODY;
-  /* The request cannot be retried once a response started. */
-  free(b->req_head);
-  b->req_head = NULL;
+  /* The request cannot be retried once a response started, so its head
+   * can go, unless a write still holds it: the upstream may answer before
+   * it has read the whole request (on_up_written frees it then). */
+  if (b->req_head_written || !b->writing) {
+    free(b->req_head);
+    b->req_head = NULL;
+  }
   if (!b->head_has_body)
     b->end_reported = 1;
   return 0;

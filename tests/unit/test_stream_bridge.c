@@ -21,6 +21,11 @@ typedef struct fake_up {
   char wrote[65536];
   size_t wrote_len;
   int writes_pending;
+  /* the pending write's vectors: its bytes must stay valid until it
+   * completes, as libuv reads them as the socket takes them */
+  h3g_iovec pending[8];
+  size_t npending;
+  size_t pending_at; /* where its copy starts in wrote */
   int reading;
   int read_starts;
   uint64_t read_timeout;
@@ -56,6 +61,9 @@ static void f_set_urgency(void *pool, h3g_upstream_waiter *w,
 static int f_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   (void)c;
   CHECK(up.writes_pending == 0);
+  up.pending_at = up.wrote_len;
+  up.npending = n;
+  memcpy(up.pending, iov, n * sizeof(*iov));
   for (size_t i = 0; i < n; i++) {
     memcpy(up.wrote + up.wrote_len, iov[i].base, iov[i].len);
     up.wrote_len += iov[i].len;
@@ -102,6 +110,11 @@ static const h3g_upstream_ops fake_ops = {
 static void up_written(h3g_bridge *b) {
   (void)b;
   CHECK(up.writes_pending == 1);
+  size_t at = up.pending_at;
+  for (size_t i = 0; i < up.npending; i++) {
+    CHECK(memcmp(up.pending[i].base, up.wrote + at, up.pending[i].len) == 0);
+    at += up.pending[i].len;
+  }
   up.writes_pending = 0;
   up.waiter->ev->on_written(up.waiter->ctx, 0);
 }
@@ -422,6 +435,23 @@ static void test_post_content_length_mismatch(void) {
   h3g_bridge_free(b);
 }
 
+/* Body past the declared content-length while the request still waits
+ * for a connection: the wait is withdrawn, so the refused request is never
+ * sent (nothing more reaches the upstream after H3G_ERR_PROTO). */
+static void test_body_past_length_while_waiting(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(up.acquires, 1);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abcde", 5),
+               H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.cancels, 1);
+  CHECK(up.waiter == NULL);
+  h3g_bridge_free(b);
+  CHECK_EQ_INT(up.wrote_len, 0);
+}
+
 static void test_malformed_request_never_reaches_upstream(void) {
   h3g_bridge *b = new_bridge(4096);
   add_request(b, "GET", "/");
@@ -699,6 +729,49 @@ static void test_head_and_interim(void) {
   CHECK_EQ_INT(fe.has_body, 0);
   CHECK_EQ_INT(up.reusable, 1);
   h3g_bridge_free(b);
+}
+
+/* The upstream may answer before it has read the whole request (here a
+ * 304 while the write of the head and body is still with the socket): the
+ * head must outlive that write, whatever the response does. */
+static void test_answer_while_head_is_written(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "content-length", "10");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"0123456789", 10),
+               0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  CHECK_EQ_INT(up.writes_pending, 1);
+  const char *r = "HTTP/1.1 304 Not Modified\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 304);
+  up_written(b); /* reads the head and body again, as the socket would */
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 1);
+  h3g_bridge_free(b);
+}
+
+/* A request head over max_header_size gets 431 without reaching the
+ * upstream; when it was a HEAD request, the answer has no content either
+ * (RFC 9110 §9.3.2), though the head was never validated. */
+static void test_431_to_head_has_no_body(void) {
+  static const char *const methods[] = {"HEAD", "GET"};
+  char big[1024];
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  for (size_t k = 0; k < H3G_ARRAY_LEN(methods); k++) {
+    h3g_bridge *b = new_bridge(4096);
+    add_request(b, methods[k], "/");
+    for (int i = 0; i < 20; i++)
+      add(b, "x-big", big);
+    CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+    CHECK_EQ_INT(up.acquires, 0);
+    CHECK_EQ_INT(fe.status, 431);
+    CHECK_EQ_INT(fe.has_body, k == 1);
+    h3g_bridge_free(b);
+  }
 }
 
 static void test_forwarding_fields(void) {
@@ -1143,6 +1216,7 @@ int main(void) {
   RUN(test_post_chunked_and_credit);
   RUN(test_post_content_length_mismatch);
   RUN(test_malformed_request_never_reaches_upstream);
+  RUN(test_body_past_length_while_waiting);
   RUN(test_refused_gives_502);
   RUN(test_timeout_gives_504_and_queue_full_503);
   RUN(test_malformed_response_before_and_after_head);
@@ -1153,6 +1227,8 @@ int main(void) {
   RUN(test_retry_once_on_stale_connection);
   RUN(test_client_abort_poisons_connection);
   RUN(test_head_and_interim);
+  RUN(test_431_to_head_has_no_body);
+  RUN(test_answer_while_head_is_written);
   RUN(test_forwarding_fields);
   RUN(test_body_limit);
   RUN(test_header_timeout);
