@@ -794,11 +794,15 @@ static void pump_request(h3g_bridge *b) {
   /* With "expect: 100-continue" the body waits for the upstream's 100 (or
    * the timeout); after a final answer it is never sent. */
   if (b->expect_hold || b->expect_refused) {
-    if (n > 0 && b->env->up_ops->write(b->conn, iov, n) == 0) {
-      b->writing = 1;
-      b->write_body = 0;
-      b->write_final = 0;
+    if (n == 0)
+      return;
+    if (b->env->up_ops->write(b->conn, iov, n) != 0) {
+      fail_exchange(b, 502, "upstream-write");
+      return;
     }
+    b->writing = 1;
+    b->write_body = 0;
+    b->write_final = 0;
     return;
   }
   /* Room for the head, a chunk line, the CRLF after the chunk and the
@@ -1175,8 +1179,13 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
     b->early_redo = 1;
     return H3G_ERR_CLOSED; /* stop parsing: on_up_read sends it again */
   }
-  if (status == 100 || !interim)
+  if (status == 100 || !interim) {
     expect_answered(b, status);
+    /* Releasing the body can fail the exchange (a dead connection): its
+     * 502 went out, nothing of this response may follow. */
+    if (b->up != UP_ACTIVE)
+      return H3G_ERR_CLOSED;
+  }
   /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is
    * always useful; other 1xx codes have no meaning to forward. */
   if (interim &&

@@ -21,6 +21,7 @@ typedef struct fake_up {
   char wrote[65536];
   size_t wrote_len;
   int writes_pending;
+  int write_rv; /* what write() returns: 0, or a failure (nothing sent) */
   /* the pending write's vectors: its bytes must stay valid until it
    * completes, as libuv reads them as the socket takes them */
   h3g_iovec pending[8];
@@ -61,6 +62,8 @@ static void f_set_urgency(void *pool, h3g_upstream_waiter *w,
 static int f_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   (void)c;
   CHECK(up.writes_pending == 0);
+  if (up.write_rv != 0)
+    return up.write_rv;
   up.pending_at = up.wrote_len;
   up.npending = n;
   memcpy(up.pending, iov, n * sizeof(*iov));
@@ -906,6 +909,40 @@ static void test_expect_continue(void) {
   h3g_bridge_free(b);
 }
 
+/* A write that fails at once while the body waits for 100-continue: the
+ * connection is dead, 502 (not a wait for a 100 on it). And a 100 whose
+ * release of the body fails that way: 502, and the 100 is not passed on
+ * after it. */
+static void test_expect_continue_write_fails(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "PUT", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.write_rv = H3G_ERR_IO;
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  add_request(b, "PUT", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b); /* the head; the body waits for 100 */
+  up.write_rv = H3G_ERR_IO;
+  const char *r = "HTTP/1.1 100 Continue\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(fe.interim_status, 0);
+  CHECK_EQ_INT(up.released, 1);
+  h3g_bridge_free(b);
+}
+
 static void test_early_complete_response_keeping_connection_is_desync(void) {
   h3g_bridge *b = new_bridge(4096);
   add_request(b, "POST", "/");
@@ -1233,6 +1270,7 @@ int main(void) {
   RUN(test_body_limit);
   RUN(test_header_timeout);
   RUN(test_expect_continue);
+  RUN(test_expect_continue_write_fails);
   RUN(test_early_complete_response_keeping_connection_is_desync);
   RUN(test_bytes_after_response);
   RUN(test_early_data);
