@@ -87,6 +87,7 @@ struct h3g_bridge {
   h3g_request_pseudo pseudo;
   int validated;
   int head_too_big;
+  int trailers_too_big; /* a trailer field did not fit: refused at the end */
   int is_head;
   int expect_continue;  /* the client sent "expect: 100-continue" */
   int expect_hold;      /* body held until 100, a final head or timeout */
@@ -688,7 +689,10 @@ int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
     b->req = REQ_TRAILERS;
   if (b->req != REQ_TRAILERS)
     return H3G_ERR_PROTO;
-  return h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
+  int rv = h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
+  if (rv == H3G_ERR_TOOBIG)
+    b->trailers_too_big = 1;
+  return rv;
 }
 
 int h3g_bridge_end_request(h3g_bridge *b) {
@@ -698,8 +702,11 @@ int h3g_bridge_end_request(h3g_bridge *b) {
     return H3G_ERR_PROTO;
   b->req = REQ_END;
   const char *why = NULL;
+  /* A trailer section that did not fit is refused whole: forwarding the
+   * fields that fit would drop the others silently. */
   if ((b->req_content_length >= 0 &&
        b->req_body_received != (uint64_t)b->req_content_length) ||
+      b->trailers_too_big ||
       h3g_trailers_validate(&b->req_trailers, &why) != 0) {
     refuse_request(b);
     return H3G_ERR_PROTO;

@@ -122,14 +122,19 @@ void h3g_bridge_handshake_done(h3g_bridge *b);
  */
 int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len);
 
-/* Adds a request trailer field. Returns as h3g_bridge_add_field. */
+/*
+ * Adds a request trailer field. Returns 0, H3G_ERR_TOOBIG (the trailer
+ * section is over max_header_size: the front end goes on, and
+ * h3g_bridge_end_request refuses the request), H3G_ERR_PROTO (no body
+ * phase: trailers before the head or after the end) or H3G_ERR_NOMEM.
+ */
 int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
                            const uint8_t *value, size_t valuelen);
 
 /*
  * The client ended its side of the stream. Returns 0, or H3G_ERR_PROTO when
  * the body is shorter than the declared content-length or the trailers are
- * malformed.
+ * malformed or were over max_header_size.
  */
 int h3g_bridge_end_request(h3g_bridge *b);
 

@@ -422,6 +422,31 @@ static void test_post_chunked_and_credit(void) {
   h3g_bridge_free(b);
 }
 
+/* A trailer section over max_header_size is refused at the end of the
+ * request, not forwarded without the fields that did not fit. */
+static void test_trailers_over_the_cap(void) {
+  char big[1024];
+  memset(big, 't', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up_written(b);
+  int rv = 0;
+  for (int i = 0; i < 20 && rv == 0; i++)
+    rv = h3g_bridge_add_trailer(b, (const uint8_t *)"x-t", 3,
+                                (const uint8_t *)big, strlen(big));
+  CHECK_EQ_INT(rv, H3G_ERR_TOOBIG);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.writes_pending, 0); /* no last chunk, no trailers */
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
 static void test_post_content_length_mismatch(void) {
   h3g_bridge *b = new_bridge(4096);
   add_request(b, "POST", "/");
@@ -1251,6 +1276,7 @@ static void test_request_window_autotuning(void) {
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
+  RUN(test_trailers_over_the_cap);
   RUN(test_post_content_length_mismatch);
   RUN(test_malformed_request_never_reaches_upstream);
   RUN(test_body_past_length_while_waiting);
