@@ -1399,6 +1399,17 @@ int h3g_bridge_response_done(const h3g_bridge *b) {
   return b->resp == RESP_COMPLETE && b->end_reported;
 }
 
+void h3g_bridge_get_usage(const h3g_bridge *b, h3g_bridge_usage *out) {
+  *out = (h3g_bridge_usage){
+      .req_held = h3g_ring_len(&b->req_ring),
+      .req_cap = b->req_ring.cap,
+      .resp_held = h3g_ring_len(&b->resp_ring),
+      .resp_cap = b->resp_ring.cap,
+      .resp_inflight = b->resp_ring.inflight,
+      .outcome = b->outcome,
+  };
+}
+
 
 void h3g_bridge_set_outcome(h3g_bridge *b, const char *outcome) {
   b->outcome = outcome;

@@ -188,6 +188,22 @@ void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
 /* 1 once the response (head, body, trailers) was fully handed out. */
 int h3g_bridge_response_done(const h3g_bridge *b);
 
+/* What a bridge holds now, for tests and fuzzers that check its
+ * bounds: ring bytes are those written and not yet released (handed out
+ * or not), so req_held <= req_cap and resp_held <= resp_cap plus the
+ * handed-out bytes within resp_inflight (buf.h). */
+typedef struct h3g_bridge_usage {
+  size_t req_held;      /* request body bytes waiting for the upstream */
+  size_t req_cap;       /* the request ring's cap: the current window */
+  size_t resp_held;     /* response body bytes not yet released */
+  size_t resp_cap;      /* stream_buffer_size */
+  size_t resp_inflight; /* the front end's in-flight allowance */
+  const char *outcome;  /* "ok", or why the exchange ended early (as the
+                         * access log line would show it now) */
+} h3g_bridge_usage;
+
+void h3g_bridge_get_usage(const h3g_bridge *b, h3g_bridge_usage *out);
+
 
 
 #endif /* H3G_STREAM_BRIDGE_H */
