@@ -40,7 +40,10 @@
  *   - nghttp3, fed what the shadow let through as h3_session.c feeds it,
  *     never reports a field that h3g_request_field_check() refuses, nor
  *     more body than a declared content-length, nor a complete request
- *     whose body is shorter than it.
+ *     whose body is shorter than it; and what it is fed, walked frame by
+ *     frame here, never announces DATA beyond the declared length, nor
+ *     ends (FIN) short of it. nghttp3 would refuse those itself, but as
+ *     a connection error, where RFC 9114 §4.1.2 wants a stream error.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -387,6 +390,10 @@ typedef struct oracle {
   int off;                /* stopped: the session reads no more */
   int64_t content_length; /* as the fields nghttp3 reported declare */
   uint64_t body;
+  /* what the shadow let through, in order, and whether the FIN went too */
+  uint8_t *passed;
+  size_t passed_len;
+  int fin_passed;
 } oracle;
 
 static void check_field(oracle *o, nghttp3_rcbuf *name, nghttp3_rcbuf *value,
@@ -472,12 +479,15 @@ static const nghttp3_callbacks oracle_callbacks = {
     .stop_sending = on_stop_sending,
 };
 
-static void oracle_init(oracle *o) {
+/* For a stream of n bytes. */
+static void oracle_init(oracle *o, size_t n) {
   nghttp3_settings settings;
   nghttp3_settings_default(&settings);
   settings.qpack_max_dtable_capacity = 0;
   settings.qpack_blocked_streams = 0;
-  *o = (oracle){.content_length = -1};
+  *o = (oracle){.content_length = -1, .passed = malloc(n ? n : 1)};
+  if (o->passed == NULL)
+    abort();
   if (nghttp3_conn_server_new(&o->h3, &oracle_callbacks, &settings,
                               nghttp3_mem_default(), o) != 0)
     abort();
@@ -489,12 +499,89 @@ static void oracle_init(oracle *o) {
 /* The bytes (and FIN) the shadow let through, as h3_session.c passes
  * them on. */
 static void oracle_feed(oracle *o, const uint8_t *p, size_t n, int fin) {
+  if (n > 0) {
+    memcpy(o->passed + o->passed_len, p, n); /* a prefix of the stream */
+    o->passed_len += n;
+  }
+  o->fin_passed |= fin;
   if (o->off || (n == 0 && !fin))
     return;
   nghttp3_ssize rv = nghttp3_conn_read_stream(o->h3, STREAM_ID, p, n, fin);
   if (rv < 0)
     o->off = 1; /* the stream (MALFORMED_HTTP_MESSAGING) or the connection
                  * ends; nothing more is read */
+}
+
+/* Reads a QUIC varint at p (n bytes available) into *v. Returns its
+ * length, or 0 when it is not all there. */
+static size_t get_varint(const uint8_t *p, size_t n, uint64_t *v) {
+  if (n == 0)
+    return 0;
+  size_t len = (size_t)1 << (p[0] >> 6);
+  if (len > n)
+    return 0;
+  *v = p[0] & 0x3f;
+  for (size_t i = 1; i < len; i++)
+    *v = (*v << 8) | p[i];
+  return len;
+}
+
+/*
+ * The DATA payload that frame headers announce in p, after a complete
+ * header section, walked here apart from the shadow. Returns -1 when the
+ * stream breaks a frame rule nghttp3 enforces itself (DATA before the
+ * header section, anything after the trailers, an empty section, a type
+ * forbidden on request streams): the shadow leaves those to nghttp3 and is
+ * not judged. *whole: p ends at a frame boundary after a header section.
+ */
+static int64_t data_announced(const uint8_t *p, size_t n, int *whole) {
+  enum { BEFORE, BODY, AFTER } state = BEFORE;
+  uint64_t data = 0;
+  size_t off = 0;
+  *whole = 0;
+  while (off < n) {
+    uint64_t type, len;
+    size_t a = get_varint(p + off, n - off, &type);
+    size_t b = a ? get_varint(p + off + a, n - off - a, &len) : 0;
+    if (b == 0)
+      return (int64_t)data; /* a frame header cut short */
+    off += a + b;
+    switch (type) {
+    case 0x00:
+      if (state != BODY)
+        return -1;
+      data += len;
+      break;
+    case 0x01:
+      if (len == 0 || state == AFTER)
+        return -1;
+      state = state == BEFORE ? BODY : AFTER;
+      break;
+    case 0x02: case 0x03: case 0x04: case 0x05: case 0x06: case 0x07:
+    case 0x08: case 0x09: case 0x0d:
+      return -1;
+    default:
+      break;
+    }
+    if (len > n - off)
+      return (int64_t)data; /* a payload cut short */
+    off += (size_t)len;
+  }
+  *whole = state != BEFORE;
+  return (int64_t)data;
+}
+
+/* What nghttp3 was given holds to the declared length: never more DATA
+ * than it, and all of it by a FIN the shadow let through. */
+static void oracle_check_length(const oracle *o) {
+  int whole;
+  int64_t data = data_announced(o->passed, o->passed_len, &whole);
+  if (data < 0 || o->content_length < 0)
+    return;
+  if (data > o->content_length)
+    abort();
+  if (o->fin_passed && whole && data != o->content_length)
+    abort();
 }
 
 /* ---- feeding the shadow --------------------------------------------------- */
@@ -639,11 +726,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int fin = !(ctl & 2);
   int fin_alone = (ctl >> 3) & 1;
   oracle o;
-  oracle_init(&o);
+  oracle_init(&o, n);
   verdict whole = run(d, n, fin, fin_alone, CUT_WHOLE, &c, NULL);
   verdict pieces = run(d, n, fin, fin_alone, CUT_INPUT, &c, &o);
   verdict bytes = run(d, n, fin, fin_alone, CUT_BYTES, &c, NULL);
+  oracle_check_length(&o);
   nghttp3_conn_del(o.h3);
+  free(o.passed);
   free(d);
 
   if (whole.rv != pieces.rv || whole.rv != bytes.rv)

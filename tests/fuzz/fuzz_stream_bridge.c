@@ -222,6 +222,8 @@ typedef struct world {
 
   /* what the front end was given */
   int heads, aborted, ended, stops;
+  int want; /* a front end that pulls when told: told since its last
+             * "nothing now" (a final head with a body, or body_ready) */
   int status, has_body, from_gateway;
   uint8_t *taken; /* response body handed out, in order */
   size_t taken_len, taken_cap;
@@ -603,6 +605,7 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields,
   }
   if (!has_body)
     w.ended = 1;
+  w.want = has_body;
   return 0;
 }
 
@@ -610,6 +613,7 @@ static void fe_body_ready(void *fs) {
   CHECK(fs == &w);
   fe_call_allowed();
   CHECK(w.heads == 1 && w.has_body && !w.ended);
+  w.want = 1;
 }
 
 static void fe_consume(void *fs, size_t n) {
@@ -1018,15 +1022,15 @@ static void ev_written(uint8_t arg) {
   w.waiter->ev->on_written(w.waiter->ctx, status);
 }
 
-static void ev_take(uint8_t arg) {
-  static const size_t maxes[4] = {1, 1000, 40000, SIZE_MAX};
-  if (w.cut || w.aborted || w.ended || w.heads == 0 || !w.has_body)
-    return;
+static int can_take(void) {
+  return !w.cut && !w.aborted && !w.ended && w.heads == 1 && w.has_body;
+}
+
+/* The front end pulls body. Returns 1 if it got bytes or the end. */
+static int take(size_t nv, size_t max) {
   h3g_iovec v[8];
-  size_t nv = 1 + (arg & 3) * 2;
-  size_t max = maxes[arg >> 2];
   if (w.out_n + nv > H3G_ARRAY_LEN(w.out_v))
-    return; /* the model's limit, not the bridge's */
+    return 0; /* the model's limit, not the bridge's */
   unsigned flags = 0xff;
   size_t n = h3g_bridge_take_body(w.b, v, nv, max, &flags);
   TRACE("  fe: took %zu vectors, flags %u\n", n, flags);
@@ -1070,18 +1074,21 @@ static void ev_take(uint8_t arg) {
     for (size_t i = 0; i < nf; i++)
       CHECK(!(h3g_field_flags(f[i].name, f[i].namelen) & H3G_FIELD_FRAMING));
   }
-  if (n == 0 && flags == 0)
-    return; /* nothing now: body_ready follows when that changes */
+  if (n == 0 && flags == 0) {
+    w.want = 0; /* nothing now: body_ready follows when that changes */
+    return 0;
+  }
+  return 1;
 }
 
-static void ev_done(uint8_t arg) {
-  uint64_t out = w.taken_len - w.done;
-  if (w.cut || w.aborted || out == 0)
-    return;
-  size_t n = (arg & 3) == 0 ? (size_t)out
-             : (arg & 3) == 1 ? 1
-             : (arg & 3) == 2 ? (size_t)(out + 1) / 2
-                              : (size_t)H3G_MIN(out, (uint64_t)1000);
+static void ev_take(uint8_t arg) {
+  static const size_t maxes[4] = {1, 1000, 40000, SIZE_MAX};
+  if (can_take())
+    take(1 + (arg & 3) * 2, maxes[arg >> 2]);
+}
+
+/* The front end is done with the n oldest bytes it took. */
+static void release_taken(size_t n) {
   /* Forget the outstanding vectors the release covers, oldest first. */
   w.done += n;
   size_t keep = 0;
@@ -1100,6 +1107,55 @@ static void ev_done(uint8_t arg) {
   }
   w.out_n = keep;
   h3g_bridge_body_done(w.b, n);
+}
+
+static void ev_done(uint8_t arg) {
+  uint64_t out = w.taken_len - w.done;
+  if (w.cut || w.aborted || out == 0)
+    return;
+  release_taken((arg & 3) == 0   ? (size_t)out
+                : (arg & 3) == 1 ? 1
+                : (arg & 3) == 2 ? (size_t)(out + 1) / 2
+                                 : (size_t)H3G_MIN(out, (uint64_t)1000));
+}
+
+/*
+ * At the end of the input, before the front end lets go: it pulls only
+ * when told (as nghttp3 does after a WOULDBLOCK) and releases what it took,
+ * and the pool reads while the bridge reads. A response the upstream
+ * completed must then reach its end: a missed body_ready or a read never
+ * resumed would leave the stream hanging until a timeout.
+ */
+static void drain(void) {
+  for (int guard = 0; guard < 100000 && can_take(); guard++) {
+    int progress = 0;
+    fake_conn *c = w.conn;
+    if (c != NULL && c->reading && c->out_off < c->out_len) {
+      deliver(SIZE_MAX);
+      progress = 1;
+    }
+    if (can_take() && w.want && take(8, SIZE_MAX))
+      progress = 1;
+    if (!w.cut && !w.aborted && w.taken_len > w.done) {
+      release_taken((size_t)(w.taken_len - w.done));
+      progress = 1;
+    }
+    if (!progress)
+      break;
+    check_world();
+  }
+  if (!can_take())
+    return;
+  h3g_bridge_usage u;
+  h3g_bridge_get_usage(w.b, &u);
+  fake_conn *c = w.conn;
+  CHECK(u.resp_held == 0 || w.want);          /* body_ready was missed */
+  CHECK(c == NULL || c->closed_read || c->out_off == c->out_len ||
+        c->reading);                          /* reads never resumed */
+  if (w.from_gateway ||
+      (!w.ref_failed && h3g_h1_parser_complete(w.ref) &&
+       (c == NULL || c->out_off == c->out_len)))
+    CHECK(w.ended);                           /* the end never came */
 }
 
 static void ev_time(uint8_t arg) {
@@ -1232,6 +1288,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     check_world();
   }
+  drain();
   teardown();
   return 0;
 }
