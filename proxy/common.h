@@ -47,6 +47,9 @@ const char *h3g_strerror(int err);
 #define H3G_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define H3G_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define H3G_UNUSED(x) ((void)(x))
+/* Marks a deliberate fall-through to the next case label: gcc also takes a
+ * comment, clang only the attribute. */
+#define H3G_FALLTHROUGH __attribute__((fallthrough))
 
 /* Recovers the enclosing struct from a pointer to one of its members. */
 #define H3G_CONTAINER_OF(ptr, type, member)                                    \

@@ -945,13 +945,13 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
   case OPT_LOG_TARGET:
     if (strcmp(text, "-") == 0 || strcmp(text, "off") == 0)
       return store_string(field, o->size, text, strlen(text));
-    /* fall through */
+    H3G_FALLTHROUGH;
   case OPT_FILE:
     if (strcmp(text, "off") == 0) {
       field[0] = '\0';
       return 0;
     }
-    /* fall through */
+    H3G_FALLTHROUGH;
   case OPT_PATH: {
     if (text[0] == '\0') {
       snprintf(why, whylen, "the path is empty");

@@ -91,6 +91,8 @@ struct h3g_bridge {
   h3g_request_pseudo pseudo;
   int validated;
   int head_too_big;
+  int trailers_too_big; /* a trailer field did not fit: refused at the end */
+  int stop_asked;       /* the client was asked to stop sending its body */
   int is_head;
   int expect_continue;  /* the client sent "expect: 100-continue" */
   int expect_hold;      /* body held until 100, a final head or timeout */
@@ -160,6 +162,8 @@ static void drop_request_body(h3g_bridge *b);
 static void upstream_rewind(h3g_bridge *b);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
 static int flush_head(h3g_bridge *b);
+static void refuse_request(h3g_bridge *b);
+static void stop_client_body(h3g_bridge *b);
 
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
                    const h3g_frontend_ops *fe, void *fs, const void *conn_key,
@@ -355,6 +359,11 @@ int h3g_bridge_add_field(h3g_bridge *b, const uint8_t *name, size_t namelen,
                          const uint8_t *value, size_t valuelen) {
   if (b->req != REQ_HEADERS)
     return H3G_ERR_PROTO;
+  /* Known before validation, for a 431 to a head that never is: no
+   * content in any answer to what claims to be HEAD. */
+  if (namelen == 7 && memcmp(name, ":method", 7) == 0 && valuelen == 4 &&
+      memcmp(value, "HEAD", 4) == 0)
+    b->is_head = 1;
   if (b->head_too_big)
     return 0; /* keep counting nothing; 431 at end of headers */
   int rv = h3g_headers_add(&b->req_fields, name, namelen, value, valuelen);
@@ -657,10 +666,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
   H3G_ADD(request_body_bytes, len);
   if (b->req_content_length >= 0 &&
       b->req_body_received > (uint64_t)b->req_content_length) {
-    b->outcome = "malformed";
-    if (b->up == UP_ACTIVE)
-      upstream_release(b, 0);
-    b->resp = RESP_ABORTED;
+    refuse_request(b);
     return H3G_ERR_PROTO;
   }
   uint64_t max_body = b->env->cfg->max_request_body;
@@ -692,7 +698,10 @@ int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
     b->req = REQ_TRAILERS;
   if (b->req != REQ_TRAILERS)
     return H3G_ERR_PROTO;
-  return h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
+  int rv = h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
+  if (rv == H3G_ERR_TOOBIG)
+    b->trailers_too_big = 1;
+  return rv;
 }
 
 int h3g_bridge_end_request(h3g_bridge *b) {
@@ -702,17 +711,13 @@ int h3g_bridge_end_request(h3g_bridge *b) {
     return H3G_ERR_PROTO;
   b->req = REQ_END;
   const char *why = NULL;
+  /* A trailer section that did not fit is refused whole: forwarding the
+   * fields that fit would drop the others silently. */
   if ((b->req_content_length >= 0 &&
        b->req_body_received != (uint64_t)b->req_content_length) ||
+      b->trailers_too_big ||
       h3g_trailers_validate(&b->req_trailers, &why) != 0) {
-    b->outcome = "malformed";
-    if (b->up == UP_ACTIVE)
-      upstream_release(b, 0);
-    if (b->up == UP_WAITING) {
-      b->env->up_ops->cancel(b->env->pool, &b->waiter);
-      b->up = UP_RELEASED;
-    }
-    b->resp = RESP_ABORTED;
+    refuse_request(b);
     return H3G_ERR_PROTO;
   }
   pump_request(b);
@@ -731,6 +736,14 @@ static void cut_exchange(h3g_bridge *b) {
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
   b->resp = RESP_ABORTED;
+}
+
+/* The request turned out malformed after its head (the front end resets
+ * the stream on our H3G_ERR_PROTO): whether its connection is held or
+ * still awaited, nothing more of it may reach the upstream. */
+static void refuse_request(h3g_bridge *b) {
+  b->outcome = "malformed";
+  cut_exchange(b);
 }
 
 void h3g_bridge_client_abort(h3g_bridge *b) {
@@ -814,11 +827,15 @@ static void pump_request(h3g_bridge *b) {
   /* With "expect: 100-continue" the body waits for the upstream's 100 (or
    * the timeout); after a final answer it is never sent. */
   if (b->expect_hold || b->expect_refused) {
-    if (n > 0 && b->env->up_ops->write(b->conn, iov, n) == 0) {
-      b->writing = 1;
-      b->write_body = 0;
-      b->write_final = 0;
+    if (n == 0)
+      return;
+    if (b->env->up_ops->write(b->conn, iov, n) != 0) {
+      fail_exchange(b, 502, "upstream-write");
+      return;
     }
+    b->writing = 1;
+    b->write_body = 0;
+    b->write_final = 0;
     return;
   }
   /* Room for the head, a chunk line, the CRLF after the chunk and the
@@ -916,6 +933,10 @@ static void on_up_written(void *ctx, int status) {
     return;
   }
   b->req_head_written = 1;
+  if (b->resp != RESP_NONE) {
+    free(b->req_head); /* kept for this write only (flush_head) */
+    b->req_head = NULL;
+  }
   if (b->write_body > 0) {
     h3g_ring_release(&b->req_ring, b->write_body);
     if (b->resp != RESP_ABORTED) {
@@ -1069,8 +1090,16 @@ static void end_request_early(h3g_bridge *b) {
   H3G_INC(upstream_early_responses);
   upstream_release(b, 0);
   drop_request_body(b);
-  if (b->req != REQ_END)
-    b->fe->stop_request(b->fs);
+  stop_client_body(b);
+}
+
+/* Asks the client, once, to stop sending a body nobody will read (an early
+ * answer followed by a 502 when its head cannot be passed on asks once). */
+static void stop_client_body(h3g_bridge *b) {
+  if (b->req == REQ_END || b->stop_asked)
+    return;
+  b->stop_asked = 1;
+  b->fe->stop_request(b->fs);
 }
 
 static void response_complete(h3g_bridge *b) {
@@ -1204,8 +1233,13 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
     b->early_redo = 1;
     return H3G_ERR_CLOSED; /* stop parsing: on_up_read sends it again */
   }
-  if (status == 100 || !interim)
+  if (status == 100 || !interim) {
     expect_answered(b, status);
+    /* Releasing the body can fail the exchange (a dead connection): its
+     * 502 went out, nothing of this response may follow. */
+    if (b->up != UP_ACTIVE)
+      return H3G_ERR_CLOSED;
+  }
   /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is
    * always useful; other 1xx codes have no meaning to forward. */
   if (interim &&
@@ -1254,9 +1288,13 @@ static int flush_head(h3g_bridge *b) {
     return rv;
   count_status(b->status);
   b->resp = RESP_BODY;
-  /* The request cannot be retried once a response started. */
-  free(b->req_head);
-  b->req_head = NULL;
+  /* The request cannot be retried once a response started, so its head
+   * can go, unless a write still holds it: the upstream may answer before
+   * it has read the whole request (on_up_written frees it then). */
+  if (b->req_head_written || !b->writing) {
+    free(b->req_head);
+    b->req_head = NULL;
+  }
   if (!b->head_has_body)
     b->end_reported = 1;
   return 0;
@@ -1349,8 +1387,7 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
   b->resp = RESP_COMPLETE;
   if (!has_body)
     b->end_reported = 1;
-  if (b->req != REQ_END)
-    b->fe->stop_request(b->fs);
+  stop_client_body(b);
   if (b->fe->send_head(b->fs, status, fields, H3G_ARRAY_LEN(fields), 0,
                        has_body) != 0) {
     b->resp = RESP_ABORTED;
@@ -1407,6 +1444,17 @@ void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
 
 int h3g_bridge_response_done(const h3g_bridge *b) {
   return b->resp == RESP_COMPLETE && b->end_reported;
+}
+
+void h3g_bridge_get_usage(const h3g_bridge *b, h3g_bridge_usage *out) {
+  *out = (h3g_bridge_usage){
+      .req_held = h3g_ring_len(&b->req_ring),
+      .req_cap = b->req_ring.cap,
+      .resp_held = h3g_ring_len(&b->resp_ring),
+      .resp_cap = b->resp_ring.cap,
+      .resp_inflight = b->resp_ring.inflight,
+      .outcome = b->outcome,
+  };
 }
 
 

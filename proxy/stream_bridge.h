@@ -122,14 +122,19 @@ void h3g_bridge_handshake_done(h3g_bridge *b);
  */
 int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len);
 
-/* Adds a request trailer field. Returns as h3g_bridge_add_field. */
+/*
+ * Adds a request trailer field. Returns 0, H3G_ERR_TOOBIG (the trailer
+ * section is over max_header_size: the front end goes on, and
+ * h3g_bridge_end_request refuses the request), H3G_ERR_PROTO (no body
+ * phase: trailers before the head or after the end) or H3G_ERR_NOMEM.
+ */
 int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
                            const uint8_t *value, size_t valuelen);
 
 /*
  * The client ended its side of the stream. Returns 0, or H3G_ERR_PROTO when
  * the body is shorter than the declared content-length or the trailers are
- * malformed.
+ * malformed or were over max_header_size.
  */
 int h3g_bridge_end_request(h3g_bridge *b);
 
@@ -182,6 +187,22 @@ void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
 
 /* 1 once the response (head, body, trailers) was fully handed out. */
 int h3g_bridge_response_done(const h3g_bridge *b);
+
+/* What a bridge holds now, for tests and fuzzers that check its
+ * bounds: ring bytes are those written and not yet released (handed out
+ * or not), so req_held <= req_cap and resp_held <= resp_cap plus the
+ * handed-out bytes within resp_inflight (buf.h). */
+typedef struct h3g_bridge_usage {
+  size_t req_held;      /* request body bytes waiting for the upstream */
+  size_t req_cap;       /* the request ring's cap: the current window */
+  size_t resp_held;     /* response body bytes not yet released */
+  size_t resp_cap;      /* stream_buffer_size */
+  size_t resp_inflight; /* the front end's in-flight allowance */
+  const char *outcome;  /* "ok", or why the exchange ended early (as the
+                         * access log line would show it now) */
+} h3g_bridge_usage;
+
+void h3g_bridge_get_usage(const h3g_bridge *b, h3g_bridge_usage *out);
 
 
 

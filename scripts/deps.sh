@@ -122,6 +122,10 @@ BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
       autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
 TEST=(python3 python3-pytest python3-pycurl python3-cryptography python3-h2 procps
       iproute2 nftables)
+# The fuzz build (scripts/fuzz.sh): clang and its runtimes (libFuzzer,
+# ASan, UBSan), which Debian ships apart from the compiler.
+FUZZ_BOOKWORM=(clang libclang-rt-14-dev)
+FUZZ_TRIXIE=(clang libclang-rt-dev)
 
 if [ "$CODENAME" = bookworm ]; then
   bp=/etc/apt/sources.list.d/h3gate-bookworm-backports.sources
@@ -134,7 +138,7 @@ if [ "$CODENAME" = bookworm ]; then
   install_pkgs "${BASE[@]}" node-llhttp
   install_min bookworm-backports 1.8 libnghttp3-dev
   if [ "$WITH_TESTS" = 1 ]; then
-    install_pkgs "${TEST[@]}"
+    install_pkgs "${TEST[@]}" "${FUZZ_BOOKWORM[@]}"
     # libcurl-gnutls from backports speaks HTTP/3 (ngtcp2 + nghttp3 + GnuTLS);
     # pycurl links it. ngtcp2-client gives the gtlsclient example client.
     install_min bookworm-backports 8.14 libcurl3-gnutls
@@ -142,7 +146,8 @@ if [ "$CODENAME" = bookworm ]; then
   fi
 else
   install_pkgs "${BASE[@]}" libllhttp-dev libnghttp3-dev
-  [ "$WITH_TESTS" = 1 ] && install_pkgs "${TEST[@]}" libcurl3t64-gnutls ngtcp2-client
+  [ "$WITH_TESTS" = 1 ] && install_pkgs "${TEST[@]}" "${FUZZ_TRIXIE[@]}" \
+    libcurl3t64-gnutls ngtcp2-client
 fi
 if [ "$WITH_TESTS" = 1 ]; then
   # The browser tests: Chromium, and Node.js with the npm `ws` package to

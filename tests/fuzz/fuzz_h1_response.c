@@ -2,11 +2,16 @@
  * libFuzzer target for the HTTP/1.1 response parser (proxy/h1_codec.c).
  *
  * Input: one control byte, then the bytes an upstream sends. The control
- * byte picks HEAD or not, the head cap, and a second way to cut the input
- * into feeds. Each input is parsed whole, one byte per feed, and in the
- * chosen pieces, each followed by finish; the three must agree (the
- * parser's results may not depend on how TCP cut the stream), and the
- * callbacks check what they are promised.
+ * byte picks HEAD or not, the head cap, and a piece size. Each input is
+ * parsed whole (one read), one byte per read, in pieces of the chosen
+ * size, and in reads of changing sizes (1 to 64 bytes, a sequence that the
+ * control byte and the input's length pick), each followed by finish (the
+ * connection's EOF) as the bridge does; the four must agree (the parser's
+ * results may not depend on how TCP cut the stream): the same sequence of
+ * events (heads with their status and fields, trailers, the end; body
+ * bytes compared as one stream, since where a read ends splits them),
+ * the same verdict and the same bytes used. The callbacks check what they
+ * are promised.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,12 +34,36 @@ typedef struct outcome {
   uint64_t body_hash;
   uint64_t field_hash;
   size_t used;
+  /* every event in order, body bytes as one run between other events */
+  uint64_t events;
+  int nevents;
+  int in_body;
 } outcome;
+
+enum { EV_HEAD = 1, EV_INTERIM, EV_BODY, EV_TRAILERS, EV_COMPLETE };
 
 static uint64_t mix(uint64_t h, const uint8_t *p, size_t n) {
   for (size_t i = 0; i < n; i++)
     h = (h ^ p[i]) * 0x100000001b3ull;
   return h;
+}
+
+/* Starts an event record in the sequence digest (a body run continues). */
+static void event(outcome *o, uint8_t type) {
+  if (type == EV_BODY && o->in_body)
+    return;
+  o->in_body = type == EV_BODY;
+  o->nevents++;
+  o->events = mix(o->events, &type, 1);
+}
+
+static void event_fields(outcome *o, const h3g_headers *h) {
+  for (size_t i = 0; i < h->nfields; i++) {
+    o->events = mix(o->events, h->fields[i].name, h->fields[i].namelen);
+    o->events = mix(o->events, (const uint8_t *)":", 1);
+    o->events = mix(o->events, h->fields[i].value, h->fields[i].valuelen);
+    o->events = mix(o->events, (const uint8_t *)"\n", 1);
+  }
 }
 
 /* Reads every byte of every field (so that a dangling pointer shows under
@@ -80,6 +109,10 @@ static int on_head(void *ud, int status, h3g_headers *fields, int interim) {
   else
     o->heads++;
   o->last_status = status;
+  event(o, interim ? EV_INTERIM : EV_HEAD);
+  uint8_t st[2] = {(uint8_t)(status >> 8), (uint8_t)status};
+  o->events = mix(o->events, st, 2);
+  event_fields(o, fields);
   check_fields(o, fields);
   return 0;
 }
@@ -90,6 +123,8 @@ static int on_body(void *ud, const uint8_t *d, size_t len) {
     abort();
   o->body_len += len;
   o->body_hash = mix(o->body_hash, d, len);
+  event(o, EV_BODY);
+  o->events = mix(o->events, d, len);
   return 0;
 }
 
@@ -102,6 +137,8 @@ static int on_trailers(void *ud, h3g_headers *fields) {
         (H3G_FIELD_HOP_BY_HOP | H3G_FIELD_FRAMING))
       abort();
   o->trailers++;
+  event(o, EV_TRAILERS);
+  event_fields(o, fields);
   check_fields(o, fields);
   return 0;
 }
@@ -111,6 +148,7 @@ static int on_complete(void *ud) {
   if (o->heads != 1 || o->completes != 0)
     abort();
   o->completes++;
+  event(o, EV_COMPLETE);
   return 0;
 }
 
@@ -121,14 +159,26 @@ static const h3g_h1_callbacks cbs = {
     .on_complete = on_complete,
 };
 
-/* Feeds data in pieces of the sizes step() gives, then finishes. */
+/* Read sizes for PIECE_VARY: 1 to 64, from a generator seeded by seed. */
+static size_t vary(uint64_t *seed) {
+  *seed ^= *seed << 13;
+  *seed ^= *seed >> 7;
+  *seed ^= *seed << 17;
+  return 1 + (size_t)(*seed % 64);
+}
+
+#define PIECE_VARY ((size_t)-1)
+
+/* Feeds data in pieces of size piece (0: all at once; PIECE_VARY: sizes
+ * from vary()), then finishes. */
 static void run(h3g_h1_parser *p, const uint8_t *data, size_t size, int head,
-                size_t piece, outcome *o) {
+                size_t piece, uint64_t seed, outcome *o) {
   memset(o, 0, sizeof(*o));
   h3g_h1_parser_reset(p, head);
   size_t off = 0;
   while (off < size) {
-    size_t n = piece ? H3G_MIN(piece, size - off) : size - off;
+    size_t want = piece == PIECE_VARY ? vary(&seed) : piece;
+    size_t n = want ? H3G_MIN(want, size - off) : size - off;
     size_t c = 0;
     int rv = h3g_h1_parser_feed(p, data + off, n, &c);
     if (c > n)
@@ -177,7 +227,8 @@ static int same(const outcome *a, const outcome *b) {
          a->heads == b->heads && a->interims == b->interims &&
          a->trailers == b->trailers && a->last_status == b->last_status &&
          a->body_len == b->body_len && a->body_hash == b->body_hash &&
-         a->field_hash == b->field_hash && a->used == b->used;
+         a->field_hash == b->field_hash && a->used == b->used &&
+         a->events == b->events && a->nevents == b->nevents;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -192,28 +243,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t piece = (size_t)(ctl >> 3) + 2; /* 2..33 */
 
   h3g_h1_parser *p = NULL;
-  outcome whole, bytes, pieces;
+  outcome whole, bytes, pieces, varied;
+  uint64_t seed = 0x9e3779b97f4a7c15ull ^ ((uint64_t)ctl << 32) ^ size;
   if (h3g_h1_parser_new(&p, NULL, NULL, cap) != 0)
     return 0;
   h3g_h1_parser_free(p);
   if (h3g_h1_parser_new(&p, &cbs, &whole, cap) != 0)
     return 0;
-  run(p, data, size, head, 0, &whole);
+  run(p, data, size, head, 0, 0, &whole);
   h3g_h1_parser_free(p);
 
   if (h3g_h1_parser_new(&p, &cbs, &bytes, cap) != 0)
     return 0;
-  run(p, data, size, head, 1, &bytes);
+  run(p, data, size, head, 1, 0, &bytes);
   h3g_h1_parser_free(p);
 
   /* The same parser object again, as a pooled connection reuses it. */
   if (h3g_h1_parser_new(&p, &cbs, &pieces, cap) != 0)
     return 0;
-  run(p, data, size, head, piece, &pieces);
-  run(p, data, size, head, piece, &pieces);
+  run(p, data, size, head, piece, 0, &pieces);
+  run(p, data, size, head, piece, 0, &pieces);
   h3g_h1_parser_free(p);
 
-  if (!same(&whole, &bytes) || !same(&whole, &pieces))
+  if (h3g_h1_parser_new(&p, &cbs, &varied, cap) != 0)
+    return 0;
+  run(p, data, size, head, PIECE_VARY, seed, &varied);
+  h3g_h1_parser_free(p);
+
+  if (!same(&whole, &bytes) || !same(&whole, &pieces) ||
+      !same(&whole, &varied))
     abort();
   return 0;
 }

@@ -24,6 +24,12 @@ typedef struct fake_up {
   char wrote[65536];
   size_t wrote_len;
   int writes_pending;
+  int write_rv; /* what write() returns: 0, or a failure (nothing sent) */
+  /* the pending write's vectors: its bytes must stay valid until it
+   * completes, as libuv reads them as the socket takes them */
+  h3g_iovec pending[8];
+  size_t npending;
+  size_t pending_at; /* where its copy starts in wrote */
   int reading;
   int read_starts;
   uint64_t read_timeout;
@@ -59,6 +65,11 @@ static void f_set_urgency(void *pool, h3g_upstream_waiter *w,
 static int f_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   (void)c;
   CHECK(up.writes_pending == 0);
+  if (up.write_rv != 0)
+    return up.write_rv;
+  up.pending_at = up.wrote_len;
+  up.npending = n;
+  memcpy(up.pending, iov, n * sizeof(*iov));
   for (size_t i = 0; i < n; i++) {
     memcpy(up.wrote + up.wrote_len, iov[i].base, iov[i].len);
     up.wrote_len += iov[i].len;
@@ -105,6 +116,11 @@ static const h3g_upstream_ops fake_ops = {
 static void up_written(h3g_bridge *b) {
   (void)b;
   CHECK(up.writes_pending == 1);
+  size_t at = up.pending_at;
+  for (size_t i = 0; i < up.npending; i++) {
+    CHECK(memcmp(up.pending[i].base, up.wrote + at, up.pending[i].len) == 0);
+    at += up.pending[i].len;
+  }
   up.writes_pending = 0;
   up.waiter->ev->on_written(up.waiter->ctx, 0);
 }
@@ -411,6 +427,31 @@ static void test_post_chunked_and_credit(void) {
   h3g_bridge_free(b);
 }
 
+/* A trailer section over max_header_size is refused at the end of the
+ * request, not forwarded without the fields that did not fit. */
+static void test_trailers_over_the_cap(void) {
+  char big[1024];
+  memset(big, 't', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up_written(b);
+  int rv = 0;
+  for (int i = 0; i < 20 && rv == 0; i++)
+    rv = h3g_bridge_add_trailer(b, (const uint8_t *)"x-t", 3,
+                                (const uint8_t *)big, strlen(big));
+  CHECK_EQ_INT(rv, H3G_ERR_TOOBIG);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.writes_pending, 0); /* no last chunk, no trailers */
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
 static void test_post_content_length_mismatch(void) {
   h3g_bridge *b = new_bridge(4096);
   add_request(b, "POST", "/");
@@ -425,6 +466,23 @@ static void test_post_content_length_mismatch(void) {
   CHECK_EQ_INT(up.released, 1);
   CHECK_EQ_INT(up.reusable, 0); /* half a message went out */
   h3g_bridge_free(b);
+}
+
+/* Body past the declared content-length while the request still waits
+ * for a connection: the wait is withdrawn, so the refused request is never
+ * sent (nothing more reaches the upstream after H3G_ERR_PROTO). */
+static void test_body_past_length_while_waiting(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(up.acquires, 1);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abcde", 5),
+               H3G_ERR_PROTO);
+  CHECK_EQ_INT(up.cancels, 1);
+  CHECK(up.waiter == NULL);
+  h3g_bridge_free(b);
+  CHECK_EQ_INT(up.wrote_len, 0);
 }
 
 static void test_malformed_request_never_reaches_upstream(void) {
@@ -836,6 +894,49 @@ static void test_head_and_interim(void) {
   h3g_bridge_free(b);
 }
 
+/* The upstream may answer before it has read the whole request (here a
+ * 304 while the write of the head and body is still with the socket): the
+ * head must outlive that write, whatever the response does. */
+static void test_answer_while_head_is_written(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "content-length", "10");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"0123456789", 10),
+               0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  CHECK_EQ_INT(up.writes_pending, 1);
+  const char *r = "HTTP/1.1 304 Not Modified\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 304);
+  up_written(b); /* reads the head and body again, as the socket would */
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 1);
+  h3g_bridge_free(b);
+}
+
+/* A request head over max_header_size gets 431 without reaching the
+ * upstream; when it was a HEAD request, the answer has no content either
+ * (RFC 9110 §9.3.2), though the head was never validated. */
+static void test_431_to_head_has_no_body(void) {
+  static const char *const methods[] = {"HEAD", "GET"};
+  char big[1024];
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  for (size_t k = 0; k < H3G_ARRAY_LEN(methods); k++) {
+    h3g_bridge *b = new_bridge(4096);
+    add_request(b, methods[k], "/");
+    for (int i = 0; i < 20; i++)
+      add(b, "x-big", big);
+    CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+    CHECK_EQ_INT(up.acquires, 0);
+    CHECK_EQ_INT(fe.status, 431);
+    CHECK_EQ_INT(fe.has_body, k == 1);
+    h3g_bridge_free(b);
+  }
+}
+
 static void test_forwarding_fields(void) {
   h3g_bridge *b = new_bridge(4096);
   cfg.fwd_x_forwarded = 1;
@@ -1046,6 +1147,40 @@ static void test_expect_continue(void) {
   up.wrote[up.wrote_len] = '\0';
   CHECK(strstr(up.wrote, "abc") == NULL);
   CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+}
+
+/* A write that fails at once while the body waits for 100-continue: the
+ * connection is dead, 502 (not a wait for a 100 on it). And a 100 whose
+ * release of the body fails that way: 502, and the 100 is not passed on
+ * after it. */
+static void test_expect_continue_write_fails(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_request(b, "PUT", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.write_rv = H3G_ERR_IO;
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  add_request(b, "PUT", "/");
+  add(b, "expect", "100-continue");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b); /* the head; the body waits for 100 */
+  up.write_rv = H3G_ERR_IO;
+  const char *r = "HTTP/1.1 100 Continue\r\n\r\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(fe.interim_status, 0);
+  CHECK_EQ_INT(up.released, 1);
   h3g_bridge_free(b);
 }
 
@@ -1349,8 +1484,10 @@ static void test_everything_freed(void) {
 int main(void) {
   RUN(test_get_content_length);
   RUN(test_post_chunked_and_credit);
+  RUN(test_trailers_over_the_cap);
   RUN(test_post_content_length_mismatch);
   RUN(test_malformed_request_never_reaches_upstream);
+  RUN(test_body_past_length_while_waiting);
   RUN(test_refused_gives_502);
   RUN(test_timeout_gives_504_and_queue_full_503);
   RUN(test_malformed_response_before_and_after_head);
@@ -1361,11 +1498,14 @@ int main(void) {
   RUN(test_retry_once_on_stale_connection);
   RUN(test_client_abort_poisons_connection);
   RUN(test_head_and_interim);
+  RUN(test_431_to_head_has_no_body);
+  RUN(test_answer_while_head_is_written);
   RUN(test_forwarding_fields);
   RUN(test_body_limit);
   RUN(test_access_log_upstream);
   RUN(test_header_timeout);
   RUN(test_expect_continue);
+  RUN(test_expect_continue_write_fails);
   RUN(test_early_response_after_part_of_body);
   RUN(test_early_response_defences_kept);
   RUN(test_answer_after_whole_request_reuses);
