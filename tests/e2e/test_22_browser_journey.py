@@ -101,7 +101,11 @@ function waitFor(client, method, sessionId, ms) {
       const url = base + "?nav=" + i;
       const load = waitFor(client, "Page.loadEventFired", sessionId, 15000);
       const r = await client.send("Page.navigate", { url }, sessionId);
-      if (r.errorText) { out({ event: "navfail", url, error: r.errorText }); continue; }
+      if (r.errorText) {
+        load.catch(() => {}); // no load event will come for it
+        out({ event: "navfail", url, error: r.errorText });
+        continue;
+      }
       await load;
       const ev = await client.send("Runtime.evaluate", {
         expression: "JSON.stringify([performance.getEntriesByType('navigation')[0]" +
