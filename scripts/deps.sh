@@ -150,9 +150,11 @@ else
     libcurl3t64-gnutls ngtcp2-client
 fi
 if [ "$WITH_TESTS" = 1 ]; then
-  # The browser tests: Chromium, and Node.js with the npm `ws` package to
-  # drive it over the DevTools protocol (neither Node 18 nor 20 has a
-  # WebSocket global). A Node.js that brings its own npm is used as it is.
+  # The browser tests: Chromium, and Node.js with the npm package
+  # chrome-remote-interface (a DevTools protocol client, pinned in
+  # tests/e2e/browser/package-lock.json) to drive it; the package brings its
+  # own WebSocket, which neither Node 18 nor 20 has. A Node.js that brings
+  # its own npm is used as it is.
   install_pkgs chromium
   command -v node >/dev/null 2>&1 || install_pkgs nodejs
   command -v npm >/dev/null 2>&1 || install_pkgs npm

@@ -20,9 +20,11 @@ document response (the DevTools protocol's Network.responseReceived
 "protocol", and the navigation timing entry's nextHopProtocol).
 
 Chromium is driven through the DevTools protocol by a short Node script
-using the npm `ws` package (tests/e2e/browser, installed by scripts/deps.sh:
-Node 18 and 20 have no WebSocket global), so several navigations share one
-browser and one alternative-service cache."""
+using chrome-remote-interface, a maintained DevTools client from the npm
+registry (tests/e2e/browser, pinned in its package-lock.json and installed
+by scripts/deps.sh with npm ci; it brings its own WebSocket, which Node 18
+and 20 lack), so several navigations share one browser and one
+alternative-service cache."""
 
 import json
 import os
@@ -46,74 +48,66 @@ JOURNEY_TIMEOUT = 60
 CDP_SCRIPT = r"""
 // argv: DevTools browser WebSocket URL, page URL, most navigations.
 const [wsUrl, base, maxNav] = process.argv.slice(2);
-const WebSocket = require("ws");
-const ws = new WebSocket(wsUrl);
-let nextId = 0;
-const pending = new Map();
-const listeners = [];
+const CDP = require("chrome-remote-interface");
 const out = (o) => console.log(JSON.stringify(o));
-
-function send(method, params = {}, sessionId) {
-  return new Promise((resolve, reject) => {
-    const id = ++nextId;
-    pending.set(id, { resolve, reject });
-    ws.send(JSON.stringify({ id, method, params, sessionId }));
-  });
-}
-
-function waitFor(pred, ms) {
-  return new Promise((resolve, reject) => {
-    const l = (m) => { if (pred(m)) { done(); resolve(m); } };
-    const t = setTimeout(() => { done(); reject(new Error("timeout")); }, ms);
-    const done = () => {
-      clearTimeout(t);
-      const i = listeners.indexOf(l);
-      if (i >= 0) listeners.splice(i, 1);
-    };
-    listeners.push(l);
-  });
-}
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-ws.onmessage = (ev) => {
-  const m = JSON.parse(ev.data);
-  if (m.id !== undefined && pending.has(m.id)) {
-    const p = pending.get(m.id);
-    pending.delete(m.id);
-    if (m.error) p.reject(new Error(JSON.stringify(m.error)));
-    else p.resolve(m.result);
-    return;
-  }
-  for (const l of listeners.slice()) l(m);
-};
-ws.onerror = () => { out({ event: "fatal", error: "websocket error" }); process.exit(2); };
+// The next event `method` of the session, or a rejection after ms.
+function waitFor(client, method, sessionId, ms) {
+  const name = method + "." + sessionId;
+  return new Promise((resolve, reject) => {
+    const l = (params) => { clearTimeout(t); resolve(params); };
+    const t = setTimeout(() => {
+      client.removeListener(name, l);
+      reject(new Error("timeout"));
+    }, ms);
+    client.once(name, l);
+  });
+}
 
-ws.onopen = async () => {
+(async () => {
+  let client;
   try {
-    const { targetId } = await send("Target.createTarget", { url: "about:blank" });
-    const { sessionId } = await send("Target.attachToTarget", { targetId, flatten: true });
-    listeners.push((m) => {
-      if (m.sessionId === sessionId && m.method === "Network.responseReceived" &&
-          m.params.type === "Document") {
-        const r = m.params.response;
-        const h = Object.fromEntries(Object.entries(r.headers || {})
-          .map(([k, v]) => [k.toLowerCase(), v]));
-        out({ event: "response", url: r.url, protocol: r.protocol,
-              status: r.status, altsvc: h["alt-svc"] || null });
-      }
+    // The browser target itself, by the URL Chromium wrote to
+    // DevToolsActivePort; `local` takes the protocol's description from
+    // the package instead of asking the browser for it.
+    client = await CDP({ target: wsUrl, local: true });
+  } catch (e) {
+    out({ event: "fatal", error: "DevTools connection failed: " + String(e) });
+    process.exit(2);
+  }
+  let closing = false;
+  client.on("disconnect", () => {
+    if (closing) return;
+    out({ event: "fatal", error: "DevTools connection closed" });
+    process.exit(2);
+  });
+  try {
+    const { targetId } = await client.send("Target.createTarget", { url: "about:blank" });
+    const { sessionId } = await client.send("Target.attachToTarget",
+                                            { targetId, flatten: true });
+    client.on("Network.responseReceived." + sessionId, (p) => {
+      if (p.type !== "Document") return;
+      const r = p.response;
+      const h = Object.fromEntries(Object.entries(r.headers || {})
+        .map(([k, v]) => [k.toLowerCase(), v]));
+      out({ event: "response", url: r.url, protocol: r.protocol,
+            status: r.status, altsvc: h["alt-svc"] || null });
     });
-    await send("Network.enable", {}, sessionId);
-    await send("Page.enable", {}, sessionId);
+    await client.send("Network.enable", {}, sessionId);
+    await client.send("Page.enable", {}, sessionId);
     let h3 = 0;
     for (let i = 1; i <= Number(maxNav) && h3 < 2; i++) {
       const url = base + "?nav=" + i;
-      const load = waitFor((m) => m.sessionId === sessionId &&
-                                  m.method === "Page.loadEventFired", 15000);
-      const r = await send("Page.navigate", { url }, sessionId);
-      if (r.errorText) { out({ event: "navfail", url, error: r.errorText }); continue; }
+      const load = waitFor(client, "Page.loadEventFired", sessionId, 15000);
+      const r = await client.send("Page.navigate", { url }, sessionId);
+      if (r.errorText) {
+        load.catch(() => {}); // no load event will come for it
+        out({ event: "navfail", url, error: r.errorText });
+        continue;
+      }
       await load;
-      const ev = await send("Runtime.evaluate", {
+      const ev = await client.send("Runtime.evaluate", {
         expression: "JSON.stringify([performance.getEntriesByType('navigation')[0]" +
                     ".nextHopProtocol, document.getElementById('marker') ? " +
                     "document.getElementById('marker').textContent : null])",
@@ -125,23 +119,25 @@ ws.onopen = async () => {
       // gateway closes the idle TCP connection after 1 s: wait past that.
       await sleep(1500);
     }
-    try { await send("Browser.close"); } catch (e) { /* closing */ }
+    closing = true;
+    try { await client.send("Browser.close"); } catch (e) { /* closing */ }
     process.exit(0);
   } catch (e) {
     out({ event: "fatal", error: String(e) });
     process.exit(2);
   }
-};
+})();
 """
 
 
 def node_env():
-    """The environment that lets the DevTools script find `ws`, or None
-    when Node.js or the package is missing."""
+    """The environment that lets the DevTools script find
+    chrome-remote-interface, or None when Node.js or the package is
+    missing."""
     if not os.access(NODE, os.X_OK):
         return None
     env = dict(os.environ, NODE_PATH=BROWSER_MODULES)
-    p = subprocess.run([NODE, "-e", "require.resolve('ws')"], env=env,
+    p = subprocess.run([NODE, "-e", "require.resolve('chrome-remote-interface')"], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=30)
     return env if p.returncode == 0 else None
@@ -180,8 +176,8 @@ def browser_journey(url, spki, workdir, max_nav=MAX_NAVIGATIONS,
     (dicts) and the net-log text."""
     require(os.access(CHROMIUM, os.X_OK), "Chromium is not installed (%s)" % CHROMIUM)
     env = node_env()
-    require(env is not None, "no Node.js with the npm ws package (%s) to drive "
-            "DevTools: run scripts/deps.sh" % BROWSER_MODULES)
+    require(env is not None, "no Node.js with the npm package chrome-remote-interface "
+            "(%s) to drive DevTools: run scripts/deps.sh" % BROWSER_MODULES)
     profile = os.path.join(workdir, "profile")
     os.makedirs(profile, exist_ok=True)
     netlog = os.path.join(workdir, "netlog.json")
