@@ -66,4 +66,19 @@ uint64_t h3g_wall_us(void);
  * it to be seeded if need be. Returns 0 or H3G_ERR_IO. */
 int h3g_random_bytes(uint8_t *p, size_t n);
 
+/* QUIC variable-length integers (RFC 9000 §16), as HTTP/3 frames use
+ * them: the length of one from its first byte, and its value from p, which
+ * holds all h3g_varint_len(p[0]) bytes. */
+static inline size_t h3g_varint_len(uint8_t first) {
+  return (size_t)1 << (first >> 6);
+}
+
+static inline uint64_t h3g_varint_get(const uint8_t *p) {
+  size_t n = h3g_varint_len(p[0]);
+  uint64_t v = p[0] & 0x3f;
+  for (size_t i = 1; i < n; i++)
+    v = (v << 8) | p[i];
+  return v;
+}
+
 #endif /* H3G_COMMON_H */

@@ -41,24 +41,12 @@ enum {
   MSG_DONE,       /* after the trailer section */
 };
 
-static size_t varint_len(uint8_t first) {
-  return (size_t)1 << (first >> 6);
-}
-
-static uint64_t varint_get(const uint8_t *p) {
-  size_t n = varint_len(p[0]);
-  uint64_t v = p[0] & 0x3f;
-  for (size_t i = 1; i < n; i++)
-    v = (v << 8) | p[i];
-  return v;
-}
-
 /* Length of the frame header in sh->hd once it is complete, else 0. */
 static size_t frame_header_len(const h3g_h3_shadow *sh) {
-  size_t tlen = varint_len(sh->hd[0]);
+  size_t tlen = h3g_varint_len(sh->hd[0]);
   if (sh->hdlen <= tlen)
     return 0;
-  size_t n = tlen + varint_len(sh->hd[tlen]);
+  size_t n = tlen + h3g_varint_len(sh->hd[tlen]);
   return sh->hdlen == n ? n : 0;
 }
 
@@ -214,8 +202,8 @@ int h3g_h3_shadow_feed(h3g_h3_shadow *sh, nghttp3_qpack_decoder *dec,
       size_t n = frame_header_len(sh);
       if (n == 0)
         break;
-      uint64_t type = varint_get(sh->hd);
-      uint64_t flen = varint_get(sh->hd + varint_len(sh->hd[0]));
+      uint64_t type = h3g_varint_get(sh->hd);
+      uint64_t flen = h3g_varint_get(sh->hd + h3g_varint_len(sh->hd[0]));
       sh->hdlen = 0;
       rv = on_frame(sh, type, flen, why);
       if (rv == H3G_ERR_PROTO)

@@ -62,18 +62,6 @@ enum {
 /* QPACK "Set Dynamic Table Capacity" to 0: '001' and a 5-bit prefix 0. */
 #define QPACK_SET_CAPACITY_0 0x20
 
-static size_t varint_len(uint8_t first) {
-  return (size_t)1 << (first >> 6);
-}
-
-static uint64_t varint_get(const uint8_t *p) {
-  size_t n = varint_len(p[0]);
-  uint64_t v = p[0] & 0x3f;
-  for (size_t i = 1; i < n; i++)
-    v = (v << 8) | p[i];
-  return v;
-}
-
 static size_t varint_put(uint8_t *p, uint64_t v) {
   size_t n = v < 64 ? 1 : v < 16384 ? 2 : v < (1u << 30) ? 4 : 8;
   for (size_t i = 0; i < n; i++)
@@ -218,10 +206,10 @@ static int ctrl_settings_bytes(h3g_h3_uni_shadow *u, const uint8_t *p,
                                size_t n) {
   for (size_t i = 0; i < n; i++) {
     u->ctrl.v[u->ctrl.vlen++] = p[i];
-    if (u->ctrl.vlen < varint_len(u->ctrl.v[0]))
+    if (u->ctrl.vlen < h3g_varint_len(u->ctrl.v[0]))
       continue;
     u->ctrl.vlen = 0;
-    int rv = ctrl_on_setting_int(u, varint_get(u->ctrl.v));
+    int rv = ctrl_on_setting_int(u, h3g_varint_get(u->ctrl.v));
     if (rv != 0)
       return rv;
   }
@@ -264,8 +252,8 @@ static int ctrl_priority_update(h3g_h3_uni_shadow *u, out *o, uint64_t id,
 static int ctrl_on_held(h3g_h3_uni_shadow *u, out *o) {
   const uint8_t *h = u->ctrl.held;
   size_t len = (size_t)H3G_MIN(u->ctrl.len, (uint64_t)H3G_H3_UNI_HOLD_MAX);
-  size_t n = varint_len(h[0]);
-  uint64_t v = n <= len ? varint_get(h) : 0;
+  size_t n = h3g_varint_len(h[0]);
+  uint64_t v = n <= len ? h3g_varint_get(h) : 0;
 
   switch (u->ctrl.type) {
   case FRAME_PRIORITY_UPDATE:
@@ -326,12 +314,12 @@ static int ctrl_feed(h3g_h3_uni_shadow *u, out *o, const uint8_t *p,
       if (u->ctrl.hdlen == 0 && (rv = flush(o, p)) != 0)
         return rv;
       u->ctrl.hd[u->ctrl.hdlen++] = *p++;
-      size_t tlen = varint_len(u->ctrl.hd[0]);
+      size_t tlen = h3g_varint_len(u->ctrl.hd[0]);
       if (u->ctrl.hdlen <= tlen ||
-          u->ctrl.hdlen < tlen + varint_len(u->ctrl.hd[tlen]))
+          u->ctrl.hdlen < tlen + h3g_varint_len(u->ctrl.hd[tlen]))
         break;
-      u->ctrl.type = varint_get(u->ctrl.hd);
-      u->ctrl.len = u->ctrl.left = varint_get(u->ctrl.hd + tlen);
+      u->ctrl.type = h3g_varint_get(u->ctrl.hd);
+      u->ctrl.len = u->ctrl.left = h3g_varint_get(u->ctrl.hd + tlen);
       u->ctrl.hdsize = u->ctrl.hdlen;
       if ((rv = ctrl_on_header(u, o)) != 0)
         return rv;
@@ -383,7 +371,7 @@ static int ctrl_feed(h3g_h3_uni_shadow *u, out *o, const uint8_t *p,
 
 /* The stream type of slot s is whole (s->type holds its bytes). */
 static int on_stream_type(h3g_h3_uni_shadow *u, h3g_h3_uni_slot *s, out *o) {
-  switch (varint_get(s->type)) {
+  switch (h3g_varint_get(s->type)) {
   case STREAM_CONTROL:
     if (u->have_control)
       return fail(u, NGHTTP3_ERR_H3_STREAM_CREATION_ERROR,
@@ -439,7 +427,7 @@ int h3g_h3_uni_shadow_feed(h3g_h3_uni_shadow *u, int64_t stream_id,
 
   while (s->kind == KIND_TYPE && p != end) {
     s->type[s->typelen++] = *p++;
-    if (s->typelen == varint_len(s->type[0]) &&
+    if (s->typelen == h3g_varint_len(s->type[0]) &&
         (rv = on_stream_type(u, s, &o)) != 0)
       return rv;
   }

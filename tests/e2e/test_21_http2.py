@@ -12,48 +12,11 @@ import threading
 
 import pytest
 
-from conftest import (SANITIZE, SLOW, GatewayFactory, KiB, MiB, H3Client, H3Multi,
-                      Upstream, _Transfer, expected_sha256, pycurl,
-                      refusing_address)
+from conftest import (SANITIZE, SLOW, GatewayFactory, KiB, MiB, Upstream,
+                      expected_sha256, refusing_address)
+from testenv.clients import CURL_HTTP_VERSION_2_0, H2Client, H2Multi
 from testenv.gateway import tcp_gw
 from testenv.scenarios import check_failing_neighbours
-
-CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
-CURL_HTTP_VERSION_2_0 = getattr(pycurl, "CURL_HTTP_VERSION_2_0", 3)
-
-
-class H2Client(H3Client):
-    """libcurl over HTTP/2 + TLS to the gateway's TCP port. One easy handle:
-    requests reuse its connection."""
-
-    def __init__(self, gw):
-        super().__init__(gw)
-        self.port = gw.tcp_port
-
-    def request(self, path, method="GET", **kw):
-        c = self.curl
-        c.reset()
-        t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
-        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
-        err = None
-        try:
-            c.perform()
-        except pycurl.error as e:
-            err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
-        return t.finish(err)
-
-
-class H2Multi(H3Multi):
-    """Concurrent requests multiplexed on one HTTP/2 connection: conftest's
-    H3Multi aimed at the TCP listener with HTTP/2."""
-
-    def __init__(self, gw):
-        super().__init__(gw)
-        self.port = gw.tcp_port
-
-    def prepare(self, c):
-        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
-
 
 @pytest.fixture
 def h2():

@@ -20,31 +20,15 @@ import time
 
 import pytest
 
-from conftest import GTLSCLIENT, H3GATE_BIN, SRC
+from conftest import H3GATE_BIN, SRC
 from testenv import netem
-from testenv.require import require
+from testenv.require import require_netbench
 
 NETBENCH = os.path.join(SRC, "tests", "bench", "netbench.py")
 
 
-def _require():
-    why = netem.problems()
-    if not os.access(GTLSCLIENT, os.X_OK):
-        why.append("gtlsclient (ngtcp2-client) is not installed")
-    require(not why, "network emulation unavailable: " + "; ".join(why))
-
-
-def _ours(pid):
-    """Namespaces named after process pid (netem names them so)."""
-    prefix = "%s-%d-" % (netem.PREFIX, pid)
-    try:
-        return [n for n in os.listdir(netem.NETNS_DIR) if n.startswith(prefix)]
-    except FileNotFoundError:
-        return []
-
-
 def test_quick_benchmark_bodies_are_byte_exact(tmp_path):
-    _require()
+    require_netbench()
     out = tmp_path / "quick.json"
     p = subprocess.Popen([sys.executable, NETBENCH, "--quick", "--bin", H3GATE_BIN,
                           "--json", str(out)],
@@ -59,7 +43,8 @@ def test_quick_benchmark_bodies_are_byte_exact(tmp_path):
     print(stdout)
     assert p.returncode == 0, "netbench --quick exited %d:\n%s\n%s" % (
         p.returncode, stdout[-3000:], stderr[-3000:])
-    assert _ours(p.pid) == [], "namespaces left behind: %s" % _ours(p.pid)
+    left = netem.namespaces_of(p.pid)
+    assert left == [], "namespaces left behind: %s" % left
 
     data = json.loads(out.read_text())
     (link,) = data["links"]
@@ -83,7 +68,7 @@ def test_quick_benchmark_bodies_are_byte_exact(tmp_path):
 
 
 def test_link_is_removed_after_an_exception():
-    _require()
+    require_netbench()
     link = netem.Link(20, loss_pct=1, rate_mbit=20)
     with pytest.raises(RuntimeError, match="boom"):
         with link:
@@ -100,7 +85,7 @@ def test_link_is_removed_after_an_exception():
 
 
 def test_sigterm_mid_run_leaves_nothing_behind():
-    _require()
+    require_netbench()
     p = subprocess.Popen([sys.executable, NETBENCH, "--bin", H3GATE_BIN, "--rtt", "40",
                           "--loss", "0", "--rate", "none", "--proto", "h2-bbr",
                           "--workload", "down", "--reps", "3", "--no-origin-check"],
@@ -114,7 +99,7 @@ def test_sigterm_mid_run_leaves_nothing_behind():
             line = p.stderr.readline()
             assert line, "netbench ended early:\n" + seen
             seen += line
-        assert _ours(p.pid), "the link's namespaces are not there"
+        assert netem.namespaces_of(p.pid), "the link's namespaces are not there"
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
     finally:
@@ -122,4 +107,5 @@ def test_sigterm_mid_run_leaves_nothing_behind():
             p.kill()
             p.wait(10)
     assert p.returncode != 0
-    assert _ours(p.pid) == [], "namespaces left behind: %s" % _ours(p.pid)
+    left = netem.namespaces_of(p.pid)
+    assert left == [], "namespaces left behind: %s" % left

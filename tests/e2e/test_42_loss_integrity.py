@@ -25,9 +25,9 @@ import sys
 
 import pytest
 
-from conftest import GTLSCLIENT, H3GATE_BIN, SANITIZE, SRC
+from conftest import H3GATE_BIN, SANITIZE, SRC
 from testenv import netem
-from testenv.require import require
+from testenv.require import require_netbench
 
 NETBENCH = os.path.join(SRC, "tests", "bench", "netbench.py")
 LOSSES = (1, 5, 10)
@@ -46,25 +46,10 @@ WANT = {("h3-bbr", "down"): "h3", ("gtls-bbr", "up"): "h3",
         ("h2-bbr", "down"): "h2", ("h2-bbr", "up"): "h2"}
 
 
-def _require():
-    why = netem.problems()
-    if not os.access(GTLSCLIENT, os.X_OK):
-        why.append("gtlsclient (ngtcp2-client) is not installed")
-    require(not why, "network emulation unavailable: " + "; ".join(why))
-
-
-def _ours(pid):
-    prefix = "%s-%d-" % (netem.PREFIX, pid)
-    try:
-        return [n for n in os.listdir(netem.NETNS_DIR) if n.startswith(prefix)]
-    except FileNotFoundError:
-        return []
-
-
 @pytest.fixture(scope="module")
 def lossy_runs(tmp_path_factory):
     """One netbench run over the three links; its JSON report."""
-    _require()
+    require_netbench()
     out = tmp_path_factory.mktemp("loss") / "loss.json"
     argv = [sys.executable, NETBENCH, "--bin", H3GATE_BIN, "--rtt", str(RTT_MS),
             "--loss", ",".join(str(x) for x in LOSSES), "--rate", "none",
@@ -80,7 +65,7 @@ def lossy_runs(tmp_path_factory):
         stdout, stderr = p.communicate(timeout=60)
         pytest.fail("netbench did not finish in 600 s:\n%s" % stderr[-3000:])
     print(stderr)
-    left = _ours(p.pid)
+    left = netem.namespaces_of(p.pid)
     data = json.loads(out.read_text()) if out.exists() else None
     return {"rc": p.returncode, "stdout": stdout, "stderr": stderr, "left": left,
             "links": {x["link"]["loss_pct"]: x for x in (data or {}).get("links", [])}}

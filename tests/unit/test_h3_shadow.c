@@ -12,42 +12,12 @@
 #include "h3_shadow.h"
 #include "http_headers.h"
 #include "unit.h"
+#include "wire_bytes.h"
 
 #define U8(s) ((const uint8_t *)(s))
 #define STREAM_ID 4
 
 /* ---- building request streams ------------------------------------------ */
-
-typedef struct bytes {
-  uint8_t b[8192];
-  size_t n;
-} bytes;
-
-static void put(bytes *o, const void *p, size_t n) {
-  if (o->n + n > sizeof(o->b))
-    abort();
-  memcpy(o->b + o->n, p, n);
-  o->n += n;
-}
-
-static void put_byte(bytes *o, uint8_t c) {
-  put(o, &c, 1);
-}
-
-/* RFC 9000 §16 variable-length integer, in `width` bytes (0: shortest). */
-static void put_varint_w(bytes *o, uint64_t v, size_t width) {
-  if (width == 0)
-    width = v < 64 ? 1 : v < 16384 ? 2 : v < (1u << 30) ? 4 : 8;
-  uint8_t bits = width == 1 ? 0 : width == 2 ? 0x40 : width == 4 ? 0x80 : 0xc0;
-  for (size_t i = 0; i < width; i++) {
-    uint8_t c = (uint8_t)(v >> (8 * (width - 1 - i)));
-    put_byte(o, i == 0 ? (uint8_t)(c | bits) : c);
-  }
-}
-
-static void put_varint(bytes *o, uint64_t v) {
-  put_varint_w(o, v, 0);
-}
 
 /* RFC 7541 §5.1 prefixed integer; first holds the bits above the prefix. */
 static void put_qint(bytes *o, uint8_t first, unsigned prefix, uint64_t v) {

@@ -159,6 +159,7 @@ typedef struct fake_fe {
   size_t consumed;
   int stop_request;
   int stop_before_head; /* stop_request came before the final head */
+  int refuse_heads;     /* final heads to refuse (send_head fails) */
   int aborted;
   h3g_abort_code abort_code;
   int set_priorities;
@@ -176,6 +177,10 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields,
   if (interim) {
     fe.interim_status = status;
     return 0;
+  }
+  if (fe.refuse_heads > 0) {
+    fe.refuse_heads--;
+    return H3G_ERR_NOMEM;
   }
   fe.heads++;
   fe.status = status;
@@ -719,6 +724,20 @@ static void test_early_response_stops_request(void) {
     CHECK_EQ_INT(up.wrote_len, wrote);
     h3g_bridge_free(b);
   }
+}
+
+/* An early answer whose head the front end cannot take becomes a 502: the
+ * client is asked to stop sending once, not again for the 502. */
+static void test_early_response_head_refused_stops_once(void) {
+  h3g_bridge *b = early_upload("100000");
+  fe.refuse_heads = 1;
+  const char *r = "HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nno\n";
+  up_send(r, strlen(r));
+  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(fe.status, 502);
+  CHECK_EQ_INT(fe.heads, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  h3g_bridge_free(b);
 }
 
 /* The same when part of the body went and more waits in the queue: the
@@ -1507,6 +1526,7 @@ int main(void) {
   RUN(test_expect_continue);
   RUN(test_expect_continue_write_fails);
   RUN(test_early_response_after_part_of_body);
+  RUN(test_early_response_head_refused_stops_once);
   RUN(test_early_response_defences_kept);
   RUN(test_answer_after_whole_request_reuses);
   RUN(test_bytes_after_response);

@@ -22,6 +22,8 @@ except ImportError:  # pragma: no cover - Debian's python3-pycurl is expected
 CURL_HTTP_VERSION_3ONLY = getattr(pycurl, "CURL_HTTP_VERSION_3ONLY", 31)
 CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
 CURL_HTTP_VERSION_1_1 = getattr(pycurl, "CURL_HTTP_VERSION_1_1", 2)
+CURL_HTTP_VERSION_2_0 = getattr(pycurl, "CURL_HTTP_VERSION_2_0", 3)
+CURL_HTTP_VERSION_3 = getattr(pycurl, "CURL_HTTP_VERSION_3", 30)
 
 # --------------------------------------------------------------------------
 # HTTP/3 clients: libcurl (pycurl)
@@ -204,16 +206,19 @@ class H3Client:
     def url(self, path):
         return "https://localhost:%d%s" % (self.port, path)
 
-    def request(self, path, method="GET", **kw):
+    def request(self, path, method="GET", setup=None, **kw):
         """kw: body (int: that many pattern bytes, or bytes), chunked (no
         declared length), headers (["Name: value"]), timeout, connect_timeout,
         pace (bytes/s read limit), abort_after (response bytes, then abort),
         abort_upload_after (request bytes, then abort), keep (body bytes
-        kept in Result.body), on_data (called with the Result per write)."""
+        kept in Result.body), on_data (called with the Result per write).
+        setup(curl, transfer), when given, sets more options last."""
         c = self.curl
         c.reset()
         t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
         c.setopt(pycurl.HTTP_VERSION, self.http_version)
+        if setup is not None:
+            setup(c, t)
         err = None
         try:
             c.perform()
@@ -237,22 +242,31 @@ class H3Client:
         self.close()
 
 
-class TcpClient(H3Client):
-    """libcurl over TLS to the gateway's TCP listener: HTTP/2 (proto "h2")
-    or HTTP/1.1 ("http/1.1"). One easy handle: requests reuse its
-    connection when the protocol lets them (num_connects 0 on reuse)."""
+class H1Client(H3Client):
+    """libcurl over HTTP/1.1 + TLS to the gateway's TCP port. One easy
+    handle: requests reuse its connection (num_connects 0 on reuse)."""
 
-    VERSIONS = {"h2": CURL_HTTP_VERSION_2TLS, "http/1.1": CURL_HTTP_VERSION_1_1}
+    http_version = CURL_HTTP_VERSION_1_1
 
-    def __init__(self, gw, proto, port=None):
+    def __init__(self, gw, port=None):
         super().__init__(gw)
         self.port = port or getattr(gw, "tcp_port", None) or gw.port
-        self.http_version = self.VERSIONS[proto]
+
+
+class H2Client(H3Client):
+    """libcurl over HTTP/2 + TLS to the gateway's TCP port. One easy handle:
+    requests reuse its connection (num_connects 0 on reuse)."""
+
+    http_version = CURL_HTTP_VERSION_2TLS
+
+    def __init__(self, gw, port=None):
+        super().__init__(gw)
+        self.port = port or gw.tcp_port
 
 
 def client_for(proto, gw):
     """A libcurl client of gw speaking proto: "h3", "h2" or "http/1.1"."""
-    return H3Client(gw) if proto == "h3" else TcpClient(gw, proto)
+    return {"h3": H3Client, "h2": H2Client, "http/1.1": H1Client}[proto](gw)
 
 
 class H3Multi:
@@ -329,11 +343,6 @@ class H3Multi:
 
     def __exit__(self, *exc):
         self.close()
-
-
-CURL_HTTP_VERSION_2TLS = getattr(pycurl, "CURL_HTTP_VERSION_2TLS", 4)
-CURL_HTTP_VERSION_2_0 = getattr(pycurl, "CURL_HTTP_VERSION_2_0", 3)
-CURL_HTTP_VERSION_3 = getattr(pycurl, "CURL_HTTP_VERSION_3", 30)
 
 
 class H2Multi(H3Multi):
@@ -526,51 +535,3 @@ def sha256_file(path):
             h.update(b)
     return h.hexdigest()
 
-
-CURL_HTTP_VERSION_1_1 = getattr(pycurl, "CURL_HTTP_VERSION_1_1", 2)
-
-
-class H1Client(H3Client):
-    """libcurl over HTTP/1.1 + TLS to the gateway's TCP port. One easy
-    handle: requests reuse its connection (num_connects 0 on reuse)."""
-
-    def __init__(self, gw, port=None):
-        super().__init__(gw)
-        self.port = port or getattr(gw, "tcp_port", None) or gw.port
-
-    def request(self, path, method="GET", setup=None, **kw):
-        c = self.curl
-        c.reset()
-        t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
-        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_1_1)
-        if setup is not None:
-            setup(c, t)
-        err = None
-        try:
-            c.perform()
-        except pycurl.error as e:
-            err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
-        return t.finish(err)
-
-
-class H2Client(H3Client):
-    """libcurl over HTTP/2 + TLS to the gateway's TCP port. One easy handle:
-    requests reuse its connection (num_connects 0 on reuse)."""
-
-    def __init__(self, gw, port=None):
-        super().__init__(gw)
-        self.port = port or gw.tcp_port
-
-    def request(self, path, method="GET", setup=None, **kw):
-        c = self.curl
-        c.reset()
-        t = _Transfer(c, self.url(path), self.port, self.ca, method=method, **kw)
-        c.setopt(pycurl.HTTP_VERSION, CURL_HTTP_VERSION_2TLS)
-        if setup is not None:
-            setup(c, t)
-        err = None
-        try:
-            c.perform()
-        except pycurl.error as e:
-            err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
-        return t.finish(err)

@@ -215,10 +215,15 @@ def sweep_stale():
     return gone
 
 
+def namespaces_of(pid):
+    """Namespaces of process pid's Links still present (a leak check)."""
+    mine = "%s-%d-" % (PREFIX, pid)
+    return [n for n in _ns_names() if n.startswith(mine)]
+
+
 def leftovers():
     """Namespaces of this process's Links still present (a leak check)."""
-    mine = "%s-%d-" % (PREFIX, os.getpid())
-    return [n for n in _ns_names() if n.startswith(mine)]
+    return namespaces_of(os.getpid())
 
 
 def _teardown_all():

@@ -22,3 +22,14 @@ def require(cond, why):
         pytest.fail("cannot run (CI requires every test to run): " + why,
                     pytrace=False)
     pytest.skip(why)
+
+
+def require_netbench():
+    """What tests/bench/netbench.py needs: network emulation (testenv.netem)
+    and ngtcp2's client."""
+    from testenv import netem
+    from testenv.gateway import GTLSCLIENT
+    why = netem.problems()
+    if not os.access(GTLSCLIENT, os.X_OK):
+        why.append("gtlsclient (ngtcp2-client) is not installed")
+    require(not why, "network emulation unavailable: " + "; ".join(why))
