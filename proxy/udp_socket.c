@@ -262,8 +262,7 @@ static int still_bound(const h3g_udp_socket *s) {
     return 0;
   if (bound_port(&now) == bound_port(&s->bound))
     return 1;
-  if (bound_port(&now) != 0 ||
-      bind(s->fd, &s->bound.su.sa, s->bound.len) != 0)
+  if (bound_port(&now) != 0 || bind(s->fd, &s->bound.su.sa, s->bound.len) != 0)
     return 0;
   h3g_warn("udp: the socket lost its port; bound to it again");
   return 1;

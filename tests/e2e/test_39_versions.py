@@ -207,21 +207,27 @@ def test_new_token_is_version_specific(gateway, tmp_path):
 
 # A client whose first flight is v1 and whose version_information offers v1
 # and v2 (gtlsclient's available versions; without them it offers only the
-# version it starts in).
+# version it starts in), in either order of the client's preference. The
+# gateway chooses by its own order ([listener] quic_versions), whatever the
+# client's.
 V1_OFFERING_V2 = ["-v", "v1", "--available-versions=v1,v2"]
+OFFERS = {"offer-v1-v2": V1_OFFERING_V2,
+          "offer-v2-v1": ["-v", "v1", "--available-versions=v2,v1"]}
 
 
+@pytest.mark.parametrize("offer", sorted(OFFERS))
 @pytest.mark.parametrize("quic_versions, want_v2", [
     (None, 1), ("v2, v1", 1), ("v1, v2", 0), ("v1", 0)],
     ids=["default", "v2-first", "v1-first", "v1-only"])
 def test_compatible_negotiation_follows_quic_versions(gateway, tmp_path,
-                                                      quic_versions, want_v2):
+                                                      quic_versions, want_v2,
+                                                      offer):
     """A client that starts in v1 and offers v2 is moved to v2 during the
     handshake (no Version Negotiation, no extra round trip) when
     [listener] quic_versions prefers it, as by default; it stays in v1 when
     v1 is preferred or v2 not served."""
     gw = gateway({"listener": {"quic_versions": quic_versions}})
-    fetch(gw, tmp_path, "dl", 1000 * 1000, V1_OFFERING_V2)
+    fetch(gw, tmp_path, "dl", 1000 * 1000, OFFERS[offer])
     m = gw.metrics()
     assert m["quic_connections_accepted"] == 1, m
     assert m["quic_connections_v2"] == want_v2, m
