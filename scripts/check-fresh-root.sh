@@ -69,6 +69,9 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+# What the Debian installer (and every container runtime) gives a machine
+# and mmdebstrap does not: "localhost" in /etc/hosts.
+[ -s "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
 # The CAs this machine's administrator added (its network may inspect TLS,
 # e.g. to the npm registry) belong to the machine, not to the project: the
 # fresh root gets them too.
