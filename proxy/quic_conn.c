@@ -48,6 +48,13 @@
  * reads as congestion). Ten is still one GSO send.
  */
 #define PACING_BURST_PKTS 10
+/*
+ * Below this round-trip time (loopback, a LAN, a data centre) there is no
+ * slow, shallow bottleneck for a burst to overflow, and the cap would only
+ * multiply wake-ups: ngtcp2's own quantum applies, as Linux's TCP sizes its
+ * bursts (about a millisecond of the pacing rate, up to 64 KiB).
+ */
+#define PACING_BURST_MIN_RTT_NS (2 * 1000 * 1000)
 /* Expired deadlines handled per timerfd wake-up before yielding. */
 #define TIMER_BATCH 256
 #define UNI_STREAM_WINDOW (64 * 1024)
@@ -1297,8 +1304,11 @@ static int conn_write(h3g_quic_conn *c) {
 
   ngtcp2_tstamp ts = h3g_now_ns();
   size_t pktmax = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
-  size_t quantum = H3G_MIN(ngtcp2_conn_get_send_quantum(c->conn),
-                           PACING_BURST_PKTS * pktmax);
+  size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
+  ngtcp2_conn_info ci;
+  ngtcp2_conn_get_conn_info(c->conn, &ci);
+  if (ci.min_rtt >= PACING_BURST_MIN_RTT_NS)
+    quantum = H3G_MIN(quantum, PACING_BURST_PKTS * pktmax);
   size_t bytes = 0, npkts = 0;
   int result = 0, more = 0;
   ngtcp2_path_storage ps;
