@@ -219,9 +219,7 @@ int h3g_admin_new(h3g_admin **pa, void *loop, const char *host,
   struct sockaddr_storage bound;
   int blen = sizeof(bound);
   if (uv_tcp_getsockname(&a->listener, (struct sockaddr *)&bound, &blen) == 0)
-    a->port = ntohs(bound.ss_family == AF_INET6
-                        ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                        : ((struct sockaddr_in *)&bound)->sin_port);
+    a->port = h3g_sockaddr_port((struct sockaddr *)&bound);
   h3g_info("admin listening on tcp %s:%u", host, a->port);
   *pa = a;
   return 0;

@@ -1,7 +1,9 @@
-/* Error names, clocks and randomness. */
+/* Error names, clocks, randomness and small socket-address helpers. */
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -49,4 +51,10 @@ int h3g_random_bytes(uint8_t *p, size_t n) {
     n -= (size_t)r;
   }
   return 0;
+}
+
+uint16_t h3g_sockaddr_port(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+  return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
 }

@@ -81,4 +81,18 @@ static inline uint64_t h3g_varint_get(const uint8_t *p) {
   return v;
 }
 
+/* Writes v (below 2^62) at p in its shortest form; returns its length. */
+static inline size_t h3g_varint_put(uint8_t *p, uint64_t v) {
+  size_t n = v < 64 ? 1 : v < 16384 ? 2 : v < (1u << 30) ? 4 : 8;
+  for (size_t i = 0; i < n; i++)
+    p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+  p[0] |= (uint8_t)((n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : 3) << 6);
+  return n;
+}
+
+struct sockaddr;
+
+/* The port of an IPv4 or IPv6 socket address, in host order. */
+uint16_t h3g_sockaddr_port(const struct sockaddr *sa);
+
 #endif /* H3G_COMMON_H */

@@ -48,6 +48,11 @@ typedef enum h3g_cc_algo {
  * reports on its "ready" line. */
 #define H3G_PORT_ANY 0x10000u
 
+/* The port to bind for a configured one: 0 (the kernel picks) for "any". */
+static inline uint16_t h3g_bind_port(uint32_t port) {
+  return port == H3G_PORT_ANY ? 0 : (uint16_t)port;
+}
+
 typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;

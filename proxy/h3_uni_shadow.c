@@ -62,14 +62,6 @@ enum {
 /* QPACK "Set Dynamic Table Capacity" to 0: '001' and a 5-bit prefix 0. */
 #define QPACK_SET_CAPACITY_0 0x20
 
-static size_t varint_put(uint8_t *p, uint64_t v) {
-  size_t n = v < 64 ? 1 : v < 16384 ? 2 : v < (1u << 30) ? 4 : 8;
-  for (size_t i = 0; i < n; i++)
-    p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
-  p[0] |= (uint8_t)((n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : 3) << 6);
-  return n;
-}
-
 void h3g_h3_uni_shadow_init(h3g_h3_uni_shadow *u, uint64_t max_bidi_streams) {
   *u = (h3g_h3_uni_shadow){.max_bidi_streams = max_bidi_streams};
   for (size_t i = 0; i < H3G_H3_UNI_SLOTS; i++)
@@ -240,8 +232,8 @@ static int ctrl_priority_update(h3g_h3_uni_shadow *u, out *o, uint64_t id,
   char value[6] = {'u', '=', (char)('0' + pri.urgency), ',', ' ', 'i'};
   size_t vlen = pri.incremental ? 6 : 3;
   uint8_t idbuf[8];
-  size_t idn = varint_put(idbuf, id);
-  size_t n = varint_put(f, FRAME_PRIORITY_UPDATE);
+  size_t idn = h3g_varint_put(idbuf, id);
+  size_t n = h3g_varint_put(f, FRAME_PRIORITY_UPDATE);
   f[n++] = (uint8_t)(idn + vlen); /* at most 14: one byte */
   memcpy(f + n, idbuf, idn);
   memcpy(f + n + idn, value, vlen);

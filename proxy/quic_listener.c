@@ -377,19 +377,14 @@ static void handle_datagram(h3g_quic_listener *l, const h3g_udp_msg *m,
    * size for versions it does not know (anything but v1 and v2), we for
    * those [listener] quic_versions leaves out. */
   int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, H3G_QUIC_SCIDLEN);
+  int unserved = rv == 0 && vc.version != 0 &&
+                 !h3g_quic_version_served(l->cfg, vc.version);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION ||
-      (rv == 0 && vc.version != 0 &&
-       !h3g_quic_version_served(l->cfg, vc.version) &&
-       len >= MIN_INITIAL_DATAGRAM)) {
+      (unserved && len >= MIN_INITIAL_DATAGRAM)) {
     send_version_negotiation(l, m, &vc);
     return;
   }
-  if (rv == 0 && vc.version != 0 &&
-      !h3g_quic_version_served(l->cfg, vc.version)) {
-    H3G_INC(quic_packets_dropped);
-    return;
-  }
-  if (rv != 0) {
+  if (rv != 0 || unserved) {
     H3G_INC(quic_packets_dropped);
     return;
   }
@@ -595,8 +590,7 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
   l->cfg = cfg;
 
   rv = h3g_udp_open(&l->sock, cfg->listen_address,
-                    cfg->listen_port == H3G_PORT_ANY ? 0
-                                                     : (uint16_t)cfg->listen_port);
+                    h3g_bind_port(cfg->listen_port));
   if (rv != 0) {
     free(l);
     return rv == H3G_ERR_NOMEM ? H3G_ERR_NOMEM : H3G_ERR_IO;
@@ -642,9 +636,7 @@ void h3g_quic_listener_on_failure(h3g_quic_listener *l,
 }
 
 uint16_t h3g_quic_listener_port(const h3g_quic_listener *l) {
-  const h3g_sockaddr *su = &l->sock.bound.su;
-  return ntohs(su->sa.sa_family == AF_INET ? su->in.sin_port
-                                           : su->in6.sin6_port);
+  return h3g_sockaddr_port(&l->sock.bound.su.sa);
 }
 
 static void on_goaway_timer(uv_timer_t *t) {

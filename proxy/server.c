@@ -264,11 +264,15 @@ void h3g_server_versions(char *buf, size_t cap) {
            h3g_h1_version(), uv_version_string());
 }
 
-/* "host:port", bracketing an IPv6 literal. */
-static int format_endpoint(char *buf, size_t cap, const char *host,
-                           unsigned port) {
-  return snprintf(buf, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u",
-                  host, port);
+/* Appends ", KIND host:port" (no comma first) to buf, of which *n bytes
+ * are used; an IPv6 literal is bracketed. */
+static void ready_add(char *buf, size_t cap, size_t *n, const char *kind,
+                      const char *host, unsigned port) {
+  int k = snprintf(buf + *n, cap - *n,
+                   strchr(host, ':') != NULL ? "%s%s [%s]:%u" : "%s%s %s:%u",
+                   *n ? ", " : "", kind, host, port);
+  if (k > 0 && (size_t)k < cap - *n)
+    *n += (size_t)k;
 }
 
 /*
@@ -280,30 +284,23 @@ static int format_endpoint(char *buf, size_t cap, const char *host,
 static void ready_addresses(const h3g_server *s, char *buf, size_t cap) {
   const h3g_config *cfg = s->cfg;
   size_t n = 0;
-  char ep[H3G_HOST_MAX + 16];
   buf[0] = '\0';
-#define H3G_READY_ADD(kind, host, port)                                        \
-  do {                                                                         \
-    format_endpoint(ep, sizeof(ep), (host), (port));                           \
-    int k = snprintf(buf + n, cap - n, "%s%s %s", n ? ", " : "", (kind), ep); \
-    if (k > 0 && (size_t)k < cap - n)                                          \
-      n += (size_t)k;                                                          \
-  } while (0)
   if (s->quic != NULL)
-    H3G_READY_ADD("udp", cfg->listen_address, h3g_quic_listener_port(s->quic));
+    ready_add(buf, cap, &n, "udp", cfg->listen_address,
+              h3g_quic_listener_port(s->quic));
   if (s->tcp != NULL)
-    H3G_READY_ADD("tcp",
-                  cfg->tcp_address[0] != '\0' ? cfg->tcp_address
-                                              : cfg->listen_address,
-                  h3g_tcp_listener_port(s->tcp));
+    ready_add(buf, cap, &n, "tcp",
+              cfg->tcp_address[0] != '\0' ? cfg->tcp_address
+                                          : cfg->listen_address,
+              h3g_tcp_listener_port(s->tcp));
   if (s->redirect != NULL)
-    H3G_READY_ADD("redirect",
-                  cfg->redirect_address[0] != '\0' ? cfg->redirect_address
-                                                   : cfg->listen_address,
-                  h3g_tcp_listener_port(s->redirect));
+    ready_add(buf, cap, &n, "redirect",
+              cfg->redirect_address[0] != '\0' ? cfg->redirect_address
+                                               : cfg->listen_address,
+              h3g_tcp_listener_port(s->redirect));
   if (s->admin != NULL)
-    H3G_READY_ADD("admin", cfg->admin_address, h3g_admin_port(s->admin));
-#undef H3G_READY_ADD
+    ready_add(buf, cap, &n, "admin", cfg->admin_address,
+              h3g_admin_port(s->admin));
 }
 
 int h3g_server_run(const h3g_config *cfg) {
@@ -366,12 +363,9 @@ int h3g_server_run(const h3g_config *cfg) {
       h3g_quic_listener_on_failure(s->quic, on_quic_failed, s);
     }
   }
-  uint16_t https_port = cfg->tcp_port == H3G_PORT_ANY ? 0
-                        : cfg->tcp_port != 0 ? (uint16_t)cfg->tcp_port
-                        : s->quic != NULL    ? h3g_quic_listener_port(s->quic)
-                        : cfg->listen_port == H3G_PORT_ANY
-                            ? 0
-                            : (uint16_t)cfg->listen_port;
+  uint16_t https_port = cfg->tcp_port != 0 ? h3g_bind_port(cfg->tcp_port)
+                        : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
+                                           : h3g_bind_port(cfg->listen_port);
   if (rv == 0 && cfg->tcp_enabled) {
     s->tcp_env = (h3g_h1_env){
         .cfg = cfg,
@@ -403,9 +397,7 @@ int h3g_server_run(const h3g_config *cfg) {
                               cfg->redirect_address[0] != '\0'
                                   ? cfg->redirect_address
                                   : cfg->listen_address,
-                              cfg->redirect_port == H3G_PORT_ANY
-                                  ? 0
-                                  : (uint16_t)cfg->redirect_port,
+                              h3g_bind_port(cfg->redirect_port),
                               NULL, &s->redirect_env);
   }
   if (rv == 0 && s->quic == NULL && s->tcp == NULL) {

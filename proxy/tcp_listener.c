@@ -877,9 +877,7 @@ int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
   struct sockaddr_storage bound;
   int blen = sizeof(bound);
   uv_tcp_getsockname(&l->server, (struct sockaddr *)&bound, &blen);
-  l->port = ntohs(bound.ss_family == AF_INET6
-                      ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                      : ((struct sockaddr_in *)&bound)->sin_port);
+  l->port = h3g_sockaddr_port((struct sockaddr *)&bound);
   if (strchr(address, ':') != NULL)
     h3g_info("listening on %s [%s]:%u", name, address, l->port);
   else

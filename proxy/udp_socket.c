@@ -245,11 +245,6 @@ void h3g_udp_fail(h3g_udp_socket *s, const char *why) {
   h3g_error("udp: the socket failed: %s", s->failure);
 }
 
-static in_port_t bound_port(const h3g_udp_addr *a) {
-  return a->su.sa.sa_family == AF_INET ? a->su.in.sin_port
-                                       : a->su.in6.sin6_port;
-}
-
 /* Whether the descriptor is still our socket, bound to our port. A socket
  * destroyed with SOCK_DESTROY loses a port the kernel chose ([listener]
  * port = any): it is bound to that port again, which the clients and the
@@ -260,9 +255,10 @@ static int still_bound(const h3g_udp_socket *s) {
   if (getsockname(s->fd, &now.su.sa, &now.len) != 0 ||
       now.su.sa.sa_family != s->bound.su.sa.sa_family)
     return 0;
-  if (bound_port(&now) == bound_port(&s->bound))
+  uint16_t port = h3g_sockaddr_port(&now.su.sa);
+  if (port == h3g_sockaddr_port(&s->bound.su.sa))
     return 1;
-  if (bound_port(&now) != 0 || bind(s->fd, &s->bound.su.sa, s->bound.len) != 0)
+  if (port != 0 || bind(s->fd, &s->bound.su.sa, s->bound.len) != 0)
     return 0;
   h3g_warn("udp: the socket lost its port; bound to it again");
   return 1;

@@ -515,15 +515,10 @@ static void oracle_feed(oracle *o, const uint8_t *p, size_t n, int fin) {
 /* Reads a QUIC varint at p (n bytes available) into *v. Returns its
  * length, or 0 when it is not all there. */
 static size_t get_varint(const uint8_t *p, size_t n, uint64_t *v) {
-  if (n == 0)
+  if (n == 0 || h3g_varint_len(p[0]) > n)
     return 0;
-  size_t len = (size_t)1 << (p[0] >> 6);
-  if (len > n)
-    return 0;
-  *v = p[0] & 0x3f;
-  for (size_t i = 1; i < len; i++)
-    *v = (*v << 8) | p[i];
-  return len;
+  *v = h3g_varint_get(p);
+  return h3g_varint_len(p[0]);
 }
 
 /*
