@@ -1305,10 +1305,12 @@ static int conn_write(h3g_quic_conn *c) {
   ngtcp2_tstamp ts = h3g_now_ns();
   size_t pktmax = ngtcp2_conn_get_max_tx_udp_payload_size(c->conn);
   size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
-  ngtcp2_conn_info ci;
-  ngtcp2_conn_get_conn_info(c->conn, &ci);
-  if (ci.min_rtt >= PACING_BURST_MIN_RTT_NS)
-    quantum = H3G_MIN(quantum, PACING_BURST_PKTS * pktmax);
+  if (quantum > PACING_BURST_PKTS * pktmax) {
+    ngtcp2_conn_info ci;
+    ngtcp2_conn_get_conn_info(c->conn, &ci);
+    if (ci.min_rtt >= PACING_BURST_MIN_RTT_NS)
+      quantum = PACING_BURST_PKTS * pktmax;
+  }
   size_t bytes = 0, npkts = 0;
   int result = 0, more = 0;
   ngtcp2_path_storage ps;

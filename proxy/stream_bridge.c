@@ -811,6 +811,22 @@ static void drop_request_body(h3g_bridge *b) {
     b->fe->consume(b->fs, held);
 }
 
+/* Hands n vectors (body bytes of the request among them, the message's
+ * end if final) to the upstream connection; a write refused at once fails
+ * the exchange. */
+static void start_write(h3g_bridge *b, const h3g_iovec *iov, size_t n,
+                        size_t body, int final) {
+  if (n == 0)
+    return;
+  if (b->env->up_ops->write(b->conn, iov, n) != 0) {
+    fail_exchange(b, 502, "upstream-write");
+    return;
+  }
+  b->writing = 1;
+  b->write_body = body;
+  b->write_final = final;
+}
+
 /*
  * Writes whatever is ready: the head, buffered body bytes (chunk-framed when
  * the length is unknown) and, once the client ended, the message end. One
@@ -827,15 +843,7 @@ static void pump_request(h3g_bridge *b) {
   /* With "expect: 100-continue" the body waits for the upstream's 100 (or
    * the timeout); after a final answer it is never sent. */
   if (b->expect_hold || b->expect_refused) {
-    if (n == 0)
-      return;
-    if (b->env->up_ops->write(b->conn, iov, n) != 0) {
-      fail_exchange(b, 502, "upstream-write");
-      return;
-    }
-    b->writing = 1;
-    b->write_body = 0;
-    b->write_final = 0;
+    start_write(b, iov, n, 0, 0);
     return;
   }
   /* Room for the head, a chunk line, the CRLF after the chunk and the
@@ -885,15 +893,7 @@ static void pump_request(h3g_bridge *b) {
       }
     }
   }
-  if (n == 0)
-    return;
-  if (b->env->up_ops->write(b->conn, iov, n) != 0) {
-    fail_exchange(b, 502, "upstream-write");
-    return;
-  }
-  b->writing = 1;
-  b->write_body = body;
-  b->write_final = final;
+  start_write(b, iov, n, body, final);
 }
 
 /*
@@ -1105,8 +1105,6 @@ static void stop_client_body(h3g_bridge *b) {
 static void response_complete(h3g_bridge *b) {
   b->resp = RESP_COMPLETE;
   b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
-  if (b->up == UP_ACTIVE && !request_submitted(b))
-    end_request_early(b);
   if (b->up != UP_ACTIVE) {
     /* Ended early (end_request_early): the connection is closed. */
   } else if (!b->req_fully_written) {
