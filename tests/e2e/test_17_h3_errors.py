@@ -111,11 +111,10 @@ def upstream_saw(up, tag):
         return [r for r in up.requests if r.query.get("case") == tag]
 
 
-def breaks(env, expected, *streams, **script):
-    """Runs the script (its first stream breaks a rule before asking for
-    the tagged path, unless it asks itself) and checks the connection was
-    closed with `expected`, the request never answered nor forwarded, the
-    neighbour served. Returns h3raw's report."""
+def run_tagged(env, streams, linger, script):
+    """Runs the script, its last stream asking for a freshly tagged path,
+    while a neighbour connection makes requests. Returns the tag, the
+    h3_protocol_error_closes count before, and h3raw's report."""
     gw, up = env
     tag = uid()
     streams = list(streams)
@@ -123,9 +122,19 @@ def breaks(env, expected, *streams, **script):
     before = gw.metrics()["h3_protocol_error_closes"]
     nb = Neighbour(gw, up)
     try:
-        run = run_h3raw(gw, Script(*streams, linger=300, **script), timeout=10)
+        run = run_h3raw(gw, Script(*streams, linger=linger, **script), timeout=10)
     finally:
         nb.finish()
+    return tag, before, run
+
+
+def breaks(env, expected, *streams, **script):
+    """Runs the script (its first stream breaks a rule before asking for
+    the tagged path, unless it asks itself) and checks the connection was
+    closed with `expected`, the request never answered nor forwarded, the
+    neighbour served. Returns h3raw's report."""
+    gw, up = env
+    tag, before, run = run_tagged(env, streams, 300, script)
     assert run.conn["connection_close"] == expected, \
         "want CONNECTION_CLOSE 0x%x: %r" % (expected, run)
     assert run.conn["close_type"] == "application", run
@@ -140,15 +149,7 @@ def tolerates(env, *streams, **script):
     """Runs the script and checks the connection stayed up and its tagged
     request was answered and forwarded once, the neighbour too."""
     gw, up = env
-    tag = uid()
-    streams = list(streams)
-    streams[-1].headers(tagged(gw, tag)).fin()
-    before = gw.metrics()["h3_protocol_error_closes"]
-    nb = Neighbour(gw, up)
-    try:
-        run = run_h3raw(gw, Script(*streams, linger=100, **script), timeout=10)
-    finally:
-        nb.finish()
+    tag, before, run = run_tagged(env, streams, 100, script)
     assert run.conn["connection_close"] is None, run
     st = run.streams[-1]
     assert st["status"] == 200 and st["body_len"] == 5 and st["fin"], run

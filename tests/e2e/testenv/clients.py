@@ -415,22 +415,12 @@ def fresh_connections(gw, specs, concurrency, version="h3", timeout=120):
 
 
 def h3_request_with(client, path, method="GET", setup=None, **kw):
-    """client.request(path, method, **kw), but setup(curl, transfer) runs
-    just before perform, to set what the helpers do not cover (a header
-    callback that records raw lines, CURLOPT_EXPECT_100_TIMEOUT_MS, ...).
-    The options are reset on the client's next request."""
-    c = client.curl
-    c.reset()
-    t = _Transfer(c, client.url(path), client.port, client.ca, method=method, **kw)
-    c.setopt(pycurl.HTTP_VERSION, client.http_version)
-    if setup is not None:
-        setup(c, t)
-    err = None
-    try:
-        c.perform()
-    except pycurl.error as e:
-        err = (e.args[0], e.args[1] if len(e.args) > 1 else "")
-    return t.finish(err)
+    """client.request(path, method, setup=setup, **kw): setup(curl,
+    transfer) runs just before perform, to set what the helpers do not
+    cover (a header callback that records raw lines,
+    CURLOPT_EXPECT_100_TIMEOUT_MS, ...). The options are reset on the
+    client's next request."""
+    return client.request(path, method, setup=setup, **kw)
 
 
 # --------------------------------------------------------------------------
