@@ -259,7 +259,7 @@ def test_access_log_off(gateway):
 # ---- metrics ----------------------------------------------------------------------
 
 def metric_names():
-    path = os.path.join(SRC, "proxy", "metrics.h")
+    path = os.path.join(SRC, "proxy", "core", "metrics.h")
     with open(path) as f:
         return re.findall(r"^\s*X\((\w+),\s*(?:counter|gauge)", f.read(), re.M)
 
@@ -273,7 +273,7 @@ def test_metrics_lists_every_metric(gateway):
     assert gw.admin_get("/health")[0] == 200
     m = gw.wait_quiescent()
     names = metric_names()
-    assert names, "no metric names found in proxy/metrics.h"
+    assert names, "no metric names found in proxy/core/metrics.h"
     missing = [n for n in names if n not in m]
     assert not missing, "metrics missing from /metrics: %s" % missing
     assert m["requests_total"] == 1 and m["responses_2xx"] == 1, m

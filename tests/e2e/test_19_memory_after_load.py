@@ -27,7 +27,7 @@ N_QUIC = 2000
 N_H2 = 300
 BODY = 64 * KiB
 
-# Every live count of proxy/metrics.h: all zero once every client is gone
+# Every live count of proxy/core/metrics.h: all zero once every client is gone
 # and the pool's idle connections have expired.
 LIVE = ("quic_connections_active", "h3_streams_active", "h2_streams_active",
         "tcp_connections_active", "bridges_active", "upstream_conns_active",

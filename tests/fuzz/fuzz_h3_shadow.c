@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the HTTP/3 request check (proxy/h3_shadow.c): the
+ * libFuzzer target for the HTTP/3 request check (proxy/quic/h3_shadow.c): the
  * frames and QPACK field sections of one request stream, fed in pieces the
  * input chooses, then to nghttp3 as the session does.
  *

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target for the client unidirectional stream shadow
- * (proxy/h3_uni_shadow.c).
+ * (proxy/quic/h3_uni_shadow.c).
  *
  * Input: a sequence of commands, each one byte and its operands:
  *   bits 0-1  the stream (client unidirectional streams 2, 6, 10, 14)

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the header rules (proxy/http_headers.c): storage,
+ * libFuzzer target for the header rules (proxy/http/http_headers.c): storage,
  * request and trailer validation, response filtering.
  *
  * Input: one control byte (picks the section cap), then lines separated by

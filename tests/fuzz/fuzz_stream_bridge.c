@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the stream bridge (proxy/stream_bridge.c): one
+ * libFuzzer target for the stream bridge (proxy/http/stream_bridge.c): one
  * request driven through a sequence of front-end, upstream and timer
  * events decoded from the input, against fakes that hold the bridge to its
  * contracts (frontend.h, upstream_pool.h's h3g_upstream_ops, the timer

@@ -1,7 +1,7 @@
-/* Tests for proxy/h3_shadow.c: the frame layer, field checks and
+/* Tests for proxy/quic/h3_shadow.c: the frame layer, field checks and
  * content-length of a request stream, fed whole, split at every byte
  * boundary, and byte by byte. Also h3g_request_field_check()
- * (proxy/http_headers.c), which the shadow applies to each field. */
+ * (proxy/http/http_headers.c), which the shadow applies to each field. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

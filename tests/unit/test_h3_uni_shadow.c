@@ -1,4 +1,4 @@
-/* Tests for proxy/h3_uni_shadow.c: the client's unidirectional streams
+/* Tests for proxy/quic/h3_uni_shadow.c: the client's unidirectional streams
  * (stream types, control frames, QPACK encoder instructions), each case
  * fed whole, split in two at every byte boundary, and byte by byte; the
  * bytes handed on to nghttp3 and the error must be the same every way. */

@@ -1,4 +1,4 @@
-/* Tests for proxy/http_headers.c: storage, the flags table, request and
+/* Tests for proxy/http/http_headers.c: storage, the flags table, request and
  * trailer validation, response filtering. */
 #include <stdint.h>
 #include <stdlib.h>
