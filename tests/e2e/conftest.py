@@ -151,3 +151,27 @@ def h3():
     yield make
     for c in made:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# upstream groups and routes (docs/routes.md)
+
+@pytest.fixture
+def fleet(tmp_path_factory):
+    """Upstream servers that say who they are (testenv.groups.Fleet): one
+    process each, SIGKILLed at teardown."""
+    from testenv.groups import Fleet
+    f = Fleet(str(tmp_path_factory.mktemp("fleet")))
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def routed(tmp_path_factory, certs):
+    """Factory: routed(blocks, overrides=None) -> a started RoutedGateway
+    whose file has the [upstream NAME] / [route NAME] blocks given; stopped
+    at teardown like `gateway`'s."""
+    from testenv.groups import RoutedFactory
+    f = RoutedFactory(tmp_path_factory, certs)
+    yield f
+    f.finish()

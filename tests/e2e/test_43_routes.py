@@ -1,0 +1,316 @@
+"""Routes (docs/routes.md): each request is matched once against the
+[route NAME] sections by host (exact, then the longest wildcard, then
+routes without host; case, port and a trailing dot ignored) and by path
+prefix (the longest wins, on a segment boundary, after removing dot
+segments), and goes to a server of the route's [upstream NAME] group, over
+HTTP/3, HTTP/2 and HTTP/1.1 alike. No match: 421 on HTTP/3 and HTTP/2, 404
+on HTTP/1.1 (404 everywhere with no_route = not_found), nothing upstream.
+Per-route settings: header edits both ways, max_request_body, alt_svc.
+The file without routes still serves every host; a unix-socket server."""
+
+import os
+
+import pytest
+
+from conftest import uid
+from testenv.groups import (PROTOS, Fleet, HostClients, RoutedFactory, group,
+                            route, served_by)
+
+GROUPS = {
+    "app": ("app1", "app2", "app3"),
+    "api": ("api1", "api2", "api3"),
+    "static": ("st1", "st2"),
+    "www": ("www1", "www2"),
+}
+SERVER_GROUP = {s: g for g, ss in GROUPS.items() for s in ss}
+
+
+def routing_blocks(fl, **route_keys):
+    blocks = [group(g, [fl[s] for s in ss]) for g, ss in GROUPS.items()]
+    blocks += [
+        route("static", "static", host="app.example.com", path="/static/ /assets/"),
+        route("api", "api", host="app.example.com, api.example.com", path="/api"),
+        route("api-admin", "www", host="app.example.com", path="/api/admin"),
+        route("app", "app", host="app.example.com *.app.example.com"),
+        route("www", "www", host="*.example.com"),
+        # Per-route settings, on a host of their own.
+        route("edits", "www", host="edit.test", path="/edit",
+              add_request_header=["X-Gateway: h3gate", "X-Route-Seen: edits"],
+              remove_request_header="X-Secret",
+              add_response_header="X-Served-Route: edits"),
+        route("small", "www", host="edit.test", path="/small", max_request_body="1KiB"),
+        route("noalt", "www", host="edit.test", path="/noalt", alt_svc="off"),
+        route("plain", "www", host="edit.test"),
+    ]
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, certs):
+    fl = Fleet(str(tmp_path_factory.mktemp("routes-fleet")))
+    fl.add(*SERVER_GROUP)
+    f = RoutedFactory(tmp_path_factory, certs)
+    gw = f(routing_blocks(fl), name="routes-gw")
+    hc = HostClients(gw)
+    yield gw, fl, hc
+    hc.close()
+    f.finish()
+    fl.stop()
+
+
+def sent_upstream(fl, tag):
+    """Records (across every server) of requests whose target has tag."""
+    return [r for r in fl.records() if tag in r["target"]]
+
+
+def check_routed(env, proto, host, path, want_group, want_route=None):
+    gw, fl, hc = env
+    tag = uid()
+    sep = "&" if "?" in path else "?"
+    target = "%s%st=%s" % (path, sep, tag)
+    r = hc.get(proto, host, target, as_is=True)
+    assert r.error is None and r.status == 200, (proto, host, path, r, r.body[:300])
+    sid = served_by(r)
+    assert SERVER_GROUP.get(sid) == want_group, (
+        "%s %s%s went to %s (group %s), want group %s"
+        % (proto, host, path, sid, SERVER_GROUP.get(sid), want_group))
+    recs = sent_upstream(fl, tag)
+    assert len(recs) == 1 and recs[0]["id"] == sid, recs
+    # The request goes upstream as the client wrote it.
+    assert recs[0]["target"] == target, recs[0]
+    assert recs[0]["host"] == host, recs[0]
+    if want_route is not None:
+        line = gw.wait_access(lambda a: tag in a.get("path", ""))[0]
+        assert line.get("route") == want_route, line.raw
+        assert line.get("upstream") == fl[sid].address, line.raw
+    return r
+
+
+# (host, path, group): exact and wildcard hosts, case, port, trailing dot.
+HOST_CASES = [
+    ("app.example.com", "/", "app"),
+    ("APP.Example.COM", "/page", "app"),
+    ("app.example.com:8443", "/page", "app"),
+    ("app.example.com.", "/page", "app"),
+    ("App.Example.Com.:443", "/static/a.css", "static"),
+    ("x.app.example.com", "/", "app"),            # the longest wildcard wins
+    ("a.b.app.example.com", "/x", "app"),         # at any depth
+    ("xapp.example.com", "/", "www"),             # *.app.example.com is not *app.
+    ("x.app.example.com", "/api/v1", "app"),      # route api is not on that host
+    ("api.example.com", "/api/v1", "api"),
+    ("API.EXAMPLE.COM", "/api", "api"),
+    ("api.example.com", "/other", "www"),         # no path of the exact host: wildcard
+    ("foo.example.com", "/api/v1", "www"),
+    ("deep.foo.example.com", "/", "www"),
+]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_host_matching(env, proto):
+    for host, path, grp in HOST_CASES:
+        check_routed(env, proto, host, path, grp)
+
+
+# (path, group) on app.example.com: longest prefix, segment boundary,
+# query, dot segments removed before matching.
+PATH_CASES = [
+    ("/", "app"),
+    ("/api", "api"),
+    ("/api/", "api"),
+    ("/api/v1/users", "api"),
+    ("/api?x=1", "api"),
+    ("/apix", "app"),                   # /api does not match /apix
+    ("/api-docs", "app"),
+    ("/api/admin", "www"),              # the longest prefix wins
+    ("/api/admin/users", "www"),
+    ("/api/adminx", "api"),
+    ("/static/a.css", "static"),
+    ("/static", "app"),                 # /static/ needs its slash
+    ("/staticx/a.css", "app"),
+    ("/assets/img/logo.png", "static"),
+    ("/static/../api/v1", "api"),       # matched as /api/v1
+    ("/static/./a.css", "static"),
+    ("/x/../static/a.css", "static"),
+    ("/api/%2e%2e/static/a.css", "static"),
+    ("/api/%2E%2E/assets/a.png", "static"),
+    ("/assets/%2e/../api/admin/x", "www"),
+    ("/api/v1/../../static/a.css", "static"),
+]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_path_matching(env, proto):
+    for path, grp in PATH_CASES:
+        check_routed(env, proto, "app.example.com", path, grp)
+
+
+def test_access_log_names_route_and_server(env):
+    for proto in PROTOS:
+        check_routed(env, proto, "app.example.com", "/api/v1", "api", want_route="api")
+        check_routed(env, proto, "app.example.com", "/static/x", "static",
+                     want_route="static")
+        check_routed(env, proto, "q.app.example.com", "/", "app", want_route="app")
+        check_routed(env, proto, "edit.test", "/zzz", "www", want_route="plain")
+
+
+def test_requests_spread_over_the_group(env):
+    """Round robin (the default) sends a route's requests to every server
+    of its group, and only to its group."""
+    gw, fl, hc = env
+    seen = set()
+    for i in range(9):
+        r = hc.get("h2", "app.example.com", "/api/x?i=%d" % i)
+        assert r.status == 200, r
+        seen.add(served_by(r))
+    assert seen == set(GROUPS["api"]), seen
+
+
+# ---- no route ----------------------------------------------------------------
+
+NO_MATCH_HOSTS = ["example.com", "app.example.org", "notexample.com", "localhost",
+                  "example.com.:443"]
+NO_MATCH_STATUS = {"h3": 421, "h2": 421, "http/1.1": 404}
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_no_match_misdirected(env, proto):
+    gw, fl, hc = env
+    before = gw.series().get("requests_unrouted_total") or 0
+    tag = uid()
+    for host in NO_MATCH_HOSTS:
+        r = hc.get(proto, host, "/api/v1?t=%s" % tag)
+        assert r.error is None, (host, r)
+        assert r.status == NO_MATCH_STATUS[proto], (
+            "%s Host %s: want %d, got %s" % (proto, host, NO_MATCH_STATUS[proto], r))
+        assert served_by(r) is None, r.headers
+    # Still on the same connection afterwards.
+    r = check_routed(env, proto, "app.example.com", "/", "app")
+    assert r.num_connects == 0, r
+    gw.wait_idle()
+    assert sent_upstream(fl, tag) == []
+    s = gw.wait_series(lambda s: (s.get("requests_unrouted_total") or 0)
+                       - before >= len(NO_MATCH_HOSTS), what="unrouted counter")
+    assert s.get("requests_unrouted_total") - before == len(NO_MATCH_HOSTS)
+    lines = gw.wait_access(lambda a: tag in a.get("path", ""), count=len(NO_MATCH_HOSTS))
+    for a in lines:
+        assert a.get("upstream") == "-" and a.get("route") in ("-", None), a.raw
+        assert a.int("status") == NO_MATCH_STATUS[proto], a.raw
+
+
+def test_no_route_not_found(fleet, routed):
+    fleet.add("w1", "w2")
+    gw = routed([group("web", [fleet["w1"], fleet["w2"]]),
+                 route("web", "web", host="www.example.net")],
+                {"server": {"no_route": "not_found"}})
+    hc = HostClients(gw)
+    try:
+        tag = uid()
+        for proto in PROTOS:
+            r = hc.get(proto, "www.example.net", "/?t=%s" % tag)
+            assert r.status == 200 and served_by(r) in ("w1", "w2"), r
+            for host in ("example.net", "other.example.net", "www.example.org"):
+                r = hc.get(proto, host, "/miss?t=%s" % tag)
+                assert r.error is None and r.status == 404, (proto, host, r)
+                assert served_by(r) is None, r.headers
+        gw.wait_idle()
+        assert fleet.total(predicate=lambda rec: "/miss" in rec["target"]) == 0
+        assert fleet.total(predicate=lambda rec: tag in rec["target"]) == 3
+    finally:
+        hc.close()
+
+
+# ---- per-route settings -------------------------------------------------------
+
+def headers_seen(rec, name):
+    return [v for k, v in rec["headers"] if k.lower() == name.lower()]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_route_header_edits(env, proto):
+    gw, fl, hc = env
+    tag = uid()
+    r = hc.get(proto, "edit.test", "/edit/x?t=%s" % tag,
+               headers=["X-Secret: s3cr3t", "X-Keep: kept"])
+    assert r.status == 200, r
+    assert r.header("x-served-route") == "edits", r.headers
+    rec = sent_upstream(fl, tag)[0]
+    assert headers_seen(rec, "X-Gateway") == ["h3gate"], rec["headers"]
+    assert headers_seen(rec, "X-Route-Seen") == ["edits"], rec["headers"]
+    assert headers_seen(rec, "X-Secret") == [], rec["headers"]
+    assert headers_seen(rec, "X-Keep") == ["kept"], rec["headers"]
+    # Another route of the same host and group: no edits.
+    tag2 = uid()
+    r = hc.get(proto, "edit.test", "/other?t=%s" % tag2, headers=["X-Secret: s3cr3t"])
+    assert r.status == 200 and r.header("x-served-route") is None, r.headers
+    rec = sent_upstream(fl, tag2)[0]
+    assert headers_seen(rec, "X-Secret") == ["s3cr3t"], rec["headers"]
+    assert headers_seen(rec, "X-Gateway") == [], rec["headers"]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_route_max_request_body(env, proto):
+    gw, fl, hc = env
+    tag = uid()
+    r = hc.request(proto, "edit.test", "/small/up?t=%s&n=at" % tag, "POST", body=1024)
+    assert r.status == 200 and r.json()["body_len"] == 1024, r
+    r = hc.request(proto, "edit.test", "/small/up?t=%s&n=over" % tag, "POST", body=2048)
+    assert r.error is None and r.status == 413, r
+    # The same body on another route of the same group passes.
+    r = hc.request(proto, "edit.test", "/plain/up?t=%s&n=other" % tag, "POST", body=2048)
+    assert r.status == 200 and r.json()["body_len"] == 2048, r
+    gw.wait_idle()
+    got = sorted(rec["target"].rsplit("=", 1)[1] for rec in sent_upstream(fl, tag))
+    assert got == ["at", "other"], got
+
+
+@pytest.mark.parametrize("proto", ["h2", "http/1.1"])
+def test_route_alt_svc_off(env, proto):
+    gw, fl, hc = env
+    r = hc.get(proto, "edit.test", "/noalt/x")
+    assert r.status == 200 and served_by(r) in GROUPS["www"], r
+    assert r.header_all("alt-svc") == [], r.headers
+    r = hc.get(proto, "edit.test", "/other")
+    assert r.status == 200, r
+    assert r.header_all("alt-svc") == ['h3=":%d"; ma=86400' % gw.port], r.headers
+
+
+# ---- compatibility and transports -----------------------------------------
+
+def test_legacy_single_upstream_serves_every_host(gateway, fleet):
+    (srv,) = fleet.add("only")
+    gw = gateway(upstream=srv.address)
+    assert "[route" not in open(gw.config_path).read()
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            for host in ("localhost", "app.example.com", "whatever.invalid", None):
+                r = hc.get(proto, host, "/any/path?h=%s" % host)
+                assert r.status == 200 and served_by(r) == "only", (proto, host, r)
+        assert srv.count() == 3 * 4
+    finally:
+        hc.close()
+
+
+def test_unix_socket_server(fleet, routed, tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("sock"))
+    fleet.add("sock1", listen="unix:" + os.path.join(d, "s1.sock"))
+    fleet.add("tcp1")
+    assert fleet["sock1"].address.startswith("unix:/"), fleet["sock1"].address
+    gw = routed([group("local", [fleet["sock1"]]),
+                 group("net", [fleet["tcp1"]]),
+                 route("local", "local", path="/local"),
+                 route("net", "net")])
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            r = hc.request(proto, "localhost", "/local/x", "POST", body=5000)
+            assert r.status == 200 and served_by(r) == "sock1", r
+            assert r.json()["body_len"] == 5000
+            r = hc.get(proto, "localhost", "/elsewhere")
+            assert r.status == 200 and served_by(r) == "tcp1", r
+        line = gw.wait_access(lambda a: a.get("path", "").startswith("/local"))[0]
+        assert line.get("route") == "local", line.raw
+        assert line.get("upstream") == fleet["sock1"].address, line.raw
+        assert fleet["sock1"].count() == 3
+    finally:
+        hc.close()
