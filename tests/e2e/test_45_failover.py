@@ -1,0 +1,237 @@
+"""Failover within an upstream group (docs/routes.md): a server killed
+under load costs no GET and never makes a POST reach the upstreams twice;
+it is marked down in /metrics and comes back once it serves again; a group
+with every server out answers 503 at once, with Retry-After, without
+waiting for a connect timeout; a refused connection is retried on another
+server of the group."""
+
+import collections
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import SLOW, refusing_address, uid
+from testenv.clients import H2Client, H3Client
+from testenv.groups import group, route, served_by, wait_until
+from testenv.load import run_load
+
+
+def up_value(gw, grp, address):
+    return gw.series().get("upstream_server_up", group=grp, server=address)
+
+
+# ---- a server dies under load -------------------------------------------
+
+@pytest.mark.parametrize("proto", ["h2", "h3"])
+def test_kill_one_of_three_under_load(fleet, routed, proto):
+    fleet.add("k1", "k2", "k3")
+    gw = routed([group("g", [fleet["k1"], fleet["k2"], fleet["k3"]],
+                       max_fails=1, fail_timeout="1s", max_fail_timeout="1s"),
+                 route("g", "g")])
+    victim = fleet["k2"]
+    tag = uid()
+    n, rate = 800, 200              # four seconds at 200 requests/s
+    specs = []
+    for i in range(n):
+        if i % 3 == 0:
+            rid = "%s-post-%d" % (tag, i)
+            specs.append({"path": "/p?t=%s&i=%d" % (tag, i), "method": "POST",
+                          "body": 3000 + i, "headers": ["X-Request-Id: %s" % rid]})
+        else:
+            specs.append({"path": "/g?t=%s&i=%d" % (tag, i)})
+
+    killed_at = []
+
+    def killer():
+        # Once the load is well under way (a quarter of it on the victim).
+        wait_until(lambda: victim.count(lambda r: tag in r["target"]) >= n // 12,
+                   timeout=20, what="load reaching the victim")
+        victim.kill()
+        killed_at.append(time.monotonic())
+    k = threading.Thread(target=killer)
+    k.start()
+    try:
+        rs = run_load(gw, specs, proto=proto, concurrency=16, rate=rate, timeout=60)
+    finally:
+        k.join(30)
+    assert killed_at, "the victim was never killed"
+    gets = [r for s, r in zip(specs, rs) if "method" not in s]
+    posts = [(s, r) for s, r in zip(specs, rs) if "method" in s]
+    failed_gets = [r for r in gets if r.error is not None or r.status != 200]
+    assert not failed_gets, "%d of %d GETs failed: %s" % (len(failed_gets), len(gets),
+                                                          failed_gets[:5])
+    # A POST may fail (its connection broke after the body went out); it
+    # must never reach the upstreams twice.
+    seen = collections.Counter(r["rid"] for r in fleet.records()
+                               if r["method"] == "POST" and tag in r["target"])
+    twice = {rid: c for rid, c in seen.items() if c > 1}
+    assert not twice, "POSTs sent upstream more than once: %s" % twice
+    for s, r in posts:
+        rid = s["headers"][0].split(": ", 1)[1]
+        if r.error is None and r.status == 200:
+            assert seen[rid] == 1, (rid, r)
+            assert r.json()["body_len"] == s["body"], r.body[:200]
+        else:
+            assert r.status in (0, 502, 503), (rid, r)
+    # After the kill the survivors serve everything.
+    late = [r for r in gets[-100:]]
+    assert all(served_by(r) in ("k1", "k3") for r in late), collections.Counter(
+        served_by(r) for r in late)
+    # Marked down...
+    gw.wait_series(lambda s: s.get("upstream_server_up", group="g",
+                                   server=victim.address) == 0,
+                   timeout=5, what="the killed server marked down")
+    assert up_value(gw, "g", fleet["k1"].address) == 1
+    assert up_value(gw, "g", fleet["k3"].address) == 1
+    s = gw.series()
+    assert s.get("upstream_server_failures_total", group="g", server=victim.address) >= 1
+    # ... and back once it serves again (passive checks: after its cooldown
+    # a request tries it).
+    victim.start()
+    c = H2Client(gw)
+    try:
+        wait_until(lambda: served_by(c.get("/again")) == "k2", timeout=10,
+                   what="the restarted server serving again")
+    finally:
+        c.close()
+    gw.wait_series(lambda s: s.get("upstream_server_up", group="g",
+                                   server=victim.address) == 1,
+                   timeout=5, what="the restarted server marked up")
+
+
+# ---- every server out -----------------------------------------------------
+
+def test_all_servers_down_503_with_retry_after(fleet, routed):
+    fleet.add("d1", "d2")
+    gw = routed([group("g", [fleet["d1"], fleet["d2"]], max_fails=1, fail_timeout="10s"),
+                 route("g", "g")])
+    c = H3Client(gw)
+    try:
+        assert c.get("/warm").status == 200
+        fleet["d1"].kill()
+        fleet["d2"].kill()
+        first = c.get("/first")
+        assert first.error is None and first.status in (502, 503), first
+        gw.wait_series(lambda s: s.sum("upstream_server_up", group="g") == 0,
+                       what="both servers out")
+        for i in range(5):
+            t0 = time.monotonic()
+            r = c.get("/down?i=%d" % i)
+            took = time.monotonic() - t0
+            assert r.error is None and r.status == 503, r
+            ra = r.header("retry-after")
+            assert ra is not None and ra.isdigit(), r.headers
+            assert 1 <= int(ra) <= 10, "Retry-After %s with fail_timeout 10s" % ra
+            assert took < 0.5 * SLOW, "503 took %.2fs" % took
+    finally:
+        c.close()
+
+
+class Blackhole:
+    """A TCP address whose connects hang: a listener with backlog 0 and its
+    queue filled, so further SYNs are dropped (a server that is gone from
+    the network rather than one that refuses)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(self.sock.getsockname())
+            self.fillers.append(f)
+        time.sleep(0)
+
+    def hangs(self):
+        p = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        p.settimeout(0.5)
+        try:
+            p.connect(self.sock.getsockname())
+            return False
+        except socket.timeout:
+            return True
+        finally:
+            p.close()
+
+    def close(self):
+        for f in self.fillers:
+            f.close()
+        self.sock.close()
+
+
+def test_group_out_answers_before_connect_timeout(routed):
+    holes = [Blackhole(), Blackhole()]
+    try:
+        assert all(h.hangs() for h in holes), "connects to a full backlog did not hang"
+        gw = routed([group("g", [h.address for h in holes], connect_timeout="1s",
+                           max_fails=1, fail_timeout="20s"),
+                     route("g", "g")],
+                    {"server": {"shutdown_timeout": "2s"}})
+        c = H2Client(gw)
+        try:
+            t0 = time.monotonic()
+            first = c.get("/first", timeout=20)
+            took = time.monotonic() - t0
+            assert first.error is None and first.status in (502, 503, 504), first
+            assert took >= 0.9, "the first request did not wait to connect (%.2fs)" % took
+            gw.wait_series(lambda s: s.sum("upstream_server_up", group="g") == 0,
+                           what="both servers out")
+            for i in range(3):
+                t0 = time.monotonic()
+                r = c.get("/then?i=%d" % i)
+                took = time.monotonic() - t0
+                assert r.error is None and r.status == 503, r
+                assert took < 0.3 * SLOW, "503 after %.2fs: a connect was tried" % took
+                ra = r.header("retry-after")
+                assert ra is not None and ra.isdigit() and 1 <= int(ra) <= 20, r.headers
+        finally:
+            c.close()
+    finally:
+        for h in holes:
+            h.close()
+
+
+# ---- retries -------------------------------------------------------------
+
+def test_refused_connection_retried_on_another_server(fleet, routed):
+    fleet.add("a", "b")
+    dead = refusing_address()
+    # max_fails 0: the refusing server is never taken out, so every turn of
+    # the round robin that picks it needs a retry.
+    gw = routed([group("g", [fleet["a"].server_line(), dead, fleet["b"].server_line()],
+                       max_fails=0),
+                 route("g", "g")])
+    tag = uid()
+    specs = [{"path": "/r?t=%s&i=%d" % (tag, i)} for i in range(30)]
+    specs += [{"path": "/r?t=%s&i=p%d" % (tag, i), "method": "POST", "body": 777,
+               "headers": ["X-Request-Id: %s-%d" % (tag, i)]} for i in range(15)]
+    rs = run_load(gw, specs, proto="h2", concurrency=1)
+    bad = [r for r in rs if r.error is not None or r.status != 200]
+    assert not bad, bad[:5]
+    assert {served_by(r) for r in rs} == {"a", "b"}
+    posts = [r for r in fleet.records() if r["method"] == "POST" and tag in r["target"]]
+    assert len(posts) == 15 and len({r["rid"] for r in posts}) == 15, posts
+    s = gw.series()
+    assert s.get("upstream_server_failures_total", group="g", server=dead) >= 10, (
+        s.text_of("h3gate_upstream_server_failures_total"))
+
+
+def test_without_retries_a_refused_connection_is_502(fleet, routed):
+    fleet.add("a")
+    dead = refusing_address()
+    gw = routed([group("g", [fleet["a"].server_line(), dead], max_fails=0, retries=0),
+                 route("g", "g")])
+    c = H2Client(gw)
+    try:
+        got = collections.Counter()
+        for i in range(10):
+            r = c.get("/n?i=%d" % i)
+            got[(r.status, served_by(r))] += 1
+        assert got == {(200, "a"): 5, (502, None): 5}, got
+    finally:
+        c.close()
