@@ -135,6 +135,9 @@ PATH_CASES = [
     ("/api/%2E%2E/assets/a.png", "static"),
     ("/assets/%2e/../api/admin/x", "www"),
     ("/api/v1/../../static/a.css", "static"),
+    ("/../api/x", "api"),               # no climbing above the root
+    ("/static/..", "app"),              # matched as /
+    ("/assets/x/%2e%2e", "static"),     # matched as /assets/
 ]
 
 
@@ -168,7 +171,7 @@ def test_requests_spread_over_the_group(env):
 # ---- no route ----------------------------------------------------------------
 
 NO_MATCH_HOSTS = ["example.com", "app.example.org", "notexample.com", "localhost",
-                  "example.com.:443"]
+                  "example.com.:443", "[::1]:8443", "127.0.0.1"]
 NO_MATCH_STATUS = {"h3": 421, "h2": 421, "http/1.1": 404}
 
 
