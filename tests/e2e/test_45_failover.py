@@ -235,3 +235,41 @@ def test_without_retries_a_refused_connection_is_502(fleet, routed):
         assert got == {(200, "a"): 5, (502, None): 5}, got
     finally:
         c.close()
+
+
+# ---- what is sent again after a broken connection -----------------------
+
+def test_reset_before_response_resends_only_requests_without_body(fleet, routed):
+    """x1 reads each request, then resets (or closes) the connection
+    without a response byte. Requests without a body are sent again to x2;
+    requests with one are not (502), and reach the upstreams once."""
+    fleet.add("x1", "x2")
+    gw = routed([group("g", [fleet["x1"], fleet["x2"]], max_fails=0),
+                 route("g", "g")])
+    tag = uid()
+    c = H2Client(gw)
+    try:
+        for how in ("reset_on", "drop_on"):
+            for method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "GET", "GET", "HEAD"):
+                r = c.request("/m?t=%s&%s=x1&m=%s" % (tag, how, method), method)
+                assert r.error is None and r.status == 200, (how, method, r)
+                assert served_by(r) == "x2", (how, method, r.headers)
+        resent = fleet["x1"].count(lambda r: tag in r["target"])
+        assert resent >= 4, "x1 broke only %d requests: nothing was tested" % resent
+        assert fleet["x2"].count(lambda r: tag in r["target"]) == 16
+        outcomes = collections.Counter()
+        for how in ("reset_on", "drop_on"):
+            for i, method in enumerate(("POST", "PUT", "POST", "PATCH", "POST", "PUT")):
+                rid = "%s-%s-%d" % (tag, how, i)
+                r = c.request("/b?t=%s&%s=x1&i=%d" % (tag, how, i), method, body=2000 + i,
+                              headers=["X-Request-Id: %s" % rid])
+                got = [rec["id"] for rec in fleet.records() if rec["rid"] == rid]
+                assert len(got) == 1, "%s %s reached %s" % (method, rid, got)
+                if got == ["x2"]:
+                    assert r.status == 200 and r.json()["body_len"] == 2000 + i, r
+                else:
+                    assert r.error is None and r.status == 502, (method, how, r)
+                outcomes[got[0]] += 1
+        assert outcomes["x1"] >= 4, outcomes
+    finally:
+        c.close()

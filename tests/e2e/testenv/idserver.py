@@ -9,7 +9,9 @@ Listens on host:port (port 0: the kernel's choice) or unix:/path, and prints
 "listening on ADDRESS" once it accepts connections.
 
 Query parameters: delay=MS waits before answering; status=N answers N;
-close=1 answers with "Connection: close" and closes.
+close=1 answers with "Connection: close" and closes; reset_on=ID1,ID2 and
+drop_on=... make the servers named there read the whole request and then
+reset the connection (RST) or close it (FIN) without a response byte.
 
 Standard library only. Run alone: /usr/bin/python3 idserver.py --id a1
 """
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -127,6 +130,13 @@ class Server:
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query))
         if "delay" in q:
             time.sleep(float(q["delay"]) / 1000.0)
+        if self.ident in q.get("reset_on", "").split(","):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return False
+        if self.ident in q.get("drop_on", "").split(","):
+            conn.shutdown(socket.SHUT_RDWR)
+            return False
         status = int(q.get("status", "200"))
         close = q.get("close") == "1" or lower.get("connection", "").lower() == "close"
         body = json.dumps({"id": self.ident, "seq": seq, "method": method, "target": target,
