@@ -58,6 +58,7 @@
   X(h3_protocol_error_closes, counter,                                         \
     "connections closed for a client's HTTP/3 or QPACK error")                 \
   X(requests_total, counter, "requests that reached the bridge")               \
+  X(requests_unrouted, counter, "requests no [route] matched (421/404)")       \
   X(request_body_timeouts, counter, "requests ended: body stalled (408)")     \
   X(responses_1xx, counter, "interim responses forwarded")                     \
   X(responses_2xx, counter, "final responses 2xx")                             \
