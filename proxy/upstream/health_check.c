@@ -236,8 +236,7 @@ static int check_retry(h3g_health_check *hc) {
 static void check_judge(h3g_health_check *hc, int reusable) {
   uint32_t s = (uint32_t)hc->status;
   int ok = s >= hc->status_lo && s <= hc->status_hi;
-  check_end(hc, ok, reusable, "status %d%s", hc->status,
-            ok ? "" : " (out of the accepted range)");
+  check_end(hc, ok, reusable, "status %d", hc->status);
 }
 
 /* ---- timer --------------------------------------------------------------- */
