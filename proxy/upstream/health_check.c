@@ -108,9 +108,7 @@ static void hc_transit(h3g_health_check *hc, hc_state to) {
     assert(from != HC_STOPPED);
     uv_timer_stop(&hc->timer);
     break;
-  case HC_CLOSED:
-    uv_close((uv_handle_t *)&hc->timer, on_timer_close);
-    break;
+  case HC_CLOSED: uv_close((uv_handle_t *)&hc->timer, on_timer_close); break;
   }
   hc->state = to;
 }
@@ -177,8 +175,8 @@ static void check_end(h3g_health_check *hc, int ok, int reusable,
       h3g_warn("upstream %s: health check failed: %s (%u in a row): out",
                hc->name, hc->reason, hc->st.fail_run);
     } else {
-      h3g_debug("upstream %s: health check failed: %s (%u in a row)",
-                hc->name, hc->reason, hc->st.fail_run);
+      h3g_debug("upstream %s: health check failed: %s (%u in a row)", hc->name,
+                hc->reason, hc->st.fail_run);
     }
   }
   if (turned && hc->on_change != NULL)
@@ -189,8 +187,7 @@ static void check_end(h3g_health_check *hc, int ok, int reusable,
 static void check_stop(h3g_health_check *hc) {
   hc_let_go(hc, 0);
   hc_transit(hc, HC_STOPPED);
-  h3g_debug("upstream %s: health checks stop: the pool is closing",
-            hc->name);
+  h3g_debug("upstream %s: health checks stop: the pool is closing", hc->name);
 }
 
 static void check_acquire(h3g_health_check *hc) {
@@ -422,10 +419,8 @@ static char *str_copy(const char *s) {
 int h3g_health_check_new(h3g_health_check **out, void *loop,
                          const h3g_upstream_ops *ops, void *pool,
                          const h3g_health_check_config *cfg,
-                         void (*on_change)(void *arg, int healthy),
-                         void *arg) {
-  if (out == NULL || loop == NULL || ops == NULL || pool == NULL ||
-      cfg == NULL)
+                         void (*on_change)(void *arg, int healthy), void *arg) {
+  if (out == NULL || loop == NULL || ops == NULL || pool == NULL || cfg == NULL)
     return H3G_ERR_INVAL;
   *out = NULL;
   const char *host = cfg->host != NULL ? cfg->host : ops->name(pool);
@@ -465,8 +460,7 @@ int h3g_health_check_new(h3g_health_check **out, void *loop,
     free(hc);
     return H3G_ERR_NOMEM;
   }
-  snprintf((char *)hc->req, (size_t)len + 1, fmt, cfg->method, cfg->path,
-           host);
+  snprintf((char *)hc->req, (size_t)len + 1, fmt, cfg->method, cfg->path, host);
   hc->reqlen = (size_t)len;
 
   /* Cannot fail on a live loop. */

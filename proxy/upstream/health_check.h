@@ -75,8 +75,8 @@ typedef struct h3g_health_check_config {
   /* The Host field's value: no space or control byte, at most 256 bytes;
    * NULL: the pool's name() ("host:port"). Copied. */
   const char *host;
-  uint64_t interval_ms; /* >= 1: from the end of a check to the next */
-  uint64_t timeout_ms;  /* >= 1: from the start of the acquire */
+  uint64_t interval_ms;          /* >= 1: from the end of a check to the next */
+  uint64_t timeout_ms;           /* >= 1: from the start of the acquire */
   uint32_t status_lo, status_hi; /* accepted, inclusive; 100 <= lo <= hi
                                   * <= 599 */
   uint32_t rise; /* >= 1: successes in a row that bring a server back */
@@ -85,11 +85,11 @@ typedef struct h3g_health_check_config {
 
 /* What a health check counts (for metrics, the admin page and tests). */
 typedef struct h3g_health_check_stats {
-  uint64_t checks;   /* checks ended (succeeded or failed) */
-  uint64_t failures; /* checks that failed */
-  uint64_t flips;    /* verdict changes (on_change calls) */
-  uint32_t ok_run;   /* successes in a row now (0 after a failure) */
-  uint32_t fail_run; /* failures in a row now (0 after a success) */
+  uint64_t checks;      /* checks ended (succeeded or failed) */
+  uint64_t failures;    /* checks that failed */
+  uint64_t flips;       /* verdict changes (on_change calls) */
+  uint32_t ok_run;      /* successes in a row now (0 after a failure) */
+  uint32_t fail_run;    /* failures in a row now (0 after a success) */
   uint32_t last_status; /* final status of the last response, 0 if none */
   int healthy;
   int running; /* 1 while a check is in flight */
@@ -109,8 +109,7 @@ typedef struct h3g_health_check_stats {
 int h3g_health_check_new(h3g_health_check **out, void *loop,
                          const h3g_upstream_ops *ops, void *pool,
                          const h3g_health_check_config *cfg,
-                         void (*on_change)(void *arg, int healthy),
-                         void *arg);
+                         void (*on_change)(void *arg, int healthy), void *arg);
 
 /* 1 if the server is healthy now, 0 if a health check took it out. */
 int h3g_health_check_healthy(const h3g_health_check *hc);
