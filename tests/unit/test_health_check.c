@@ -27,6 +27,7 @@ typedef enum srv_mode {
   SRV_GARBAGE,   /* answers with bytes that are not HTTP */
   SRV_TRUNCATED, /* sends part of a response, then closes */
   SRV_HANGUP,    /* closes at each request without a byte */
+  SRV_BIG,       /* answers s->status with a body over the check's cap */
   SRV_ONE_SHOT,  /* answers a connection's first request, closes at the
                     next without a byte (a keep-alive timeout's race) */
 } srv_mode;
@@ -54,7 +55,7 @@ typedef struct srv {
 
 typedef struct srv_write {
   uv_write_t req;
-  char data[512];
+  char data[]; /* what is written */
 } srv_write;
 
 static void on_srv_conn_close(uv_handle_t *h) {
@@ -86,7 +87,7 @@ static void on_srv_written(uv_write_t *req, int status) {
 }
 
 static void srv_send(srv_conn *sc, const char *data, size_t len) {
-  srv_write *w = malloc(sizeof(*w));
+  srv_write *w = malloc(sizeof(*w) + len);
   memcpy(w->data, data, len);
   uv_buf_t b = uv_buf_init(w->data, (unsigned int)len);
   if (uv_write(&w->req, (uv_stream_t *)&sc->h, &b, 1, on_srv_written) != 0)
@@ -102,15 +103,29 @@ static void srv_answer(srv_conn *sc) {
   switch (s->mode) {
   case SRV_SILENT: return;
   case SRV_HANGUP: srv_conn_close(sc); return;
+  case SRV_BIG: {
+    size_t body = H3G_HEALTH_CHECK_MAX_BODY + 8000;
+    n = snprintf(out, sizeof(out),
+                 "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n\r\n", s->status,
+                 body);
+    srv_send(sc, out, (size_t)n);
+    char *big = malloc(body);
+    memset(big, 'x', body);
+    srv_send(sc, big, body);
+    free(big);
+    return;
+  }
   case SRV_ONE_SHOT:
     if (sc->served++ > 0) {
       srv_conn_close(sc);
       return;
     }
-    n = snprintf(out, sizeof(out),
-                 "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n", s->status);
+    n = snprintf(out, sizeof(out), "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n",
+                 s->status);
     break;
-  case SRV_GARBAGE: n = snprintf(out, sizeof(out), "hello there\r\n\r\n"); break;
+  case SRV_GARBAGE:
+    n = snprintf(out, sizeof(out), "hello there\r\n\r\n");
+    break;
   case SRV_TRUNCATED:
     n = snprintf(out, sizeof(out),
                  "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
@@ -309,7 +324,9 @@ static h3g_health_check_stats hc_stats(void) {
   return st;
 }
 
-static void on_tick(uv_timer_t *t) { (void)t; }
+static void on_tick(uv_timer_t *t) {
+  (void)t;
+}
 
 /*
  * Runs the loop until pred() holds or ms pass; returns pred(). A loop
@@ -386,7 +403,9 @@ static int checks_reached(void) {
   return hc_stats().checks >= (uint64_t)n_checks;
 }
 static int n_changes;
-static int changes_reached(void) { return g.changes >= n_changes; }
+static int changes_reached(void) {
+  return g.changes >= n_changes;
+}
 static int n_failures;
 static int failures_reached(void) {
   return hc_stats().failures >= (uint64_t)n_failures;
@@ -457,8 +476,8 @@ static void test_new_refuses(void) {
     CHECK(hc == NULL);
   }
   h3g_health_check_config ok = base_config();
-  CHECK_EQ_INT(h3g_health_check_new(NULL, &loop, &h3g_upstream_pool_ops,
-                                    g.pool, &ok, NULL, NULL),
+  CHECK_EQ_INT(h3g_health_check_new(NULL, &loop, &h3g_upstream_pool_ops, g.pool,
+                                    &ok, NULL, NULL),
                H3G_ERR_INVAL);
   h3g_health_check_close(NULL);
   finish();
@@ -643,7 +662,8 @@ static void test_head(void) {
   CHECK_EQ_INT(hc_stats().failures, 0);
   CHECK_EQ_INT(g.srv.accepts, 1);
   char want[128];
-  snprintf(want, sizeof(want), "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n",
+  snprintf(want, sizeof(want),
+           "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n",
            (unsigned)g.srv.port);
   CHECK(strncmp(g.srv.first_req, want, strlen(want)) == 0);
   finish();
@@ -712,6 +732,32 @@ static void test_fresh_conn_dropped_fails(void) {
   finish();
 }
 
+/* A body beyond the cap is not waited for: the status decides, and the
+ * connection, with the rest of the body on its way, is closed. */
+static int big_body_case(int status) {
+  begin();
+  srv_start(&g.srv, SRV_BIG, status);
+  h3g_health_check_config cfg = base_config();
+  cfg.fall = 1;
+  if (make_pool(g.srv.port, 2) != 0 || make_hc(&cfg) != 0) {
+    abandon();
+    return -1;
+  }
+  wait_checks(2);
+  h3g_health_check_stats st = hc_stats();
+  CHECK_EQ_INT(st.last_status, status);
+  CHECK_EQ_INT(g.srv.accepts, 2);
+  CHECK_EQ_INT(pool_stats().reused, 0);
+  int failures = (int)st.failures;
+  finish();
+  return failures;
+}
+
+static void test_body_over_cap(void) {
+  CHECK_EQ_INT(big_body_case(200), 0);
+  CHECK_EQ_INT(big_body_case(500), 2);
+}
+
 /* Closing while the check holds a connection releases it at once. */
 static int is_exchanging(void) {
   return hc_stats().running && pool_stats().busy == 1 && g.srv.requests == 1;
@@ -743,7 +789,9 @@ static void on_blocker_fail(void *ctx, int err) {
   (void)err;
   CHECK(0);
 }
-static void on_blocker_nop(void *ctx) { (void)ctx; }
+static void on_blocker_nop(void *ctx) {
+  (void)ctx;
+}
 static void on_blocker_alloc(void *ctx, uint8_t **b, size_t *n) {
   (void)ctx;
   *b = NULL;
@@ -767,8 +815,12 @@ static const h3g_upstream_events blocker_events = {
     .on_written = on_blocker_status,
 };
 static h3g_upconn *blocker_conn;
-static int blocker_held(void) { return blocker_conn != NULL; }
-static int hc_queued(void) { return pool_stats().waiting == 1; }
+static int blocker_held(void) {
+  return blocker_conn != NULL;
+}
+static int hc_queued(void) {
+  return pool_stats().waiting == 1;
+}
 
 static void test_close_while_waiting(void) {
   begin();
@@ -828,7 +880,9 @@ static void test_pool_closes_first(void) {
 }
 
 /* on_change may close the health check. */
-static int hc_gone(void) { return g.hc == NULL; }
+static int hc_gone(void) {
+  return g.hc == NULL;
+}
 
 static void test_close_from_on_change(void) {
   begin();
@@ -857,6 +911,7 @@ int main(void) {
   RUN(test_status_range_inclusive);
   RUN(test_head);
   RUN(test_malformed_and_truncated);
+  RUN(test_body_over_cap);
   RUN(test_reused_conn_dropped_is_retried);
   RUN(test_fresh_conn_dropped_fails);
   RUN(test_close_while_exchanging);
