@@ -5,7 +5,9 @@
  * A check asks the server for one HTTP/1.1 request over a connection of the
  * server's pool, seen only through h3g_upstream_ops: so it runs over
  * whatever the pool speaks (TCP, a unix socket, TLS), and tests may give
- * either the real pool or a fake. One check runs at a time:
+ * either the real pool or a fake (it calls acquire, cancel, write,
+ * read_start, set_read_timeout, release, and name at creation only). One
+ * check runs at a time:
  *
  *   1. acquire a connection (the waiter is in a wait-queue group of its
  *      own, urgency 0); the check's deadline, timeout_ms, starts here;

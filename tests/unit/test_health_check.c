@@ -848,6 +848,41 @@ static void test_close_while_waiting(void) {
   finish();
 }
 
+/* A check still waiting for a connection at its deadline withdraws its
+ * wait and fails. */
+static int hc_failed_twice(void) {
+  return hc_stats().failures >= 2;
+}
+
+static void test_deadline_while_waiting(void) {
+  begin();
+  srv_start(&g.srv, SRV_ANSWER, 200);
+  h3g_health_check_config cfg = base_config();
+  cfg.timeout_ms = 30;
+  cfg.fall = 2;
+  if (make_pool(g.srv.port, 1) != 0) {
+    abandon();
+    return;
+  }
+  blocker_conn = NULL;
+  h3g_upstream_waiter w = {.ev = &blocker_events, .ctx = &blocker_conn};
+  CHECK_EQ_INT(h3g_upstream_pool_ops.acquire(g.pool, &w), 0);
+  WAIT_FOR(blocker_held);
+  if (make_hc(&cfg) != 0) {
+    abandon();
+    return;
+  }
+  WAIT_FOR(hc_failed_twice);
+  CHECK_EQ_INT(g.changes, 1);
+  CHECK_EQ_INT(g.busy_at_change, 1); /* the blocker alone, nobody waiting */
+  CHECK_EQ_INT(g.srv.requests, 0);
+  /* The connection comes free: the next checks pass. */
+  h3g_upstream_pool_ops.release(blocker_conn, 1);
+  wait_changes(2);
+  CHECK_EQ_INT(h3g_health_check_healthy(g.hc), 1);
+  finish();
+}
+
 /* The pool closing under a waiting check stops the checks without a
  * verdict; the check must still be closed. */
 static void test_pool_closes_first(void) {
@@ -916,6 +951,7 @@ int main(void) {
   RUN(test_fresh_conn_dropped_fails);
   RUN(test_close_while_exchanging);
   RUN(test_close_while_waiting);
+  RUN(test_deadline_while_waiting);
   RUN(test_pool_closes_first);
   RUN(test_close_from_on_change);
   return unit_report();
