@@ -88,6 +88,9 @@
   X(bridges_active, gauge, "requests held by the bridge now (every protocol)") \
   X(upstream_conns_active, gauge,                                              \
     "upstream connections alive (connecting, busy, idle or closing)")         \
+  X(health_checks, counter, "active health checks of upstream servers ended") \
+  X(health_check_failures, counter, "active health checks that failed")       \
+  X(upstreams_unhealthy, gauge, "upstream servers out by their health check")  \
   X(memory_trims, counter,                                                     \
     "free memory given back to the system after activity stopped")           \
   X(memory_trim_us, counter, "CPU time those trims took, microseconds")       \

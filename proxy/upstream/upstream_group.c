@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "balancer.h"
+#include "health_check.h"
 #include "log.h"
 
 typedef struct server {
@@ -32,6 +33,7 @@ typedef struct server {
   uint64_t down_until_ns;  /* while passive_out: end of the cooldown */
   uint64_t cooldown_ms;    /* the last cooldown given */
   bool active_out;         /* out by the active health check */
+  h3g_health_check *hc;    /* NULL: no active checks */
   /* Statistics. */
   uint64_t requests, failures;
   uint64_t responses[5];
@@ -305,6 +307,45 @@ static void on_health(void *arg, int ok) {
            s->fails);
 }
 
+static void on_active_change(void *arg, int healthy) {
+  server *s = arg;
+  s->active_out = !healthy;
+}
+
+/* The active check of s, when the group has one. Returns 0 or an error of
+ * h3g_health_check_new (the configuration was checked: NOMEM, really). */
+static int start_health_check(server *s) {
+  const h3g_group_conf *gc = s->g->conf;
+  if (gc->health_check[0] == '\0')
+    return 0;
+  char host[H3G_HOST_MAX + 16];
+  const h3g_server_conf *sc = s->conf;
+  if (gc->health_host[0] != '\0')
+    snprintf(host, sizeof(host), "%s", gc->health_host);
+  else if (sc->kind == H3G_SERVER_UNIX)
+    snprintf(host, sizeof(host), "localhost");
+  else if (strchr(sc->host, ':') != NULL)
+    snprintf(host, sizeof(host), "[%s]:%u", sc->host, (unsigned)sc->port);
+  else
+    snprintf(host, sizeof(host), "%s:%u", sc->host, (unsigned)sc->port);
+  char name[H3G_NAME_MAX + H3G_PATH_MAX];
+  snprintf(name, sizeof(name), "%s %s", gc->name, sc->address);
+  h3g_health_check_config hcfg = {
+      .name = name,
+      .method = gc->health_method,
+      .path = gc->health_path,
+      .host = host,
+      .interval_ms = gc->health_interval_ms,
+      .timeout_ms = gc->health_timeout_ms,
+      .status_lo = gc->health_status_lo,
+      .status_hi = gc->health_status_hi,
+      .rise = gc->health_rise,
+      .fall = gc->health_fall,
+  };
+  return h3g_health_check_new(&s->hc, s->g->loop, &h3g_upstream_pool_ops,
+                              s->pool, &hcfg, on_active_change, s);
+}
+
 uint32_t h3g_upstream_group_retry_after(const h3g_upstream_group *g) {
   uint64_t now = h3g_now_ns(), best = UINT64_MAX;
   for (size_t i = 0; i < g->n; i++) {
@@ -372,6 +413,10 @@ int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
       break;
     }
     g->open++;
+    rv = start_health_check(s);
+    if (rv != 0)
+      snprintf(err, errlen, "[upstream %s] health_check: %s", conf->name,
+               h3g_strerror(rv));
   }
   if (rv != 0) {
     /* Pools made so far close asynchronously; the group goes with the
@@ -406,9 +451,13 @@ void h3g_upstream_group_close(h3g_upstream_group *g, void (*cb)(void *arg),
     on_pool_closed(g);
     return;
   }
-  for (size_t i = 0; i < g->n; i++)
+  for (size_t i = 0; i < g->n; i++) {
+    /* The check gives its connection back at once, before its pool. */
+    h3g_health_check_close(g->servers[i].hc);
+    g->servers[i].hc = NULL;
     if (g->servers[i].pool != NULL)
       h3g_upstream_pool_close(g->servers[i].pool, on_pool_closed, g);
+  }
 }
 
 const h3g_group_conf *h3g_upstream_group_conf(const h3g_upstream_group *g) {
@@ -438,4 +487,10 @@ void h3g_upstream_group_server(const h3g_upstream_group *g, size_t i,
   };
   memcpy(out->responses, s->responses, sizeof(out->responses));
   h3g_upstream_pool_get_stats(s->pool, &out->pool);
+  if (s->hc != NULL) {
+    h3g_health_check_stats hs;
+    h3g_health_check_get_stats(s->hc, &hs);
+    out->health_checks = hs.checks;
+    out->health_failures = hs.failures;
+  }
 }
