@@ -37,6 +37,8 @@ struct h3g_admin {
   size_t pending_closes;
   void (*close_cb)(void *);
   void *close_arg;
+  h3g_admin_render view_metrics, view_json;
+  const void *view_arg;
 };
 
 static void maybe_finish(h3g_admin *a) {
@@ -128,18 +130,59 @@ static void health(admin_client *c, int quic_only) {
     respond(c, 503, "Service Unavailable", "text/plain", body, strlen(body));
 }
 
+/* A view's text, rendered into a buffer of the size it asks for (it may
+ * have grown between the two calls: then once more). NULL without
+ * memory. */
+static char *render_view(h3g_admin_render fn, const void *arg, size_t *len) {
+  size_t cap = 4096;
+  for (int i = 0; i < 3; i++) {
+    char *buf = malloc(cap);
+    if (buf == NULL)
+      return NULL;
+    size_t need = fn(arg, buf, cap);
+    if (need < cap) {
+      *len = need;
+      return buf;
+    }
+    free(buf);
+    cap = need + 4096;
+  }
+  return NULL;
+}
+
 static void serve(admin_client *c) {
   uv_read_stop((uv_stream_t *)&c->tcp);
+  const h3g_admin *a = c->admin;
   if (strncmp(c->req, "GET /metrics ", 13) == 0) {
     size_t need = h3g_metrics_render(NULL, 0) + 1;
     char *text = malloc(need);
-    if (text == NULL) {
+    size_t vlen = 0;
+    char *view = a->view_metrics != NULL
+                     ? render_view(a->view_metrics, a->view_arg, &vlen)
+                     : NULL;
+    char *all = text != NULL ? realloc(text, need + vlen) : NULL;
+    if (all == NULL) {
+      free(text);
+      free(view);
       client_close(c);
       return;
     }
-    size_t len = h3g_metrics_render(text, need);
-    respond(c, 200, "OK", "text/plain; version=0.0.4", text, len);
-    free(text);
+    size_t len = h3g_metrics_render(all, need);
+    if (view != NULL)
+      memcpy(all + len, view, vlen);
+    respond(c, 200, "OK", "text/plain; version=0.0.4", all, len + vlen);
+    free(all);
+    free(view);
+  } else if (strncmp(c->req, "GET /upstreams ", 15) == 0 &&
+             a->view_json != NULL) {
+    size_t len = 0;
+    char *json = render_view(a->view_json, a->view_arg, &len);
+    if (json == NULL) {
+      client_close(c);
+      return;
+    }
+    respond(c, 200, "OK", "application/json", json, len);
+    free(json);
   } else if (strncmp(c->req, "GET /health ", 12) == 0) {
     health(c, 0);
   } else if (strncmp(c->req, "GET /health/quic ", 17) == 0) {
@@ -230,6 +273,13 @@ uint16_t h3g_admin_port(const h3g_admin *a) {
 }
 
 void h3g_admin_set_draining(h3g_admin *a) { a->draining = 1; }
+
+void h3g_admin_set_view(h3g_admin *a, h3g_admin_render metrics,
+                        h3g_admin_render json, const void *arg) {
+  a->view_metrics = metrics;
+  a->view_json = json;
+  a->view_arg = arg;
+}
 
 void h3g_admin_set_serving(h3g_admin *a, int quic, int tcp) {
   a->quic_serving = quic;

@@ -16,6 +16,9 @@
  *                     liveness probe that should restart a gateway whose
  *                     socket died): 200 "ok"; 503 "draining", "down: ..."
  *                     after a failure, "off" when no QUIC listener runs.
+ *
+ * GET /upstreams answers a JSON view of the upstream groups, their servers'
+ * health and pools, and the routes (docs/routes.md "Visibility").
  */
 #ifndef H3G_ADMIN_H
 #define H3G_ADMIN_H
@@ -44,6 +47,17 @@ void h3g_admin_set_serving(h3g_admin *a, int quic, int tcp);
 
 /* The QUIC listener's UDP socket failed for good; why (copied) says how. */
 void h3g_admin_set_quic_failed(h3g_admin *a, const char *why);
+
+/*
+ * What /metrics adds after the process-wide metrics, and what /upstreams
+ * answers: each function writes at most cap bytes into buf and returns
+ * the length the whole text needs (as snprintf; called again with a
+ * larger buffer when it did not fit). arg is passed through. Without a
+ * call, /upstreams answers 404.
+ */
+typedef size_t (*h3g_admin_render)(const void *arg, char *buf, size_t cap);
+void h3g_admin_set_view(h3g_admin *a, h3g_admin_render metrics,
+                        h3g_admin_render json, const void *arg);
 
 /* Closes the listener and open admin connections; cb(arg) runs when every
  * handle is closed and a is freed. */

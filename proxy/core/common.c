@@ -23,6 +23,7 @@ const char *h3g_strerror(int err) {
   case H3G_ERR_TLS: return "TLS error";
   case H3G_ERR_QUIC: return "QUIC error";
   case H3G_ERR_INUSE: return "address in use";
+  case H3G_ERR_UNAVAILABLE: return "no server available";
   default: return "unknown error";
   }
 }

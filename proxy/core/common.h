@@ -32,6 +32,7 @@ enum {
   H3G_ERR_TLS = -11,       /* TLS library failure */
   H3G_ERR_QUIC = -12,      /* QUIC library failure */
   H3G_ERR_INUSE = -13,     /* the address (port) is in use */
+  H3G_ERR_UNAVAILABLE = -14, /* every server that could serve is out */
 };
 
 /* A scatter element (same layout idea as struct iovec). */

@@ -91,6 +91,18 @@ typedef enum opt_type {
   OPT_VERSIONS,   /* comma-separated QUIC versions, each once, in order of
                      preference; also parsed into cfg->quic_version[] (only
                      [listener] quic_versions) */
+  /* The named sections' own types (base is the group or route): */
+  OPT_SERVER,     /* ADDRESS [weight=N] [backup], appended to servers */
+  OPT_HASH_KEY,   /* client_ip | header:NAME | cookie:NAME */
+  OPT_HEALTH,     /* "off" or "METHOD /path" */
+  OPT_STATUS,     /* a status code or range "200-399" */
+  OPT_CA,         /* "system" or a readable PEM file of certificates */
+  OPT_NAME,       /* a section name ([upstream NAME] for a route) */
+  OPT_HOSTS,      /* host names and *.wildcards, blank or comma separated */
+  OPT_PATHS,      /* path prefixes, blank or comma separated */
+  OPT_HEADER_ADD, /* "Name: value", appended to the h3g_header_edit list at
+                     off, its count at port_off */
+  OPT_HEADER_DEL, /* "Name", likewise */
 } opt_type;
 
 typedef struct opt {
@@ -104,6 +116,7 @@ typedef struct opt {
   const char *const *names; /* OPT_ENUM: the words, NULL-terminated */
   const char *pem;          /* OPT_PATH: text the file must contain, */
   const char *pem_kind;     /* and what it is then */
+  bool repeat;              /* may be given on several lines */
 } opt;
 
 #define OPT(sec, k, t, lo, hi, d, f)                                           \
@@ -124,6 +137,9 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug",
 /* In h3g_alt_svc_upstream order. */
 static const char *const alt_svc_upstream_names[] = {"replace", "keep", NULL};
 
+/* [server] no_route, in the order of H3G_NO_ROUTE_*. */
+static const char *const no_route_names[] = {"misdirected", "not_found", NULL};
+
 /* Mirrored key for key, with the reasons, by config/h3gate.ini. */
 static const opt schema[] = {
     {OPT("server", "log_level", OPT_ENUM, 0, 0, "info", log_level),
@@ -133,6 +149,8 @@ static const opt schema[] = {
          shutdown_timeout_ms)},
     {OPT("server", "admin", OPT_LISTEN, 0, 65535, "off", admin_address),
      PORT_FIELD(admin_port)},
+    {OPT("server", "no_route", OPT_ENUM, 0, 0, "misdirected", no_route),
+     .names = no_route_names},
 
     {OPT("listener", "enabled", OPT_BOOL, 0, 1, "yes", listen_enabled)},
     {OPT("listener", "address", OPT_ADDRESS, 0, 0, "0.0.0.0", listen_address)},
@@ -209,19 +227,6 @@ static const opt schema[] = {
     {OPT("redirect", "address", OPT_ADDRESS, 0, 0, "", redirect_address)},
     {OPT("redirect", "port", OPT_PORT, 0, 65535, "0", redirect_port)},
 
-    {OPT("upstream", "server", OPT_HOSTPORT, 1, 65535, NULL, upstream_host),
-     PORT_FIELD(upstream_port)},
-    {OPT("upstream", "pool_size", OPT_UINT, 1, 10000, "64", pool_size)},
-    {OPT("upstream", "queue_size", OPT_UINT, 0, 1000000, "1024", queue_size)},
-    {OPT("upstream", "connect_timeout", OPT_DURATION, 1, 5 * T_MIN, "5s",
-         connect_timeout_ms)},
-    {OPT("upstream", "response_timeout", OPT_DURATION, 1, T_HOUR, "60s",
-         response_timeout_ms)},
-    {OPT("upstream", "idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "4s",
-         upstream_idle_timeout_ms)},
-    {OPT("upstream", "expect_continue_timeout", OPT_DURATION, 1, T_MIN, "1s",
-         expect_continue_timeout_ms)},
-
     {OPT("forwarding", "forwarded", OPT_BOOL, 0, 1, "off", fwd_forwarded)},
     {OPT("forwarding", "x_forwarded", OPT_BOOL, 0, 1, "on", fwd_x_forwarded)},
     {OPT("forwarding", "via", OPT_BOOL, 0, 1, "on", fwd_via)},
@@ -234,10 +239,118 @@ static const opt schema[] = {
 
 #define N_OPTS H3G_ARRAY_LEN(schema)
 
+/* The keys of [upstream NAME] sections: fields of h3g_group_conf. */
+#define GOPT(k, t, lo, hi, d, f)                                               \
+  .section = "upstream", .key = (k), .type = (t), .min = (lo), .max = (hi),    \
+  .def = (d), .off = offsetof(h3g_group_conf, f),                              \
+  .size = sizeof(((h3g_group_conf *)0)->f)
+
+static const char *const balance_names[] = {"round_robin", "least_conn",
+                                            "hash", NULL};
+
+static const opt group_schema[] = {
+    {GOPT("server", OPT_SERVER, 1, 65535, NULL, servers), .repeat = true},
+    {GOPT("balance", OPT_ENUM, 0, 0, "round_robin", balance),
+     .names = balance_names},
+    {GOPT("hash_key", OPT_HASH_KEY, 0, 0, "client_ip", hash_key_text)},
+    {GOPT("pool_size", OPT_UINT, 1, 10000, "64", pool_size)},
+    {GOPT("queue_size", OPT_UINT, 0, 1000000, "1024", queue_size)},
+    {GOPT("connect_timeout", OPT_DURATION, 1, 5 * T_MIN, "5s",
+          connect_timeout_ms)},
+    {GOPT("response_timeout", OPT_DURATION, 1, T_HOUR, "60s",
+          response_timeout_ms)},
+    {GOPT("idle_timeout", OPT_DURATION, T_SEC, T_HOUR, "4s", idle_timeout_ms)},
+    {GOPT("expect_continue_timeout", OPT_DURATION, 1, T_MIN, "1s",
+          expect_continue_timeout_ms)},
+    {GOPT("retries", OPT_UINT, 0, 10, "2", retries)},
+    {GOPT("max_fails", OPT_UINT, 0, 1000, "3", max_fails)},
+    {GOPT("fail_timeout", OPT_DURATION, 100, T_HOUR, "5s", fail_timeout_ms)},
+    {GOPT("max_fail_timeout", OPT_DURATION, 100, 24 * T_HOUR, "2m",
+          max_fail_timeout_ms)},
+    {GOPT("resolve", OPT_DURATION, 0, 24 * T_HOUR, "30s", resolve_interval_ms)},
+    {GOPT("health_check", OPT_HEALTH, 0, 0, "off", health_check)},
+    {GOPT("health_interval", OPT_DURATION, 10, T_HOUR, "5s",
+          health_interval_ms)},
+    {GOPT("health_timeout", OPT_DURATION, 10, 5 * T_MIN, "2s",
+          health_timeout_ms)},
+    {GOPT("health_status", OPT_STATUS, 100, 599, "200-399", health_status)},
+    {GOPT("health_rise", OPT_UINT, 1, 100, "2", health_rise)},
+    {GOPT("health_fall", OPT_UINT, 1, 100, "3", health_fall)},
+    {GOPT("health_host", OPT_HOST, 0, 0, "", health_host)},
+    {GOPT("tls_ca", OPT_CA, 0, 0, "system", tls_ca)},
+    {GOPT("tls_verify", OPT_BOOL, 0, 1, "on", tls_verify)},
+    {GOPT("tls_sni", OPT_HOST, 0, 0, "", tls_sni)},
+    {GOPT("tls_cert", OPT_FILE, 0, 0, "off", tls_cert),
+     .pem = "-----BEGIN CERTIFICATE-----", .pem_kind = "certificate"},
+    {GOPT("tls_key", OPT_FILE, 0, 0, "off", tls_key),
+     .pem = "PRIVATE KEY-----", .pem_kind = "private key"},
+};
+
+#define N_GROUP_OPTS H3G_ARRAY_LEN(group_schema)
+_Static_assert(N_GROUP_OPTS <= H3G_GROUP_KEYS_MAX, "key_line too short");
+
+/* The keys of [route NAME] sections: fields of h3g_route_conf. A route
+ * setting without a default is inherited (finish_routes). */
+#define ROPT(k, t, lo, hi, d, f)                                               \
+  .section = "route", .key = (k), .type = (t), .min = (lo), .max = (hi),       \
+  .def = (d), .off = offsetof(h3g_route_conf, f),                              \
+  .size = sizeof(((h3g_route_conf *)0)->f)
+#define EDIT_COUNT(f) .port_off = offsetof(h3g_route_conf, f)
+
+static const opt route_schema[] = {
+    {ROPT("host", OPT_HOSTS, 0, 0, "", hosts_text)},
+    {ROPT("path", OPT_PATHS, 0, 0, "/", paths_text)},
+    {ROPT("upstream", OPT_NAME, 0, 0, NULL, upstream)},
+    {ROPT("response_timeout", OPT_DURATION, 1, T_HOUR, NULL,
+          s.response_timeout_ms)},
+    {ROPT("request_body_timeout", OPT_DURATION, 0, T_HOUR, NULL,
+          s.request_body_timeout_ms)},
+    {ROPT("expect_continue_timeout", OPT_DURATION, 1, T_MIN, NULL,
+          s.expect_continue_timeout_ms)},
+    {ROPT("max_request_body", OPT_SIZE, 0, 1024 * Z_GIB, NULL,
+          s.max_request_body)},
+    {ROPT("early_data", OPT_BOOL, 0, 1, NULL, s.early_data)},
+    {ROPT("forwarded", OPT_BOOL, 0, 1, NULL, s.fwd_forwarded)},
+    {ROPT("x_forwarded", OPT_BOOL, 0, 1, NULL, s.fwd_x_forwarded)},
+    {ROPT("via", OPT_BOOL, 0, 1, NULL, s.fwd_via)},
+    {ROPT("alt_svc", OPT_BOOL, 0, 1, NULL, s.alt_svc)},
+    {ROPT("add_request_header", OPT_HEADER_ADD, 0, 0, NULL, s.add_request),
+     EDIT_COUNT(s.nadd_request), .repeat = true},
+    {ROPT("remove_request_header", OPT_HEADER_DEL, 0, 0, NULL,
+          s.remove_request),
+     EDIT_COUNT(s.nremove_request), .repeat = true},
+    {ROPT("add_response_header", OPT_HEADER_ADD, 0, 0, NULL, s.add_response),
+     EDIT_COUNT(s.nadd_response), .repeat = true},
+};
+
+#define N_ROUTE_OPTS H3G_ARRAY_LEN(route_schema)
+_Static_assert(N_ROUTE_OPTS <= H3G_ROUTE_KEYS_MAX, "key_line too short");
+
+/* The [route] keys a route inherits, and from where. */
+enum { INHERIT_GROUP, INHERIT_GLOBAL };
+static const struct {
+  const char *key;
+  int from;
+  size_t src_off; /* in h3g_group_conf or h3g_config */
+} route_inherit[] = {
+    {"response_timeout", INHERIT_GROUP,
+     offsetof(h3g_group_conf, response_timeout_ms)},
+    {"expect_continue_timeout", INHERIT_GROUP,
+     offsetof(h3g_group_conf, expect_continue_timeout_ms)},
+    {"request_body_timeout", INHERIT_GLOBAL,
+     offsetof(h3g_config, request_body_timeout_ms)},
+    {"max_request_body", INHERIT_GLOBAL,
+     offsetof(h3g_config, max_request_body)},
+    {"early_data", INHERIT_GLOBAL, offsetof(h3g_config, early_data)},
+    {"forwarded", INHERIT_GLOBAL, offsetof(h3g_config, fwd_forwarded)},
+    {"x_forwarded", INHERIT_GLOBAL, offsetof(h3g_config, fwd_x_forwarded)},
+    {"via", INHERIT_GLOBAL, offsetof(h3g_config, fwd_via)},
+    {"alt_svc", INHERIT_GLOBAL, offsetof(h3g_config, alt_svc_enabled)},
+};
+
 _Static_assert(sizeof(h3g_log_level) == sizeof(uint32_t),
                "OPT_ENUM stores a 32-bit index");
-_Static_assert(sizeof(((h3g_config *)0)->admin_port) == sizeof(uint16_t) &&
-                   sizeof(((h3g_config *)0)->upstream_port) == sizeof(uint16_t),
+_Static_assert(sizeof(((h3g_config *)0)->admin_port) == sizeof(uint16_t),
                "port fields are uint16_t");
 
 typedef struct unit {
@@ -404,12 +517,14 @@ static uint64_t load_uint(const void *field, size_t size) {
   }
 }
 
-static char *field_of(h3g_config *cfg, const opt *o) {
-  return (char *)cfg + o->off;
+/* The field o describes, in the object base (an h3g_config, or for the
+ * named sections' keys an h3g_group_conf or h3g_route_conf). */
+static char *field_of(void *base, const opt *o) {
+  return (char *)base + o->off;
 }
 
-static const char *cfield_of(const h3g_config *cfg, const opt *o) {
-  return (const char *)cfg + o->off;
+static const char *cfield_of(const void *base, const opt *o) {
+  return (const char *)base + o->off;
 }
 
 static int store_string(char *field, size_t size, const char *s, size_t n) {
@@ -569,7 +684,7 @@ static int check_pem_file(const opt *o, const char *path, char *why,
  * Splits "host:port" or "[v6]:port" and parses both into o's fields. With
  * ip_only the host must be an address literal (it will be bound).
  */
-static int parse_hostport(const opt *o, const char *s, h3g_config *cfg,
+static int parse_hostport(const opt *o, const char *s, void *cfg,
                           bool ip_only, char *why, size_t whylen) {
   char sv[SHOWN_BUF];
   const char *host, *port_text;
@@ -658,7 +773,7 @@ static void format_number(const opt *o, uint64_t v, char *buf, size_t cap) {
     snprintf(buf, cap, "%llu", (unsigned long long)v);
 }
 
-static int parse_number(const opt *o, const char *s, h3g_config *cfg, char *why,
+static int parse_number(const opt *o, const char *s, void *cfg, char *why,
                         size_t whylen) {
   char sv[SHOWN_BUF], bound[32];
   uint64_t v;
@@ -858,8 +973,440 @@ int h3g_config_is_trusted(const h3g_config *cfg, const char *ip) {
   return 0;
 }
 
+/* ---- the named sections' values ----------------------------------------- */
+
+/* Section names: letters, digits, '_', '-', '.'; 1 to H3G_NAME_MAX - 1. */
+static bool valid_name(const char *s) {
+  size_t n = 0;
+  for (; s[n] != '\0'; n++) {
+    unsigned char c = (unsigned char)s[n];
+    if (!(isalnum(c) || c == '_' || c == '-' || c == '.'))
+      return false;
+  }
+  return n > 0 && n < H3G_NAME_MAX;
+}
+
+/* RFC 9110 token characters (a field name). */
+static bool valid_token(const char *s, size_t n) {
+  if (n == 0)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
+      return false;
+  }
+  return true;
+}
+
+/* Splits text at blanks and commas into a NULL-free array of copies
+ * (lowercased when lower). Returns the count, or -1 without memory. */
+static int split_words(const char *text, bool lower, char ***out) {
+  char **v = NULL;
+  int n = 0;
+  const char *p = text;
+  for (;;) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    if (*p == '\0')
+      break;
+    const char *e = p;
+    while (*e != '\0' && *e != ' ' && *e != '\t' && *e != ',')
+      e++;
+    char **nv = realloc(v, (size_t)(n + 1) * sizeof(*v));
+    char *w = strndup(p, (size_t)(e - p));
+    if (nv == NULL || w == NULL) {
+      free(w);
+      v = nv != NULL ? nv : v;
+      for (int i = 0; i < n; i++)
+        free(v[i]);
+      free(v);
+      return -1;
+    }
+    v = nv;
+    if (lower)
+      for (char *c = w; *c != '\0'; c++)
+        *c = (char)tolower((unsigned char)*c);
+    v[n++] = w;
+    p = e;
+  }
+  *out = v;
+  return n;
+}
+
+static void free_words(char **v, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+/* OPT_SERVER: "ADDRESS [weight=N] [backup]". */
+static int parse_server(const char *text, const char *base_dir,
+                        h3g_group_conf *g, char *why, size_t whylen) {
+  char sv[SHOWN_BUF];
+  char **words;
+  int nw = split_words(text, false, &words);
+  if (nw < 0) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  h3g_server_conf srv = {.weight = 1};
+  int rc = -1;
+  if (nw == 0) {
+    snprintf(why, whylen, "expected an address: host:port, unix:/path or "
+                          "https://host:port");
+    goto out;
+  }
+  const char *a = words[0];
+  if (strncmp(a, "unix:", 5) == 0) {
+    char path[H3G_PATH_MAX];
+    if (a[5] == '\0' || resolve_path(path, sizeof(path), base_dir, a + 5) != 0 ||
+        strlen(path) >= sizeof(srv.path)) {
+      snprintf(why, whylen,
+               "expected unix:/path, a socket path of at most %zu bytes, not "
+               "\"%s\"",
+               sizeof(srv.path) - 1, shown(sv, sizeof(sv), a));
+      goto out;
+    }
+    srv.kind = H3G_SERVER_UNIX;
+    snprintf(srv.path, sizeof(srv.path), "%s", path);
+    snprintf(srv.address, sizeof(srv.address), "unix:%s", path);
+  } else {
+    const char *hp = a;
+    char withport[H3G_HOST_MAX + 16];
+    if (strncmp(a, "https://", 8) == 0) {
+      srv.kind = H3G_SERVER_TLS;
+      hp = a + 8;
+    } else if (strncmp(a, "http://", 7) == 0) {
+      hp = a + 7;
+    } else if (strstr(a, "://") != NULL) {
+      snprintf(why, whylen,
+               "expected host:port, unix:/path or https://host:port, not "
+               "\"%s\"",
+               shown(sv, sizeof(sv), a));
+      goto out;
+    }
+    size_t hl = strlen(hp);
+    if (hl > 0 && hp[hl - 1] == '/')
+      hl--; /* "https://api:8443/" */
+    /* A scheme without a port means its default port. */
+    const char *close = hp[0] == '[' ? memchr(hp, ']', hl) : NULL;
+    const char *colon = close != NULL ? (close + 1 < hp + hl && close[1] == ':'
+                                             ? close + 1
+                                             : NULL)
+                                      : memchr(hp, ':', hl);
+    if (colon == NULL && hp != a)
+      snprintf(withport, sizeof(withport), "%.*s:%u", (int)hl, hp,
+               srv.kind == H3G_SERVER_TLS ? 443u : 80u);
+    else
+      snprintf(withport, sizeof(withport), "%.*s", (int)hl, hp);
+    opt hpo = {.type = OPT_HOSTPORT,
+               .min = 1,
+               .max = 65535,
+               .off = offsetof(h3g_server_conf, host),
+               .size = sizeof(srv.host),
+               .port_off = offsetof(h3g_server_conf, port)};
+    if (parse_hostport(&hpo, withport, &srv, false, why, whylen) != 0)
+      goto out;
+    bool v6 = strchr(srv.host, ':') != NULL;
+    snprintf(srv.address, sizeof(srv.address), "%s%s%s%s:%u",
+             srv.kind == H3G_SERVER_TLS ? "https://" : "", v6 ? "[" : "",
+             srv.host, v6 ? "]" : "", (unsigned)srv.port);
+  }
+  for (int i = 1; i < nw; i++) {
+    const char *w = words[i];
+    uint64_t v;
+    if (strcmp(w, "backup") == 0) {
+      srv.backup = 1;
+    } else if (strncmp(w, "weight=", 7) == 0) {
+      if (parse_uint(w + 7, &v) != 0 || v < 1 || v > 1000) {
+        snprintf(why, whylen, "weight must be a whole number from 1 to 1000, "
+                              "not \"%s\"",
+                 shown(sv, sizeof(sv), w + 7));
+        goto out;
+      }
+      srv.weight = (uint32_t)v;
+    } else {
+      snprintf(why, whylen, "expected weight=N or backup after the address, "
+                            "not \"%s\"",
+               shown(sv, sizeof(sv), w));
+      goto out;
+    }
+  }
+  for (uint32_t i = 0; i < g->nservers; i++) {
+    if (strcmp(g->servers[i].address, srv.address) == 0) {
+      snprintf(why, whylen, "%s is listed twice (first on line %u)",
+               shown(sv, sizeof(sv), srv.address), g->servers[i].line);
+      goto out;
+    }
+  }
+  h3g_server_conf *ns =
+      realloc(g->servers, (g->nservers + 1) * sizeof(*g->servers));
+  if (ns == NULL) {
+    snprintf(why, whylen, "out of memory");
+    goto out;
+  }
+  g->servers = ns;
+  g->servers[g->nservers++] = srv;
+  rc = 0;
+out:
+  free_words(words, (uint32_t)(nw < 0 ? 0 : nw));
+  return rc;
+}
+
+/* OPT_HASH_KEY. */
+static int parse_hash_key(const char *text, h3g_group_conf *g, char *why,
+                          size_t whylen) {
+  char sv[SHOWN_BUF];
+  h3g_hash_key k;
+  const char *name = "";
+  if (strcmp(text, "client_ip") == 0) {
+    k = H3G_HASH_CLIENT_IP;
+  } else if (strncmp(text, "header:", 7) == 0) {
+    k = H3G_HASH_HEADER;
+    name = text + 7;
+  } else if (strncmp(text, "cookie:", 7) == 0) {
+    k = H3G_HASH_COOKIE;
+    name = text + 7;
+  } else {
+    snprintf(why, whylen,
+             "expected client_ip, header:NAME or cookie:NAME, not \"%s\"",
+             shown(sv, sizeof(sv), text));
+    return -1;
+  }
+  if (k != H3G_HASH_CLIENT_IP &&
+      (!valid_token(name, strlen(name)) || strlen(name) >= H3G_NAME_MAX)) {
+    snprintf(why, whylen, "\"%s\" is not a %s name",
+             shown(sv, sizeof(sv), name),
+             k == H3G_HASH_HEADER ? "header" : "cookie");
+    return -1;
+  }
+  g->hash_key = k;
+  snprintf(g->hash_name, sizeof(g->hash_name), "%s", name);
+  snprintf(g->hash_key_text, sizeof(g->hash_key_text), "%s", text);
+  if (k == H3G_HASH_HEADER)
+    for (char *c = g->hash_name; *c != '\0'; c++)
+      *c = (char)tolower((unsigned char)*c);
+  return 0;
+}
+
+/* OPT_HEALTH: "off" or "METHOD /path". */
+static int parse_health(const char *text, h3g_group_conf *g, char *why,
+                        size_t whylen) {
+  char sv[SHOWN_BUF];
+  if (strcmp(text, "off") == 0) {
+    g->health_check[0] = g->health_method[0] = g->health_path[0] = '\0';
+    return 0;
+  }
+  const char *sp = strpbrk(text, " \t");
+  const char *path = sp;
+  while (path != NULL && (*path == ' ' || *path == '\t'))
+    path++;
+  size_t ml = sp != NULL ? (size_t)(sp - text) : 0;
+  if (sp == NULL || !valid_token(text, ml) || ml >= sizeof(g->health_method) ||
+      path[0] != '/' || strpbrk(path, " \t") != NULL ||
+      strlen(path) >= sizeof(g->health_path)) {
+    snprintf(why, whylen, "expected off or \"METHOD /path\", not \"%s\"",
+             shown(sv, sizeof(sv), text));
+    return -1;
+  }
+  memcpy(g->health_method, text, ml);
+  g->health_method[ml] = '\0';
+  snprintf(g->health_path, sizeof(g->health_path), "%s", path);
+  snprintf(g->health_check, sizeof(g->health_check), "%s %s",
+           g->health_method, g->health_path);
+  return 0;
+}
+
+/* OPT_STATUS: "204" or "200-399", within o's bounds. */
+static int parse_status(const opt *o, const char *text, h3g_group_conf *g,
+                        char *why, size_t whylen) {
+  char sv[SHOWN_BUF], buf[16];
+  uint64_t lo, hi;
+  const char *dash = strchr(text, '-');
+  if (strlen(text) >= sizeof(buf))
+    goto bad;
+  snprintf(buf, sizeof(buf), "%s", text);
+  if (dash != NULL) {
+    buf[dash - text] = '\0';
+    if (parse_uint(buf, &lo) != 0 || parse_uint(buf + (dash - text) + 1, &hi))
+      goto bad;
+  } else {
+    if (parse_uint(buf, &lo) != 0)
+      goto bad;
+    hi = lo;
+  }
+  if (lo < o->min || hi > o->max || lo > hi)
+    goto bad;
+  g->health_status_lo = (uint32_t)lo;
+  g->health_status_hi = (uint32_t)hi;
+  snprintf(g->health_status, sizeof(g->health_status), "%s", text);
+  return 0;
+bad:
+  snprintf(why, whylen,
+           "expected a status from 100 to 599 or a range such as 200-399, "
+           "not \"%s\"",
+           shown(sv, sizeof(sv), text));
+  return -1;
+}
+
+/* OPT_HOSTS: exact names, IP literals and "*.suffix" wildcards. */
+static int parse_hosts(const char *text, h3g_route_conf *r, char *why,
+                       size_t whylen) {
+  char sv[SHOWN_BUF];
+  char **w;
+  int n = split_words(text, true, &w);
+  if (n < 0) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    size_t l = strlen(w[i]);
+    if (l > 1 && w[i][l - 1] == '.')
+      w[i][--l] = '\0';
+    const char *name = w[i];
+    if (name[0] == '*' && name[1] == '.')
+      name += 2;
+    bool ok = valid_hostname(name) || valid_ip(name, AF_INET) ||
+              (name == w[i] && l > 2 && name[0] == '[' && name[l - 1] == ']');
+    if (ok && name[0] == '[') {
+      char a[H3G_HOST_MAX];
+      snprintf(a, sizeof(a), "%.*s", (int)(l - 2), name + 1);
+      ok = valid_ip(a, AF_INET6);
+    }
+    if (!ok) {
+      snprintf(why, whylen,
+               "expected host names or *.example.com wildcards (without a "
+               "port), not \"%s\"",
+               shown(sv, sizeof(sv), w[i]));
+      free_words(w, (uint32_t)n);
+      return -1;
+    }
+    for (int j = 0; j < i; j++) {
+      if (strcmp(w[j], w[i]) == 0) {
+        snprintf(why, whylen, "\"%s\" is listed twice",
+                 shown(sv, sizeof(sv), w[i]));
+        free_words(w, (uint32_t)n);
+        return -1;
+      }
+    }
+  }
+  if (strlen(text) >= sizeof(r->hosts_text)) {
+    snprintf(why, whylen, "the list is longer than %zu bytes",
+             sizeof(r->hosts_text) - 1);
+    free_words(w, (uint32_t)n);
+    return -1;
+  }
+  free_words(r->hosts, r->nhosts);
+  r->hosts = w;
+  r->nhosts = (uint32_t)n;
+  snprintf(r->hosts_text, sizeof(r->hosts_text), "%s", text);
+  return 0;
+}
+
+/* OPT_PATHS: prefixes starting with "/". */
+static int parse_paths(const char *text, h3g_route_conf *r, char *why,
+                       size_t whylen) {
+  char sv[SHOWN_BUF];
+  char **w;
+  int n = split_words(text, false, &w);
+  if (n < 0) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  const char *bad = n == 0 ? "" : NULL;
+  for (int i = 0; i < n && bad == NULL; i++) {
+    if (w[i][0] != '/' || strpbrk(w[i], "?#") != NULL)
+      bad = w[i];
+    for (int j = 0; j < i && bad == NULL; j++)
+      if (strcmp(w[j], w[i]) == 0) {
+        snprintf(why, whylen, "\"%s\" is listed twice",
+                 shown(sv, sizeof(sv), w[i]));
+        free_words(w, (uint32_t)n);
+        return -1;
+      }
+  }
+  if (bad != NULL || strlen(text) >= sizeof(r->paths_text)) {
+    snprintf(why, whylen,
+             "expected path prefixes starting with \"/\" (no query), not "
+             "\"%s\"",
+             shown(sv, sizeof(sv), bad != NULL ? bad : text));
+    free_words(w, (uint32_t)n);
+    return -1;
+  }
+  free_words(r->paths, r->npaths);
+  r->paths = w;
+  r->npaths = (uint32_t)n;
+  snprintf(r->paths_text, sizeof(r->paths_text), "%s", text);
+  return 0;
+}
+
+/* Fields a route may not add or remove: the gateway frames messages and
+ * manages connections itself (RFC 9110 §7.6.1, RFC 9114 §4.2). */
+static bool header_is_framing(const char *name) {
+  static const char *const names[] = {
+      "connection", "keep-alive",     "proxy-connection", "te",
+      "trailer",    "transfer-encoding", "upgrade",       "content-length",
+      "host",       NULL};
+  for (size_t i = 0; names[i] != NULL; i++)
+    if (strcasecmp(name, names[i]) == 0)
+      return true;
+  return name[0] == ':';
+}
+
+/* OPT_HEADER_ADD ("Name: value") and OPT_HEADER_DEL ("Name"). */
+static int parse_header_edit(const opt *o, const char *text, void *base,
+                             char *why, size_t whylen) {
+  char sv[SHOWN_BUF];
+  size_t nl = o->type == OPT_HEADER_ADD ? strcspn(text, ":") : strlen(text);
+  if (!valid_token(text, nl) || (o->type == OPT_HEADER_ADD && text[nl] != ':')) {
+    snprintf(why, whylen, "expected %s, not \"%s\"",
+             o->type == OPT_HEADER_ADD ? "\"Name: value\"" : "a field name",
+             shown(sv, sizeof(sv), text));
+    return -1;
+  }
+  char *name = strndup(text, nl);
+  if (name == NULL) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  for (char *c = name; *c != '\0'; c++)
+    *c = (char)tolower((unsigned char)*c);
+  if (header_is_framing(name)) {
+    snprintf(why, whylen, "%s is managed by the gateway and cannot be %s",
+             shown(sv, sizeof(sv), name),
+             o->type == OPT_HEADER_ADD ? "added" : "removed");
+    free(name);
+    return -1;
+  }
+  char *value = NULL;
+  if (o->type == OPT_HEADER_ADD) {
+    const char *v = text + nl + 1;
+    while (*v == ' ' || *v == '\t')
+      v++;
+    value = strdup(v);
+    if (value == NULL) {
+      free(name);
+      snprintf(why, whylen, "out of memory");
+      return -1;
+    }
+  }
+  h3g_header_edit **list = (h3g_header_edit **)field_of(base, o);
+  uint32_t *count = (uint32_t *)((char *)base + o->port_off);
+  h3g_header_edit *nlist = realloc(*list, (*count + 1) * sizeof(**list));
+  if (nlist == NULL) {
+    free(name);
+    free(value);
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  nlist[*count] = (h3g_header_edit){.name = name, .value = value};
+  *list = nlist;
+  (*count)++;
+  return 0;
+}
+
 static int parse_value(const opt *o, const char *text, const char *base_dir,
-                       h3g_config *cfg, char *why, size_t whylen) {
+                       void *cfg, char *why, size_t whylen) {
   char sv[SHOWN_BUF];
   char *field = field_of(cfg, o);
   switch (o->type) {
@@ -1006,9 +1553,44 @@ static int parse_value(const opt *o, const char *text, const char *base_dir,
     return 0;
   }
 
-  case OPT_CIDRS: return parse_cidrs(o, text, cfg, why, whylen);
+  case OPT_CIDRS: return parse_cidrs(o, text, (h3g_config *)cfg, why, whylen);
 
-  case OPT_VERSIONS: return parse_versions(o, text, cfg, why, whylen);
+  case OPT_SERVER: return parse_server(text, base_dir, cfg, why, whylen);
+  case OPT_HASH_KEY: return parse_hash_key(text, cfg, why, whylen);
+  case OPT_HEALTH: return parse_health(text, cfg, why, whylen);
+  case OPT_STATUS: return parse_status(o, text, cfg, why, whylen);
+  case OPT_HOSTS: return parse_hosts(text, cfg, why, whylen);
+  case OPT_PATHS: return parse_paths(text, cfg, why, whylen);
+  case OPT_HEADER_ADD:
+  case OPT_HEADER_DEL: return parse_header_edit(o, text, cfg, why, whylen);
+  case OPT_NAME:
+    if (!valid_name(text)) {
+      snprintf(why, whylen,
+               "expected a name of letters, digits, '_', '-' and '.', not "
+               "\"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    return store_string(field, o->size, text, strlen(text));
+  case OPT_CA: {
+    if (strcmp(text, "system") == 0)
+      return store_string(field, o->size, text, strlen(text));
+    char path[H3G_PATH_MAX];
+    if (text[0] == '\0' ||
+        resolve_path(path, sizeof(path), base_dir, text) != 0) {
+      snprintf(why, whylen, "expected system or a PEM file, not \"%s\"",
+               shown(sv, sizeof(sv), text));
+      return -1;
+    }
+    opt pem = {.pem = "-----BEGIN CERTIFICATE-----",
+               .pem_kind = "certificate file"};
+    if (check_pem_file(&pem, path, why, whylen) != 0)
+      return -1;
+    return store_string(field, o->size, path, strlen(path));
+  }
+
+  case OPT_VERSIONS:
+    return parse_versions(o, text, (h3g_config *)cfg, why, whylen);
 
   case OPT_DIR: {
     if (strcmp(text, "off") == 0)
@@ -1099,6 +1681,11 @@ typedef struct loader {
 
   int set_line[N_OPTS]; /* where each key was set; 0: not in this file */
 
+  /* The named section being read: its keys go to a group or route. */
+  enum { OBJ_NONE, OBJ_GROUP, OBJ_ROUTE } obj_kind;
+  uint32_t obj;                      /* index in cfg.groups or cfg.routes */
+  char label[H3G_NAME_MAX + 16];     /* "route NAME", for messages */
+
   char *err;
   size_t errlen, errused;
   unsigned problems, dropped;
@@ -1158,11 +1745,13 @@ static const char *find_section(const char *name) {
 
 /* "[server], [listener] or [upstream]", from the schema. */
 static void list_sections(char *buf, size_t cap) {
-  const char *names[N_OPTS];
+  const char *names[N_OPTS + 2];
   size_t n = 0;
   for (size_t i = 0; i < N_OPTS; i++)
     if (n == 0 || strcmp(names[n - 1], schema[i].section) != 0)
       names[n++] = schema[i].section;
+  names[n++] = "upstream NAME";
+  names[n++] = "route NAME";
   size_t used = 0;
   buf[0] = '\0';
   for (size_t i = 0; i < n && used < cap; i++) {
@@ -1220,20 +1809,48 @@ static void suggest(const char *section, const char *key, char *buf,
 
 static void apply_key(loader *ld, const char *key, const char *value) {
   const char *section = ld->section;
-  const opt *o = find_opt(section, key);
+  const opt *table = schema;
+  size_t ntable = N_OPTS;
+  void *base = &ld->cfg;
+  uint32_t *key_line = NULL;
+  if (ld->obj_kind == OBJ_GROUP) {
+    h3g_group_conf *g = &ld->cfg.groups[ld->obj];
+    table = group_schema;
+    ntable = N_GROUP_OPTS;
+    base = g;
+    key_line = g->key_line;
+    section = ld->label;
+  } else if (ld->obj_kind == OBJ_ROUTE) {
+    h3g_route_conf *r = &ld->cfg.routes[ld->obj];
+    table = route_schema;
+    ntable = N_ROUTE_OPTS;
+    base = r;
+    key_line = r->key_line;
+    section = ld->label;
+  }
+  const opt *o = NULL;
+  for (size_t i = 0; i < ntable && o == NULL; i++)
+    if (strcmp(table[i].key, key) == 0)
+      o = &table[i];
   char why[H3G_PATH_MAX + 256];
   if (o == NULL) {
-    suggest(section, key, why, sizeof(why));
+    suggest(ld->section, key, why, sizeof(why));
     report(ld, ld->line, section, key, "unknown key%s", why);
     return;
   }
-  size_t idx = (size_t)(o - schema);
-  if (ld->set_line[idx] != 0) {
+  size_t idx = (size_t)(o - table);
+  int first = key_line != NULL ? (int)key_line[idx] : ld->set_line[idx];
+  if (first != 0 && !o->repeat) {
     report(ld, ld->line, section, key, "duplicate key (first set on line %d)",
-           ld->set_line[idx]);
+           first);
     return;
   }
-  ld->set_line[idx] = ld->line;
+  if (first == 0) {
+    if (key_line != NULL)
+      key_line[idx] = (uint32_t)ld->line;
+    else
+      ld->set_line[idx] = ld->line;
+  }
 
   /* A value wholly in double quotes keeps its blanks; nothing is escaped. */
   size_t n = strlen(value);
@@ -1251,12 +1868,17 @@ static void apply_key(loader *ld, const char *key, const char *value) {
     }
     value = unquoted;
   }
-  const char *base = ld->have_base ? ld->base_dir : NULL;
-  if (parse_value(o, value, base, &ld->cfg, why, sizeof(why)) != 0)
+  const char *bdir = ld->have_base ? ld->base_dir : NULL;
+  uint32_t before = o->type == OPT_SERVER ? ((h3g_group_conf *)base)->nservers
+                                          : 0;
+  if (parse_value(o, value, bdir, base, why, sizeof(why)) != 0)
     report(ld, ld->line, section, key, "%s", why);
-  else if (o->pem != NULL &&
-           check_pem_file(o, field_of(&ld->cfg, o), why, sizeof(why)) != 0)
+  else if (o->pem != NULL && field_of(base, o)[0] != '\0' &&
+           check_pem_file(o, field_of(base, o), why, sizeof(why)) != 0)
     report(ld, ld->line, section, key, "%s", why);
+  else if (o->type == OPT_SERVER &&
+           ((h3g_group_conf *)base)->nservers > before)
+    ((h3g_group_conf *)base)->servers[before].line = (uint32_t)ld->line;
   free(unquoted);
 }
 
@@ -1295,6 +1917,269 @@ static void report_too_long(loader *ld) {
          "line too long to split for the INI parser (%zu bytes, lines of "
          "at most %d)",
          ld->split_end, ld->inih_line_max);
+}
+
+
+/* Parses every default of table into base (a new group or route). */
+static void named_defaults(const opt *table, size_t n, void *base) {
+  for (size_t i = 0; i < n; i++) {
+    char why[256];
+    if (table[i].def == NULL)
+      continue;
+    int rc = parse_value(&table[i], table[i].def, NULL, base, why, sizeof(why));
+    assert(rc == 0 && "a default in the schema does not parse");
+    H3G_UNUSED(rc);
+  }
+}
+
+static void free_settings(h3g_route_settings *s) {
+  h3g_header_edit *lists[] = {s->add_request, s->remove_request,
+                              s->add_response};
+  uint32_t counts[] = {s->nadd_request, s->nremove_request, s->nadd_response};
+  for (size_t l = 0; l < 3; l++) {
+    for (uint32_t i = 0; i < counts[l]; i++) {
+      free(lists[l][i].name);
+      free(lists[l][i].value);
+    }
+    free(lists[l]);
+  }
+}
+
+static void free_named(h3g_group_conf *groups, uint32_t ngroups,
+                       h3g_route_conf *routes, uint32_t nroutes) {
+  for (uint32_t i = 0; i < ngroups; i++)
+    free(groups[i].servers);
+  free(groups);
+  for (uint32_t i = 0; i < nroutes; i++) {
+    free_words(routes[i].hosts, routes[i].nhosts);
+    free_words(routes[i].paths, routes[i].npaths);
+    free_settings(&routes[i].s);
+  }
+  free(routes);
+}
+
+void h3g_config_free(h3g_config *cfg) {
+  if (cfg == NULL)
+    return;
+  free_named(cfg->groups, cfg->ngroups, cfg->routes, cfg->nroutes);
+  cfg->groups = NULL;
+  cfg->routes = NULL;
+  cfg->ngroups = cfg->nroutes = 0;
+  cfg->routes_implicit = 0;
+}
+
+/*
+ * A "[upstream ...]" or "[route ...]" line (name is what is inside the
+ * brackets). Returns 0 when name is no such section, 1 after opening it,
+ * -1 after reporting why it cannot be opened (its keys are then skipped).
+ */
+static int open_named_section(loader *ld, const char *name) {
+  bool group;
+  const char *rest;
+  if (strncmp(name, "upstream", 8) == 0 &&
+      (name[8] == '\0' || isspace((unsigned char)name[8]))) {
+    group = true;
+    rest = name + 8;
+  } else if (strncmp(name, "route", 5) == 0 &&
+             (name[5] == '\0' || isspace((unsigned char)name[5]))) {
+    group = false;
+    rest = name + 5;
+  } else {
+    return 0;
+  }
+  while (isspace((unsigned char)*rest))
+    rest++;
+  const char *kind = group ? "upstream" : "route";
+  if (*rest == '\0' && group)
+    rest = "default"; /* the unnamed [upstream] of older files */
+  char sv[SHOWN_BUF];
+  if (*rest == '\0') {
+    report(ld, ld->line, name, NULL,
+           "a route needs a name, as in [route app]");
+    return -1;
+  }
+  snprintf(ld->label, sizeof(ld->label), "%s %s", kind,
+           shown(sv, sizeof(sv), rest));
+  if (!valid_name(rest)) {
+    report(ld, ld->line, ld->label, NULL,
+           "the name may hold letters, digits, '_', '-' and '.' (at most "
+           "%d)",
+           H3G_NAME_MAX - 1);
+    return -1;
+  }
+  uint32_t n = group ? ld->cfg.ngroups : ld->cfg.nroutes;
+  for (uint32_t i = 0; i < n; i++) {
+    const char *other =
+        group ? ld->cfg.groups[i].name : ld->cfg.routes[i].name;
+    uint32_t line = group ? ld->cfg.groups[i].line : ld->cfg.routes[i].line;
+    if (strcmp(other, rest) == 0) {
+      report(ld, ld->line, ld->label, NULL,
+             "duplicate section name (first on line %u)", line);
+      return -1;
+    }
+  }
+  if (group) {
+    h3g_group_conf *v =
+        realloc(ld->cfg.groups, (n + 1) * sizeof(*ld->cfg.groups));
+    if (v == NULL) {
+      report(ld, ld->line, ld->label, NULL, "out of memory");
+      return -1;
+    }
+    ld->cfg.groups = v;
+    v[n] = (h3g_group_conf){.line = (uint32_t)ld->line};
+    snprintf(v[n].name, sizeof(v[n].name), "%s", rest);
+    named_defaults(group_schema, N_GROUP_OPTS, &v[n]);
+    ld->cfg.ngroups = n + 1;
+    ld->obj_kind = OBJ_GROUP;
+  } else {
+    h3g_route_conf *v =
+        realloc(ld->cfg.routes, (n + 1) * sizeof(*ld->cfg.routes));
+    if (v == NULL) {
+      report(ld, ld->line, ld->label, NULL, "out of memory");
+      return -1;
+    }
+    ld->cfg.routes = v;
+    v[n] = (h3g_route_conf){.line = (uint32_t)ld->line};
+    snprintf(v[n].name, sizeof(v[n].name), "%s", rest);
+    named_defaults(route_schema, N_ROUTE_OPTS, &v[n]);
+    ld->cfg.nroutes = n + 1;
+    ld->obj_kind = OBJ_ROUTE;
+  }
+  ld->obj = n;
+  ld->section = kind;
+  return 1;
+}
+
+static size_t opt_index(const opt *table, size_t n, const char *key) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(table[i].key, key) == 0)
+      return i;
+  assert(!"no such key");
+  return 0;
+}
+
+/* The line a route's key was set on, else the route's section line. */
+static int route_line(const h3g_route_conf *r, const char *key) {
+  uint32_t l = r->key_line[opt_index(route_schema, N_ROUTE_OPTS, key)];
+  return (int)(l != 0 ? l : r->line);
+}
+
+/* Checks the groups and routes as a whole once the file is read, links
+ * each route to its group, fills in inherited settings, and makes the
+ * implicit route of a file without [route] sections. */
+static void finish_named(loader *ld) {
+  h3g_config *cfg = &ld->cfg;
+  char label[H3G_NAME_MAX + 16];
+  if (cfg->ngroups == 0) {
+    report(ld, 0, "upstream", "server", "required, but not set");
+    return;
+  }
+  for (uint32_t i = 0; i < cfg->ngroups; i++) {
+    h3g_group_conf *g = &cfg->groups[i];
+    snprintf(label, sizeof(label), "upstream %s", g->name);
+    if (g->nservers == 0 &&
+        g->key_line[opt_index(group_schema, N_GROUP_OPTS, "server")] == 0)
+      report(ld, (int)g->line, label, "server", "required, but not set");
+    bool cert = g->tls_cert[0] != '\0', key = g->tls_key[0] != '\0';
+    if (cert != key)
+      report(ld,
+             (int)g->key_line[opt_index(group_schema, N_GROUP_OPTS,
+                                        cert ? "tls_cert" : "tls_key")],
+             label, cert ? "tls_cert" : "tls_key",
+             "a client certificate needs both tls_cert and tls_key");
+    uint32_t primaries = 0;
+    for (uint32_t k = 0; k < g->nservers; k++)
+      primaries += !g->servers[k].backup;
+    if (g->nservers > 0 && primaries == 0)
+      report(ld, (int)g->servers[0].line, label, "server",
+             "every server is a backup: at least one must not be");
+  }
+
+  if (cfg->nroutes == 0) {
+    if (cfg->ngroups > 1) {
+      report(ld, 0, "route", NULL,
+             "%u [upstream] groups but no [route] section names which "
+             "requests go where",
+             cfg->ngroups);
+      return;
+    }
+    h3g_route_conf *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+      report(ld, 0, "route", NULL, "out of memory");
+      return;
+    }
+    snprintf(r->name, sizeof(r->name), "default");
+    named_defaults(route_schema, N_ROUTE_OPTS, r);
+    snprintf(r->upstream, sizeof(r->upstream), "%s", cfg->groups[0].name);
+    cfg->routes = r;
+    cfg->nroutes = 1;
+    cfg->routes_implicit = 1;
+  }
+
+  for (uint32_t i = 0; i < cfg->nroutes; i++) {
+    h3g_route_conf *r = &cfg->routes[i];
+    snprintf(label, sizeof(label), "route %s", r->name);
+    uint32_t gi = 0;
+    while (gi < cfg->ngroups && strcmp(cfg->groups[gi].name, r->upstream) != 0)
+      gi++;
+    if (r->upstream[0] == '\0') {
+      if (r->key_line[opt_index(route_schema, N_ROUTE_OPTS, "upstream")] == 0)
+        report(ld, (int)r->line, label, "upstream", "required, but not set");
+      continue;
+    }
+    if (gi == cfg->ngroups) {
+      char sv[SHOWN_BUF];
+      report(ld, route_line(r, "upstream"), label, "upstream",
+             "no [upstream %s] section", shown(sv, sizeof(sv), r->upstream));
+      continue;
+    }
+    r->group = gi;
+    const h3g_group_conf *g = &cfg->groups[gi];
+    for (size_t k = 0; k < H3G_ARRAY_LEN(route_inherit); k++) {
+      size_t oi = opt_index(route_schema, N_ROUTE_OPTS, route_inherit[k].key);
+      if (r->key_line[oi] != 0)
+        continue;
+      const opt *o = &route_schema[oi];
+      const char *src = route_inherit[k].from == INHERIT_GROUP
+                            ? (const char *)g + route_inherit[k].src_off
+                            : (const char *)cfg + route_inherit[k].src_off;
+      memcpy(field_of(r, o), src, o->size);
+    }
+  }
+
+  /* Two routes claiming the same host and path: the second could never be
+   * chosen, which is always a mistake. */
+  for (uint32_t j = 1; j < cfg->nroutes; j++) {
+    const h3g_route_conf *b = &cfg->routes[j];
+    for (uint32_t i = 0; i < j; i++) {
+      const h3g_route_conf *a = &cfg->routes[i];
+      for (uint32_t hb = 0; hb < H3G_MAX(b->nhosts, 1u); hb++) {
+        const char *host = b->nhosts ? b->hosts[hb] : NULL;
+        bool same_host = false;
+        if (host == NULL)
+          same_host = a->nhosts == 0;
+        for (uint32_t ha = 0; host != NULL && ha < a->nhosts; ha++)
+          same_host |= strcmp(a->hosts[ha], host) == 0;
+        if (!same_host)
+          continue;
+        for (uint32_t pb = 0; pb < b->npaths; pb++) {
+          for (uint32_t pa = 0; pa < a->npaths; pa++) {
+            if (strcmp(a->paths[pa], b->paths[pb]) != 0)
+              continue;
+            char sv[SHOWN_BUF], sh[SHOWN_BUF];
+            snprintf(label, sizeof(label), "route %s", b->name);
+            report(ld, route_line(b, "path"), label, "path",
+                   "%s on %s is already matched by [route %s] (line %u)",
+                   shown(sv, sizeof(sv), b->paths[pb]),
+                   host != NULL ? shown(sh, sizeof(sh), host) : "any host",
+                   a->name, a->line);
+            goto next_route;
+          }
+        }
+      }
+    }
+  next_route:;
+  }
 }
 
 /*
@@ -1386,6 +2271,20 @@ static char *on_read_line(char *buf, int num, void *stream) {
     if (close[1] != '\0')
       report(ld, ld->line, name, NULL,
              "syntax error: unexpected text after \"]\"");
+    ld->obj_kind = OBJ_NONE;
+    int named = open_named_section(ld, name);
+    if (named != 0) {
+      if (named < 0) {
+        ld->state = SECTION_BAD;
+        return hand_over(buf, false, "", 0);
+      }
+      ld->state = SECTION_KNOWN;
+      char hdr[64];
+      int w = snprintf(hdr, sizeof(hdr), "[%s]", ld->section);
+      if (w > 0 && (size_t)w <= budget)
+        return hand_over(buf, false, hdr, (size_t)w);
+      return hand_over(buf, false, "", 0);
+    }
     ld->section = find_section(name);
     if (ld->section == NULL) {
       char list[128];
@@ -1533,6 +2432,9 @@ static int load_text(h3g_config *cfg, const char *data, size_t len,
   ld->split_key = bufs + len + 1;
   ld->joined = bufs + 2 * (len + 1);
   ld->cfg = *cfg;
+  ld->cfg.groups = NULL; /* the file's sections replace cfg's */
+  ld->cfg.routes = NULL;
+  ld->cfg.ngroups = ld->cfg.nroutes = ld->cfg.routes_implicit = 0;
   ld->data = data;
   ld->len = len;
 
@@ -1567,9 +2469,15 @@ static int load_text(h3g_config *cfg, const char *data, size_t len,
   ld->cfg.keylog_env =
       ld->set_line[find_opt("debug", "keylog_file") - schema] == 0;
 
+  finish_named(ld);
+
   rc = ld->problems == 0 ? 0 : H3G_ERR_INVAL;
-  if (rc == 0)
+  if (rc == 0) {
+    h3g_config_free(cfg);
     *cfg = ld->cfg;
+  } else {
+    h3g_config_free(&ld->cfg);
+  }
   finish_report(ld);
   free(bufs);
   free(ld);
@@ -1680,7 +2588,7 @@ static bool needs_quotes(const char *s) {
          s[0] == '#';
 }
 
-static void format_value(const h3g_config *cfg, const opt *o, char *buf,
+static void format_value(const void *cfg, const opt *o, char *buf,
                          size_t cap) {
   const char *field = cfield_of(cfg, o);
   switch (o->type) {
@@ -1714,7 +2622,17 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   case OPT_PATH:
   case OPT_CIDRS:
   case OPT_VERSIONS:
-  case OPT_LOG_TARGET: snprintf(buf, cap, "%s", field); return;
+  case OPT_LOG_TARGET:
+  case OPT_HASH_KEY:
+  case OPT_STATUS:
+  case OPT_CA:
+  case OPT_NAME:
+  case OPT_HOSTS:
+  case OPT_PATHS: snprintf(buf, cap, "%s", field); return;
+  case OPT_HEALTH: snprintf(buf, cap, "%s", field[0] ? field : "off"); return;
+  case OPT_SERVER:
+  case OPT_HEADER_ADD:
+  case OPT_HEADER_DEL: break; /* one line each: dump_named */
   case OPT_LISTEN:
   case OPT_HOSTPORT: {
     unsigned port =
@@ -1729,6 +2647,43 @@ static void format_value(const h3g_config *cfg, const opt *o, char *buf,
   }
   }
   buf[0] = '\0';
+}
+
+static void dump_line(FILE *out, const char *key, const char *value) {
+  if (needs_quotes(value))
+    fprintf(out, "%s = \"%s\"\n", key, value);
+  else
+    fprintf(out, "%s = %s\n", key, value);
+}
+
+static void dump_named(const opt *table, size_t n, const void *base,
+                       FILE *out) {
+  char value[H3G_PATH_MAX + H3G_HOST_MAX];
+  for (size_t i = 0; i < n; i++) {
+    const opt *o = &table[i];
+    if (o->type == OPT_SERVER) {
+      const h3g_group_conf *g = base;
+      for (uint32_t k = 0; k < g->nservers; k++) {
+        const h3g_server_conf *sv = &g->servers[k];
+        snprintf(value, sizeof(value), "%s weight=%u%s", sv->address,
+                 sv->weight, sv->backup ? " backup" : "");
+        dump_line(out, o->key, value);
+      }
+    } else if (o->type == OPT_HEADER_ADD || o->type == OPT_HEADER_DEL) {
+      const h3g_header_edit *list =
+          *(h3g_header_edit *const *)cfield_of(base, o);
+      uint32_t count = *(const uint32_t *)((const char *)base + o->port_off);
+      for (uint32_t k = 0; k < count; k++) {
+        snprintf(value, sizeof(value), "%s%s%s", list[k].name,
+                 list[k].value != NULL ? ": " : "",
+                 list[k].value != NULL ? list[k].value : "");
+        dump_line(out, o->key, value);
+      }
+    } else {
+      format_value(base, o, value, sizeof(value));
+      dump_line(out, o->key, value);
+    }
+  }
 }
 
 void h3g_config_dump(const h3g_config *cfg, void *f) {
@@ -1747,9 +2702,83 @@ void h3g_config_dump(const h3g_config *cfg, void *f) {
       continue;
     }
     format_value(cfg, o, value, sizeof(value));
-    if (needs_quotes(value))
-      fprintf(out, "%s = \"%s\"\n", o->key, value);
-    else
-      fprintf(out, "%s = %s\n", o->key, value);
+    dump_line(out, o->key, value);
   }
+  for (uint32_t i = 0; i < cfg->ngroups; i++) {
+    fprintf(out, "\n[upstream %s]\n", cfg->groups[i].name);
+    dump_named(group_schema, N_GROUP_OPTS, &cfg->groups[i], out);
+  }
+  for (uint32_t i = 0; i < cfg->nroutes && !cfg->routes_implicit; i++) {
+    fprintf(out, "\n[route %s]\n", cfg->routes[i].name);
+    dump_named(route_schema, N_ROUTE_OPTS, &cfg->routes[i], out);
+  }
+}
+
+/* One (host, path) pair of the route table, for printing in the order the
+ * router tries them. */
+typedef struct table_row {
+  const char *host; /* NULL: any host */
+  const char *path;
+  uint32_t route;
+} table_row;
+
+/* Exact hosts, then wildcards longest first, then any host; within a
+ * host, longer paths first, then declaration order. */
+static int host_rank(const char *h) {
+  return h == NULL ? 2 : h[0] == '*' ? 1 : 0;
+}
+
+static int compare_rows(const void *pa, const void *pb) {
+  const table_row *a = pa, *b = pb;
+  int ra = host_rank(a->host), rb = host_rank(b->host);
+  if (ra != rb)
+    return ra - rb;
+  if (ra == 1 && strlen(a->host) != strlen(b->host))
+    return strlen(a->host) > strlen(b->host) ? -1 : 1;
+  int c = ra == 2 ? 0 : strcmp(a->host, b->host);
+  if (c != 0)
+    return c;
+  size_t la = strlen(a->path), lb = strlen(b->path);
+  if (la != lb)
+    return la > lb ? -1 : 1;
+  return a->route < b->route ? -1 : a->route > b->route;
+}
+
+void h3g_config_print_routes(const h3g_config *cfg, void *f) {
+  FILE *out = f;
+  size_t n = 0;
+  for (uint32_t i = 0; i < cfg->nroutes; i++)
+    n += (size_t)H3G_MAX(cfg->routes[i].nhosts, 1u) * cfg->routes[i].npaths;
+  table_row *rows = calloc(n ? n : 1, sizeof(*rows));
+  if (rows == NULL)
+    return;
+  size_t k = 0;
+  for (uint32_t i = 0; i < cfg->nroutes; i++) {
+    const h3g_route_conf *r = &cfg->routes[i];
+    for (uint32_t h = 0; h < H3G_MAX(r->nhosts, 1u); h++)
+      for (uint32_t p = 0; p < r->npaths; p++)
+        rows[k++] = (table_row){r->nhosts ? r->hosts[h] : NULL, r->paths[p],
+                                i};
+  }
+  qsort(rows, n, sizeof(*rows), compare_rows);
+  fprintf(out, "routes, in matching order (%u route%s, %u group%s):\n",
+          cfg->nroutes, cfg->nroutes == 1 ? "" : "s", cfg->ngroups,
+          cfg->ngroups == 1 ? "" : "s");
+  fprintf(out, "  %-32s %-24s %-16s %s\n", "HOST", "PATH", "ROUTE",
+          "UPSTREAM");
+  for (size_t i = 0; i < n; i++) {
+    const h3g_route_conf *r = &cfg->routes[rows[i].route];
+    fprintf(out, "  %-32s %-24s %-16s %s\n",
+            rows[i].host != NULL ? rows[i].host : "*", rows[i].path, r->name,
+            r->upstream);
+  }
+  for (uint32_t i = 0; i < cfg->ngroups; i++) {
+    const h3g_group_conf *g = &cfg->groups[i];
+    fprintf(out, "upstream %s (%s):\n", g->name,
+            balance_names[g->balance]);
+    for (uint32_t s = 0; s < g->nservers; s++)
+      fprintf(out, "  %s weight=%u%s\n", g->servers[s].address,
+              g->servers[s].weight, g->servers[s].backup ? " backup" : "");
+  }
+  free(rows);
 }

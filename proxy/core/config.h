@@ -53,6 +53,133 @@ static inline uint16_t h3g_bind_port(uint32_t port) {
   return port == H3G_PORT_ANY ? 0 : (uint16_t)port;
 }
 
+
+#define H3G_NAME_MAX 64
+
+/* [server] no_route. */
+enum {
+  H3G_NO_ROUTE_MISDIRECTED = 0, /* 421 on HTTP/3 and HTTP/2, 404 on 1.1 */
+  H3G_NO_ROUTE_NOT_FOUND = 1,   /* 404 on all three */
+};
+
+/* How a server of a group is reached. */
+typedef enum h3g_server_kind {
+  H3G_SERVER_TCP = 0, /* host:port */
+  H3G_SERVER_UNIX,    /* unix:/path */
+  H3G_SERVER_TLS,     /* https://host:port */
+} h3g_server_kind;
+
+/* One `server = ADDRESS [weight=N] [backup]` line. */
+typedef struct h3g_server_conf {
+  h3g_server_kind kind;
+  char host[H3G_HOST_MAX]; /* TCP, TLS: a name or an address literal */
+  uint16_t port;
+  char path[108];          /* UNIX: the socket's path (sun_path's size) */
+  char address[H3G_PATH_MAX]; /* as a person writes it, for logs and labels:
+                                 "10.0.0.1:80", "unix:/run/a.sock",
+                                 "https://api:8443" */
+  uint32_t weight;         /* 1..1000 */
+  uint32_t backup;         /* 1: serves only while every primary is out */
+  uint32_t line;
+} h3g_server_conf;
+
+/* [upstream NAME] balance. */
+typedef enum h3g_balance {
+  H3G_BALANCE_ROUND_ROBIN = 0,
+  H3G_BALANCE_LEAST_CONN = 1,
+  H3G_BALANCE_HASH = 2,
+} h3g_balance;
+
+/* [upstream NAME] hash_key. */
+typedef enum h3g_hash_key {
+  H3G_HASH_CLIENT_IP = 0,
+  H3G_HASH_HEADER = 1,
+  H3G_HASH_COOKIE = 2,
+} h3g_hash_key;
+
+#define H3G_GROUP_KEYS_MAX 40
+#define H3G_ROUTE_KEYS_MAX 24
+
+/* One [upstream NAME] section (config.c's group schema names the keys). */
+typedef struct h3g_group_conf {
+  char name[H3G_NAME_MAX];
+  uint32_t line; /* of the section line */
+  h3g_server_conf *servers;
+  uint32_t nservers;
+  h3g_balance balance;
+  h3g_hash_key hash_key;
+  char hash_name[H3G_NAME_MAX]; /* the header's or cookie's name */
+  char hash_key_text[H3G_NAME_MAX + 8]; /* as written, for dump */
+  uint32_t pool_size;
+  uint32_t queue_size;
+  uint64_t connect_timeout_ms;
+  uint64_t response_timeout_ms; /* no byte from upstream for this long */
+  uint64_t idle_timeout_ms;     /* idle keep-alive expiry */
+  uint64_t expect_continue_timeout_ms;
+  uint32_t retries;
+  uint32_t max_fails;           /* 0: passive checks off */
+  uint64_t fail_timeout_ms;
+  uint64_t max_fail_timeout_ms;
+  uint64_t resolve_interval_ms; /* 0: names resolved at start only */
+  char health_check[H3G_PATH_MAX + 32]; /* "METHOD /path", "" = off */
+  char health_method[16];
+  char health_path[H3G_PATH_MAX];
+  uint64_t health_interval_ms;
+  uint64_t health_timeout_ms;
+  char health_status[16]; /* as written */
+  uint32_t health_status_lo, health_status_hi;
+  uint32_t health_rise, health_fall;
+  char health_host[H3G_HOST_MAX]; /* "" = the server's host */
+  char tls_ca[H3G_PATH_MAX];      /* "system" or a PEM file */
+  uint32_t tls_verify;
+  char tls_sni[H3G_HOST_MAX];     /* "" = the server's host */
+  char tls_cert[H3G_PATH_MAX];    /* "" = no client certificate */
+  char tls_key[H3G_PATH_MAX];
+  uint32_t key_line[H3G_GROUP_KEYS_MAX]; /* where each key was set, 0: not */
+} h3g_group_conf;
+
+/* A header line of add_request_header / add_response_header (value set)
+ * or remove_request_header (value NULL). Owned by the route. */
+typedef struct h3g_header_edit {
+  char *name;
+  char *value;
+} h3g_header_edit;
+
+/* What a request's route decides for it: the settings the bridge reads.
+ * Every field starts as the group's or the global value and a route key
+ * overrides it. */
+typedef struct h3g_route_settings {
+  uint64_t response_timeout_ms;
+  uint64_t request_body_timeout_ms;
+  uint64_t expect_continue_timeout_ms;
+  uint64_t max_request_body; /* 0 = unlimited */
+  uint32_t early_data;
+  uint32_t fwd_forwarded, fwd_x_forwarded, fwd_via;
+  uint32_t alt_svc;
+  h3g_header_edit *add_request;
+  uint32_t nadd_request;
+  h3g_header_edit *remove_request;
+  uint32_t nremove_request;
+  h3g_header_edit *add_response;
+  uint32_t nadd_response;
+} h3g_route_settings;
+
+/* One [route NAME] section. */
+typedef struct h3g_route_conf {
+  char name[H3G_NAME_MAX];
+  uint32_t line;
+  char hosts_text[1024]; /* as written ("" = any host) */
+  char **hosts;          /* lowercased: "a.example.com", "*.example.com" */
+  uint32_t nhosts;       /* 0 = any host */
+  char paths_text[1024]; /* as written */
+  char **paths;          /* prefixes; at least "/" */
+  uint32_t npaths;
+  char upstream[H3G_NAME_MAX];
+  uint32_t group;        /* index into h3g_config.groups */
+  h3g_route_settings s;
+  uint32_t key_line[H3G_ROUTE_KEYS_MAX]; /* where each key was set, 0: not */
+} h3g_route_conf;
+
 typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;
@@ -120,15 +247,18 @@ typedef struct h3g_config {
   char redirect_address[H3G_HOST_MAX]; /* "" = listen_address */
   uint32_t redirect_port; /* 0 = off; or H3G_PORT_ANY */
 
-  /* [upstream] */
-  char upstream_host[H3G_HOST_MAX];
-  uint16_t upstream_port;
-  uint32_t pool_size;
-  uint32_t queue_size;
-  uint64_t connect_timeout_ms;
-  uint64_t response_timeout_ms;      /* no byte from upstream for this long */
-  uint64_t upstream_idle_timeout_ms; /* idle keep-alive expiry */
-  uint64_t expect_continue_timeout_ms;
+  /* [server] no_route: what a request matching no route gets. */
+  uint32_t no_route; /* H3G_NO_ROUTE_* */
+
+  /* [upstream NAME] and [route NAME] sections, in file order. The
+   * unnamed [upstream] section is the group "default"; a file without
+   * [route] sections gets one route, "default", matching every request,
+   * to its only group. Owned: h3g_config_free() releases them. */
+  h3g_group_conf *groups;
+  uint32_t ngroups;
+  h3g_route_conf *routes;
+  uint32_t nroutes;
+  uint32_t routes_implicit; /* 1: the "default" route was made, not read */
 
   /* [forwarding] */
   uint32_t fwd_forwarded;   /* add RFC 7239 Forwarded */
@@ -138,6 +268,18 @@ typedef struct h3g_config {
   h3g_cidr trusted[H3G_MAX_TRUSTED];
   uint32_t ntrusted;
 } h3g_config;
+
+/*
+ * Releases what cfg owns (its groups and routes) and leaves them empty.
+ * Safe on a config that owns nothing (after h3g_config_defaults).
+ */
+void h3g_config_free(h3g_config *cfg);
+
+/*
+ * Writes the resolved route table to f (a FILE *): each route in matching
+ * order with its hosts, paths, group and the group's servers.
+ */
+void h3g_config_print_routes(const h3g_config *cfg, void *f);
 
 /*
  * Fills cfg with every key's default (the required keys cert, key and
@@ -169,6 +311,11 @@ void h3g_config_defaults(h3g_config *cfg);
  * to the end of the line, also inside quotes; leading and trailing blanks
  * are dropped; a value wholly inside "..." keeps the blanks and ";"/"#"
  * inside the quotes (but not " ;"/" #"); there are no escapes.
+ *
+ * [upstream NAME] and [route NAME] sections may repeat with distinct
+ * names (docs/routes.md); problems in them are reported as
+ * "FILE:LINE: [route NAME] key: reason". They replace cfg's groups and
+ * routes on success (cfg must own none it still needs).
  *
  * Returns 0, H3G_ERR_NOTFOUND (no such file), H3G_ERR_IO (it exists but
  * cannot be read), H3G_ERR_NOMEM, or H3G_ERR_INVAL (any other problem).

@@ -100,11 +100,11 @@ void h3g_access_log(const h3g_access_record *rec) {
    * quote that survived request validation unescaped, but be safe). */
   fprintf(access_fp,
           "%s client=%s proto=%s method=%s authority=%s path=\"%s\" "
-          "status=%d in=%llu out=%llu duration_ms=%.3f upstream=%s "
+          "status=%d in=%llu out=%llu duration_ms=%.3f route=%s upstream=%s "
           "outcome=%s\n",
           ts, dash(rec->client), dash(rec->protocol), dash(rec->method),
           dash(rec->authority), dash(rec->path), rec->status,
           (unsigned long long)rec->bytes_in, (unsigned long long)rec->bytes_out,
-          (double)rec->duration_us / 1000.0, dash(rec->upstream),
-          dash(rec->outcome));
+          (double)rec->duration_us / 1000.0, dash(rec->route),
+          dash(rec->upstream), dash(rec->outcome));
 }

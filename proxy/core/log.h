@@ -51,9 +51,11 @@ typedef struct h3g_access_record {
   int status;               /* 0 when no status was sent (stream reset) */
   uint64_t bytes_in;        /* request body bytes received from the client */
   uint64_t bytes_out;       /* response body bytes sent to the client */
-  const char *upstream;     /* "host:port" of the upstream the request
-                             * went to (or whose connect failed), "-" when
-                             * the gateway answered alone */
+  const char *upstream;     /* the server the request went to ("host:port",
+                             * "unix:/path", "https://host:port") or whose
+                             * connect failed, "-" when the gateway
+                             * answered alone */
+  const char *route;        /* the [route] chosen, "-" before or none */
   const char *outcome;      /* "ok", or why the exchange ended early */
 } h3g_access_record;
 

@@ -44,6 +44,17 @@ static int load(h3g_config *cfg, const char *path) {
     fprintf(stderr, "%s:0: [listener] secrets_file: %s\n", path, err);
     return 2;
   }
+  for (uint32_t i = 0; i < cfg->ngroups; i++) {
+    const h3g_group_conf *g = &cfg->groups[i];
+    int tls = 0;
+    for (uint32_t k = 0; k < g->nservers; k++)
+      tls |= g->servers[k].kind == H3G_SERVER_TLS;
+    if (tls && !g->tls_verify)
+      fprintf(stderr,
+              "%s:%u: [upstream %s] tls_verify: warning: off, so anyone on "
+              "the path can pose as these servers\n",
+              path, g->line, g->name);
+  }
   return 0;
 }
 
@@ -91,8 +102,11 @@ int main(int argc, char **argv) {
   static h3g_config cfg;
   if (check != NULL) {
     int rv = load(&cfg, check);
-    if (rv == 0)
+    if (rv == 0) {
+      h3g_config_print_routes(&cfg, stdout);
       printf("%s: ok\n", check);
+    }
+    h3g_config_free(&cfg);
     return rv;
   }
   if (config == NULL) {
@@ -101,7 +115,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rv = load(&cfg, config);
-  if (rv != 0)
-    return rv;
-  return h3g_server_run(&cfg);
+  if (rv == 0)
+    rv = h3g_server_run(&cfg);
+  h3g_config_free(&cfg);
+  return rv;
 }

@@ -58,6 +58,7 @@
   X(h3_protocol_error_closes, counter,                                         \
     "connections closed for a client's HTTP/3 or QPACK error")                 \
   X(requests_total, counter, "requests that reached the bridge")               \
+  X(requests_unrouted, counter, "requests no [route] matched (421/404)")       \
   X(request_body_timeouts, counter, "requests ended: body stalled (408)")     \
   X(responses_1xx, counter, "interim responses forwarded")                     \
   X(responses_2xx, counter, "final responses 2xx")                             \
@@ -87,6 +88,9 @@
   X(bridges_active, gauge, "requests held by the bridge now (every protocol)") \
   X(upstream_conns_active, gauge,                                              \
     "upstream connections alive (connecting, busy, idle or closing)")         \
+  X(health_checks, counter, "active health checks of upstream servers ended") \
+  X(health_check_failures, counter, "active health checks that failed")       \
+  X(upstreams_unhealthy, gauge, "upstream servers out by their health check")  \
   X(memory_trims, counter,                                                     \
     "free memory given back to the system after activity stopped")           \
   X(memory_trim_us, counter, "CPU time those trims took, microseconds")       \

@@ -1,11 +1,12 @@
 /*
  * Start-up builds the pieces in dependency order (TLS contexts, upstream
- * pool, QUIC listener, TCP + TLS listener, redirect listener, admin);
- * shutdown tears them down in reverse, each step continuing from the
- * previous one's close callback, so nothing is freed while a libuv handle
- * still refers to it. The listeners drain side by side: Alt-Svc turns to
- * "clear" first, so TCP clients stop being sent to a QUIC listener that
- * is going away, and the pool closes once the last listener is gone.
+ * groups and the route table, QUIC listener, TCP + TLS listener, redirect
+ * listener, admin); shutdown tears them down in reverse, each step
+ * continuing from the previous one's close callback, so nothing is freed
+ * while a libuv handle still refers to it. The listeners drain side by
+ * side: Alt-Svc turns to "clear" first, so TCP clients stop being sent to
+ * a QUIC listener that is going away, and the upstream groups close once
+ * the last listener is gone.
  */
 #include "server.h"
 
@@ -27,7 +28,9 @@
 #include "secrets.h"
 #include "tcp_listener.h"
 #include "tls_ctx.h"
-#include "upstream_pool.h"
+#include "route.h"
+#include "upstream_group.h"
+#include "upstream_view.h"
 
 /* How often the secrets file is looked at for changes. */
 #define SECRETS_CHECK_MS (60 * 1000)
@@ -42,7 +45,11 @@ typedef struct h3g_server {
   h3g_tls_ctx *tls;
   h3g_tls_ctx *tls_tcp;
   h3g_secrets *secrets;
-  h3g_upstream_pool *pool;
+  h3g_upstream_group **groups; /* one per [upstream NAME], cfg order */
+  size_t ngroups;
+  size_t groups_open;          /* not yet closed */
+  h3g_router *router;
+  h3g_upstream_view view;      /* what /metrics and /upstreams show */
   h3g_quic_listener *quic;
   h3g_tcp_listener *tcp;
   h3g_tcp_listener *redirect;
@@ -129,9 +136,13 @@ static void on_admin_closed(void *arg) {
   close_handles(s);
 }
 
-static void on_pool_closed(void *arg) {
+static void on_group_closed(void *arg) {
   h3g_server *s = arg;
-  s->pool = NULL;
+  if (--s->groups_open > 0)
+    return;
+  free(s->groups);
+  s->groups = NULL;
+  s->ngroups = 0;
   if (s->admin != NULL)
     h3g_admin_close(s->admin, on_admin_closed, s);
   else
@@ -140,10 +151,48 @@ static void on_pool_closed(void *arg) {
 
 static void on_listeners_closed(h3g_server *s) {
   h3g_info("all connections closed");
-  if (s->pool != NULL)
-    h3g_upstream_pool_close(s->pool, on_pool_closed, s);
-  else
-    on_pool_closed(s);
+  size_t n = 0;
+  for (size_t i = 0; i < s->ngroups; i++)
+    n += s->groups[i] != NULL;
+  s->groups_open = n + 1; /* +1: held until every close is asked */
+  for (size_t i = 0; i < s->ngroups; i++)
+    if (s->groups[i] != NULL)
+      h3g_upstream_group_close(s->groups[i], on_group_closed, s);
+  on_group_closed(s);
+}
+
+/*
+ * One group per [upstream NAME] and the route table over them. On error
+ * says which server of which group failed and why.
+ */
+static int make_upstreams(h3g_server *s) {
+  const h3g_config *cfg = s->cfg;
+  s->groups = calloc(cfg->ngroups ? cfg->ngroups : 1, sizeof(*s->groups));
+  if (s->groups == NULL)
+    return H3G_ERR_NOMEM;
+  s->ngroups = cfg->ngroups;
+  for (size_t i = 0; i < cfg->ngroups; i++) {
+    char err[512] = "";
+    int rv = h3g_upstream_group_new(&s->groups[i], &s->loop, &cfg->groups[i],
+                                    err, sizeof(err));
+    if (rv != 0) {
+      s->groups[i] = NULL;
+      h3g_error("%s", err[0] != '\0' ? err : h3g_strerror(rv));
+      return rv;
+    }
+  }
+  int rv = h3g_router_new(&s->router, cfg);
+  if (rv != 0)
+    return rv;
+  for (size_t i = 0; i < h3g_router_count(s->router); i++) {
+    h3g_route *r = h3g_router_route(s->router, i);
+    r->ops = &h3g_upstream_group_ops;
+    r->pool = s->groups[r->conf->group];
+  }
+  s->view = (h3g_upstream_view){.router = s->router,
+                                .groups = s->groups,
+                                .ngroups = s->ngroups};
+  return 0;
 }
 
 static void on_listener_closed(h3g_server *s) {
@@ -325,24 +374,11 @@ int h3g_server_run(const h3g_config *cfg) {
   }
   if (rv == 0 && cfg->tcp_enabled)
     rv = h3g_tls_ctx_new_tcp(&s->tls_tcp, cfg, s->secrets);
-  if (rv == 0) {
-    h3g_upstream_pool_config pc = {
-        .host = cfg->upstream_host,
-        .port = cfg->upstream_port,
-        .size = cfg->pool_size,
-        .queue_size = cfg->queue_size,
-        .connect_timeout_ms = cfg->connect_timeout_ms,
-        .idle_timeout_ms = cfg->upstream_idle_timeout_ms,
-    };
-    rv = h3g_upstream_pool_new(&s->pool, &s->loop, &pc);
-    if (rv != 0)
-      h3g_error("upstream %s:%u: %s", cfg->upstream_host, cfg->upstream_port,
-                h3g_strerror(rv));
-  }
+  if (rv == 0)
+    rv = make_upstreams(s);
   s->env = (h3g_bridge_env){
       .cfg = cfg,
-      .up_ops = &h3g_upstream_pool_ops,
-      .pool = s->pool,
+      .router = s->router,
       .timers = &uv_timer_ops,
       .loop = &s->loop,
       .alt_svc = &s->alt_svc,
@@ -407,8 +443,11 @@ int h3g_server_run(const h3g_config *cfg) {
   if (rv == 0 && cfg->admin_address[0] != '\0') {
     rv = h3g_admin_new(&s->admin, &s->loop, cfg->admin_address,
                        cfg->admin_port);
-    if (rv == 0)
+    if (rv == 0) {
       h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
+      h3g_admin_set_view(s->admin, h3g_upstream_view_metrics,
+                         h3g_upstream_view_json, &s->view);
+    }
   }
 
   uv_signal_init(&s->loop, &s->sigterm);
@@ -433,8 +472,16 @@ int h3g_server_run(const h3g_config *cfg) {
                    IDLE_TRIM_TICK_MS);
     char where[512];
     ready_addresses(s, where, sizeof(where));
-    h3g_info("h3gate %s ready: %s; upstream %s:%u, pool %u", H3G_VERSION,
-             where, cfg->upstream_host, cfg->upstream_port, cfg->pool_size);
+    size_t nservers = 0;
+    for (uint32_t i = 0; i < cfg->ngroups; i++)
+      nservers += cfg->groups[i].nservers;
+    if (cfg->ngroups == 1 && nservers == 1)
+      h3g_info("h3gate %s ready: %s; upstream %s, pool %u", H3G_VERSION, where,
+               cfg->groups[0].servers[0].address, cfg->groups[0].pool_size);
+    else
+      h3g_info("h3gate %s ready: %s; %u routes, %u upstream groups, %zu "
+               "servers",
+               H3G_VERSION, where, cfg->nroutes, cfg->ngroups, nservers);
     s->exit_status = 0;
   } else {
     s->exit_status = 1;
@@ -450,6 +497,7 @@ int h3g_server_run(const h3g_config *cfg) {
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
   }
+  h3g_router_free(s->router);
   h3g_tls_ctx_free(s->tls);
   h3g_tls_ctx_free(s->tls_tcp);
   h3g_secrets_free(s->secrets);

@@ -22,6 +22,7 @@
 #include "h1_codec.h"
 #include "log.h"
 #include "metrics.h"
+#include "route.h"
 
 /* Request side: what the client has sent so far. */
 typedef enum req_state {
@@ -50,12 +51,24 @@ typedef enum up_state {
 enum {
   MAX_IOV = 8,
   ERROR_BODY_MAX = 128,
+  /* Route response fields a generated answer carries at most. */
+  ERROR_ROUTE_FIELDS = 16,
 };
 
 struct h3g_bridge {
   const h3g_bridge_env *env;
   const h3g_frontend_ops *fe;
   void *fs;
+
+  /* The request's route, chosen at end_headers (NULL before): its
+   * settings and its upstream (a group's ops table, or a test's fake). */
+  h3g_route *route;
+  const h3g_route_settings *rs;
+  const h3g_upstream_ops *ops;
+  void *pool;
+  int resends;           /* sent again after a reset, without a response */
+  uint64_t sent_ns;      /* the request head went out (first byte timing) */
+  uint64_t first_byte_us;
 
   req_state req;
   resp_state resp;
@@ -161,6 +174,11 @@ static void upstream_release(h3g_bridge *b, int reusable);
 static void drop_request_body(h3g_bridge *b);
 static void upstream_rewind(h3g_bridge *b);
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
+static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
+                                uint32_t retry_after);
+static int choose_route(h3g_bridge *b);
+static void balance_key(h3g_bridge *b);
+static int route_removes(const h3g_route_settings *rs, const h3g_field *f);
 static int flush_head(h3g_bridge *b);
 static void refuse_request(h3g_bridge *b);
 static void stop_client_body(h3g_bridge *b);
@@ -212,6 +230,17 @@ static void field_str(const h3g_field *f, char *out, size_t cap) {
   out[n] = '\0';
 }
 
+/* The server that answered (or failed), else the upstream's name; "-"
+ * when the gateway answered alone. */
+static const char *upstream_name(const h3g_bridge *b) {
+  if (!b->up_named || b->ops == NULL)
+    return "-";
+  const char *n = b->ops->server_name != NULL
+                      ? b->ops->server_name(b->pool, &b->waiter)
+                      : NULL;
+  return n != NULL ? n : b->ops->name(b->pool);
+}
+
 static void write_access_log(h3g_bridge *b) {
   char method[32], authority[256], path[1024];
   h3g_request_pseudo ps = b->pseudo;
@@ -240,10 +269,20 @@ static void write_access_log(h3g_bridge *b) {
       .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
       .bytes_in = b->bytes_in,
       .bytes_out = b->bytes_out,
-      .upstream = b->up_named ? b->env->up_ops->name(b->env->pool) : "-",
+      .upstream = upstream_name(b),
+      .route = b->route != NULL ? b->route->conf->name : "-",
       .outcome = b->outcome,
   };
   h3g_access_log(&rec);
+  if (b->route != NULL) {
+    h3g_route_stats *st = &b->route->stats;
+    if (rec.status >= 100 && rec.status < 600)
+      st->responses[rec.status / 100 - 1]++;
+    st->duration_us_sum += rec.duration_us;
+    st->duration_count++;
+  }
+  if (b->ops != NULL && b->ops->finish != NULL && b->up_named)
+    b->ops->finish(b->pool, &b->waiter, rec.status, b->first_byte_us);
 }
 
 void h3g_bridge_free(h3g_bridge *b) {
@@ -256,7 +295,7 @@ void h3g_bridge_free(h3g_bridge *b) {
   cancel_timer(b, &b->body_timer);
   cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING)
-    b->env->up_ops->cancel(b->env->pool, &b->waiter);
+    b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
   b->up = UP_RELEASED;
@@ -305,8 +344,7 @@ static void on_header_timeout(void *arg) {
 static void on_body_timeout(void *arg);
 
 static void arm_body_timer(h3g_bridge *b, uint64_t ms) {
-  const h3g_config *cfg = b->env->cfg;
-  if (b->env->timers == NULL || cfg->request_body_timeout_ms == 0 ||
+  if (b->env->timers == NULL || b->rs->request_body_timeout_ms == 0 ||
       b->body_timer != NULL)
     return;
   b->body_timer = b->env->timers->start(b->env->loop, ms, on_body_timeout, b);
@@ -314,7 +352,7 @@ static void arm_body_timer(h3g_bridge *b, uint64_t ms) {
 
 static void on_body_timeout(void *arg) {
   h3g_bridge *b = arg;
-  uint64_t limit = b->env->cfg->request_body_timeout_ms;
+  uint64_t limit = b->rs->request_body_timeout_ms;
   b->body_timer = NULL;
   if (b->req != REQ_BODY && b->req != REQ_TRAILERS)
     return;
@@ -410,6 +448,7 @@ static int build_request_head(h3g_bridge *b) {
     return H3G_ERR_NOMEM;
   size_t nfwd = 0;
   const h3g_config *cfg = b->env->cfg;
+  const h3g_route_settings *rs = b->rs;
   char ip[64];
   client_ip(b, ip, sizeof(ip));
   int trusted = h3g_config_is_trusted(cfg, ip);
@@ -423,6 +462,8 @@ static int build_request_head(h3g_bridge *b) {
     if (flags & H3G_FIELD_HOP_BY_HOP)
       continue;
     if (h3g_field_name_eq(f, "host") || h3g_field_name_eq(f, "content-length"))
+      continue;
+    if (route_removes(rs, f))
       continue;
     if (flags & H3G_FIELD_FORWARDING) {
       /* RFC 7239 §8.1: never pass on what an untrusted client claims. */
@@ -439,13 +480,18 @@ static int build_request_head(h3g_bridge *b) {
   const h3g_field *host = b->pseudo.authority.namelen
                               ? &b->pseudo.authority
                               : h3g_headers_find(&b->req_fields, "host");
-  h3g_field extra[6];
+  h3g_field *extra = malloc(sizeof(*extra) * (6 + rs->nadd_request));
+  if (extra == NULL) {
+    free(fwd);
+    return H3G_ERR_NOMEM;
+  }
   size_t nextra = 0;
   size_t hostlen = host ? host->valuelen : 0;
   size_t vcap = theirs_len + 3 * (hostlen + sizeof(ip) + 64);
   char *vbuf = malloc(vcap);
   if (vbuf == NULL) {
     free(fwd);
+    free(extra);
     return H3G_ERR_NOMEM;
   }
   size_t vused = 0;
@@ -472,11 +518,11 @@ static int build_request_head(h3g_bridge *b) {
   int v6 = strchr(ip, ':') != NULL;
   int hl = (int)hostlen;
   const char *hv = host ? (const char *)host->value : "";
-  if (cfg->fwd_forwarded)
+  if (rs->fwd_forwarded)
     H3G_ADD_EXTRA("forwarded", "for=%s%s%s;proto=https%s%.*s%s",
                   v6 ? "\"[" : "", ip, v6 ? "]\"" : "",
                   hostlen ? ";host=\"" : "", hl, hv, hostlen ? "\"" : "");
-  if (cfg->fwd_x_forwarded) {
+  if (rs->fwd_x_forwarded) {
     H3G_ADD_EXTRA("x-forwarded-for", "%s", ip);
     if (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-proto") ==
                         NULL)
@@ -496,12 +542,18 @@ static int build_request_head(h3g_bridge *b) {
   if (b->early_added)
     extra[nextra++] = (h3g_field){(const uint8_t *)"early-data", 10,
                                   (const uint8_t *)"1", 1};
-  if (cfg->fwd_via)
+  if (rs->fwd_via)
     H3G_ADD_EXTRA("via", "%s h3gate",
                   strcmp(b->protocol, "h3") == 0   ? "3"
                   : strcmp(b->protocol, "h2") == 0 ? "2"
                                                    : "1.1");
 #undef H3G_ADD_EXTRA
+  for (uint32_t i = 0; i < rs->nadd_request; i++) {
+    const h3g_header_edit *e = &rs->add_request[i];
+    extra[nextra++] = (h3g_field){(const uint8_t *)e->name, strlen(e->name),
+                                  (const uint8_t *)e->value, strlen(e->value)};
+    vused += strlen(e->name) + strlen(e->value) + 4;
+  }
   h3g_h1_request rq = {
       .method = b->pseudo.method.value,
       .methodlen = b->pseudo.method.valuelen,
@@ -522,6 +574,7 @@ static int build_request_head(h3g_bridge *b) {
                             : H3G_ERR_NOMEM;
   free(fwd);
   free(vbuf);
+  free(extra);
   if (len < 0)
     return (int)len;
   b->req_head_len = (size_t)len;
@@ -536,7 +589,6 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   if (!end_stream) {
     b->body_seen_ns = h3g_now_ns();
     b->win_epoch_ns = b->body_seen_ns;
-    arm_body_timer(b, b->env->cfg->request_body_timeout_ms);
   }
   if (b->head_too_big) {
     fail_exchange(b, 431, "header-too-large");
@@ -559,8 +611,23 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     b->resp = RESP_ABORTED;
     return H3G_ERR_PROTO;
   }
+  if (choose_route(b) != 0) {
+    /* RFC 9110 §15.5.20: 421 tells an HTTP/2 or HTTP/3 client that reused
+     * a connection for another host to open one of its own; an HTTP/1.1
+     * connection serves one host, so there it is plainly not found. */
+    int h1 = strcmp(b->protocol, "h3") != 0 && strcmp(b->protocol, "h2") != 0;
+    H3G_INC(requests_unrouted);
+    fail_exchange(b,
+                  b->env->cfg->no_route == H3G_NO_ROUTE_MISDIRECTED && !h1
+                      ? 421
+                      : 404,
+                  "no-route");
+    return 0;
+  }
+  if (!end_stream)
+    arm_body_timer(b, b->rs->request_body_timeout_ms);
   b->is_head = method_is(b, "HEAD");
-  uint64_t max_body = b->env->cfg->max_request_body;
+  uint64_t max_body = b->rs->max_request_body;
   if (max_body > 0 && b->req_content_length > 0 &&
       (uint64_t)b->req_content_length > max_body) {
     fail_exchange(b, 413, "body-too-large");
@@ -583,7 +650,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
      * still say 425; anything else waits for the handshake, which a replay
      * never completes. */
     H3G_INC(h3_early_requests);
-    if (end_stream && method_safe(b) && b->env->cfg->early_data) {
+    if (end_stream && method_safe(b) && b->rs->early_data) {
       b->early_fwd = 1;
       b->early_added = h3g_headers_find(&b->req_fields, "early-data") == NULL;
       H3G_INC(h3_early_forwarded);
@@ -595,6 +662,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   if (!b->prio_known)
     b->prio = h3g_priority_of_request(&b->req_fields);
   b->waiter.urgency = b->prio.urgency;
+  balance_key(b);
   rv = build_request_head(b);
   if (rv != 0) {
     fail_exchange(b, rv == H3G_ERR_TOOBIG ? 431 : 500, "internal");
@@ -608,8 +676,8 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
 void h3g_bridge_set_priority(h3g_bridge *b, h3g_priority prio) {
   b->prio = prio;
   b->prio_known = 1;
-  if (b->up == UP_WAITING && b->env->up_ops->set_urgency != NULL)
-    b->env->up_ops->set_urgency(b->env->pool, &b->waiter, prio.urgency);
+  if (b->up == UP_WAITING && b->ops->set_urgency != NULL)
+    b->ops->set_urgency(b->pool, &b->waiter, prio.urgency);
   else
     b->waiter.urgency = prio.urgency;
 }
@@ -669,7 +737,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
     refuse_request(b);
     return H3G_ERR_PROTO;
   }
-  uint64_t max_body = b->env->cfg->max_request_body;
+  uint64_t max_body = b->rs->max_request_body;
   if (max_body > 0 && b->req_body_received > max_body &&
       b->resp != RESP_COMPLETE && b->resp != RESP_ABORTED) {
     /* A body of unknown length grew past the limit: 413 if no response
@@ -730,7 +798,7 @@ static void cut_exchange(h3g_bridge *b) {
   cancel_timer(b, &b->body_timer);
   cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING) {
-    b->env->up_ops->cancel(b->env->pool, &b->waiter);
+    b->ops->cancel(b->pool, &b->waiter);
     b->up = UP_RELEASED;
   }
   if (b->up == UP_ACTIVE)
@@ -758,16 +826,120 @@ void h3g_bridge_reject(h3g_bridge *b) {
   cut_exchange(b);
 }
 
+/* ---- the route --------------------------------------------------------- */
+
+static int choose_route(h3g_bridge *b) {
+  const h3g_bridge_env *env = b->env;
+  h3g_route *r = env->route;
+  if (env->router != NULL) {
+    const h3g_field *host = b->pseudo.authority.namelen
+                                ? &b->pseudo.authority
+                                : h3g_headers_find(&b->req_fields, "host");
+    r = h3g_router_match(env->router,
+                         host != NULL ? (const char *)host->value : NULL,
+                         host != NULL ? host->valuelen : 0,
+                         (const char *)b->pseudo.path.value,
+                         b->pseudo.path.valuelen);
+  }
+  if (r == NULL)
+    return H3G_ERR_NOTFOUND;
+  b->route = r;
+  b->rs = &r->conf->s;
+  b->ops = r->ops;
+  b->pool = r->pool;
+  r->stats.requests++;
+  return 0;
+}
+
+static uint64_t key_hash(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* The value of cookie `name` in the request's Cookie fields (RFC 6265
+ * §5.4: "a=1; b=2", possibly in several fields on HTTP/2 and HTTP/3). */
+static int find_cookie(const h3g_bridge *b, const char *name,
+                       const uint8_t **value, size_t *len) {
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < b->req_fields.nfields; i++) {
+    const h3g_field *f = &b->req_fields.fields[i];
+    if (!h3g_field_name_eq(f, "cookie"))
+      continue;
+    const uint8_t *p = f->value, *end = f->value + f->valuelen;
+    while (p < end) {
+      while (p < end && (*p == ' ' || *p == ';'))
+        p++;
+      const uint8_t *pair = p;
+      while (p < end && *p != ';')
+        p++;
+      if ((size_t)(p - pair) > nl && pair[nl] == '=' &&
+          memcmp(pair, name, nl) == 0) {
+        *value = pair + nl + 1;
+        *len = (size_t)(p - pair) - nl - 1;
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Sets the waiter's balancing key when the route's group hashes. */
+static void balance_key(h3g_bridge *b) {
+  const h3g_group_conf *g = b->route->group;
+  b->waiter.has_hash = 0;
+  if (g == NULL || g->balance != H3G_BALANCE_HASH)
+    return;
+  const uint8_t *v = NULL;
+  size_t n = 0;
+  char ip[64];
+  if (g->hash_key == H3G_HASH_CLIENT_IP) {
+    client_ip(b, ip, sizeof(ip));
+    v = (const uint8_t *)ip;
+    n = strlen(ip);
+  } else if (g->hash_key == H3G_HASH_HEADER) {
+    const h3g_field *f = h3g_headers_find(&b->req_fields, g->hash_name);
+    if (f != NULL) {
+      v = f->value;
+      n = f->valuelen;
+    }
+  } else if (!find_cookie(b, g->hash_name, &v, &n)) {
+    v = NULL;
+  }
+  if (v == NULL)
+    return; /* no key: round robin */
+  b->waiter.hash = key_hash(v, n);
+  b->waiter.has_hash = 1;
+}
+
+static int route_removes(const h3g_route_settings *rs, const h3g_field *f) {
+  for (uint32_t i = 0; i < rs->nremove_request; i++)
+    if (h3g_field_name_eq(f, rs->remove_request[i].name))
+      return 1;
+  return 0;
+}
+
+int h3g_bridge_alt_svc(const h3g_bridge *b) {
+  return b->rs == NULL || b->rs->alt_svc;
+}
+
 /* ---- talking to the upstream ------------------------------------------ */
 
 static void start_upstream(h3g_bridge *b) {
-  int rv = b->env->up_ops->acquire(b->env->pool, &b->waiter);
+  int rv = b->ops->acquire(b->pool, &b->waiter);
   if (rv == 0) {
     b->up = UP_WAITING;
     return;
   }
   b->up = UP_RELEASED;
-  if (rv == H3G_ERR_NOMEM) {
+  if (rv == H3G_ERR_UNAVAILABLE) {
+    uint32_t after = b->ops->retry_after != NULL ? b->ops->retry_after(b->pool)
+                                                 : 0;
+    fail_exchange_after(b, 503, "upstream-down", after);
+  } else if (rv == H3G_ERR_NOMEM) {
     fail_exchange(b, 503, "queue-full");
   } else {
     fail_exchange(b, 503, "shutting-down");
@@ -788,7 +960,7 @@ static void upstream_rewind(h3g_bridge *b) {
 static void upstream_release(h3g_bridge *b, int reusable) {
   if (b->up != UP_ACTIVE)
     return;
-  b->env->up_ops->release(b->conn, reusable);
+  b->ops->release(b->conn, reusable);
   b->conn = NULL;
   b->up = UP_RELEASED;
   b->writing = 0;
@@ -818,7 +990,7 @@ static void start_write(h3g_bridge *b, const h3g_iovec *iov, size_t n,
                         size_t body, int final) {
   if (n == 0)
     return;
-  if (b->env->up_ops->write(b->conn, iov, n) != 0) {
+  if (b->ops->write(b->conn, iov, n) != 0) {
     fail_exchange(b, 502, "upstream-write");
     return;
   }
@@ -947,7 +1119,7 @@ static void on_up_written(void *ctx, int status) {
   }
   if (b->write_final) {
     b->req_fully_written = 1;
-    b->env->up_ops->set_read_timeout(b->conn, b->env->cfg->response_timeout_ms);
+    b->ops->set_read_timeout(b->conn, b->rs->response_timeout_ms);
     if (b->resp == RESP_COMPLETE) {
       /* The response finished first; only now is the message boundary
        * known on both sides. */
@@ -962,6 +1134,8 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
   b->up = UP_ACTIVE;
   b->up_named = 1;
+  b->sent_ns = h3g_now_ns();
+  b->first_byte_us = 0;
   b->conn = conn;
   b->conn_reused = reused;
   if (b->parser == NULL &&
@@ -973,8 +1147,8 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_h1_parser_reset(b->parser, b->is_head);
   /* No response timeout while the request is still being uploaded: a slow
    * client must not look like a slow upstream. */
-  b->env->up_ops->set_read_timeout(conn, 0);
-  b->env->up_ops->read_start(conn);
+  b->ops->set_read_timeout(conn, 0);
+  b->ops->read_start(conn);
   if (b->expect_continue && b->up_content_length != -2 &&
       !(b->req == REQ_END && b->req_body_received == 0) &&
       b->expect_timer == NULL && !b->expect_refused) {
@@ -982,7 +1156,7 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
     if (b->env->timers != NULL)
       b->expect_timer =
           b->env->timers->start(b->env->loop,
-                                b->env->cfg->expect_continue_timeout_ms,
+                                b->rs->expect_continue_timeout_ms,
                                 on_expect_timeout, b);
     if (b->expect_timer == NULL)
       b->expect_hold = 0; /* no timer: do not risk holding forever */
@@ -1033,18 +1207,27 @@ static void on_up_fail(void *ctx, int err) {
 }
 
 /*
- * A kept-alive connection can be closed by the upstream just as we reuse it.
- * If nothing of the response arrived and the request can safely be sent
- * again (idempotent, no body bytes consumed), try once on a new connection.
+ * A kept-alive connection can be closed by the upstream just as we reuse it,
+ * and a server can die with the request in hand. If nothing of the response
+ * arrived and the request can safely be sent again (idempotent, no body),
+ * it goes again on a new connection, which the group gives to another
+ * server when it has one (the waiter remembers the servers tried).
  */
 static int retry_on_fresh(h3g_bridge *b) {
-  if (!b->conn_reused || b->retried || h3g_h1_parser_started(b->parser) ||
-      b->resp != RESP_NONE || b->req_body_received > 0 ||
-      b->req != REQ_END || !method_idempotent(b))
+  if (h3g_h1_parser_started(b->parser) || b->resp != RESP_NONE ||
+      b->req_body_received > 0 || b->req != REQ_END || !method_idempotent(b))
     return 0;
-  b->retried = 1;
+  /* A kept-alive connection closed under us is a race, not the server's
+   * failing: once, on top of the group's retries (RFC 9110 §9.2.2). */
+  uint32_t limit = b->route->group != NULL ? b->route->group->retries : 0;
+  if (b->conn_reused && !b->retried)
+    b->retried = 1;
+  else if ((uint32_t)b->resends < limit)
+    b->resends++;
+  else
+    return 0;
   upstream_rewind(b);
-  h3g_debug("%s: retrying on a fresh upstream connection", b->client);
+  h3g_debug("%s: sending again on another upstream connection", b->client);
   start_upstream(b);
   return 1;
 }
@@ -1123,6 +1306,8 @@ static int request_submitted(const h3g_bridge *b) {
 
 static void on_up_read(void *ctx, size_t nread) {
   h3g_bridge *b = ctx;
+  if (b->first_byte_us == 0 && nread > 0 && b->sent_ns != 0)
+    b->first_byte_us = H3G_MAX((h3g_now_ns() - b->sent_ns) / 1000u, 1u);
   size_t consumed = 0;
   int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
   if (b->early_redo) {
@@ -1262,6 +1447,12 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
       rv = h3g_headers_add(&b->resp_head, out[i].name, out[i].namelen,
                            out[i].value, out[i].valuelen);
     }
+    for (uint32_t i = 0; rv == 0 && i < b->rs->nadd_response; i++) {
+      const h3g_header_edit *e = &b->rs->add_response[i];
+      rv = h3g_headers_add(&b->resp_head, (const uint8_t *)e->name,
+                           strlen(e->name), (const uint8_t *)e->value,
+                           strlen(e->value));
+    }
     b->status = status;
     b->head_pending = 1;
     b->head_has_body = has_body;
@@ -1339,9 +1530,14 @@ static const h3g_h1_callbacks h1_callbacks = {
  * honest (ending the stream would make a truncated body look complete).
  */
 static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
+  fail_exchange_after(b, status, outcome, 0);
+}
+
+static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
+                                uint32_t retry_after) {
   b->outcome = outcome;
   if (b->up == UP_WAITING)
-    b->env->up_ops->cancel(b->env->pool, &b->waiter);
+    b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
   b->up = UP_RELEASED;
@@ -1362,17 +1558,35 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
                        : status == 413 ? "Content Too Large"
                        : status == 408 ? "Request Timeout"
                        : status == 400 ? "Bad Request"
+                       : status == 421 ? "Misdirected Request"
+                       : status == 404 ? "Not Found"
                                        : "Internal Server Error";
   int blen = snprintf(body, sizeof(body), "%d %s\n", status, reason);
   char clen[24];
   int cl = snprintf(clen, sizeof(clen), "%d", blen);
-  h3g_field fields[] = {
+  char after[16];
+  int al = snprintf(after, sizeof(after), "%u", (unsigned)retry_after);
+  h3g_field fields[4 + ERROR_ROUTE_FIELDS] = {
       {(const uint8_t *)"content-type", 12,
        (const uint8_t *)"text/plain; charset=utf-8", 25},
       {(const uint8_t *)"content-length", 14, (const uint8_t *)clen,
        (size_t)cl},
       {(const uint8_t *)"cache-control", 13, (const uint8_t *)"no-store", 8},
   };
+  size_t nfields = 3;
+  if (retry_after > 0)
+    fields[nfields++] = (h3g_field){(const uint8_t *)"retry-after", 11,
+                                    (const uint8_t *)after, (size_t)al};
+  /* The route's own response fields (a Strict-Transport-Security, say)
+   * belong on the gateway's answers too. */
+  for (uint32_t i = 0; b->rs != NULL && i < b->rs->nadd_response &&
+                       nfields < H3G_ARRAY_LEN(fields);
+       i++) {
+    const h3g_header_edit *e = &b->rs->add_response[i];
+    fields[nfields++] =
+        (h3g_field){(const uint8_t *)e->name, strlen(e->name),
+                    (const uint8_t *)e->value, strlen(e->value)};
+  }
   int has_body = !b->is_head;
   /* Body bytes of the refused response may already sit in the ring. */
   h3g_ring_drop_unsent(&b->resp_ring);
@@ -1386,8 +1600,7 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome) {
   if (!has_body)
     b->end_reported = 1;
   stop_client_body(b);
-  if (b->fe->send_head(b->fs, status, fields, H3G_ARRAY_LEN(fields), 0,
-                       has_body) != 0) {
+  if (b->fe->send_head(b->fs, status, fields, nfields, 0, has_body) != 0) {
     b->resp = RESP_ABORTED;
     b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
     return;
@@ -1401,7 +1614,7 @@ static void resume_reads(h3g_bridge *b) {
   if (b->read_paused && b->up == UP_ACTIVE &&
       h3g_ring_space(&b->resp_ring) > 0) {
     b->read_paused = 0;
-    b->env->up_ops->read_start(b->conn);
+    b->ops->read_start(b->conn);
   }
 }
 

@@ -43,11 +43,16 @@ typedef struct h3g_timer_ops {
   void (*cancel)(h3g_timer *t);
 } h3g_timer_ops;
 
+typedef struct h3g_router h3g_router;
+typedef struct h3g_route h3g_route;
+
 /* What every bridge of one server shares. */
 typedef struct h3g_bridge_env {
   const h3g_config *cfg;
-  const h3g_upstream_ops *up_ops;
-  void *pool;
+  /* Each request's route is chosen in router when its head is complete
+   * (route.h); without a router, every request takes `route`. */
+  const h3g_router *router;
+  h3g_route *route;
   const h3g_timer_ops *timers; /* NULL: no header or 100-continue timers */
   void *loop;
   /* The Alt-Svc the HTTP/3 front end adds to final response heads, so
@@ -187,6 +192,10 @@ void h3g_bridge_get_trailers(h3g_bridge *b, const h3g_field **fields,
 
 /* 1 once the response (head, body, trailers) was fully handed out. */
 int h3g_bridge_response_done(const h3g_bridge *b);
+
+/* Whether the request's route lets the front end add Alt-Svc to its
+ * response (1 before a route was chosen). */
+int h3g_bridge_alt_svc(const h3g_bridge *b);
 
 /* What a bridge holds now, for tests and fuzzers that check its
  * bounds: ring bytes are those written and not yet released (handed out

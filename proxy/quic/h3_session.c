@@ -650,7 +650,10 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
                         int interim, int has_body) {
   h3g_h3_stream *st = fs;
   h3g_h3_session *s = st->s;
-  const h3g_alt_svc *alt = interim ? NULL : s->env->alt_svc;
+  const h3g_alt_svc *alt =
+      interim || (st->bridge != NULL && !h3g_bridge_alt_svc(st->bridge))
+          ? NULL
+          : s->env->alt_svc;
   char code[4];
   char alt_value[320];
   size_t alt_len = 0;

@@ -157,6 +157,8 @@ static void stage_status_line(h3g_h1_session *s, int status) {
 static void stage_alt_svc(h3g_h1_session *s, int upstream_has) {
   char v[320];
   const h3g_alt_svc *a = s->env->alt_svc;
+  if (s->bridge != NULL && !h3g_bridge_alt_svc(s->bridge))
+    a = NULL; /* the route says no */
   if (a == NULL || (upstream_has && !h3g_alt_svc_replaces_upstream(a)))
     return;
   size_t n = h3g_alt_svc_value(a, v, sizeof(v));
@@ -644,7 +646,9 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
   stage_status_line(s, status);
   int upstream_alt_svc = has_field(fields, n, "alt-svc");
   int replace_alt_svc =
-      s->env->alt_svc != NULL && h3g_alt_svc_replaces_upstream(s->env->alt_svc);
+      s->env->alt_svc != NULL &&
+      h3g_alt_svc_replaces_upstream(s->env->alt_svc) &&
+      (s->bridge == NULL || h3g_bridge_alt_svc(s->bridge));
   for (size_t i = 0; i < n; i++) {
     const h3g_field *f = &fields[i];
     if (replace_alt_svc && name_is(f, "alt-svc"))

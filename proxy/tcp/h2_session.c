@@ -509,7 +509,9 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
       status == 101)
     return H3G_ERR_INVAL;
 
-  const h3g_alt_svc *a = s->env->alt_svc;
+  const h3g_alt_svc *a =
+      st->bridge != NULL && !h3g_bridge_alt_svc(st->bridge) ? NULL
+                                                            : s->env->alt_svc;
   int replace = a != NULL && h3g_alt_svc_replaces_upstream(a);
   int upstream_has = 0;
   nghttp2_nv *nv = calloc(n + 2, sizeof(*nv));

@@ -445,6 +445,12 @@ static void conn_give(h3g_upconn *c, h3g_upstream_waiter *w) {
   w->ev->on_ready(w->ctx, c, reused);
 }
 
+void h3g_upconn_rebind(h3g_upconn *c, const h3g_upstream_events *ev,
+                       void *ctx) {
+  c->ev = ev;
+  c->ctx = ctx;
+}
+
 static int map_connect_error(int uverr) {
   switch (uverr) {
   case UV_ECONNREFUSED:
@@ -874,6 +880,19 @@ const h3g_upstream_ops h3g_upstream_pool_ops = {
     .release = op_release,
     .name = op_name,
 };
+
+/* The connection operations by name, for tables layered on pools. */
+int h3g_upconn_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
+  return op_write(c, iov, n);
+}
+void h3g_upconn_read_start(h3g_upconn *c) { op_read_start(c); }
+void h3g_upconn_read_stop(h3g_upconn *c) { op_read_stop(c); }
+void h3g_upconn_set_read_timeout(h3g_upconn *c, uint64_t ms) {
+  op_set_read_timeout(c, ms);
+}
+void h3g_upconn_release(h3g_upconn *c, int reusable) {
+  op_release(c, reusable);
+}
 
 /* ---- the pool ------------------------------------------------------------ */
 

@@ -82,6 +82,16 @@ typedef struct h3g_upstream_waiter {
   uint64_t since_ns;  /* loop time of acquire(), in ns */
   int queued;         /* non-zero while a wait is pending (pool's state) */
   h3g_upconn *conn;   /* connection being opened or handed over for it */
+  /* Balancing by key (upstream_group.c): set by the user before acquire()
+   * when its group hashes requests; has_hash 0 balances as round robin. */
+  uint64_t hash;
+  int has_hash;
+  /* A group's, while it routes the wait (zero them with the rest): */
+  const h3g_upstream_events *user_ev; /* the user's ev and ctx, while */
+  void *user_ctx;                     /* ev/ctx are the group's */
+  void *server;      /* the server last chosen for this request */
+  uint64_t tried;    /* servers already tried (bit i: server i < 64) */
+  uint32_t attempts; /* acquires made for this request */
 } h3g_upstream_waiter;
 
 /* The operations a connection user calls; upstream_pool provides
@@ -96,6 +106,7 @@ typedef struct h3g_upstream_ops {
    * No event follows a non-zero return.
    */
   int (*acquire)(void *pool, h3g_upstream_waiter *w);
+  /* (A group may also return H3G_ERR_UNAVAILABLE: every server is out.) */
   /* Withdraws a pending acquire (no event follows). No-op if not pending. */
   void (*cancel)(void *pool, h3g_upstream_waiter *w);
   /* Sets w->urgency; a waiter still queued moves to its new place (a
@@ -129,13 +140,32 @@ typedef struct h3g_upstream_ops {
   void (*release)(h3g_upconn *c, int reusable);
   /* "host:port" of the upstream, for logs. */
   const char *(*name)(void *pool);
+  /* Optional (NULL: none). The server w was last sent to, for the access
+   * log ("host:port", "unix:/path"...); NULL when none was chosen. */
+  const char *(*server_name)(void *pool, const h3g_upstream_waiter *w);
+  /* Optional. The exchange of w is over: status is what the client got (0:
+   * none), first_byte_us how long the upstream took to its first response
+   * byte after the request was sent (0: no byte came). For statistics. */
+  void (*finish)(void *pool, const h3g_upstream_waiter *w, int status,
+                 uint64_t first_byte_us);
+  /* Optional. After acquire() returned H3G_ERR_UNAVAILABLE: whole seconds
+   * until a server may serve again (Retry-After), 0 when unknown. */
+  uint32_t (*retry_after)(void *pool);
 } h3g_upstream_ops;
 
 extern const h3g_upstream_ops h3g_upstream_pool_ops;
 
 typedef struct h3g_upstream_pool_config {
+  const char *name;          /* for logs and name(); NULL: "host:port" */
   const char *host;          /* name or address; resolved at start */
   uint16_t port;
+  const char *unix_path;     /* non-NULL: a unix socket, host/port unused */
+  uint64_t resolve_interval_ms; /* re-resolve host this often; 0: never */
+  /* Health events (upstream_group.c), NULL: none. ok 0: a connect failed,
+   * or a held connection was reset, timed out or closed before any
+   * response byte; ok 1: a response began on a held connection. */
+  void (*on_health)(void *arg, int ok);
+  void *health_arg;
   uint32_t size;             /* max connections, >= 1 */
   uint32_t queue_size;       /* max waiters beyond size */
   uint64_t connect_timeout_ms; /* also the longest wait in the queue;
@@ -179,5 +209,20 @@ void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
 
 void h3g_upstream_pool_get_stats(const h3g_upstream_pool *p,
                                  h3g_upstream_pool_stats *out);
+
+/*
+ * Sends c's events to ev and ctx from now on: a group hands a connection
+ * it received on its user's behalf to that user. Only from on_ready.
+ */
+void h3g_upconn_rebind(h3g_upconn *c, const h3g_upstream_events *ev,
+                       void *ctx);
+
+/* h3g_upstream_pool_ops' connection operations, by name, so that a table
+ * layered on pools (upstream_group.c) can name them at compile time. */
+int h3g_upconn_write(h3g_upconn *c, const h3g_iovec *iov, size_t n);
+void h3g_upconn_read_start(h3g_upconn *c);
+void h3g_upconn_read_stop(h3g_upconn *c);
+void h3g_upconn_set_read_timeout(h3g_upconn *c, uint64_t ms);
+void h3g_upconn_release(h3g_upconn *c, int reusable);
 
 #endif /* H3G_UPSTREAM_POOL_H */

@@ -1,0 +1,301 @@
+/*
+ * The route table.
+ *
+ * Hosts are keys of one open-addressing hash table: exact names as they
+ * are ("app.example.com"), wildcards with their star ("*.example.com").
+ * A request's host is looked up exactly, then as each of its wildcard
+ * suffixes from the longest, then the routes without host: a handful of
+ * hash probes whatever the number of routes. Each key holds its (path
+ * prefix, route) entries sorted longest prefix first, then in declaration
+ * order, so the first prefix that matches is the answer.
+ */
+#include "route.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest host and path the matcher looks at: a longer host matches no
+ * named host (DNS names are at most 253 bytes), a longer path no route. */
+#define HOST_MAX 256
+#define PATH_MAX_MATCH (64 * 1024)
+
+typedef struct entry {
+  const char *prefix;
+  size_t len;
+  uint32_t route;
+} entry;
+
+typedef struct bucket {
+  const char *key; /* NULL: the routes without host */
+  size_t keylen;
+  entry *e;
+  size_t n;
+} bucket;
+
+struct h3g_router {
+  h3g_route *routes;
+  size_t nroutes;
+  bucket *buckets; /* buckets[0] is the routes without host */
+  size_t nbuckets;
+  uint32_t *slots; /* bucket index + 1; 0 empty */
+  size_t nslots;   /* a power of two, at least twice nbuckets */
+  bool have_wild;
+};
+
+static uint64_t hash_key(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+static bucket *find(const h3g_router *r, const char *key, size_t n) {
+  size_t mask = r->nslots - 1;
+  for (size_t i = (size_t)hash_key(key, n) & mask;; i = (i + 1) & mask) {
+    uint32_t s = r->slots[i];
+    if (s == 0)
+      return NULL;
+    bucket *b = &r->buckets[s - 1];
+    if (b->keylen == n && memcmp(b->key, key, n) == 0)
+      return b;
+  }
+}
+
+static int compare_entries(const void *pa, const void *pb) {
+  const entry *a = pa, *b = pb;
+  if (a->len != b->len)
+    return a->len > b->len ? -1 : 1;
+  return a->route < b->route ? -1 : a->route > b->route;
+}
+
+/* The bucket of key (NULL: no host), made if need be. */
+static bucket *bucket_of(h3g_router *r, const char *key) {
+  if (key == NULL)
+    return &r->buckets[0];
+  size_t n = strlen(key);
+  bucket *b = find(r, key, n);
+  if (b != NULL)
+    return b;
+  b = &r->buckets[r->nbuckets];
+  *b = (bucket){.key = key, .keylen = n};
+  size_t mask = r->nslots - 1;
+  size_t i = (size_t)hash_key(key, n) & mask;
+  while (r->slots[i] != 0)
+    i = (i + 1) & mask;
+  r->slots[i] = (uint32_t)++r->nbuckets;
+  if (key[0] == '*')
+    r->have_wild = true;
+  return b;
+}
+
+int h3g_router_new(h3g_router **out, const h3g_config *cfg) {
+  h3g_router *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return H3G_ERR_NOMEM;
+  size_t keys = 1, pairs = 0;
+  for (uint32_t i = 0; i < cfg->nroutes; i++) {
+    keys += cfg->routes[i].nhosts;
+    pairs += (size_t)H3G_MAX(cfg->routes[i].nhosts, 1u) *
+             cfg->routes[i].npaths;
+  }
+  r->nslots = 16;
+  while (r->nslots < 2 * keys)
+    r->nslots *= 2;
+  r->routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*r->routes));
+  r->buckets = calloc(keys, sizeof(*r->buckets));
+  r->slots = calloc(r->nslots, sizeof(*r->slots));
+  entry *all = calloc(pairs ? pairs : 1, sizeof(*all));
+  if (r->routes == NULL || r->buckets == NULL || r->slots == NULL ||
+      all == NULL) {
+    free(all);
+    h3g_router_free(r);
+    return H3G_ERR_NOMEM;
+  }
+  r->nroutes = cfg->nroutes;
+  r->nbuckets = 1;
+  for (uint32_t i = 0; i < cfg->nroutes; i++)
+    r->routes[i] = (h3g_route){.conf = &cfg->routes[i],
+                               .group = &cfg->groups[cfg->routes[i].group]};
+
+  /* First count each bucket's entries, then carve them out of `all`. */
+  for (uint32_t i = 0; i < cfg->nroutes; i++) {
+    const h3g_route_conf *rc = &cfg->routes[i];
+    for (uint32_t h = 0; h < H3G_MAX(rc->nhosts, 1u); h++)
+      bucket_of(r, rc->nhosts ? rc->hosts[h] : NULL)->n += rc->npaths;
+  }
+  size_t used = 0;
+  for (size_t b = 0; b < r->nbuckets; b++) {
+    r->buckets[b].e = all + used;
+    used += r->buckets[b].n;
+    r->buckets[b].n = 0;
+  }
+  for (uint32_t i = 0; i < cfg->nroutes; i++) {
+    const h3g_route_conf *rc = &cfg->routes[i];
+    for (uint32_t h = 0; h < H3G_MAX(rc->nhosts, 1u); h++) {
+      bucket *b = bucket_of(r, rc->nhosts ? rc->hosts[h] : NULL);
+      for (uint32_t p = 0; p < rc->npaths; p++)
+        b->e[b->n++] = (entry){rc->paths[p], strlen(rc->paths[p]), i};
+    }
+  }
+  for (size_t b = 0; b < r->nbuckets; b++)
+    qsort(r->buckets[b].e, r->buckets[b].n, sizeof(entry), compare_entries);
+  *out = r;
+  return 0;
+}
+
+void h3g_router_free(h3g_router *r) {
+  if (r == NULL)
+    return;
+  if (r->buckets != NULL)
+    free(r->buckets[0].e); /* every bucket's entries are one block */
+  free(r->buckets);
+  free(r->slots);
+  free(r->routes);
+  free(r);
+}
+
+size_t h3g_router_count(const h3g_router *r) { return r->nroutes; }
+
+h3g_route *h3g_router_route(h3g_router *r, size_t i) {
+  return i < r->nroutes ? &r->routes[i] : NULL;
+}
+
+/* "/a" matches "/a", "/a/..." but not "/ab"; "/a/" matches "/a/...". */
+static bool prefix_matches(const entry *e, const char *path, size_t n) {
+  if (n < e->len || memcmp(path, e->prefix, e->len) != 0)
+    return false;
+  return e->prefix[e->len - 1] == '/' || n == e->len || path[e->len] == '/';
+}
+
+static const entry *match_bucket(const bucket *b, const char *path, size_t n) {
+  for (size_t i = 0; i < b->n; i++)
+    if (prefix_matches(&b->e[i], path, n))
+      return &b->e[i];
+  return NULL;
+}
+
+static bool is_dot(const char *s, size_t n, size_t *dots) {
+  size_t i = 0, d = 0;
+  while (i < n) {
+    if (s[i] == '.') {
+      i++;
+    } else if (i + 2 < n && s[i] == '%' && s[i + 1] == '2' &&
+               (s[i + 2] == 'e' || s[i + 2] == 'E')) {
+      i += 3;
+    } else {
+      return false;
+    }
+    d++;
+  }
+  *dots = d;
+  return d == 1 || d == 2;
+}
+
+/*
+ * Writes path (n bytes, starting with '/') into out without "." and ".."
+ * segments (RFC 3986 §5.2.4; "%2e" counts as "."). Returns the length.
+ * out has room for n bytes: the result is never longer.
+ */
+static size_t remove_dots(const char *path, size_t n, char *out) {
+  size_t o = 0, i = 0;
+  while (i < n) {
+    /* path[i] is '/': one segment follows, up to the next '/'. */
+    size_t s = i + 1, e = s;
+    while (e < n && path[e] != '/')
+      e++;
+    size_t dots;
+    if (is_dot(path + s, e - s, &dots)) {
+      if (dots == 2)
+        while (o > 0 && out[--o] != '/')
+          ;
+      if (e == n) /* a last "." or ".." leaves a directory: "/a/." is "/a/" */
+        out[o++] = '/';
+    } else {
+      memcpy(out + o, path + i, e - i);
+      o += e - i;
+    }
+    i = e;
+  }
+  return o == 0 ? (out[0] = '/', 1) : o;
+}
+
+static bool needs_dots_removed(const char *p, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (p[i] != '/')
+      continue;
+    if (p[i + 1] == '.')
+      return true;
+    if (p[i + 1] == '%' && i + 3 < n && p[i + 2] == '2' &&
+        (p[i + 3] == 'e' || p[i + 3] == 'E'))
+      return true;
+  }
+  return false;
+}
+
+h3g_route *h3g_router_match(const h3g_router *r, const char *host,
+                            size_t hostlen, const char *target,
+                            size_t targetlen) {
+  static char norm[PATH_MAX_MATCH];
+  size_t n = 0;
+  while (n < targetlen && target[n] != '?' && target[n] != '#')
+    n++;
+  const char *path = target;
+  if (n == 0 || path[0] != '/') {
+    /* "*" (OPTIONS) or an absolute form the front end kept: only "/"
+     * prefixes (the default path) can match it. */
+    path = "/";
+    n = 1;
+  } else if (needs_dots_removed(path, n)) {
+    if (n > sizeof(norm))
+      return NULL;
+    n = remove_dots(path, n, norm);
+    path = norm;
+  }
+
+  /* The host: lowercase, without port and trailing dot, in key[1..]. */
+  char key[HOST_MAX + 2];
+  size_t hl = 0;
+  if (host != NULL && hostlen > 0) {
+    size_t end = hostlen;
+    if (host[0] == '[') {
+      const char *close = memchr(host, ']', hostlen);
+      end = close != NULL ? (size_t)(close - host) + 1 : hostlen;
+    } else {
+      const char *colon = memchr(host, ':', hostlen);
+      if (colon != NULL)
+        end = (size_t)(colon - host);
+    }
+    if (end > 1 && host[end - 1] == '.')
+      end--;
+    if (end <= HOST_MAX) {
+      for (size_t i = 0; i < end; i++)
+        key[1 + i] = (char)tolower((unsigned char)host[i]);
+      hl = end;
+    }
+  }
+  const entry *e;
+  const bucket *b;
+  if (hl > 0) {
+    if ((b = find(r, key + 1, hl)) != NULL &&
+        (e = match_bucket(b, path, n)) != NULL)
+      return &r->routes[e->route];
+    /* "a.b.example.com": "*.b.example.com", then "*.example.com"... */
+    for (size_t i = 1; r->have_wild && i < hl; i++) {
+      if (key[1 + i] != '.')
+        continue;
+      char saved = key[i];
+      key[i] = '*';
+      b = find(r, key + i, hl + 1 - i);
+      key[i] = saved;
+      if (b != NULL && (e = match_bucket(b, path, n)) != NULL)
+        return &r->routes[e->route];
+    }
+  }
+  if ((e = match_bucket(&r->buckets[0], path, n)) != NULL)
+    return &r->routes[e->route];
+  return NULL;
+}

@@ -1,0 +1,59 @@
+/*
+ * The route table: which [route NAME] a request belongs to, chosen once
+ * when its head is complete (docs/routes.md "Matching").
+ *
+ * A leaf: no I/O, no event loop. The server fills in each route's
+ * upstream (ops and group) after building the table; the bridge reads a
+ * route's settings and upstream from the route it is given, nothing else.
+ */
+#ifndef H3G_ROUTE_H
+#define H3G_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "upstream_pool.h"
+
+/* Counters of one route (metrics, read by the admin listener). */
+typedef struct h3g_route_stats {
+  uint64_t requests;
+  uint64_t responses[5]; /* by class: 1xx .. 5xx */
+  uint64_t duration_us_sum;
+  uint64_t duration_count;
+} h3g_route_stats;
+
+typedef struct h3g_route {
+  const h3g_route_conf *conf;   /* name, settings (conf->s) */
+  const h3g_group_conf *group;  /* the group's configuration */
+  const h3g_upstream_ops *ops;  /* the group's upstream, set by the server */
+  void *pool;
+  h3g_route_stats stats;
+} h3g_route;
+
+typedef struct h3g_router h3g_router;
+
+/*
+ * Builds the table of cfg's routes (cfg must outlive it; its routes
+ * already passed h3g_config_load's checks). Routes start with ops and pool
+ * NULL. Returns 0 or H3G_ERR_NOMEM.
+ */
+int h3g_router_new(h3g_router **out, const h3g_config *cfg);
+void h3g_router_free(h3g_router *r);
+
+/* The routes in cfg's order (h3g_router_count of them). */
+size_t h3g_router_count(const h3g_router *r);
+h3g_route *h3g_router_route(h3g_router *r, size_t i);
+
+/*
+ * The route for a request to host (the :authority or Host value as the
+ * client sent it: any case, with or without a port or a trailing dot; NULL
+ * or empty matches only routes without host) and target (the request
+ * target; only its path, before '?', is matched, after removing "." and
+ * ".." segments). Returns NULL when no route matches. Never allocates.
+ */
+h3g_route *h3g_router_match(const h3g_router *r, const char *host,
+                            size_t hostlen, const char *target,
+                            size_t targetlen);
+
+#endif /* H3G_ROUTE_H */
