@@ -5,7 +5,10 @@
  * closed, then asserts the totals. Timeouts are tens of milliseconds; no
  * assertion depends on timing beyond the order of events.
  */
+#define _GNU_SOURCE /* RTLD_NEXT */
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1670,11 +1673,36 @@ static void test_resolve_change(void) {
 }
 
 /*
- * Closing a pool while its lookup is in flight: the pool waits for the
- * getaddrinfo callback before it is freed. Two ways: the lookup is still
- * queued behind busy worker threads (uv_cancel succeeds), or it already
- * ran and only its callback is pending (uv_cancel fails).
+ * getaddrinfo, interposed for this whole test program (libuv's worker
+ * threads call it through the dynamic linker): when gai_hold is set, the
+ * next lookup, wherever it runs, waits until the test lets it go. So a pool
+ * can be closed while its lookup is running on a worker thread.
  */
+static int gai_hold;
+static uv_sem_t gai_entered, gai_go;
+
+int getaddrinfo(const char *node, const char *service,
+                const struct addrinfo *hints, struct addrinfo **res) {
+  typedef int gai_fn(const char *, const char *, const struct addrinfo *,
+                     struct addrinfo **);
+  static gai_fn *real;
+  if (real == NULL)
+    *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+  if (__atomic_exchange_n(&gai_hold, 0, __ATOMIC_SEQ_CST)) {
+    uv_sem_post(&gai_entered);
+    uv_sem_wait(&gai_go);
+  }
+  return real(node, service, hints, res);
+}
+
+/*
+ * Closing a pool while its lookup is in flight: the pool waits for the
+ * getaddrinfo callback before it is freed. Three ways: the lookup is still
+ * queued behind a busy worker thread (uv_cancel succeeds), it is running
+ * (uv_cancel fails; the callback comes when it returns), or it already ran
+ * and only its callback is pending (uv_cancel fails).
+ */
+enum { INFLIGHT_RAN, INFLIGHT_QUEUED, INFLIGHT_RUNNING };
 static uv_sem_t blocker_sem;
 static uv_work_t blocker, marker;
 static int blocker_released, blocker_done, marker_done;
@@ -1726,6 +1754,27 @@ static void close_in_flight_queued(void) {
   after(2000, release_blocker);
 }
 
+static int lookup_released;
+
+static void let_lookup_go(void) {
+  lookup_released = 1;
+  uv_sem_post(&gai_go);
+}
+
+static void on_running_pool_closed(void *arg) {
+  /* Not before the running lookup returned and its callback ran. */
+  CHECK_EQ_INT(lookup_released, 1);
+  on_pool_closed(arg);
+}
+
+static void close_in_flight_running(void) {
+  CHECK_EQ_INT(stats().resolving, 1);
+  uv_sem_wait(&gai_entered); /* the lookup runs, held, on the worker */
+  h3g_upstream_pool_close(g.pool, on_running_pool_closed, NULL);
+  /* Every close callback of the pool's handles runs before this. */
+  after(20, let_lookup_go);
+}
+
 static void close_in_flight_ran(void) {
   CHECK_EQ_INT(stats().resolving, 1);
   /* One worker thread, FIFO: once the marker ran, the lookup is done. */
@@ -1736,11 +1785,13 @@ static void close_in_flight_ran(void) {
   finish();
 }
 
-static void resolve_inflight_case(int queued) {
+static void resolve_inflight_case(int how) {
   h3g_upstream_pool_config cfg = {
       .host = "localhost", .port = 80, .size = 1, .resolve_interval_ms = 20};
+  int queued = how == INFLIGHT_QUEUED;
   blocker_released = blocker_done = marker_done = 0;
   marker_ran = 0;
+  lookup_released = 0;
   begin();
   if (queued) {
     CHECK_EQ_INT(uv_sem_init(&blocker_sem, 0), 0);
@@ -1752,22 +1803,34 @@ static void resolve_inflight_case(int queued) {
     abandon();
     return;
   }
+  if (how == INFLIGHT_RUNNING) {
+    CHECK_EQ_INT(uv_sem_init(&gai_entered, 0), 0);
+    CHECK_EQ_INT(uv_sem_init(&gai_go, 0), 0);
+    gai_hold = 1; /* after the pool's own synchronous lookup */
+  }
   /* Due at the same time as the pool's resolution timer and started
    * after it: runs right after the lookup was submitted. */
-  after(20, queued ? close_in_flight_queued : close_in_flight_ran);
+  after(20, how == INFLIGHT_QUEUED    ? close_in_flight_queued
+            : how == INFLIGHT_RUNNING ? close_in_flight_running
+                                      : close_in_flight_ran);
   run_and_end();
   CHECK_EQ_INT(g.pool_closed, 1);
-  if (queued) {
+  if (how == INFLIGHT_QUEUED) {
     CHECK_EQ_INT(blocker_done, 1);
     uv_sem_destroy(&blocker_sem);
-  } else {
+  } else if (how == INFLIGHT_RAN) {
     CHECK_EQ_INT(marker_done, 1);
+  } else {
+    CHECK_EQ_INT(lookup_released, 1);
+    uv_sem_destroy(&gai_entered);
+    uv_sem_destroy(&gai_go);
   }
 }
 
 static void test_resolve_close_in_flight(void) {
-  resolve_inflight_case(1);
-  resolve_inflight_case(0);
+  resolve_inflight_case(INFLIGHT_QUEUED);
+  resolve_inflight_case(INFLIGHT_RAN);
+  resolve_inflight_case(INFLIGHT_RUNNING);
 }
 
 /* Creation: argument checks, names, IPv6 literals. */
