@@ -111,7 +111,7 @@ struct h3g_upconn {
   unsigned established : 1; /* the TCP connect succeeded */
   unsigned carried : 1;     /* has been handed to a user before */
   unsigned write_pending : 1;
-  unsigned dead : 1; /* EOF, read or write error seen */
+  unsigned dead : 1;     /* EOF, read or write error seen */
   unsigned answered : 1; /* a byte was read since the hand-over */
 };
 
@@ -136,7 +136,7 @@ struct h3g_upstream_pool {
   /* Re-resolution (only for a host name with resolve_interval_ms). */
   uv_timer_t rtimer;
   uv_getaddrinfo_t gai;
-  int resolve_on;      /* rtimer exists */
+  int resolve_on; /* rtimer exists */
   int rtimer_closed;
   int resolving;       /* gai is in flight */
   int resolve_failing; /* the failure was logged; quiet until a success */
@@ -861,8 +861,8 @@ static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   }
   /* libuv copies bufs into the request (the array need not outlive this
    * call); beyond 4 elements that copy is its own small allocation. */
-  int rv = uv_write(&c->write_req, &c->io.stream, bufs,
-                    (unsigned int)n, on_write);
+  int rv =
+      uv_write(&c->write_req, &c->io.stream, bufs, (unsigned int)n, on_write);
   if (rv != 0) {
     h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(rv));
     c->dead = 1;
@@ -993,8 +993,7 @@ static int same_address(const struct sockaddr_storage *a,
            x->sin_addr.s_addr == y->sin_addr.s_addr;
   }
   const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-  return x->sin6_port == y->sin6_port &&
-         x->sin6_scope_id == y->sin6_scope_id &&
+  return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
          memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
@@ -1081,8 +1080,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
     p->stats.resolve_failures++;
     if (!p->resolve_failing)
       h3g_warn("upstream %s: cannot resolve %s (%s); keeping %s", p->name,
-               p->host,
-               status != 0 ? uv_strerror(status) : "no usable address",
+               p->host, status != 0 ? uv_strerror(status) : "no usable address",
                p->address);
     p->resolve_failing = 1;
   } else {
@@ -1092,8 +1090,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
     if (!same_address(&a, &p->addr))
       pool_set_address(p, &a);
   }
-  uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms,
-                 0);
+  uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms, 0);
 }
 
 static void on_resolve_timer(uv_timer_t *t) {
@@ -1109,8 +1106,7 @@ static void on_resolve_timer(uv_timer_t *t) {
       h3g_warn("upstream %s: cannot resolve %s (%s); keeping %s", p->name,
                p->host, uv_strerror(rv), p->address);
     p->resolve_failing = 1;
-    uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms,
-                   0);
+    uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms, 0);
     return;
   }
   p->resolving = 1;

@@ -1,9 +1,9 @@
 /*
  * upstream_pool against a real TCP server on 127.0.0.1 (or a Unix-socket
- * server) inside the same loop, in libuv's test style: each case starts the server and a pool,
- * drives a scenario from the callbacks, runs the loop until every handle is
- * closed, then asserts the totals. Timeouts are tens of milliseconds; no
- * assertion depends on timing beyond the order of events.
+ * server) inside the same loop, in libuv's test style: each case starts the
+ * server and a pool, drives a scenario from the callbacks, runs the loop until
+ * every handle is closed, then asserts the totals. Timeouts are tens of
+ * milliseconds; no assertion depends on timing beyond the order of events.
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include <dlfcn.h>
@@ -1490,9 +1490,10 @@ static void test_unix_names_and_refused(void) {
   }
   const char *path = unix_path(1);
   unlink(path);
-  cfg = (h3g_upstream_pool_config){
-      .unix_path = path, .size = 1, .queue_size = 1,
-      .connect_timeout_ms = 1000};
+  cfg = (h3g_upstream_pool_config){.unix_path = path,
+                                   .size = 1,
+                                   .queue_size = 1,
+                                   .connect_timeout_ms = 1000};
   if (make_pool_cfg(&cfg) != 0) {
     abandon();
     return;
