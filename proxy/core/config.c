@@ -1784,25 +1784,41 @@ static size_t edit_distance(const char *a, const char *b) {
 }
 
 /* A hint for an unknown key: the section it belongs in, or a near miss. */
+/* The rows of every section, for suggestions: the main schema, then the
+ * keys of the named sections. */
+static const struct {
+  const opt *rows;
+  size_t n;
+} all_tables[] = {{schema, N_OPTS},
+                  {group_schema, N_GROUP_OPTS},
+                  {route_schema, N_ROUTE_OPTS}};
+
 static void suggest(const char *section, const char *key, char *buf,
                     size_t cap) {
   buf[0] = '\0';
-  for (size_t i = 0; i < N_OPTS; i++) {
-    if (strcmp(schema[i].key, key) == 0) {
-      snprintf(buf, cap, " (it belongs in [%s])", schema[i].section);
-      return;
+  for (size_t t = 0; t < H3G_ARRAY_LEN(all_tables); t++) {
+    for (size_t i = 0; i < all_tables[t].n; i++) {
+      const opt *o = &all_tables[t].rows[i];
+      if (strcmp(o->key, key) == 0 && strcmp(o->section, section) != 0) {
+        snprintf(buf, cap, " (it belongs in [%s%s])", o->section,
+                 t == 0 ? "" : " NAME");
+        return;
+      }
     }
   }
   if (strlen(key) > SUGGEST_MAX)
     return;
   size_t best = 3;
-  for (size_t i = 0; i < N_OPTS; i++) {
-    if (strcmp(schema[i].section, section) != 0)
-      continue;
-    size_t d = edit_distance(key, schema[i].key);
-    if (d < best) {
-      best = d;
-      snprintf(buf, cap, " (did you mean %s?)", schema[i].key);
+  for (size_t t = 0; t < H3G_ARRAY_LEN(all_tables); t++) {
+    for (size_t i = 0; i < all_tables[t].n; i++) {
+      const opt *o = &all_tables[t].rows[i];
+      if (strcmp(o->section, section) != 0)
+        continue;
+      size_t d = edit_distance(key, o->key);
+      if (d < best) {
+        best = d;
+        snprintf(buf, cap, " (did you mean %s?)", o->key);
+      }
     }
   }
 }
@@ -1830,7 +1846,8 @@ static void apply_key(loader *ld, const char *key, const char *value) {
   }
   const opt *o = NULL;
   for (size_t i = 0; i < ntable && o == NULL; i++)
-    if (strcmp(table[i].key, key) == 0)
+    if (strcmp(table[i].key, key) == 0 &&
+        (ld->obj_kind != OBJ_NONE || strcmp(table[i].section, section) == 0))
       o = &table[i];
   char why[H3G_PATH_MAX + 256];
   if (o == NULL) {

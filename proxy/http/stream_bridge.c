@@ -1187,8 +1187,10 @@ static void expect_answered(h3g_bridge *b, int status) {
     pump_request(b);
 }
 
+/* TIMEOUT: a connect or the response took too long; AGAIN: every
+ * connection stayed busy for the whole wait in the pool's queue. */
 static int status_for_error(int err) {
-  return err == H3G_ERR_TIMEOUT ? 504 : 502;
+  return err == H3G_ERR_TIMEOUT || err == H3G_ERR_AGAIN ? 504 : 502;
 }
 
 static void on_up_fail(void *ctx, int err) {
@@ -1203,6 +1205,7 @@ static void on_up_fail(void *ctx, int err) {
   else
     fail_exchange(b, status_for_error(err),
                   err == H3G_ERR_TIMEOUT ? "upstream-connect-timeout"
+                  : err == H3G_ERR_AGAIN ? "upstream-queue-timeout"
                                          : "upstream-refused");
 }
 

@@ -1,7 +1,8 @@
 /*
- * Keep-alive TCP connections to one HTTP/1.1 upstream, on libuv.
+ * Keep-alive connections to one HTTP/1.1 upstream server, on libuv.
  *
- * Each connection is one heap object holding its uv_tcp_t, one uv_timer_t,
+ * Each connection is one heap object holding its stream (a uv_tcp_t, or a
+ * uv_pipe_t for a Unix socket: only opening it differs), one uv_timer_t,
  * its connect and write requests. It lives in exactly one per-state list
  * (conn_set_state() is the only place that moves it):
  *
@@ -31,16 +32,25 @@
  * that one first whatever the serving order); on expiry it fails at most
  * QUEUE_EXPIRE_BATCH waiters and re-arms at 0 ms for the rest, so a burst
  * of timeouts cannot monopolise one loop iteration.
+ *
+ * Re-resolution: one timer, one uv_getaddrinfo request at a time (the
+ * timer is re-armed only when the request is answered, so they never
+ * overlap). Every connection remembers the address generation it was
+ * opened for; when the address changes, idle connections of an older
+ * generation are closed and busy ones are closed instead of offered when
+ * released, so the old address drains as its exchanges end.
  */
 #include "upstream_pool.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <uv.h>
 
 #include "log.h"
@@ -77,7 +87,12 @@ enum {
 };
 
 struct h3g_upconn {
-  uv_tcp_t tcp;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;   /* TCP pools */
+    uv_pipe_t pipe; /* Unix-socket pools */
+  } io;
   uv_timer_t timer;
   uv_connect_t connect_req;
   uv_write_t write_req;
@@ -90,12 +105,14 @@ struct h3g_upconn {
   const h3g_upstream_events *ev; /* BUSY: the user */
   void *ctx;
   uint64_t read_timeout_ms;
+  uint32_t addr_gen;        /* p->addr_gen when it was opened */
   int connect_err;          /* deferred synchronous connect error */
   int pending_err;          /* deferred on_error for the user */
   unsigned established : 1; /* the TCP connect succeeded */
   unsigned carried : 1;     /* has been handed to a user before */
   unsigned write_pending : 1;
-  unsigned dead : 1; /* EOF, read or write error seen */
+  unsigned dead : 1;     /* EOF, read or write error seen */
+  unsigned answered : 1; /* a byte was read since the hand-over */
 };
 
 typedef struct conn_list {
@@ -105,15 +122,26 @@ typedef struct conn_list {
 
 struct h3g_upstream_pool {
   uv_loop_t *loop;
-  h3g_upstream_pool_config cfg; /* cfg.host is not kept */
-  struct sockaddr_storage addr;
-  char *name;
+  h3g_upstream_pool_config cfg; /* its strings are the copies below */
+  char *host, *unix_path, *name;
+  struct sockaddr_storage addr; /* TCP: where new connects go */
+  uint32_t addr_gen;            /* bumped when addr changes */
+  char address[sizeof("unix:") + sizeof(((struct sockaddr_un *)0)->sun_path)];
   conn_list conns[CONN_NSTATES];
   h3g_waitq queue;
   uv_timer_t qtimer;
   h3g_upstream_pool_stats stats; /* the counters; gauges come from lists */
   int closing;
   int qtimer_closed;
+  /* Re-resolution (only for a host name with resolve_interval_ms). */
+  uv_timer_t rtimer;
+  uv_getaddrinfo_t gai;
+  int resolve_on; /* rtimer exists */
+  int rtimer_closed;
+  int resolving;       /* gai is in flight */
+  int resolve_failing; /* the failure was logged; quiet until a success */
+  int (*resolve_hook)(void *arg, int status, struct sockaddr_storage *addr);
+  void *resolve_hook_arg;
   void (*close_cb)(void *arg);
   void *close_arg;
   /* Idle connections read into this: whatever arrives is discarded and
@@ -200,6 +228,13 @@ static uint32_t pool_total(const h3g_upstream_pool *p) {
          p->conns[CONN_HANDOFF].n + p->conns[CONN_BUSY].n;
 }
 
+/* The passive health signal (upstream_pool.h says when). Callers invoke it
+ * from libuv callbacks only, just before the user's own event. */
+static void health(h3g_upstream_pool *p, int ok) {
+  if (p->cfg.on_health != NULL)
+    p->cfg.on_health(p->cfg.health_arg, ok);
+}
+
 /* ---- the wait queue ------------------------------------------------------ */
 
 static h3g_upstream_waiter *entry_waiter(h3g_waitq_entry *e) {
@@ -272,8 +307,9 @@ static void on_queue_timer(uv_timer_t *t) {
     H3G_INC(upstream_timeouts);
     h3g_debug("upstream %s: waited %llu ms for a connection", p->name,
               (unsigned long long)p->cfg.connect_timeout_ms);
-    /* The callback may acquire or cancel: the queue is re-read each turn. */
-    w->ev->on_fail(w->ctx, H3G_ERR_TIMEOUT);
+    /* The callback may acquire or cancel: the queue is re-read each turn.
+     * AGAIN, not TIMEOUT: the server is busy, nothing says it is broken. */
+    w->ev->on_fail(w->ctx, H3G_ERR_AGAIN);
   }
   queue_timer_update(p);
 }
@@ -304,22 +340,31 @@ static void conn_close(h3g_upconn *c) {
   c->reader = READER_NONE;
   /* A pending connect or write completes with UV_ECANCELED before the
    * close callbacks run; their callbacks see CLOSING and stay silent. */
-  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
+  uv_close(&c->io.handle, on_conn_handle_close);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
 }
 
+static void pool_free(h3g_upstream_pool *p) {
+  h3g_waitq_free(&p->queue);
+  free(p->host);
+  free(p->unix_path);
+  free(p->name);
+  free(p);
+}
+
+/* Frees p once nothing refers to it: every handle closed, and no
+ * getaddrinfo request in flight (its callback would find p gone). */
 static void pool_maybe_finish(h3g_upstream_pool *p) {
   if (!p->closing || !p->qtimer_closed || p->conns[CONN_CLOSING].n != 0 ||
-      pool_total(p) != 0)
+      pool_total(p) != 0 || (p->resolve_on && !p->rtimer_closed) ||
+      p->resolving)
     return;
   void (*cb)(void *) = p->close_cb;
   void *arg = p->close_arg;
   h3g_debug("upstream %s: pool closed", p->name);
   if (cb != NULL)
     cb(arg);
-  h3g_waitq_free(&p->queue);
-  free(p->name);
-  free(p);
+  pool_free(p);
 }
 
 static void on_conn_handle_close(uv_handle_t *h) {
@@ -342,7 +387,7 @@ static void on_conn_handle_close(uv_handle_t *h) {
  */
 static int conn_alive(h3g_upconn *c) {
   uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+  if (uv_fileno(&c->io.handle, &fd) != 0)
     return 0;
   char b;
   ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -367,9 +412,9 @@ static int conn_watch(h3g_upconn *c) {
   if (c->reader == READER_WATCH)
     return 0;
   if (c->reader == READER_USER)
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_read_stop(&c->io.stream);
   c->reader = READER_NONE;
-  int rv = uv_read_start((uv_stream_t *)&c->tcp, on_watch_alloc, on_watch_read);
+  int rv = uv_read_start(&c->io.stream, on_watch_alloc, on_watch_read);
   if (rv != 0)
     return H3G_ERR_IO;
   c->reader = READER_WATCH;
@@ -409,6 +454,13 @@ static void conn_offer(h3g_upconn *c) {
   uv_timer_stop(&c->timer);
   c->read_timeout_ms = 0;
   c->pending_err = 0;
+  if (c->addr_gen != p->addr_gen) {
+    h3g_debug("upstream %s: closing a connection to the previous address",
+              p->name);
+    conn_close(c);
+    pool_serve(p);
+    return;
+  }
   if (conn_watch(c) != 0) {
     conn_close(c);
     pool_serve(p);
@@ -429,7 +481,7 @@ static void conn_give(h3g_upconn *c, h3g_upstream_waiter *w) {
   h3g_upstream_pool *p = c->pool;
   int reused = c->carried;
   if (c->reader == READER_WATCH)
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_read_stop(&c->io.stream);
   c->reader = READER_NONE;
   uv_timer_stop(&c->timer);
   conn_set_state(c, CONN_BUSY);
@@ -438,6 +490,7 @@ static void conn_give(h3g_upconn *c, h3g_upstream_waiter *w) {
   c->carried = 1;
   c->read_timeout_ms = 0;
   c->pending_err = 0;
+  c->answered = 0;
   if (reused) {
     p->stats.reused++;
     H3G_INC(upstream_reuses);
@@ -460,7 +513,14 @@ static int map_connect_error(int uverr) {
   case UV_ENETUNREACH:
   case UV_EHOSTDOWN:
   case UV_ENETDOWN:
-  case UV_EADDRNOTAVAIL: return H3G_ERR_REFUSED;
+  case UV_EADDRNOTAVAIL:
+  /* Unix sockets: no socket file, or one nobody may reach; EAGAIN is a
+   * full listen backlog (a Unix-socket connect does not wait for room). */
+  case UV_ENOENT:
+  case UV_ENOTDIR:
+  case UV_EACCES:
+  case UV_EPERM:
+  case UV_EAGAIN: return H3G_ERR_REFUSED;
   case UV_ETIMEDOUT: return H3G_ERR_TIMEOUT;
   default: return H3G_ERR_IO;
   }
@@ -479,6 +539,10 @@ static void conn_connect_failed(h3g_upconn *c, int err) {
   conn_detach_waiter(c);
   conn_close(c);
   pool_serve(p);
+  /* A local failure (H3G_ERR_IO: out of descriptors...) says nothing of
+   * the server. */
+  if (err == H3G_ERR_REFUSED || err == H3G_ERR_TIMEOUT)
+    health(p, 0);
   if (w != NULL)
     w->ev->on_fail(w->ctx, err);
 }
@@ -497,18 +561,26 @@ static h3g_upconn *conn_alloc(h3g_upstream_pool *p) {
 static void conn_start(h3g_upconn *c, h3g_upstream_waiter *w) {
   h3g_upstream_pool *p = c->pool;
   c->waiter = w;
-  /* Neither call makes a system call (the socket is created by connect),
-   * so they cannot fail on Unix. */
-  uv_tcp_init(p->loop, &c->tcp);
+  /* None of the init calls makes a system call (the socket is created by
+   * connect), so they cannot fail on Unix. */
+  if (p->unix_path != NULL)
+    uv_pipe_init(p->loop, &c->io.pipe, 0);
+  else
+    uv_tcp_init(p->loop, &c->io.tcp);
   uv_timer_init(p->loop, &c->timer);
-  c->tcp.data = c;
+  c->io.handle.data = c;
   c->timer.data = c;
   c->nhandles = 2;
+  c->addr_gen = p->addr_gen;
   list_push_back(&p->conns[CONN_CONNECTING], c);
   w->queued = WAIT_CONNECTING;
   w->conn = c;
-  int rv = uv_tcp_connect(&c->connect_req, &c->tcp,
-                          (const struct sockaddr *)&p->addr, on_connect);
+  int rv = 0;
+  if (p->unix_path != NULL) /* its errors, all of them, come to on_connect */
+    uv_pipe_connect(&c->connect_req, &c->io.pipe, p->unix_path, on_connect);
+  else
+    rv = uv_tcp_connect(&c->connect_req, &c->io.tcp,
+                        (const struct sockaddr *)&p->addr, on_connect);
   if (rv != 0) {
     c->connect_err = map_connect_error(rv);
     uv_timer_start(&c->timer, on_conn_timer, 0, 0);
@@ -547,9 +619,11 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   h3g_upstream_pool *p = c->pool;
   uv_timer_stop(&c->timer);
-  /* Requests are written whole; do not let Nagle hold the last segment. */
-  uv_tcp_nodelay(&c->tcp, 1);
-  uv_tcp_keepalive(&c->tcp, 1, KEEPALIVE_DELAY_S);
+  if (p->unix_path == NULL) {
+    /* Requests are written whole; do not let Nagle hold the last segment. */
+    uv_tcp_nodelay(&c->io.tcp, 1);
+    uv_tcp_keepalive(&c->io.tcp, 1, KEEPALIVE_DELAY_S);
+  }
   c->established = 1;
   p->stats.opened++;
   H3G_INC(upstream_connects);
@@ -602,17 +676,19 @@ static void on_conn_timer(uv_timer_t *t) {
     if (c->pending_err != 0) {
       int err = c->pending_err;
       c->pending_err = 0;
+      health(p, 0);
       ev->on_error(ctx, err);
       return;
     }
     if (c->reader != READER_USER || c->read_timeout_ms == 0)
       return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_read_stop(&c->io.stream);
     c->reader = READER_NONE;
     c->dead = 1;
     H3G_INC(upstream_timeouts);
     h3g_debug("upstream %s: no byte for %llu ms", p->name,
               (unsigned long long)c->read_timeout_ms);
+    health(p, 0);
     ev->on_error(ctx, H3G_ERR_TIMEOUT);
     return;
   }
@@ -662,7 +738,7 @@ static void on_user_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void user_read_stop(h3g_upconn *c) {
   if (c->reader != READER_USER)
     return;
-  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_read_stop(&c->io.stream);
   c->reader = READER_NONE;
   if (c->pending_err == 0)
     uv_timer_stop(&c->timer);
@@ -681,6 +757,10 @@ static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     if (c->read_timeout_ms > 0 && c->pending_err == 0)
       uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
+    if (!c->answered) {
+      c->answered = 1;
+      health(c->pool, 1);
+    }
     /* May release c; c is not touched afterwards. libuv's read loop then
      * goes on with whatever callbacks c has by then. */
     c->ev->on_read(c->ctx, (size_t)nread);
@@ -691,9 +771,13 @@ static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   user_read_stop(c);
   c->dead = 1;
   if (nread == UV_EOF) {
+    /* Closed before the response began: the server dropped the request. */
+    if (!c->answered)
+      health(c->pool, 0);
     ev->on_eof(ctx);
   } else {
     h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
+    health(c->pool, 0);
     ev->on_error(ctx, H3G_ERR_IO);
   }
 }
@@ -783,8 +867,8 @@ static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   }
   /* libuv copies bufs into the request (the array need not outlive this
    * call); beyond 4 elements that copy is its own small allocation. */
-  int rv = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs,
-                    (unsigned int)n, on_write);
+  int rv =
+      uv_write(&c->write_req, &c->io.stream, bufs, (unsigned int)n, on_write);
   if (rv != 0) {
     h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(rv));
     c->dead = 1;
@@ -797,7 +881,7 @@ static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
 static void op_read_start(h3g_upconn *c) {
   if (c == NULL || c->state != CONN_BUSY || c->dead || c->reader == READER_USER)
     return;
-  int rv = uv_read_start((uv_stream_t *)&c->tcp, on_user_alloc, on_user_read);
+  int rv = uv_read_start(&c->io.stream, on_user_alloc, on_user_read);
   if (rv != 0) {
     /* Reported from the timer, never from inside this call. */
     h3g_debug("upstream %s: read start: %s", c->pool->name, uv_strerror(rv));
@@ -894,61 +978,234 @@ void h3g_upconn_release(h3g_upconn *c, int reusable) {
   op_release(c, reusable);
 }
 
-/* ---- the pool ------------------------------------------------------------ */
+/* ---- addresses and re-resolution ---------------------------------------- */
+
+static const struct addrinfo resolve_hints = {
+    .ai_family = AF_UNSPEC,
+    .ai_socktype = SOCK_STREAM,
+    .ai_protocol = IPPROTO_TCP,
+    .ai_flags = AI_NUMERICSERV,
+};
+
+/* The first IPv4 or IPv6 address of res into *out. Returns 0 or
+ * H3G_ERR_NOTFOUND. */
+static int first_usable(const struct addrinfo *res,
+                        struct sockaddr_storage *out) {
+  for (; res != NULL; res = res->ai_next) {
+    if ((res->ai_family != AF_INET && res->ai_family != AF_INET6) ||
+        res->ai_addrlen > sizeof(*out))
+      continue;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    return 0;
+  }
+  return H3G_ERR_NOTFOUND;
+}
+
+static int same_address(const struct sockaddr_storage *a,
+                        const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family)
+    return 0;
+  if (a->ss_family == AF_INET) {
+    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+    return x->sin_port == y->sin_port &&
+           x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+  return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+/* p->address from p->addr (or the socket path). */
+static void format_address(h3g_upstream_pool *p) {
+  if (p->unix_path != NULL) {
+    snprintf(p->address, sizeof(p->address), "unix:%s", p->unix_path);
+    return;
+  }
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int v6 = p->addr.ss_family == AF_INET6;
+  if (v6)
+    uv_ip6_name((const struct sockaddr_in6 *)&p->addr, ip, sizeof(ip));
+  else
+    uv_ip4_name((const struct sockaddr_in *)&p->addr, ip, sizeof(ip));
+  snprintf(p->address, sizeof(p->address), v6 ? "[%s]:%u" : "%s:%u", ip,
+           (unsigned)h3g_sockaddr_port((const struct sockaddr *)&p->addr));
+}
 
 static int resolve(const char *host, uint16_t port,
                    struct sockaddr_storage *out) {
-  struct addrinfo hints = {
-      .ai_family = AF_UNSPEC,
-      .ai_socktype = SOCK_STREAM,
-      .ai_protocol = IPPROTO_TCP,
-      .ai_flags = AI_NUMERICSERV,
-  };
   struct addrinfo *res = NULL;
   char service[8];
   snprintf(service, sizeof(service), "%u", (unsigned)port);
-  int rv = getaddrinfo(host, service, &hints, &res);
+  int rv = getaddrinfo(host, service, &resolve_hints, &res);
   if (rv != 0) {
     h3g_warn("upstream %s: cannot resolve: %s", host, gai_strerror(rv));
     return rv == EAI_MEMORY ? H3G_ERR_NOMEM : H3G_ERR_NOTFOUND;
   }
-  int err = H3G_ERR_NOTFOUND;
-  if (res != NULL && res->ai_addrlen <= sizeof(*out)) {
-    memset(out, 0, sizeof(*out));
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    err = 0;
-  }
+  int err = first_usable(res, out);
   freeaddrinfo(res);
   return err;
+}
+
+/* A literal address needs no re-resolution; the answer does not block. */
+static int host_is_literal(const char *host) {
+  struct addrinfo hints = {.ai_flags = AI_NUMERICHOST};
+  struct addrinfo *res = NULL;
+  if (getaddrinfo(host, NULL, &hints, &res) != 0)
+    return 0;
+  freeaddrinfo(res);
+  return 1;
+}
+
+/* New connects go to *a from now on; idle connections to the previous
+ * address close now, busy ones when released (conn_offer). */
+static void pool_set_address(h3g_upstream_pool *p,
+                             const struct sockaddr_storage *a) {
+  char was[sizeof(p->address)];
+  memcpy(was, p->address, sizeof(was));
+  p->addr = *a;
+  p->addr_gen++;
+  format_address(p);
+  h3g_info("upstream %s: %s now resolves to %s (was %s)", p->name, p->host,
+           p->address, was);
+  h3g_upconn *c = p->conns[CONN_IDLE].head;
+  while (c != NULL) {
+    h3g_upconn *next = c->next;
+    if (c->addr_gen != p->addr_gen)
+      conn_close(c);
+    c = next;
+  }
+  pool_serve(p);
+}
+
+static void on_resolve_timer(uv_timer_t *t);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  h3g_upstream_pool *p = req->data;
+  p->resolving = 0;
+  if (p->closing) { /* cancelled (UV_EAI_CANCELED), or finished anyway */
+    uv_freeaddrinfo(res);
+    pool_maybe_finish(p);
+    return;
+  }
+  struct sockaddr_storage a;
+  int err = status == 0 ? first_usable(res, &a) : H3G_ERR_NOTFOUND;
+  uv_freeaddrinfo(res);
+  p->stats.resolutions++;
+  if (p->resolve_hook != NULL)
+    err = p->resolve_hook(p->resolve_hook_arg, err, &a);
+  if (err != 0) {
+    p->stats.resolve_failures++;
+    if (!p->resolve_failing)
+      h3g_warn("upstream %s: cannot resolve %s (%s); keeping %s", p->name,
+               p->host, status != 0 ? uv_strerror(status) : "no usable address",
+               p->address);
+    p->resolve_failing = 1;
+  } else {
+    if (p->resolve_failing)
+      h3g_info("upstream %s: %s resolves again", p->name, p->host);
+    p->resolve_failing = 0;
+    if (!same_address(&a, &p->addr))
+      pool_set_address(p, &a);
+  }
+  uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms, 0);
+}
+
+static void on_resolve_timer(uv_timer_t *t) {
+  h3g_upstream_pool *p = t->data;
+  char service[8];
+  snprintf(service, sizeof(service), "%u", (unsigned)p->cfg.port);
+  /* libuv copies host, service and hints into the request. */
+  p->gai.data = p;
+  int rv = uv_getaddrinfo(p->loop, &p->gai, on_resolved, p->host, service,
+                          &resolve_hints);
+  if (rv != 0) {
+    if (!p->resolve_failing)
+      h3g_warn("upstream %s: cannot resolve %s (%s); keeping %s", p->name,
+               p->host, uv_strerror(rv), p->address);
+    p->resolve_failing = 1;
+    uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms, 0);
+    return;
+  }
+  p->resolving = 1;
+}
+
+static void on_rtimer_close(uv_handle_t *h) {
+  h3g_upstream_pool *p = h->data;
+  p->rtimer_closed = 1;
+  pool_maybe_finish(p);
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+static char *dup_str(const char *s) {
+  if (s == NULL)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d != NULL)
+    memcpy(d, s, n);
+  return d;
 }
 
 int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
                           const h3g_upstream_pool_config *cfg) {
   *pp = NULL;
-  if (loop == NULL || cfg == NULL || cfg->host == NULL ||
-      cfg->host[0] == '\0' || cfg->size == 0)
+  if (loop == NULL || cfg == NULL || cfg->size == 0)
+    return H3G_ERR_INVAL;
+  int unix_socket = cfg->unix_path != NULL;
+  if (unix_socket ? cfg->unix_path[0] == '\0' ||
+                        strlen(cfg->unix_path) >=
+                            sizeof(((struct sockaddr_un *)0)->sun_path)
+                  : cfg->host == NULL || cfg->host[0] == '\0')
     return H3G_ERR_INVAL;
   h3g_upstream_pool *p = malloc(sizeof(*p));
   if (p == NULL)
     return H3G_ERR_NOMEM;
   *p = (h3g_upstream_pool){.loop = loop, .cfg = *cfg};
   h3g_waitq_init(&p->queue);
-  p->cfg.host = NULL;
-  int rv = resolve(cfg->host, cfg->port, &p->addr);
+  int rv = 0;
+  if (unix_socket) {
+    p->unix_path = dup_str(cfg->unix_path);
+    if (p->unix_path == NULL)
+      rv = H3G_ERR_NOMEM;
+  } else {
+    p->host = dup_str(cfg->host);
+    rv = p->host == NULL ? H3G_ERR_NOMEM
+                         : resolve(cfg->host, cfg->port, &p->addr);
+  }
+  if (rv == 0 && cfg->name != NULL) {
+    p->name = dup_str(cfg->name);
+  } else if (rv == 0) {
+    const char *what = unix_socket ? cfg->unix_path : cfg->host;
+    size_t len = strlen(what) + sizeof("unix:[]:65535");
+    p->name = malloc(len);
+    if (p->name != NULL && unix_socket)
+      snprintf(p->name, len, "unix:%s", what);
+    else if (p->name != NULL)
+      snprintf(p->name, len, strchr(what, ':') != NULL ? "[%s]:%u" : "%s:%u",
+               what, (unsigned)cfg->port);
+  }
+  if (rv == 0 && p->name == NULL)
+    rv = H3G_ERR_NOMEM;
   if (rv != 0) {
-    free(p);
+    pool_free(p);
     return rv;
   }
-  size_t len = strlen(cfg->host) + sizeof("[]:65535");
-  p->name = malloc(len);
-  if (p->name == NULL) {
-    free(p);
-    return H3G_ERR_NOMEM;
-  }
-  snprintf(p->name, len, strchr(cfg->host, ':') != NULL ? "[%s]:%u" : "%s:%u",
-           cfg->host, (unsigned)cfg->port);
+  p->cfg.host = p->host;
+  p->cfg.unix_path = p->unix_path;
+  p->cfg.name = p->name;
+  format_address(p);
   uv_timer_init(p->loop, &p->qtimer);
   p->qtimer.data = p;
+  if (!unix_socket && cfg->resolve_interval_ms > 0 &&
+      !host_is_literal(p->host)) {
+    p->resolve_on = 1;
+    uv_timer_init(p->loop, &p->rtimer);
+    p->rtimer.data = p;
+    uv_timer_start(&p->rtimer, on_resolve_timer, cfg->resolve_interval_ms, 0);
+  }
   *pp = p;
   return 0;
 }
@@ -995,6 +1252,13 @@ void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
   h3g_upconn *c;
   while ((c = p->conns[CONN_IDLE].head) != NULL)
     conn_close(c);
+  if (p->resolve_on)
+    uv_close((uv_handle_t *)&p->rtimer, on_rtimer_close);
+  /* When the lookup already runs on a worker thread, uv_cancel() fails and
+   * its callback comes when it is done; either way pool_maybe_finish()
+   * waits for that callback. */
+  if (p->resolving)
+    uv_cancel((uv_req_t *)&p->gai);
   /* The pool is freed from a close callback, never from inside this call. */
   uv_close((uv_handle_t *)&p->qtimer, on_qtimer_close);
 }
@@ -1006,4 +1270,17 @@ void h3g_upstream_pool_get_stats(const h3g_upstream_pool *p,
   out->idle = p->conns[CONN_IDLE].n;
   out->connecting = p->conns[CONN_CONNECTING].n;
   out->waiting = (uint32_t)h3g_waitq_len(&p->queue);
+  out->resolving = p->resolving ? 1 : 0;
+}
+
+const char *h3g_upstream_pool_address(const h3g_upstream_pool *p) {
+  return p->address;
+}
+
+void h3g_upstream_pool_set_resolve_hook(
+    h3g_upstream_pool *p,
+    int (*hook)(void *arg, int status, struct sockaddr_storage *addr),
+    void *arg) {
+  p->resolve_hook = hook;
+  p->resolve_hook_arg = arg;
 }

@@ -1,5 +1,6 @@
 /*
- * Keep-alive TCP connections to one HTTP/1.1 upstream (libuv).
+ * Keep-alive connections to one HTTP/1.1 upstream server (libuv), over TCP
+ * to host:port or over a Unix-domain stream socket.
  *
  * HTTP/1.1 does not multiplex, so each exchange holds one connection. The
  * pool keeps at most `size` connections (busy + idle + connecting); callers
@@ -40,9 +41,13 @@ typedef struct h3g_upstream_events {
   /* acquire() succeeded: conn is yours until release(). reused is 1 for a
    * connection that already carried a request. */
   void (*on_ready)(void *ctx, h3g_upconn *conn, int reused);
-  /* acquire() failed: H3G_ERR_REFUSED (connect refused/unreachable/reset),
-   * H3G_ERR_TIMEOUT (connect timeout or waited in the queue longer than the
-   * connect timeout), H3G_ERR_IO, H3G_ERR_CLOSED (pool shutting down). */
+  /* acquire() failed: H3G_ERR_REFUSED (connect refused, unreachable, reset
+   * during the connect; for a Unix socket also a missing socket file or a
+   * full listen backlog), H3G_ERR_TIMEOUT (the connect took longer than the
+   * connect timeout), H3G_ERR_AGAIN (waited in the queue longer than the
+   * connect timeout without getting a connection: the server is busy, not
+   * known to be broken), H3G_ERR_IO (a local failure, e.g. out of file
+   * descriptors), H3G_ERR_CLOSED (pool shutting down). */
   void (*on_fail)(void *ctx, int err);
   /* Reading is started and bytes may arrive: give a buffer. Setting *len
    * to 0 means "no room": the pool stops reading (as read_stop, so the read
@@ -138,7 +143,8 @@ typedef struct h3g_upstream_ops {
    * treated as 0. The pool counts releases with 0 as poisoned.
    */
   void (*release)(h3g_upconn *c, int reusable);
-  /* "host:port" of the upstream, for logs. */
+  /* The pool's name (config name, or "host:port" / "unix:PATH"), for
+   * logs. */
   const char *(*name)(void *pool);
   /* Optional (NULL: none). The server w was last sent to, for the access
    * log ("host:port", "unix:/path"...); NULL when none was chosen. */
@@ -156,21 +162,51 @@ typedef struct h3g_upstream_ops {
 extern const h3g_upstream_ops h3g_upstream_pool_ops;
 
 typedef struct h3g_upstream_pool_config {
-  const char *name;          /* for logs and name(); NULL: "host:port" */
-  const char *host;          /* name or address; resolved at start */
+  const char *host;          /* name or address (TCP); see resolve_interval_ms */
   uint16_t port;
-  const char *unix_path;     /* non-NULL: a unix socket, host/port unused */
-  uint64_t resolve_interval_ms; /* re-resolve host this often; 0: never */
-  /* Health events (upstream_group.c), NULL: none. ok 0: a connect failed,
-   * or a held connection was reset, timed out or closed before any
-   * response byte; ok 1: a response began on a held connection. */
-  void (*on_health)(void *arg, int ok);
-  void *health_arg;
+  /* Non-NULL: connect to this Unix-domain stream socket instead (host, port
+   * and resolve_interval_ms are then unused). At most 107 bytes. */
+  const char *unix_path;
+  /* What the name op returns and logs show; NULL: "host:port" ("[v6]:port")
+   * or "unix:PATH". Copied. */
+  const char *name;
   uint32_t size;             /* max connections, >= 1 */
   uint32_t queue_size;       /* max waiters beyond size */
   uint64_t connect_timeout_ms; /* also the longest wait in the queue;
                                 * 0 = none */
   uint64_t idle_timeout_ms;  /* idle keep-alive connections expire; 0 = never */
+  /*
+   * 0: host is resolved once, at creation. Otherwise host is resolved again
+   * this often, asynchronously (uv_getaddrinfo, never blocking the loop),
+   * unless it is a literal address. When the first usable address changes,
+   * new connects go to the new one, idle connections opened before the
+   * change are closed, and busy ones are closed when released (they finish
+   * their exchange); an info line tells. When a re-resolution fails, the
+   * old address stays; a warning is logged once until one succeeds.
+   */
+  uint64_t resolve_interval_ms;
+  /*
+   * Passive health signal of this server (NULL: none), called with
+   * health_arg:
+   *   ok = 0: a connect failed with H3G_ERR_REFUSED or H3G_ERR_TIMEOUT
+   *           (also when its waiter has cancelled meanwhile); a held
+   *           connection failed (every on_error: read error such as a reset,
+   *           read timeout); a held connection got EOF before any byte was
+   *           read since it was handed to its current user.
+   *   ok = 1: the first byte read on a held connection since it was handed
+   *           to its current user (a response began); once per hand-over.
+   * Not for a wait-queue timeout (H3G_ERR_AGAIN), a local connect failure
+   * (H3G_ERR_IO), the pool closing, a failed write (the read side reports
+   * a reset), or anything on an idle connection.
+   * Called from libuv callbacks only, never from inside acquire(),
+   * cancel(), release(), read_start() or h3g_upstream_pool_close(). When
+   * the same event reaches a user (on_fail, on_error, on_eof or on_read),
+   * on_health comes immediately before it. on_health must not call
+   * h3g_upstream_pool_close() nor any h3g_upstream_pool_ops operation on
+   * this pool; h3g_upstream_pool_get_stats() and _address() are fine.
+   */
+  void (*on_health)(void *arg, int ok);
+  void *health_arg;
 } h3g_upstream_pool_config;
 
 /* Counters a pool keeps (for metrics and tests). */
@@ -184,14 +220,20 @@ typedef struct h3g_upstream_pool_stats {
                        * request before (on_ready with reused = 1) */
   uint64_t closed;    /* established connections closed in total */
   uint64_t failed;    /* connect failures (refused, timeout, error) */
+  uint64_t resolutions;      /* asynchronous re-resolutions completed */
+  uint64_t resolve_failures; /* of which failed (the old address stayed) */
+  uint32_t resolving;        /* 1 while a re-resolution is in flight */
 } h3g_upstream_pool_stats;
 
 /*
- * Creates a pool on loop (a uv_loop_t *, kept opaque here). Resolves host
- * synchronously (at start-up only), keeping the first address found (IPv4
- * or IPv6). No connection is opened before the first acquire(). Returns 0,
- * H3G_ERR_NOMEM, H3G_ERR_INVAL (no host, size 0), or H3G_ERR_NOTFOUND when
- * the host does not resolve.
+ * Creates a pool on loop (a uv_loop_t *, kept opaque here). For TCP,
+ * resolves host synchronously, keeping the first address found (IPv4 or
+ * IPv6), and starts the re-resolution timer if resolve_interval_ms asks for
+ * one. A Unix socket path is not checked here (a missing file is a refused
+ * connect later). No connection is opened before the first acquire(). The
+ * strings of cfg are copied. Returns 0, H3G_ERR_NOMEM, H3G_ERR_INVAL (no
+ * host and no unix_path, an empty or too long unix_path, size 0), or
+ * H3G_ERR_NOTFOUND when the host does not resolve.
  */
 int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
                           const h3g_upstream_pool_config *cfg);
@@ -199,9 +241,11 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
 /*
  * Starts shutting down: fails every pending waiter (queued, or waiting for a
  * connect or a hand-over) with H3G_ERR_CLOSED from inside this call, closes
- * idle and connecting connections, refuses new acquires; busy connections
- * keep working and close as they are released. cb(arg) runs later, from a
- * libuv callback, once every handle is closed (so only after every busy
+ * idle and connecting connections, refuses new acquires, stops
+ * re-resolving (a resolution in flight is cancelled, or awaited when it
+ * already runs); busy connections keep working and close as they are
+ * released. cb(arg) runs later, from a libuv callback, once every handle is
+ * closed and no resolution is in flight (so only after every busy
  * connection was released); the pool is then freed. Call it once.
  */
 void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
@@ -224,5 +268,23 @@ void h3g_upconn_read_start(h3g_upconn *c);
 void h3g_upconn_read_stop(h3g_upconn *c);
 void h3g_upconn_set_read_timeout(h3g_upconn *c, uint64_t ms);
 void h3g_upconn_release(h3g_upconn *c, int reusable);
+
+/* The address new connections go to, for logs and metrics: "ip:port",
+ * "[ip6]:port" or "unix:PATH". The pointer stays valid until the pool is
+ * freed; the text changes when a re-resolution changes the address. */
+const char *h3g_upstream_pool_address(const h3g_upstream_pool *p);
+
+/*
+ * Testing aid (production code leaves it unset): hook(arg, status, addr) is
+ * called with the outcome of each asynchronous re-resolution before the
+ * pool acts on it: status 0 and *addr the first usable address, or
+ * H3G_ERR_NOTFOUND (addr unspecified). It returns the status to act on and
+ * may rewrite *addr, to stand for a DNS answer that changed or failed.
+ */
+struct sockaddr_storage;
+void h3g_upstream_pool_set_resolve_hook(
+    h3g_upstream_pool *p,
+    int (*hook)(void *arg, int status, struct sockaddr_storage *addr),
+    void *arg);
 
 #endif /* H3G_UPSTREAM_POOL_H */

@@ -531,6 +531,21 @@ static void test_timeout_gives_504_and_queue_full_503(void) {
   CHECK_EQ_INT(up.reusable, 0);
   h3g_bridge_free(b);
 
+  /* A connect timeout and a wait-queue timeout both give 504. */
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_TIMEOUT);
+  CHECK_EQ_INT(fe.status, 504);
+  h3g_bridge_free(b);
+
+  b = new_bridge(4096);
+  add_request(b, "GET", "/");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
+  up.waiter->ev->on_fail(up.waiter->ctx, H3G_ERR_AGAIN);
+  CHECK_EQ_INT(fe.status, 504);
+  h3g_bridge_free(b);
+
   b = new_bridge(4096);
   up.acquire_rv = H3G_ERR_NOMEM;
   add_request(b, "GET", "/");

@@ -1,11 +1,14 @@
 /*
- * upstream_pool against a real TCP server on 127.0.0.1 inside the same
- * loop, in libuv's test style: each case starts the server and a pool,
- * drives a scenario from the callbacks, runs the loop until every handle is
- * closed, then asserts the totals. Timeouts are tens of milliseconds; no
- * assertion depends on timing beyond the order of events.
+ * upstream_pool against a real TCP server on 127.0.0.1 (or a Unix-socket
+ * server) inside the same loop, in libuv's test style: each case starts the
+ * server and a pool, drives a scenario from the callbacks, runs the loop until
+ * every handle is closed, then asserts the totals. Timeouts are tens of
+ * milliseconds; no assertion depends on timing beyond the order of events.
  */
+#define _GNU_SOURCE /* RTLD_NEXT */
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,20 +26,31 @@ static uv_loop_t loop;
 /* ---- a scripted upstream ------------------------------------------------- */
 
 typedef enum srv_mode {
-  SRV_ECHO, /* writes back whatever it reads */
-  SRV_HOLD, /* accepts and never reads nor writes */
+  SRV_ECHO,  /* writes back whatever it reads */
+  SRV_HOLD,  /* accepts and never reads nor writes */
+  SRV_RESET, /* resets the connection when a byte arrives */
+  SRV_CLOSE, /* closes the connection (FIN) when a byte arrives */
 } srv_mode;
 
+typedef union srv_handle {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} srv_handle;
+
 typedef struct srv_conn {
-  uv_tcp_t h;
+  srv_handle h;
   struct srv *s;
   struct srv_conn *prev, *next;
   char buf[4096];
 } srv_conn;
 
 typedef struct srv {
-  uv_tcp_t listener;
+  srv_handle listener;
   int started, closed;
+  int unix_socket; /* listens on unix_path */
+  char unix_path[64];
   uint16_t port;
   srv_mode mode;
   int accepts;
@@ -84,6 +98,15 @@ static void on_srv_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0)
     return;
+  if (sc->s->mode == SRV_RESET) {
+    if (!uv_is_closing((uv_handle_t *)&sc->h))
+      uv_tcp_close_reset(&sc->h.tcp, on_srv_conn_close);
+    return;
+  }
+  if (sc->s->mode == SRV_CLOSE) {
+    srv_conn_close(sc);
+    return;
+  }
   echo_write *ew = malloc(sizeof(*ew));
   memcpy(ew->data, buf->base, (size_t)nread);
   uv_buf_t b = uv_buf_init(ew->data, (unsigned int)nread);
@@ -97,8 +120,11 @@ static void on_srv_connection(uv_stream_t *l, int status) {
     return;
   srv_conn *sc = calloc(1, sizeof(*sc));
   sc->s = s;
-  uv_tcp_init(&loop, &sc->h);
-  sc->h.data = sc;
+  if (s->unix_socket)
+    uv_pipe_init(&loop, &sc->h.pipe, 0);
+  else
+    uv_tcp_init(&loop, &sc->h.tcp);
+  sc->h.handle.data = sc;
   sc->next = s->conns;
   if (s->conns != NULL)
     s->conns->prev = sc;
@@ -108,22 +134,49 @@ static void on_srv_connection(uv_stream_t *l, int status) {
     return;
   }
   s->accepts++;
-  if (s->mode == SRV_ECHO)
+  if (s->mode != SRV_HOLD)
     uv_read_start((uv_stream_t *)&sc->h, on_srv_alloc, on_srv_read);
+}
+
+/* Cases run over Unix sockets when this is set: srv_start() and
+ * make_pool() then use unix_path() instead of 127.0.0.1. */
+static int over_unix;
+
+static const char *unix_path(int n) {
+  static char path[2][64];
+  snprintf(path[n], sizeof(path[n]), "/tmp/h3g-test-pool-%ld-%d.sock",
+           (long)getpid(), n);
+  return path[n];
+}
+
+static void srv_start_unix(srv *s, srv_mode mode, const char *path) {
+  s->mode = mode;
+  s->unix_socket = 1;
+  snprintf(s->unix_path, sizeof(s->unix_path), "%s", path);
+  unlink(path);
+  uv_pipe_init(&loop, &s->listener.pipe, 0);
+  s->listener.handle.data = s;
+  CHECK_EQ_INT(uv_pipe_bind(&s->listener.pipe, path), 0);
+  CHECK_EQ_INT(uv_listen(&s->listener.stream, 64, on_srv_connection), 0);
+  s->started = 1;
 }
 
 static void srv_start(srv *s, srv_mode mode) {
   struct sockaddr_in a;
   struct sockaddr_storage got;
   int len = sizeof(got);
+  if (over_unix) {
+    srv_start_unix(s, mode, unix_path(0));
+    return;
+  }
   s->mode = mode;
   uv_ip4_addr("127.0.0.1", 0, &a);
-  uv_tcp_init(&loop, &s->listener);
-  s->listener.data = s;
-  CHECK_EQ_INT(uv_tcp_bind(&s->listener, (const struct sockaddr *)&a, 0), 0);
-  CHECK_EQ_INT(uv_listen((uv_stream_t *)&s->listener, 64, on_srv_connection),
+  uv_tcp_init(&loop, &s->listener.tcp);
+  s->listener.handle.data = s;
+  CHECK_EQ_INT(uv_tcp_bind(&s->listener.tcp, (const struct sockaddr *)&a, 0),
                0);
-  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
+  CHECK_EQ_INT(uv_listen(&s->listener.stream, 64, on_srv_connection), 0);
+  uv_tcp_getsockname(&s->listener.tcp, (struct sockaddr *)&got, &len);
   s->port = ntohs(((struct sockaddr_in *)&got)->sin_port);
   s->started = 1;
 }
@@ -139,7 +192,9 @@ static void srv_close(srv *s) {
     return;
   s->closed = 1;
   srv_close_conns(s);
-  uv_close((uv_handle_t *)&s->listener, NULL);
+  uv_close(&s->listener.handle, NULL);
+  if (s->unix_socket)
+    unlink(s->unix_path);
 }
 
 /* A port on 127.0.0.1 where nothing listens. */
@@ -165,6 +220,7 @@ struct user {
   h3g_upconn *conn;
   int ready, reused, fails, fail_err, allocs, reads, eofs, errors, err;
   int written, written_status, events;
+  int after_health; /* events that came right after an on_health */
   size_t got;
   uint8_t data[64]; /* everything read, in order */
   size_t room;      /* what on_alloc offers; 0 = no room */
@@ -175,13 +231,31 @@ struct user {
 /* What one test case shares with its callbacks. */
 static struct {
   h3g_upstream_pool *pool;
-  srv srv;
+  srv srv, srv2;
   uv_timer_t step, watchdog;
   void (*step_fn)(void);
   int pool_closed;
   int order[8], norder;
+  int health_ok, health_bad; /* on_health(1) and (0) calls */
+  int health_pending;        /* an on_health no user event followed yet */
   h3g_metrics m0;
 } g;
+
+static void on_health(void *arg, int ok) {
+  CHECK(arg == &g);
+  if (ok)
+    g.health_ok++;
+  else
+    g.health_bad++;
+  g.health_pending = 1;
+}
+
+/* Every user event notes whether an on_health came just before it. */
+static void note_event(user *u) {
+  u->events++;
+  u->after_health += g.health_pending;
+  g.health_pending = 0;
+}
 
 #define DELTA(name) (h3g_stats.name - g.m0.name)
 #define OPS h3g_upstream_pool_ops
@@ -189,7 +263,7 @@ static struct {
 static void on_ready(void *ctx, h3g_upconn *conn, int reused) {
   user *u = ctx;
   u->ready++;
-  u->events++;
+  note_event(u);
   u->conn = conn;
   u->reused = reused;
   if (g.norder < (int)H3G_ARRAY_LEN(g.order))
@@ -201,7 +275,7 @@ static void on_ready(void *ctx, h3g_upconn *conn, int reused) {
 static void on_fail(void *ctx, int err) {
   user *u = ctx;
   u->fails++;
-  u->events++;
+  note_event(u);
   u->fail_err = err;
   if (u->hook != NULL)
     u->hook(u, EV_FAIL);
@@ -219,7 +293,7 @@ static void on_alloc(void *ctx, uint8_t **buf, size_t *len) {
 static void on_read(void *ctx, size_t nread) {
   user *u = ctx;
   u->reads++;
-  u->events++;
+  note_event(u);
   if (u->got + nread <= sizeof(u->data))
     memcpy(u->data + u->got, u->rbuf, nread);
   u->got += nread;
@@ -230,7 +304,7 @@ static void on_read(void *ctx, size_t nread) {
 static void on_eof(void *ctx) {
   user *u = ctx;
   u->eofs++;
-  u->events++;
+  note_event(u);
   if (u->hook != NULL)
     u->hook(u, EV_EOF);
 }
@@ -238,7 +312,7 @@ static void on_eof(void *ctx) {
 static void on_error(void *ctx, int err) {
   user *u = ctx;
   u->errors++;
-  u->events++;
+  note_event(u);
   u->err = err;
   if (u->hook != NULL)
     u->hook(u, EV_ERROR);
@@ -247,7 +321,7 @@ static void on_error(void *ctx, int err) {
 static void on_written(void *ctx, int status) {
   user *u = ctx;
   u->written++;
-  u->events++;
+  note_event(u);
   u->written_status = status;
   if (u->hook != NULL)
     u->hook(u, EV_WRITTEN);
@@ -281,6 +355,12 @@ static h3g_upstream_pool_stats stats(void) {
   h3g_upstream_pool_stats st;
   h3g_upstream_pool_get_stats(g.pool, &st);
   return st;
+}
+
+/* Whether address text "ip:port" ends in port. */
+static int same_port(const char *address, uint16_t port) {
+  const char *colon = strrchr(address, ':');
+  return colon != NULL && strtoul(colon + 1, NULL, 10) == port;
 }
 
 /* ---- harness ------------------------------------------------------------- */
@@ -320,25 +400,33 @@ static void begin(void) {
  * h3g_upstream_pool_new (a failed CHECK): the case must then call abandon()
  * and return, as nothing it would drive exists.
  */
+static int make_pool_cfg(h3g_upstream_pool_config *cfg) {
+  cfg->on_health = on_health;
+  cfg->health_arg = &g;
+  int rv = h3g_upstream_pool_new(&g.pool, &loop, cfg);
+  CHECK_EQ_INT(rv, 0);
+  return rv;
+}
+
 static int make_pool(uint16_t port, uint32_t size, uint32_t queue,
                      uint64_t connect_ms, uint64_t idle_ms) {
   h3g_upstream_pool_config cfg = {
       .host = "127.0.0.1",
       .port = port,
+      .unix_path = over_unix ? unix_path(0) : NULL,
       .size = size,
       .queue_size = queue,
       .connect_timeout_ms = connect_ms,
       .idle_timeout_ms = idle_ms,
   };
-  int rv = h3g_upstream_pool_new(&g.pool, &loop, &cfg);
-  CHECK_EQ_INT(rv, 0);
-  return rv;
+  return make_pool_cfg(&cfg);
 }
 
 /* Ends a case whose pool could not be made: closes what begin() and
  * srv_start() opened, so that the next case starts afresh. */
 static void abandon(void) {
   srv_close(&g.srv);
+  srv_close(&g.srv2);
   uv_close((uv_handle_t *)&g.step, NULL);
   uv_close((uv_handle_t *)&g.watchdog, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -350,6 +438,7 @@ static void on_pool_closed(void *arg) {
   g.pool_closed++;
   g.pool = NULL;
   srv_close(&g.srv);
+  srv_close(&g.srv2);
 }
 
 /* Ends the case: closes the pool, then (from its callback) the server. */
@@ -364,6 +453,7 @@ static void run_and_end(void) {
   uv_close((uv_handle_t *)&g.watchdog, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
+  CHECK_EQ_INT(g.health_pending, 0); /* each was followed by a user event */
   /* Every gauge the pool moves is back to where it was. */
   CHECK_EQ_INT(DELTA(upstream_conns_busy), 0);
   CHECK_EQ_INT(DELTA(upstream_conns_idle), 0);
@@ -432,6 +522,11 @@ static void test_connect_write_read_reuse(void) {
   CHECK_EQ_INT(DELTA(upstream_conns_closed), 1);
   CHECK_EQ_INT(DELTA(upstream_conns_poisoned), 0);
   CHECK_EQ_INT(DELTA(upstream_connect_failures), 0);
+  /* u1's response began (u2 read nothing): one good signal, just before
+   * u1's on_read. */
+  CHECK_EQ_INT(g.health_ok, 1);
+  CHECK_EQ_INT(g.health_bad, 0);
+  CHECK_EQ_INT(u1.after_health, 1);
 }
 
 /* size 1: later acquires wait and are served in arrival order. */
@@ -608,7 +703,7 @@ static void test_queue_full_and_close_busy(void) {
 /* A queued waiter times out after connect_timeout_ms. */
 static void queue_timeout_hook(user *u, int ev) {
   if (u == &u2 && ev == EV_FAIL) {
-    CHECK_EQ_INT(u->fail_err, H3G_ERR_TIMEOUT);
+    CHECK_EQ_INT(u->fail_err, H3G_ERR_AGAIN); /* not a connect timeout */
     CHECK_EQ_INT(u1.ready, 1);
     CHECK_EQ_INT(stats().waiting, 0);
     CHECK_EQ_INT(stats().failed, 0);
@@ -632,6 +727,7 @@ static void test_queue_timeout(void) {
   CHECK_EQ_INT(u2.fails, 1);
   CHECK_EQ_INT(u2.ready, 0);
   CHECK_EQ_INT(DELTA(upstream_timeouts), 1);
+  CHECK_EQ_INT(g.health_ok + g.health_bad, 0); /* busy is not broken */
 }
 
 /* Nothing listens: each waiter gets its own attempt, and REFUSED. */
@@ -666,6 +762,11 @@ static void test_connect_refused(void) {
   CHECK_EQ_INT(DELTA(upstream_connect_failures), 2);
   CHECK_EQ_INT(DELTA(upstream_connects), 0);
   CHECK_EQ_INT(DELTA(upstream_conns_closed), 0);
+  /* One bad signal per failed connect, each just before its on_fail. */
+  CHECK_EQ_INT(g.health_bad, 2);
+  CHECK_EQ_INT(g.health_ok, 0);
+  CHECK_EQ_INT(u1.after_health, 1);
+  CHECK_EQ_INT(u2.after_health, 1);
 }
 
 /*
@@ -708,6 +809,8 @@ static void test_connect_timeout(void) {
     CHECK_EQ_INT(u1.fail_err, H3G_ERR_TIMEOUT);
     CHECK_EQ_INT(DELTA(upstream_timeouts), 1);
     CHECK_EQ_INT(DELTA(upstream_connect_failures), 1);
+    CHECK_EQ_INT(g.health_bad, 1);
+    CHECK_EQ_INT(u1.after_health, 1);
   }
 out:
   for (size_t i = 0; i < H3G_ARRAY_LEN(fill); i++)
@@ -886,6 +989,9 @@ static void test_read_timeout(void) {
   CHECK_EQ_INT(DELTA(upstream_timeouts), 1);
   CHECK_EQ_INT(DELTA(upstream_conns_poisoned), 1);
   CHECK_EQ_INT(DELTA(upstream_conns_closed), 1);
+  CHECK_EQ_INT(g.health_bad, 1);
+  CHECK_EQ_INT(g.health_ok, 0);
+  CHECK_EQ_INT(u1.after_health, 1);
 }
 
 /* read_stop pauses the read timeout; a timeout with reading never started
@@ -1102,6 +1208,7 @@ static void test_pool_close_everything(void) {
   CHECK_EQ_INT(u6.events, 0);
   CHECK_EQ_INT(u1.got, 4);
   CHECK_EQ_INT(DELTA(upstream_conns_closed), 2);
+  CHECK_EQ_INT(g.health_bad, 0); /* shutting down says nothing of health */
 }
 
 /* No callback after release: not a pending write's completion (and
@@ -1178,6 +1285,555 @@ static void test_no_callback_after_release_read(void) {
   CHECK_EQ_INT(DELTA(upstream_conns_poisoned), 0);
 }
 
+/* ---- health events ------------------------------------------------------- */
+
+/*
+ * The good signal comes once per hand-over, with the first byte, however
+ * many reads follow; an EOF after response bytes is no failure.
+ */
+static void health_ok_hook(user *u, int ev) {
+  if (ev == EV_READY && u == &u1) {
+    send_str(u, "abcdef");
+    OPS.read_start(u->conn);
+  } else if (ev == EV_READ && u == &u1 && u->got == 6) {
+    CHECK_EQ_INT(u->reads, 3); /* 2 bytes of room each time */
+    CHECK_EQ_INT(g.health_ok, 1);
+    OPS.release(u->conn, 1);
+    CHECK_EQ_INT(acquire(&u2), 0);
+  } else if (ev == EV_READY && u == &u2) {
+    CHECK_EQ_INT(u->reused, 1);
+    send_str(u, "xy");
+    OPS.read_start(u->conn);
+  } else if (ev == EV_READ && u == &u2 && u->got == 2) {
+    CHECK_EQ_INT(g.health_ok, 2); /* a new hand-over, a new signal */
+    srv_close_conns(&g.srv);
+  } else if (ev == EV_EOF && u == &u2) {
+    OPS.release(u->conn, 0);
+    finish();
+  }
+}
+
+static void test_health_first_byte_once(void) {
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, health_ok_hook);
+  user_init(&u2, 2, health_ok_hook);
+  u1.room = 2;
+  CHECK_EQ_INT(acquire(&u1), 0);
+  CHECK_EQ_INT(g.health_ok + g.health_bad, 0); /* never from acquire() */
+  run_and_end();
+  CHECK_EQ_INT(u1.got, 6);
+  CHECK_EQ_INT(u2.eofs, 1);
+  CHECK_EQ_INT(g.health_ok, 2);
+  CHECK_EQ_INT(g.health_bad, 0);
+  CHECK_EQ_INT(u1.after_health, 1); /* its first on_read only */
+  CHECK_EQ_INT(u2.after_health, 1);
+}
+
+/* A reset while a request is out: on_health(0), then on_error(IO). */
+static void health_reset_hook(user *u, int ev) {
+  if (ev == EV_READY) {
+    send_str(u, "GET");
+    OPS.read_start(u->conn);
+  } else if (ev == EV_ERROR || ev == EV_EOF) {
+    OPS.release(u->conn, 0);
+    finish();
+  }
+}
+
+static void test_health_reset(void) {
+  begin();
+  srv_start(&g.srv, SRV_RESET);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, health_reset_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.errors, 1);
+  CHECK_EQ_INT(u1.err, H3G_ERR_IO);
+  CHECK_EQ_INT(u1.eofs, 0);
+  CHECK_EQ_INT(g.health_bad, 1);
+  CHECK_EQ_INT(g.health_ok, 0);
+  CHECK_EQ_INT(u1.after_health, 1);
+}
+
+/*
+ * EOF before any byte of a response is a failure, also on a connection
+ * that answered its previous user: "any byte" counts from the hand-over.
+ */
+static void health_eof_hook(user *u, int ev) {
+  if (ev == EV_READY && u == &u1) {
+    send_str(u, "ping");
+    OPS.read_start(u->conn);
+  } else if (ev == EV_READ && u == &u1 && u->got == 4) {
+    OPS.release(u->conn, 1);
+    CHECK_EQ_INT(acquire(&u2), 0);
+  } else if (ev == EV_READY && u == &u2) {
+    CHECK_EQ_INT(u->reused, 1);
+    srv_close_conns(&g.srv); /* the upstream drops it unanswered */
+    OPS.read_start(u->conn);
+  } else if (ev == EV_EOF && u == &u2) {
+    OPS.release(u->conn, 0);
+    finish();
+  }
+}
+
+static void test_health_eof_before_response(void) {
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, health_eof_hook);
+  user_init(&u2, 2, health_eof_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u2.eofs, 1);
+  CHECK_EQ_INT(g.health_ok, 1);
+  CHECK_EQ_INT(g.health_bad, 1);
+  CHECK_EQ_INT(u2.after_health, 1);
+}
+
+/* Same with a server that closes on the request of a fresh connection. */
+static void test_health_eof_fresh(void) {
+  begin();
+  srv_start(&g.srv, SRV_CLOSE);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, health_reset_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.eofs + u1.errors, 1);
+  CHECK_EQ_INT(g.health_bad, 1);
+  CHECK_EQ_INT(g.health_ok, 0);
+  CHECK_EQ_INT(u1.after_health, 1);
+}
+
+/* ---- Unix-domain sockets ------------------------------------------------- */
+
+/* Cases that drive a server through srv_start()/make_pool(), run again
+ * over a Unix socket. */
+static void test_connect_write_read_reuse(void);
+static void test_idle_closed_by_upstream(void);
+static void test_idle_closed_seen_at_acquire(void);
+static void test_released_conn_closed_before_handoff(void);
+static void test_idle_expiry(void);
+static void test_read_timeout(void);
+static void test_queue_timeout(void);
+static void test_cancel(void);
+static void test_pool_close_everything(void);
+static void test_no_callback_after_release_write(void);
+static void test_health_eof_before_response(void);
+static void test_health_eof_fresh(void);
+
+static void test_unix_cases(void) {
+  void (*cases[])(void) = {
+      test_connect_write_read_reuse,
+      test_idle_closed_by_upstream,
+      test_idle_closed_seen_at_acquire,
+      test_released_conn_closed_before_handoff,
+      test_idle_expiry,
+      test_read_timeout,
+      test_queue_timeout,
+      test_cancel,
+      test_pool_close_everything,
+      test_no_callback_after_release_write,
+      test_health_eof_before_response,
+      test_health_eof_fresh,
+  };
+  over_unix = 1;
+  for (size_t i = 0; i < H3G_ARRAY_LEN(cases); i++) {
+    int failed_before = unit_failures;
+    cases[i]();
+    if (unit_failures != failed_before)
+      fprintf(stderr, "  (over a Unix socket, case %zu)\n", i);
+  }
+  over_unix = 0;
+}
+
+/* Names, addresses, and a socket path where nobody listens. */
+static void unix_refused_hook(user *u, int ev) {
+  (void)u;
+  if (ev == EV_FAIL)
+    finish();
+}
+
+static void test_unix_names_and_refused(void) {
+  h3g_upstream_pool *p = NULL;
+  char longpath[200];
+  memset(longpath, 'a', sizeof(longpath) - 1);
+  longpath[sizeof(longpath) - 1] = '\0';
+  h3g_upstream_pool_config cfg = {.unix_path = "", .size = 1};
+  begin();
+  CHECK_EQ_INT(h3g_upstream_pool_new(&p, &loop, &cfg), H3G_ERR_INVAL);
+  cfg.unix_path = longpath;
+  CHECK_EQ_INT(h3g_upstream_pool_new(&p, &loop, &cfg), H3G_ERR_INVAL);
+  CHECK(p == NULL);
+  /* A custom name, for TCP too. */
+  cfg = (h3g_upstream_pool_config){
+      .host = "127.0.0.1", .port = 8080, .name = "app-1", .size = 1};
+  if (h3g_upstream_pool_new(&p, &loop, &cfg) == 0) {
+    CHECK(strcmp(OPS.name(p), "app-1") == 0);
+    CHECK(strcmp(h3g_upstream_pool_address(p), "127.0.0.1:8080") == 0);
+    h3g_upstream_pool_close(p, NULL, NULL);
+  } else {
+    CHECK(0);
+  }
+  const char *path = unix_path(1);
+  unlink(path);
+  cfg = (h3g_upstream_pool_config){.unix_path = path,
+                                   .size = 1,
+                                   .queue_size = 1,
+                                   .connect_timeout_ms = 1000};
+  if (make_pool_cfg(&cfg) != 0) {
+    abandon();
+    return;
+  }
+  char want[80];
+  snprintf(want, sizeof(want), "unix:%s", path);
+  CHECK(strcmp(OPS.name(g.pool), want) == 0);
+  CHECK(strcmp(h3g_upstream_pool_address(g.pool), want) == 0);
+  user_init(&u1, 1, unix_refused_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.fails, 1);
+  CHECK_EQ_INT(u1.fail_err, H3G_ERR_REFUSED);
+  CHECK_EQ_INT(g.health_bad, 1);
+  CHECK_EQ_INT(u1.after_health, 1);
+  CHECK_EQ_INT(DELTA(upstream_connect_failures), 1);
+}
+
+/* ---- re-resolution ------------------------------------------------------- */
+
+static void resolve_wait(void) {
+  h3g_upstream_pool_stats st = stats();
+  if (st.resolutions < 3) {
+    after(5, resolve_wait);
+    return;
+  }
+  CHECK_EQ_INT(st.resolve_failures, 0);
+  finish();
+}
+
+/* A name is resolved again every interval, asynchronously; a literal
+ * address never is (no timer keeps the loop alive). */
+static void test_resolve_interval(void) {
+  h3g_upstream_pool_config cfg = {
+      .host = "127.0.0.1", .port = 80, .size = 1, .resolve_interval_ms = 5};
+  begin();
+  if (make_pool_cfg(&cfg) != 0) {
+    abandon();
+    return;
+  }
+  CHECK(!uv_loop_alive(&loop));
+  finish();
+  run_and_end();
+
+  begin();
+  cfg.host = "localhost";
+  if (make_pool_cfg(&cfg) != 0) {
+    abandon();
+    return;
+  }
+  char was[64];
+  snprintf(was, sizeof(was), "%s", h3g_upstream_pool_address(g.pool));
+  CHECK(uv_loop_alive(&loop));
+  CHECK_EQ_INT(stats().resolutions, 0); /* creation is not counted */
+  after(5, resolve_wait);
+  run_and_end();
+  CHECK_EQ_INT(g.pool_closed, 1);
+}
+
+/*
+ * The address changes (the hook stands for the DNS answer): idle
+ * connections to the old one close at once, a busy one finishes its
+ * exchange there and closes when released, new connects go to the new
+ * one. A failed resolution keeps the address and the connections.
+ */
+static int resolve_phase; /* 0: A, 1: B, 2: failure */
+static struct sockaddr_storage addr_a, addr_b;
+static uint64_t resolutions_seen;
+
+static int resolve_hook(void *arg, int status, struct sockaddr_storage *a) {
+  CHECK(arg == &g);
+  CHECK_EQ_INT(status, 0);
+  if (resolve_phase == 2)
+    return H3G_ERR_NOTFOUND;
+  *a = resolve_phase == 0 ? addr_a : addr_b;
+  return 0;
+}
+
+static void change_step(void);
+
+/* Runs change_step once a resolution newer than resolutions_seen ended. */
+static void await_resolution(void) {
+  if (stats().resolutions <= resolutions_seen) {
+    after(2, await_resolution);
+    return;
+  }
+  resolutions_seen = stats().resolutions;
+  change_step();
+}
+
+static char addr_b_text[64];
+
+static void change_hook(user *u, int ev) {
+  if (ev == EV_READY && (u == &u1 || u == &u2)) {
+    if (u1.ready + u2.ready < 2)
+      return;
+    send_str(&u1, "ping");
+    OPS.read_start(u1.conn);
+  } else if (ev == EV_READ && u == &u1 && u->got == 4) {
+    OPS.release(u->conn, 1);
+    CHECK_EQ_INT(stats().idle, 1);
+    resolve_phase = 1; /* the name moves to B */
+    after(0, await_resolution);
+  } else if (ev == EV_READ && u == &u2 && u->got == 4) {
+    OPS.release(u->conn, 1); /* to A: closed, not kept */
+    h3g_upstream_pool_stats st = stats();
+    CHECK_EQ_INT(st.closed, 2);
+    CHECK_EQ_INT(st.idle, 0);
+    CHECK_EQ_INT(acquire(&u3), 0);
+  } else if (ev == EV_READY && u == &u3) {
+    CHECK_EQ_INT(u->reused, 0);
+    CHECK_EQ_INT(g.srv2.accepts, 1);
+    OPS.release(u->conn, 1);
+    resolve_phase = 2;
+    after(0, await_resolution);
+  }
+}
+
+static void change_step(void) {
+  h3g_upstream_pool_stats st = stats();
+  if (resolve_phase == 0) {
+    /* The address is A whatever localhost resolved to at creation. */
+    CHECK(same_port(h3g_upstream_pool_address(g.pool), g.srv.port));
+    CHECK_EQ_INT(acquire(&u1), 0);
+    CHECK_EQ_INT(acquire(&u2), 0);
+  } else if (resolve_phase == 1) {
+    CHECK(strcmp(h3g_upstream_pool_address(g.pool), addr_b_text) == 0);
+    CHECK_EQ_INT(st.idle, 0); /* u1's connection to A closed */
+    CHECK_EQ_INT(st.closed, 1);
+    CHECK_EQ_INT(st.busy, 1); /* u2's goes on */
+    send_str(&u2, "pong");
+    OPS.read_start(u2.conn);
+  } else if (st.resolve_failures < 2) {
+    CHECK_EQ_INT(st.idle, 1);
+    after(0, await_resolution);
+  } else {
+    CHECK(strcmp(h3g_upstream_pool_address(g.pool), addr_b_text) == 0);
+    CHECK_EQ_INT(st.idle, 1); /* kept */
+    CHECK_EQ_INT(st.closed, 2);
+    finish();
+  }
+}
+
+static void test_resolve_change(void) {
+  resolve_phase = 0;
+  resolutions_seen = 0;
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  srv_start(&g.srv2, SRV_ECHO);
+  uv_ip4_addr("127.0.0.1", g.srv.port, (struct sockaddr_in *)&addr_a);
+  uv_ip4_addr("127.0.0.1", g.srv2.port, (struct sockaddr_in *)&addr_b);
+  snprintf(addr_b_text, sizeof(addr_b_text), "127.0.0.1:%u",
+           (unsigned)g.srv2.port);
+  h3g_upstream_pool_config cfg = {
+      .host = "localhost",
+      .port = g.srv.port,
+      .size = 2,
+      .queue_size = 2,
+      .connect_timeout_ms = 1000,
+      .idle_timeout_ms = 10000,
+      .resolve_interval_ms = 5,
+  };
+  if (make_pool_cfg(&cfg) != 0) {
+    abandon();
+    return;
+  }
+  h3g_upstream_pool_set_resolve_hook(g.pool, resolve_hook, &g);
+  user_init(&u1, 1, change_hook);
+  user_init(&u2, 2, change_hook);
+  user_init(&u3, 3, change_hook);
+  after(0, await_resolution);
+  run_and_end();
+  CHECK_EQ_INT(g.srv.accepts, 2);
+  CHECK_EQ_INT(g.srv2.accepts, 1);
+  CHECK_EQ_INT(u2.got, 4);
+  CHECK_EQ_INT(u1.errors + u2.errors + u3.errors, 0);
+  CHECK_EQ_INT(u1.fails + u2.fails + u3.fails, 0);
+}
+
+/*
+ * getaddrinfo, interposed for this whole test program (libuv's worker
+ * threads call it through the dynamic linker): when gai_hold is set, the
+ * next lookup, wherever it runs, waits until the test lets it go. So a pool
+ * can be closed while its lookup is running on a worker thread.
+ */
+static int gai_hold;
+static uv_sem_t gai_entered, gai_go;
+
+int getaddrinfo(const char *node, const char *service,
+                const struct addrinfo *hints, struct addrinfo **res) {
+  typedef int gai_fn(const char *, const char *, const struct addrinfo *,
+                     struct addrinfo **);
+  static gai_fn *real;
+  if (real == NULL)
+    *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+  if (__atomic_exchange_n(&gai_hold, 0, __ATOMIC_SEQ_CST)) {
+    uv_sem_post(&gai_entered);
+    uv_sem_wait(&gai_go);
+  }
+  return real(node, service, hints, res);
+}
+
+/*
+ * Closing a pool while its lookup is in flight: the pool waits for the
+ * getaddrinfo callback before it is freed. Three ways: the lookup is still
+ * queued behind a busy worker thread (uv_cancel succeeds), it is running
+ * (uv_cancel fails; the callback comes when it returns), or it already ran
+ * and only its callback is pending (uv_cancel fails).
+ */
+enum { INFLIGHT_RAN, INFLIGHT_QUEUED, INFLIGHT_RUNNING };
+static uv_sem_t blocker_sem;
+static uv_work_t blocker, marker;
+static int blocker_released, blocker_done, marker_done;
+static volatile int marker_ran;
+
+static void on_blocker_work(uv_work_t *w) {
+  (void)w;
+  uv_sem_wait(&blocker_sem);
+}
+
+static void on_blocker_done(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+  blocker_done++;
+}
+
+static void on_marker_work(uv_work_t *w) {
+  (void)w;
+  __atomic_store_n(&marker_ran, 1, __ATOMIC_SEQ_CST);
+}
+
+static void on_marker_done(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+  marker_done++;
+}
+
+static void release_blocker(void) {
+  if (!blocker_released) {
+    blocker_released = 1;
+    uv_sem_post(&blocker_sem);
+  }
+}
+
+static void on_inflight_pool_closed(void *arg) {
+  (void)arg;
+  /* The cancelled lookup did not have to run: its thread is still held. */
+  CHECK_EQ_INT(blocker_released, 0);
+  uv_timer_stop(&g.step);
+  release_blocker();
+  on_pool_closed(NULL);
+}
+
+static void close_in_flight_queued(void) {
+  CHECK_EQ_INT(stats().resolving, 1);
+  h3g_upstream_pool_close(g.pool, on_inflight_pool_closed, NULL);
+  /* Should the cancel fail, the lookup waits for the thread: free it
+   * later, and the check in the close callback fails. */
+  after(2000, release_blocker);
+}
+
+static int lookup_released;
+
+static void let_lookup_go(void) {
+  lookup_released = 1;
+  uv_sem_post(&gai_go);
+}
+
+static void on_running_pool_closed(void *arg) {
+  /* Not before the running lookup returned and its callback ran. */
+  CHECK_EQ_INT(lookup_released, 1);
+  on_pool_closed(arg);
+}
+
+static void close_in_flight_running(void) {
+  CHECK_EQ_INT(stats().resolving, 1);
+  uv_sem_wait(&gai_entered); /* the lookup runs, held, on the worker */
+  h3g_upstream_pool_close(g.pool, on_running_pool_closed, NULL);
+  /* Every close callback of the pool's handles runs before this. */
+  after(20, let_lookup_go);
+}
+
+static void close_in_flight_ran(void) {
+  CHECK_EQ_INT(stats().resolving, 1);
+  /* One worker thread, FIFO: once the marker ran, the lookup is done. */
+  uv_queue_work(&loop, &marker, on_marker_work, on_marker_done);
+  while (!__atomic_load_n(&marker_ran, __ATOMIC_SEQ_CST))
+    uv_sleep(1);
+  CHECK_EQ_INT(stats().resolving, 1); /* its callback has not run */
+  finish();
+}
+
+static void resolve_inflight_case(int how) {
+  h3g_upstream_pool_config cfg = {
+      .host = "localhost", .port = 80, .size = 1, .resolve_interval_ms = 20};
+  int queued = how == INFLIGHT_QUEUED;
+  blocker_released = blocker_done = marker_done = 0;
+  marker_ran = 0;
+  lookup_released = 0;
+  begin();
+  if (queued) {
+    CHECK_EQ_INT(uv_sem_init(&blocker_sem, 0), 0);
+    uv_queue_work(&loop, &blocker, on_blocker_work, on_blocker_done);
+  }
+  if (make_pool_cfg(&cfg) != 0) {
+    if (queued)
+      release_blocker();
+    abandon();
+    return;
+  }
+  if (how == INFLIGHT_RUNNING) {
+    CHECK_EQ_INT(uv_sem_init(&gai_entered, 0), 0);
+    CHECK_EQ_INT(uv_sem_init(&gai_go, 0), 0);
+    gai_hold = 1; /* after the pool's own synchronous lookup */
+  }
+  /* Due at the same time as the pool's resolution timer and started
+   * after it: runs right after the lookup was submitted. */
+  after(20, how == INFLIGHT_QUEUED    ? close_in_flight_queued
+            : how == INFLIGHT_RUNNING ? close_in_flight_running
+                                      : close_in_flight_ran);
+  run_and_end();
+  CHECK_EQ_INT(g.pool_closed, 1);
+  if (how == INFLIGHT_QUEUED) {
+    CHECK_EQ_INT(blocker_done, 1);
+    uv_sem_destroy(&blocker_sem);
+  } else if (how == INFLIGHT_RAN) {
+    CHECK_EQ_INT(marker_done, 1);
+  } else {
+    CHECK_EQ_INT(lookup_released, 1);
+    uv_sem_destroy(&gai_entered);
+    uv_sem_destroy(&gai_go);
+  }
+}
+
+static void test_resolve_close_in_flight(void) {
+  resolve_inflight_case(INFLIGHT_QUEUED);
+  resolve_inflight_case(INFLIGHT_RAN);
+  resolve_inflight_case(INFLIGHT_RUNNING);
+}
+
 /* Creation: argument checks, names, IPv6 literals. */
 static void test_new(void) {
   h3g_upstream_pool *p = NULL;
@@ -1215,6 +1871,9 @@ static void test_new(void) {
 }
 
 int main(void) {
+  /* One worker thread makes the order of lookups and other work known
+   * (test_resolve_close_in_flight). */
+  setenv("UV_THREADPOOL_SIZE", "1", 1);
   /* H3G_TEST_DEBUG=1 shows the pool's debug log (and exercises it). */
   if (getenv("H3G_TEST_DEBUG") != NULL)
     h3g_log_set_level(H3G_LOG_DEBUG);
@@ -1239,5 +1898,14 @@ int main(void) {
   RUN(test_pool_close_everything);
   RUN(test_no_callback_after_release_write);
   RUN(test_no_callback_after_release_read);
+  RUN(test_health_first_byte_once);
+  RUN(test_health_reset);
+  RUN(test_health_eof_before_response);
+  RUN(test_health_eof_fresh);
+  RUN(test_unix_cases);
+  RUN(test_unix_names_and_refused);
+  RUN(test_resolve_interval);
+  RUN(test_resolve_change);
+  RUN(test_resolve_close_in_flight);
   return unit_report();
 }
