@@ -317,3 +317,55 @@ def test_unix_socket_server(fleet, routed, tmp_path_factory):
         assert fleet["sock1"].count() == 3
     finally:
         hc.close()
+
+
+def test_route_response_timeout_overrides_the_group(fleet, routed):
+    fleet.add("t1")
+    gw = routed([group("g", [fleet["t1"]], response_timeout="1s"),
+                 route("patient", "g", path="/report", response_timeout="4s"),
+                 route("rest", "g")])
+    hc = HostClients(gw)
+    try:
+        r = hc.get("h3", "localhost", "/page?delay=2000")
+        assert r.error is None and r.status == 504, r
+        r = hc.get("h3", "localhost", "/report?delay=2000")
+        assert r.status == 200 and served_by(r) == "t1", r
+    finally:
+        hc.close()
+
+
+def test_route_forwarding_overrides(fleet, routed):
+    fleet.add("f1")
+    gw = routed([group("g", [fleet["f1"]]),
+                 route("bare", "g", path="/bare", via="off", x_forwarded="off"),
+                 route("rest", "g")],
+                {"forwarding": {"via": "on", "x_forwarded": "on"}})
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            tag = uid()
+            assert hc.get(proto, "localhost", "/bare?t=%s" % tag).status == 200
+            assert hc.get(proto, "localhost", "/full?t=%s" % tag).status == 200
+            recs = {r["target"].split("?")[0]: r for r in fleet.records()
+                    if tag in r["target"]}
+            assert headers_seen(recs["/full"], "Via"), recs["/full"]["headers"]
+            assert headers_seen(recs["/full"], "X-Forwarded-For"), recs["/full"]["headers"]
+            assert headers_seen(recs["/bare"], "Via") == [], recs["/bare"]["headers"]
+            assert headers_seen(recs["/bare"], "X-Forwarded-For") == [], (
+                recs["/bare"]["headers"])
+    finally:
+        hc.close()
+
+
+def test_ipv6_server(fleet, routed):
+    fleet.add("v6", listen="[::1]:0")
+    assert fleet["v6"].address.startswith("[::1]:"), fleet["v6"].address
+    gw = routed([group("g", [fleet["v6"]]), route("g", "g")])
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            r = hc.request(proto, "localhost", "/six", "POST", body=1234)
+            assert r.status == 200 and served_by(r) == "v6", r
+            assert r.json()["body_len"] == 1234
+    finally:
+        hc.close()
