@@ -187,10 +187,13 @@ def test_bad_weight(tmp_path, certs, weight):
                     "upstream web", "server", mention="weight")
 
 
-def test_unreadable_tls_ca(tmp_path, certs):
-    missing = str(tmp_path / "no-such-ca.pem")
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_tls_ca(tmp_path, certs, kind):
+    ca = tmp_path / "no-such-ca.pem"
+    if kind == "directory":
+        ca.mkdir()
     blocks = good_blocks()
-    blocks[1] = group("api", ["https://127.0.0.1:9443"], tls_ca=missing)
+    blocks[1] = group("api", ["https://127.0.0.1:9443"], tls_ca=str(ca))
     path, text = write(tmp_path, certs, blocks)
     p = check(path)
     line = block_line_of(text, "upstream api", "tls_ca")
