@@ -274,7 +274,11 @@ class Gateway:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         self._out = open(self.stdout_path, "ab")
         self._err = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([H3GATE_BIN, "-c", self.config_path],
+        # wrapper: a command that execs its arguments in some setting of the
+        # test's (a mount namespace, say); the gateway keeps the same pid.
+        cmd = list(getattr(self, "wrapper", None) or []) + [H3GATE_BIN, "-c",
+                                                             self.config_path]
+        self.proc = subprocess.Popen(cmd,
                                      stdout=self._out, stderr=self._err,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir, env=env)
         if wait:
