@@ -56,7 +56,7 @@ def test_metrics_per_route_and_server(vis):
     assert s.get("route_responses_total", route="api", **{"class": "4xx"}) == 2
     assert s.get("route_request_duration_seconds_count", route="web") == 6
     assert s.get("route_request_duration_seconds_sum", route="web") > 0
-    assert s.get("requests_unrouted_total") == 2
+    assert s.get("requests_unrouted") == 2
     assert s.get("upstream_server_requests_total", group="web", server=w1) == 4
     assert s.get("upstream_server_requests_total", group="web", server=w2) == 2
     assert s.get("upstream_server_requests_total", group="api", server=a1) == 5
@@ -73,6 +73,7 @@ def test_metrics_per_route_and_server(vis):
         assert s.get("upstream_server_connections", group=g, server=srv,
                      state="connecting") == 0
         assert s.get("upstream_server_connections", group=g, server=srv, state="idle") >= 1
+        assert s.get("upstream_server_waiting", group=g, server=srv) == 0
     # A server of the group is listed before it served anything.
     assert s.get("upstream_server_up", group="flaky", server=fl["f1"].address) == 1
     assert s.get("upstream_server_requests_total", group="flaky",
