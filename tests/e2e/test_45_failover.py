@@ -33,14 +33,16 @@ def test_kill_one_of_three_under_load(fleet, routed, proto):
     victim = fleet["k2"]
     tag = uid()
     n, rate = 800, 200              # four seconds at 200 requests/s
+    # Each answer takes 100 ms, so that the kill finds requests in flight
+    # on the victim (about seven at a time).
     specs = []
     for i in range(n):
-        if i % 3 == 0:
+        if i % 4 == 0:      # not a multiple of the group size: POSTs reach every server
             rid = "%s-post-%d" % (tag, i)
-            specs.append({"path": "/p?t=%s&i=%d" % (tag, i), "method": "POST",
+            specs.append({"path": "/p?t=%s&i=%d&delay=100" % (tag, i), "method": "POST",
                           "body": 3000 + i, "headers": ["X-Request-Id: %s" % rid]})
         else:
-            specs.append({"path": "/g?t=%s&i=%d" % (tag, i)})
+            specs.append({"path": "/g?t=%s&i=%d&delay=100" % (tag, i)})
 
     killed_at = []
     marked_down = []
@@ -61,7 +63,7 @@ def test_kill_one_of_three_under_load(fleet, routed, proto):
     k = threading.Thread(target=killer)
     k.start()
     try:
-        rs = run_load(gw, specs, proto=proto, concurrency=16, rate=rate, timeout=60)
+        rs = run_load(gw, specs, proto=proto, concurrency=48, rate=rate, timeout=60)
     finally:
         k.join(30)
     assert killed_at, "the victim was never killed"
@@ -83,6 +85,12 @@ def test_kill_one_of_three_under_load(fleet, routed, proto):
             assert r.json()["body_len"] == s["body"], r.body[:200]
         else:
             assert r.status in (0, 502, 503), (rid, r)
+    # The kill cut requests in flight: GETs the victim had received were
+    # answered by another server, or POSTs failed.
+    on_victim = {r["target"] for r in victim.records() if tag in r["target"]}
+    cut = [r for s, r in zip(specs, rs) if s["path"] in on_victim
+           and (served_by(r) != "k2" or r.status != 200)]
+    assert cut, "the kill found no request in flight on the victim"
     # After the kill the survivors serve everything.
     late = [r for r in gets[-100:]]
     assert all(served_by(r) in ("k1", "k3") for r in late), collections.Counter(
