@@ -33,6 +33,8 @@ def routing_blocks(fl, **route_keys):
         route("api-admin", "www", host="app.example.com", path="/api/admin"),
         route("app", "app", host="app.example.com *.app.example.com"),
         route("www", "www", host="*.example.com"),
+        # Hosts written with capitals and a trailing dot in the file.
+        route("upper", "static", host="UPPER.Example.NET., *.Wild.NET"),
         # Per-route settings, on a host of their own.
         route("edits", "www", host="edit.test", path="/edit",
               add_request_header=["X-Gateway: h3gate", "X-Route-Seen: edits"],
@@ -99,6 +101,10 @@ HOST_CASES = [
     ("api.example.com", "/other", "www"),         # no path of the exact host: wildcard
     ("foo.example.com", "/api/v1", "www"),
     ("deep.foo.example.com", "/", "www"),
+    ("upper.example.net", "/", "static"),
+    ("Upper.Example.Net.:8443", "/", "static"),
+    ("a.wild.net", "/", "static"),
+    ("A.B.WILD.NET.", "/", "static"),
 ]
 
 
@@ -178,7 +184,7 @@ def test_requests_spread_over_the_group(env):
 # ---- no route ----------------------------------------------------------------
 
 NO_MATCH_HOSTS = ["example.com", "app.example.org", "notexample.com", "localhost",
-                  "example.com.:443", "[::1]:8443", "127.0.0.1"]
+                  "example.com.:443", "[::1]:8443", "127.0.0.1", "wild.net", "xwild.net"]
 NO_MATCH_STATUS = {"h3": 421, "h2": 421, "http/1.1": 404}
 
 
@@ -376,3 +382,56 @@ def test_ipv6_server(fleet, routed):
             assert r.json()["body_len"] == 1234
     finally:
         hc.close()
+
+
+# ---- which authority a request is routed by ----------------------------------
+
+def test_http11_absolute_form_routes_by_its_authority(env, certs):
+    """RFC 9112 §3.2.2: with an absolute-form target the Host field is
+    ignored; the target's authority picks the route."""
+    import socket
+    import ssl
+    gw, fl, hc = env
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    for target, grp in (("https://api.example.com/api/v1", "api"),
+                        ("https://app.example.com:443/static/a.css", "static"),
+                        ("http://x.app.example.com/api/x", "app")):
+        tag = uid()
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", gw.tcp_port), timeout=10),
+                             server_hostname="localhost") as s:
+            s.sendall(("GET %s?t=%s HTTP/1.1\r\nHost: www.example.com\r\n"
+                       "Connection: close\r\n\r\n" % (target, tag)).encode())
+            data = b""
+            while True:
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                data += piece
+        assert data.startswith(b"HTTP/1.1 200 "), data[:300]
+        recs = sent_upstream(fl, tag)
+        assert len(recs) == 1 and SERVER_GROUP[recs[0]["id"]] == grp, (target, recs)
+
+
+def test_http2_authority_and_host_disagree(env):
+    """RFC 9113 §8.3.1: :authority and a different Host: the request is
+    refused as malformed, or routed by :authority; never by Host."""
+    from testenv.h2raw import H2Raw, StreamResult
+    gw, fl, hc = env
+    tag = uid()
+    with H2Raw(gw) as c:
+        c.conn.config.validate_outbound_headers = False
+        sid = c.conn.get_next_available_stream_id()
+        c.streams[sid] = StreamResult(sid)
+        c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                  (":authority", "api.example.com"),
+                                  (":path", "/api/v1?t=%s" % tag),
+                                  ("host", "www.example.com")], end_stream=True)
+        c.flush()
+        c.run_until(lambda: c.streams[sid].ended or c.streams[sid].reset is not None)
+        st = c.streams[sid]
+    recs = sent_upstream(fl, tag)
+    if st.status == 200:
+        assert len(recs) == 1 and SERVER_GROUP[recs[0]["id"]] == "api", recs
+    else:
+        assert st.reset is not None or st.status == 400, vars(st)
+        assert recs == [], recs
