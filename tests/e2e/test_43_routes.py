@@ -141,6 +141,10 @@ PATH_CASES = [
     ("/../api/x", "api"),               # no climbing above the root
     ("/static/..", "app"),              # matched as /
     ("/assets/x/%2e%2e", "static"),     # matched as /assets/
+    ("/static/.%2e/api/v1", "api"),
+    ("/./api", "api"),
+    ("/API/v1", "app"),                 # paths are case-sensitive
+    ("/api%2Fv1", "app"),               # an encoded "/" is no segment boundary
 ]
 
 
@@ -148,6 +152,16 @@ PATH_CASES = [
 def test_path_matching(env, proto):
     for path, grp in PATH_CASES:
         check_routed(env, proto, "app.example.com", path, grp)
+
+
+def test_percent_encoded_unreserved_characters_match_as_decoded(env):
+    """RFC 9110 §4.2.3: characters outside the reserved set are equivalent
+    to their percent-encoded octets, so /%61pi is /api to the application
+    behind the gateway, and must be routed as /api."""
+    for proto in PROTOS:
+        for path, grp in (("/%61pi/v1", "api"), ("/%61%70%69", "api"),
+                          ("/st%61tic/a.css", "static"), ("/api/%61dmin/x", "www")):
+            check_routed(env, proto, "app.example.com", path, grp)
 
 
 def test_access_log_names_route_and_server(env):
