@@ -449,3 +449,24 @@ def test_http2_authority_and_host_disagree(env):
     else:
         assert st.reset is not None or st.status == 400, vars(st)
         assert recs == [], recs
+
+
+def test_http2_host_without_authority(env):
+    """RFC 9113 §8.3.1: a request may carry Host instead of :authority;
+    then Host is what routes it."""
+    from testenv.h2raw import H2Raw, StreamResult
+    gw, fl, hc = env
+    tag = uid()
+    with H2Raw(gw) as c:
+        c.conn.config.validate_outbound_headers = False
+        sid = c.conn.get_next_available_stream_id()
+        c.streams[sid] = StreamResult(sid)
+        c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                  (":path", "/static/a.css?t=%s" % tag),
+                                  ("host", "App.Example.com")], end_stream=True)
+        c.flush()
+        c.run_until(lambda: c.streams[sid].ended or c.streams[sid].reset is not None)
+        st = c.streams[sid]
+    assert st.status == 200, vars(st)
+    recs = sent_upstream(fl, tag)
+    assert len(recs) == 1 and SERVER_GROUP[recs[0]["id"]] == "static", recs
