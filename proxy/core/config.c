@@ -1783,26 +1783,38 @@ static size_t edit_distance(const char *a, const char *b) {
   return prev[lb];
 }
 
-/* A hint for an unknown key: the section it belongs in, or a near miss. */
-static void suggest(const char *section, const char *key, char *buf,
-                    size_t cap) {
+/* A hint for an unknown key of section (whose keys are in table): the
+ * section it belongs in, or a near miss. */
+static void suggest(const opt *table, size_t ntable, const char *section,
+                    const char *key, char *buf, size_t cap) {
+  static const struct {
+    const opt *table;
+    size_t n;
+    const char *label;
+  } tables[] = {{schema, N_OPTS, NULL},
+                {group_schema, N_GROUP_OPTS, "upstream NAME"},
+                {route_schema, N_ROUTE_OPTS, "route NAME"}};
   buf[0] = '\0';
-  for (size_t i = 0; i < N_OPTS; i++) {
-    if (strcmp(schema[i].key, key) == 0) {
-      snprintf(buf, cap, " (it belongs in [%s])", schema[i].section);
-      return;
+  for (size_t t = 0; t < H3G_ARRAY_LEN(tables); t++) {
+    for (size_t i = 0; i < tables[t].n; i++) {
+      const opt *o = &tables[t].table[i];
+      if (strcmp(o->key, key) == 0 && strcmp(o->section, section) != 0) {
+        snprintf(buf, cap, " (it belongs in [%s])",
+                 tables[t].label != NULL ? tables[t].label : o->section);
+        return;
+      }
     }
   }
   if (strlen(key) > SUGGEST_MAX)
     return;
   size_t best = 3;
-  for (size_t i = 0; i < N_OPTS; i++) {
-    if (strcmp(schema[i].section, section) != 0)
+  for (size_t i = 0; i < ntable; i++) {
+    if (strcmp(table[i].section, section) != 0)
       continue;
-    size_t d = edit_distance(key, schema[i].key);
+    size_t d = edit_distance(key, table[i].key);
     if (d < best) {
       best = d;
-      snprintf(buf, cap, " (did you mean %s?)", schema[i].key);
+      snprintf(buf, cap, " (did you mean %s?)", table[i].key);
     }
   }
 }
@@ -1828,13 +1840,17 @@ static void apply_key(loader *ld, const char *key, const char *value) {
     key_line = r->key_line;
     section = ld->label;
   }
+  /* Keys are named per section: [listener] port is not [tcp] port. The
+   * named sections' tables carry their kind ("upstream", "route") as
+   * section, as ld->section does. */
   const opt *o = NULL;
   for (size_t i = 0; i < ntable && o == NULL; i++)
-    if (strcmp(table[i].key, key) == 0)
+    if (strcmp(table[i].section, ld->section) == 0 &&
+        strcmp(table[i].key, key) == 0)
       o = &table[i];
   char why[H3G_PATH_MAX + 256];
   if (o == NULL) {
-    suggest(ld->section, key, why, sizeof(why));
+    suggest(table, ntable, ld->section, key, why, sizeof(why));
     report(ld, ld->line, section, key, "unknown key%s", why);
     return;
   }
