@@ -105,10 +105,18 @@ static int count_lines(const char *s) {
   return n;
 }
 
+/* Releases what cfg owns (its groups and routes) and refills it with the
+ * defaults. Every h3g_config of these tests starts zeroed ({0}) and ends
+ * with h3g_config_free, so that the leak checker sees every load freed. */
+static void reset(h3g_config *cfg) {
+  h3g_config_free(cfg);
+  h3g_config_defaults(cfg);
+}
+
 /* Loads text (as t.ini) over the defaults. */
 static int load(const char *text, h3g_config *cfg) {
   write_file("t.ini", text);
-  h3g_config_defaults(cfg);
+  reset(cfg);
   memset(err, 'x', sizeof(err));
   return h3g_config_load(cfg, "t.ini", err, sizeof(err));
 }
@@ -125,7 +133,158 @@ static int loadf(h3g_config *cfg, const char *fmt, ...) {
   return load(text, cfg);
 }
 
-static void check_same(const h3g_config *a, const h3g_config *b) {
+/* The group called name, or NULL. */
+static const h3g_group_conf *group_named(const h3g_config *c,
+                                         const char *name) {
+  for (uint32_t i = 0; i < c->ngroups; i++)
+    if (strcmp(c->groups[i].name, name) == 0)
+      return &c->groups[i];
+  return NULL;
+}
+
+/* The route called name, or NULL. */
+static const h3g_route_conf *route_named(const h3g_config *c,
+                                         const char *name) {
+  for (uint32_t i = 0; i < c->nroutes; i++)
+    if (strcmp(c->routes[i].name, name) == 0)
+      return &c->routes[i];
+  return NULL;
+}
+
+/* The group name, or an empty one after a failed check (so that a test
+ * goes on reading zeroes rather than crash). */
+static const h3g_group_conf *group(const h3g_config *c, const char *name) {
+  static const h3g_group_conf none;
+  const h3g_group_conf *g = group_named(c, name);
+  CHECK(g != NULL);
+  if (g == NULL)
+    fprintf(stderr, "  no [upstream %s]\n", name);
+  return g != NULL ? g : &none;
+}
+
+static const h3g_route_conf *route(const h3g_config *c, const char *name) {
+  static const h3g_route_conf none;
+  const h3g_route_conf *r = route_named(c, name);
+  CHECK(r != NULL);
+  if (r == NULL)
+    fprintf(stderr, "  no [route %s]\n", name);
+  return r != NULL ? r : &none;
+}
+
+/* Server i of a group, or an empty one after a failed check. */
+static const h3g_server_conf *server_of(const h3g_group_conf *g, uint32_t i) {
+  static const h3g_server_conf none;
+  CHECK(i < g->nservers);
+  return i < g->nservers ? &g->servers[i] : &none;
+}
+
+/* The unnamed [upstream] section's first server. */
+static const h3g_server_conf *upstream_server(const h3g_config *c) {
+  return server_of(group(c, "default"), 0);
+}
+
+static void check_same_group(const h3g_group_conf *a,
+                             const h3g_group_conf *b) {
+  CHECK_STR(a->name, b->name);
+  CHECK_EQ_INT(a->nservers, b->nservers);
+  for (uint32_t i = 0; i < a->nservers && i < b->nservers; i++) {
+    const h3g_server_conf *x = &a->servers[i], *y = &b->servers[i];
+    CHECK_EQ_INT(x->kind, y->kind);
+    CHECK_STR(x->host, y->host);
+    CHECK_EQ_INT(x->port, y->port);
+    CHECK_STR(x->path, y->path);
+    CHECK_STR(x->address, y->address);
+    CHECK_EQ_INT(x->weight, y->weight);
+    CHECK_EQ_INT(x->backup, y->backup);
+  }
+  CHECK_EQ_INT(a->balance, b->balance);
+  CHECK_EQ_INT(a->hash_key, b->hash_key);
+  CHECK_STR(a->hash_name, b->hash_name);
+  CHECK_STR(a->hash_key_text, b->hash_key_text);
+  CHECK_EQ_INT(a->pool_size, b->pool_size);
+  CHECK_EQ_INT(a->queue_size, b->queue_size);
+  CHECK_EQ_INT(a->connect_timeout_ms, b->connect_timeout_ms);
+  CHECK_EQ_INT(a->response_timeout_ms, b->response_timeout_ms);
+  CHECK_EQ_INT(a->idle_timeout_ms, b->idle_timeout_ms);
+  CHECK_EQ_INT(a->expect_continue_timeout_ms, b->expect_continue_timeout_ms);
+  CHECK_EQ_INT(a->retries, b->retries);
+  CHECK_EQ_INT(a->max_fails, b->max_fails);
+  CHECK_EQ_INT(a->fail_timeout_ms, b->fail_timeout_ms);
+  CHECK_EQ_INT(a->max_fail_timeout_ms, b->max_fail_timeout_ms);
+  CHECK_EQ_INT(a->resolve_interval_ms, b->resolve_interval_ms);
+  CHECK_STR(a->health_check, b->health_check);
+  CHECK_STR(a->health_method, b->health_method);
+  CHECK_STR(a->health_path, b->health_path);
+  CHECK_EQ_INT(a->health_interval_ms, b->health_interval_ms);
+  CHECK_EQ_INT(a->health_timeout_ms, b->health_timeout_ms);
+  CHECK_STR(a->health_status, b->health_status);
+  CHECK_EQ_INT(a->health_status_lo, b->health_status_lo);
+  CHECK_EQ_INT(a->health_status_hi, b->health_status_hi);
+  CHECK_EQ_INT(a->health_rise, b->health_rise);
+  CHECK_EQ_INT(a->health_fall, b->health_fall);
+  CHECK_STR(a->health_host, b->health_host);
+  CHECK_STR(a->tls_ca, b->tls_ca);
+  CHECK_EQ_INT(a->tls_verify, b->tls_verify);
+  CHECK_STR(a->tls_sni, b->tls_sni);
+  CHECK_STR(a->tls_cert, b->tls_cert);
+  CHECK_STR(a->tls_key, b->tls_key);
+}
+
+static void check_same_edits(const h3g_header_edit *a, uint32_t na,
+                             const h3g_header_edit *b, uint32_t nb) {
+  CHECK_EQ_INT(na, nb);
+  for (uint32_t i = 0; i < na && i < nb; i++) {
+    CHECK_STR(a[i].name, b[i].name);
+    CHECK((a[i].value == NULL) == (b[i].value == NULL));
+    if (a[i].value != NULL && b[i].value != NULL)
+      CHECK_STR(a[i].value, b[i].value);
+  }
+}
+
+static void check_same_route(const h3g_route_conf *a,
+                             const h3g_route_conf *b) {
+  CHECK_STR(a->name, b->name);
+  CHECK_STR(a->hosts_text, b->hosts_text);
+  CHECK_EQ_INT(a->nhosts, b->nhosts);
+  for (uint32_t i = 0; i < a->nhosts && i < b->nhosts; i++)
+    CHECK_STR(a->hosts[i], b->hosts[i]);
+  CHECK_STR(a->paths_text, b->paths_text);
+  CHECK_EQ_INT(a->npaths, b->npaths);
+  for (uint32_t i = 0; i < a->npaths && i < b->npaths; i++)
+    CHECK_STR(a->paths[i], b->paths[i]);
+  CHECK_STR(a->upstream, b->upstream);
+  CHECK_EQ_INT(a->group, b->group);
+  const h3g_route_settings *x = &a->s, *y = &b->s;
+  CHECK_EQ_INT(x->response_timeout_ms, y->response_timeout_ms);
+  CHECK_EQ_INT(x->request_body_timeout_ms, y->request_body_timeout_ms);
+  CHECK_EQ_INT(x->expect_continue_timeout_ms, y->expect_continue_timeout_ms);
+  CHECK_EQ_INT(x->max_request_body, y->max_request_body);
+  CHECK_EQ_INT(x->early_data, y->early_data);
+  CHECK_EQ_INT(x->fwd_forwarded, y->fwd_forwarded);
+  CHECK_EQ_INT(x->fwd_x_forwarded, y->fwd_x_forwarded);
+  CHECK_EQ_INT(x->fwd_via, y->fwd_via);
+  CHECK_EQ_INT(x->alt_svc, y->alt_svc);
+  check_same_edits(x->add_request, x->nadd_request, y->add_request,
+                   y->nadd_request);
+  check_same_edits(x->remove_request, x->nremove_request, y->remove_request,
+                   y->nremove_request);
+  check_same_edits(x->add_response, x->nadd_response, y->add_response,
+                   y->nadd_response);
+}
+
+/* The [upstream NAME] groups and [route NAME] routes, field by field. */
+static void check_same_named(const h3g_config *a, const h3g_config *b) {
+  CHECK_EQ_INT(a->ngroups, b->ngroups);
+  for (uint32_t i = 0; i < a->ngroups && i < b->ngroups; i++)
+    check_same_group(&a->groups[i], &b->groups[i]);
+  CHECK_EQ_INT(a->nroutes, b->nroutes);
+  CHECK_EQ_INT(a->routes_implicit, b->routes_implicit);
+  for (uint32_t i = 0; i < a->nroutes && i < b->nroutes; i++)
+    check_same_route(&a->routes[i], &b->routes[i]);
+}
+
+/* Every global key (the sections other than [upstream] and [route]). */
+static void check_same_globals(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->log_level, b->log_level);
   CHECK_STR(a->access_log, b->access_log);
   CHECK_EQ_INT(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
@@ -157,13 +316,18 @@ static void check_same(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->stream_buffer_size, b->stream_buffer_size);
   CHECK_EQ_INT(a->connection_window, b->connection_window);
   CHECK_EQ_INT(a->max_header_size, b->max_header_size);
-  CHECK_STR(a->upstream_host, b->upstream_host);
-  CHECK_EQ_INT(a->upstream_port, b->upstream_port);
-  CHECK_EQ_INT(a->pool_size, b->pool_size);
-  CHECK_EQ_INT(a->queue_size, b->queue_size);
-  CHECK_EQ_INT(a->connect_timeout_ms, b->connect_timeout_ms);
-  CHECK_EQ_INT(a->response_timeout_ms, b->response_timeout_ms);
-  CHECK_EQ_INT(a->upstream_idle_timeout_ms, b->upstream_idle_timeout_ms);
+  CHECK_EQ_INT(a->max_request_body, b->max_request_body);
+  CHECK_EQ_INT(a->request_body_timeout_ms, b->request_body_timeout_ms);
+  CHECK_EQ_INT(a->early_data, b->early_data);
+  CHECK_EQ_INT(a->no_route, b->no_route);
+  CHECK_EQ_INT(a->fwd_forwarded, b->fwd_forwarded);
+  CHECK_EQ_INT(a->fwd_x_forwarded, b->fwd_x_forwarded);
+  CHECK_EQ_INT(a->fwd_via, b->fwd_via);
+}
+
+static void check_same(const h3g_config *a, const h3g_config *b) {
+  check_same_globals(a, b);
+  check_same_named(a, b);
 }
 
 /* Dumps cfg into a string (caller frees). */
@@ -287,7 +451,7 @@ static void test_parse_bool(void) {
 /* ---- loading ------------------------------------------------------------ */
 
 static void test_defaults(void) {
-  h3g_config c;
+  h3g_config c = {0};
   memset(&c, 0x5a, sizeof(c));
   h3g_config_defaults(&c);
   CHECK_EQ_INT(c.log_level, H3G_LOG_INFO);
@@ -313,30 +477,79 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.nquic_versions, 2);
   CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V2);
   CHECK_EQ_INT(c.quic_version[1], H3G_QUIC_V1);
-  CHECK_STR(c.upstream_host, "");
-  CHECK_EQ_INT(c.upstream_port, 0);
-  CHECK_EQ_INT(c.pool_size, 64);
-  CHECK_EQ_INT(c.queue_size, 1024);
-  CHECK_EQ_INT(c.connect_timeout_ms, 5000);
-  CHECK_EQ_INT(c.response_timeout_ms, 60000);
-  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 4000);
+  CHECK_EQ_INT(c.no_route, H3G_NO_ROUTE_MISDIRECTED);
+  /* No group, no route: the file brings them. */
+  CHECK(c.groups == NULL);
+  CHECK_EQ_INT(c.ngroups, 0);
+  CHECK(c.routes == NULL);
+  CHECK_EQ_INT(c.nroutes, 0);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  h3g_config_free(&c);
+  h3g_config_free(&c); /* twice, and on the defaults: a no-op */
+  h3g_config_free(NULL);
+}
+
+/* A group's keys at their defaults (docs/routes.md). */
+static void test_group_defaults(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(REQUIRED, &c), 0);
+  const h3g_group_conf *g = group(&c, "default");
+  CHECK_EQ_INT(g->line, 4);
+  CHECK_EQ_INT(g->nservers, 1);
+  CHECK_EQ_INT(g->balance, H3G_BALANCE_ROUND_ROBIN);
+  CHECK_EQ_INT(g->hash_key, H3G_HASH_CLIENT_IP);
+  CHECK_STR(g->hash_key_text, "client_ip");
+  CHECK_EQ_INT(g->pool_size, 64);
+  CHECK_EQ_INT(g->queue_size, 1024);
+  CHECK_EQ_INT(g->connect_timeout_ms, 5000);
+  CHECK_EQ_INT(g->response_timeout_ms, 60000);
+  CHECK_EQ_INT(g->idle_timeout_ms, 4000);
+  CHECK_EQ_INT(g->expect_continue_timeout_ms, 1000);
+  CHECK_EQ_INT(g->retries, 2);
+  CHECK_EQ_INT(g->max_fails, 3);
+  CHECK_EQ_INT(g->fail_timeout_ms, 5000);
+  CHECK_EQ_INT(g->max_fail_timeout_ms, 120000);
+  CHECK_EQ_INT(g->resolve_interval_ms, 30000);
+  CHECK_STR(g->health_check, "");
+  CHECK_EQ_INT(g->health_interval_ms, 5000);
+  CHECK_EQ_INT(g->health_timeout_ms, 2000);
+  CHECK_STR(g->health_status, "200-399");
+  CHECK_EQ_INT(g->health_status_lo, 200);
+  CHECK_EQ_INT(g->health_status_hi, 399);
+  CHECK_EQ_INT(g->health_rise, 2);
+  CHECK_EQ_INT(g->health_fall, 3);
+  CHECK_STR(g->health_host, "");
+  CHECK_STR(g->tls_ca, "system");
+  CHECK_EQ_INT(g->tls_verify, 1);
+  CHECK_STR(g->tls_sni, "");
+  CHECK_STR(g->tls_cert, "");
+  CHECK_STR(g->tls_key, "");
+  h3g_config_free(&c);
 }
 
 static void test_minimal(void) {
-  h3g_config c, d;
+  h3g_config c = {0}, d = {0};
   CHECK_EQ_INT(load(REQUIRED, &c), 0);
   CHECK_STR(err, "");
   CHECK_STR(c.cert_file, in_tmp("certs/server.crt"));
   CHECK_STR(c.key_file, in_tmp("certs/server.key"));
-  CHECK_STR(c.upstream_host, "127.0.0.1");
-  CHECK_EQ_INT(c.upstream_port, 8080);
+  /* The unnamed [upstream] is the group "default", with one server. */
+  CHECK_EQ_INT(c.ngroups, 1);
+  const h3g_server_conf *sv = upstream_server(&c);
+  CHECK_EQ_INT(sv->kind, H3G_SERVER_TCP);
+  CHECK_STR(sv->host, "127.0.0.1");
+  CHECK_EQ_INT(sv->port, 8080);
+  CHECK_STR(sv->address, "127.0.0.1:8080");
+  CHECK_EQ_INT(sv->weight, 1);
+  CHECK_EQ_INT(sv->backup, 0);
+  CHECK_EQ_INT(sv->line, 5);
   /* Everything else stays at its default. */
   h3g_config_defaults(&d);
   snprintf(d.cert_file, sizeof(d.cert_file), "%s", c.cert_file);
   snprintf(d.key_file, sizeof(d.key_file), "%s", c.key_file);
-  snprintf(d.upstream_host, sizeof(d.upstream_host), "127.0.0.1");
-  d.upstream_port = 8080;
-  check_same(&c, &d);
+  check_same_globals(&c, &d);
+  h3g_config_free(&c);
+  h3g_config_free(&d);
 }
 
 static const char full_ini[] = "; every key, none at its default\n"
@@ -368,7 +581,7 @@ static const char full_ini[] = "; every key, none at its default\n"
                                "idle_timeout = 90s\n";
 
 static void test_every_key(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(load(full_ini, &c), 0);
   CHECK_STR(err, "");
   CHECK_EQ_INT(c.log_level, H3G_LOG_DEBUG);
@@ -385,19 +598,25 @@ static void test_every_key(void) {
   CHECK_EQ_INT(c.stream_buffer_size, 1048576);
   CHECK_EQ_INT(c.connection_window, 64 * 1048576);
   CHECK_EQ_INT(c.max_header_size, 1025);
-  CHECK_STR(c.upstream_host, "app.internal");
-  CHECK_EQ_INT(c.upstream_port, 3000);
-  CHECK_EQ_INT(c.pool_size, 10000);
-  CHECK_EQ_INT(c.queue_size, 0);
-  CHECK_EQ_INT(c.connect_timeout_ms, 250);
-  CHECK_EQ_INT(c.response_timeout_ms, 3600000);
-  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 90000);
+  const h3g_group_conf *g = group(&c, "default");
+  CHECK_STR(server_of(g, 0)->host, "app.internal");
+  CHECK_EQ_INT(server_of(g, 0)->port, 3000);
+  CHECK_EQ_INT(g->pool_size, 10000);
+  CHECK_EQ_INT(g->queue_size, 0);
+  CHECK_EQ_INT(g->connect_timeout_ms, 250);
+  CHECK_EQ_INT(g->response_timeout_ms, 3600000);
+  CHECK_EQ_INT(g->idle_timeout_ms, 90000);
+  /* The implicit route takes the group's response timeout. */
+  CHECK_EQ_INT(route(&c, "default")->s.response_timeout_ms, 3600000);
+  h3g_config_free(&c);
 }
 
 /*
  * One key at a time after REQUIRED (on line 7, after its section line); want
  * is NULL when the value loads, or the reason expected after
- * "t.ini:7: [section] key: ".
+ * "t.ini:7: [section] key: ". The "upstream" cases go in REQUIRED's own
+ * [upstream] section (a group's section cannot be opened twice), whose
+ * messages name it [upstream default].
  */
 static const struct {
   const char *section, *key, *value, *want;
@@ -511,8 +730,8 @@ static const struct {
     {"upstream", "server", "app", "expected host:port, not \"app\""},
     {"upstream", "server", "app:0", "the port 0 is below the minimum 1"},
     {"upstream", "server", ":80", "the host is empty"},
-    {"upstream", "server", "bad host:80",
-     "\"bad host\" is not a host name or IPv4 address"},
+    /* A blank ends the address (weight=N and backup may follow). */
+    {"upstream", "server", "bad host:80", "expected host:port, not \"bad\""},
     {"upstream", "server", "a..b:80",
      "\"a..b\" is not a host name or IPv4 address"},
     {"upstream", "server", "app:http", "the port \"http\" is not a number"},
@@ -537,33 +756,41 @@ static const struct {
 };
 
 static void test_values_and_bounds(void) {
+  h3g_config c = {0};
   for (size_t i = 0; i < H3G_ARRAY_LEN(value_cases); i++) {
-    h3g_config c;
-    char want[512];
+    char want[512], section_line[64];
     /* upstream.server is in REQUIRED: replace that line by a comment. */
     int is_server = strcmp(value_cases[i].key, "server") == 0;
+    int is_group = strcmp(value_cases[i].section, "upstream") == 0;
+    if (is_group)
+      snprintf(section_line, sizeof(section_line), "; still in [upstream]");
+    else
+      snprintf(section_line, sizeof(section_line), "[%s]",
+               value_cases[i].section);
     int rc =
         loadf(&c,
               "[listener]\ncert = certs/server.crt\n"
-              "key = certs/server.key\n[upstream]\n%s\n[%s]\n%s = %s\n",
+              "key = certs/server.key\n[upstream]\n%s\n%s\n%s = %s\n",
               is_server ? "; server below" : "server = 127.0.0.1:8080",
-              value_cases[i].section, value_cases[i].key, value_cases[i].value);
+              section_line, value_cases[i].key, value_cases[i].value);
     if (value_cases[i].want == NULL) {
       CHECK_EQ_INT(rc, 0);
       CHECK_STR(err, "");
     } else {
       CHECK_EQ_INT(rc, H3G_ERR_INVAL);
       snprintf(want, sizeof(want), "t.ini:7: [%s] %s: %s",
-               value_cases[i].section, value_cases[i].key, value_cases[i].want);
+               is_group ? "upstream default" : value_cases[i].section,
+               value_cases[i].key, value_cases[i].want);
       CHECK_ERR(want);
       /* One problem, one line: a bad required value is not also "not set". */
       CHECK_EQ_INT(count_lines(err), 1);
     }
   }
+  h3g_config_free(&c);
 }
 
 static void test_stored_values(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(loadf(&c, REQUIRED "[server]\nlog_level = WARN\n"
                                   "admin = 127.0.0.1:9901\n"
                                   "[listener]\naddress = [::1]\n"),
@@ -577,8 +804,9 @@ static void test_stored_values(void) {
                          "key = certs/server.key\n"
                          "[upstream]\nserver = [2001:db8::5]:81\n"),
                0);
-  CHECK_STR(c.upstream_host, "2001:db8::5");
-  CHECK_EQ_INT(c.upstream_port, 81);
+  CHECK_STR(upstream_server(&c)->host, "2001:db8::5");
+  CHECK_EQ_INT(upstream_server(&c)->port, 81);
+  CHECK_STR(upstream_server(&c)->address, "[2001:db8::5]:81");
 
   /* QUIC versions: in the order given, written back normalised. */
   CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nquic_versions = V1 ,v2\n"), 0);
@@ -590,11 +818,12 @@ static void test_stored_values(void) {
   CHECK_STR(c.quic_versions, "v1");
   CHECK_EQ_INT(c.nquic_versions, 1);
   CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V1);
+  h3g_config_free(&c);
 }
 
 /* [tcp], [alt_svc], [redirect] and [listener] enabled. */
 static void test_fallback_keys(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nenabled = no\n"
                                   "[tcp]\naddress = ::1\nport = 8443\n"
                                   "header_timeout = 1s\n"
@@ -626,16 +855,17 @@ static void test_fallback_keys(void) {
   CHECK_EQ_INT(c.redirect_port, H3G_PORT_ANY);
   CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = anything\n"), H3G_ERR_INVAL);
   CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = 65536\n"), H3G_ERR_INVAL);
+  h3g_config_free(&c);
 }
 
 static void test_unknown_section(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load(REQUIRED "[nope]\nx = 1\ny = 2\n[ listener ]\nport = 1\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   /* One message for the section, none for the keys in it. */
   CHECK_STR(err, "t.ini:6: [nope]: unknown section (expected [server], "
-                 "[listener], [tcp], [alt_svc], [redirect], [upstream], "
-                 "[forwarding] or [debug])\n");
+                 "[listener], [tcp], [alt_svc], [redirect], [forwarding], "
+                 "[debug], [upstream NAME] or [route NAME])\n");
   CHECK_EQ_INT(c.listen_port, 443);
 
   rc = load(REQUIRED "[]\n[listener\nport = 1\n", &c);
@@ -643,10 +873,18 @@ static void test_unknown_section(void) {
   CHECK_ERR("t.ini:6: []: unknown section");
   CHECK_ERR("t.ini:7: syntax error: a section line needs a closing \"]\"");
   CHECK_EQ_INT(count_lines(err), 2);
+
+  /* "upstream" and "route" must be whole words. */
+  rc = load(REQUIRED "[upstreams]\n[router x]\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:6: [upstreams]: unknown section");
+  CHECK_ERR("t.ini:7: [router x]: unknown section");
+  CHECK_EQ_INT(count_lines(err), 2);
+  h3g_config_free(&c);
 }
 
 static void test_unknown_key(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load(REQUIRED "[listener]\nmax_conections = 5\n"
                          "idle_timeout = 1m\n"
                          "[server]\nmax_streams = 5\nfrobnicate = 1\n",
@@ -658,25 +896,40 @@ static void test_unknown_key(void) {
             "[listener])\n");
   CHECK_ERR("t.ini:11: [server] frobnicate: unknown key\n");
   CHECK_EQ_INT(count_lines(err), 3);
+  h3g_config_free(&c);
 }
 
 static void test_duplicate_key(void) {
-  h3g_config c;
-  int rc = load(REQUIRED "[upstream]\npool_size = 1\n\npool_size = 2\n"
-                         "server = 127.0.0.1:1\n",
+  h3g_config c = {0};
+  int rc = load(REQUIRED "; still in [upstream]\npool_size = 1\n\n"
+                         "pool_size = 2\nserver = 127.0.0.1:8080\n",
                 &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
-  CHECK_ERR("t.ini:9: [upstream] pool_size: duplicate key (first set on "
-            "line 7)\n");
-  CHECK_ERR("t.ini:10: [upstream] server: duplicate key (first set on "
-            "line 5)\n");
+  CHECK_ERR("t.ini:9: [upstream default] pool_size: duplicate key (first "
+            "set on line 7)\n");
+  /* server repeats (one line a server), but not with the same address. */
+  CHECK_ERR("t.ini:10: [upstream default] server: 127.0.0.1:8080 is listed "
+            "twice (first on line 5)\n");
   CHECK_EQ_INT(count_lines(err), 2);
   /* Nothing is stored when the file has a problem. */
-  CHECK_EQ_INT(c.pool_size, 64);
+  CHECK_EQ_INT(c.ngroups, 0);
+  CHECK(c.groups == NULL);
+
+  /* A group's section is not opened twice, even the unnamed one; its keys
+   * are not read (and not reported). */
+  rc = load(REQUIRED "[upstream]\npool_size = 0\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:6: [upstream default]: duplicate section name (first "
+                 "on line 4)\n");
+  rc = load(REQUIRED "[upstream default]\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:6: [upstream default]: duplicate section name (first "
+                 "on line 4)\n");
+  h3g_config_free(&c);
 }
 
 static void test_missing_required(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("; nothing here\n[server]\nlog_level = debug\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   CHECK_STR(err, "t.ini:0: [listener] cert: required, but not set\n"
@@ -685,17 +938,55 @@ static void test_missing_required(void) {
   CHECK_EQ_INT(c.log_level, H3G_LOG_INFO);
 
   /* A value already in cfg (say, from a flag) satisfies a required key. */
-  write_file("t.ini", "[listener]\ncert = certs/server.crt\n"
-                      "key = certs/server.key\n");
-  h3g_config_defaults(&c);
-  snprintf(c.upstream_host, sizeof(c.upstream_host), "upstream.local");
-  c.upstream_port = 81;
+  write_file("t.ini", "[listener]\nkey = certs/server.key\n"
+                      "[upstream]\nserver = 127.0.0.1:8080\n");
+  reset(&c);
+  snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/server.crt"));
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), 0);
-  CHECK_STR(c.upstream_host, "upstream.local");
+  CHECK_STR(c.cert_file, in_tmp("certs/server.crt"));
+
+  /* A group without a server is reported on its section line. */
+  CHECK_EQ_INT(load("[listener]\ncert = certs/server.crt\n"
+                    "key = certs/server.key\n[upstream]\npool_size = 2\n",
+                    &c),
+               H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:4: [upstream default] server: required, but not "
+                 "set\n");
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[upstream app]\n[route r]\nupstream = "
+                                  "app\n"),
+               H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:6: [upstream app] server: required, but not set\n");
+  h3g_config_free(&c);
+}
+
+/* The groups and routes a load brings replace cfg's on success (freed,
+ * for the leak checker to see) and are left alone on failure. */
+static void test_reload_replaces_named(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[upstream b]\nserver = 10.0.0.2:80\n"
+                                  "[route r]\nupstream = b\n"),
+               0);
+  CHECK_EQ_INT(c.ngroups, 2);
+  write_file("t.ini", REQUIRED);
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), 0);
+  CHECK_EQ_INT(c.ngroups, 1);
+  CHECK_EQ_INT(c.nroutes, 1);
+  CHECK_EQ_INT(c.routes_implicit, 1);
+  write_file("t.ini", REQUIRED "[upstream x]\n");
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), H3G_ERR_INVAL);
+  CHECK_EQ_INT(c.ngroups, 1);
+  CHECK_STR(upstream_server(&c)->address, "127.0.0.1:8080");
+  CHECK_EQ_INT(h3g_config_load_string(&c, REQUIRED, strlen(REQUIRED), "m.ini",
+                                      tmp, err, sizeof(err)),
+               0);
+  CHECK_EQ_INT(c.ngroups, 1);
+  h3g_config_free(&c);
+  CHECK(c.groups == NULL && c.routes == NULL);
+  CHECK_EQ_INT(c.ngroups + c.nroutes + c.routes_implicit, 0);
 }
 
 static void test_cert_checks(void) {
-  h3g_config c;
+  h3g_config c = {0};
   write_file(in_tmp("certs/not-pem.crt"), "hello\n");
   write_file(in_tmp("certs/empty.key"), "");
   make_dir(in_tmp("certs/dir.crt"));
@@ -750,14 +1041,15 @@ static void test_cert_checks(void) {
   /* A cert set before the load (not in the file) is checked too, at 0. */
   write_file("t.ini", "[listener]\nkey = certs/server.key\n"
                       "[upstream]\nserver = 127.0.0.1:8080\n");
-  h3g_config_defaults(&c);
+  reset(&c);
   snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/nope.crt"));
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), H3G_ERR_INVAL);
   CHECK_ERR("t.ini:0: [listener] cert: cannot open ");
+  h3g_config_free(&c);
 }
 
 static void test_relative_paths(void) {
-  h3g_config c;
+  h3g_config c = {0};
   char ini[PATH_MAX + 512];
   make_dir(in_tmp("sub"));
   make_dir(in_tmp("sub/certs"));
@@ -771,7 +1063,7 @@ static void test_relative_paths(void) {
   write_file(in_tmp("sub/x.ini"), ini);
 
   /* An absolute INI path: paths are relative to its directory. */
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, in_tmp("sub/x.ini"), err, sizeof(err)), 0);
   CHECK_STR(err, "");
   CHECK_STR(c.cert_file, in_tmp("sub/certs/server.crt"));
@@ -779,11 +1071,11 @@ static void test_relative_paths(void) {
   CHECK_STR(c.access_log, in_tmp("sub/logs/a.log"));
 
   /* A relative INI path: the stored paths are still absolute. */
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, "sub/x.ini", err, sizeof(err)), 0);
   CHECK_STR(c.cert_file, in_tmp("sub/certs/server.crt"));
   CHECK(c.access_log[0] == '/');
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, "./sub/../sub/x.ini", err, sizeof(err)), 0);
   CHECK(c.cert_file[0] == '/');
   CHECK(strstr(c.cert_file, "sub/certs/server.crt") != NULL);
@@ -800,16 +1092,17 @@ static void test_relative_paths(void) {
                              "key = ../certs/server.key\n"
                              "[upstream]\nserver = 127.0.0.1:8080\n";
   write_file(in_tmp("sub/server.crt"), PEM_CERT);
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "mem.ini",
                                       in_tmp("sub"), err, sizeof(err)),
                0);
   CHECK_STR(c.cert_file, in_tmp("sub/server.crt"));
   CHECK_STR(c.key_file, in_tmp("sub/../certs/server.key"));
+  h3g_config_free(&c);
 }
 
 static void test_syntax(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("log_level = debug\n"   /* 1: before any section */
                 REQUIRED                /* 2-6 */
                 "just some words\n"     /* 7 */
@@ -829,10 +1122,11 @@ static void test_syntax(void) {
             "'\"'\n"
             "t.ini:11: [server] access_log: the quoted value has no closing "
             "'\"'\n");
+  h3g_config_free(&c);
 }
 
 static void test_comments_quotes_blanks(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("\xEF\xBB\xBF; a BOM, then a comment\r\n"
                 "# another comment\r\n"
                 "   [listener]   ; indented, with a comment\r\n"
@@ -875,10 +1169,11 @@ static void test_comments_quotes_blanks(void) {
   rc = load(REQUIRED "[server]\naccess_log = \"a ;b\"\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   CHECK_ERR("t.ini:7: [server] access_log: the quoted value has no closing");
+  h3g_config_free(&c);
 }
 
 static void test_line_numbers_and_many_errors(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("; comment\n"               /* 1 */
                 "\n"                        /* 2 */
                 "[server]\n"                /* 3 */
@@ -901,13 +1196,15 @@ static void test_line_numbers_and_many_errors(void) {
             "t.ini:9: [listener] max_streams: 0 is below the minimum 1\n"
             "t.ini:10: [listener] max_streams: duplicate key (first set on "
             "line 9)\n"
-            "t.ini:13: [upstream] pool_size: 0 is below the minimum 1\n"
-            "t.ini:14: [upstream] colour: unknown key\n"
+            "t.ini:13: [upstream default] pool_size: 0 is below the minimum "
+            "1\n"
+            "t.ini:14: [upstream default] colour: unknown key\n"
             "t.ini:0: [listener] key: required, but not set\n");
+  h3g_config_free(&c);
 }
 
 static void test_long_lines(void) {
-  h3g_config c;
+  h3g_config c = {0};
   char *text = malloc(1 << 20), *p;
   char longname[1200], want[256];
   if (text == NULL)
@@ -916,7 +1213,7 @@ static void test_long_lines(void) {
   /* A comment far longer than inih's 200-byte line buffer, with text that
    * would be a key if the tail were read as a line of its own. */
   p = text;
-  p += sprintf(p, REQUIRED "[upstream]\n; ");
+  p += sprintf(p, REQUIRED "; still in [upstream]\n; ");
   memset(p, 'x', 4000);
   p += 4000;
   p += sprintf(p, " pool_size = 0\n");
@@ -938,7 +1235,7 @@ static void test_long_lines(void) {
   rc = load(text, &c);
   CHECK_EQ_INT(rc, 0);
   CHECK_STR(err, "");
-  CHECK_EQ_INT(c.pool_size, 64);
+  CHECK_EQ_INT(group(&c, "default")->pool_size, 64);
   char path[PATH_MAX + 1300];
   snprintf(path, sizeof(path), "%s/logs/%s.log", tmp, longname);
   CHECK_STR(c.access_log, path);
@@ -1005,10 +1302,11 @@ static void test_long_lines(void) {
       "unknown key\n");
   CHECK_EQ_INT(count_lines(err), 2);
   free(text);
+  h3g_config_free(&c);
 }
 
 static void test_dump_round_trip(void) {
-  h3g_config a, b;
+  h3g_config a = {0}, b = {0};
   CHECK_EQ_INT(load(full_ini, &a), 0);
   char *text = dump(&a);
   /* Every key is there, as "key = value". */
@@ -1058,7 +1356,10 @@ static void test_dump_round_trip(void) {
   snprintf(a.access_log, sizeof(a.access_log), "%s", longpath);
   text = dump(&a);
   CHECK(strstr(text, "\nadmin = off\n") != NULL);
-  CHECK(strstr(text, "\nserver = 127.0.0.1:8080\n") != NULL);
+  CHECK(strstr(text, "\n[upstream default]\nserver = 127.0.0.1:8080 "
+                     "weight=1\n") != NULL);
+  /* The implicit route is made again by the load, not written. */
+  CHECK(strstr(text, "[route") == NULL);
   CHECK_EQ_INT(load(text, &b), 0);
   check_same(&a, &b);
   free(text);
@@ -1071,19 +1372,22 @@ static void test_dump_round_trip(void) {
   free(text);
 
   /* The defaults leave required keys unset: dumped as comments. */
-  h3g_config_defaults(&a);
+  reset(&a);
   text = dump(&a);
   CHECK(strstr(text, "\n; cert = (required, not set)\n") != NULL);
   CHECK_EQ_INT(load(text, &b), H3G_ERR_INVAL);
   CHECK_EQ_INT(count_lines(err), 3);
+  CHECK_ERR("t.ini:0: [upstream] server: required, but not set\n");
   free(text);
+  h3g_config_free(&a);
+  h3g_config_free(&b);
 }
 
 static void test_string_and_files(void) {
-  h3g_config c;
+  h3g_config c = {0};
   /* No NUL terminator needed; a NUL inside is an error on its line. */
   static const char text[] = "[server]\nlog_level = debug\0junk\n[listener]\n";
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini", tmp,
                                       err, sizeof(err)),
                H3G_ERR_INVAL);
@@ -1112,7 +1416,7 @@ static void test_string_and_files(void) {
   CHECK_EQ_INT(load("[server]\n", &c), H3G_ERR_INVAL);
   char small[100];
   memset(small, 'x', sizeof(small));
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", small, sizeof(small)),
                H3G_ERR_INVAL);
   CHECK(memchr(small, '\0', sizeof(small)) != NULL);
@@ -1122,6 +1426,7 @@ static void test_string_and_files(void) {
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", tiny, sizeof(tiny)), H3G_ERR_INVAL);
   CHECK(strlen(tiny) < sizeof(tiny));
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", NULL, 0), H3G_ERR_INVAL);
+  h3g_config_free(&c);
 }
 
 /*
@@ -1131,7 +1436,7 @@ static void test_string_and_files(void) {
  */
 /* keylog_file left out defers to SSLKEYLOGFILE; written, even as off, not. */
 static void test_keylog_env(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(load(REQUIRED, &c), 0);
   CHECK_EQ_INT(c.keylog_env, 1);
   CHECK_STR(c.keylog_file, "");
@@ -1141,12 +1446,13 @@ static void test_keylog_env(void) {
   CHECK_EQ_INT(loadf(&c, "%s[debug]\nkeylog_file = k.log\n", REQUIRED), 0);
   CHECK_EQ_INT(c.keylog_env, 0);
   CHECK_STR(c.keylog_file, in_tmp("k.log"));
+  h3g_config_free(&c);
 }
 
 static void test_shipped_configs(void) {
   const char *src = getenv("H3G_SRC"), *data = getenv("H3G_TEST_DATA");
   char path[PATH_MAX + 64], srcbuf[PATH_MAX];
-  h3g_config c, d;
+  h3g_config c = {0}, d = {0};
   if (src == NULL && data != NULL) {
     snprintf(srcbuf, sizeof(srcbuf), "%s/..", data);
     src = srcbuf;
@@ -1168,19 +1474,21 @@ static void test_shipped_configs(void) {
   make_dir(in_tmp("ref/certs/out"));
   write_file(in_tmp("ref/certs/out/server-chain.crt"), PEM_CERT);
   write_file(in_tmp("ref/certs/out/server.key"), PEM_KEY);
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, ref, strlen(ref), "h3gate.ini",
                                       in_tmp("ref/config"), err, sizeof(err)),
                0);
   CHECK_STR(err, "");
-  h3g_config_defaults(&d);
+  /* Every key at its default: the globals of the defaults, the group and
+   * the implicit route of REQUIRED. */
+  reset(&d);
   snprintf(d.cert_file, sizeof(d.cert_file), "%s",
            in_tmp("ref/config/../certs/out/server-chain.crt"));
   snprintf(d.key_file, sizeof(d.key_file), "%s",
            in_tmp("ref/config/../certs/out/server.key"));
-  snprintf(d.upstream_host, sizeof(d.upstream_host), "127.0.0.1");
-  d.upstream_port = 8080;
-  check_same(&c, &d);
+  check_same_globals(&c, &d);
+  CHECK_EQ_INT(load(REQUIRED, &d), 0);
+  check_same_named(&c, &d);
 
   /* Each key the dump writes is set in the reference file. */
   char *text = dump(&c);
@@ -1207,17 +1515,19 @@ static void test_shipped_configs(void) {
   make_dir(in_tmp("etc/certs"));
   write_file(in_tmp("etc/certs/server-chain.crt"), PEM_CERT);
   write_file(in_tmp("etc/certs/server.key"), PEM_KEY);
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, ref, strlen(ref), "sidecar.ini",
                                       in_tmp("etc"), err, sizeof(err)),
                0);
   CHECK_STR(err, "");
   CHECK_STR(c.listen_address, "0.0.0.0");
   CHECK_EQ_INT(c.listen_port, 443);
-  CHECK_STR(c.upstream_host, "127.0.0.1");
-  CHECK_EQ_INT(c.upstream_port, 8080);
+  CHECK_STR(upstream_server(&c)->host, "127.0.0.1");
+  CHECK_EQ_INT(upstream_server(&c)->port, 8080);
   CHECK_STR(c.cert_file, in_tmp("etc/certs/server-chain.crt"));
   free(ref);
+  h3g_config_free(&c);
+  h3g_config_free(&d);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag,
@@ -1247,6 +1557,7 @@ int main(void) {
   RUN(test_parse_size);
   RUN(test_parse_bool);
   RUN(test_defaults);
+  RUN(test_group_defaults);
   RUN(test_minimal);
   RUN(test_every_key);
   RUN(test_values_and_bounds);
@@ -1256,6 +1567,7 @@ int main(void) {
   RUN(test_unknown_key);
   RUN(test_duplicate_key);
   RUN(test_missing_required);
+  RUN(test_reload_replaces_named);
   RUN(test_cert_checks);
   RUN(test_relative_paths);
   RUN(test_syntax);
