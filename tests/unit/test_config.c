@@ -1383,6 +1383,611 @@ static void test_dump_round_trip(void) {
   h3g_config_free(&b);
 }
 
+/* ---- [upstream NAME] and [route NAME] ---------------------------------- */
+
+/* What every file of the named-section tests starts with: lines 1-3. */
+#define LISTENER                                                               \
+  "[listener]\n"                                                               \
+  "cert = certs/server.crt\n"                                                  \
+  "key = certs/server.key\n"
+
+/* A file (after LISTENER, so its first line is line 4) and the exact
+ * messages it gets, all of them. */
+static const struct {
+  const char *text, *want;
+} named_errors[] = {
+    /* section names */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[upstream a]\nserver = 10.0.0.2:80\n"
+     "[route r]\nupstream = a\n",
+     "t.ini:6: [upstream a]: duplicate section name (first on line 4)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "[route r]\nupstream = a\n",
+     "t.ini:8: [route r]: duplicate section name (first on line 6)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route]\nupstream = a\n",
+     "t.ini:6: [route]: a route needs a name, as in [route app]\n"},
+    {"[upstream a/b]\nserver = 10.0.0.1:80\n",
+     "t.ini:4: [upstream a/b]: the name may hold letters, digits, '_', '-' "
+     "and '.' (at most 63)\n"
+     "t.ini:0: [upstream] server: required, but not set\n"},
+    /* servers */
+    {"[upstream a]\nserver = app\n",
+     "t.ini:5: [upstream a] server: expected host:port, not \"app\"\n"},
+    {"[upstream a]\nserver = app:0\n",
+     "t.ini:5: [upstream a] server: the port 0 is below the minimum 1\n"},
+    {"[upstream a]\nserver = unix:\n",
+     "t.ini:5: [upstream a] server: expected unix:/path, a socket path of at "
+     "most 107 bytes, not \"unix:\"\n"},
+    {"[upstream a]\nserver = ftp://x:1\n",
+     "t.ini:5: [upstream a] server: expected host:port, unix:/path or "
+     "https://host:port, not \"ftp://x:1\"\n"},
+    {"[upstream a]\nserver = \"\"\n",
+     "t.ini:5: [upstream a] server: expected an address: host:port, "
+     "unix:/path or https://host:port\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 weight=0\n",
+     "t.ini:5: [upstream a] server: weight must be a whole number from 1 to "
+     "1000, not \"0\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 weight=1001\n",
+     "t.ini:5: [upstream a] server: weight must be a whole number from 1 to "
+     "1000, not \"1001\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 weight=x\n",
+     "t.ini:5: [upstream a] server: weight must be a whole number from 1 to "
+     "1000, not \"x\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 heavy\n",
+     "t.ini:5: [upstream a] server: expected weight=N or backup after the "
+     "address, not \"heavy\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nserver = 10.0.0.2:80\n"
+     "server = 10.0.0.1:80 weight=2\n",
+     "t.ini:7: [upstream a] server: 10.0.0.1:80 is listed twice (first on "
+     "line 5)\n"},
+    /* http:// and the bare address are one server */
+    {"[upstream a]\nserver = http://app\nserver = app:80\n",
+     "t.ini:6: [upstream a] server: app:80 is listed twice (first on line "
+     "5)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 backup\nserver = 10.0.0.2:80 backup\n",
+     "t.ini:5: [upstream a] server: every server is a backup: at least one "
+     "must not be\n"},
+    /* group keys */
+    {"[upstream a]\nserver = 10.0.0.1:80\nhash_key = ip\n",
+     "t.ini:6: [upstream a] hash_key: expected client_ip, header:NAME or "
+     "cookie:NAME, not \"ip\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhash_key = header:\n",
+     "t.ini:6: [upstream a] hash_key: \"\" is not a header name\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhash_key = cookie:a b\n",
+     "t.ini:6: [upstream a] hash_key: \"a b\" is not a cookie name\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nbalance = random\n",
+     "t.ini:6: [upstream a] balance: expected round_robin, least_conn or "
+     "hash, not \"random\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_check = GET\n",
+     "t.ini:6: [upstream a] health_check: expected off or \"METHOD /path\", "
+     "not \"GET\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_check = GET up\n",
+     "t.ini:6: [upstream a] health_check: expected off or \"METHOD /path\", "
+     "not \"GET up\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_status = 600\n",
+     "t.ini:6: [upstream a] health_status: expected a status from 100 to 599 "
+     "or a range such as 200-399, not \"600\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_status = 399-200\n",
+     "t.ini:6: [upstream a] health_status: expected a status from 100 to 599 "
+     "or a range such as 200-399, not \"399-200\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_status = 2xx\n",
+     "t.ini:6: [upstream a] health_status: expected a status from 100 to 599 "
+     "or a range such as 200-399, not \"2xx\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nretries = 11\n",
+     "t.ini:6: [upstream a] retries: 11 is above the maximum 10\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\npool_sise = 3\n",
+     "t.ini:6: [upstream a] pool_sise: unknown key (did you mean "
+     "pool_size?)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\npath = /x\n",
+     "t.ini:6: [upstream a] path: unknown key (it belongs in [route NAME])\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\npool_size = 1\npool_size = 2\n",
+     "t.ini:7: [upstream a] pool_size: duplicate key (first set on line 6)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_cert = certs/server.crt\n",
+     "t.ini:6: [upstream a] tls_cert: a client certificate needs both "
+     "tls_cert and tls_key\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_key = certs/server.key\n",
+     "t.ini:6: [upstream a] tls_key: a client certificate needs both "
+     "tls_cert and tls_key\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_cert = certs/server.key\n"
+     "tls_key = certs/server.key\n",
+     "t.ini:6: [upstream a] tls_cert: @/certs/server.key is not a PEM "
+     "certificate (found no \"-----BEGIN CERTIFICATE-----\")\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_ca = nope.pem\n",
+     "t.ini:6: [upstream a] tls_ca: cannot open @/nope.pem: No such file or "
+     "directory\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_ca = certs/server.key\n",
+     "t.ini:6: [upstream a] tls_ca: @/certs/server.key is not a PEM "
+     "certificate file (found no \"-----BEGIN CERTIFICATE-----\")\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_sni = a b\n",
+     "t.ini:6: [upstream a] tls_sni: expected a host name or an IP address, "
+     "not \"a b\"\n"},
+    /* the groups and routes as a whole */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[upstream b]\nserver = 10.0.0.2:80\n",
+     "t.ini:0: [route]: 2 [upstream] groups but no [route] section names "
+     "which requests go where\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nhost = a.example.com\n",
+     "t.ini:6: [route r] upstream: required, but not set\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nhost = a.example.com\n"
+     "upstream = b\n",
+     "t.ini:8: [route r] upstream: no [upstream b] section\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a b\n",
+     "t.ini:7: [route r] upstream: expected a name of letters, digits, '_', "
+     "'-' and '.', not \"a b\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n"
+     "[route r1]\nhost = a.example.com\npath = /api\nupstream = a\n"
+     "[route r2]\nhost = b.example.com A.example.com.\npath = /x /api\n"
+     "upstream = a\n",
+     "t.ini:12: [route r2] path: /api on a.example.com is already matched by "
+     "[route r1] (line 6)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r1]\nupstream = a\n"
+     "[route r2]\nupstream = a\n",
+     "t.ini:8: [route r2] path: / on any host is already matched by [route "
+     "r1] (line 6)\n"},
+    /* hosts */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = app.example.com:443\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"app.example.com:443\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = a..b\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"a..b\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = *\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"*\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = a.*.com\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"a.*.com\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = [::1]:443\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"[::1]:443\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = a.com, A.com\n",
+     "t.ini:8: [route r] host: \"a.com\" is listed twice\n"},
+    /* paths */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = api\n",
+     "t.ini:8: [route r] path: expected path prefixes starting with \"/\" (no "
+     "query), not \"api\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = /a /api?x=1\n",
+     "t.ini:8: [route r] path: expected path prefixes starting with \"/\" (no "
+     "query), not \"/api?x=1\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = \"\"\n",
+     "t.ini:8: [route r] path: expected path prefixes starting with \"/\" (no "
+     "query), not \"\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = /a, /a\n",
+     "t.ini:8: [route r] path: \"/a\" is listed twice\n"},
+    /* header edits */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = Connection: close\n",
+     "t.ini:8: [route r] add_request_header: connection is managed by the "
+     "gateway and cannot be added\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = Content-Length: 5\n",
+     "t.ini:8: [route r] add_request_header: content-length is managed by the "
+     "gateway and cannot be added\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_response_header = Transfer-Encoding: chunked\n",
+     "t.ini:8: [route r] add_response_header: transfer-encoding is managed by "
+     "the gateway and cannot be added\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "remove_request_header = Host\n",
+     "t.ini:8: [route r] remove_request_header: host is managed by the "
+     "gateway and cannot be removed\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = X-Gateway h3gate\n",
+     "t.ini:8: [route r] add_request_header: expected \"Name: value\", not "
+     "\"X-Gateway h3gate\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = \": v\"\n",
+     "t.ini:8: [route r] add_request_header: expected \"Name: value\", not "
+     "\": v\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "remove_request_header = X A\n",
+     "t.ini:8: [route r] remove_request_header: expected a field name, not "
+     "\"X A\"\n"},
+    /* route keys */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "response_timeout = 0\n",
+     "t.ini:8: [route r] response_timeout: 0 is below the minimum 1ms\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "early_data = maybe\n",
+     "t.ini:8: [route r] early_data: expected yes or no, not \"maybe\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "pool_size = 3\n",
+     "t.ini:8: [route r] pool_size: unknown key (it belongs in [upstream "
+     "NAME])\n"},
+};
+
+/* want with each "@" replaced by the test directory. */
+static void expand_tmp(const char *want, char *out, size_t cap) {
+  size_t n = 0;
+  for (const char *p = want; *p != '\0' && n + 1 < cap; p++) {
+    if (*p == '@') {
+      n += (size_t)snprintf(out + n, cap - n, "%s", tmp);
+      n = H3G_MIN(n, cap - 1);
+    } else {
+      out[n++] = *p;
+    }
+  }
+  out[n] = '\0';
+}
+
+static void test_named_errors(void) {
+  h3g_config c = {0};
+  for (size_t i = 0; i < H3G_ARRAY_LEN(named_errors); i++) {
+    char want[2048];
+    expand_tmp(named_errors[i].want, want, sizeof(want));
+    int rc = loadf(&c, LISTENER "%s", named_errors[i].text);
+    CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+    CHECK_STR(err, want);
+    if (strcmp(err, want) != 0)
+      fprintf(stderr, "  file:\n%s\n", named_errors[i].text);
+    /* A failed load leaves cfg as it was. */
+    CHECK_EQ_INT(c.ngroups + c.nroutes, 0);
+  }
+  h3g_config_free(&c);
+}
+
+/* Servers of each kind, with weight and backup. */
+static void test_servers(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(LISTENER "[upstream app]\n"
+                             "server = app.internal:3000\n"
+                             "server = [2001:DB8::1]:8080 weight=5\n"
+                             "server = unix:run/app.sock backup\n"
+                             "server = unix:/run/abs.sock weight=1000\n"
+                             "server = https://api.internal\n"
+                             "server = https://api.internal:8443/ backup "
+                             "weight=3\n"
+                             "server = http://plain.internal\n"
+                             "server = https://[::1]\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  const h3g_group_conf *g = group(&c, "app");
+  CHECK_EQ_INT(g->line, 4);
+  CHECK_EQ_INT(g->nservers, 8);
+  static const struct {
+    h3g_server_kind kind;
+    const char *host;
+    unsigned port;
+    const char *path, *address;
+    unsigned weight, backup;
+  } want[] = {
+      {H3G_SERVER_TCP, "app.internal", 3000, "", "app.internal:3000", 1, 0},
+      {H3G_SERVER_TCP, "2001:DB8::1", 8080, "", "[2001:DB8::1]:8080", 5, 0},
+      {H3G_SERVER_UNIX, "", 0, "@/run/app.sock", "unix:@/run/app.sock", 1, 1},
+      {H3G_SERVER_UNIX, "", 0, "/run/abs.sock", "unix:/run/abs.sock", 1000, 0},
+      {H3G_SERVER_TLS, "api.internal", 443, "", "https://api.internal:443", 1,
+       0},
+      {H3G_SERVER_TLS, "api.internal", 8443, "", "https://api.internal:8443",
+       3, 1},
+      {H3G_SERVER_TCP, "plain.internal", 80, "", "plain.internal:80", 1, 0},
+      {H3G_SERVER_TLS, "::1", 443, "", "https://[::1]:443", 1, 0},
+  };
+  for (uint32_t i = 0; i < H3G_ARRAY_LEN(want); i++) {
+    const h3g_server_conf *sv = server_of(g, i);
+    char path[PATH_MAX + 64], address[PATH_MAX + 64];
+    expand_tmp(want[i].path, path, sizeof(path));
+    expand_tmp(want[i].address, address, sizeof(address));
+    CHECK_EQ_INT(sv->kind, want[i].kind);
+    CHECK_STR(sv->host, want[i].host);
+    CHECK_EQ_INT(sv->port, want[i].port);
+    CHECK_STR(sv->path, path);
+    CHECK_STR(sv->address, address);
+    CHECK_EQ_INT(sv->weight, want[i].weight);
+    CHECK_EQ_INT(sv->backup, want[i].backup);
+    CHECK_EQ_INT(sv->line, 5 + i);
+  }
+
+  /* A unix: path is relative to the INI file's directory. */
+  static const char text[] = LISTENER "[upstream]\nserver = unix:app.sock\n";
+  make_dir(in_tmp("sub"));
+  write_file(in_tmp("sub/certs.crt"), PEM_CERT);
+  reset(&c);
+  snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/server.crt"));
+  CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini",
+                                      in_tmp("sub"), err, sizeof(err)),
+               H3G_ERR_INVAL); /* certs/ is not under sub/ */
+  make_dir(in_tmp("sub/certs"));
+  write_file(in_tmp("sub/certs/server.crt"), PEM_CERT);
+  write_file(in_tmp("sub/certs/server.key"), PEM_KEY);
+  CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini",
+                                      in_tmp("sub"), err, sizeof(err)),
+               0);
+  CHECK_STR(upstream_server(&c)->path, in_tmp("sub/app.sock"));
+
+  /* The group keys, as stored. */
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = https://a:1\n"
+                             "balance = least_conn\nhash_key = "
+                             "header:X-User\nhealth_check = HEAD  /up\n"
+                             "health_status = 204\nhealth_host = up.local\n"
+                             "tls_ca = certs/server.crt\ntls_verify = off\n"
+                             "tls_sni = api.example\n"
+                             "tls_cert = certs/server.crt\n"
+                             "tls_key = certs/server.key\nretries = 0\n"
+                             "max_fails = 0\nresolve = 0\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  g = group(&c, "a");
+  CHECK_EQ_INT(g->balance, H3G_BALANCE_LEAST_CONN);
+  CHECK_EQ_INT(g->hash_key, H3G_HASH_HEADER);
+  CHECK_STR(g->hash_name, "x-user");
+  CHECK_STR(g->hash_key_text, "header:X-User");
+  CHECK_STR(g->health_method, "HEAD");
+  CHECK_STR(g->health_path, "/up");
+  CHECK_STR(g->health_check, "HEAD /up");
+  CHECK_EQ_INT(g->health_status_lo, 204);
+  CHECK_EQ_INT(g->health_status_hi, 204);
+  CHECK_STR(g->health_host, "up.local");
+  CHECK_STR(g->tls_ca, in_tmp("certs/server.crt"));
+  CHECK_EQ_INT(g->tls_verify, 0);
+  CHECK_STR(g->tls_sni, "api.example");
+  CHECK_STR(g->tls_cert, in_tmp("certs/server.crt"));
+  CHECK_STR(g->tls_key, in_tmp("certs/server.key"));
+  CHECK_EQ_INT(g->retries, 0);
+  CHECK_EQ_INT(g->max_fails, 0);
+  CHECK_EQ_INT(g->resolve_interval_ms, 0);
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = a:1\nbalance = hash\n"
+                             "hash_key = cookie:SID\n",
+                    &c),
+               0);
+  CHECK_EQ_INT(group(&c, "a")->balance, H3G_BALANCE_HASH);
+  CHECK_EQ_INT(group(&c, "a")->hash_key, H3G_HASH_COOKIE);
+  CHECK_STR(group(&c, "a")->hash_name, "SID"); /* cookie names keep case */
+  h3g_config_free(&c);
+}
+
+/* A route's settings: its own, else its group's (response_timeout,
+ * expect_continue_timeout), else the global keys', wherever in the file
+ * those are. */
+static void test_route_inheritance(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = 10.0.0.1:80\n"
+                             "response_timeout = 5s\n"
+                             "expect_continue_timeout = 2s\n"
+                             "[upstream b]\nserver = 10.0.0.2:80\n"
+                             "[route inherit]\nhost = a.example.com\n"
+                             "upstream = a\n"
+                             "[route own]\nhost = b.example.com\n"
+                             "upstream = a\nresponse_timeout = 9s\n"
+                             "expect_continue_timeout = 3s\n"
+                             "request_body_timeout = 0\n"
+                             "max_request_body = 10\nearly_data = on\n"
+                             "forwarded = off\nx_forwarded = on\nvia = on\n"
+                             "alt_svc = on\n"
+                             "add_request_header = X-A:  1 2\n"
+                             "add_request_header = x-b:\n"
+                             "remove_request_header = Cookie\n"
+                             "add_response_header = Strict-Transport-"
+                             "Security: max-age=60\n"
+                             "[route other]\nupstream = b\n"
+                             "[listener]\nrequest_body_timeout = 7s\n"
+                             "max_request_body = 1MiB\nearly_data = off\n"
+                             "[forwarding]\nforwarded = on\nx_forwarded = off\n"
+                             "via = off\n[alt_svc]\nenabled = no\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(c.nroutes, 3);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  const h3g_route_conf *r = route(&c, "inherit");
+  CHECK_EQ_INT(r->group, 0);
+  CHECK_EQ_INT(r->s.response_timeout_ms, 5000);
+  CHECK_EQ_INT(r->s.expect_continue_timeout_ms, 2000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 7000);
+  CHECK_EQ_INT(r->s.max_request_body, 1048576);
+  CHECK_EQ_INT(r->s.early_data, 0);
+  CHECK_EQ_INT(r->s.fwd_forwarded, 1);
+  CHECK_EQ_INT(r->s.fwd_x_forwarded, 0);
+  CHECK_EQ_INT(r->s.fwd_via, 0);
+  CHECK_EQ_INT(r->s.alt_svc, 0);
+  CHECK_EQ_INT(r->s.nadd_request + r->s.nremove_request + r->s.nadd_response,
+               0);
+  r = route(&c, "own");
+  CHECK_EQ_INT(r->group, 0);
+  CHECK_EQ_INT(r->s.response_timeout_ms, 9000);
+  CHECK_EQ_INT(r->s.expect_continue_timeout_ms, 3000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 0);
+  CHECK_EQ_INT(r->s.max_request_body, 10);
+  CHECK_EQ_INT(r->s.early_data, 1);
+  CHECK_EQ_INT(r->s.fwd_forwarded, 0);
+  CHECK_EQ_INT(r->s.fwd_x_forwarded, 1);
+  CHECK_EQ_INT(r->s.fwd_via, 1);
+  CHECK_EQ_INT(r->s.alt_svc, 1);
+  CHECK_EQ_INT(r->s.nadd_request, 2);
+  if (r->s.nadd_request == 2) {
+    CHECK_STR(r->s.add_request[0].name, "x-a");
+    CHECK_STR(r->s.add_request[0].value, "1 2");
+    CHECK_STR(r->s.add_request[1].name, "x-b");
+    CHECK_STR(r->s.add_request[1].value, "");
+  }
+  CHECK_EQ_INT(r->s.nremove_request, 1);
+  if (r->s.nremove_request == 1) {
+    CHECK_STR(r->s.remove_request[0].name, "cookie");
+    CHECK(r->s.remove_request[0].value == NULL);
+  }
+  CHECK_EQ_INT(r->s.nadd_response, 1);
+  if (r->s.nadd_response == 1) {
+    CHECK_STR(r->s.add_response[0].name, "strict-transport-security");
+    CHECK_STR(r->s.add_response[0].value, "max-age=60");
+  }
+  r = route(&c, "other");
+  CHECK_EQ_INT(r->group, 1);
+  CHECK_STR(r->upstream, "b");
+  CHECK_EQ_INT(r->nhosts, 0);
+  CHECK_EQ_INT(r->npaths, 1);
+  CHECK_STR(r->npaths ? r->paths[0] : "", "/");
+  CHECK_EQ_INT(r->s.response_timeout_ms, 60000);
+  CHECK_EQ_INT(r->s.expect_continue_timeout_ms, 1000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 7000);
+  h3g_config_free(&c);
+}
+
+/* A file without [route]: one route, "default", to its only group. */
+static void test_implicit_route(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(REQUIRED "[listener]\nearly_data = off\n", &c), 0);
+  CHECK_EQ_INT(c.nroutes, 1);
+  CHECK_EQ_INT(c.routes_implicit, 1);
+  const h3g_route_conf *r = route(&c, "default");
+  CHECK_STR(r->upstream, "default");
+  CHECK_EQ_INT(r->group, 0);
+  CHECK_EQ_INT(r->nhosts, 0);
+  CHECK_EQ_INT(r->npaths, 1);
+  CHECK_STR(r->npaths ? r->paths[0] : "", "/");
+  CHECK_EQ_INT(r->s.response_timeout_ms, 60000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 60000);
+  CHECK_EQ_INT(r->s.early_data, 0);
+  CHECK_EQ_INT(r->s.fwd_x_forwarded, 1);
+  CHECK_EQ_INT(r->s.alt_svc, 1);
+
+  /* Its one group may have a name. */
+  CHECK_EQ_INT(load(LISTENER "[upstream app]\nserver = 10.0.0.1:80\n", &c), 0);
+  CHECK_EQ_INT(c.routes_implicit, 1);
+  CHECK_STR(route(&c, "default")->upstream, "app");
+
+  /* With a [route], there is no implicit one, even for one group. */
+  CHECK_EQ_INT(load(REQUIRED "[route api]\npath = /api\nupstream = default\n",
+                    &c),
+               0);
+  CHECK_EQ_INT(c.nroutes, 1);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  CHECK(route_named(&c, "default") == NULL);
+  /* and a route may be called "default" */
+  CHECK_EQ_INT(load(REQUIRED "[route default]\nupstream = default\n", &c), 0);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  h3g_config_free(&c);
+}
+
+static const char routes_ini[] =
+    LISTENER
+    "[upstream]\nserver = 127.0.0.1:8080\n"
+    "[upstream rails]\n"
+    "server = 10.0.0.11:3000 weight=2\n"
+    "server = 10.0.0.12:3000\n"
+    "server = [2001:db8::13]:3000 backup\n"
+    "balance = least_conn\nhealth_check = GET /up\nhealth_status = 200-299\n"
+    "health_host = rails.local\nretries = 1\nmax_fails = 5\n"
+    "fail_timeout = 1500ms\nmax_fail_timeout = 1h\nresolve = 0\n"
+    "[upstream api]\n"
+    "server = https://api.internal:8443\n"
+    "tls_ca = certs/server.crt\ntls_sni = api.example\ntls_verify = off\n"
+    "tls_cert = certs/server.crt\ntls_key = certs/server.key\n"
+    "balance = hash\nhash_key = cookie:sid\n"
+    "[upstream static]\nserver = unix:run/static.sock\n"
+    "pool_size = 8\nqueue_size = 0\nconnect_timeout = 250ms\n"
+    "idle_timeout = 90s\nexpect_continue_timeout = 10ms\n"
+    "[route static]\nhost = app.example.com\npath = /static/ /assets/\n"
+    "upstream = static\n"
+    "[route api]\nhost = app.example.com, api.example.com\npath = /api/\n"
+    "upstream = api\nresponse_timeout = 5m\n"
+    "add_request_header = X-Gateway: h3gate\n"
+    "add_request_header = X-Empty:\n"
+    "remove_request_header = X-Debug\n"
+    "add_response_header = X-Frame-Options: DENY\n"
+    "[route app]\nhost = APP.example.com. *.app.example.com\n"
+    "upstream = rails\nearly_data = off\nalt_svc = off\n"
+    "[route rest]\nupstream = default\nmax_request_body = 1MiB\n";
+
+/* dump, then load: the same groups and routes. */
+static void test_named_round_trip(void) {
+  h3g_config a = {0}, b = {0};
+  make_dir(in_tmp("run"));
+  CHECK_EQ_INT(load(routes_ini, &a), 0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(a.ngroups, 4);
+  CHECK_EQ_INT(a.nroutes, 4);
+  char *text = dump(&a);
+  CHECK(strstr(text, "\n[upstream default]\nserver = 127.0.0.1:8080 "
+                     "weight=1\n") != NULL);
+  CHECK(strstr(text, "\n[upstream rails]\nserver = 10.0.0.11:3000 weight=2\n"
+                     "server = 10.0.0.12:3000 weight=1\n"
+                     "server = [2001:db8::13]:3000 weight=1 backup\n"
+                     "balance = least_conn\n") != NULL);
+  CHECK(strstr(text, "\n[route api]\nhost = app.example.com, "
+                     "api.example.com\npath = /api/\nupstream = api\n"
+                     "response_timeout = 5m\n") != NULL);
+  CHECK(strstr(text, "\nadd_request_header = x-gateway: h3gate\n") != NULL);
+  CHECK(strstr(text, "\nremove_request_header = x-debug\n") != NULL);
+  CHECK(strstr(text, "\n[route rest]\nhost = \"\"\npath = /\n") != NULL);
+  CHECK_EQ_INT(load(text, &b), 0);
+  CHECK_STR(err, "");
+  check_same(&a, &b);
+  /* and once more: the dump of the reloaded file is the same text */
+  char *again = dump(&b);
+  CHECK_STR(again, text);
+  free(again);
+  free(text);
+  h3g_config_free(&a);
+  h3g_config_free(&b);
+}
+
+/* --check-config's table: exact hosts, then wildcards longest first, then
+ * any host; within a host, longer paths first, then file order. */
+static void test_print_routes(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = 10.0.0.1:80\n"
+                             "server = 10.0.0.2:80 weight=3 backup\n"
+                             "[upstream b]\nserver = unix:/run/b.sock\n"
+                             "balance = hash\n"
+                             "[route any]\nupstream = a\n"
+                             "[route anyapi]\npath = /api\nupstream = b\n"
+                             "[route wild]\nhost = *.example.com\n"
+                             "upstream = a\n"
+                             "[route deepwild]\nhost = *.b.example.com\n"
+                             "upstream = b\n"
+                             "[route exact]\nhost = z.example.com "
+                             "a.example.com\npath = / /static/\n"
+                             "upstream = a\n"
+                             "[route also]\nhost = a.example.com\n"
+                             "path = /assets/\nupstream = b\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (f == NULL)
+    exit(2);
+  h3g_config_print_routes(&c, f);
+  fclose(f);
+  char want[4096];
+  size_t n = 0;
+#define ROW(h, p, r, u)                                                        \
+  n += (size_t)snprintf(want + n, sizeof(want) - n,                           \
+                        "  %-32s %-24s %-16s %s\n", h, p, r, u)
+  n += (size_t)snprintf(want, sizeof(want),
+                        "routes, in matching order (6 routes, 2 groups):\n");
+  ROW("HOST", "PATH", "ROUTE", "UPSTREAM");
+  ROW("a.example.com", "/static/", "exact", "a");
+  ROW("a.example.com", "/assets/", "also", "b");
+  ROW("a.example.com", "/", "exact", "a");
+  ROW("z.example.com", "/static/", "exact", "a");
+  ROW("z.example.com", "/", "exact", "a");
+  ROW("*.b.example.com", "/", "deepwild", "b");
+  ROW("*.example.com", "/", "wild", "a");
+  ROW("*", "/api", "anyapi", "b");
+  ROW("*", "/", "any", "a");
+#undef ROW
+  snprintf(want + n, sizeof(want) - n,
+           "upstream a (round_robin):\n"
+           "  10.0.0.1:80 weight=1\n"
+           "  10.0.0.2:80 weight=3 backup\n"
+           "upstream b (hash):\n"
+           "  unix:/run/b.sock weight=1\n");
+  CHECK_STR(text, want);
+  free(text);
+  h3g_config_free(&c);
+}
+
 static void test_string_and_files(void) {
   h3g_config c = {0};
   /* No NUL terminator needed; a NUL inside is an error on its line. */
@@ -1578,6 +2183,12 @@ int main(void) {
   RUN(test_string_and_files);
   RUN(test_keylog_env);
   RUN(test_shipped_configs);
+  RUN(test_named_errors);
+  RUN(test_servers);
+  RUN(test_route_inheritance);
+  RUN(test_implicit_route);
+  RUN(test_named_round_trip);
+  RUN(test_print_routes);
 
   if (chdir("/") == 0)
     nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
