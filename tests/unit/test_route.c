@@ -189,6 +189,10 @@ static void test_path_prefix(void) {
   CHECK_ROUTE("b.example", "/api", NULL);
   CHECK_ROUTE("b.example", "/api?q", NULL);
   CHECK_ROUTE("b.example", "/apix", NULL);
+  /* empty segments are segments */
+  CHECK_ROUTE("a.example", "/api//x", "api");
+  CHECK_ROUTE("b.example", "/api//x", "slash");
+  CHECK_ROUTE("b.example", "//api/x", NULL);
 }
 
 /* Among a host's routes the longest matching prefix wins, whatever the
