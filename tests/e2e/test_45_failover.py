@@ -322,3 +322,45 @@ def test_reset_before_response_resends_only_requests_without_body(fleet, routed)
         assert outcomes["x1"] >= 4, outcomes
     finally:
         c.close()
+
+
+# ---- limits of a group ----------------------------------------------------
+
+def test_group_pool_size_and_queue_size(fleet, routed):
+    """pool_size=1, queue_size=2: of five requests at once, one is served
+    on the one connection, two wait for it (seen in /upstreams and
+    /metrics), two are refused with 503 at once; another group's pool is
+    not limited."""
+    fleet.add("q1", "q2")
+    gw = routed([group("small", [fleet["q1"]], pool_size=1, queue_size=2),
+                 group("big", [fleet["q2"]]),
+                 route("small", "small", path="/small"),
+                 route("big", "big")])
+    tag = uid()
+    specs = [{"path": "/small/x?t=%s&i=%d&delay=700" % (tag, i)} for i in range(5)]
+    specs += [{"path": "/big/x?t=%s&i=%d&delay=700" % (tag, i)} for i in range(5)]
+    out = []
+    t = threading.Thread(target=lambda: out.append(
+        run_load(gw, specs, proto="h2", concurrency=10, timeout=30)))
+    t.start()
+    try:
+        def queued():
+            doc = gw.upstreams()
+            srv = [g for g in doc["groups"] if g["name"] == "small"][0]["servers"][0]
+            return srv if srv["waiting"] == 2 and srv["busy"] == 1 else None
+        srv = wait_until(queued, timeout=5, what="two requests waiting for the one connection")
+        assert srv["idle"] == 0 and srv["connecting"] == 0, srv
+        s = gw.series()
+        assert s.get("upstream_server_waiting", group="small",
+                     server=fleet["q1"].address) == 2, s.text_of("h3gate_upstream_server_waiting")
+    finally:
+        t.join(30)
+    rs = out[0]
+    small, big = rs[:5], rs[5:]
+    assert collections.Counter(r.status for r in small) == {200: 3, 503: 2}, small
+    assert all(r.time_total < 0.5 * SLOW for r in small if r.status == 503), small
+    assert all(r.status == 200 for r in big), big
+    q1 = [r for r in fleet["q1"].records() if tag in r["target"]]
+    assert len(q1) == 3 and len({r["conn"] for r in q1}) == 1, q1
+    q2 = [r for r in fleet["q2"].records() if tag in r["target"]]
+    assert len(q2) == 5 and len({r["conn"] for r in q2}) == 5, q2

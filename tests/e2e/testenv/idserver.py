@@ -34,6 +34,7 @@ class Server:
         self.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) \
             if log_path else None
         self.seq = 0
+        self.conns = 0
         self.lock = threading.Lock()
 
     def bind(self):
@@ -72,8 +73,11 @@ class Server:
 
     def serve_conn(self, conn):
         rfile = conn.makefile("rb", buffering=65536)
+        with self.lock:
+            self.conns += 1
+            conn_id = self.conns
         try:
-            while self.serve_one(conn, rfile):
+            while self.serve_one(conn, rfile, conn_id):
                 pass
         except (OSError, ValueError):
             pass
@@ -84,7 +88,7 @@ class Server:
             except OSError:
                 pass
 
-    def serve_one(self, conn, rfile):
+    def serve_one(self, conn, rfile, conn_id):
         line = rfile.readline(65537)
         if not line:
             return False
@@ -104,7 +108,8 @@ class Server:
         with self.lock:
             self.seq += 1
             seq = self.seq
-        self.record({"id": self.ident, "seq": seq, "t": time.time(), "method": method,
+        self.record({"id": self.ident, "seq": seq, "conn": conn_id, "t": time.time(),
+                     "method": method,
                      "target": target, "host": lower.get("host"),
                      "rid": lower.get("x-request-id"), "headers": headers})
         if lower.get("expect", "").lower() == "100-continue":
