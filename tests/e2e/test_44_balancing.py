@@ -262,3 +262,33 @@ def test_backup_only_when_every_primary_is_out(fleet, routed):
                                  or "t=p1-back" in r["target"]) == 0
     finally:
         c.close()
+
+
+def test_hash_keys_come_back_with_their_server(fleet, routed):
+    """Rendezvous hashing: when a server that went comes back, its keys go
+    back to it and the others' keys stay where they are."""
+    fleet.add(*HASHED)
+    gw = routed([group("h", [fleet[s] for s in HASHED], balance="hash",
+                       hash_key="header:X-User", max_fails=1, fail_timeout="1s",
+                       max_fail_timeout="1s"),
+                 route("h", "h")])
+    hc = HostClients(gw)
+    try:
+        keys = ["back%d" % i for i in range(24)]
+        header_of = lambda k: "X-User: %s" % k  # noqa: E731
+        before = placement(hc, keys, header_of, protos=("h2",), rounds=1)
+        victim = collections.Counter(before.values()).most_common(1)[0][0]
+        fleet[victim].kill()
+        during = placement(hc, keys, header_of, protos=("h2",), rounds=1)
+        assert victim not in during.values(), during
+        fleet[victim].start()
+        # After its cooldown a request tries it again and it is back.
+        mine = [k for k in keys if before[k] == victim]
+        wait_until(lambda: served_by(hc.get("h2", "localhost", "/hash?k=probe",
+                                            headers=[header_of(mine[0])])) == victim,
+                   timeout=10, what="%s serving its keys again" % victim)
+        after = placement(hc, keys, header_of, rounds=2)
+        assert after == before, {k: (before[k], after[k]) for k in keys
+                                 if before[k] != after[k]}
+    finally:
+        hc.close()
