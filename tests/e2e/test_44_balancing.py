@@ -123,6 +123,19 @@ def test_least_conn_prefers_idle_server(fleet, routed):
     assert len(slow) == 2 and all(r.status == 200 for r in slow), slow
 
 
+def test_least_conn_counts_in_flight_per_weight(fleet, routed):
+    """Eight slow requests at once over weights 3 and 1: in flight per
+    weight stays even, so six on the heavy server and two on the light."""
+    fleet.add("heavy", "light")
+    gw = routed([group("lc", [fleet["heavy"].server_line(3), fleet["light"].server_line(1)],
+                       balance="least_conn"),
+                 route("lc", "lc")])
+    rs = run_load(gw, [{"path": "/w?i=%d&delay=800" % i} for i in range(8)], proto="h2",
+                  concurrency=8)
+    all_ok(rs)
+    assert counts(rs) == {"heavy": 6, "light": 2}, counts(rs)
+
+
 # ---- hash ------------------------------------------------------------------
 
 HASHED = ("h1", "h2", "h3")
