@@ -211,6 +211,52 @@ def test_tls_ca_not_pem(tmp_path, certs):
     assert_reported(p, path, {line, 0}, "upstream api", "tls_ca")
 
 
+# ---- values ------------------------------------------------------------------
+
+# (id, block index in good_blocks(), key, bad value): the value replaces the
+# key's or is added last.
+BAD_VALUES = [
+    ("route-path-relative", 2, "path", "api"),
+    ("route-path-query", 2, "path", "/api?x=1"),
+    ("route-host-inner-star", 2, "host", "a*.example.com"),
+    ("route-host-star", 2, "host", "*"),
+    ("route-alt-svc", 2, "alt_svc", "maybe"),
+    ("route-header-no-colon", 2, "add_request_header", "NoColon"),
+    ("route-header-bad-name", 2, "add_response_header", "Bad Name: x"),
+    ("route-body-size", 2, "max_request_body", "lots"),
+    ("route-timeout", 2, "response_timeout", "soon"),
+    ("route-unknown-key", 2, "balance", "round_robin"),
+    ("group-balance", 0, "balance", "fastest"),
+    ("group-hash-key", 0, "hash_key", "bogus"),
+    ("group-hash-header-empty", 0, "hash_key", "header:"),
+    ("group-retries", 0, "retries", "-1"),
+    ("group-max-fails", 0, "max_fails", "often"),
+    ("group-unknown-key", 0, "upstream", "api"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_bad_value(tmp_path, certs, case):
+    _, index, key, value = case
+    blocks = good_blocks()
+    header, items = blocks[index]
+    items = [(k, v) for k, v in items if k != key] + [(key, value)]
+    blocks[index] = (header, items)
+    path, text = write(tmp_path, certs, blocks)
+    p = check(path)
+    assert_reported(p, path, {block_line_of(text, header, key)}, header, key)
+
+
+def test_bad_no_route(tmp_path, certs):
+    text = base(certs).replace("[server]\n", "[server]\nno_route = bogus\n", 1) + \
+        "\n" + render_blocks(good_blocks())
+    p = tmp_path / "h3gate.ini"
+    p.write_text(text)
+    path = str(p)
+    r = check(path)
+    assert_reported(r, path, {block_line_of(text, "server", "no_route")}, "server", "no_route")
+
+
 # ---- what must be there ---------------------------------------------------
 
 def test_route_without_upstream(tmp_path, certs):
