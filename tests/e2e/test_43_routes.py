@@ -227,6 +227,25 @@ def test_no_match_misdirected(env, proto):
         assert a.int("status") == NO_MATCH_STATUS[proto], a.raw
 
 
+@pytest.mark.parametrize("proto", PROTOS)
+def test_no_match_with_a_body(env, proto):
+    """Requests with bodies (declared, chunked, large) that match no route:
+    answered 421/404 while the body is still coming, nothing upstream, and
+    the gateway goes on serving."""
+    gw, fl, hc = env
+    tag = uid()
+    for body, chunked in ((10, False), (200 * 1024, False), (300 * 1024, True)):
+        r = hc.request(proto, "nowhere.example.org", "/upload?t=%s" % tag, "POST",
+                       body=body, chunked=chunked)
+        # The answer may come before the body is sent; the client gets it
+        # (HTTP/2 and HTTP/3 may then stop the upload, with NO_ERROR).
+        assert r.error is None and r.status == NO_MATCH_STATUS[proto], (body, chunked, r)
+    assert gw.alive(), gw.stderr_text()[-3000:]
+    check_routed(env, proto, "app.example.com", "/api/after-unrouted-body", "api")
+    gw.wait_idle()
+    assert sent_upstream(fl, tag) == []
+
+
 def test_no_route_not_found(fleet, routed):
     fleet.add("w1", "w2")
     gw = routed([group("web", [fleet["w1"], fleet["w2"]]),
