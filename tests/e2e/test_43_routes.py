@@ -183,6 +183,25 @@ def test_access_log_names_route_and_server(env):
         assert line.get("upstream") == address, line.raw
 
 
+def test_wildcard_host_falls_back_to_routes_without_host(fleet, routed):
+    fleet.add("w1", "any1")
+    gw = routed([group("w", [fleet["w1"]]), group("any", [fleet["any1"]]),
+                 route("w", "w", host="*.ex.test", path="/only"),
+                 route("any", "any")])
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            for host, path, want in (("a.ex.test", "/only/x", "w1"),
+                                     ("a.b.ex.test", "/only", "w1"),
+                                     ("a.ex.test", "/other", "any1"),
+                                     ("ex.test", "/only", "any1"),
+                                     ("elsewhere.test", "/only", "any1")):
+                r = hc.get(proto, host, path)
+                assert r.status == 200 and served_by(r) == want, (proto, host, path, r)
+    finally:
+        hc.close()
+
+
 def test_requests_spread_over_the_group(env):
     """Round robin (the default) sends a route's requests to every server
     of its group, and only to its group."""
@@ -279,7 +298,7 @@ def test_route_header_edits(env, proto):
     gw, fl, hc = env
     tag = uid()
     r = hc.get(proto, "edit.test", "/edit/x?t=%s" % tag,
-               headers=["X-Secret: s3cr3t", "X-Keep: kept"])
+               headers=["X-Secret: s3cr3t", "X-Keep: kept", "x-SECRET: again"])
     assert r.status == 200, r
     assert r.header("x-served-route") == "edits", r.headers
     rec = sent_upstream(fl, tag)[0]
