@@ -164,6 +164,27 @@ def test_percent_encoded_unreserved_characters_match_as_decoded(env):
             check_routed(env, proto, "app.example.com", path, grp)
 
 
+@pytest.mark.parametrize("proto", ["h3", "h2"])
+def test_multiplexed_requests_route_one_by_one(env, proto):
+    """Sixty requests at once on one connection, for hosts and paths of
+    every group: each goes where its own host and path say."""
+    from testenv.load import run_load
+    gw, fl, hc = env
+    cases = HOST_CASES + [("app.example.com", p, g) for p, g in PATH_CASES[:12]]
+    specs, want = [], []
+    for i in range(60):
+        host, path, grp = cases[i % len(cases)]
+        sep = "&" if "?" in path else "?"
+        specs.append({"path": "%s%si=%d" % (path, sep, i), "headers": ["Host: %s" % host]})
+        want.append(grp)
+    rs = run_load(gw, specs, proto=proto, concurrency=60)
+    got = [(r.status, SERVER_GROUP.get(served_by(r))) for r in rs]
+    assert got == [(200, g) for g in want], [
+        (s["headers"][0], s["path"], g, w) for s, g, w in zip(specs, got, want)
+        if g != (200, w)]
+    assert sum(1 for r in rs if r.num_connects) == 1, "not one connection"
+
+
 def test_access_log_names_route_and_server(env):
     gw, fl, hc = env
     sent = []
