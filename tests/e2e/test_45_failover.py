@@ -224,8 +224,18 @@ def test_group_out_answers_before_connect_timeout(routed):
         c = H2Client(gw)
         try:
             t0 = time.monotonic()
-            first = c.get("/first", timeout=20)
+            out = []
+            t = threading.Thread(target=lambda: out.append(c.get("/first", timeout=20)))
+            t.start()
+            try:
+                # While it waits, the connect shows in /metrics.
+                gw.wait_series(lambda s: s.sum("upstream_server_connections", group="g",
+                                               state="connecting") == 1,
+                               timeout=2, what="a connect in progress")
+            finally:
+                t.join(30)
             took = time.monotonic() - t0
+            first = out[0]
             assert first.error is None and first.status in (502, 503, 504), first
             assert took >= 0.9, "the first request did not wait to connect (%.2fs)" % took
             gw.wait_series(lambda s: s.sum("upstream_server_up", group="g") == 0,
