@@ -374,3 +374,28 @@ def test_group_pool_size_and_queue_size(fleet, routed):
     assert len(q1) == 3 and len({r["conn"] for r in q1}) == 1, q1
     q2 = [r for r in fleet["q2"].records() if tag in r["target"]]
     assert len(q2) == 5 and len({r["conn"] for r in q2}) == 5, q2
+
+
+def test_response_timeouts_take_a_server_out(fleet, routed):
+    """A server that does not answer within response_timeout, max_fails
+    times in a row, is out: 504 for those requests (a timeout is no reset:
+    nothing is sent again), then every request goes to the other server."""
+    fleet.add("s1", "s2")
+    gw = routed([group("g", [fleet["s1"], fleet["s2"]], response_timeout="500ms",
+                       max_fails=2, fail_timeout="30s"),
+                 route("g", "g")])
+    c = H3Client(gw)
+    try:
+        got = []
+        for i in range(10):
+            r = c.get("/t?i=%d&delay_on=s1&delay=3000" % i, timeout=10)
+            got.append((r.status, served_by(r)))
+        assert got[:4] in ([(504, None), (200, "s2")] * 2, [(200, "s2"), (504, None)] * 2), got
+        assert got[4:] == [(200, "s2")] * 6, got
+        assert fleet["s1"].count(lambda r: "delay_on" in r["target"]) == 2
+        s = gw.series()
+        assert s.get("upstream_server_up", group="g", server=fleet["s1"].address) == 0
+        assert s.get("upstream_server_failures_total", group="g",
+                     server=fleet["s1"].address) == 2
+    finally:
+        c.close()

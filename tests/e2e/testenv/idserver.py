@@ -8,7 +8,8 @@ restart on the same address appends to them.
 Listens on host:port (port 0: the kernel's choice) or unix:/path, and prints
 "listening on ADDRESS" once it accepts connections.
 
-Query parameters: delay=MS waits before answering; status=N answers N;
+Query parameters: delay=MS waits before answering (with delay_on=ID1,ID2
+only on the servers named there); status=N answers N;
 close=1 answers with "Connection: close" and closes; reset_on=ID1,ID2 and
 drop_on=... make the servers named there read the whole request and then
 reset the connection (RST) or close it (FIN) without a response byte.
@@ -133,7 +134,8 @@ class Server:
                 body_len += len(got)
                 n -= len(got)
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query))
-        if "delay" in q:
+        if "delay" in q and ("delay_on" not in q
+                             or self.ident in q["delay_on"].split(",")):
             time.sleep(float(q["delay"]) / 1000.0)
         if self.ident in q.get("reset_on", "").split(","):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
