@@ -399,3 +399,34 @@ def test_response_timeouts_take_a_server_out(fleet, routed):
                      server=fleet["s1"].address) == 2
     finally:
         c.close()
+
+
+def test_a_success_clears_the_failure_count(fleet, routed):
+    """max_fails counts failures in a row: slow, fast, slow leaves the
+    server in; a second slow in a row takes it out."""
+    fleet.add("s1", "s2")
+    gw = routed([group("g", [fleet["s1"], fleet["s2"]], response_timeout="500ms",
+                       max_fails=2, fail_timeout="30s"),
+                 route("g", "g")])
+    c = H2Client(gw)
+
+    def next_on_s1(slow):
+        # Requests alternate; send until one lands on s1 (a 504 is s1 too).
+        for i in range(4):
+            q = "delay_on=s1&delay=3000" if slow else "fast"
+            r = c.get("/a?%s&i=%d" % (q, i), timeout=10)
+            if r.status == 504 or served_by(r) == "s1":
+                return r.status
+        raise AssertionError("no request reached s1")
+
+    def s1_up():
+        return up_value(gw, "g", fleet["s1"].address)
+    try:
+        assert next_on_s1(True) == 504
+        assert next_on_s1(False) == 200
+        assert next_on_s1(True) == 504
+        assert s1_up() == 1, "two failures, not in a row, took s1 out"
+        assert next_on_s1(True) == 504
+        assert s1_up() == 0, "two failures in a row left s1 in"
+    finally:
+        c.close()
