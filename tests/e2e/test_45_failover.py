@@ -430,3 +430,24 @@ def test_a_success_clears_the_failure_count(fleet, routed):
         assert s1_up() == 0, "two failures in a row left s1 in"
     finally:
         c.close()
+
+
+def test_a_lone_server_is_never_taken_out(fleet, routed):
+    """A group of one server is not emptied by passive checks: while it is
+    down each request tries it (502), and once back it serves at once."""
+    fleet.add("solo")
+    gw = routed([group("g", [fleet["solo"]], max_fails=1, fail_timeout="60s"),
+                 route("g", "g")])
+    c = H2Client(gw)
+    try:
+        assert c.get("/a").status == 200
+        fleet["solo"].kill()
+        for i in range(3):
+            r = c.get("/down?i=%d" % i)
+            assert r.error is None and r.status == 502, r
+        assert up_value(gw, "g", fleet["solo"].address) == 1
+        fleet["solo"].start()
+        r = c.get("/back")
+        assert r.status == 200 and served_by(r) == "solo", r
+    finally:
+        c.close()
