@@ -164,3 +164,22 @@ def test_access_log_route_and_upstream(vis):
             assert a.get("upstream") == want[1], a.raw
         else:
             assert a.get("upstream") in (fl["w1"].address, fl["w2"].address), a.raw
+
+
+def test_durations_are_in_seconds(vis):
+    gw, fl, hc, dead = vis
+    a1 = fl["a1"].address
+    before = gw.series()
+    for i in range(2):
+        assert hc.get("h2", "app.test", "/api/slow?delay=300&i=%d" % i).status == 200
+    gw.wait_idle()
+    s = gw.wait_series(lambda s: s.get("route_request_duration_seconds_count", route="api")
+                       - (before.get("route_request_duration_seconds_count", route="api") or 0)
+                       == 2, what="two api requests timed")
+
+    def grew(name, **labels):
+        return s.get(name, **labels) - (before.get(name, **labels) or 0)
+    assert 0.6 <= grew("route_request_duration_seconds_sum", route="api") < 5, s.text_of(
+        "h3gate_route_request_duration")
+    assert grew("upstream_server_first_byte_seconds_count", group="api", server=a1) == 2
+    assert 0.6 <= grew("upstream_server_first_byte_seconds_sum", group="api", server=a1) < 5
