@@ -2,11 +2,15 @@
 [route NAME] sections by host (exact, then the longest wildcard, then
 routes without host; case, port and a trailing dot ignored) and by path
 prefix (the longest wins, on a segment boundary, after removing dot
-segments), and goes to a server of the route's [upstream NAME] group, over
-HTTP/3, HTTP/2 and HTTP/1.1 alike. No match: 421 on HTTP/3 and HTTP/2, 404
-on HTTP/1.1 (404 everywhere with no_route = not_found), nothing upstream.
-Per-route settings: header edits both ways, max_request_body, alt_svc.
-The file without routes still serves every host; a unix-socket server."""
+segments and decoding unreserved characters), and goes to a server of the
+route's [upstream NAME] group, over HTTP/3, HTTP/2 and HTTP/1.1 alike, one
+request at a time or multiplexed. The authority that routes: HTTP/1.1
+absolute-form, HTTP/2 Host without :authority, never a Host that disagrees.
+No match: 421 on HTTP/3 and HTTP/2, 404 on HTTP/1.1 (404 everywhere with
+no_route = not_found), nothing upstream, bodies or not. Per-route settings:
+header edits both ways, max_request_body, alt_svc, response_timeout,
+forwarding fields. The file without routes still serves every host;
+unix-socket and IPv6 servers."""
 
 import os
 
@@ -25,7 +29,7 @@ GROUPS = {
 SERVER_GROUP = {s: g for g, ss in GROUPS.items() for s in ss}
 
 
-def routing_blocks(fl, **route_keys):
+def routing_blocks(fl):
     blocks = [group(g, [fl[s] for s in ss]) for g, ss in GROUPS.items()]
     blocks += [
         route("static", "static", host="app.example.com", path="/static/ /assets/"),

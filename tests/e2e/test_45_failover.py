@@ -2,8 +2,10 @@
 under load costs no GET and never makes a POST reach the upstreams twice;
 it is marked down in /metrics and comes back once it serves again; a group
 with every server out answers 503 at once, with Retry-After, without
-waiting for a connect timeout; a refused connection is retried on another
-server of the group."""
+waiting for a connect timeout; cooldowns double up to max_fail_timeout; a
+refused connection is retried on another server, a reset one only for
+requests without a body; response timeouts count as failures, in a row; a
+lone server is never taken out; pool_size and queue_size per group."""
 
 import collections
 import socket
