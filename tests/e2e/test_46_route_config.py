@@ -224,6 +224,12 @@ BAD_VALUES = [
     ("route-header-no-colon", 2, "add_request_header", "NoColon"),
     ("route-header-bad-name", 2, "add_response_header", "Bad Name: x"),
     ("route-body-size", 2, "max_request_body", "lots"),
+    # Fields that frame or address the message (RFC 9110 §6.4, §7.2, §7.6.1)
+    # are the gateway's: a route may not add or remove them.
+    ("route-add-content-length", 2, "add_request_header", "Content-Length: 5"),
+    ("route-add-connection", 2, "add_request_header", "Connection: close"),
+    ("route-remove-host", 2, "remove_request_header", "Host"),
+    ("route-add-response-te", 2, "add_response_header", "Transfer-Encoding: chunked"),
     ("route-timeout", 2, "response_timeout", "soon"),
     ("route-unknown-key", 2, "balance", "round_robin"),
     ("group-balance", 0, "balance", "fastest"),
