@@ -33,12 +33,14 @@
  * QUEUE_EXPIRE_BATCH waiters and re-arms at 0 ms for the rest, so a burst
  * of timeouts cannot monopolise one loop iteration.
  *
- * Re-resolution: one timer, one uv_getaddrinfo request at a time (the
- * timer is re-armed only when the request is answered, so they never
- * overlap). Every connection remembers the address generation it was
+ * Re-resolution is the resolver's (resolver.h); the pool reacts to its
+ * on_change. Every connection remembers the address generation it was
  * opened for; when the address changes, idle connections of an older
  * generation are closed and busy ones are closed instead of offered when
- * released, so the old address drains as its exchanges end.
+ * released, so the old address drains as its exchanges end. The pool is
+ * freed only after the resolver's close callback, which may come after
+ * every handle of the pool is closed (a lookup running on a worker thread
+ * cannot be stopped).
  *
  * TLS (cfg.tls set) is a transport hook on the same machine: a connection
  * stays CONNECTING through the handshake (the connect timer keeps running,
@@ -56,7 +58,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "resolver.h"
 #include "upstream_tls.h"
 
 #define MAX_IOV 8
@@ -152,8 +154,13 @@ struct h3g_upstream_pool {
    * to read ciphertext into. */
   char *sni;
   uint8_t *tls_rbuf;
-  struct sockaddr_storage addr; /* TCP: where new connects go */
-  uint32_t addr_gen;            /* bumped when addr changes */
+  /* TCP: where new connects go (h3g_resolver_sockaddr()); NULL once it is
+   * closed, when no connect starts any more. */
+  h3g_resolver *resolver;
+  int resolver_closed; /* its close callback ran (or there is none) */
+  uint32_t addr_gen;   /* bumped when the resolver's address changes */
+  /* The address as text, "unix:PATH" or the resolver's, copied so that it
+   * outlives the resolver. */
   char address[sizeof("unix:") + sizeof(((struct sockaddr_un *)0)->sun_path)];
   conn_list conns[CONN_NSTATES];
   h3g_waitq queue;
@@ -161,15 +168,6 @@ struct h3g_upstream_pool {
   h3g_upstream_pool_stats stats; /* the counters; gauges come from lists */
   int closing;
   int qtimer_closed;
-  /* Re-resolution (only for a host name with resolve_interval_ms). */
-  uv_timer_t rtimer;
-  uv_getaddrinfo_t gai;
-  int resolve_on; /* rtimer exists */
-  int rtimer_closed;
-  int resolving;       /* gai is in flight */
-  int resolve_failing; /* the failure was logged; quiet until a success */
-  int (*resolve_hook)(void *arg, int status, struct sockaddr_storage *addr);
-  void *resolve_hook_arg;
   void (*close_cb)(void *arg);
   void *close_arg;
   /* Idle connections read into this: whatever arrives is discarded and
@@ -388,12 +386,11 @@ static void pool_free(h3g_upstream_pool *p) {
   free(p);
 }
 
-/* Frees p once nothing refers to it: every handle closed, and no
- * getaddrinfo request in flight (its callback would find p gone). */
+/* Frees p once nothing refers to it: every handle closed, and the
+ * resolver closed (its lookup's callback would call back into p). */
 static void pool_maybe_finish(h3g_upstream_pool *p) {
   if (!p->closing || !p->qtimer_closed || p->conns[CONN_CLOSING].n != 0 ||
-      pool_total(p) != 0 || (p->resolve_on && !p->rtimer_closed) ||
-      p->resolving)
+      pool_total(p) != 0 || !p->resolver_closed)
     return;
   void (*cb)(void *) = p->close_cb;
   void *arg = p->close_arg;
@@ -628,7 +625,7 @@ static void conn_start(h3g_upconn *c, h3g_upstream_waiter *w) {
     uv_pipe_connect(&c->connect_req, &c->io.pipe, p->unix_path, on_connect);
   else
     rv = uv_tcp_connect(&c->connect_req, &c->io.tcp,
-                        (const struct sockaddr *)&p->addr, on_connect);
+                        h3g_resolver_sockaddr(p->resolver), on_connect);
   if (rv != 0) {
     c->connect_err = map_connect_error(rv);
     uv_timer_start(&c->timer, on_conn_timer, 0, 0);
@@ -1344,96 +1341,16 @@ void h3g_upconn_release(h3g_upconn *c, int reusable) {
   op_release(c, reusable);
 }
 
-/* ---- addresses and re-resolution ---------------------------------------- */
+/* ---- the address --------------------------------------------------------- */
 
-static const struct addrinfo resolve_hints = {
-    .ai_family = AF_UNSPEC,
-    .ai_socktype = SOCK_STREAM,
-    .ai_protocol = IPPROTO_TCP,
-    .ai_flags = AI_NUMERICSERV,
-};
-
-/* The first IPv4 or IPv6 address of res into *out. Returns 0 or
- * H3G_ERR_NOTFOUND. */
-static int first_usable(const struct addrinfo *res,
-                        struct sockaddr_storage *out) {
-  for (; res != NULL; res = res->ai_next) {
-    if ((res->ai_family != AF_INET && res->ai_family != AF_INET6) ||
-        res->ai_addrlen > sizeof(*out))
-      continue;
-    memset(out, 0, sizeof(*out));
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    return 0;
-  }
-  return H3G_ERR_NOTFOUND;
-}
-
-static int same_address(const struct sockaddr_storage *a,
-                        const struct sockaddr_storage *b) {
-  if (a->ss_family != b->ss_family)
-    return 0;
-  if (a->ss_family == AF_INET) {
-    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-    return x->sin_port == y->sin_port &&
-           x->sin_addr.s_addr == y->sin_addr.s_addr;
-  }
-  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-  return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
-         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
-/* p->address from p->addr (or the socket path). */
-static void format_address(h3g_upstream_pool *p) {
-  if (p->unix_path != NULL) {
-    snprintf(p->address, sizeof(p->address), "unix:%s", p->unix_path);
-    return;
-  }
-  char ip[INET6_ADDRSTRLEN] = "?";
-  int v6 = p->addr.ss_family == AF_INET6;
-  if (v6)
-    uv_ip6_name((const struct sockaddr_in6 *)&p->addr, ip, sizeof(ip));
-  else
-    uv_ip4_name((const struct sockaddr_in *)&p->addr, ip, sizeof(ip));
-  snprintf(p->address, sizeof(p->address), v6 ? "[%s]:%u" : "%s:%u", ip,
-           (unsigned)h3g_sockaddr_port((const struct sockaddr *)&p->addr));
-}
-
-static int resolve(const char *host, uint16_t port,
-                   struct sockaddr_storage *out) {
-  struct addrinfo *res = NULL;
-  char service[8];
-  snprintf(service, sizeof(service), "%u", (unsigned)port);
-  int rv = getaddrinfo(host, service, &resolve_hints, &res);
-  if (rv != 0) {
-    h3g_warn("upstream %s: cannot resolve: %s", host, gai_strerror(rv));
-    return rv == EAI_MEMORY ? H3G_ERR_NOMEM : H3G_ERR_NOTFOUND;
-  }
-  int err = first_usable(res, out);
-  freeaddrinfo(res);
-  return err;
-}
-
-/* A literal address needs no re-resolution; the answer does not block. */
-static int host_is_literal(const char *host) {
-  struct addrinfo hints = {.ai_flags = AI_NUMERICHOST};
-  struct addrinfo *res = NULL;
-  if (getaddrinfo(host, NULL, &hints, &res) != 0)
-    return 0;
-  freeaddrinfo(res);
-  return 1;
-}
-
-/* New connects go to *a from now on; idle connections to the previous
- * address close now, busy ones when released (conn_offer). */
-static void pool_set_address(h3g_upstream_pool *p,
-                             const struct sockaddr_storage *a) {
-  char was[sizeof(p->address)];
-  memcpy(was, p->address, sizeof(was));
-  p->addr = *a;
+/* The resolver's address changed (resolver.h): new connects go there from
+ * now on; idle connections to the previous address close now, busy ones
+ * when released (conn_offer). */
+static void on_address_change(void *arg) {
+  h3g_upstream_pool *p = arg;
   p->addr_gen++;
-  format_address(p);
-  h3g_info("upstream %s: %s now resolves to %s (was %s)", p->name, p->host,
-           p->address, was);
+  snprintf(p->address, sizeof(p->address), "%s",
+           h3g_resolver_address(p->resolver));
   h3g_upconn *c = p->conns[CONN_IDLE].head;
   while (c != NULL) {
     h3g_upconn *next = c->next;
@@ -1444,62 +1361,15 @@ static void pool_set_address(h3g_upstream_pool *p,
   pool_serve(p);
 }
 
-static void on_resolve_timer(uv_timer_t *t);
-
-static void on_resolved(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  h3g_upstream_pool *p = req->data;
-  p->resolving = 0;
-  if (p->closing) { /* cancelled (UV_EAI_CANCELED), or finished anyway */
-    uv_freeaddrinfo(res);
-    pool_maybe_finish(p);
-    return;
-  }
-  struct sockaddr_storage a;
-  int err = status == 0 ? first_usable(res, &a) : H3G_ERR_NOTFOUND;
-  uv_freeaddrinfo(res);
-  p->stats.resolutions++;
-  if (p->resolve_hook != NULL)
-    err = p->resolve_hook(p->resolve_hook_arg, err, &a);
-  if (err != 0) {
-    p->stats.resolve_failures++;
-    if (!p->resolve_failing)
-      h3g_warn("upstream %s: cannot resolve %s (%s); keeping %s", p->name,
-               p->host, status != 0 ? uv_strerror(status) : "no usable address",
-               p->address);
-    p->resolve_failing = 1;
-  } else {
-    if (p->resolve_failing)
-      h3g_info("upstream %s: %s resolves again", p->name, p->host);
-    p->resolve_failing = 0;
-    if (!same_address(&a, &p->addr))
-      pool_set_address(p, &a);
-  }
-  uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms, 0);
-}
-
-static void on_resolve_timer(uv_timer_t *t) {
-  h3g_upstream_pool *p = t->data;
-  char service[8];
-  snprintf(service, sizeof(service), "%u", (unsigned)p->cfg.port);
-  /* libuv copies host, service and hints into the request. */
-  p->gai.data = p;
-  int rv = uv_getaddrinfo(p->loop, &p->gai, on_resolved, p->host, service,
-                          &resolve_hints);
-  if (rv != 0) {
-    if (!p->resolve_failing)
-      h3g_warn("upstream %s: cannot resolve %s (%s); keeping %s", p->name,
-               p->host, uv_strerror(rv), p->address);
-    p->resolve_failing = 1;
-    uv_timer_start(&p->rtimer, on_resolve_timer, p->cfg.resolve_interval_ms, 0);
-    return;
-  }
-  p->resolving = 1;
-}
-
-static void on_rtimer_close(uv_handle_t *h) {
-  h3g_upstream_pool *p = h->data;
-  p->rtimer_closed = 1;
+/* The counters of the resolver outlive it in p->stats. */
+static void on_resolver_close(void *arg) {
+  h3g_upstream_pool *p = arg;
+  h3g_resolver_stats rs;
+  h3g_resolver_get_stats(p->resolver, &rs);
+  p->stats.resolutions = rs.resolutions;
+  p->stats.resolve_failures = rs.failures;
+  p->resolver = NULL;
+  p->resolver_closed = 1;
   pool_maybe_finish(p);
 }
 
@@ -1538,8 +1408,8 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
       rv = H3G_ERR_NOMEM;
   } else {
     p->host = dup_str(cfg->host);
-    rv = p->host == NULL ? H3G_ERR_NOMEM
-                         : resolve(cfg->host, cfg->port, &p->addr);
+    if (p->host == NULL)
+      rv = H3G_ERR_NOMEM;
   }
   if (rv == 0 && cfg->name != NULL) {
     p->name = dup_str(cfg->name);
@@ -1566,6 +1436,18 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
         rv = H3G_ERR_NOMEM;
     }
   }
+  /* Last: once it exists, the resolver is closed, never just freed. */
+  if (rv == 0 && !unix_socket) {
+    h3g_resolver_config rc = {
+        .host = p->host,
+        .port = cfg->port,
+        .name = p->name,
+        .interval_ms = cfg->resolve_interval_ms,
+        .on_change = on_address_change,
+        .arg = p,
+    };
+    rv = h3g_resolver_new(&p->resolver, loop, &rc);
+  }
   if (rv != 0) {
     pool_free(p);
     return rv;
@@ -1574,16 +1456,15 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
   p->cfg.unix_path = p->unix_path;
   p->cfg.name = p->name;
   p->cfg.sni = p->sni;
-  format_address(p);
+  if (unix_socket) {
+    snprintf(p->address, sizeof(p->address), "unix:%s", p->unix_path);
+    p->resolver_closed = 1;
+  } else {
+    snprintf(p->address, sizeof(p->address), "%s",
+             h3g_resolver_address(p->resolver));
+  }
   uv_timer_init(p->loop, &p->qtimer);
   p->qtimer.data = p;
-  if (!unix_socket && cfg->resolve_interval_ms > 0 &&
-      !host_is_literal(p->host)) {
-    p->resolve_on = 1;
-    uv_timer_init(p->loop, &p->rtimer);
-    p->rtimer.data = p;
-    uv_timer_start(&p->rtimer, on_resolve_timer, cfg->resolve_interval_ms, 0);
-  }
   *pp = p;
   return 0;
 }
@@ -1630,13 +1511,9 @@ void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
   h3g_upconn *c;
   while ((c = p->conns[CONN_IDLE].head) != NULL)
     conn_close(c);
-  if (p->resolve_on)
-    uv_close((uv_handle_t *)&p->rtimer, on_rtimer_close);
-  /* When the lookup already runs on a worker thread, uv_cancel() fails and
-   * its callback comes when it is done; either way pool_maybe_finish()
-   * waits for that callback. */
-  if (p->resolving)
-    uv_cancel((uv_req_t *)&p->gai);
+  /* A lookup in flight may hold the resolver after every handle here is
+   * closed: pool_maybe_finish() waits for its close callback. */
+  h3g_resolver_close(p->resolver, on_resolver_close, p);
   /* The pool is freed from a close callback, never from inside this call. */
   uv_close((uv_handle_t *)&p->qtimer, on_qtimer_close);
 }
@@ -1648,7 +1525,13 @@ void h3g_upstream_pool_get_stats(const h3g_upstream_pool *p,
   out->idle = p->conns[CONN_IDLE].n;
   out->connecting = p->conns[CONN_CONNECTING].n;
   out->waiting = (uint32_t)h3g_waitq_len(&p->queue);
-  out->resolving = p->resolving ? 1 : 0;
+  if (p->resolver != NULL) {
+    h3g_resolver_stats rs;
+    h3g_resolver_get_stats(p->resolver, &rs);
+    out->resolutions = rs.resolutions;
+    out->resolve_failures = rs.failures;
+    out->resolving = rs.resolving;
+  }
 }
 
 const char *h3g_upstream_pool_address(const h3g_upstream_pool *p) {
@@ -1659,6 +1542,6 @@ void h3g_upstream_pool_set_resolve_hook(
     h3g_upstream_pool *p,
     int (*hook)(void *arg, int status, struct sockaddr_storage *addr),
     void *arg) {
-  p->resolve_hook = hook;
-  p->resolve_hook_arg = arg;
+  if (p->resolver != NULL)
+    h3g_resolver_set_hook(p->resolver, hook, arg);
 }

@@ -182,12 +182,12 @@ typedef struct h3g_upstream_pool_config {
   uint64_t idle_timeout_ms;  /* idle keep-alive connections expire; 0 = never */
   /*
    * 0: host is resolved once, at creation. Otherwise host is resolved again
-   * this often, asynchronously (uv_getaddrinfo, never blocking the loop),
-   * unless it is a literal address. When the first usable address changes,
-   * new connects go to the new one, idle connections opened before the
-   * change are closed, and busy ones are closed when released (they finish
-   * their exchange); an info line tells. When a re-resolution fails, the
-   * old address stays; a warning is logged once until one succeeds.
+   * this often, asynchronously (the pool's resolver, resolver.h), unless it
+   * is a literal address. When the first usable address changes, new
+   * connects go to the new one, idle connections opened before the change
+   * are closed, and busy ones are closed when released (they finish their
+   * exchange); an info line tells. When a re-resolution fails, the old
+   * address stays; a warning is logged once until one succeeds.
    */
   uint64_t resolve_interval_ms;
   /*
@@ -242,9 +242,9 @@ typedef struct h3g_upstream_pool_stats {
 
 /*
  * Creates a pool on loop (a uv_loop_t *, kept opaque here). For TCP,
- * resolves host synchronously, keeping the first address found (IPv4 or
- * IPv6), and starts the re-resolution timer if resolve_interval_ms asks for
- * one. A Unix socket path is not checked here (a missing file is a refused
+ * creates the pool's resolver (resolver.h), which resolves host
+ * synchronously, keeping the first address found (IPv4 or IPv6), and
+ * re-resolves it if resolve_interval_ms asks for it. A Unix socket path is not checked here (a missing file is a refused
  * connect later). No connection is opened before the first acquire(). The
  * strings of cfg are copied. Returns 0, H3G_ERR_NOMEM, H3G_ERR_INVAL (no
  * host and no unix_path, an empty or too long unix_path, size 0), or
@@ -257,11 +257,12 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
  * Starts shutting down: fails every pending waiter (queued, or waiting for a
  * connect or a hand-over) with H3G_ERR_CLOSED from inside this call, closes
  * idle and connecting connections, refuses new acquires, stops
- * re-resolving (a resolution in flight is cancelled, or awaited when it
- * already runs); busy connections keep working and close as they are
- * released. cb(arg) runs later, from a libuv callback, once every handle is
- * closed and no resolution is in flight (so only after every busy
- * connection was released); the pool is then freed. Call it once.
+ * re-resolving (closes its resolver: a resolution in flight is cancelled,
+ * or awaited when it already runs); busy connections keep working and
+ * close as they are released. cb(arg) runs later, from a libuv callback,
+ * once every handle is closed and the resolver's close callback has run
+ * (so only after every busy connection was released); the pool is then
+ * freed. Call it once.
  */
 void h3g_upstream_pool_close(h3g_upstream_pool *p, void (*cb)(void *arg),
                              void *arg);
@@ -290,11 +291,10 @@ void h3g_upconn_release(h3g_upconn *c, int reusable);
 const char *h3g_upstream_pool_address(const h3g_upstream_pool *p);
 
 /*
- * Testing aid (production code leaves it unset): hook(arg, status, addr) is
- * called with the outcome of each asynchronous re-resolution before the
- * pool acts on it: status 0 and *addr the first usable address, or
- * H3G_ERR_NOTFOUND (addr unspecified). It returns the status to act on and
- * may rewrite *addr, to stand for a DNS answer that changed or failed.
+ * Testing aid (production code leaves it unset): sets the hook of the
+ * pool's resolver (h3g_resolver_set_hook() in resolver.h), which sees the
+ * outcome of each asynchronous re-resolution before the pool acts on it.
+ * No-op for a Unix-socket pool, which has no resolver.
  */
 struct sockaddr_storage;
 void h3g_upstream_pool_set_resolve_hook(
