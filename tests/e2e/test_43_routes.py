@@ -8,7 +8,7 @@ request at a time or multiplexed. The authority that routes: HTTP/1.1
 absolute-form, HTTP/2 Host without :authority, never a Host that disagrees.
 No match: 421 on HTTP/3 and HTTP/2, 404 on HTTP/1.1 (404 everywhere with
 no_route = not_found), nothing upstream, bodies or not. Per-route settings:
-header edits both ways, max_request_body, alt_svc, response_timeout,
+header edits both ways, max_request_body, alt_svc, response_timeout, early_data,
 forwarding fields. The file without routes still serves every host;
 unix-socket and IPv6 servers."""
 
@@ -533,3 +533,45 @@ def test_http2_host_without_authority(env):
     assert st.status == 200, vars(st)
     recs = sent_upstream(fl, tag)
     assert len(recs) == 1 and SERVER_GROUP[recs[0]["id"]] == "static", recs
+
+
+# ---- early data per route --------------------------------------------------
+
+def _gtls_get(gw, path, tmp_path, tag):
+    """One gtlsclient connection for path, keeping its session and
+    transport parameters in tmp_path (so the next one resumes and may send
+    the request as 0-RTT)."""
+    import subprocess
+    from conftest import GTLSCLIENT, SLOW
+    d = str(tmp_path / ("dl-" + tag))
+    os.makedirs(d, exist_ok=True)
+    cmd = [GTLSCLIENT, "--exit-on-all-streams-close", "-q", "--timeout=10s",
+           "--download=%s" % d, "--session-file=%s" % (tmp_path / "session.pem"),
+           "--tp-file=%s" % (tmp_path / "tp.pem"), "--wait-for-ticket",
+           "127.0.0.1", str(gw.port), "https://localhost:%d%s" % (gw.port, path)]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, timeout=60 * SLOW)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+
+
+def test_route_early_data_off(fleet, routed, tmp_path, need_gtlsclient):
+    """early_data = off on a route: its 0-RTT requests wait for the
+    handshake and go upstream without Early-Data; another route's go early,
+    marked Early-Data: 1 (RFC 8470)."""
+    fleet.add("e1")
+    gw = routed([group("g", [fleet["e1"]]),
+                 route("careful", "g", path="/careful", early_data="off"),
+                 route("rest", "g")])
+    _gtls_get(gw, "/warmup", tmp_path, "1")
+    m0 = gw.metrics()
+    _gtls_get(gw, "/careful/x", tmp_path, "2")
+    m1 = gw.metrics()
+    _gtls_get(gw, "/eager/x", tmp_path, "3")
+    m2 = gw.metrics()
+    assert m1["quic_early_data_accepted"] - m0["quic_early_data_accepted"] == 1, (m0, m1)
+    assert m1["h3_early_held"] - m0["h3_early_held"] == 1, (m0, m1)
+    assert m1["h3_early_forwarded"] - m0["h3_early_forwarded"] == 0, (m0, m1)
+    assert m2["h3_early_forwarded"] - m1["h3_early_forwarded"] == 1, (m1, m2)
+    recs = {r["target"]: r for r in fleet["e1"].records()}
+    assert headers_seen(recs["/careful/x"], "Early-Data") == [], recs["/careful/x"]
+    assert headers_seen(recs["/eager/x"], "Early-Data") == ["1"], recs["/eager/x"]
