@@ -8,7 +8,8 @@ request at a time or multiplexed. The authority that routes: HTTP/1.1
 absolute-form, HTTP/2 Host without :authority, never a Host that disagrees.
 No match: 421 on HTTP/3 and HTTP/2, 404 on HTTP/1.1 (404 everywhere with
 no_route = not_found), nothing upstream, bodies or not. Per-route settings:
-header edits both ways, max_request_body, alt_svc, response_timeout, early_data,
+header edits both ways, max_request_body, alt_svc, response_timeout,
+request_body_timeout, early_data,
 forwarding fields. The file without routes still serves every host;
 unix-socket and IPv6 servers."""
 
@@ -575,3 +576,23 @@ def test_route_early_data_off(fleet, routed, tmp_path, need_gtlsclient):
     recs = {r["target"]: r for r in fleet["e1"].records()}
     assert headers_seen(recs["/careful/x"], "Early-Data") == [], recs["/careful/x"]
     assert headers_seen(recs["/eager/x"], "Early-Data") == ["1"], recs["/eager/x"]
+
+
+def test_route_request_body_timeout(fleet, routed):
+    """request_body_timeout = 1s on one route: a body that stalls 2.5 s is
+    cut there (408), and passes on another route (the listener's 60 s)."""
+    from testenv.h3raw import Script, Stream, get, run_h3raw
+    fleet.add("b1")
+    gw = routed([group("g", [fleet["b1"]]),
+                 route("strict", "g", path="/strict", request_body_timeout="1s"),
+                 route("rest", "g")])
+    streams = []
+    for path in ("/strict/up", "/lenient/up"):
+        s = Stream().headers(get(gw, path, [("content-length", "100")], "POST"))
+        s.data(b"x" * 10).pause(2500).data(b"y" * 90).fin()
+        streams.append(s)
+    run = run_h3raw(gw, Script(*streams, concurrent=True), timeout=10.0)
+    statuses = [st.get("status") for st in run.streams]
+    assert statuses == [408, 200], run
+    line = gw.wait_access(path="/strict/up")[0]
+    assert line["outcome"] == "body-timeout" and line.get("route") == "strict", line.raw
