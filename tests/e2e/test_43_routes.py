@@ -9,9 +9,8 @@ absolute-form, HTTP/2 Host without :authority, never a Host that disagrees.
 No match: 421 on HTTP/3 and HTTP/2, 404 on HTTP/1.1 (404 everywhere with
 no_route = not_found), nothing upstream, bodies or not. Per-route settings:
 header edits both ways, max_request_body, alt_svc, response_timeout,
-request_body_timeout, early_data,
-forwarding fields. The file without routes still serves every host;
-unix-socket and IPv6 servers."""
+request_body_timeout, early_data, forwarding fields. The file without
+routes still serves every host; unix-socket and IPv6 servers."""
 
 import os
 
