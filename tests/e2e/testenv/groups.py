@@ -33,23 +33,33 @@ class IdServer:
         self.listen = listen
         self.address = None
         self.log_path = os.path.join(workdir, "%s.requests.jsonl" % ident)
+        # A file, not a pipe: a chatty server must never block on stderr.
+        self.stderr_path = os.path.join(workdir, "%s.stderr" % ident)
         self.proc = None
 
     def spawn(self):
         assert self.proc is None or self.proc.poll() is not None, "%s runs" % self.ident
-        self.proc = subprocess.Popen(
-            [sys.executable, IDSERVER_PY, "--id", self.ident,
-             "--listen", self.address or self.listen, "--log", self.log_path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True)
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, IDSERVER_PY, "--id", self.ident,
+                 "--listen", self.address or self.listen, "--log", self.log_path],
+                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
         return self
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def wait_listening(self, timeout=10.0):
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()
+            self.proc.wait(10)
             raise AssertionError("idserver %s did not start: %r %s" % (
-                self.ident, line, self.proc.stderr.read()[-2000:]))
+                self.ident, line, self.stderr_text()[-2000:]))
         self.address = line.strip().split("listening on ", 1)[1]
         return self
 
@@ -65,8 +75,7 @@ class IdServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         if self.proc is not None:
-            for f in (self.proc.stdout, self.proc.stderr):
-                f.close()
+            self.proc.stdout.close()
 
     stop = kill
 
