@@ -1,10 +1,39 @@
 /*
  * One client request mapped onto one HTTP/1.1 exchange.
  *
- * The request side and the response side each move through an ordered
- * life cycle (enum req_state, enum resp_state below); the upstream
- * connection is held from on_ready until the exchange ends and is given
- * back to the pool as reusable only when both messages ended cleanly.
+ * Three ordered life cycles, one per direction, each changed only by its
+ * transition function (req_enter, resp_enter, up_enter), which asserts
+ * that the step is one of these:
+ *
+ *   request: what the client sent (req_state)
+ *     HEADERS  -> BODY      end_headers; a body may follow
+ *     HEADERS  -> END       end_headers with the end of the stream
+ *     BODY     -> TRAILERS  the first trailer field
+ *     BODY     -> END       end_request
+ *     TRAILERS -> END       end_request
+ *
+ *   response: what the client was given (resp_state)
+ *     NONE     -> BODY      the upstream's final head was sent
+ *     NONE     -> COMPLETE  a generated answer (an error, 431, 404...)
+ *     BODY     -> COMPLETE  the upstream's response ended
+ *     NONE     -> ABORTED   malformed request, header timeout, cut
+ *     BODY     -> ABORTED   a failure after the head (reset), cut
+ *     COMPLETE -> ABORTED   cut (client reset, request refused late), or
+ *                           a generated head the front end refused
+ *
+ *   upstream: the connection we hold (up_state)
+ *     NONE     -> WAITING   acquire accepted
+ *     NONE     -> RELEASED  acquire refused, or the exchange failed first
+ *     WAITING  -> ACTIVE    on_ready
+ *     WAITING  -> RELEASED  on_fail, or our cancel
+ *     ACTIVE   -> RELEASED  release (reusable or closed)
+ *     ACTIVE   -> NONE      rewind: the request goes again from the start
+ *
+ * Every step goes forward in its enum's order but the upstream's rewind (a
+ * request sent again on a fresh connection after a kept-alive one died
+ * under it, or after a 425 to early data); END, ABORTED and RELEASED are
+ * final. The upstream connection is given back to the pool as reusable
+ * only when both messages ended cleanly.
  *
  * Memory: two rings of cfg->stream_buffer_size, allocated on first use; the
  * serialized request head (kept until the response starts, for a retry);
@@ -13,6 +42,7 @@
  */
 #include "stream_bridge.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,26 +56,54 @@
 
 /* Request side: what the client has sent so far. */
 typedef enum req_state {
-  REQ_HEADERS,  /* receiving the header section */
-  REQ_BODY,     /* head done, body may follow */
-  REQ_TRAILERS, /* receiving trailer fields */
-  REQ_END,      /* the client ended its stream */
+  /* Receiving the header section: add_field collects it (up to
+   * max_header_size), the header timer runs. end_headers moves on to BODY,
+   * or to END when the stream ended with the head. */
+  REQ_HEADERS,
+  /* The head is complete (and validated, unless the exchange already
+   * failed); body bytes may follow, within the credit given. add_trailer
+   * moves on to TRAILERS, end_request to END. */
+  REQ_BODY,
+  /* Receiving trailer fields; no body byte may follow. end_request moves
+   * on to END. */
+  REQ_TRAILERS,
+  /* The client ended its stream: nothing more arrives. Final. */
+  REQ_END,
 } req_state;
 
 /* Response side: what the client has been given so far. */
 typedef enum resp_state {
-  RESP_NONE,     /* nothing (or only interim heads) sent */
-  RESP_BODY,     /* final head sent, body streaming */
-  RESP_COMPLETE, /* the whole response is in the ring (or was sent) */
-  RESP_ABORTED,  /* the stream was cut off; no further front-end call */
+  /* Nothing, or only interim heads, sent: a failure can still answer with
+   * a generated response. The final head going out moves on to BODY; a
+   * generated answer to COMPLETE; a malformed request, the header timeout
+   * or a cut exchange to ABORTED. */
+  RESP_NONE,
+  /* The upstream's final head was sent; its body streams through the
+   * response ring. The upstream's end of message moves on to COMPLETE; a
+   * failure or a cut (only a reset is honest now) to ABORTED. */
+  RESP_BODY,
+  /* The whole response is in the ring (or was handed out): the upstream's,
+   * or one generated here. The client's reset or refused request still
+   * moves on to ABORTED, as does a generated head that could not be sent. */
+  RESP_COMPLETE,
+  /* The stream was cut off; no further front-end call. Final. */
+  RESP_ABORTED,
 } resp_state;
 
 /* Upstream side: the connection we hold, if any. */
 typedef enum up_state {
-  UP_NONE,     /* not asked yet */
-  UP_WAITING,  /* acquire pending */
-  UP_ACTIVE,   /* connection held */
-  UP_RELEASED, /* given back (or failed); never held again */
+  /* Not asked yet (held as early data, or not started), or rewound to send
+   * the request again. An accepted acquire moves on to WAITING; a refused
+   * one, or an exchange that failed first, to RELEASED. */
+  UP_NONE,
+  /* acquire pending in the pool: on_ready moves on to ACTIVE; on_fail, or
+   * our cancel when the exchange ends, to RELEASED. */
+  UP_WAITING,
+  /* The connection is held (b->conn): the request is written, the response
+   * read. Releasing it moves on to RELEASED; a rewind back to NONE. */
+  UP_ACTIVE,
+  /* Given back (or never had, or failed); never held again. Final. */
+  UP_RELEASED,
 } up_state;
 
 enum {
@@ -183,6 +241,51 @@ static int flush_head(h3g_bridge *b);
 static void refuse_request(h3g_bridge *b);
 static void stop_client_body(h3g_bridge *b);
 
+/* ---- the life cycles -------------------------------------------------- */
+
+/*
+ * The one place each direction's state changes (the diagrams at the top of
+ * this file). A step that is not in them is impossible: a bug here or a
+ * front end or pool breaking its contract, so it asserts rather than
+ * returning an error. The callers keep the side effects; these only keep
+ * the order.
+ */
+static void req_enter(h3g_bridge *b, req_state to) {
+  req_state from = b->req;
+  H3G_UNUSED(from); /* only asserted */
+  switch (to) {
+  case REQ_HEADERS: assert(0 && "no way back to the request head"); return;
+  case REQ_BODY: assert(from == REQ_HEADERS); break;
+  case REQ_TRAILERS: assert(from == REQ_BODY); break;
+  case REQ_END: assert(from != REQ_END); break;
+  }
+  b->req = to;
+}
+
+static void resp_enter(h3g_bridge *b, resp_state to) {
+  resp_state from = b->resp;
+  H3G_UNUSED(from);
+  switch (to) {
+  case RESP_NONE: assert(0 && "a response cannot be taken back"); return;
+  case RESP_BODY: assert(from == RESP_NONE); break;
+  case RESP_COMPLETE: assert(from == RESP_NONE || from == RESP_BODY); break;
+  case RESP_ABORTED: assert(from != RESP_ABORTED); break;
+  }
+  b->resp = to;
+}
+
+static void up_enter(h3g_bridge *b, up_state to) {
+  up_state from = b->up;
+  H3G_UNUSED(from);
+  switch (to) {
+  case UP_NONE: assert(from == UP_ACTIVE && "only a rewind goes back"); break;
+  case UP_WAITING: assert(from == UP_NONE); break;
+  case UP_ACTIVE: assert(from == UP_WAITING); break;
+  case UP_RELEASED: assert(from != UP_RELEASED); break;
+  }
+  b->up = to;
+}
+
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
                    const h3g_frontend_ops *fe, void *fs, const void *conn_key,
                    const char *client, const char *protocol) {
@@ -298,7 +401,8 @@ void h3g_bridge_free(h3g_bridge *b) {
     b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
-  b->up = UP_RELEASED;
+  if (b->up != UP_RELEASED)
+    up_enter(b, UP_RELEASED);
   write_access_log(b);
   h3g_h1_parser_free(b->parser);
   h3g_headers_free(&b->req_fields);
@@ -327,7 +431,7 @@ static void on_header_timeout(void *arg) {
   if (b->req != REQ_HEADERS || b->resp == RESP_ABORTED)
     return;
   b->outcome = "header-timeout";
-  b->resp = RESP_ABORTED;
+  resp_enter(b, RESP_ABORTED);
   b->fe->abort(b->fs, H3G_ABORT_REJECTED);
 }
 
@@ -585,7 +689,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   if (b->req != REQ_HEADERS)
     return H3G_ERR_PROTO;
   cancel_timer(b, &b->hdr_timer);
-  b->req = end_stream ? REQ_END : REQ_BODY;
+  req_enter(b, end_stream ? REQ_END : REQ_BODY);
   if (!end_stream) {
     b->body_seen_ns = h3g_now_ns();
     b->win_epoch_ns = b->body_seen_ns;
@@ -601,14 +705,14 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     h3g_debug("%s: malformed request: %s", b->client, why ? why : "?");
     H3G_INC(h3_malformed_requests);
     b->outcome = "malformed";
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     return H3G_ERR_PROTO;
   }
   b->validated = 1;
   if (end_stream && b->req_content_length > 0) {
     H3G_INC(h3_malformed_requests);
     b->outcome = "malformed";
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     return H3G_ERR_PROTO;
   }
   if (choose_route(b) != 0) {
@@ -763,7 +867,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
 int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
                            const uint8_t *value, size_t valuelen) {
   if (b->req == REQ_BODY)
-    b->req = REQ_TRAILERS;
+    req_enter(b, REQ_TRAILERS);
   if (b->req != REQ_TRAILERS)
     return H3G_ERR_PROTO;
   int rv = h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
@@ -777,7 +881,7 @@ int h3g_bridge_end_request(h3g_bridge *b) {
     return 0;
   if (b->req == REQ_HEADERS)
     return H3G_ERR_PROTO;
-  b->req = REQ_END;
+  req_enter(b, REQ_END);
   const char *why = NULL;
   /* A trailer section that did not fit is refused whole: forwarding the
    * fields that fit would drop the others silently. */
@@ -799,11 +903,13 @@ static void cut_exchange(h3g_bridge *b) {
   cancel_timer(b, &b->expect_timer);
   if (b->up == UP_WAITING) {
     b->ops->cancel(b->pool, &b->waiter);
-    b->up = UP_RELEASED;
+    up_enter(b, UP_RELEASED);
   }
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
-  b->resp = RESP_ABORTED;
+  /* Cut once more (a reset after a failure's reset): already there. */
+  if (b->resp != RESP_ABORTED)
+    resp_enter(b, RESP_ABORTED);
 }
 
 /* The request turned out malformed after its head (the front end resets
@@ -931,10 +1037,10 @@ int h3g_bridge_alt_svc(const h3g_bridge *b) {
 static void start_upstream(h3g_bridge *b) {
   int rv = b->ops->acquire(b->pool, &b->waiter);
   if (rv == 0) {
-    b->up = UP_WAITING;
+    up_enter(b, UP_WAITING);
     return;
   }
-  b->up = UP_RELEASED;
+  up_enter(b, UP_RELEASED);
   if (rv == H3G_ERR_UNAVAILABLE) {
     uint32_t after = b->ops->retry_after != NULL ? b->ops->retry_after(b->pool)
                                                  : 0;
@@ -949,8 +1055,12 @@ static void start_upstream(h3g_bridge *b) {
 /* Gives up the connection of an exchange that will be sent again from the
  * start (the head is kept; the request had no body bytes to resend). */
 static void upstream_rewind(h3g_bridge *b) {
-  upstream_release(b, 0);
-  b->up = UP_NONE;
+  if (b->up == UP_ACTIVE) {
+    b->ops->release(b->conn, 0);
+    b->conn = NULL;
+    b->writing = 0;
+  }
+  up_enter(b, UP_NONE);
   b->req_head_written = 0;
   b->req_fully_written = 0;
 }
@@ -962,7 +1072,7 @@ static void upstream_release(h3g_bridge *b, int reusable) {
     return;
   b->ops->release(b->conn, reusable);
   b->conn = NULL;
-  b->up = UP_RELEASED;
+  up_enter(b, UP_RELEASED);
   b->writing = 0;
 }
 
@@ -1132,7 +1242,7 @@ static void on_up_written(void *ctx, int status) {
 
 static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
-  b->up = UP_ACTIVE;
+  up_enter(b, UP_ACTIVE);
   b->up_named = 1;
   b->sent_ns = h3g_now_ns();
   b->first_byte_us = 0;
@@ -1195,7 +1305,7 @@ static int status_for_error(int err) {
 
 static void on_up_fail(void *ctx, int err) {
   h3g_bridge *b = ctx;
-  b->up = UP_RELEASED;
+  up_enter(b, UP_RELEASED);
   /* Refused, unreachable or timed out: the upstream is the cause. Not when
    * the pool shut down or could not try. */
   if (err != H3G_ERR_CLOSED && err != H3G_ERR_NOMEM)
@@ -1289,7 +1399,7 @@ static void stop_client_body(h3g_bridge *b) {
 }
 
 static void response_complete(h3g_bridge *b) {
-  b->resp = RESP_COMPLETE;
+  resp_enter(b, RESP_COMPLETE);
   b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
   if (b->up != UP_ACTIVE) {
     /* Ended early (end_request_early): the connection is closed. */
@@ -1479,7 +1589,7 @@ static int flush_head(h3g_bridge *b) {
   if (rv != 0)
     return rv;
   count_status(b->status);
-  b->resp = RESP_BODY;
+  resp_enter(b, RESP_BODY);
   /* The request cannot be retried once a response started, so its head
    * can go, unless a write still holds it: the upstream may answer before
    * it has read the whole request (on_up_written frees it then). */
@@ -1543,12 +1653,13 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
     b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
-  b->up = UP_RELEASED;
+  if (b->up != UP_RELEASED)
+    up_enter(b, UP_RELEASED);
   drop_request_body(b);
   if (b->resp == RESP_ABORTED || b->resp == RESP_COMPLETE)
     return;
   if (b->resp == RESP_BODY) {
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     H3G_INC(h3_streams_reset_by_gateway);
     b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
     return;
@@ -1599,12 +1710,12 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
   b->status = status;
   H3G_INC(responses_generated);
   count_status(status);
-  b->resp = RESP_COMPLETE;
+  resp_enter(b, RESP_COMPLETE);
   if (!has_body)
     b->end_reported = 1;
   stop_client_body(b);
   if (b->fe->send_head(b->fs, status, fields, nfields, 0, has_body) != 0) {
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
     return;
   }
