@@ -49,6 +49,7 @@
 #include <strings.h>
 
 #include "buf.h"
+#include "early_data.h"
 #include "h1_codec.h"
 #include "log.h"
 #include "metrics.h"
@@ -148,13 +149,8 @@ struct h3g_bridge {
   int up_named;
 
   /* 0-RTT (RFC 8470): the request came as early data, before the client's
-   * TLS handshake completed, and may be a replay. */
-  int early;          /* received early; the handshake has not completed */
-  int early_hold;     /* not sent upstream until the handshake completes */
-  int early_fwd;      /* sent upstream early, with Early-Data: 1 */
-  int early_added;    /* that Early-Data field is ours (the client had none) */
-  int early_retried;  /* answered 425 once and sent again */
-  int early_redo;     /* the upstream's head was a 425 to send again for */
+   * TLS handshake completed, and may be a replay (early_data.h). */
+  h3g_early early;
 
   /* request */
   h3g_headers req_fields;
@@ -467,7 +463,7 @@ static void on_body_timeout(void *arg) {
    * is out of credit, and the stall is the upstream's (response_timeout
    * covers that). Also not while the body is held on purpose. */
   int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing ||
-             b->expect_hold || b->early_hold;
+             b->expect_hold || b->early.hold;
   if (ours || idle_ms < limit) {
     arm_body_timer(b, ours ? limit : limit - idle_ms);
     return;
@@ -523,12 +519,6 @@ static int method_is(const h3g_bridge *b, const char *m) {
 }
 
 /* Methods whose requests are safe to send twice (RFC 9110 §9.2.2). */
-/* Safe methods (RFC 9110 §9.2.1) that h3gate lets through as 0-RTT. */
-static int method_safe(const h3g_bridge *b) {
-  return method_is(b, "GET") || method_is(b, "HEAD") ||
-         method_is(b, "OPTIONS");
-}
-
 static int method_idempotent(const h3g_bridge *b) {
   return method_is(b, "GET") || method_is(b, "HEAD") ||
          method_is(b, "OPTIONS") || method_is(b, "TRACE") ||
@@ -643,7 +633,7 @@ static int build_request_head(h3g_bridge *b) {
       if (h3g_field_name_eq(&b->req_fields.fields[i], "x-forwarded-for"))
         fwd[nfwd++] = b->req_fields.fields[i];
   }
-  if (b->early_added)
+  if (b->early.added)
     extra[nextra++] = (h3g_field){(const uint8_t *)"early-data", 10,
                                   (const uint8_t *)"1", 1};
   if (rs->fwd_via)
@@ -748,21 +738,8 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   else
     b->up_content_length = method_expects_body(b) ? 0 : -2;
 
-  if (b->early) {
-    /* RFC 8470 §5.1, RFC 9001 §9.2: only a request that does no harm when
-     * replayed goes ahead of the handshake, marked so the upstream can
-     * still say 425; anything else waits for the handshake, which a replay
-     * never completes. */
-    H3G_INC(h3_early_requests);
-    if (end_stream && method_safe(b) && b->rs->early_data) {
-      b->early_fwd = 1;
-      b->early_added = h3g_headers_find(&b->req_fields, "early-data") == NULL;
-      H3G_INC(h3_early_forwarded);
-    } else {
-      b->early_hold = 1;
-      H3G_INC(h3_early_held);
-    }
-  }
+  h3g_early_on_head(&b->early, &b->req_fields, &b->pseudo.method, end_stream,
+                    b->rs->early_data);
   if (!b->prio_known)
     b->prio = h3g_priority_of_request(&b->req_fields);
   b->waiter.urgency = b->prio.urgency;
@@ -772,7 +749,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     fail_exchange(b, rv == H3G_ERR_TOOBIG ? 431 : 500, "internal");
     return 0;
   }
-  if (!b->early_hold)
+  if (!b->early.hold)
     start_upstream(b);
   return 0;
 }
@@ -788,15 +765,12 @@ void h3g_bridge_set_priority(h3g_bridge *b, h3g_priority prio) {
 
 void h3g_bridge_set_early(h3g_bridge *b) {
   if (b->req == REQ_HEADERS)
-    b->early = 1;
+    h3g_early_received(&b->early);
 }
 
 void h3g_bridge_handshake_done(h3g_bridge *b) {
-  b->early = 0;
-  if (!b->early_hold)
-    return;
-  b->early_hold = 0;
-  if (b->resp == RESP_NONE && b->up == UP_NONE)
+  if (h3g_early_handshake_done(&b->early) && b->resp == RESP_NONE &&
+      b->up == UP_NONE)
     start_upstream(b);
 }
 
@@ -808,11 +782,7 @@ void h3g_bridge_handshake_done(h3g_bridge *b) {
  * retries by itself. The answered connection is mid-response: closed.
  */
 static void redo_too_early(h3g_bridge *b) {
-  b->early_redo = 0;
-  b->early_retried = 1;
-  b->early_fwd = 0;
-  b->early_added = 0;
-  H3G_INC(h3_early_retries);
+  h3g_early_resend(&b->early);
   upstream_rewind(b);
   free(b->req_head);
   b->req_head = NULL;
@@ -821,11 +791,10 @@ static void redo_too_early(h3g_bridge *b) {
     fail_exchange(b, 500, "internal");
     return;
   }
+  int wait = h3g_early_wait_handshake(&b->early);
   h3g_debug("%s: upstream said 425 to an early request: %s", b->client,
-            b->early ? "sending again after the handshake" : "sending again");
-  if (b->early)
-    b->early_hold = 1;
-  else
+            wait ? "sending again after the handshake" : "sending again");
+  if (!wait)
     start_upstream(b);
 }
 
@@ -1423,7 +1392,7 @@ static void on_up_read(void *ctx, size_t nread) {
     b->first_byte_us = H3G_MAX((h3g_now_ns() - b->sent_ns) / 1000u, 1u);
   size_t consumed = 0;
   int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
-  if (b->early_redo) {
+  if (b->early.redo) {
     redo_too_early(b);
     return;
   }
@@ -1525,10 +1494,8 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   h3g_bridge *b = ud;
   if (b->resp == RESP_ABORTED)
     return H3G_ERR_CLOSED;
-  if (!interim && status == 425 && b->early_added && !b->early_retried) {
-    b->early_redo = 1;
+  if (!interim && h3g_early_too_early(&b->early, status))
     return H3G_ERR_CLOSED; /* stop parsing: on_up_read sends it again */
-  }
   if (status == 100 || !interim) {
     expect_answered(b, status);
     /* Releasing the body can fail the exchange (a dead connection): its
