@@ -46,10 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "buf.h"
 #include "early_data.h"
+#include "expect_continue.h"
 #include "h1_codec.h"
 #include "log.h"
 #include "metrics.h"
@@ -161,13 +161,10 @@ struct h3g_bridge {
   int trailers_too_big; /* a trailer field did not fit: refused at the end */
   int stop_asked;       /* the client was asked to stop sending its body */
   int is_head;
-  int expect_continue;  /* the client sent "expect: 100-continue" */
-  int expect_hold;      /* body held until 100, a final head or timeout */
-  int expect_refused;   /* a final head came first: the body is not sent */
+  h3g_expect expect;    /* "expect: 100-continue" (expect_continue.h) */
   h3g_timer *hdr_timer; /* request_header_timeout */
   h3g_timer *body_timer; /* request_body_timeout, re-armed lazily */
   uint64_t body_seen_ns; /* when the client last sent body bytes */
-  h3g_timer *expect_timer;
   uint64_t body_submitted; /* body bytes handed to writes (incl. in flight) */
   /* Request window autotuning (h3g_bridge_env / frontend.h): the window
    * (the request ring's cap), the credit given back in all, and where the
@@ -392,7 +389,7 @@ void h3g_bridge_free(h3g_bridge *b) {
     b->outcome = "client-gone";
   cancel_timer(b, &b->hdr_timer);
   cancel_timer(b, &b->body_timer);
-  cancel_timer(b, &b->expect_timer);
+  h3g_expect_cancel(&b->expect, b->env->timers);
   if (b->up == UP_WAITING)
     b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
@@ -463,7 +460,7 @@ static void on_body_timeout(void *arg) {
    * is out of credit, and the stall is the upstream's (response_timeout
    * covers that). Also not while the body is held on purpose. */
   int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing ||
-             b->expect_hold || b->early.hold;
+             b->expect.hold || b->early.hold;
   if (ours || idle_ms < limit) {
     arm_body_timer(b, ours ? limit : limit - idle_ms);
     return;
@@ -727,10 +724,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     fail_exchange(b, 413, "body-too-large");
     return 0;
   }
-  const h3g_field *ex = h3g_headers_find(&b->req_fields, "expect");
-  b->expect_continue = ex != NULL && ex->valuelen == 12 &&
-                       strncasecmp((const char *)ex->value, "100-continue",
-                                   12) == 0;
+  h3g_expect_on_head(&b->expect, &b->req_fields);
   if (b->req_content_length >= 0)
     b->up_content_length = b->req_content_length;
   else if (!end_stream)
@@ -869,7 +863,7 @@ int h3g_bridge_end_request(h3g_bridge *b) {
 static void cut_exchange(h3g_bridge *b) {
   cancel_timer(b, &b->hdr_timer);
   cancel_timer(b, &b->body_timer);
-  cancel_timer(b, &b->expect_timer);
+  h3g_expect_cancel(&b->expect, b->env->timers);
   if (b->up == UP_WAITING) {
     b->ops->cancel(b->pool, &b->waiter);
     up_enter(b, UP_RELEASED);
@@ -1093,7 +1087,7 @@ static void pump_request(h3g_bridge *b) {
 
   /* With "expect: 100-continue" the body waits for the upstream's 100 (or
    * the timeout); after a final answer it is never sent. */
-  if (b->expect_hold || b->expect_refused) {
+  if (h3g_expect_blocks_body(&b->expect)) {
     start_write(b, iov, n, 0, 0);
     return;
   }
@@ -1228,41 +1222,25 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
    * client must not look like a slow upstream. */
   b->ops->set_read_timeout(conn, 0);
   b->ops->read_start(conn);
-  if (b->expect_continue && b->up_content_length != -2 &&
-      !(b->req == REQ_END && b->req_body_received == 0) &&
-      b->expect_timer == NULL && !b->expect_refused) {
-    b->expect_hold = 1;
-    if (b->env->timers != NULL)
-      b->expect_timer =
-          b->env->timers->start(b->env->loop,
-                                b->rs->expect_continue_timeout_ms,
-                                on_expect_timeout, b);
-    if (b->expect_timer == NULL)
-      b->expect_hold = 0; /* no timer: do not risk holding forever */
-  }
+  /* A body is to follow unless the message has none or the client ended
+   * its stream with the head. */
+  int body_follows = b->up_content_length != -2 &&
+                     !(b->req == REQ_END && b->req_body_received == 0);
+  h3g_expect_hold(&b->expect, body_follows, b->env->timers, b->env->loop,
+                  b->rs->expect_continue_timeout_ms, on_expect_timeout, b);
   pump_request(b);
 }
 
-/* RFC 9110 §10.1.1: a client (here, we) need not wait for 100 forever. */
 static void on_expect_timeout(void *arg) {
   h3g_bridge *b = arg;
-  b->expect_timer = NULL;
-  if (!b->expect_hold)
-    return;
-  b->expect_hold = 0;
-  pump_request(b);
+  if (h3g_expect_timed_out(&b->expect))
+    pump_request(b);
 }
 
 /* The upstream answered an expect-continue request: 100 releases the body,
  * a final status means the body is not wanted. */
 static void expect_answered(h3g_bridge *b, int status) {
-  if (!b->expect_hold)
-    return;
-  b->expect_hold = 0;
-  cancel_timer(b, &b->expect_timer);
-  if (status >= 200)
-    b->expect_refused = 1;
-  else
+  if (h3g_expect_answered(&b->expect, status, b->env->timers))
     pump_request(b);
 }
 
@@ -1506,7 +1484,7 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is
    * always useful; other 1xx codes have no meaning to forward. */
   if (interim &&
-      !((status == 100 && b->expect_continue) || status == 103))
+      !((status == 100 && b->expect.asked) || status == 103))
     return 0;
   h3g_field *out = malloc(sizeof(*out) * (fields->nfields + 1));
   if (out == NULL)
