@@ -50,6 +50,7 @@
 #include "buf.h"
 #include "early_data.h"
 #include "expect_continue.h"
+#include "forwarding.h"
 #include "h1_codec.h"
 #include "log.h"
 #include "metrics.h"
@@ -161,7 +162,7 @@ struct h3g_bridge {
   int trailers_too_big; /* a trailer field did not fit: refused at the end */
   int stop_asked;       /* the client was asked to stop sending its body */
   int is_head;
-  h3g_expect expect;    /* "expect: 100-continue" (expect_continue.h) */
+  h3g_expect expect; /* "expect: 100-continue" (expect_continue.h) */
   h3g_timer *hdr_timer; /* request_header_timeout */
   h3g_timer *body_timer; /* request_body_timeout, re-armed lazily */
   uint64_t body_seen_ns; /* when the client last sent body bytes */
@@ -229,7 +230,6 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
                                 uint32_t retry_after);
 static int choose_route(h3g_bridge *b);
 static void balance_key(h3g_bridge *b);
-static int route_removes(const h3g_route_settings *rs, const h3g_field *f);
 static int flush_head(h3g_bridge *b);
 static void refuse_request(h3g_bridge *b);
 static void stop_client_body(h3g_bridge *b);
@@ -459,8 +459,8 @@ static void on_body_timeout(void *arg) {
   /* Bytes still waiting for the upstream, or a write in flight: the client
    * is out of credit, and the stall is the upstream's (response_timeout
    * covers that). Also not while the body is held on purpose. */
-  int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing ||
-             b->expect.hold || b->early.hold;
+  int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing || b->expect.hold ||
+             b->early.hold;
   if (ours || idle_ms < limit) {
     arm_body_timer(b, ours ? limit : limit - idle_ms);
     return;
@@ -469,23 +469,6 @@ static void on_body_timeout(void *arg) {
             (unsigned long long)idle_ms);
   H3G_INC(request_body_timeouts);
   fail_exchange(b, 408, "body-timeout");
-}
-
-/* The client's address without its port ("[v6]:p" or "v4:p" -> address). */
-static void client_ip(const h3g_bridge *b, char *out, size_t cap) {
-  const char *c = b->client;
-  size_t n;
-  if (c[0] == '[') {
-    const char *end = strchr(c, ']');
-    c++;
-    n = end != NULL ? (size_t)(end - c) : strlen(c);
-  } else {
-    const char *colon = strrchr(c, ':');
-    n = colon != NULL ? (size_t)(colon - c) : strlen(c);
-  }
-  n = H3G_MIN(n, cap - 1);
-  memcpy(out, c, n);
-  out[n] = '\0';
 }
 
 /* ---- request side ------------------------------------------------------ */
@@ -530,121 +513,25 @@ static int method_expects_body(const h3g_bridge *b) {
 /*
  * Serializes the request head once; it is kept until the response starts so
  * that a request that failed on a stale kept-alive connection can be sent
- * again on a fresh one.
+ * again on a fresh one. Which fields go, and which we add, is
+ * forwarding.h's.
  */
 static int build_request_head(h3g_bridge *b) {
-  size_t n = b->req_fields.nfields;
-  h3g_field *fwd = malloc(sizeof(*fwd) * (n ? n : 1));
-  if (fwd == NULL)
-    return H3G_ERR_NOMEM;
-  size_t nfwd = 0;
-  const h3g_config *cfg = b->env->cfg;
-  const h3g_route_settings *rs = b->rs;
-  char ip[64];
-  client_ip(b, ip, sizeof(ip));
-  int trusted = h3g_config_is_trusted(cfg, ip);
-  /* What a trusted proxy said before us, joined per field. */
-  size_t theirs_len = 0;
-  for (size_t i = 0; i < n; i++) {
-    const h3g_field *f = &b->req_fields.fields[i];
-    if (f->namelen > 0 && f->name[0] == ':')
-      continue;
-    unsigned flags = h3g_field_flags(f->name, f->namelen);
-    if (flags & H3G_FIELD_HOP_BY_HOP)
-      continue;
-    if (h3g_field_name_eq(f, "host") || h3g_field_name_eq(f, "content-length"))
-      continue;
-    if (route_removes(rs, f))
-      continue;
-    if (flags & H3G_FIELD_FORWARDING) {
-      /* RFC 7239 §8.1: never pass on what an untrusted client claims. */
-      if (!trusted)
-        continue;
-      if (h3g_field_name_eq(f, "x-forwarded-for") ||
-          h3g_field_name_eq(f, "forwarded") || h3g_field_name_eq(f, "via")) {
-        theirs_len += f->valuelen + 2;
-        continue; /* re-emitted below with our entry appended */
-      }
-    }
-    fwd[nfwd++] = *f;
-  }
   const h3g_field *host = b->pseudo.authority.namelen
                               ? &b->pseudo.authority
                               : h3g_headers_find(&b->req_fields, "host");
-  h3g_field *extra = malloc(sizeof(*extra) * (6 + rs->nadd_request));
-  if (extra == NULL) {
-    free(fwd);
-    return H3G_ERR_NOMEM;
-  }
-  size_t nextra = 0;
-  size_t hostlen = host ? host->valuelen : 0;
-  size_t vcap = theirs_len + 3 * (hostlen + sizeof(ip) + 64);
-  char *vbuf = malloc(vcap);
-  if (vbuf == NULL) {
-    free(fwd);
-    free(extra);
-    return H3G_ERR_NOMEM;
-  }
-  size_t vused = 0;
-  /* Appends "name: <their values, joined>, <ours>" to extra[]. */
-#define H3G_ADD_EXTRA(NAME, ...)                                               \
-  do {                                                                         \
-    char *v = vbuf + vused;                                                    \
-    size_t vl = 0;                                                             \
-    for (size_t i = 0; trusted && i < n; i++) {                                \
-      const h3g_field *f = &b->req_fields.fields[i];                           \
-      if (h3g_field_name_eq(f, NAME)) {                                        \
-        memcpy(v + vl, f->value, f->valuelen);                                 \
-        vl += f->valuelen;                                                     \
-        v[vl++] = ',';                                                         \
-        v[vl++] = ' ';                                                         \
-      }                                                                        \
-    }                                                                          \
-    int w = snprintf(v + vl, vcap - vused - vl, __VA_ARGS__);                  \
-    vl += w > 0 ? (size_t)w : 0;                                               \
-    extra[nextra++] = (h3g_field){(const uint8_t *)NAME, strlen(NAME),         \
-                                  (const uint8_t *)v, vl};                     \
-    vused += vl;                                                               \
-  } while (0)
-  int v6 = strchr(ip, ':') != NULL;
-  int hl = (int)hostlen;
-  const char *hv = host ? (const char *)host->value : "";
-  if (rs->fwd_forwarded)
-    H3G_ADD_EXTRA("forwarded", "for=%s%s%s;proto=https%s%.*s%s",
-                  v6 ? "\"[" : "", ip, v6 ? "]\"" : "",
-                  hostlen ? ";host=\"" : "", hl, hv, hostlen ? "\"" : "");
-  if (rs->fwd_x_forwarded) {
-    H3G_ADD_EXTRA("x-forwarded-for", "%s", ip);
-    if (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-proto") ==
-                        NULL)
-      extra[nextra++] = (h3g_field){(const uint8_t *)"x-forwarded-proto", 17,
-                                    (const uint8_t *)"https", 5};
-    if (host != NULL &&
-        (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-host") ==
-                         NULL))
-      extra[nextra++] = (h3g_field){(const uint8_t *)"x-forwarded-host", 16,
-                                    host->value, host->valuelen};
-  } else if (trusted) {
-    /* Not adding ours, but a trusted chain is still passed on as is. */
-    for (size_t i = 0; i < n && nfwd < n; i++)
-      if (h3g_field_name_eq(&b->req_fields.fields[i], "x-forwarded-for"))
-        fwd[nfwd++] = b->req_fields.fields[i];
-  }
-  if (b->early.added)
-    extra[nextra++] = (h3g_field){(const uint8_t *)"early-data", 10,
-                                  (const uint8_t *)"1", 1};
-  if (rs->fwd_via)
-    H3G_ADD_EXTRA("via", "%s h3gate",
-                  strcmp(b->protocol, "h3") == 0   ? "3"
-                  : strcmp(b->protocol, "h2") == 0 ? "2"
-                                                   : "1.1");
-#undef H3G_ADD_EXTRA
-  for (uint32_t i = 0; i < rs->nadd_request; i++) {
-    const h3g_header_edit *e = &rs->add_request[i];
-    extra[nextra++] = (h3g_field){(const uint8_t *)e->name, strlen(e->name),
-                                  (const uint8_t *)e->value, strlen(e->value)};
-    vused += strlen(e->name) + strlen(e->value) + 4;
-  }
+  h3g_forward fw;
+  int rv = h3g_forward_build(&fw, &(h3g_forward_in){
+                                      .fields = &b->req_fields,
+                                      .host = host,
+                                      .client = b->client,
+                                      .protocol = b->protocol,
+                                      .cfg = b->env->cfg,
+                                      .rs = b->rs,
+                                      .early_data = b->early.added,
+                                  });
+  if (rv != 0)
+    return rv;
   h3g_h1_request rq = {
       .method = b->pseudo.method.value,
       .methodlen = b->pseudo.method.valuelen,
@@ -652,20 +539,18 @@ static int build_request_head(h3g_bridge *b) {
       .targetlen = b->pseudo.path.valuelen,
       .host = host ? host->value : NULL,
       .hostlen = host ? host->valuelen : 0,
-      .fields = fwd,
-      .nfields = nfwd,
-      .extra = extra,
-      .nextra = nextra,
+      .fields = fw.fields,
+      .nfields = fw.nfields,
+      .extra = fw.extra,
+      .nextra = fw.nextra,
       .content_length = b->up_content_length,
   };
   size_t cap = b->req_fields.section_size + rq.methodlen + rq.targetlen +
-               rq.hostlen + vused + 256;
+               rq.hostlen + fw.extra_size + 256;
   b->req_head = malloc(cap);
   int64_t len = b->req_head ? h3g_h1_write_request(&rq, b->req_head, cap)
                             : H3G_ERR_NOMEM;
-  free(fwd);
-  free(vbuf);
-  free(extra);
+  h3g_forward_free(&fw);
   if (len < 0)
     return (int)len;
   b->req_head_len = (size_t)len;
@@ -966,7 +851,7 @@ static void balance_key(h3g_bridge *b) {
   size_t n = 0;
   char ip[64];
   if (g->hash_key == H3G_HASH_CLIENT_IP) {
-    client_ip(b, ip, sizeof(ip));
+    h3g_forward_client_ip(b->client, ip, sizeof(ip));
     v = (const uint8_t *)ip;
     n = strlen(ip);
   } else if (g->hash_key == H3G_HASH_HEADER) {
@@ -982,13 +867,6 @@ static void balance_key(h3g_bridge *b) {
     return; /* no key: round robin */
   b->waiter.hash = key_hash(v, n);
   b->waiter.has_hash = 1;
-}
-
-static int route_removes(const h3g_route_settings *rs, const h3g_field *f) {
-  for (uint32_t i = 0; i < rs->nremove_request; i++)
-    if (h3g_field_name_eq(f, rs->remove_request[i].name))
-      return 1;
-  return 0;
 }
 
 int h3g_bridge_alt_svc(const h3g_bridge *b) {
