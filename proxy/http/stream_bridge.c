@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge_log.h"
 #include "buf.h"
 #include "early_data.h"
 #include "expect_continue.h"
@@ -127,8 +128,6 @@ struct h3g_bridge {
   const h3g_upstream_ops *ops;
   void *pool;
   int resends;           /* sent again after a reset, without a response */
-  uint64_t sent_ns;      /* the request head went out (first byte timing) */
-  uint64_t first_byte_us;
 
   req_state req;
   resp_state resp;
@@ -203,11 +202,8 @@ struct h3g_bridge {
   h3g_headers resp_trailers;
   int end_reported;
 
-  /* accounting */
-  uint64_t start_ns;
-  uint64_t start_wall_us;
-  uint64_t bytes_in;
-  uint64_t bytes_out;
+  /* accounting (bridge_log.h) */
+  h3g_bridge_log log;
   const char *outcome;
   char client[64];
   char protocol[16];
@@ -290,11 +286,10 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
       .fe = fe,
       .fs = fs,
       .req_content_length = -1,
-      .start_ns = h3g_now_ns(),
-      .start_wall_us = h3g_wall_us(),
       .outcome = "ok",
       .prio = H3G_PRIORITY_DEFAULT,
   };
+  h3g_bridge_log_start(&b->log);
   b->waiter.ev = &upstream_events;
   b->waiter.ctx = b;
   b->waiter.group = conn_key;
@@ -318,67 +313,24 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
   return 0;
 }
 
-/* A NUL-terminated copy of a field value for the access log. */
-static void field_str(const h3g_field *f, char *out, size_t cap) {
-  size_t n = f->namelen ? H3G_MIN(f->valuelen, cap - 1) : 0;
-  if (n)
-    memcpy(out, f->value, n);
-  out[n] = '\0';
-}
-
-/* The server that answered (or failed), else the upstream's name; "-"
- * when the gateway answered alone. */
-static const char *upstream_name(const h3g_bridge *b) {
-  if (!b->up_named || b->ops == NULL)
-    return "-";
-  const char *n = b->ops->server_name != NULL
-                      ? b->ops->server_name(b->pool, &b->waiter)
-                      : NULL;
-  return n != NULL ? n : b->ops->name(b->pool);
-}
-
+/* The exchange's access log line, route statistics and upstream finish
+ * (bridge_log.h). The upstream counts only when it was involved. */
 static void write_access_log(h3g_bridge *b) {
-  char method[32], authority[256], path[1024];
-  h3g_request_pseudo ps = b->pseudo;
-  if (!b->validated) {
-    /* A refused request still gets a line; show what it claimed. */
-    const h3g_field *f;
-    memset(&ps, 0, sizeof(ps));
-    if ((f = h3g_headers_find(&b->req_fields, ":method")) != NULL)
-      ps.method = *f;
-    if ((f = h3g_headers_find(&b->req_fields, ":authority")) != NULL)
-      ps.authority = *f;
-    if ((f = h3g_headers_find(&b->req_fields, ":path")) != NULL)
-      ps.path = *f;
-  }
-  field_str(&ps.method, method, sizeof(method));
-  field_str(&ps.authority, authority, sizeof(authority));
-  field_str(&ps.path, path, sizeof(path));
-  h3g_access_record rec = {
-      .start_wall_us = b->start_wall_us,
-      .duration_us = (h3g_now_ns() - b->start_ns) / 1000u,
-      .client = b->client,
-      .protocol = b->protocol,
-      .method = method,
-      .authority = authority,
-      .path = path,
-      .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
-      .bytes_in = b->bytes_in,
-      .bytes_out = b->bytes_out,
-      .upstream = upstream_name(b),
-      .route = b->route != NULL ? b->route->conf->name : "-",
-      .outcome = b->outcome,
-  };
-  h3g_access_log(&rec);
-  if (b->route != NULL) {
-    h3g_route_stats *st = &b->route->stats;
-    if (rec.status >= 100 && rec.status < 600)
-      st->responses[rec.status / 100 - 1]++;
-    st->duration_us_sum += rec.duration_us;
-    st->duration_count++;
-  }
-  if (b->ops != NULL && b->ops->finish != NULL && b->up_named)
-    b->ops->finish(b->pool, &b->waiter, rec.status, b->first_byte_us);
+  int named = b->up_named && b->ops != NULL;
+  h3g_bridge_log_end(
+      &b->log,
+      &(h3g_bridge_end){
+          .client = b->client,
+          .protocol = b->protocol,
+          .fields = &b->req_fields,
+          .pseudo = b->validated ? &b->pseudo : NULL,
+          .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
+          .outcome = b->outcome,
+          .route = b->route,
+          .ops = named ? b->ops : NULL,
+          .pool = b->pool,
+          .waiter = &b->waiter,
+      });
 }
 
 void h3g_bridge_free(h3g_bridge *b) {
@@ -682,7 +634,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
     return H3G_ERR_PROTO;
   b->body_seen_ns = h3g_now_ns();
   b->req_body_received += len;
-  b->bytes_in += len;
+  b->log.bytes_in += len;
   H3G_ADD(request_body_bytes, len);
   if (b->req_content_length >= 0 &&
       b->req_body_received > (uint64_t)b->req_content_length) {
@@ -1085,8 +1037,7 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
   up_enter(b, UP_ACTIVE);
   b->up_named = 1;
-  b->sent_ns = h3g_now_ns();
-  b->first_byte_us = 0;
+  h3g_bridge_log_sent(&b->log);
   b->conn = conn;
   b->conn_reused = reused;
   if (b->parser == NULL &&
@@ -1244,8 +1195,7 @@ static int request_submitted(const h3g_bridge *b) {
 
 static void on_up_read(void *ctx, size_t nread) {
   h3g_bridge *b = ctx;
-  if (b->first_byte_us == 0 && nread > 0 && b->sent_ns != 0)
-    b->first_byte_us = H3G_MAX((h3g_now_ns() - b->sent_ns) / 1000u, 1u);
+  h3g_bridge_log_read(&b->log, nread);
   size_t consumed = 0;
   int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
   if (b->early.redo) {
@@ -1564,7 +1514,7 @@ size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t nv,
   size_t total = 0;
   for (size_t i = 0; i < n; i++)
     total += v[i].len;
-  b->bytes_out += total;
+  b->log.bytes_out += total;
   H3G_ADD(response_body_bytes, total);
   if (b->resp == RESP_COMPLETE && h3g_ring_unsent(&b->resp_ring) == 0) {
     *flags = H3G_BODY_END;
