@@ -111,9 +111,20 @@ install_pkgs() {
   [ -z "$need" ] && return 0
   apt_update
   log "installing: $(echo $need)"
+  # Packages such as nginx start their service on installation; the tests
+  # run their own instances, so none is started (Debian's policy-rc.d: exit
+  # 101 forbids it), unless the machine already has a policy of its own.
+  local policy=/usr/sbin/policy-rc.d made=0
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee $policy >/dev/null
+    $SUDO chmod 755 $policy
+    made=1
+  fi
   # shellcheck disable=SC2086
   run "$LOGS/apt-install.log" "installing $(echo $need)" \
     $SUDO apt-get install -y -qq --no-install-recommends "${target[@]}" $need
+  [ $made = 1 ] && $SUDO rm -f $policy
+  return 0
 }
 
 # --- Debian packages -------------------------------------------------------
@@ -121,7 +132,7 @@ install_pkgs() {
 BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
       autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
 TEST=(python3 python3-pytest python3-pycurl python3-cryptography python3-h2 procps
-      iproute2 nftables)
+      iproute2 nftables nginx)
 # The fuzz build (scripts/fuzz.sh): clang and its runtimes (libFuzzer,
 # ASan, UBSan), which Debian ships apart from the compiler.
 FUZZ_BOOKWORM=(clang libclang-rt-14-dev)

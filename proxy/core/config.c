@@ -2007,16 +2007,17 @@ static int open_named_section(loader *ld, const char *name) {
   while (isspace((unsigned char)*rest))
     rest++;
   const char *kind = group ? "upstream" : "route";
+  char sv[SHOWN_BUF];
+  /* Messages name the section as the file wrote it. */
+  snprintf(ld->label, sizeof(ld->label), "%s%s%s", kind, *rest ? " " : "",
+           shown(sv, sizeof(sv), rest));
   if (*rest == '\0' && group)
     rest = "default"; /* the unnamed [upstream] of older files */
-  char sv[SHOWN_BUF];
   if (*rest == '\0') {
     report(ld, ld->line, name, NULL,
            "a route needs a name, as in [route app]");
     return -1;
   }
-  snprintf(ld->label, sizeof(ld->label), "%s %s", kind,
-           shown(sv, sizeof(sv), rest));
   if (!valid_name(rest)) {
     report(ld, ld->line, ld->label, NULL,
            "the name may hold letters, digits, '_', '-' and '.' (at most "
@@ -2043,7 +2044,8 @@ static int open_named_section(loader *ld, const char *name) {
       return -1;
     }
     ld->cfg.groups = v;
-    v[n] = (h3g_group_conf){.line = (uint32_t)ld->line};
+    v[n] = (h3g_group_conf){.line = (uint32_t)ld->line,
+                            .unnamed = ld->label[8] == '\0'};
     snprintf(v[n].name, sizeof(v[n].name), "%s", rest);
     named_defaults(group_schema, N_GROUP_OPTS, &v[n]);
     ld->cfg.ngroups = n + 1;
@@ -2093,7 +2095,8 @@ static void finish_named(loader *ld) {
   }
   for (uint32_t i = 0; i < cfg->ngroups; i++) {
     h3g_group_conf *g = &cfg->groups[i];
-    snprintf(label, sizeof(label), "upstream %s", g->name);
+    snprintf(label, sizeof(label), "upstream%s%s", g->unnamed ? "" : " ",
+             g->unnamed ? "" : g->name);
     if (g->nservers == 0 &&
         g->key_line[opt_index(group_schema, N_GROUP_OPTS, "server")] == 0)
       report(ld, (int)g->line, label, "server", "required, but not set");
@@ -2722,7 +2725,10 @@ void h3g_config_dump(const h3g_config *cfg, void *f) {
     dump_line(out, o->key, value);
   }
   for (uint32_t i = 0; i < cfg->ngroups; i++) {
-    fprintf(out, "\n[upstream %s]\n", cfg->groups[i].name);
+    if (cfg->groups[i].unnamed)
+      fprintf(out, "\n[upstream]\n");
+    else
+      fprintf(out, "\n[upstream %s]\n", cfg->groups[i].name);
     dump_named(group_schema, N_GROUP_OPTS, &cfg->groups[i], out);
   }
   for (uint32_t i = 0; i < cfg->nroutes && !cfg->routes_implicit; i++) {

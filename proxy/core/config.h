@@ -103,7 +103,8 @@ typedef enum h3g_hash_key {
 /* One [upstream NAME] section (config.c's group schema names the keys). */
 typedef struct h3g_group_conf {
   char name[H3G_NAME_MAX];
-  uint32_t line; /* of the section line */
+  uint32_t line;    /* of the section line */
+  uint32_t unnamed; /* written "[upstream]": the group "default" */
   h3g_server_conf *servers;
   uint32_t nservers;
   h3g_balance balance;

@@ -287,7 +287,11 @@ static void on_health(void *arg, int ok) {
   }
   s->fails++;
   s->failures++;
-  if (gc->max_fails == 0)
+  /* A lone server is never taken out by passive checks: there is nowhere
+   * else to send its requests, and an app that is restarting or had one
+   * bad moment would get 503s for longer than it was away (a sidecar's
+   * usual case). Active checks still take it out. */
+  if (gc->max_fails == 0 || s->g->n == 1)
     return;
   uint64_t now = h3g_now_ns();
   if (s->passive_out) {

@@ -135,24 +135,36 @@ class Certs:
 # config files
 
 def render_ini(sections):
-    """INI text from {section: {key: value}}; a value of None drops the key.
-    Keys keep their insertion order, so line numbers are predictable."""
+    """INI text from {section: {key: value}}; a value of None drops the key,
+    a list gives the key once per element (server, header edits). Keys keep
+    their insertion order, so line numbers are predictable."""
     lines = []
     for section, keys in sections.items():
+        if keys is None:
+            continue
         if lines:
             lines.append("")
         lines.append("[%s]" % section)
         for k, v in keys.items():
-            if v is None:
-                continue
-            lines.append("%s = %s" % (k, v))
+            for one in (v if isinstance(v, (list, tuple)) else [v]):
+                if one is not None:
+                    lines.append("%s = %s" % (k, one))
     return "\n".join(lines) + "\n"
 
 
 def merge_config(base, overrides):
-    out = {s: dict(k) for s, k in base.items()}
+    """base with overrides applied; an override section of None removes the
+    section (e.g. {"upstream": None} for a file of named groups): it stays
+    as None, so that merging the result into another base removes it
+    there too, and render_ini leaves it out."""
+    out = {s: (dict(k) if k is not None else None) for s, k in base.items()}
     for section, keys in (overrides or {}).items():
-        out.setdefault(section, {}).update(keys)
+        if keys is None:
+            out[section] = None
+        else:
+            if out.get(section) is None:
+                out[section] = {}
+            out[section].update(keys)
     return out
 
 
@@ -274,7 +286,11 @@ class Gateway:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         self._out = open(self.stdout_path, "ab")
         self._err = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([H3GATE_BIN, "-c", self.config_path],
+        # wrapper: a command that execs its arguments in some setting of the
+        # test's (a mount namespace, say); the gateway keeps the same pid.
+        cmd = list(getattr(self, "wrapper", None) or []) + [H3GATE_BIN, "-c",
+                                                             self.config_path]
+        self.proc = subprocess.Popen(cmd,
                                      stdout=self._out, stderr=self._err,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir, env=env)
         if wait:
