@@ -127,7 +127,7 @@ struct h3g_bridge {
   const h3g_route_settings *rs;
   const h3g_upstream_ops *ops;
   void *pool;
-  int resends;           /* sent again after a reset, without a response */
+  int resends; /* sent again after a reset, without a response */
 
   req_state req;
   resp_state resp;
@@ -233,7 +233,7 @@ static void stop_client_body(h3g_bridge *b);
 /* ---- the life cycles -------------------------------------------------- */
 
 /*
- * The one place each direction's state changes (the diagrams at the top of
+ * The one place each direction's state changes (the tables at the top of
  * this file). A step that is not in them is impossible: a bug here or a
  * front end or pool breaking its contract, so it asserts rather than
  * returning an error. The callers keep the side effects; these only keep
