@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "secrets.h"
+#include "upstream_tls.h"
 #include "server.h"
 
 static void usage(FILE *f) {
@@ -54,6 +55,21 @@ static int load(h3g_config *cfg, const char *path) {
               "%s:%u: [upstream %s] tls_verify: warning: off, so anyone on "
               "the path can pose as these servers\n",
               path, g->line, g->name);
+    /* What only building the TLS context tells: a key that does not match
+     * its certificate, a CA file without a usable certificate. */
+    h3g_upstream_tls_ctx *ctx = NULL;
+    h3g_upstream_tls_config tc = {
+        .ca_file = g->tls_ca,
+        .verify = (int)g->tls_verify,
+        .cert_file = g->tls_cert[0] != '\0' ? g->tls_cert : NULL,
+        .key_file = g->tls_key[0] != '\0' ? g->tls_key : NULL,
+    };
+    if (tls && h3g_upstream_tls_ctx_new(&ctx, &tc, err, sizeof(err)) != 0) {
+      fprintf(stderr, "%s:%u: [upstream %s] tls_ca: %s\n", path, g->line,
+              g->name, err);
+      return 2;
+    }
+    h3g_upstream_tls_ctx_free(ctx);
   }
   return 0;
 }

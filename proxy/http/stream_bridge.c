@@ -1108,7 +1108,12 @@ static int retry_on_fresh(h3g_bridge *b) {
     return 0;
   /* A kept-alive connection closed under us is a race, not the server's
    * failing: once, on top of the group's retries (RFC 9110 §9.2.2). */
-  uint32_t limit = b->route->group != NULL ? b->route->group->retries : 0;
+  /* Another server only: the one that just dropped it may be the reason
+   * (a request that crashes its server must not crash it three times). */
+  const h3g_group_conf *g = b->route->group;
+  uint32_t limit = g != NULL && g->nservers > 1
+                       ? H3G_MIN(g->retries, g->nservers - 1)
+                       : 0;
   if (b->conn_reused && !b->retried)
     b->retried = 1;
   else if ((uint32_t)b->resends < limit)

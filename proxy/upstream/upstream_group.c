@@ -20,6 +20,7 @@
 #include "balancer.h"
 #include "health_check.h"
 #include "log.h"
+#include "upstream_tls.h"
 
 typedef struct server {
   h3g_upstream_group *g;
@@ -43,6 +44,8 @@ typedef struct server {
 struct h3g_upstream_group {
   uv_loop_t *loop;
   const h3g_group_conf *conf;
+  h3g_upstream_tls_ctx *tls; /* for https:// servers (one per group, so
+                              * their sessions resume); NULL: none */
   server *servers;
   h3g_balance_node *nodes;
   uint32_t *cand; /* scratch: candidates of one pick */
@@ -388,6 +391,31 @@ int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
     return H3G_ERR_NOMEM;
   }
   int rv = 0;
+  for (size_t i = 0; i < g->n && rv == 0 && g->tls == NULL; i++) {
+    if (conf->servers[i].kind != H3G_SERVER_TLS)
+      continue;
+    char why[512] = "";
+    h3g_upstream_tls_config tc = {
+        .ca_file = conf->tls_ca,
+        .verify = (int)conf->tls_verify,
+        .cert_file = conf->tls_cert[0] != '\0' ? conf->tls_cert : NULL,
+        .key_file = conf->tls_key[0] != '\0' ? conf->tls_key : NULL,
+    };
+    rv = h3g_upstream_tls_ctx_new(&g->tls, &tc, why, sizeof(why));
+    if (rv != 0)
+      snprintf(err, errlen, "[upstream %s] TLS: %s", conf->name, why);
+    else if (!conf->tls_verify)
+      h3g_warn("upstream %s: tls_verify is off: the servers' certificates "
+               "are not checked",
+               conf->name);
+  }
+  if (rv != 0) {
+    free(g->servers);
+    free(g->nodes);
+    free(g->cand);
+    free(g);
+    return rv;
+  }
   for (size_t i = 0; i < g->n && rv == 0; i++) {
     const h3g_server_conf *sc = &conf->servers[i];
     server *s = &g->servers[i];
@@ -403,6 +431,8 @@ int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
         .resolve_interval_ms = conf->resolve_interval_ms,
         .on_health = on_health,
         .health_arg = s,
+        .tls = sc->kind == H3G_SERVER_TLS ? g->tls : NULL,
+        .sni = conf->tls_sni[0] != '\0' ? conf->tls_sni : NULL,
         .size = conf->pool_size,
         .queue_size = conf->queue_size,
         .connect_timeout_ms = conf->connect_timeout_ms,
@@ -438,6 +468,7 @@ static void on_pool_closed(void *arg) {
     return;
   if (g->close_cb != NULL)
     g->close_cb(g->close_arg);
+  h3g_upstream_tls_ctx_free(g->tls); /* every pool, so every session, is gone */
   free(g->servers);
   free(g->nodes);
   free(g->cand);

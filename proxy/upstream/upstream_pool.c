@@ -39,6 +39,18 @@
  * opened for; when the address changes, idle connections of an older
  * generation are closed and busy ones are closed instead of offered when
  * released, so the old address drains as its exchanges end.
+ *
+ * TLS (cfg.tls set) is a transport hook on the same machine: a connection
+ * stays CONNECTING through the handshake (the connect timer keeps running,
+ * so the handshake counts against connect_timeout), and past it every read
+ * of the socket goes through the session (on_tls_read): ciphertext is fed,
+ * plaintext delivered to the user, and the idle watcher decrypts what
+ * arrives too, so a post-handshake message (a session ticket) keeps the
+ * connection while close_notify, application data, EOF or an error drop
+ * it. A user's write is encrypted as the session's output buffer allows
+ * and flushed with one uv_write at a time (tls_write_req); on_written comes
+ * once all of it went out. A read resumed over plaintext already decrypted
+ * is served from the connection's timer, never from inside read_start().
  */
 #include "upstream_pool.h"
 
@@ -55,12 +67,16 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "upstream_tls.h"
 
 #define MAX_IOV 8
 /* Waiters failed per queue-timer callback before yielding to the loop. */
 #define QUEUE_EXPIRE_BATCH 64
 /* TCP keep-alive probes on pooled connections start after this (s). */
 #define KEEPALIVE_DELAY_S 60
+/* Ciphertext read from a TLS connection's socket per read callback (fed
+ * to its session at once, so one buffer per pool suffices). */
+#define TLS_READ_CHUNK (16 * 1024)
 
 typedef enum conn_state {
   CONN_CONNECTING,
@@ -76,6 +92,7 @@ typedef enum conn_reader {
   READER_NONE,
   READER_USER,  /* the user's on_alloc/on_read */
   READER_WATCH, /* the pool's idle watcher: any event kills the connection */
+  READER_HANDSHAKE, /* TLS: the pool, during the handshake */
 } conn_reader;
 
 /* Pool-side state of a waiter, kept in w->queued. */
@@ -96,6 +113,11 @@ struct h3g_upconn {
   uv_timer_t timer;
   uv_connect_t connect_req;
   uv_write_t write_req;
+  uv_write_t tls_write_req; /* TLS: the flush of ciphertext in flight */
+  h3g_upstream_tls *tls;    /* TLS: the session, else NULL */
+  size_t tls_flushing;      /* TLS: bytes of that flush */
+  h3g_iovec wiov[MAX_IOV];  /* TLS: the user's write, still to encrypt */
+  size_t wn, wi;            /* its elements, and the first unencrypted */
   h3g_upstream_pool *pool;
   h3g_upconn *prev, *next; /* in pool->conns[state] */
   conn_state state;
@@ -113,6 +135,8 @@ struct h3g_upconn {
   unsigned write_pending : 1;
   unsigned dead : 1;     /* EOF, read or write error seen */
   unsigned answered : 1; /* a byte was read since the hand-over */
+  /* TLS: plaintext waits in the session for the timer to deliver it */
+  unsigned tls_deliver : 1;
 };
 
 typedef struct conn_list {
@@ -124,6 +148,10 @@ struct h3g_upstream_pool {
   uv_loop_t *loop;
   h3g_upstream_pool_config cfg; /* its strings are the copies below */
   char *host, *unix_path, *name;
+  /* TLS: the server name (cfg.sni, else host), and TLS_READ_CHUNK bytes
+   * to read ciphertext into. */
+  char *sni;
+  uint8_t *tls_rbuf;
   struct sockaddr_storage addr; /* TCP: where new connects go */
   uint32_t addr_gen;            /* bumped when addr changes */
   char address[sizeof("unix:") + sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -157,6 +185,12 @@ static void on_watch_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_user_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_write(uv_write_t *req, int status);
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_tls_written(uv_write_t *req, int status);
+static void tls_deliver(h3g_upconn *c);
+static void conn_tls_start(h3g_upconn *c);
+static void conn_established(h3g_upconn *c);
 static void on_queue_timer(uv_timer_t *t);
 static void on_qtimer_close(uv_handle_t *h);
 static void pool_serve(h3g_upstream_pool *p);
@@ -349,6 +383,8 @@ static void pool_free(h3g_upstream_pool *p) {
   free(p->host);
   free(p->unix_path);
   free(p->name);
+  free(p->sni);
+  free(p->tls_rbuf);
   free(p);
 }
 
@@ -373,6 +409,7 @@ static void on_conn_handle_close(uv_handle_t *h) {
     return;
   h3g_upstream_pool *p = c->pool;
   list_remove(&p->conns[CONN_CLOSING], c);
+  h3g_upstream_tls_free(c->tls);
   free(c);
   H3G_DEC(upstream_conns_active);
   pool_maybe_finish(p);
@@ -414,7 +451,9 @@ static int conn_watch(h3g_upconn *c) {
   if (c->reader == READER_USER)
     uv_read_stop(&c->io.stream);
   c->reader = READER_NONE;
-  int rv = uv_read_start(&c->io.stream, on_watch_alloc, on_watch_read);
+  int rv = c->tls != NULL
+               ? uv_read_start(&c->io.stream, on_tls_alloc, on_tls_read)
+               : uv_read_start(&c->io.stream, on_watch_alloc, on_watch_read);
   if (rv != 0)
     return H3G_ERR_IO;
   c->reader = READER_WATCH;
@@ -535,13 +574,22 @@ static void conn_connect_failed(h3g_upconn *c, int err) {
   H3G_INC(upstream_connect_failures);
   if (err == H3G_ERR_TIMEOUT)
     H3G_INC(upstream_timeouts);
-  h3g_warn("upstream %s: connect failed: %s", p->name, h3g_strerror(err));
+  if (err == H3G_ERR_TLS && c->tls != NULL) {
+    const char *why = h3g_upstream_tls_error(c->tls);
+    h3g_error("upstream %s: TLS handshake failed: %s", p->name,
+              why[0] != '\0' ? why : "the server closed the connection");
+  } else if (err == H3G_ERR_TLS) {
+    h3g_error("upstream %s: cannot start a TLS session for %s", p->name,
+              p->sni);
+  } else {
+    h3g_warn("upstream %s: connect failed: %s", p->name, h3g_strerror(err));
+  }
   conn_detach_waiter(c);
   conn_close(c);
   pool_serve(p);
   /* A local failure (H3G_ERR_IO: out of descriptors...) says nothing of
-   * the server. */
-  if (err == H3G_ERR_REFUSED || err == H3G_ERR_TIMEOUT)
+   * the server; a failed handshake does. */
+  if (err == H3G_ERR_REFUSED || err == H3G_ERR_TIMEOUT || err == H3G_ERR_TLS)
     health(p, 0);
   if (w != NULL)
     w->ev->on_fail(w->ctx, err);
@@ -618,12 +666,23 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   h3g_upstream_pool *p = c->pool;
-  uv_timer_stop(&c->timer);
   if (p->unix_path == NULL) {
     /* Requests are written whole; do not let Nagle hold the last segment. */
     uv_tcp_nodelay(&c->io.tcp, 1);
     uv_tcp_keepalive(&c->io.tcp, 1, KEEPALIVE_DELAY_S);
   }
+  if (p->cfg.tls != NULL) {
+    conn_tls_start(c);
+    return;
+  }
+  conn_established(c);
+}
+
+/* c is connected (and past its handshake): it serves its waiter, or the
+ * queue or the idle list when its waiter cancelled meanwhile. */
+static void conn_established(h3g_upconn *c) {
+  h3g_upstream_pool *p = c->pool;
+  uv_timer_stop(&c->timer);
   c->established = 1;
   p->stats.opened++;
   H3G_INC(upstream_connects);
@@ -680,6 +739,13 @@ static void on_conn_timer(uv_timer_t *t) {
       ev->on_error(ctx, err);
       return;
     }
+    if (c->tls_deliver) {
+      c->tls_deliver = 0;
+      if (c->reader == READER_USER && c->read_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
+      tls_deliver(c);
+      return;
+    }
     if (c->reader != READER_USER || c->read_timeout_ms == 0)
       return;
     uv_read_stop(&c->io.stream);
@@ -704,22 +770,28 @@ static void on_watch_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(c->pool->scratch);
 }
 
-/* Anything on a connection nobody uses means it cannot carry a request:
- * EOF or reset (the upstream's idle timer), or bytes we never asked for. */
-static void on_watch_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  h3g_upconn *c = s->data;
+/* An unused connection (idle, or promised to a waiter) can no longer carry
+ * a request: it is closed, and a waiter it was promised to is served
+ * again. */
+static void watch_lost(h3g_upconn *c, const char *why) {
   h3g_upstream_pool *p = c->pool;
-  H3G_UNUSED(buf);
-  if (nread == 0)
-    return;
-  h3g_debug("upstream %s: unused connection %s", p->name,
-            nread > 0 ? "received unexpected bytes" : "closed by upstream");
+  h3g_debug("upstream %s: unused connection %s", p->name, why);
   if (c->state == CONN_HANDOFF) {
     conn_lost_handoff(c);
     return;
   }
   conn_close(c);
   pool_serve(p);
+}
+
+/* Anything on a connection nobody uses means it cannot carry a request:
+ * EOF or reset (the upstream's idle timer), or bytes we never asked for. */
+static void on_watch_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  h3g_upconn *c = s->data;
+  H3G_UNUSED(buf);
+  if (nread == 0)
+    return;
+  watch_lost(c, nread > 0 ? "received unexpected bytes" : "closed by upstream");
 }
 
 /* ---- the user's reads and writes ----------------------------------------- */
@@ -740,6 +812,7 @@ static void user_read_stop(h3g_upconn *c) {
     return;
   uv_read_stop(&c->io.stream);
   c->reader = READER_NONE;
+  c->tls_deliver = 0;
   if (c->pending_err == 0)
     uv_timer_stop(&c->timer);
 }
@@ -795,6 +868,284 @@ static void on_write(uv_write_t *req, int status) {
     h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(status));
   }
   c->ev->on_written(c->ctx, status != 0 ? H3G_ERR_IO : 0);
+}
+
+/* ---- TLS transport ------------------------------------------------------- */
+
+/* Sends the oldest pending ciphertext unless a flush is in flight. Returns
+ * 0 or H3G_ERR_IO (uv_write refused: the connection is dead). */
+static int tls_flush(h3g_upconn *c) {
+  if (c->tls_flushing > 0 || c->state == CONN_CLOSING)
+    return 0;
+  const uint8_t *ptr;
+  size_t len;
+  h3g_upstream_tls_pending_output(c->tls, &ptr, &len);
+  if (len == 0)
+    return 0;
+  uv_buf_t b = uv_buf_init((char *)ptr, (unsigned int)len);
+  int rv = uv_write(&c->tls_write_req, &c->io.stream, &b, 1, on_tls_written);
+  if (rv != 0) {
+    h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(rv));
+    c->dead = 1;
+    return H3G_ERR_IO;
+  }
+  c->tls_flushing = len;
+  return 0;
+}
+
+/* Encrypts as much of the user's pending write as the session takes.
+ * Returns 0 or H3G_ERR_TLS. */
+static int tls_encrypt(h3g_upconn *c) {
+  while (c->wi < c->wn) {
+    int n = h3g_upstream_tls_write(c->tls, c->wiov + c->wi, c->wn - c->wi);
+    if (n == H3G_ERR_AGAIN)
+      return 0;
+    if (n < 0) {
+      h3g_warn("upstream %s: TLS: %s", c->pool->name,
+               h3g_upstream_tls_error(c->tls));
+      c->dead = 1;
+      return H3G_ERR_TLS;
+    }
+    size_t k = (size_t)n;
+    while (c->wi < c->wn && (k > 0 || c->wiov[c->wi].len == 0)) {
+      size_t step = H3G_MIN(k, c->wiov[c->wi].len);
+      c->wiov[c->wi].base += step;
+      c->wiov[c->wi].len -= step;
+      k -= step;
+      if (c->wiov[c->wi].len == 0)
+        c->wi++;
+    }
+  }
+  return 0;
+}
+
+/* The user's write is over when all of it is encrypted and sent. */
+static int tls_write_done(const h3g_upconn *c) {
+  return c->wi == c->wn && c->tls_flushing == 0 &&
+         h3g_upstream_tls_output_len(c->tls) == 0;
+}
+
+static void on_tls_written(uv_write_t *req, int status) {
+  h3g_upconn *c = H3G_CONTAINER_OF(req, h3g_upconn, tls_write_req);
+  size_t sent = c->tls_flushing;
+  c->tls_flushing = 0;
+  if (c->state == CONN_CLOSING)
+    return;
+  int err = 0;
+  if (status != 0) {
+    h3g_debug("upstream %s: write: %s", c->pool->name, uv_strerror(status));
+    c->dead = 1;
+    err = H3G_ERR_IO;
+  } else {
+    h3g_upstream_tls_consume_output(c->tls, sent);
+    if (c->state == CONN_BUSY && c->write_pending)
+      err = tls_encrypt(c);
+    if (err == 0)
+      err = tls_flush(c);
+  }
+  switch (c->state) {
+  case CONN_CONNECTING:
+    if (err != 0)
+      conn_connect_failed(c, err);
+    return;
+  case CONN_BUSY:
+    if (!c->write_pending || c->ev == NULL || (err == 0 && !tls_write_done(c)))
+      return;
+    c->write_pending = 0;
+    c->ev->on_written(c->ctx, err != 0 ? H3G_ERR_IO : 0);
+    return;
+  case CONN_IDLE:
+  case CONN_HANDOFF:
+    if (err != 0)
+      watch_lost(c, "failed to send");
+    return;
+  case CONN_CLOSING:
+  case CONN_NSTATES: break;
+  }
+}
+
+/* Drives the handshake of c (CONNECTING) with what arrived so far. */
+static void conn_tls_handshake(h3g_upconn *c) {
+  int rc = h3g_upstream_tls_handshake(c->tls);
+  if (tls_flush(c) != 0) {
+    conn_connect_failed(c, H3G_ERR_IO);
+    return;
+  }
+  if (rc == H3G_ERR_AGAIN)
+    return;
+  if (rc != 0) {
+    conn_connect_failed(c, H3G_ERR_TLS);
+    return;
+  }
+  uv_read_stop(&c->io.stream);
+  c->reader = READER_NONE;
+  h3g_debug("upstream %s: %s%s", c->pool->name,
+            h3g_upstream_tls_version(c->tls),
+            h3g_upstream_tls_resumed(c->tls) ? ", resumed" : "");
+  if (h3g_upstream_tls_resumed(c->tls))
+    c->pool->stats.tls_resumed++;
+  conn_established(c);
+}
+
+/* c's TCP connect succeeded: starts its handshake, under the connect
+ * timer still running. */
+static void conn_tls_start(h3g_upconn *c) {
+  h3g_upstream_pool *p = c->pool;
+  int rv = h3g_upstream_tls_new(&c->tls, p->cfg.tls, p->sni);
+  if (rv != 0) {
+    conn_connect_failed(c, rv == H3G_ERR_NOMEM ? rv : H3G_ERR_TLS);
+    return;
+  }
+  if (uv_read_start(&c->io.stream, on_tls_alloc, on_tls_read) != 0) {
+    conn_connect_failed(c, H3G_ERR_IO);
+    return;
+  }
+  c->reader = READER_HANDSHAKE;
+  conn_tls_handshake(c);
+}
+
+/* Reads at most what the session's input buffer takes; none (UV_ENOBUFS)
+ * when it is full, which only a user who stopped taking plaintext
+ * leaves it. */
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  h3g_upconn *c = h->data;
+  H3G_UNUSED(suggested);
+  buf->base = (char *)c->pool->tls_rbuf;
+  buf->len = H3G_MIN(h3g_upstream_tls_input_room(c->tls), TLS_READ_CHUNK);
+}
+
+/* Decrypts what arrived into the user's buffers while the user reads,
+ * and tells the user of close_notify or a TLS failure. Nothing touches c
+ * once it is no longer the user's (any callback may release it; its memory
+ * stays until its handles are closed). */
+static void tls_deliver(h3g_upconn *c) {
+  while (c->state == CONN_BUSY && c->reader == READER_USER) {
+    const h3g_upstream_events *ev = c->ev;
+    void *ctx = c->ctx;
+    uint8_t *b = NULL;
+    size_t len = 0;
+    ev->on_alloc(ctx, &b, &len);
+    if (b == NULL || len == 0) {
+      user_read_stop(c); /* a pause: read_start() resumes */
+      return;
+    }
+    int r = h3g_upstream_tls_read(c->tls, b, len);
+    if (h3g_upstream_tls_output_len(c->tls) > 0 && tls_flush(c) != 0)
+      r = H3G_ERR_IO;
+    if (r > 0) {
+      if (!c->answered) {
+        c->answered = 1;
+        health(c->pool, 1);
+      }
+      ev->on_read(ctx, (size_t)r);
+      continue;
+    }
+    if (r == 0)
+      return;
+    user_read_stop(c);
+    c->dead = 1;
+    if (r == H3G_ERR_CLOSED) {
+      /* Closed before the response began: the server dropped the request. */
+      if (!c->answered)
+        health(c->pool, 0);
+      ev->on_eof(ctx);
+      return;
+    }
+    if (r == H3G_ERR_TLS)
+      h3g_warn("upstream %s: TLS: %s", c->pool->name,
+               h3g_upstream_tls_error(c->tls));
+    health(c->pool, 0);
+    ev->on_error(ctx, r == H3G_ERR_TLS ? H3G_ERR_TLS : H3G_ERR_IO);
+    return;
+  }
+}
+
+/* An idle or promised connection read something: a post-handshake
+ * message (a session ticket) keeps it; anything else drops it. */
+static void tls_watch(h3g_upconn *c) {
+  uint8_t b[64];
+  int r = h3g_upstream_tls_read(c->tls, b, sizeof(b));
+  if (r == 0 && h3g_upstream_tls_output_len(c->tls) > 0 && tls_flush(c) != 0)
+    r = H3G_ERR_IO;
+  if (r == 0)
+    return;
+  watch_lost(c, r > 0                 ? "received unexpected bytes"
+                : r == H3G_ERR_CLOSED ? "closed by upstream (close_notify)"
+                                      : "failed (TLS)");
+}
+
+static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  h3g_upconn *c = s->data;
+  H3G_UNUSED(buf);
+  if (nread == 0 || c->state == CONN_CLOSING)
+    return;
+  if (nread > 0 &&
+      h3g_upstream_tls_feed(c->tls, c->pool->tls_rbuf, (size_t)nread) != 0)
+    nread = UV_ENOBUFS; /* cannot happen: alloc gave at most the room */
+  switch (c->reader) {
+  case READER_HANDSHAKE:
+    if (nread < 0) {
+      h3g_debug("upstream %s: %s during the TLS handshake", c->pool->name,
+                nread == UV_EOF ? "closed" : uv_strerror((int)nread));
+      conn_connect_failed(c, nread == UV_EOF ? H3G_ERR_TLS : H3G_ERR_REFUSED);
+      return;
+    }
+    conn_tls_handshake(c);
+    return;
+  case READER_WATCH:
+    if (nread < 0)
+      watch_lost(c, "closed by upstream");
+    else
+      tls_watch(c);
+    return;
+  case READER_USER: break;
+  case READER_NONE: return;
+  }
+  if (nread == UV_ENOBUFS) {
+    user_read_stop(c);
+    return;
+  }
+  if (nread > 0 && c->read_timeout_ms > 0 && c->pending_err == 0)
+    uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
+  tls_deliver(c);
+  if (nread > 0 || c->state != CONN_BUSY || c->reader != READER_USER)
+    return;
+  /* The socket ended without close_notify; what it carried is delivered. */
+  const h3g_upstream_events *ev = c->ev;
+  void *ctx = c->ctx;
+  user_read_stop(c);
+  c->dead = 1;
+  if (nread == UV_EOF) {
+    if (!c->answered)
+      health(c->pool, 0);
+    ev->on_eof(ctx);
+  } else {
+    h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
+    health(c->pool, 0);
+    ev->on_error(ctx, H3G_ERR_IO);
+  }
+}
+
+/* The user's write on a TLS connection (op_write's contract). */
+static int tls_user_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
+  memcpy(c->wiov, iov, n * sizeof(*iov));
+  c->wn = n;
+  c->wi = 0;
+  c->write_pending = 1;
+  if (tls_encrypt(c) != 0 || tls_flush(c) != 0) {
+    c->write_pending = 0;
+    c->wn = c->wi = 0;
+    return H3G_ERR_IO;
+  }
+  if (tls_write_done(c)) {
+    /* Nothing to send (an empty write): let uv_write report it. */
+    uv_buf_t none = uv_buf_init(NULL, 0);
+    if (uv_write(&c->write_req, &c->io.stream, &none, 1, on_write) != 0) {
+      c->write_pending = 0;
+      return H3G_ERR_IO;
+    }
+  }
+  return 0;
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -860,6 +1211,8 @@ static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
   if (c == NULL || c->state != CONN_BUSY || n == 0 || n > MAX_IOV ||
       c->write_pending)
     return H3G_ERR_INVAL;
+  if (c->tls != NULL)
+    return tls_user_write(c, iov, n);
   uv_buf_t bufs[MAX_IOV];
   for (size_t i = 0; i < n; i++) {
     bufs[i].base = (char *)iov[i].base;
@@ -881,7 +1234,9 @@ static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
 static void op_read_start(h3g_upconn *c) {
   if (c == NULL || c->state != CONN_BUSY || c->dead || c->reader == READER_USER)
     return;
-  int rv = uv_read_start(&c->io.stream, on_user_alloc, on_user_read);
+  int rv = c->tls != NULL
+               ? uv_read_start(&c->io.stream, on_tls_alloc, on_tls_read)
+               : uv_read_start(&c->io.stream, on_user_alloc, on_user_read);
   if (rv != 0) {
     /* Reported from the timer, never from inside this call. */
     h3g_debug("upstream %s: read start: %s", c->pool->name, uv_strerror(rv));
@@ -891,8 +1246,13 @@ static void op_read_start(h3g_upconn *c) {
     return;
   }
   c->reader = READER_USER;
-  if (c->read_timeout_ms > 0)
+  if (c->tls != NULL && h3g_upstream_tls_has_input(c->tls)) {
+    /* Plaintext already here is delivered from the timer. */
+    c->tls_deliver = 1;
+    uv_timer_start(&c->timer, on_conn_timer, 0, 0);
+  } else if (c->read_timeout_ms > 0) {
     uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
+  }
 }
 
 static void op_read_stop(h3g_upconn *c) {
@@ -905,7 +1265,7 @@ static void op_set_read_timeout(h3g_upconn *c, uint64_t ms) {
   if (c == NULL || c->state != CONN_BUSY)
     return;
   c->read_timeout_ms = ms;
-  if (c->reader != READER_USER || c->pending_err != 0)
+  if (c->reader != READER_USER || c->pending_err != 0 || c->tls_deliver)
     return;
   if (ms > 0)
     uv_timer_start(&c->timer, on_conn_timer, ms, 0);
@@ -930,6 +1290,12 @@ static void op_release(h3g_upconn *c, int reusable) {
     h3g_warn("upstream %s: connection released as reusable while a write "
              "is pending; closing it",
              p->name);
+    reusable = 0;
+  }
+  if (reusable && c->tls != NULL && h3g_upstream_tls_has_input(c->tls)) {
+    h3g_debug("upstream %s: connection released with unread bytes; "
+              "closing it",
+              p->name);
     reusable = 0;
   }
   if (reusable && c->dead) {
@@ -1189,6 +1555,17 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
   }
   if (rv == 0 && p->name == NULL)
     rv = H3G_ERR_NOMEM;
+  if (rv == 0 && cfg->tls != NULL) {
+    const char *sni = cfg->sni != NULL ? cfg->sni : cfg->host;
+    if (sni == NULL || sni[0] == '\0') {
+      rv = H3G_ERR_INVAL; /* a Unix socket names no server: give sni */
+    } else {
+      p->sni = dup_str(sni);
+      p->tls_rbuf = malloc(TLS_READ_CHUNK);
+      if (p->sni == NULL || p->tls_rbuf == NULL)
+        rv = H3G_ERR_NOMEM;
+    }
+  }
   if (rv != 0) {
     pool_free(p);
     return rv;
@@ -1196,6 +1573,7 @@ int h3g_upstream_pool_new(h3g_upstream_pool **pp, void *loop,
   p->cfg.host = p->host;
   p->cfg.unix_path = p->unix_path;
   p->cfg.name = p->name;
+  p->cfg.sni = p->sni;
   format_address(p);
   uv_timer_init(p->loop, &p->qtimer);
   p->qtimer.data = p;

@@ -46,8 +46,11 @@ typedef struct h3g_upstream_events {
    * full listen backlog), H3G_ERR_TIMEOUT (the connect took longer than the
    * connect timeout), H3G_ERR_AGAIN (waited in the queue longer than the
    * connect timeout without getting a connection: the server is busy, not
-   * known to be broken), H3G_ERR_IO (a local failure, e.g. out of file
-   * descriptors), H3G_ERR_CLOSED (pool shutting down). */
+   * known to be broken), H3G_ERR_TLS (the TLS handshake failed:
+   * certificate, name, alert, or the server closed during it; logged with
+   * the reason; the handshake counts in the connect timeout), H3G_ERR_IO (a
+   * local failure, e.g. out of file descriptors), H3G_ERR_CLOSED (pool
+   * shutting down). */
   void (*on_fail)(void *ctx, int err);
   /* Reading is started and bytes may arrive: give a buffer. Setting *len
    * to 0 means "no room": the pool stops reading (as read_stop, so the read
@@ -56,12 +59,14 @@ typedef struct h3g_upstream_events {
   void (*on_alloc)(void *ctx, uint8_t **buf, size_t *len);
   /* nread bytes were placed at the start of the last buffer given. */
   void (*on_read)(void *ctx, size_t nread);
-  /* The upstream closed its sending side. Reading stops; no more on_read. */
+  /* The upstream closed its sending side (with TLS: close_notify, or the
+   * socket's end). Reading stops; no more on_read. */
   void (*on_eof)(void *ctx);
   /* The connection failed: H3G_ERR_IO (read error such as a reset),
    * H3G_ERR_TIMEOUT (no byte received within the read timeout while reading
-   * was started). Reading stops; the connection is dead: release() it with
-   * reusable = 0. A failed write is reported by on_written only. */
+   * was started), H3G_ERR_TLS (a record that does not decrypt, or an alert,
+   * on a TLS connection). Reading stops; the connection is dead: release()
+   * it with reusable = 0. A failed write is reported by on_written only. */
   void (*on_error)(void *ctx, int err);
   /* The last write() finished; status 0 or H3G_ERR_IO (then the connection
    * is dead: release() it with reusable = 0). */
@@ -188,11 +193,12 @@ typedef struct h3g_upstream_pool_config {
   /*
    * Passive health signal of this server (NULL: none), called with
    * health_arg:
-   *   ok = 0: a connect failed with H3G_ERR_REFUSED or H3G_ERR_TIMEOUT
-   *           (also when its waiter has cancelled meanwhile); a held
-   *           connection failed (every on_error: read error such as a reset,
-   *           read timeout); a held connection got EOF before any byte was
-   *           read since it was handed to its current user.
+   *   ok = 0: a connect failed with H3G_ERR_REFUSED, H3G_ERR_TIMEOUT or
+   *           H3G_ERR_TLS (also when its waiter has cancelled meanwhile);
+   *           a held connection failed (every on_error: read error such as
+   *           a reset, read timeout, a TLS failure); a held connection got
+   *           EOF (or close_notify) before any byte was read since it was
+   *           handed to its current user.
    *   ok = 1: the first byte read on a held connection since it was handed
    *           to its current user (a response began); once per hand-over.
    * Not for a wait-queue timeout (H3G_ERR_AGAIN), a local connect failure
@@ -207,6 +213,14 @@ typedef struct h3g_upstream_pool_config {
    */
   void (*on_health)(void *arg, int ok);
   void *health_arg;
+  /* TLS to the server: an h3g_upstream_tls_ctx * (upstream_tls.h), which
+   * must outlive the pool; NULL: plain. A connection is handed to a user
+   * only after its handshake, which counts against connect_timeout_ms; the
+   * context's session cache resumes sessions across connections. */
+  void *tls;
+  /* The server name sent and verified; NULL: host (required with
+   * unix_path). Copied. */
+  const char *sni;
 } h3g_upstream_pool_config;
 
 /* Counters a pool keeps (for metrics and tests). */
@@ -219,7 +233,8 @@ typedef struct h3g_upstream_pool_stats {
   uint64_t reused;    /* acquires served by a connection that had carried a
                        * request before (on_ready with reused = 1) */
   uint64_t closed;    /* established connections closed in total */
-  uint64_t failed;    /* connect failures (refused, timeout, error) */
+  uint64_t failed;    /* connect failures (refused, timeout, error, TLS) */
+  uint64_t tls_resumed; /* TLS handshakes that resumed a session */
   uint64_t resolutions;      /* asynchronous re-resolutions completed */
   uint64_t resolve_failures; /* of which failed (the old address stayed) */
   uint32_t resolving;        /* 1 while a re-resolution is in flight */
