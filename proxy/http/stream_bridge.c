@@ -641,7 +641,10 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
     refuse_request(b);
     return H3G_ERR_PROTO;
   }
-  uint64_t max_body = b->rs->max_request_body;
+  /* No route when the head was answered before one was chosen (431, 404):
+   * that answer is complete, and bytes the client sent before it saw it
+   * are only credited back below. */
+  uint64_t max_body = b->rs != NULL ? b->rs->max_request_body : 0;
   if (max_body > 0 && b->req_body_received > max_body &&
       b->resp != RESP_COMPLETE && b->resp != RESP_ABORTED) {
     /* A body of unknown length grew past the limit: 413 if no response
