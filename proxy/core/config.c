@@ -1783,25 +1783,24 @@ static size_t edit_distance(const char *a, const char *b) {
   return prev[lb];
 }
 
-/* A hint for an unknown key: the section it belongs in, or a near miss. */
-/* The rows of every section, for suggestions: the main schema, then the
- * keys of the named sections. */
-static const struct {
-  const opt *rows;
-  size_t n;
-} all_tables[] = {{schema, N_OPTS},
-                  {group_schema, N_GROUP_OPTS},
-                  {route_schema, N_ROUTE_OPTS}};
-
-static void suggest(const char *section, const char *key, char *buf,
-                    size_t cap) {
+/* A hint for an unknown key of section (whose keys are in table): the
+ * section it belongs in, or a near miss. */
+static void suggest(const opt *table, size_t ntable, const char *section,
+                    const char *key, char *buf, size_t cap) {
+  static const struct {
+    const opt *table;
+    size_t n;
+    const char *label;
+  } tables[] = {{schema, N_OPTS, NULL},
+                {group_schema, N_GROUP_OPTS, "upstream NAME"},
+                {route_schema, N_ROUTE_OPTS, "route NAME"}};
   buf[0] = '\0';
-  for (size_t t = 0; t < H3G_ARRAY_LEN(all_tables); t++) {
-    for (size_t i = 0; i < all_tables[t].n; i++) {
-      const opt *o = &all_tables[t].rows[i];
+  for (size_t t = 0; t < H3G_ARRAY_LEN(tables); t++) {
+    for (size_t i = 0; i < tables[t].n; i++) {
+      const opt *o = &tables[t].table[i];
       if (strcmp(o->key, key) == 0 && strcmp(o->section, section) != 0) {
-        snprintf(buf, cap, " (it belongs in [%s%s])", o->section,
-                 t == 0 ? "" : " NAME");
+        snprintf(buf, cap, " (it belongs in [%s])",
+                 tables[t].label != NULL ? tables[t].label : o->section);
         return;
       }
     }
@@ -1809,16 +1808,13 @@ static void suggest(const char *section, const char *key, char *buf,
   if (strlen(key) > SUGGEST_MAX)
     return;
   size_t best = 3;
-  for (size_t t = 0; t < H3G_ARRAY_LEN(all_tables); t++) {
-    for (size_t i = 0; i < all_tables[t].n; i++) {
-      const opt *o = &all_tables[t].rows[i];
-      if (strcmp(o->section, section) != 0)
-        continue;
-      size_t d = edit_distance(key, o->key);
-      if (d < best) {
-        best = d;
-        snprintf(buf, cap, " (did you mean %s?)", o->key);
-      }
+  for (size_t i = 0; i < ntable; i++) {
+    if (strcmp(table[i].section, section) != 0)
+      continue;
+    size_t d = edit_distance(key, table[i].key);
+    if (d < best) {
+      best = d;
+      snprintf(buf, cap, " (did you mean %s?)", table[i].key);
     }
   }
 }
@@ -1844,14 +1840,17 @@ static void apply_key(loader *ld, const char *key, const char *value) {
     key_line = r->key_line;
     section = ld->label;
   }
+  /* Keys are named per section: [listener] port is not [tcp] port. The
+   * named sections' tables carry their kind ("upstream", "route") as
+   * section, as ld->section does. */
   const opt *o = NULL;
   for (size_t i = 0; i < ntable && o == NULL; i++)
-    if (strcmp(table[i].key, key) == 0 &&
-        (ld->obj_kind != OBJ_NONE || strcmp(table[i].section, section) == 0))
+    if (strcmp(table[i].section, ld->section) == 0 &&
+        strcmp(table[i].key, key) == 0)
       o = &table[i];
   char why[H3G_PATH_MAX + 256];
   if (o == NULL) {
-    suggest(ld->section, key, why, sizeof(why));
+    suggest(table, ntable, ld->section, key, why, sizeof(why));
     report(ld, ld->line, section, key, "unknown key%s", why);
     return;
   }
@@ -2026,6 +2025,16 @@ static int open_named_section(loader *ld, const char *name) {
     return -1;
   }
   uint32_t n = group ? ld->cfg.ngroups : ld->cfg.nroutes;
+  /* Files of the single-upstream days may open [upstream] twice; it goes
+   * on where it left off (a key set twice is still reported). */
+  for (uint32_t i = 0; group && ld->label[8] == '\0' && i < n; i++) {
+    if (ld->cfg.groups[i].unnamed) {
+      ld->obj_kind = OBJ_GROUP;
+      ld->obj = i;
+      ld->section = kind;
+      return 1;
+    }
+  }
   for (uint32_t i = 0; i < n; i++) {
     const char *other =
         group ? ld->cfg.groups[i].name : ld->cfg.routes[i].name;

@@ -5,9 +5,15 @@
  * are ("app.example.com"), wildcards with their star ("*.example.com").
  * A request's host is looked up exactly, then as each of its wildcard
  * suffixes from the longest, then the routes without host: a handful of
- * hash probes whatever the number of routes. Each key holds its (path
- * prefix, route) entries sorted longest prefix first, then in declaration
- * order, so the first prefix that matches is the answer.
+ * hash probes whatever the number of routes.
+ *
+ * Path prefixes are keys of a second hash table, (host bucket, prefix).
+ * A prefix can only match where the path has a segment boundary ("/api"
+ * before a '/' or at the end, "/api/" after a '/'), so a path is looked
+ * up at each of its boundaries, longest first: as many probes as the path
+ * has segments, whatever the number of prefixes (a linear scan of 1000
+ * prefixes of one host cost microseconds a request). The hashes of all
+ * those lengths come from one pass over the path.
  */
 #include "route.h"
 
@@ -25,6 +31,8 @@ typedef struct entry {
   const char *prefix;
   size_t len;
   uint32_t route;
+  uint32_t bucket;
+  uint64_t hash; /* of the prefix, mixed with the bucket */
 } entry;
 
 typedef struct bucket {
@@ -42,6 +50,11 @@ struct h3g_router {
   uint32_t *slots; /* bucket index + 1; 0 empty */
   size_t nslots;   /* a power of two, at least twice nbuckets */
   bool have_wild;
+  entry *entries;   /* every (bucket, prefix), longest first */
+  size_t nentries;
+  uint32_t *pslots; /* entries index + 1; 0 empty */
+  size_t npslots;   /* a power of two, at least twice nentries */
+  size_t max_prefix; /* the longest prefix: longer path parts never match */
 };
 
 static uint64_t hash_key(const char *s, size_t n) {
@@ -51,6 +64,18 @@ static uint64_t hash_key(const char *s, size_t n) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+/* The prefix hash of a path's first bytes (FNV-1a step by step, so that
+ * one pass gives the hash of every length), then mixed with a bucket. */
+#define PREFIX_SEED 1469598103934665603ull
+static inline uint64_t prefix_step(uint64_t h, unsigned char c) {
+  return (h ^ c) * 1099511628211ull;
+}
+static inline uint64_t prefix_key(uint64_t h, size_t len, uint32_t b) {
+  h ^= (uint64_t)len * 0x9e3779b97f4a7c15ull ^ (uint64_t)b << 32;
+  h ^= h >> 29;
+  return h * 0xbf58476d1ce4e5b9ull;
 }
 
 static bucket *find(const h3g_router *r, const char *key, size_t n) {
@@ -138,11 +163,52 @@ int h3g_router_new(h3g_router **out, const h3g_config *cfg) {
     for (uint32_t h = 0; h < H3G_MAX(rc->nhosts, 1u); h++) {
       bucket *b = bucket_of(r, rc->nhosts ? rc->hosts[h] : NULL);
       for (uint32_t p = 0; p < rc->npaths; p++)
-        b->e[b->n++] = (entry){rc->paths[p], strlen(rc->paths[p]), i};
+        b->e[b->n++] = (entry){.prefix = rc->paths[p],
+                               .len = strlen(rc->paths[p]),
+                               .route = i};
     }
   }
-  for (size_t b = 0; b < r->nbuckets; b++)
-    qsort(r->buckets[b].e, r->buckets[b].n, sizeof(entry), compare_entries);
+  for (size_t b = 0; b < r->nbuckets; b++) {
+    bucket *bk = &r->buckets[b];
+    qsort(bk->e, bk->n, sizeof(entry), compare_entries);
+    for (size_t i = 0; i < bk->n; i++) {
+      entry *e = &bk->e[i];
+      uint64_t h = PREFIX_SEED;
+      for (size_t k = 0; k < e->len; k++)
+        h = prefix_step(h, (unsigned char)e->prefix[k]);
+      e->bucket = (uint32_t)b;
+      e->hash = prefix_key(h, e->len, e->bucket);
+      r->max_prefix = H3G_MAX(r->max_prefix, e->len);
+    }
+  }
+  r->entries = all;
+  r->nentries = pairs;
+  r->npslots = 16;
+  while (r->npslots < 2 * pairs)
+    r->npslots *= 2;
+  r->pslots = calloc(r->npslots, sizeof(*r->pslots));
+  if (r->pslots == NULL) {
+    h3g_router_free(r);
+    return H3G_ERR_NOMEM;
+  }
+  /* Within a bucket the entries are in matching order: of two equal
+   * prefixes (which the configuration refuses), the first is kept. */
+  size_t mask = r->npslots - 1;
+  for (size_t b = 0; b < r->nbuckets; b++) {
+    const bucket *bk = &r->buckets[b];
+    for (size_t i = 0; i < bk->n; i++) {
+      const entry *e = &bk->e[i];
+      size_t j = (size_t)e->hash & mask;
+      bool dup = false;
+      for (; r->pslots[j] != 0 && !dup; j = (j + 1) & mask) {
+        const entry *o = &r->entries[r->pslots[j] - 1];
+        dup = o->hash == e->hash && o->bucket == e->bucket &&
+              o->len == e->len && memcmp(o->prefix, e->prefix, e->len) == 0;
+      }
+      if (!dup)
+        r->pslots[j] = (uint32_t)(e - r->entries) + 1;
+    }
+  }
   *out = r;
   return 0;
 }
@@ -154,6 +220,7 @@ void h3g_router_free(h3g_router *r) {
     free(r->buckets[0].e); /* every bucket's entries are one block */
   free(r->buckets);
   free(r->slots);
+  free(r->pslots);
   free(r->routes);
   free(r);
 }
@@ -171,10 +238,69 @@ static bool prefix_matches(const entry *e, const char *path, size_t n) {
   return e->prefix[e->len - 1] == '/' || n == e->len || path[e->len] == '/';
 }
 
-static const entry *match_bucket(const bucket *b, const char *path, size_t n) {
-  for (size_t i = 0; i < b->n; i++)
-    if (prefix_matches(&b->e[i], path, n))
-      return &b->e[i];
+/* The path's candidate lengths (segment boundaries), longest last, with
+ * the hash of each: filled once a request by boundaries(). */
+typedef struct cut {
+  size_t len;
+  uint64_t hash;
+} cut;
+
+/* At most two cuts a byte up to the longest prefix, and the whole path. */
+static cut cuts[2 * 1024 + 2];
+
+/*
+ * Fills cuts with the lengths a prefix could have to match path (n
+ * bytes): before each '/' ("/api" of "/api/x"), after it ("/api/"), and n
+ * (the whole path), none longer than max. Returns the count, or 0 when
+ * max is beyond what cuts can hold (then match_bucket scans).
+ */
+static size_t boundaries(const char *path, size_t n, size_t max) {
+  if (max > 1024)
+    return 0;
+  /* A '/' at max still ends a prefix of max bytes before it. */
+  size_t nc = 0, end = H3G_MIN(n, max + 1);
+  uint64_t h = PREFIX_SEED;
+  for (size_t i = 0; i < end; i++) {
+    if (path[i] == '/' && i > 0)
+      cuts[nc++] = (cut){i, h};
+    if (i == max)
+      break;
+    h = prefix_step(h, (unsigned char)path[i]);
+    if (path[i] == '/')
+      cuts[nc++] = (cut){i + 1, h};
+  }
+  if (n <= max && (nc == 0 || cuts[nc - 1].len != n))
+    cuts[nc++] = (cut){n, h};
+  return nc;
+}
+
+static const entry *lookup(const h3g_router *r, uint32_t b, const char *path,
+                           const cut *c) {
+  uint64_t key = prefix_key(c->hash, c->len, b);
+  size_t mask = r->npslots - 1;
+  for (size_t j = (size_t)key & mask; r->pslots[j] != 0; j = (j + 1) & mask) {
+    const entry *e = &r->entries[r->pslots[j] - 1];
+    if (e->hash == key && e->bucket == b && e->len == c->len &&
+        memcmp(e->prefix, path, c->len) == 0)
+      return e;
+  }
+  return NULL;
+}
+
+static const entry *match_bucket(const h3g_router *r, const bucket *b,
+                                 const char *path, size_t n, size_t ncuts) {
+  if (ncuts == 0) {
+    for (size_t i = 0; i < b->n; i++)
+      if (prefix_matches(&b->e[i], path, n))
+        return &b->e[i];
+    return NULL;
+  }
+  uint32_t bi = (uint32_t)(b - r->buckets);
+  for (size_t k = ncuts; k-- > 0;) {
+    const entry *e = lookup(r, bi, path, &cuts[k]);
+    if (e != NULL && prefix_matches(e, path, n))
+      return e;
+  }
   return NULL;
 }
 
@@ -279,9 +405,10 @@ h3g_route *h3g_router_match(const h3g_router *r, const char *host,
   }
   const entry *e;
   const bucket *b;
+  size_t nc = boundaries(path, n, r->max_prefix);
   if (hl > 0) {
     if ((b = find(r, key + 1, hl)) != NULL &&
-        (e = match_bucket(b, path, n)) != NULL)
+        (e = match_bucket(r, b, path, n, nc)) != NULL)
       return &r->routes[e->route];
     /* "a.b.example.com": "*.b.example.com", then "*.example.com"... */
     for (size_t i = 1; r->have_wild && i < hl; i++) {
@@ -291,11 +418,11 @@ h3g_route *h3g_router_match(const h3g_router *r, const char *host,
       key[i] = '*';
       b = find(r, key + i, hl + 1 - i);
       key[i] = saved;
-      if (b != NULL && (e = match_bucket(b, path, n)) != NULL)
+      if (b != NULL && (e = match_bucket(r, b, path, n, nc)) != NULL)
         return &r->routes[e->route];
     }
   }
-  if ((e = match_bucket(&r->buckets[0], path, n)) != NULL)
+  if ((e = match_bucket(r, &r->buckets[0], path, n, nc)) != NULL)
     return &r->routes[e->route];
   return NULL;
 }

@@ -98,5 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(text2);
   }
   free(text1);
+  /* A loaded configuration owns its groups and routes. */
+  h3g_config_free(&again);
+  h3g_config_free(&cfg);
   return 0;
 }

@@ -74,6 +74,7 @@
 #include "buf.h"
 #include "h1_codec.h"
 #include "log.h"
+#include "route.h"
 #include "stream_bridge.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -200,6 +201,8 @@ typedef struct fake_conn {
 
 typedef struct world {
   h3g_config cfg;
+  h3g_route_conf rconf; /* the one route: its settings (rconf.s) */
+  h3g_route route;      /* its upstream: fake_ops, this world as pool */
   h3g_bridge_env env;
   h3g_bridge *b;
   uint64_t now_ns;
@@ -367,14 +370,14 @@ static int rq_on_head(void *ud, h3g_h1_request_head *h) {
   if (w.early && !w.handshake) {
     /* RFC 8470: before the handshake, only what is safe to replay, and
      * marked so that the origin can refuse it with 425. */
-    CHECK(w.cfg.early_data);
+    CHECK(w.rconf.s.early_data);
     CHECK(w.body_at_headers);
     CHECK(strcmp(w.method, "GET") == 0 || strcmp(w.method, "HEAD") == 0 ||
           strcmp(w.method, "OPTIONS") == 0);
     CHECK(early != NULL && early->valuelen == 1 && early->value[0] == '1');
   }
-  if (w.cfg.max_request_body > 0 && h->body >= 0)
-    CHECK((uint64_t)h->body <= w.cfg.max_request_body);
+  if (w.rconf.s.max_request_body > 0 && h->body >= 0)
+    CHECK((uint64_t)h->body <= w.rconf.s.max_request_body);
   c->rq_chunked = h->body == -1;
   return 0;
 }
@@ -382,8 +385,8 @@ static int rq_on_head(void *ud, h3g_h1_request_head *h) {
 static int rq_on_body(void *ud, const uint8_t *d, size_t n) {
   fake_conn *c = ud;
   CHECK(c->rq_body + n <= w.received);
-  if (w.cfg.max_request_body > 0)
-    CHECK(c->rq_body + n <= w.cfg.max_request_body);
+  if (w.rconf.s.max_request_body > 0)
+    CHECK(c->rq_body + n <= w.rconf.s.max_request_body);
   if (c->rq_body < BODY_KEEP) {
     size_t k = (size_t)H3G_MIN((uint64_t)n, BODY_KEEP - c->rq_body);
     CHECK(memcmp(d, w.body + c->rq_body, k) == 0);
@@ -1189,13 +1192,14 @@ static void setup(const uint8_t *c) {
   w.now_ns = 1000000000000ull;
   w.cfg.stream_buffer_size = sbs[c[0] & 3];
   w.cfg.max_header_size = mhs[(c[0] >> 2) & 3];
-  w.cfg.max_request_body = mrb[(c[0] >> 4) & 3];
+  w.rconf.s.max_request_body = mrb[(c[0] >> 4) & 3];
   w.cfg.max_stream_window = w.cfg.stream_buffer_size << (2 * (c[1] & 3));
-  w.cfg.request_body_timeout_ms = c[1] & 4 ? 50 : 0;
-  w.cfg.early_data = (c[1] >> 3) & 1;
-  w.cfg.fwd_forwarded = (c[1] >> 4) & 1;
-  w.cfg.fwd_x_forwarded = (c[1] >> 5) & 1;
-  w.cfg.fwd_via = (c[1] >> 6) & 1;
+  w.rconf.s.request_body_timeout_ms = c[1] & 4 ? 50 : 0;
+  w.rconf.s.early_data = (c[1] >> 3) & 1;
+  w.rconf.s.fwd_forwarded = (c[1] >> 4) & 1;
+  w.rconf.s.fwd_x_forwarded = (c[1] >> 5) & 1;
+  w.rconf.s.fwd_via = (c[1] >> 6) & 1;
+  w.rconf.s.alt_svc = 1;
   if (c[1] & 0x80) {
     w.cfg.ntrusted = 2;
     w.cfg.trusted[0] = (h3g_cidr){.family = 4, .prefix = 8, .addr = {127}};
@@ -1203,8 +1207,10 @@ static void setup(const uint8_t *c) {
         (h3g_cidr){.family = 6, .prefix = 128, .addr = {[15] = 1}};
   }
   w.cfg.request_header_timeout_ms = 10000;
-  w.cfg.response_timeout_ms = 60000;
-  w.cfg.expect_continue_timeout_ms = 1000;
+  w.rconf.s.response_timeout_ms = 60000;
+  w.rconf.s.expect_continue_timeout_ms = 1000;
+  snprintf(w.rconf.name, sizeof(w.rconf.name), "fuzz");
+  w.route = (h3g_route){.conf = &w.rconf, .ops = &fake_ops, .pool = &w};
   w.acquire_fails = c[2] & 15;
   w.timer_fails = (c[2] >> 4) & 7;
   w.head_fails = c[3] & 15;
@@ -1212,8 +1218,7 @@ static void setup(const uint8_t *c) {
   w.rtt = rtts[c[4] & 3];
   w.env = (h3g_bridge_env){
       .cfg = &w.cfg,
-      .up_ops = &fake_ops,
-      .pool = &w,
+      .route = &w.route,
       .timers = c[2] & 0x80 ? NULL : &fake_timers,
       .loop = &w.loop,
       .resp_inflight = c[0] & 0x80 ? 8192 : 0,

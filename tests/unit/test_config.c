@@ -105,10 +105,18 @@ static int count_lines(const char *s) {
   return n;
 }
 
+/* Releases what cfg owns (its groups and routes) and refills it with the
+ * defaults. Every h3g_config of these tests starts zeroed ({0}) and ends
+ * with h3g_config_free, so that the leak checker sees every load freed. */
+static void reset(h3g_config *cfg) {
+  h3g_config_free(cfg);
+  h3g_config_defaults(cfg);
+}
+
 /* Loads text (as t.ini) over the defaults. */
 static int load(const char *text, h3g_config *cfg) {
   write_file("t.ini", text);
-  h3g_config_defaults(cfg);
+  reset(cfg);
   memset(err, 'x', sizeof(err));
   return h3g_config_load(cfg, "t.ini", err, sizeof(err));
 }
@@ -125,7 +133,158 @@ static int loadf(h3g_config *cfg, const char *fmt, ...) {
   return load(text, cfg);
 }
 
-static void check_same(const h3g_config *a, const h3g_config *b) {
+/* The group called name, or NULL. */
+static const h3g_group_conf *group_named(const h3g_config *c,
+                                         const char *name) {
+  for (uint32_t i = 0; i < c->ngroups; i++)
+    if (strcmp(c->groups[i].name, name) == 0)
+      return &c->groups[i];
+  return NULL;
+}
+
+/* The route called name, or NULL. */
+static const h3g_route_conf *route_named(const h3g_config *c,
+                                         const char *name) {
+  for (uint32_t i = 0; i < c->nroutes; i++)
+    if (strcmp(c->routes[i].name, name) == 0)
+      return &c->routes[i];
+  return NULL;
+}
+
+/* The group name, or an empty one after a failed check (so that a test
+ * goes on reading zeroes rather than crash). */
+static const h3g_group_conf *group(const h3g_config *c, const char *name) {
+  static const h3g_group_conf none;
+  const h3g_group_conf *g = group_named(c, name);
+  CHECK(g != NULL);
+  if (g == NULL)
+    fprintf(stderr, "  no [upstream %s]\n", name);
+  return g != NULL ? g : &none;
+}
+
+static const h3g_route_conf *route(const h3g_config *c, const char *name) {
+  static const h3g_route_conf none;
+  const h3g_route_conf *r = route_named(c, name);
+  CHECK(r != NULL);
+  if (r == NULL)
+    fprintf(stderr, "  no [route %s]\n", name);
+  return r != NULL ? r : &none;
+}
+
+/* Server i of a group, or an empty one after a failed check. */
+static const h3g_server_conf *server_of(const h3g_group_conf *g, uint32_t i) {
+  static const h3g_server_conf none;
+  CHECK(i < g->nservers);
+  return i < g->nservers ? &g->servers[i] : &none;
+}
+
+/* The unnamed [upstream] section's first server. */
+static const h3g_server_conf *upstream_server(const h3g_config *c) {
+  return server_of(group(c, "default"), 0);
+}
+
+static void check_same_group(const h3g_group_conf *a,
+                             const h3g_group_conf *b) {
+  CHECK_STR(a->name, b->name);
+  CHECK_EQ_INT(a->nservers, b->nservers);
+  for (uint32_t i = 0; i < a->nservers && i < b->nservers; i++) {
+    const h3g_server_conf *x = &a->servers[i], *y = &b->servers[i];
+    CHECK_EQ_INT(x->kind, y->kind);
+    CHECK_STR(x->host, y->host);
+    CHECK_EQ_INT(x->port, y->port);
+    CHECK_STR(x->path, y->path);
+    CHECK_STR(x->address, y->address);
+    CHECK_EQ_INT(x->weight, y->weight);
+    CHECK_EQ_INT(x->backup, y->backup);
+  }
+  CHECK_EQ_INT(a->balance, b->balance);
+  CHECK_EQ_INT(a->hash_key, b->hash_key);
+  CHECK_STR(a->hash_name, b->hash_name);
+  CHECK_STR(a->hash_key_text, b->hash_key_text);
+  CHECK_EQ_INT(a->pool_size, b->pool_size);
+  CHECK_EQ_INT(a->queue_size, b->queue_size);
+  CHECK_EQ_INT(a->connect_timeout_ms, b->connect_timeout_ms);
+  CHECK_EQ_INT(a->response_timeout_ms, b->response_timeout_ms);
+  CHECK_EQ_INT(a->idle_timeout_ms, b->idle_timeout_ms);
+  CHECK_EQ_INT(a->expect_continue_timeout_ms, b->expect_continue_timeout_ms);
+  CHECK_EQ_INT(a->retries, b->retries);
+  CHECK_EQ_INT(a->max_fails, b->max_fails);
+  CHECK_EQ_INT(a->fail_timeout_ms, b->fail_timeout_ms);
+  CHECK_EQ_INT(a->max_fail_timeout_ms, b->max_fail_timeout_ms);
+  CHECK_EQ_INT(a->resolve_interval_ms, b->resolve_interval_ms);
+  CHECK_STR(a->health_check, b->health_check);
+  CHECK_STR(a->health_method, b->health_method);
+  CHECK_STR(a->health_path, b->health_path);
+  CHECK_EQ_INT(a->health_interval_ms, b->health_interval_ms);
+  CHECK_EQ_INT(a->health_timeout_ms, b->health_timeout_ms);
+  CHECK_STR(a->health_status, b->health_status);
+  CHECK_EQ_INT(a->health_status_lo, b->health_status_lo);
+  CHECK_EQ_INT(a->health_status_hi, b->health_status_hi);
+  CHECK_EQ_INT(a->health_rise, b->health_rise);
+  CHECK_EQ_INT(a->health_fall, b->health_fall);
+  CHECK_STR(a->health_host, b->health_host);
+  CHECK_STR(a->tls_ca, b->tls_ca);
+  CHECK_EQ_INT(a->tls_verify, b->tls_verify);
+  CHECK_STR(a->tls_sni, b->tls_sni);
+  CHECK_STR(a->tls_cert, b->tls_cert);
+  CHECK_STR(a->tls_key, b->tls_key);
+}
+
+static void check_same_edits(const h3g_header_edit *a, uint32_t na,
+                             const h3g_header_edit *b, uint32_t nb) {
+  CHECK_EQ_INT(na, nb);
+  for (uint32_t i = 0; i < na && i < nb; i++) {
+    CHECK_STR(a[i].name, b[i].name);
+    CHECK((a[i].value == NULL) == (b[i].value == NULL));
+    if (a[i].value != NULL && b[i].value != NULL)
+      CHECK_STR(a[i].value, b[i].value);
+  }
+}
+
+static void check_same_route(const h3g_route_conf *a,
+                             const h3g_route_conf *b) {
+  CHECK_STR(a->name, b->name);
+  CHECK_STR(a->hosts_text, b->hosts_text);
+  CHECK_EQ_INT(a->nhosts, b->nhosts);
+  for (uint32_t i = 0; i < a->nhosts && i < b->nhosts; i++)
+    CHECK_STR(a->hosts[i], b->hosts[i]);
+  CHECK_STR(a->paths_text, b->paths_text);
+  CHECK_EQ_INT(a->npaths, b->npaths);
+  for (uint32_t i = 0; i < a->npaths && i < b->npaths; i++)
+    CHECK_STR(a->paths[i], b->paths[i]);
+  CHECK_STR(a->upstream, b->upstream);
+  CHECK_EQ_INT(a->group, b->group);
+  const h3g_route_settings *x = &a->s, *y = &b->s;
+  CHECK_EQ_INT(x->response_timeout_ms, y->response_timeout_ms);
+  CHECK_EQ_INT(x->request_body_timeout_ms, y->request_body_timeout_ms);
+  CHECK_EQ_INT(x->expect_continue_timeout_ms, y->expect_continue_timeout_ms);
+  CHECK_EQ_INT(x->max_request_body, y->max_request_body);
+  CHECK_EQ_INT(x->early_data, y->early_data);
+  CHECK_EQ_INT(x->fwd_forwarded, y->fwd_forwarded);
+  CHECK_EQ_INT(x->fwd_x_forwarded, y->fwd_x_forwarded);
+  CHECK_EQ_INT(x->fwd_via, y->fwd_via);
+  CHECK_EQ_INT(x->alt_svc, y->alt_svc);
+  check_same_edits(x->add_request, x->nadd_request, y->add_request,
+                   y->nadd_request);
+  check_same_edits(x->remove_request, x->nremove_request, y->remove_request,
+                   y->nremove_request);
+  check_same_edits(x->add_response, x->nadd_response, y->add_response,
+                   y->nadd_response);
+}
+
+/* The [upstream NAME] groups and [route NAME] routes, field by field. */
+static void check_same_named(const h3g_config *a, const h3g_config *b) {
+  CHECK_EQ_INT(a->ngroups, b->ngroups);
+  for (uint32_t i = 0; i < a->ngroups && i < b->ngroups; i++)
+    check_same_group(&a->groups[i], &b->groups[i]);
+  CHECK_EQ_INT(a->nroutes, b->nroutes);
+  CHECK_EQ_INT(a->routes_implicit, b->routes_implicit);
+  for (uint32_t i = 0; i < a->nroutes && i < b->nroutes; i++)
+    check_same_route(&a->routes[i], &b->routes[i]);
+}
+
+/* Every global key (the sections other than [upstream] and [route]). */
+static void check_same_globals(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->log_level, b->log_level);
   CHECK_STR(a->access_log, b->access_log);
   CHECK_EQ_INT(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
@@ -157,13 +316,18 @@ static void check_same(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->stream_buffer_size, b->stream_buffer_size);
   CHECK_EQ_INT(a->connection_window, b->connection_window);
   CHECK_EQ_INT(a->max_header_size, b->max_header_size);
-  CHECK_STR(a->upstream_host, b->upstream_host);
-  CHECK_EQ_INT(a->upstream_port, b->upstream_port);
-  CHECK_EQ_INT(a->pool_size, b->pool_size);
-  CHECK_EQ_INT(a->queue_size, b->queue_size);
-  CHECK_EQ_INT(a->connect_timeout_ms, b->connect_timeout_ms);
-  CHECK_EQ_INT(a->response_timeout_ms, b->response_timeout_ms);
-  CHECK_EQ_INT(a->upstream_idle_timeout_ms, b->upstream_idle_timeout_ms);
+  CHECK_EQ_INT(a->max_request_body, b->max_request_body);
+  CHECK_EQ_INT(a->request_body_timeout_ms, b->request_body_timeout_ms);
+  CHECK_EQ_INT(a->early_data, b->early_data);
+  CHECK_EQ_INT(a->no_route, b->no_route);
+  CHECK_EQ_INT(a->fwd_forwarded, b->fwd_forwarded);
+  CHECK_EQ_INT(a->fwd_x_forwarded, b->fwd_x_forwarded);
+  CHECK_EQ_INT(a->fwd_via, b->fwd_via);
+}
+
+static void check_same(const h3g_config *a, const h3g_config *b) {
+  check_same_globals(a, b);
+  check_same_named(a, b);
 }
 
 /* Dumps cfg into a string (caller frees). */
@@ -287,7 +451,7 @@ static void test_parse_bool(void) {
 /* ---- loading ------------------------------------------------------------ */
 
 static void test_defaults(void) {
-  h3g_config c;
+  h3g_config c = {0};
   memset(&c, 0x5a, sizeof(c));
   h3g_config_defaults(&c);
   CHECK_EQ_INT(c.log_level, H3G_LOG_INFO);
@@ -313,30 +477,79 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.nquic_versions, 2);
   CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V2);
   CHECK_EQ_INT(c.quic_version[1], H3G_QUIC_V1);
-  CHECK_STR(c.upstream_host, "");
-  CHECK_EQ_INT(c.upstream_port, 0);
-  CHECK_EQ_INT(c.pool_size, 64);
-  CHECK_EQ_INT(c.queue_size, 1024);
-  CHECK_EQ_INT(c.connect_timeout_ms, 5000);
-  CHECK_EQ_INT(c.response_timeout_ms, 60000);
-  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 4000);
+  CHECK_EQ_INT(c.no_route, H3G_NO_ROUTE_MISDIRECTED);
+  /* No group, no route: the file brings them. */
+  CHECK(c.groups == NULL);
+  CHECK_EQ_INT(c.ngroups, 0);
+  CHECK(c.routes == NULL);
+  CHECK_EQ_INT(c.nroutes, 0);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  h3g_config_free(&c);
+  h3g_config_free(&c); /* twice, and on the defaults: a no-op */
+  h3g_config_free(NULL);
+}
+
+/* A group's keys at their defaults (docs/routes.md). */
+static void test_group_defaults(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(REQUIRED, &c), 0);
+  const h3g_group_conf *g = group(&c, "default");
+  CHECK_EQ_INT(g->line, 4);
+  CHECK_EQ_INT(g->nservers, 1);
+  CHECK_EQ_INT(g->balance, H3G_BALANCE_ROUND_ROBIN);
+  CHECK_EQ_INT(g->hash_key, H3G_HASH_CLIENT_IP);
+  CHECK_STR(g->hash_key_text, "client_ip");
+  CHECK_EQ_INT(g->pool_size, 64);
+  CHECK_EQ_INT(g->queue_size, 1024);
+  CHECK_EQ_INT(g->connect_timeout_ms, 5000);
+  CHECK_EQ_INT(g->response_timeout_ms, 60000);
+  CHECK_EQ_INT(g->idle_timeout_ms, 4000);
+  CHECK_EQ_INT(g->expect_continue_timeout_ms, 1000);
+  CHECK_EQ_INT(g->retries, 2);
+  CHECK_EQ_INT(g->max_fails, 3);
+  CHECK_EQ_INT(g->fail_timeout_ms, 5000);
+  CHECK_EQ_INT(g->max_fail_timeout_ms, 120000);
+  CHECK_EQ_INT(g->resolve_interval_ms, 30000);
+  CHECK_STR(g->health_check, "");
+  CHECK_EQ_INT(g->health_interval_ms, 5000);
+  CHECK_EQ_INT(g->health_timeout_ms, 2000);
+  CHECK_STR(g->health_status, "200-399");
+  CHECK_EQ_INT(g->health_status_lo, 200);
+  CHECK_EQ_INT(g->health_status_hi, 399);
+  CHECK_EQ_INT(g->health_rise, 2);
+  CHECK_EQ_INT(g->health_fall, 3);
+  CHECK_STR(g->health_host, "");
+  CHECK_STR(g->tls_ca, "system");
+  CHECK_EQ_INT(g->tls_verify, 1);
+  CHECK_STR(g->tls_sni, "");
+  CHECK_STR(g->tls_cert, "");
+  CHECK_STR(g->tls_key, "");
+  h3g_config_free(&c);
 }
 
 static void test_minimal(void) {
-  h3g_config c, d;
+  h3g_config c = {0}, d = {0};
   CHECK_EQ_INT(load(REQUIRED, &c), 0);
   CHECK_STR(err, "");
   CHECK_STR(c.cert_file, in_tmp("certs/server.crt"));
   CHECK_STR(c.key_file, in_tmp("certs/server.key"));
-  CHECK_STR(c.upstream_host, "127.0.0.1");
-  CHECK_EQ_INT(c.upstream_port, 8080);
+  /* The unnamed [upstream] is the group "default", with one server. */
+  CHECK_EQ_INT(c.ngroups, 1);
+  const h3g_server_conf *sv = upstream_server(&c);
+  CHECK_EQ_INT(sv->kind, H3G_SERVER_TCP);
+  CHECK_STR(sv->host, "127.0.0.1");
+  CHECK_EQ_INT(sv->port, 8080);
+  CHECK_STR(sv->address, "127.0.0.1:8080");
+  CHECK_EQ_INT(sv->weight, 1);
+  CHECK_EQ_INT(sv->backup, 0);
+  CHECK_EQ_INT(sv->line, 5);
   /* Everything else stays at its default. */
   h3g_config_defaults(&d);
   snprintf(d.cert_file, sizeof(d.cert_file), "%s", c.cert_file);
   snprintf(d.key_file, sizeof(d.key_file), "%s", c.key_file);
-  snprintf(d.upstream_host, sizeof(d.upstream_host), "127.0.0.1");
-  d.upstream_port = 8080;
-  check_same(&c, &d);
+  check_same_globals(&c, &d);
+  h3g_config_free(&c);
+  h3g_config_free(&d);
 }
 
 static const char full_ini[] = "; every key, none at its default\n"
@@ -368,7 +581,7 @@ static const char full_ini[] = "; every key, none at its default\n"
                                "idle_timeout = 90s\n";
 
 static void test_every_key(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(load(full_ini, &c), 0);
   CHECK_STR(err, "");
   CHECK_EQ_INT(c.log_level, H3G_LOG_DEBUG);
@@ -385,19 +598,25 @@ static void test_every_key(void) {
   CHECK_EQ_INT(c.stream_buffer_size, 1048576);
   CHECK_EQ_INT(c.connection_window, 64 * 1048576);
   CHECK_EQ_INT(c.max_header_size, 1025);
-  CHECK_STR(c.upstream_host, "app.internal");
-  CHECK_EQ_INT(c.upstream_port, 3000);
-  CHECK_EQ_INT(c.pool_size, 10000);
-  CHECK_EQ_INT(c.queue_size, 0);
-  CHECK_EQ_INT(c.connect_timeout_ms, 250);
-  CHECK_EQ_INT(c.response_timeout_ms, 3600000);
-  CHECK_EQ_INT(c.upstream_idle_timeout_ms, 90000);
+  const h3g_group_conf *g = group(&c, "default");
+  CHECK_STR(server_of(g, 0)->host, "app.internal");
+  CHECK_EQ_INT(server_of(g, 0)->port, 3000);
+  CHECK_EQ_INT(g->pool_size, 10000);
+  CHECK_EQ_INT(g->queue_size, 0);
+  CHECK_EQ_INT(g->connect_timeout_ms, 250);
+  CHECK_EQ_INT(g->response_timeout_ms, 3600000);
+  CHECK_EQ_INT(g->idle_timeout_ms, 90000);
+  /* The implicit route takes the group's response timeout. */
+  CHECK_EQ_INT(route(&c, "default")->s.response_timeout_ms, 3600000);
+  h3g_config_free(&c);
 }
 
 /*
  * One key at a time after REQUIRED (on line 7, after its section line); want
  * is NULL when the value loads, or the reason expected after
- * "t.ini:7: [section] key: ".
+ * "t.ini:7: [section] key: ". The "upstream" cases go in REQUIRED's own
+ * [upstream] section (reopened: an unnamed [upstream] may be, as in older
+ * files), whose messages name it [upstream], as written.
  */
 static const struct {
   const char *section, *key, *value, *want;
@@ -511,8 +730,8 @@ static const struct {
     {"upstream", "server", "app", "expected host:port, not \"app\""},
     {"upstream", "server", "app:0", "the port 0 is below the minimum 1"},
     {"upstream", "server", ":80", "the host is empty"},
-    {"upstream", "server", "bad host:80",
-     "\"bad host\" is not a host name or IPv4 address"},
+    /* A blank ends the address (weight=N and backup may follow). */
+    {"upstream", "server", "bad host:80", "expected host:port, not \"bad\""},
     {"upstream", "server", "a..b:80",
      "\"a..b\" is not a host name or IPv4 address"},
     {"upstream", "server", "app:http", "the port \"http\" is not a number"},
@@ -537,33 +756,41 @@ static const struct {
 };
 
 static void test_values_and_bounds(void) {
+  h3g_config c = {0};
   for (size_t i = 0; i < H3G_ARRAY_LEN(value_cases); i++) {
-    h3g_config c;
-    char want[512];
+    char want[512], section_line[64];
     /* upstream.server is in REQUIRED: replace that line by a comment. */
     int is_server = strcmp(value_cases[i].key, "server") == 0;
+    int is_group = strcmp(value_cases[i].section, "upstream") == 0;
+    if (is_group)
+      snprintf(section_line, sizeof(section_line), "; still in [upstream]");
+    else
+      snprintf(section_line, sizeof(section_line), "[%s]",
+               value_cases[i].section);
     int rc =
         loadf(&c,
               "[listener]\ncert = certs/server.crt\n"
-              "key = certs/server.key\n[upstream]\n%s\n[%s]\n%s = %s\n",
+              "key = certs/server.key\n[upstream]\n%s\n%s\n%s = %s\n",
               is_server ? "; server below" : "server = 127.0.0.1:8080",
-              value_cases[i].section, value_cases[i].key, value_cases[i].value);
+              section_line, value_cases[i].key, value_cases[i].value);
     if (value_cases[i].want == NULL) {
       CHECK_EQ_INT(rc, 0);
       CHECK_STR(err, "");
     } else {
       CHECK_EQ_INT(rc, H3G_ERR_INVAL);
       snprintf(want, sizeof(want), "t.ini:7: [%s] %s: %s",
-               value_cases[i].section, value_cases[i].key, value_cases[i].want);
+               is_group ? "upstream" : value_cases[i].section,
+               value_cases[i].key, value_cases[i].want);
       CHECK_ERR(want);
       /* One problem, one line: a bad required value is not also "not set". */
       CHECK_EQ_INT(count_lines(err), 1);
     }
   }
+  h3g_config_free(&c);
 }
 
 static void test_stored_values(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(loadf(&c, REQUIRED "[server]\nlog_level = WARN\n"
                                   "admin = 127.0.0.1:9901\n"
                                   "[listener]\naddress = [::1]\n"),
@@ -577,8 +804,9 @@ static void test_stored_values(void) {
                          "key = certs/server.key\n"
                          "[upstream]\nserver = [2001:db8::5]:81\n"),
                0);
-  CHECK_STR(c.upstream_host, "2001:db8::5");
-  CHECK_EQ_INT(c.upstream_port, 81);
+  CHECK_STR(upstream_server(&c)->host, "2001:db8::5");
+  CHECK_EQ_INT(upstream_server(&c)->port, 81);
+  CHECK_STR(upstream_server(&c)->address, "[2001:db8::5]:81");
 
   /* QUIC versions: in the order given, written back normalised. */
   CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nquic_versions = V1 ,v2\n"), 0);
@@ -590,11 +818,12 @@ static void test_stored_values(void) {
   CHECK_STR(c.quic_versions, "v1");
   CHECK_EQ_INT(c.nquic_versions, 1);
   CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V1);
+  h3g_config_free(&c);
 }
 
 /* [tcp], [alt_svc], [redirect] and [listener] enabled. */
 static void test_fallback_keys(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(loadf(&c, REQUIRED "[listener]\nenabled = no\n"
                                   "[tcp]\naddress = ::1\nport = 8443\n"
                                   "header_timeout = 1s\n"
@@ -626,16 +855,17 @@ static void test_fallback_keys(void) {
   CHECK_EQ_INT(c.redirect_port, H3G_PORT_ANY);
   CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = anything\n"), H3G_ERR_INVAL);
   CHECK_EQ_INT(loadf(&c, REQUIRED "[tcp]\nport = 65536\n"), H3G_ERR_INVAL);
+  h3g_config_free(&c);
 }
 
 static void test_unknown_section(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load(REQUIRED "[nope]\nx = 1\ny = 2\n[ listener ]\nport = 1\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   /* One message for the section, none for the keys in it. */
   CHECK_STR(err, "t.ini:6: [nope]: unknown section (expected [server], "
-                 "[listener], [tcp], [alt_svc], [redirect], [upstream], "
-                 "[forwarding] or [debug])\n");
+                 "[listener], [tcp], [alt_svc], [redirect], [forwarding], "
+                 "[debug], [upstream NAME] or [route NAME])\n");
   CHECK_EQ_INT(c.listen_port, 443);
 
   rc = load(REQUIRED "[]\n[listener\nport = 1\n", &c);
@@ -643,10 +873,18 @@ static void test_unknown_section(void) {
   CHECK_ERR("t.ini:6: []: unknown section");
   CHECK_ERR("t.ini:7: syntax error: a section line needs a closing \"]\"");
   CHECK_EQ_INT(count_lines(err), 2);
+
+  /* "upstream" and "route" must be whole words. */
+  rc = load(REQUIRED "[upstreams]\n[router x]\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_ERR("t.ini:6: [upstreams]: unknown section");
+  CHECK_ERR("t.ini:7: [router x]: unknown section");
+  CHECK_EQ_INT(count_lines(err), 2);
+  h3g_config_free(&c);
 }
 
 static void test_unknown_key(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load(REQUIRED "[listener]\nmax_conections = 5\n"
                          "idle_timeout = 1m\n"
                          "[server]\nmax_streams = 5\nfrobnicate = 1\n",
@@ -658,25 +896,45 @@ static void test_unknown_key(void) {
             "[listener])\n");
   CHECK_ERR("t.ini:11: [server] frobnicate: unknown key\n");
   CHECK_EQ_INT(count_lines(err), 3);
+  h3g_config_free(&c);
 }
 
 static void test_duplicate_key(void) {
-  h3g_config c;
-  int rc = load(REQUIRED "[upstream]\npool_size = 1\n\npool_size = 2\n"
-                         "server = 127.0.0.1:1\n",
+  h3g_config c = {0};
+  int rc = load(REQUIRED "; still in [upstream]\npool_size = 1\n\n"
+                         "pool_size = 2\nserver = 127.0.0.1:8080\n",
                 &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
-  CHECK_ERR("t.ini:9: [upstream] pool_size: duplicate key (first set on "
-            "line 7)\n");
-  CHECK_ERR("t.ini:10: [upstream] server: duplicate key (first set on "
-            "line 5)\n");
+  CHECK_ERR("t.ini:9: [upstream] pool_size: duplicate key (first "
+            "set on line 7)\n");
+  /* server repeats (one line a server), but not with the same address. */
+  CHECK_ERR("t.ini:10: [upstream] server: 127.0.0.1:8080 is listed "
+            "twice (first on line 5)\n");
   CHECK_EQ_INT(count_lines(err), 2);
   /* Nothing is stored when the file has a problem. */
-  CHECK_EQ_INT(c.pool_size, 64);
+  CHECK_EQ_INT(c.ngroups, 0);
+  CHECK(c.groups == NULL);
+
+  /* The unnamed [upstream] may be opened again (older files did), and its
+   * keys are read as the first one's; a named group's section may not, and
+   * its keys are not read (and not reported). */
+  rc = load(REQUIRED "[upstream]\npool_size = 0\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:7: [upstream] pool_size: 0 is below the minimum 1\n");
+  rc = load(REQUIRED "[upstream]\npool_size = 7\n", &c);
+  CHECK_EQ_INT(rc, 0);
+  CHECK_EQ_INT(c.ngroups, 1);
+  CHECK_EQ_INT(c.groups[0].pool_size, 7);
+  CHECK_EQ_INT(c.groups[0].nservers, 1);
+  rc = load(REQUIRED "[upstream default]\n", &c);
+  CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:6: [upstream default]: duplicate section name (first "
+                 "on line 4)\n");
+  h3g_config_free(&c);
 }
 
 static void test_missing_required(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("; nothing here\n[server]\nlog_level = debug\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   CHECK_STR(err, "t.ini:0: [listener] cert: required, but not set\n"
@@ -685,17 +943,55 @@ static void test_missing_required(void) {
   CHECK_EQ_INT(c.log_level, H3G_LOG_INFO);
 
   /* A value already in cfg (say, from a flag) satisfies a required key. */
-  write_file("t.ini", "[listener]\ncert = certs/server.crt\n"
-                      "key = certs/server.key\n");
-  h3g_config_defaults(&c);
-  snprintf(c.upstream_host, sizeof(c.upstream_host), "upstream.local");
-  c.upstream_port = 81;
+  write_file("t.ini", "[listener]\nkey = certs/server.key\n"
+                      "[upstream]\nserver = 127.0.0.1:8080\n");
+  reset(&c);
+  snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/server.crt"));
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), 0);
-  CHECK_STR(c.upstream_host, "upstream.local");
+  CHECK_STR(c.cert_file, in_tmp("certs/server.crt"));
+
+  /* A group without a server is reported on its section line. */
+  CHECK_EQ_INT(load("[listener]\ncert = certs/server.crt\n"
+                    "key = certs/server.key\n[upstream]\npool_size = 2\n",
+                    &c),
+               H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:4: [upstream] server: required, but not "
+                 "set\n");
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[upstream app]\n[route r]\nupstream = "
+                                  "app\n"),
+               H3G_ERR_INVAL);
+  CHECK_STR(err, "t.ini:6: [upstream app] server: required, but not set\n");
+  h3g_config_free(&c);
+}
+
+/* The groups and routes a load brings replace cfg's on success (freed,
+ * for the leak checker to see) and are left alone on failure. */
+static void test_reload_replaces_named(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(loadf(&c, REQUIRED "[upstream b]\nserver = 10.0.0.2:80\n"
+                                  "[route r]\nupstream = b\n"),
+               0);
+  CHECK_EQ_INT(c.ngroups, 2);
+  write_file("t.ini", REQUIRED);
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), 0);
+  CHECK_EQ_INT(c.ngroups, 1);
+  CHECK_EQ_INT(c.nroutes, 1);
+  CHECK_EQ_INT(c.routes_implicit, 1);
+  write_file("t.ini", REQUIRED "[upstream x]\n");
+  CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), H3G_ERR_INVAL);
+  CHECK_EQ_INT(c.ngroups, 1);
+  CHECK_STR(upstream_server(&c)->address, "127.0.0.1:8080");
+  CHECK_EQ_INT(h3g_config_load_string(&c, REQUIRED, strlen(REQUIRED), "m.ini",
+                                      tmp, err, sizeof(err)),
+               0);
+  CHECK_EQ_INT(c.ngroups, 1);
+  h3g_config_free(&c);
+  CHECK(c.groups == NULL && c.routes == NULL);
+  CHECK_EQ_INT(c.ngroups + c.nroutes + c.routes_implicit, 0);
 }
 
 static void test_cert_checks(void) {
-  h3g_config c;
+  h3g_config c = {0};
   write_file(in_tmp("certs/not-pem.crt"), "hello\n");
   write_file(in_tmp("certs/empty.key"), "");
   make_dir(in_tmp("certs/dir.crt"));
@@ -750,14 +1046,15 @@ static void test_cert_checks(void) {
   /* A cert set before the load (not in the file) is checked too, at 0. */
   write_file("t.ini", "[listener]\nkey = certs/server.key\n"
                       "[upstream]\nserver = 127.0.0.1:8080\n");
-  h3g_config_defaults(&c);
+  reset(&c);
   snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/nope.crt"));
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", err, sizeof(err)), H3G_ERR_INVAL);
   CHECK_ERR("t.ini:0: [listener] cert: cannot open ");
+  h3g_config_free(&c);
 }
 
 static void test_relative_paths(void) {
-  h3g_config c;
+  h3g_config c = {0};
   char ini[PATH_MAX + 512];
   make_dir(in_tmp("sub"));
   make_dir(in_tmp("sub/certs"));
@@ -771,7 +1068,7 @@ static void test_relative_paths(void) {
   write_file(in_tmp("sub/x.ini"), ini);
 
   /* An absolute INI path: paths are relative to its directory. */
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, in_tmp("sub/x.ini"), err, sizeof(err)), 0);
   CHECK_STR(err, "");
   CHECK_STR(c.cert_file, in_tmp("sub/certs/server.crt"));
@@ -779,11 +1076,11 @@ static void test_relative_paths(void) {
   CHECK_STR(c.access_log, in_tmp("sub/logs/a.log"));
 
   /* A relative INI path: the stored paths are still absolute. */
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, "sub/x.ini", err, sizeof(err)), 0);
   CHECK_STR(c.cert_file, in_tmp("sub/certs/server.crt"));
   CHECK(c.access_log[0] == '/');
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, "./sub/../sub/x.ini", err, sizeof(err)), 0);
   CHECK(c.cert_file[0] == '/');
   CHECK(strstr(c.cert_file, "sub/certs/server.crt") != NULL);
@@ -800,16 +1097,17 @@ static void test_relative_paths(void) {
                              "key = ../certs/server.key\n"
                              "[upstream]\nserver = 127.0.0.1:8080\n";
   write_file(in_tmp("sub/server.crt"), PEM_CERT);
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "mem.ini",
                                       in_tmp("sub"), err, sizeof(err)),
                0);
   CHECK_STR(c.cert_file, in_tmp("sub/server.crt"));
   CHECK_STR(c.key_file, in_tmp("sub/../certs/server.key"));
+  h3g_config_free(&c);
 }
 
 static void test_syntax(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("log_level = debug\n"   /* 1: before any section */
                 REQUIRED                /* 2-6 */
                 "just some words\n"     /* 7 */
@@ -829,10 +1127,11 @@ static void test_syntax(void) {
             "'\"'\n"
             "t.ini:11: [server] access_log: the quoted value has no closing "
             "'\"'\n");
+  h3g_config_free(&c);
 }
 
 static void test_comments_quotes_blanks(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("\xEF\xBB\xBF; a BOM, then a comment\r\n"
                 "# another comment\r\n"
                 "   [listener]   ; indented, with a comment\r\n"
@@ -875,10 +1174,11 @@ static void test_comments_quotes_blanks(void) {
   rc = load(REQUIRED "[server]\naccess_log = \"a ;b\"\n", &c);
   CHECK_EQ_INT(rc, H3G_ERR_INVAL);
   CHECK_ERR("t.ini:7: [server] access_log: the quoted value has no closing");
+  h3g_config_free(&c);
 }
 
 static void test_line_numbers_and_many_errors(void) {
-  h3g_config c;
+  h3g_config c = {0};
   int rc = load("; comment\n"               /* 1 */
                 "\n"                        /* 2 */
                 "[server]\n"                /* 3 */
@@ -901,13 +1201,15 @@ static void test_line_numbers_and_many_errors(void) {
             "t.ini:9: [listener] max_streams: 0 is below the minimum 1\n"
             "t.ini:10: [listener] max_streams: duplicate key (first set on "
             "line 9)\n"
-            "t.ini:13: [upstream] pool_size: 0 is below the minimum 1\n"
+            "t.ini:13: [upstream] pool_size: 0 is below the minimum "
+            "1\n"
             "t.ini:14: [upstream] colour: unknown key\n"
             "t.ini:0: [listener] key: required, but not set\n");
+  h3g_config_free(&c);
 }
 
 static void test_long_lines(void) {
-  h3g_config c;
+  h3g_config c = {0};
   char *text = malloc(1 << 20), *p;
   char longname[1200], want[256];
   if (text == NULL)
@@ -916,7 +1218,7 @@ static void test_long_lines(void) {
   /* A comment far longer than inih's 200-byte line buffer, with text that
    * would be a key if the tail were read as a line of its own. */
   p = text;
-  p += sprintf(p, REQUIRED "[upstream]\n; ");
+  p += sprintf(p, REQUIRED "; still in [upstream]\n; ");
   memset(p, 'x', 4000);
   p += 4000;
   p += sprintf(p, " pool_size = 0\n");
@@ -938,7 +1240,7 @@ static void test_long_lines(void) {
   rc = load(text, &c);
   CHECK_EQ_INT(rc, 0);
   CHECK_STR(err, "");
-  CHECK_EQ_INT(c.pool_size, 64);
+  CHECK_EQ_INT(group(&c, "default")->pool_size, 64);
   char path[PATH_MAX + 1300];
   snprintf(path, sizeof(path), "%s/logs/%s.log", tmp, longname);
   CHECK_STR(c.access_log, path);
@@ -1005,10 +1307,11 @@ static void test_long_lines(void) {
       "unknown key\n");
   CHECK_EQ_INT(count_lines(err), 2);
   free(text);
+  h3g_config_free(&c);
 }
 
 static void test_dump_round_trip(void) {
-  h3g_config a, b;
+  h3g_config a = {0}, b = {0};
   CHECK_EQ_INT(load(full_ini, &a), 0);
   char *text = dump(&a);
   /* Every key is there, as "key = value". */
@@ -1058,7 +1361,10 @@ static void test_dump_round_trip(void) {
   snprintf(a.access_log, sizeof(a.access_log), "%s", longpath);
   text = dump(&a);
   CHECK(strstr(text, "\nadmin = off\n") != NULL);
-  CHECK(strstr(text, "\nserver = 127.0.0.1:8080\n") != NULL);
+  CHECK(strstr(text, "\n[upstream]\nserver = 127.0.0.1:8080 "
+                     "weight=1\n") != NULL);
+  /* The implicit route is made again by the load, not written. */
+  CHECK(strstr(text, "[route") == NULL);
   CHECK_EQ_INT(load(text, &b), 0);
   check_same(&a, &b);
   free(text);
@@ -1071,19 +1377,627 @@ static void test_dump_round_trip(void) {
   free(text);
 
   /* The defaults leave required keys unset: dumped as comments. */
-  h3g_config_defaults(&a);
+  reset(&a);
   text = dump(&a);
   CHECK(strstr(text, "\n; cert = (required, not set)\n") != NULL);
   CHECK_EQ_INT(load(text, &b), H3G_ERR_INVAL);
   CHECK_EQ_INT(count_lines(err), 3);
+  CHECK_ERR("t.ini:0: [upstream] server: required, but not set\n");
   free(text);
+  h3g_config_free(&a);
+  h3g_config_free(&b);
+}
+
+/* ---- [upstream NAME] and [route NAME] ---------------------------------- */
+
+/* What every file of the named-section tests starts with: lines 1-3. */
+#define LISTENER                                                               \
+  "[listener]\n"                                                               \
+  "cert = certs/server.crt\n"                                                  \
+  "key = certs/server.key\n"
+
+/* A file (after LISTENER, so its first line is line 4) and the exact
+ * messages it gets, all of them. */
+static const struct {
+  const char *text, *want;
+} named_errors[] = {
+    /* section names */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[upstream a]\nserver = 10.0.0.2:80\n"
+     "[route r]\nupstream = a\n",
+     "t.ini:6: [upstream a]: duplicate section name (first on line 4)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "[route r]\nupstream = a\n",
+     "t.ini:8: [route r]: duplicate section name (first on line 6)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route]\nupstream = a\n",
+     "t.ini:6: [route]: a route needs a name, as in [route app]\n"},
+    {"[upstream a/b]\nserver = 10.0.0.1:80\n",
+     "t.ini:4: [upstream a/b]: the name may hold letters, digits, '_', '-' "
+     "and '.' (at most 63)\n"
+     "t.ini:0: [upstream] server: required, but not set\n"},
+    /* servers */
+    {"[upstream a]\nserver = app\n",
+     "t.ini:5: [upstream a] server: expected host:port, not \"app\"\n"},
+    {"[upstream a]\nserver = app:0\n",
+     "t.ini:5: [upstream a] server: the port 0 is below the minimum 1\n"},
+    {"[upstream a]\nserver = unix:\n",
+     "t.ini:5: [upstream a] server: expected unix:/path, a socket path of at "
+     "most 107 bytes, not \"unix:\"\n"},
+    {"[upstream a]\nserver = ftp://x:1\n",
+     "t.ini:5: [upstream a] server: expected host:port, unix:/path or "
+     "https://host:port, not \"ftp://x:1\"\n"},
+    {"[upstream a]\nserver = \"\"\n",
+     "t.ini:5: [upstream a] server: expected an address: host:port, "
+     "unix:/path or https://host:port\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 weight=0\n",
+     "t.ini:5: [upstream a] server: weight must be a whole number from 1 to "
+     "1000, not \"0\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 weight=1001\n",
+     "t.ini:5: [upstream a] server: weight must be a whole number from 1 to "
+     "1000, not \"1001\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 weight=x\n",
+     "t.ini:5: [upstream a] server: weight must be a whole number from 1 to "
+     "1000, not \"x\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 heavy\n",
+     "t.ini:5: [upstream a] server: expected weight=N or backup after the "
+     "address, not \"heavy\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nserver = 10.0.0.2:80\n"
+     "server = 10.0.0.1:80 weight=2\n",
+     "t.ini:7: [upstream a] server: 10.0.0.1:80 is listed twice (first on "
+     "line 5)\n"},
+    /* http:// and the bare address are one server */
+    {"[upstream a]\nserver = http://app\nserver = app:80\n",
+     "t.ini:6: [upstream a] server: app:80 is listed twice (first on line "
+     "5)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80 backup\nserver = 10.0.0.2:80 backup\n",
+     "t.ini:5: [upstream a] server: every server is a backup: at least one "
+     "must not be\n"},
+    /* group keys */
+    {"[upstream a]\nserver = 10.0.0.1:80\nhash_key = ip\n",
+     "t.ini:6: [upstream a] hash_key: expected client_ip, header:NAME or "
+     "cookie:NAME, not \"ip\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhash_key = header:\n",
+     "t.ini:6: [upstream a] hash_key: \"\" is not a header name\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhash_key = cookie:a b\n",
+     "t.ini:6: [upstream a] hash_key: \"a b\" is not a cookie name\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nbalance = random\n",
+     "t.ini:6: [upstream a] balance: expected round_robin, least_conn or "
+     "hash, not \"random\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_check = GET\n",
+     "t.ini:6: [upstream a] health_check: expected off or \"METHOD /path\", "
+     "not \"GET\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_check = GET up\n",
+     "t.ini:6: [upstream a] health_check: expected off or \"METHOD /path\", "
+     "not \"GET up\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_status = 600\n",
+     "t.ini:6: [upstream a] health_status: expected a status from 100 to 599 "
+     "or a range such as 200-399, not \"600\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_status = 399-200\n",
+     "t.ini:6: [upstream a] health_status: expected a status from 100 to 599 "
+     "or a range such as 200-399, not \"399-200\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nhealth_status = 2xx\n",
+     "t.ini:6: [upstream a] health_status: expected a status from 100 to 599 "
+     "or a range such as 200-399, not \"2xx\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\nretries = 11\n",
+     "t.ini:6: [upstream a] retries: 11 is above the maximum 10\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\npool_sise = 3\n",
+     "t.ini:6: [upstream a] pool_sise: unknown key (did you mean "
+     "pool_size?)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\npath = /x\n",
+     "t.ini:6: [upstream a] path: unknown key (it belongs in [route NAME])\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\npool_size = 1\npool_size = 2\n",
+     "t.ini:7: [upstream a] pool_size: duplicate key (first set on line 6)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_cert = certs/server.crt\n",
+     "t.ini:6: [upstream a] tls_cert: a client certificate needs both "
+     "tls_cert and tls_key\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_key = certs/server.key\n",
+     "t.ini:6: [upstream a] tls_key: a client certificate needs both "
+     "tls_cert and tls_key\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_cert = certs/server.key\n"
+     "tls_key = certs/server.key\n",
+     "t.ini:6: [upstream a] tls_cert: @/certs/server.key is not a PEM "
+     "certificate (found no \"-----BEGIN CERTIFICATE-----\")\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_ca = nope.pem\n",
+     "t.ini:6: [upstream a] tls_ca: cannot open @/nope.pem: No such file or "
+     "directory\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_ca = certs/server.key\n",
+     "t.ini:6: [upstream a] tls_ca: @/certs/server.key is not a PEM "
+     "certificate file (found no \"-----BEGIN CERTIFICATE-----\")\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\ntls_sni = a b\n",
+     "t.ini:6: [upstream a] tls_sni: expected a host name or an IP address, "
+     "not \"a b\"\n"},
+    /* the groups and routes as a whole */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[upstream b]\nserver = 10.0.0.2:80\n",
+     "t.ini:0: [route]: 2 [upstream] groups but no [route] section names "
+     "which requests go where\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nhost = a.example.com\n",
+     "t.ini:6: [route r] upstream: required, but not set\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nhost = a.example.com\n"
+     "upstream = b\n",
+     "t.ini:8: [route r] upstream: no [upstream b] section\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a b\n",
+     "t.ini:7: [route r] upstream: expected a name of letters, digits, '_', "
+     "'-' and '.', not \"a b\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n"
+     "[route r1]\nhost = a.example.com\npath = /api\nupstream = a\n"
+     "[route r2]\nhost = b.example.com A.example.com.\npath = /x /api\n"
+     "upstream = a\n",
+     "t.ini:12: [route r2] path: /api on a.example.com is already matched by "
+     "[route r1] (line 6)\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r1]\nupstream = a\n"
+     "[route r2]\nupstream = a\n",
+     "t.ini:8: [route r2] path: / on any host is already matched by [route "
+     "r1] (line 6)\n"},
+    /* hosts */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = app.example.com:443\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"app.example.com:443\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = a..b\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"a..b\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = *\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"*\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = a.*.com\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"a.*.com\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = [::1]:443\n",
+     "t.ini:8: [route r] host: expected host names or *.example.com "
+     "wildcards (without a port), not \"[::1]:443\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "host = a.com, A.com\n",
+     "t.ini:8: [route r] host: \"a.com\" is listed twice\n"},
+    /* paths */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = api\n",
+     "t.ini:8: [route r] path: expected path prefixes starting with \"/\" (no "
+     "query), not \"api\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = /a /api?x=1\n",
+     "t.ini:8: [route r] path: expected path prefixes starting with \"/\" (no "
+     "query), not \"/api?x=1\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = \"\"\n",
+     "t.ini:8: [route r] path: expected path prefixes starting with \"/\" (no "
+     "query), not \"\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "path = /a, /a\n",
+     "t.ini:8: [route r] path: \"/a\" is listed twice\n"},
+    /* header edits */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = Connection: close\n",
+     "t.ini:8: [route r] add_request_header: connection is managed by the "
+     "gateway and cannot be added\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = Content-Length: 5\n",
+     "t.ini:8: [route r] add_request_header: content-length is managed by the "
+     "gateway and cannot be added\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_response_header = Transfer-Encoding: chunked\n",
+     "t.ini:8: [route r] add_response_header: transfer-encoding is managed by "
+     "the gateway and cannot be added\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "remove_request_header = Host\n",
+     "t.ini:8: [route r] remove_request_header: host is managed by the "
+     "gateway and cannot be removed\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = X-Gateway h3gate\n",
+     "t.ini:8: [route r] add_request_header: expected \"Name: value\", not "
+     "\"X-Gateway h3gate\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "add_request_header = \": v\"\n",
+     "t.ini:8: [route r] add_request_header: expected \"Name: value\", not "
+     "\": v\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "remove_request_header = X A\n",
+     "t.ini:8: [route r] remove_request_header: expected a field name, not "
+     "\"X A\"\n"},
+    /* route keys */
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "response_timeout = 0\n",
+     "t.ini:8: [route r] response_timeout: 0 is below the minimum 1ms\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "early_data = maybe\n",
+     "t.ini:8: [route r] early_data: expected yes or no, not \"maybe\"\n"},
+    {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nupstream = a\n"
+     "pool_size = 3\n",
+     "t.ini:8: [route r] pool_size: unknown key (it belongs in [upstream "
+     "NAME])\n"},
+};
+
+/* want with each "@" replaced by the test directory. */
+static void expand_tmp(const char *want, char *out, size_t cap) {
+  size_t n = 0;
+  for (const char *p = want; *p != '\0' && n + 1 < cap; p++) {
+    if (*p == '@') {
+      n += (size_t)snprintf(out + n, cap - n, "%s", tmp);
+      n = H3G_MIN(n, cap - 1);
+    } else {
+      out[n++] = *p;
+    }
+  }
+  out[n] = '\0';
+}
+
+static void test_named_errors(void) {
+  h3g_config c = {0};
+  for (size_t i = 0; i < H3G_ARRAY_LEN(named_errors); i++) {
+    char want[2048];
+    expand_tmp(named_errors[i].want, want, sizeof(want));
+    int rc = loadf(&c, LISTENER "%s", named_errors[i].text);
+    CHECK_EQ_INT(rc, H3G_ERR_INVAL);
+    CHECK_STR(err, want);
+    if (strcmp(err, want) != 0)
+      fprintf(stderr, "  file:\n%s\n", named_errors[i].text);
+    /* A failed load leaves cfg as it was. */
+    CHECK_EQ_INT(c.ngroups + c.nroutes, 0);
+  }
+  h3g_config_free(&c);
+}
+
+/* Servers of each kind, with weight and backup. */
+static void test_servers(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(LISTENER "[upstream app]\n"
+                             "server = app.internal:3000\n"
+                             "server = [2001:DB8::1]:8080 weight=5\n"
+                             "server = unix:run/app.sock backup\n"
+                             "server = unix:/run/abs.sock weight=1000\n"
+                             "server = https://api.internal\n"
+                             "server = https://api.internal:8443/ backup "
+                             "weight=3\n"
+                             "server = http://plain.internal\n"
+                             "server = https://[::1]\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  const h3g_group_conf *g = group(&c, "app");
+  CHECK_EQ_INT(g->line, 4);
+  CHECK_EQ_INT(g->nservers, 8);
+  static const struct {
+    h3g_server_kind kind;
+    const char *host;
+    unsigned port;
+    const char *path, *address;
+    unsigned weight, backup;
+  } want[] = {
+      {H3G_SERVER_TCP, "app.internal", 3000, "", "app.internal:3000", 1, 0},
+      {H3G_SERVER_TCP, "2001:DB8::1", 8080, "", "[2001:DB8::1]:8080", 5, 0},
+      {H3G_SERVER_UNIX, "", 0, "@/run/app.sock", "unix:@/run/app.sock", 1, 1},
+      {H3G_SERVER_UNIX, "", 0, "/run/abs.sock", "unix:/run/abs.sock", 1000, 0},
+      {H3G_SERVER_TLS, "api.internal", 443, "", "https://api.internal:443", 1,
+       0},
+      {H3G_SERVER_TLS, "api.internal", 8443, "", "https://api.internal:8443",
+       3, 1},
+      {H3G_SERVER_TCP, "plain.internal", 80, "", "plain.internal:80", 1, 0},
+      {H3G_SERVER_TLS, "::1", 443, "", "https://[::1]:443", 1, 0},
+  };
+  for (uint32_t i = 0; i < H3G_ARRAY_LEN(want); i++) {
+    const h3g_server_conf *sv = server_of(g, i);
+    char path[PATH_MAX + 64], address[PATH_MAX + 64];
+    expand_tmp(want[i].path, path, sizeof(path));
+    expand_tmp(want[i].address, address, sizeof(address));
+    CHECK_EQ_INT(sv->kind, want[i].kind);
+    CHECK_STR(sv->host, want[i].host);
+    CHECK_EQ_INT(sv->port, want[i].port);
+    CHECK_STR(sv->path, path);
+    CHECK_STR(sv->address, address);
+    CHECK_EQ_INT(sv->weight, want[i].weight);
+    CHECK_EQ_INT(sv->backup, want[i].backup);
+    CHECK_EQ_INT(sv->line, 5 + i);
+  }
+
+  /* A unix: path is relative to the INI file's directory. */
+  static const char text[] = LISTENER "[upstream]\nserver = unix:app.sock\n";
+  make_dir(in_tmp("sub"));
+  write_file(in_tmp("sub/certs.crt"), PEM_CERT);
+  reset(&c);
+  snprintf(c.cert_file, sizeof(c.cert_file), "%s", in_tmp("certs/server.crt"));
+  CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini",
+                                      in_tmp("sub"), err, sizeof(err)),
+               H3G_ERR_INVAL); /* certs/ is not under sub/ */
+  make_dir(in_tmp("sub/certs"));
+  write_file(in_tmp("sub/certs/server.crt"), PEM_CERT);
+  write_file(in_tmp("sub/certs/server.key"), PEM_KEY);
+  CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini",
+                                      in_tmp("sub"), err, sizeof(err)),
+               0);
+  CHECK_STR(upstream_server(&c)->path, in_tmp("sub/app.sock"));
+
+  /* The group keys, as stored. */
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = https://a:1\n"
+                             "balance = least_conn\nhash_key = "
+                             "header:X-User\nhealth_check = HEAD  /up\n"
+                             "health_status = 204\nhealth_host = up.local\n"
+                             "tls_ca = certs/server.crt\ntls_verify = off\n"
+                             "tls_sni = api.example\n"
+                             "tls_cert = certs/server.crt\n"
+                             "tls_key = certs/server.key\nretries = 0\n"
+                             "max_fails = 0\nresolve = 0\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  g = group(&c, "a");
+  CHECK_EQ_INT(g->balance, H3G_BALANCE_LEAST_CONN);
+  CHECK_EQ_INT(g->hash_key, H3G_HASH_HEADER);
+  CHECK_STR(g->hash_name, "x-user");
+  CHECK_STR(g->hash_key_text, "header:X-User");
+  CHECK_STR(g->health_method, "HEAD");
+  CHECK_STR(g->health_path, "/up");
+  CHECK_STR(g->health_check, "HEAD /up");
+  CHECK_EQ_INT(g->health_status_lo, 204);
+  CHECK_EQ_INT(g->health_status_hi, 204);
+  CHECK_STR(g->health_host, "up.local");
+  CHECK_STR(g->tls_ca, in_tmp("certs/server.crt"));
+  CHECK_EQ_INT(g->tls_verify, 0);
+  CHECK_STR(g->tls_sni, "api.example");
+  CHECK_STR(g->tls_cert, in_tmp("certs/server.crt"));
+  CHECK_STR(g->tls_key, in_tmp("certs/server.key"));
+  CHECK_EQ_INT(g->retries, 0);
+  CHECK_EQ_INT(g->max_fails, 0);
+  CHECK_EQ_INT(g->resolve_interval_ms, 0);
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = a:1\nbalance = hash\n"
+                             "hash_key = cookie:SID\n",
+                    &c),
+               0);
+  CHECK_EQ_INT(group(&c, "a")->balance, H3G_BALANCE_HASH);
+  CHECK_EQ_INT(group(&c, "a")->hash_key, H3G_HASH_COOKIE);
+  CHECK_STR(group(&c, "a")->hash_name, "SID"); /* cookie names keep case */
+  h3g_config_free(&c);
+}
+
+/* A route's settings: its own, else its group's (response_timeout,
+ * expect_continue_timeout), else the global keys', wherever in the file
+ * those are. */
+static void test_route_inheritance(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = 10.0.0.1:80\n"
+                             "response_timeout = 5s\n"
+                             "expect_continue_timeout = 2s\n"
+                             "[upstream b]\nserver = 10.0.0.2:80\n"
+                             "[route inherit]\nhost = a.example.com\n"
+                             "upstream = a\n"
+                             "[route own]\nhost = b.example.com\n"
+                             "upstream = a\nresponse_timeout = 9s\n"
+                             "expect_continue_timeout = 3s\n"
+                             "request_body_timeout = 0\n"
+                             "max_request_body = 10\nearly_data = on\n"
+                             "forwarded = off\nx_forwarded = on\nvia = on\n"
+                             "alt_svc = on\n"
+                             "add_request_header = X-A:  1 2\n"
+                             "add_request_header = x-b:\n"
+                             "remove_request_header = Cookie\n"
+                             "add_response_header = Strict-Transport-"
+                             "Security: max-age=60\n"
+                             "[route other]\nupstream = b\n"
+                             "[listener]\nrequest_body_timeout = 7s\n"
+                             "max_request_body = 1MiB\nearly_data = off\n"
+                             "[forwarding]\nforwarded = on\nx_forwarded = off\n"
+                             "via = off\n[alt_svc]\nenabled = no\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(c.nroutes, 3);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  const h3g_route_conf *r = route(&c, "inherit");
+  CHECK_EQ_INT(r->group, 0);
+  CHECK_EQ_INT(r->s.response_timeout_ms, 5000);
+  CHECK_EQ_INT(r->s.expect_continue_timeout_ms, 2000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 7000);
+  CHECK_EQ_INT(r->s.max_request_body, 1048576);
+  CHECK_EQ_INT(r->s.early_data, 0);
+  CHECK_EQ_INT(r->s.fwd_forwarded, 1);
+  CHECK_EQ_INT(r->s.fwd_x_forwarded, 0);
+  CHECK_EQ_INT(r->s.fwd_via, 0);
+  CHECK_EQ_INT(r->s.alt_svc, 0);
+  CHECK_EQ_INT(r->s.nadd_request + r->s.nremove_request + r->s.nadd_response,
+               0);
+  r = route(&c, "own");
+  CHECK_EQ_INT(r->group, 0);
+  CHECK_EQ_INT(r->s.response_timeout_ms, 9000);
+  CHECK_EQ_INT(r->s.expect_continue_timeout_ms, 3000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 0);
+  CHECK_EQ_INT(r->s.max_request_body, 10);
+  CHECK_EQ_INT(r->s.early_data, 1);
+  CHECK_EQ_INT(r->s.fwd_forwarded, 0);
+  CHECK_EQ_INT(r->s.fwd_x_forwarded, 1);
+  CHECK_EQ_INT(r->s.fwd_via, 1);
+  CHECK_EQ_INT(r->s.alt_svc, 1);
+  CHECK_EQ_INT(r->s.nadd_request, 2);
+  if (r->s.nadd_request == 2) {
+    CHECK_STR(r->s.add_request[0].name, "x-a");
+    CHECK_STR(r->s.add_request[0].value, "1 2");
+    CHECK_STR(r->s.add_request[1].name, "x-b");
+    CHECK_STR(r->s.add_request[1].value, "");
+  }
+  CHECK_EQ_INT(r->s.nremove_request, 1);
+  if (r->s.nremove_request == 1) {
+    CHECK_STR(r->s.remove_request[0].name, "cookie");
+    CHECK(r->s.remove_request[0].value == NULL);
+  }
+  CHECK_EQ_INT(r->s.nadd_response, 1);
+  if (r->s.nadd_response == 1) {
+    CHECK_STR(r->s.add_response[0].name, "strict-transport-security");
+    CHECK_STR(r->s.add_response[0].value, "max-age=60");
+  }
+  r = route(&c, "other");
+  CHECK_EQ_INT(r->group, 1);
+  CHECK_STR(r->upstream, "b");
+  CHECK_EQ_INT(r->nhosts, 0);
+  CHECK_EQ_INT(r->npaths, 1);
+  CHECK_STR(r->npaths ? r->paths[0] : "", "/");
+  CHECK_EQ_INT(r->s.response_timeout_ms, 60000);
+  CHECK_EQ_INT(r->s.expect_continue_timeout_ms, 1000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 7000);
+  h3g_config_free(&c);
+}
+
+/* A file without [route]: one route, "default", to its only group. */
+static void test_implicit_route(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(REQUIRED "[listener]\nearly_data = off\n", &c), 0);
+  CHECK_EQ_INT(c.nroutes, 1);
+  CHECK_EQ_INT(c.routes_implicit, 1);
+  const h3g_route_conf *r = route(&c, "default");
+  CHECK_STR(r->upstream, "default");
+  CHECK_EQ_INT(r->group, 0);
+  CHECK_EQ_INT(r->nhosts, 0);
+  CHECK_EQ_INT(r->npaths, 1);
+  CHECK_STR(r->npaths ? r->paths[0] : "", "/");
+  CHECK_EQ_INT(r->s.response_timeout_ms, 60000);
+  CHECK_EQ_INT(r->s.request_body_timeout_ms, 60000);
+  CHECK_EQ_INT(r->s.early_data, 0);
+  CHECK_EQ_INT(r->s.fwd_x_forwarded, 1);
+  CHECK_EQ_INT(r->s.alt_svc, 1);
+
+  /* Its one group may have a name. */
+  CHECK_EQ_INT(load(LISTENER "[upstream app]\nserver = 10.0.0.1:80\n", &c), 0);
+  CHECK_EQ_INT(c.routes_implicit, 1);
+  CHECK_STR(route(&c, "default")->upstream, "app");
+
+  /* With a [route], there is no implicit one, even for one group. */
+  CHECK_EQ_INT(load(REQUIRED "[route api]\npath = /api\nupstream = default\n",
+                    &c),
+               0);
+  CHECK_EQ_INT(c.nroutes, 1);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  CHECK(route_named(&c, "default") == NULL);
+  /* and a route may be called "default" */
+  CHECK_EQ_INT(load(REQUIRED "[route default]\nupstream = default\n", &c), 0);
+  CHECK_EQ_INT(c.routes_implicit, 0);
+  h3g_config_free(&c);
+}
+
+static const char routes_ini[] =
+    LISTENER
+    "[upstream]\nserver = 127.0.0.1:8080\n"
+    "[upstream rails]\n"
+    "server = 10.0.0.11:3000 weight=2\n"
+    "server = 10.0.0.12:3000\n"
+    "server = [2001:db8::13]:3000 backup\n"
+    "balance = least_conn\nhealth_check = GET /up\nhealth_status = 200-299\n"
+    "health_host = rails.local\nretries = 1\nmax_fails = 5\n"
+    "fail_timeout = 1500ms\nmax_fail_timeout = 1h\nresolve = 0\n"
+    "[upstream api]\n"
+    "server = https://api.internal:8443\n"
+    "tls_ca = certs/server.crt\ntls_sni = api.example\ntls_verify = off\n"
+    "tls_cert = certs/server.crt\ntls_key = certs/server.key\n"
+    "balance = hash\nhash_key = cookie:sid\n"
+    "[upstream static]\nserver = unix:run/static.sock\n"
+    "pool_size = 8\nqueue_size = 0\nconnect_timeout = 250ms\n"
+    "idle_timeout = 90s\nexpect_continue_timeout = 10ms\n"
+    "[route static]\nhost = app.example.com\npath = /static/ /assets/\n"
+    "upstream = static\n"
+    "[route api]\nhost = app.example.com, api.example.com\npath = /api/\n"
+    "upstream = api\nresponse_timeout = 5m\n"
+    "add_request_header = X-Gateway: h3gate\n"
+    "add_request_header = X-Empty:\n"
+    "remove_request_header = X-Debug\n"
+    "add_response_header = X-Frame-Options: DENY\n"
+    "[route app]\nhost = APP.example.com. *.app.example.com\n"
+    "upstream = rails\nearly_data = off\nalt_svc = off\n"
+    "[route rest]\nupstream = default\nmax_request_body = 1MiB\n";
+
+/* dump, then load: the same groups and routes. */
+static void test_named_round_trip(void) {
+  h3g_config a = {0}, b = {0};
+  make_dir(in_tmp("run"));
+  CHECK_EQ_INT(load(routes_ini, &a), 0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(a.ngroups, 4);
+  CHECK_EQ_INT(a.nroutes, 4);
+  char *text = dump(&a);
+  CHECK(strstr(text, "\n[upstream]\nserver = 127.0.0.1:8080 "
+                     "weight=1\n") != NULL);
+  CHECK(strstr(text, "\n[upstream rails]\nserver = 10.0.0.11:3000 weight=2\n"
+                     "server = 10.0.0.12:3000 weight=1\n"
+                     "server = [2001:db8::13]:3000 weight=1 backup\n"
+                     "balance = least_conn\n") != NULL);
+  CHECK(strstr(text, "\n[route api]\nhost = app.example.com, "
+                     "api.example.com\npath = /api/\nupstream = api\n"
+                     "response_timeout = 5m\n") != NULL);
+  CHECK(strstr(text, "\nadd_request_header = x-gateway: h3gate\n") != NULL);
+  CHECK(strstr(text, "\nremove_request_header = x-debug\n") != NULL);
+  CHECK(strstr(text, "\n[route rest]\nhost = \"\"\npath = /\n") != NULL);
+  CHECK_EQ_INT(load(text, &b), 0);
+  CHECK_STR(err, "");
+  check_same(&a, &b);
+  /* and once more: the dump of the reloaded file is the same text */
+  char *again = dump(&b);
+  CHECK_STR(again, text);
+  free(again);
+  free(text);
+  h3g_config_free(&a);
+  h3g_config_free(&b);
+}
+
+/* --check-config's table: exact hosts, then wildcards longest first, then
+ * any host; within a host, longer paths first, then file order. */
+static void test_print_routes(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(LISTENER "[upstream a]\nserver = 10.0.0.1:80\n"
+                             "server = 10.0.0.2:80 weight=3 backup\n"
+                             "[upstream b]\nserver = unix:/run/b.sock\n"
+                             "balance = hash\n"
+                             "[route any]\nupstream = a\n"
+                             "[route anyapi]\npath = /api\nupstream = b\n"
+                             "[route wild]\nhost = *.example.com\n"
+                             "upstream = a\n"
+                             "[route deepwild]\nhost = *.b.example.com\n"
+                             "upstream = b\n"
+                             "[route exact]\nhost = z.example.com "
+                             "a.example.com\npath = / /static/\n"
+                             "upstream = a\n"
+                             "[route also]\nhost = a.example.com\n"
+                             "path = /assets/\nupstream = b\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (f == NULL)
+    exit(2);
+  h3g_config_print_routes(&c, f);
+  fclose(f);
+  char want[4096];
+  size_t n = 0;
+#define ROW(h, p, r, u)                                                        \
+  n += (size_t)snprintf(want + n, sizeof(want) - n,                           \
+                        "  %-32s %-24s %-16s %s\n", h, p, r, u)
+  n += (size_t)snprintf(want, sizeof(want),
+                        "routes, in matching order (6 routes, 2 groups):\n");
+  ROW("HOST", "PATH", "ROUTE", "UPSTREAM");
+  ROW("a.example.com", "/static/", "exact", "a");
+  ROW("a.example.com", "/assets/", "also", "b");
+  ROW("a.example.com", "/", "exact", "a");
+  ROW("z.example.com", "/static/", "exact", "a");
+  ROW("z.example.com", "/", "exact", "a");
+  ROW("*.b.example.com", "/", "deepwild", "b");
+  ROW("*.example.com", "/", "wild", "a");
+  ROW("*", "/api", "anyapi", "b");
+  ROW("*", "/", "any", "a");
+#undef ROW
+  snprintf(want + n, sizeof(want) - n,
+           "upstream a (round_robin):\n"
+           "  10.0.0.1:80 weight=1\n"
+           "  10.0.0.2:80 weight=3 backup\n"
+           "upstream b (hash):\n"
+           "  unix:/run/b.sock weight=1\n");
+  CHECK_STR(text, want);
+  free(text);
+  h3g_config_free(&c);
 }
 
 static void test_string_and_files(void) {
-  h3g_config c;
+  h3g_config c = {0};
   /* No NUL terminator needed; a NUL inside is an error on its line. */
   static const char text[] = "[server]\nlog_level = debug\0junk\n[listener]\n";
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, text, sizeof(text) - 1, "m.ini", tmp,
                                       err, sizeof(err)),
                H3G_ERR_INVAL);
@@ -1112,7 +2026,7 @@ static void test_string_and_files(void) {
   CHECK_EQ_INT(load("[server]\n", &c), H3G_ERR_INVAL);
   char small[100];
   memset(small, 'x', sizeof(small));
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", small, sizeof(small)),
                H3G_ERR_INVAL);
   CHECK(memchr(small, '\0', sizeof(small)) != NULL);
@@ -1122,6 +2036,7 @@ static void test_string_and_files(void) {
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", tiny, sizeof(tiny)), H3G_ERR_INVAL);
   CHECK(strlen(tiny) < sizeof(tiny));
   CHECK_EQ_INT(h3g_config_load(&c, "t.ini", NULL, 0), H3G_ERR_INVAL);
+  h3g_config_free(&c);
 }
 
 /*
@@ -1131,7 +2046,7 @@ static void test_string_and_files(void) {
  */
 /* keylog_file left out defers to SSLKEYLOGFILE; written, even as off, not. */
 static void test_keylog_env(void) {
-  h3g_config c;
+  h3g_config c = {0};
   CHECK_EQ_INT(load(REQUIRED, &c), 0);
   CHECK_EQ_INT(c.keylog_env, 1);
   CHECK_STR(c.keylog_file, "");
@@ -1141,12 +2056,13 @@ static void test_keylog_env(void) {
   CHECK_EQ_INT(loadf(&c, "%s[debug]\nkeylog_file = k.log\n", REQUIRED), 0);
   CHECK_EQ_INT(c.keylog_env, 0);
   CHECK_STR(c.keylog_file, in_tmp("k.log"));
+  h3g_config_free(&c);
 }
 
 static void test_shipped_configs(void) {
   const char *src = getenv("H3G_SRC"), *data = getenv("H3G_TEST_DATA");
   char path[PATH_MAX + 64], srcbuf[PATH_MAX];
-  h3g_config c, d;
+  h3g_config c = {0}, d = {0};
   if (src == NULL && data != NULL) {
     snprintf(srcbuf, sizeof(srcbuf), "%s/..", data);
     src = srcbuf;
@@ -1168,19 +2084,21 @@ static void test_shipped_configs(void) {
   make_dir(in_tmp("ref/certs/out"));
   write_file(in_tmp("ref/certs/out/server-chain.crt"), PEM_CERT);
   write_file(in_tmp("ref/certs/out/server.key"), PEM_KEY);
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, ref, strlen(ref), "h3gate.ini",
                                       in_tmp("ref/config"), err, sizeof(err)),
                0);
   CHECK_STR(err, "");
-  h3g_config_defaults(&d);
+  /* Every key at its default: the globals of the defaults, the group and
+   * the implicit route of REQUIRED. */
+  reset(&d);
   snprintf(d.cert_file, sizeof(d.cert_file), "%s",
            in_tmp("ref/config/../certs/out/server-chain.crt"));
   snprintf(d.key_file, sizeof(d.key_file), "%s",
            in_tmp("ref/config/../certs/out/server.key"));
-  snprintf(d.upstream_host, sizeof(d.upstream_host), "127.0.0.1");
-  d.upstream_port = 8080;
-  check_same(&c, &d);
+  check_same_globals(&c, &d);
+  CHECK_EQ_INT(load(REQUIRED, &d), 0);
+  check_same_named(&c, &d);
 
   /* Each key the dump writes is set in the reference file. */
   char *text = dump(&c);
@@ -1207,17 +2125,19 @@ static void test_shipped_configs(void) {
   make_dir(in_tmp("etc/certs"));
   write_file(in_tmp("etc/certs/server-chain.crt"), PEM_CERT);
   write_file(in_tmp("etc/certs/server.key"), PEM_KEY);
-  h3g_config_defaults(&c);
+  reset(&c);
   CHECK_EQ_INT(h3g_config_load_string(&c, ref, strlen(ref), "sidecar.ini",
                                       in_tmp("etc"), err, sizeof(err)),
                0);
   CHECK_STR(err, "");
   CHECK_STR(c.listen_address, "0.0.0.0");
   CHECK_EQ_INT(c.listen_port, 443);
-  CHECK_STR(c.upstream_host, "127.0.0.1");
-  CHECK_EQ_INT(c.upstream_port, 8080);
+  CHECK_STR(upstream_server(&c)->host, "127.0.0.1");
+  CHECK_EQ_INT(upstream_server(&c)->port, 8080);
   CHECK_STR(c.cert_file, in_tmp("etc/certs/server-chain.crt"));
   free(ref);
+  h3g_config_free(&c);
+  h3g_config_free(&d);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag,
@@ -1247,6 +2167,7 @@ int main(void) {
   RUN(test_parse_size);
   RUN(test_parse_bool);
   RUN(test_defaults);
+  RUN(test_group_defaults);
   RUN(test_minimal);
   RUN(test_every_key);
   RUN(test_values_and_bounds);
@@ -1256,6 +2177,7 @@ int main(void) {
   RUN(test_unknown_key);
   RUN(test_duplicate_key);
   RUN(test_missing_required);
+  RUN(test_reload_replaces_named);
   RUN(test_cert_checks);
   RUN(test_relative_paths);
   RUN(test_syntax);
@@ -1266,6 +2188,12 @@ int main(void) {
   RUN(test_string_and_files);
   RUN(test_keylog_env);
   RUN(test_shipped_configs);
+  RUN(test_named_errors);
+  RUN(test_servers);
+  RUN(test_route_inheritance);
+  RUN(test_implicit_route);
+  RUN(test_named_round_trip);
+  RUN(test_print_routes);
 
   if (chdir("/") == 0)
     nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "route.h"
 #include "stream_bridge.h"
 #include "unit.h"
 
@@ -288,6 +289,10 @@ static int fire_timer(uint64_t ms) {
 /* ---- helpers --------------------------------------------------------- */
 
 static h3g_config cfg;
+/* The one route every request takes: the request settings the tests set
+ * (rconf.s) and the fake upstream. */
+static h3g_route_conf rconf;
+static h3g_route route;
 static h3g_bridge_env env;
 
 static h3g_bridge *new_bridge_with(size_t bufsize,
@@ -297,14 +302,14 @@ static h3g_bridge *new_bridge_with(size_t bufsize,
   memset(&cfg, 0, sizeof(cfg));
   cfg.stream_buffer_size = (uint32_t)bufsize;
   cfg.max_header_size = 16384;
-  cfg.response_timeout_ms = 60000;
   cfg.request_header_timeout_ms = 10000;
-  cfg.expect_continue_timeout_ms = 1000;
+  rconf = (h3g_route_conf){.name = "test"};
+  rconf.s.response_timeout_ms = 60000;
+  rconf.s.expect_continue_timeout_ms = 1000;
+  rconf.s.alt_svc = 1;
+  route = (h3g_route){.conf = &rconf, .ops = &fake_ops, .pool = NULL};
   memset(timers, 0, sizeof(timers));
-  env = (h3g_bridge_env){.cfg = &cfg,
-                         .up_ops = &fake_ops,
-                         .pool = NULL,
-                         .timers = &fake_timers};
+  env = (h3g_bridge_env){.cfg = &cfg, .route = &route, .timers = &fake_timers};
   h3g_bridge *b = NULL;
   CHECK_EQ_INT(h3g_bridge_new(&b, &env, ops, &fe, &env, "127.0.0.1:1", "h3"),
                0);
@@ -973,9 +978,9 @@ static void test_431_to_head_has_no_body(void) {
 
 static void test_forwarding_fields(void) {
   h3g_bridge *b = new_bridge(4096);
-  cfg.fwd_x_forwarded = 1;
-  cfg.fwd_via = 1;
-  cfg.fwd_forwarded = 1;
+  rconf.s.fwd_x_forwarded = 1;
+  rconf.s.fwd_via = 1;
+  rconf.s.fwd_forwarded = 1;
   add_request(b, "GET", "/");
   add(b, "x-forwarded-for", "6.6.6.6"); /* spoofed: client not trusted */
   add(b, "via", "1.1 evil");
@@ -995,8 +1000,8 @@ static void test_forwarding_fields(void) {
 
   /* a trusted proxy's chain is kept and ours appended */
   b = new_bridge(4096);
-  cfg.fwd_x_forwarded = 1;
-  cfg.fwd_via = 1;
+  rconf.s.fwd_x_forwarded = 1;
+  rconf.s.fwd_via = 1;
   cfg.ntrusted = 1;
   cfg.trusted[0] = (h3g_cidr){.family = 4, .prefix = 8, .addr = {127}};
   add_request(b, "GET", "/");
@@ -1013,7 +1018,7 @@ static void test_forwarding_fields(void) {
 
 static void test_body_limit(void) {
   h3g_bridge *b = new_bridge(4096);
-  cfg.max_request_body = 4;
+  rconf.s.max_request_body = 4;
   add_request(b, "POST", "/");
   add(b, "content-length", "5");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
@@ -1022,7 +1027,7 @@ static void test_body_limit(void) {
   h3g_bridge_free(b);
 
   b = new_bridge(4096);
-  cfg.max_request_body = 4;
+  rconf.s.max_request_body = 4;
   add_request(b, "POST", "/");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
@@ -1049,7 +1054,7 @@ static void test_access_log_upstream(void) {
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), H3G_ERR_PROTO);
   h3g_bridge_free(b);
   b = new_bridge(4096); /* 413 by its declared size */
-  cfg.max_request_body = 4;
+  rconf.s.max_request_body = 4;
   add_request(b, "POST", "/big");
   add(b, "content-length", "5");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
@@ -1244,7 +1249,7 @@ static int wrote_has(const char *needle) {
 static void test_early_data(void) {
   /* A GET: forwarded at once with Early-Data: 1. */
   h3g_bridge *b = new_bridge(4096);
-  cfg.early_data = 1;
+  rconf.s.early_data = 1;
   add_request(b, "GET", "/");
   h3g_bridge_set_early(b);
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
@@ -1258,7 +1263,7 @@ static void test_early_data(void) {
 
   /* A POST: held, body buffered, sent unmarked after the handshake. */
   b = new_bridge(4096);
-  cfg.early_data = 1;
+  rconf.s.early_data = 1;
   add_request(b, "POST", "/");
   add(b, "content-length", "3");
   h3g_bridge_set_early(b);
@@ -1279,7 +1284,7 @@ static void test_early_data(void) {
   /* A GET with a body (no FIN with the head) is held too; a freed held
    * request never touched the upstream. */
   b = new_bridge(4096);
-  cfg.early_data = 1;
+  rconf.s.early_data = 1;
   add_request(b, "GET", "/");
   h3g_bridge_set_early(b);
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
@@ -1291,7 +1296,7 @@ static void test_early_data(void) {
   /* 425 before the handshake: nothing reaches the client; sent again,
    * unmarked, on a new connection once the handshake completes. */
   b = new_bridge(4096);
-  cfg.early_data = 1;
+  rconf.s.early_data = 1;
   add_request(b, "GET", "/x");
   h3g_bridge_set_early(b);
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
@@ -1317,7 +1322,7 @@ static void test_early_data(void) {
 
   /* 425 after the handshake completed: sent again at once. */
   b = new_bridge(4096);
-  cfg.early_data = 1;
+  rconf.s.early_data = 1;
   add_request(b, "HEAD", "/");
   h3g_bridge_set_early(b);
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
@@ -1331,7 +1336,7 @@ static void test_early_data(void) {
 
   /* The client marked it itself (an intermediary): its 425 passes. */
   b = new_bridge(4096);
-  cfg.early_data = 1;
+  rconf.s.early_data = 1;
   add_request(b, "GET", "/");
   add(b, "early-data", "1");
   h3g_bridge_set_early(b);
@@ -1353,7 +1358,7 @@ static void test_early_data(void) {
 
   /* 0-RTT switched off for the listener: even a GET waits. */
   b = new_bridge(4096);
-  cfg.early_data = 0;
+  rconf.s.early_data = 0;
   add_request(b, "GET", "/");
   h3g_bridge_set_early(b);
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
@@ -1367,7 +1372,7 @@ static void test_early_data(void) {
  * nothing; never while the upstream is what holds the body back. */
 static void test_body_timeout(void) {
   h3g_bridge *b = new_bridge(4096);
-  cfg.request_body_timeout_ms = 2;
+  rconf.s.request_body_timeout_ms = 2;
   add_request(b, "POST", "/");
   add(b, "content-length", "10");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
@@ -1390,7 +1395,7 @@ static void test_body_timeout(void) {
 
   /* Body keeps coming: no timeout; a bodiless request arms nothing. */
   b = new_bridge(4096);
-  cfg.request_body_timeout_ms = 50;
+  rconf.s.request_body_timeout_ms = 50;
   add_request(b, "GET", "/");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 1), 0);
   CHECK(!fire_timer(50));
@@ -1398,7 +1403,7 @@ static void test_body_timeout(void) {
 
   /* Off (0): no timer at all. */
   b = new_bridge(4096);
-  cfg.request_body_timeout_ms = 0;
+  rconf.s.request_body_timeout_ms = 0;
   add_request(b, "POST", "/");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   CHECK(!fire_timer(0));
