@@ -1247,6 +1247,13 @@ static void on_up_read(void *ctx, size_t nread) {
 
 static void on_up_eof(void *ctx) {
   h3g_bridge *b = ctx;
+  if (b->resp == RESP_COMPLETE) {
+    /* The response ended before the close, while the request's last write
+     * was still in flight (on_up_written releases the connection then):
+     * the close only says the connection cannot be reused. */
+    b->keep_alive = 0;
+    return;
+  }
   if (retry_on_fresh(b))
     return;
   int rv = h3g_h1_parser_finish(b->parser);
