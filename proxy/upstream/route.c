@@ -305,28 +305,19 @@ static const entry *match_bucket(const h3g_router *r, const bucket *b,
 }
 
 static bool is_dot(const char *s, size_t n, size_t *dots) {
-  size_t i = 0, d = 0;
-  while (i < n) {
-    if (s[i] == '.') {
-      i++;
-    } else if (i + 2 < n && s[i] == '%' && s[i + 1] == '2' &&
-               (s[i + 2] == 'e' || s[i + 2] == 'E')) {
-      i += 3;
-    } else {
+  size_t d = 0;
+  for (size_t i = 0; i < n; i++, d++)
+    if (s[i] != '.')
       return false;
-    }
-    d++;
-  }
   *dots = d;
   return d == 1 || d == 2;
 }
 
 /*
- * Writes path (n bytes, starting with '/') into out without "." and ".."
- * segments (RFC 3986 §5.2.4; "%2e" counts as "."). Returns the length.
- * out has room for n bytes: the result is never longer.
+ * Writes path (n bytes, starting with '/') over itself without "." and
+ * ".." segments (RFC 3986 §5.2.4). Returns the new length (never longer).
  */
-static size_t remove_dots(const char *path, size_t n, char *out) {
+static size_t remove_dots(char *path, size_t n) {
   size_t o = 0, i = 0;
   while (i < n) {
     /* path[i] is '/': one segment follows, up to the next '/'. */
@@ -336,30 +327,71 @@ static size_t remove_dots(const char *path, size_t n, char *out) {
     size_t dots;
     if (is_dot(path + s, e - s, &dots)) {
       if (dots == 2)
-        while (o > 0 && out[--o] != '/')
+        while (o > 0 && path[--o] != '/')
           ;
       if (e == n) /* a last "." or ".." leaves a directory: "/a/." is "/a/" */
-        out[o++] = '/';
+        path[o++] = '/';
     } else {
-      memcpy(out + o, path + i, e - i);
+      memmove(path + o, path + i, e - i);
       o += e - i;
     }
     i = e;
   }
-  return o == 0 ? (out[0] = '/', 1) : o;
+  return o == 0 ? (path[0] = '/', 1) : o;
 }
 
-static bool needs_dots_removed(const char *p, size_t n) {
-  for (size_t i = 0; i + 1 < n; i++) {
-    if (p[i] != '/')
-      continue;
-    if (p[i + 1] == '.')
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  c = (char)(c | 0x20);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* RFC 3986 §2.3: their percent-encoded forms mean the same (RFC 9110
+ * §4.2.3), so they are decoded before matching; anything else, "%2F"
+ * above all, stays encoded and is no segment boundary. */
+static bool unreserved(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+         c == '~';
+}
+
+/* The encoded unreserved byte at p[i] ("%61"), or -1. */
+static int encoded_unreserved(const char *p, size_t n, size_t i) {
+  if (p[i] != '%' || i + 2 >= n)
+    return -1;
+  int hi = hex_value(p[i + 1]), lo = hex_value(p[i + 2]);
+  if (hi < 0 || lo < 0 || !unreserved(hi * 16 + lo))
+    return -1;
+  return hi * 16 + lo;
+}
+
+/* Whether path needs normalizing: a dot segment or an encoded unreserved
+ * byte. Most paths have neither and are matched as they are. */
+static bool needs_normalizing(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] == '/' && i + 1 < n && p[i + 1] == '.')
       return true;
-    if (p[i + 1] == '%' && i + 3 < n && p[i + 2] == '2' &&
-        (p[i + 3] == 'e' || p[i + 3] == 'E'))
+    if (p[i] == '%' && encoded_unreserved(p, n, i) >= 0)
       return true;
   }
   return false;
+}
+
+/* path as matched: encoded unreserved bytes decoded, then dot segments
+ * removed, into out (room for n bytes). Returns the length. */
+static size_t normalize(const char *p, size_t n, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    int c = encoded_unreserved(p, n, i);
+    if (c >= 0) {
+      out[o++] = (char)c;
+      i += 2;
+    } else {
+      out[o++] = p[i];
+    }
+  }
+  return remove_dots(out, o);
 }
 
 h3g_route *h3g_router_match(const h3g_router *r, const char *host,
@@ -375,10 +407,10 @@ h3g_route *h3g_router_match(const h3g_router *r, const char *host,
      * prefixes (the default path) can match it. */
     path = "/";
     n = 1;
-  } else if (needs_dots_removed(path, n)) {
+  } else if (needs_normalizing(path, n)) {
     if (n > sizeof(norm))
       return NULL;
-    n = remove_dots(path, n, norm);
+    n = normalize(path, n, norm);
     path = norm;
   }
 

@@ -49,8 +49,11 @@ h3g_route *h3g_router_route(h3g_router *r, size_t i);
  * The route for a request to host (the :authority or Host value as the
  * client sent it: any case, with or without a port or a trailing dot; NULL
  * or empty matches only routes without host) and target (the request
- * target; only its path, before '?', is matched, after removing "." and
- * ".." segments). Returns NULL when no route matches. Never allocates.
+ * target; only its path, before '?', is matched, after decoding the
+ * percent-encoded unreserved characters ("%61" is "a", "%2e" is ".";
+ * "%2F" stays) and removing "." and ".." segments). Returns NULL when no
+ * route matches. Never allocates; uses static buffers, so one thread only
+ * (the loop's).
  */
 h3g_route *h3g_router_match(const h3g_router *r, const char *host,
                             size_t hostlen, const char *target,

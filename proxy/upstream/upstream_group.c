@@ -357,8 +357,12 @@ uint32_t h3g_upstream_group_retry_after(const h3g_upstream_group *g) {
   uint64_t now = h3g_now_ns(), best = UINT64_MAX;
   for (size_t i = 0; i < g->n; i++) {
     const server *s = &g->servers[i];
-    if (s->active_out)
+    if (s->active_out) {
+      /* Back after health_rise good checks at the soonest. */
+      best = H3G_MIN(best, g->conf->health_interval_ms *
+                               g->conf->health_rise * 1000000ull);
       continue;
+    }
     if (s->passive_out && s->down_until_ns > now)
       best = H3G_MIN(best, s->down_until_ns - now);
     else if (s->passive_out)

@@ -115,6 +115,14 @@ size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
        "the server's pool connections, by state"},
       {"upstream_server_waiting", "gauge",
        "requests waiting for a connection to the server"},
+      {"upstream_server_connects_total", "counter",
+       "connections to the server opened (and handed over)"},
+      {"upstream_server_connect_failures_total", "counter",
+       "connects to the server that failed (refused, timed out, TLS)"},
+      {"upstream_server_reuses_total", "counter",
+       "requests served on a kept-alive connection"},
+      {"upstream_server_health_checks_total", "counter",
+       "active health checks of the server, and failed ones"},
   };
   for (size_t k = 0; k < H3G_ARRAY_LEN(series); k++) {
     header(&o, series[k].name, series[k].type, series[k].help);
@@ -168,10 +176,28 @@ size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
           }
           break;
         }
-        default:
+        case 6:
           put(&o, "h3gate_%s", series[k].name);
           server_label(&o, gc, &v);
           put(&o, "} %u\n", v.pool.waiting);
+          break;
+        case 7:
+        case 8:
+        case 9:
+          put(&o, "h3gate_%s", series[k].name);
+          server_label(&o, gc, &v);
+          put(&o, "} %llu\n",
+              (unsigned long long)(k == 7   ? v.pool.opened
+                                   : k == 8 ? v.pool.failed
+                                            : v.pool.reused));
+          break;
+        default:
+          for (int c = 0; c < 2; c++) {
+            put(&o, "h3gate_%s", series[k].name);
+            server_label(&o, gc, &v);
+            put(&o, ",result=\"%s\"} %llu\n", c ? "failed" : "all",
+                (unsigned long long)(c ? v.health_failures : v.health_checks));
+          }
           break;
         }
       }

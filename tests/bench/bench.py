@@ -8,7 +8,7 @@ client-side rate and the gateway's own CPU time (from /proc), which is the
 figure that matters on a shared 2-core machine: CPU per GiB moved and per
 request served, and the gateway's peak RSS.
 
-  tests/bench/bench.py [--bin build/h3gate] [--quick]
+  tests/bench/bench.py [--bin build/h3gate] [--quick] [--only small,...]
 """
 import argparse
 import hashlib
@@ -207,7 +207,11 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "..", "build", "h3gate"))
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--only", default="download,upload,small,handshakes",
+                    help="comma-separated scenarios to run (default: all): "
+                         "download, upload, small, handshakes")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     up = Upstream()
     up.start()
     work = tempfile.mkdtemp(prefix="h3gate-bench-")
@@ -219,12 +223,16 @@ def main():
         out = subprocess.run([os.path.abspath(args.bin), "--version"],
                              capture_output=True, text=True).stdout.strip()
         print(out)
-        scenario_download(cl, gw, big)
-        scenario_upload(cl, gw, big // 2)
-        scenario_small(cl, gw, 2000 if args.quick else 10000, 10, 10)
+        if "download" in only:
+            scenario_download(cl, gw, big)
+        if "upload" in only:
+            scenario_upload(cl, gw, big // 2)
+        if "small" in only:
+            scenario_small(cl, gw, 2000 if args.quick else 10000, 10, 10)
         nh = 200 if args.quick else 1000
-        scenario_handshakes(cl, gw, nh, resume=False)
-        scenario_handshakes(cl, gw, nh, resume=True)
+        if "handshakes" in only:
+            scenario_handshakes(cl, gw, nh, resume=False)
+            scenario_handshakes(cl, gw, nh, resume=True)
         print("gateway peak RSS %.1f MiB" % (vm_hwm_kib(gw.pid) / 1024))
     finally:
         gw.send_signal(signal.SIGTERM)

@@ -258,6 +258,19 @@ static void test_dot_segments(void) {
   CHECK_ROUTE("h", "/static/..x/admin", "static");
   CHECK_ROUTE("h", "/static/%2e%2e%2e/admin", "static");
   CHECK_ROUTE("h", "/admin/..hidden", "admin");
+  /* Encoded unreserved characters are the characters (RFC 9110 §4.2.3);
+   * an encoded slash is not a slash, and other encodings stay. */
+  CHECK_ROUTE("h", "/%61dmin", "admin");
+  CHECK_ROUTE("h", "/%61%64%6D%69%6e/x", "admin");
+  CHECK_ROUTE("h", "/st%61tic/%2E%2E/%61dmin", "admin");
+  CHECK_ROUTE("h", "/a%2Fb", "root");
+  CHECK_ROUTE("h", "/a%2fb", "root");
+  CHECK_ROUTE("h", "/static%2F..%2Fadmin", "root");
+  CHECK_ROUTE("h", "/%41dmin", "root"); /* "A": paths are case-sensitive */
+  CHECK_ROUTE("h", "/admin%20x", "root");
+  CHECK_ROUTE("h", "/admin%", "root");
+  CHECK_ROUTE("h", "/admin%6", "root");
+  CHECK_ROUTE("h", "/admin%zz", "root");
 
   /* Without a "/" route, "/static/.." leads nowhere. */
   if (build(GROUP "[route static]\npath = /static\nupstream = a\n"
