@@ -27,9 +27,9 @@
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "h3_session.h"
+#include "quic_ticket.h"
 #include "log.h"
 #include "metrics.h"
-#include "quic_listener.h"
 #include "secrets.h"
 
 /*
