@@ -24,6 +24,7 @@
 #include "keylog.h"
 #include "log.h"
 #include "quic_listener.h"
+#include "quic_ticket.h"
 #include "stream_bridge.h"
 #include "secrets.h"
 #include "tcp_listener.h"

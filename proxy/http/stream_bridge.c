@@ -1,10 +1,39 @@
 /*
  * One client request mapped onto one HTTP/1.1 exchange.
  *
- * The request side and the response side each move through an ordered
- * life cycle (enum req_state, enum resp_state below); the upstream
- * connection is held from on_ready until the exchange ends and is given
- * back to the pool as reusable only when both messages ended cleanly.
+ * Three ordered life cycles, one per direction, each changed only by its
+ * transition function (req_enter, resp_enter, up_enter), which asserts
+ * that the step is one of these:
+ *
+ *   request: what the client sent (req_state)
+ *     HEADERS  -> BODY      end_headers; a body may follow
+ *     HEADERS  -> END       end_headers with the end of the stream
+ *     BODY     -> TRAILERS  the first trailer field
+ *     BODY     -> END       end_request
+ *     TRAILERS -> END       end_request
+ *
+ *   response: what the client was given (resp_state)
+ *     NONE     -> BODY      the upstream's final head was sent
+ *     NONE     -> COMPLETE  a generated answer (an error, 431, 404...)
+ *     BODY     -> COMPLETE  the upstream's response ended
+ *     NONE     -> ABORTED   malformed request, header timeout, cut
+ *     BODY     -> ABORTED   a failure after the head (reset), cut
+ *     COMPLETE -> ABORTED   cut (client reset, request refused late), or
+ *                           a generated head the front end refused
+ *
+ *   upstream: the connection we hold (up_state)
+ *     NONE     -> WAITING   acquire accepted
+ *     NONE     -> RELEASED  acquire refused, or the exchange failed first
+ *     WAITING  -> ACTIVE    on_ready
+ *     WAITING  -> RELEASED  on_fail, or our cancel
+ *     ACTIVE   -> RELEASED  release (reusable or closed)
+ *     ACTIVE   -> NONE      rewind: the request goes again from the start
+ *
+ * Every step goes forward in its enum's order but the upstream's rewind (a
+ * request sent again on a fresh connection after a kept-alive one died
+ * under it, or after a 425 to early data); END, ABORTED and RELEASED are
+ * final. The upstream connection is given back to the pool as reusable
+ * only when both messages ended cleanly.
  *
  * Memory: two rings of cfg->stream_buffer_size, allocated on first use; the
  * serialized request head (kept until the response starts, for a retry);
@@ -13,12 +42,16 @@
  */
 #include "stream_bridge.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "bridge_log.h"
 #include "buf.h"
+#include "early_data.h"
+#include "expect_continue.h"
+#include "forwarding.h"
 #include "h1_codec.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,26 +59,54 @@
 
 /* Request side: what the client has sent so far. */
 typedef enum req_state {
-  REQ_HEADERS,  /* receiving the header section */
-  REQ_BODY,     /* head done, body may follow */
-  REQ_TRAILERS, /* receiving trailer fields */
-  REQ_END,      /* the client ended its stream */
+  /* Receiving the header section: add_field collects it (up to
+   * max_header_size), the header timer runs. end_headers moves on to BODY,
+   * or to END when the stream ended with the head. */
+  REQ_HEADERS,
+  /* The head is complete (and validated, unless the exchange already
+   * failed); body bytes may follow, within the credit given. add_trailer
+   * moves on to TRAILERS, end_request to END. */
+  REQ_BODY,
+  /* Receiving trailer fields; no body byte may follow. end_request moves
+   * on to END. */
+  REQ_TRAILERS,
+  /* The client ended its stream: nothing more arrives. Final. */
+  REQ_END,
 } req_state;
 
 /* Response side: what the client has been given so far. */
 typedef enum resp_state {
-  RESP_NONE,     /* nothing (or only interim heads) sent */
-  RESP_BODY,     /* final head sent, body streaming */
-  RESP_COMPLETE, /* the whole response is in the ring (or was sent) */
-  RESP_ABORTED,  /* the stream was cut off; no further front-end call */
+  /* Nothing, or only interim heads, sent: a failure can still answer with
+   * a generated response. The final head going out moves on to BODY; a
+   * generated answer to COMPLETE; a malformed request, the header timeout
+   * or a cut exchange to ABORTED. */
+  RESP_NONE,
+  /* The upstream's final head was sent; its body streams through the
+   * response ring. The upstream's end of message moves on to COMPLETE; a
+   * failure or a cut (only a reset is honest now) to ABORTED. */
+  RESP_BODY,
+  /* The whole response is in the ring (or was handed out): the upstream's,
+   * or one generated here. The client's reset or refused request still
+   * moves on to ABORTED, as does a generated head that could not be sent. */
+  RESP_COMPLETE,
+  /* The stream was cut off; no further front-end call. Final. */
+  RESP_ABORTED,
 } resp_state;
 
 /* Upstream side: the connection we hold, if any. */
 typedef enum up_state {
-  UP_NONE,     /* not asked yet */
-  UP_WAITING,  /* acquire pending */
-  UP_ACTIVE,   /* connection held */
-  UP_RELEASED, /* given back (or failed); never held again */
+  /* Not asked yet (held as early data, or not started), or rewound to send
+   * the request again. An accepted acquire moves on to WAITING; a refused
+   * one, or an exchange that failed first, to RELEASED. */
+  UP_NONE,
+  /* acquire pending in the pool: on_ready moves on to ACTIVE; on_fail, or
+   * our cancel when the exchange ends, to RELEASED. */
+  UP_WAITING,
+  /* The connection is held (b->conn): the request is written, the response
+   * read. Releasing it moves on to RELEASED; a rewind back to NONE. */
+  UP_ACTIVE,
+  /* Given back (or never had, or failed); never held again. Final. */
+  UP_RELEASED,
 } up_state;
 
 enum {
@@ -66,9 +127,7 @@ struct h3g_bridge {
   const h3g_route_settings *rs;
   const h3g_upstream_ops *ops;
   void *pool;
-  int resends;           /* sent again after a reset, without a response */
-  uint64_t sent_ns;      /* the request head went out (first byte timing) */
-  uint64_t first_byte_us;
+  int resends; /* sent again after a reset, without a response */
 
   req_state req;
   resp_state resp;
@@ -90,13 +149,8 @@ struct h3g_bridge {
   int up_named;
 
   /* 0-RTT (RFC 8470): the request came as early data, before the client's
-   * TLS handshake completed, and may be a replay. */
-  int early;          /* received early; the handshake has not completed */
-  int early_hold;     /* not sent upstream until the handshake completes */
-  int early_fwd;      /* sent upstream early, with Early-Data: 1 */
-  int early_added;    /* that Early-Data field is ours (the client had none) */
-  int early_retried;  /* answered 425 once and sent again */
-  int early_redo;     /* the upstream's head was a 425 to send again for */
+   * TLS handshake completed, and may be a replay (early_data.h). */
+  h3g_early early;
 
   /* request */
   h3g_headers req_fields;
@@ -107,13 +161,10 @@ struct h3g_bridge {
   int trailers_too_big; /* a trailer field did not fit: refused at the end */
   int stop_asked;       /* the client was asked to stop sending its body */
   int is_head;
-  int expect_continue;  /* the client sent "expect: 100-continue" */
-  int expect_hold;      /* body held until 100, a final head or timeout */
-  int expect_refused;   /* a final head came first: the body is not sent */
+  h3g_expect expect; /* "expect: 100-continue" (expect_continue.h) */
   h3g_timer *hdr_timer; /* request_header_timeout */
   h3g_timer *body_timer; /* request_body_timeout, re-armed lazily */
   uint64_t body_seen_ns; /* when the client last sent body bytes */
-  h3g_timer *expect_timer;
   uint64_t body_submitted; /* body bytes handed to writes (incl. in flight) */
   /* Request window autotuning (h3g_bridge_env / frontend.h): the window
    * (the request ring's cap), the credit given back in all, and where the
@@ -151,11 +202,8 @@ struct h3g_bridge {
   h3g_headers resp_trailers;
   int end_reported;
 
-  /* accounting */
-  uint64_t start_ns;
-  uint64_t start_wall_us;
-  uint64_t bytes_in;
-  uint64_t bytes_out;
+  /* accounting (bridge_log.h) */
+  h3g_bridge_log log;
   const char *outcome;
   char client[64];
   char protocol[16];
@@ -178,10 +226,54 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
                                 uint32_t retry_after);
 static int choose_route(h3g_bridge *b);
 static void balance_key(h3g_bridge *b);
-static int route_removes(const h3g_route_settings *rs, const h3g_field *f);
 static int flush_head(h3g_bridge *b);
 static void refuse_request(h3g_bridge *b);
 static void stop_client_body(h3g_bridge *b);
+
+/* ---- the life cycles -------------------------------------------------- */
+
+/*
+ * The one place each direction's state changes (the tables at the top of
+ * this file). A step that is not in them is impossible: a bug here or a
+ * front end or pool breaking its contract, so it asserts rather than
+ * returning an error. The callers keep the side effects; these only keep
+ * the order.
+ */
+static void req_enter(h3g_bridge *b, req_state to) {
+  req_state from = b->req;
+  H3G_UNUSED(from); /* only asserted */
+  switch (to) {
+  case REQ_HEADERS: assert(0 && "no way back to the request head"); return;
+  case REQ_BODY: assert(from == REQ_HEADERS); break;
+  case REQ_TRAILERS: assert(from == REQ_BODY); break;
+  case REQ_END: assert(from != REQ_END); break;
+  }
+  b->req = to;
+}
+
+static void resp_enter(h3g_bridge *b, resp_state to) {
+  resp_state from = b->resp;
+  H3G_UNUSED(from);
+  switch (to) {
+  case RESP_NONE: assert(0 && "a response cannot be taken back"); return;
+  case RESP_BODY: assert(from == RESP_NONE); break;
+  case RESP_COMPLETE: assert(from == RESP_NONE || from == RESP_BODY); break;
+  case RESP_ABORTED: assert(from != RESP_ABORTED); break;
+  }
+  b->resp = to;
+}
+
+static void up_enter(h3g_bridge *b, up_state to) {
+  up_state from = b->up;
+  H3G_UNUSED(from);
+  switch (to) {
+  case UP_NONE: assert(from == UP_ACTIVE && "only a rewind goes back"); break;
+  case UP_WAITING: assert(from == UP_NONE); break;
+  case UP_ACTIVE: assert(from == UP_WAITING); break;
+  case UP_RELEASED: assert(from != UP_RELEASED); break;
+  }
+  b->up = to;
+}
 
 int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
                    const h3g_frontend_ops *fe, void *fs, const void *conn_key,
@@ -194,11 +286,10 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
       .fe = fe,
       .fs = fs,
       .req_content_length = -1,
-      .start_ns = h3g_now_ns(),
-      .start_wall_us = h3g_wall_us(),
       .outcome = "ok",
       .prio = H3G_PRIORITY_DEFAULT,
   };
+  h3g_bridge_log_start(&b->log);
   b->waiter.ev = &upstream_events;
   b->waiter.ctx = b;
   b->waiter.group = conn_key;
@@ -222,67 +313,24 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
   return 0;
 }
 
-/* A NUL-terminated copy of a field value for the access log. */
-static void field_str(const h3g_field *f, char *out, size_t cap) {
-  size_t n = f->namelen ? H3G_MIN(f->valuelen, cap - 1) : 0;
-  if (n)
-    memcpy(out, f->value, n);
-  out[n] = '\0';
-}
-
-/* The server that answered (or failed), else the upstream's name; "-"
- * when the gateway answered alone. */
-static const char *upstream_name(const h3g_bridge *b) {
-  if (!b->up_named || b->ops == NULL)
-    return "-";
-  const char *n = b->ops->server_name != NULL
-                      ? b->ops->server_name(b->pool, &b->waiter)
-                      : NULL;
-  return n != NULL ? n : b->ops->name(b->pool);
-}
-
+/* The exchange's access log line, route statistics and upstream finish
+ * (bridge_log.h). The upstream counts only when it was involved. */
 static void write_access_log(h3g_bridge *b) {
-  char method[32], authority[256], path[1024];
-  h3g_request_pseudo ps = b->pseudo;
-  if (!b->validated) {
-    /* A refused request still gets a line; show what it claimed. */
-    const h3g_field *f;
-    memset(&ps, 0, sizeof(ps));
-    if ((f = h3g_headers_find(&b->req_fields, ":method")) != NULL)
-      ps.method = *f;
-    if ((f = h3g_headers_find(&b->req_fields, ":authority")) != NULL)
-      ps.authority = *f;
-    if ((f = h3g_headers_find(&b->req_fields, ":path")) != NULL)
-      ps.path = *f;
-  }
-  field_str(&ps.method, method, sizeof(method));
-  field_str(&ps.authority, authority, sizeof(authority));
-  field_str(&ps.path, path, sizeof(path));
-  h3g_access_record rec = {
-      .start_wall_us = b->start_wall_us,
-      .duration_us = (h3g_now_ns() - b->start_ns) / 1000u,
-      .client = b->client,
-      .protocol = b->protocol,
-      .method = method,
-      .authority = authority,
-      .path = path,
-      .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
-      .bytes_in = b->bytes_in,
-      .bytes_out = b->bytes_out,
-      .upstream = upstream_name(b),
-      .route = b->route != NULL ? b->route->conf->name : "-",
-      .outcome = b->outcome,
-  };
-  h3g_access_log(&rec);
-  if (b->route != NULL) {
-    h3g_route_stats *st = &b->route->stats;
-    if (rec.status >= 100 && rec.status < 600)
-      st->responses[rec.status / 100 - 1]++;
-    st->duration_us_sum += rec.duration_us;
-    st->duration_count++;
-  }
-  if (b->ops != NULL && b->ops->finish != NULL && b->up_named)
-    b->ops->finish(b->pool, &b->waiter, rec.status, b->first_byte_us);
+  int named = b->up_named && b->ops != NULL;
+  h3g_bridge_log_end(
+      &b->log,
+      &(h3g_bridge_end){
+          .client = b->client,
+          .protocol = b->protocol,
+          .fields = &b->req_fields,
+          .pseudo = b->validated ? &b->pseudo : NULL,
+          .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
+          .outcome = b->outcome,
+          .route = b->route,
+          .ops = named ? b->ops : NULL,
+          .pool = b->pool,
+          .waiter = &b->waiter,
+      });
 }
 
 void h3g_bridge_free(h3g_bridge *b) {
@@ -293,12 +341,13 @@ void h3g_bridge_free(h3g_bridge *b) {
     b->outcome = "client-gone";
   cancel_timer(b, &b->hdr_timer);
   cancel_timer(b, &b->body_timer);
-  cancel_timer(b, &b->expect_timer);
+  h3g_expect_cancel(&b->expect, b->env->timers);
   if (b->up == UP_WAITING)
     b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
-  b->up = UP_RELEASED;
+  if (b->up != UP_RELEASED)
+    up_enter(b, UP_RELEASED);
   write_access_log(b);
   h3g_h1_parser_free(b->parser);
   h3g_headers_free(&b->req_fields);
@@ -327,7 +376,7 @@ static void on_header_timeout(void *arg) {
   if (b->req != REQ_HEADERS || b->resp == RESP_ABORTED)
     return;
   b->outcome = "header-timeout";
-  b->resp = RESP_ABORTED;
+  resp_enter(b, RESP_ABORTED);
   b->fe->abort(b->fs, H3G_ABORT_REJECTED);
 }
 
@@ -362,8 +411,8 @@ static void on_body_timeout(void *arg) {
   /* Bytes still waiting for the upstream, or a write in flight: the client
    * is out of credit, and the stall is the upstream's (response_timeout
    * covers that). Also not while the body is held on purpose. */
-  int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing ||
-             b->expect_hold || b->early_hold;
+  int ours = h3g_ring_len(&b->req_ring) > 0 || b->writing || b->expect.hold ||
+             b->early.hold;
   if (ours || idle_ms < limit) {
     arm_body_timer(b, ours ? limit : limit - idle_ms);
     return;
@@ -372,23 +421,6 @@ static void on_body_timeout(void *arg) {
             (unsigned long long)idle_ms);
   H3G_INC(request_body_timeouts);
   fail_exchange(b, 408, "body-timeout");
-}
-
-/* The client's address without its port ("[v6]:p" or "v4:p" -> address). */
-static void client_ip(const h3g_bridge *b, char *out, size_t cap) {
-  const char *c = b->client;
-  size_t n;
-  if (c[0] == '[') {
-    const char *end = strchr(c, ']');
-    c++;
-    n = end != NULL ? (size_t)(end - c) : strlen(c);
-  } else {
-    const char *colon = strrchr(c, ':');
-    n = colon != NULL ? (size_t)(colon - c) : strlen(c);
-  }
-  n = H3G_MIN(n, cap - 1);
-  memcpy(out, c, n);
-  out[n] = '\0';
 }
 
 /* ---- request side ------------------------------------------------------ */
@@ -419,12 +451,6 @@ static int method_is(const h3g_bridge *b, const char *m) {
 }
 
 /* Methods whose requests are safe to send twice (RFC 9110 §9.2.2). */
-/* Safe methods (RFC 9110 §9.2.1) that h3gate lets through as 0-RTT. */
-static int method_safe(const h3g_bridge *b) {
-  return method_is(b, "GET") || method_is(b, "HEAD") ||
-         method_is(b, "OPTIONS");
-}
-
 static int method_idempotent(const h3g_bridge *b) {
   return method_is(b, "GET") || method_is(b, "HEAD") ||
          method_is(b, "OPTIONS") || method_is(b, "TRACE") ||
@@ -439,121 +465,25 @@ static int method_expects_body(const h3g_bridge *b) {
 /*
  * Serializes the request head once; it is kept until the response starts so
  * that a request that failed on a stale kept-alive connection can be sent
- * again on a fresh one.
+ * again on a fresh one. Which fields go, and which we add, is
+ * forwarding.h's.
  */
 static int build_request_head(h3g_bridge *b) {
-  size_t n = b->req_fields.nfields;
-  h3g_field *fwd = malloc(sizeof(*fwd) * (n ? n : 1));
-  if (fwd == NULL)
-    return H3G_ERR_NOMEM;
-  size_t nfwd = 0;
-  const h3g_config *cfg = b->env->cfg;
-  const h3g_route_settings *rs = b->rs;
-  char ip[64];
-  client_ip(b, ip, sizeof(ip));
-  int trusted = h3g_config_is_trusted(cfg, ip);
-  /* What a trusted proxy said before us, joined per field. */
-  size_t theirs_len = 0;
-  for (size_t i = 0; i < n; i++) {
-    const h3g_field *f = &b->req_fields.fields[i];
-    if (f->namelen > 0 && f->name[0] == ':')
-      continue;
-    unsigned flags = h3g_field_flags(f->name, f->namelen);
-    if (flags & H3G_FIELD_HOP_BY_HOP)
-      continue;
-    if (h3g_field_name_eq(f, "host") || h3g_field_name_eq(f, "content-length"))
-      continue;
-    if (route_removes(rs, f))
-      continue;
-    if (flags & H3G_FIELD_FORWARDING) {
-      /* RFC 7239 §8.1: never pass on what an untrusted client claims. */
-      if (!trusted)
-        continue;
-      if (h3g_field_name_eq(f, "x-forwarded-for") ||
-          h3g_field_name_eq(f, "forwarded") || h3g_field_name_eq(f, "via")) {
-        theirs_len += f->valuelen + 2;
-        continue; /* re-emitted below with our entry appended */
-      }
-    }
-    fwd[nfwd++] = *f;
-  }
   const h3g_field *host = b->pseudo.authority.namelen
                               ? &b->pseudo.authority
                               : h3g_headers_find(&b->req_fields, "host");
-  h3g_field *extra = malloc(sizeof(*extra) * (6 + rs->nadd_request));
-  if (extra == NULL) {
-    free(fwd);
-    return H3G_ERR_NOMEM;
-  }
-  size_t nextra = 0;
-  size_t hostlen = host ? host->valuelen : 0;
-  size_t vcap = theirs_len + 3 * (hostlen + sizeof(ip) + 64);
-  char *vbuf = malloc(vcap);
-  if (vbuf == NULL) {
-    free(fwd);
-    free(extra);
-    return H3G_ERR_NOMEM;
-  }
-  size_t vused = 0;
-  /* Appends "name: <their values, joined>, <ours>" to extra[]. */
-#define H3G_ADD_EXTRA(NAME, ...)                                               \
-  do {                                                                         \
-    char *v = vbuf + vused;                                                    \
-    size_t vl = 0;                                                             \
-    for (size_t i = 0; trusted && i < n; i++) {                                \
-      const h3g_field *f = &b->req_fields.fields[i];                           \
-      if (h3g_field_name_eq(f, NAME)) {                                        \
-        memcpy(v + vl, f->value, f->valuelen);                                 \
-        vl += f->valuelen;                                                     \
-        v[vl++] = ',';                                                         \
-        v[vl++] = ' ';                                                         \
-      }                                                                        \
-    }                                                                          \
-    int w = snprintf(v + vl, vcap - vused - vl, __VA_ARGS__);                  \
-    vl += w > 0 ? (size_t)w : 0;                                               \
-    extra[nextra++] = (h3g_field){(const uint8_t *)NAME, strlen(NAME),         \
-                                  (const uint8_t *)v, vl};                     \
-    vused += vl;                                                               \
-  } while (0)
-  int v6 = strchr(ip, ':') != NULL;
-  int hl = (int)hostlen;
-  const char *hv = host ? (const char *)host->value : "";
-  if (rs->fwd_forwarded)
-    H3G_ADD_EXTRA("forwarded", "for=%s%s%s;proto=https%s%.*s%s",
-                  v6 ? "\"[" : "", ip, v6 ? "]\"" : "",
-                  hostlen ? ";host=\"" : "", hl, hv, hostlen ? "\"" : "");
-  if (rs->fwd_x_forwarded) {
-    H3G_ADD_EXTRA("x-forwarded-for", "%s", ip);
-    if (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-proto") ==
-                        NULL)
-      extra[nextra++] = (h3g_field){(const uint8_t *)"x-forwarded-proto", 17,
-                                    (const uint8_t *)"https", 5};
-    if (host != NULL &&
-        (!trusted || h3g_headers_find(&b->req_fields, "x-forwarded-host") ==
-                         NULL))
-      extra[nextra++] = (h3g_field){(const uint8_t *)"x-forwarded-host", 16,
-                                    host->value, host->valuelen};
-  } else if (trusted) {
-    /* Not adding ours, but a trusted chain is still passed on as is. */
-    for (size_t i = 0; i < n && nfwd < n; i++)
-      if (h3g_field_name_eq(&b->req_fields.fields[i], "x-forwarded-for"))
-        fwd[nfwd++] = b->req_fields.fields[i];
-  }
-  if (b->early_added)
-    extra[nextra++] = (h3g_field){(const uint8_t *)"early-data", 10,
-                                  (const uint8_t *)"1", 1};
-  if (rs->fwd_via)
-    H3G_ADD_EXTRA("via", "%s h3gate",
-                  strcmp(b->protocol, "h3") == 0   ? "3"
-                  : strcmp(b->protocol, "h2") == 0 ? "2"
-                                                   : "1.1");
-#undef H3G_ADD_EXTRA
-  for (uint32_t i = 0; i < rs->nadd_request; i++) {
-    const h3g_header_edit *e = &rs->add_request[i];
-    extra[nextra++] = (h3g_field){(const uint8_t *)e->name, strlen(e->name),
-                                  (const uint8_t *)e->value, strlen(e->value)};
-    vused += strlen(e->name) + strlen(e->value) + 4;
-  }
+  h3g_forward fw;
+  int rv = h3g_forward_build(&fw, &(h3g_forward_in){
+                                      .fields = &b->req_fields,
+                                      .host = host,
+                                      .client = b->client,
+                                      .protocol = b->protocol,
+                                      .cfg = b->env->cfg,
+                                      .rs = b->rs,
+                                      .early_data = b->early.added,
+                                  });
+  if (rv != 0)
+    return rv;
   h3g_h1_request rq = {
       .method = b->pseudo.method.value,
       .methodlen = b->pseudo.method.valuelen,
@@ -561,20 +491,18 @@ static int build_request_head(h3g_bridge *b) {
       .targetlen = b->pseudo.path.valuelen,
       .host = host ? host->value : NULL,
       .hostlen = host ? host->valuelen : 0,
-      .fields = fwd,
-      .nfields = nfwd,
-      .extra = extra,
-      .nextra = nextra,
+      .fields = fw.fields,
+      .nfields = fw.nfields,
+      .extra = fw.extra,
+      .nextra = fw.nextra,
       .content_length = b->up_content_length,
   };
   size_t cap = b->req_fields.section_size + rq.methodlen + rq.targetlen +
-               rq.hostlen + vused + 256;
+               rq.hostlen + fw.extra_size + 256;
   b->req_head = malloc(cap);
   int64_t len = b->req_head ? h3g_h1_write_request(&rq, b->req_head, cap)
                             : H3G_ERR_NOMEM;
-  free(fwd);
-  free(vbuf);
-  free(extra);
+  h3g_forward_free(&fw);
   if (len < 0)
     return (int)len;
   b->req_head_len = (size_t)len;
@@ -585,7 +513,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   if (b->req != REQ_HEADERS)
     return H3G_ERR_PROTO;
   cancel_timer(b, &b->hdr_timer);
-  b->req = end_stream ? REQ_END : REQ_BODY;
+  req_enter(b, end_stream ? REQ_END : REQ_BODY);
   if (!end_stream) {
     b->body_seen_ns = h3g_now_ns();
     b->win_epoch_ns = b->body_seen_ns;
@@ -601,14 +529,14 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     h3g_debug("%s: malformed request: %s", b->client, why ? why : "?");
     H3G_INC(h3_malformed_requests);
     b->outcome = "malformed";
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     return H3G_ERR_PROTO;
   }
   b->validated = 1;
   if (end_stream && b->req_content_length > 0) {
     H3G_INC(h3_malformed_requests);
     b->outcome = "malformed";
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     return H3G_ERR_PROTO;
   }
   if (choose_route(b) != 0) {
@@ -633,10 +561,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     fail_exchange(b, 413, "body-too-large");
     return 0;
   }
-  const h3g_field *ex = h3g_headers_find(&b->req_fields, "expect");
-  b->expect_continue = ex != NULL && ex->valuelen == 12 &&
-                       strncasecmp((const char *)ex->value, "100-continue",
-                                   12) == 0;
+  h3g_expect_on_head(&b->expect, &b->req_fields);
   if (b->req_content_length >= 0)
     b->up_content_length = b->req_content_length;
   else if (!end_stream)
@@ -644,21 +569,8 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   else
     b->up_content_length = method_expects_body(b) ? 0 : -2;
 
-  if (b->early) {
-    /* RFC 8470 §5.1, RFC 9001 §9.2: only a request that does no harm when
-     * replayed goes ahead of the handshake, marked so the upstream can
-     * still say 425; anything else waits for the handshake, which a replay
-     * never completes. */
-    H3G_INC(h3_early_requests);
-    if (end_stream && method_safe(b) && b->rs->early_data) {
-      b->early_fwd = 1;
-      b->early_added = h3g_headers_find(&b->req_fields, "early-data") == NULL;
-      H3G_INC(h3_early_forwarded);
-    } else {
-      b->early_hold = 1;
-      H3G_INC(h3_early_held);
-    }
-  }
+  h3g_early_on_head(&b->early, &b->req_fields, &b->pseudo.method, end_stream,
+                    b->rs->early_data);
   if (!b->prio_known)
     b->prio = h3g_priority_of_request(&b->req_fields);
   b->waiter.urgency = b->prio.urgency;
@@ -668,7 +580,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     fail_exchange(b, rv == H3G_ERR_TOOBIG ? 431 : 500, "internal");
     return 0;
   }
-  if (!b->early_hold)
+  if (!b->early.hold)
     start_upstream(b);
   return 0;
 }
@@ -684,15 +596,12 @@ void h3g_bridge_set_priority(h3g_bridge *b, h3g_priority prio) {
 
 void h3g_bridge_set_early(h3g_bridge *b) {
   if (b->req == REQ_HEADERS)
-    b->early = 1;
+    h3g_early_received(&b->early);
 }
 
 void h3g_bridge_handshake_done(h3g_bridge *b) {
-  b->early = 0;
-  if (!b->early_hold)
-    return;
-  b->early_hold = 0;
-  if (b->resp == RESP_NONE && b->up == UP_NONE)
+  if (h3g_early_handshake_done(&b->early) && b->resp == RESP_NONE &&
+      b->up == UP_NONE)
     start_upstream(b);
 }
 
@@ -704,11 +613,7 @@ void h3g_bridge_handshake_done(h3g_bridge *b) {
  * retries by itself. The answered connection is mid-response: closed.
  */
 static void redo_too_early(h3g_bridge *b) {
-  b->early_redo = 0;
-  b->early_retried = 1;
-  b->early_fwd = 0;
-  b->early_added = 0;
-  H3G_INC(h3_early_retries);
+  h3g_early_resend(&b->early);
   upstream_rewind(b);
   free(b->req_head);
   b->req_head = NULL;
@@ -717,11 +622,10 @@ static void redo_too_early(h3g_bridge *b) {
     fail_exchange(b, 500, "internal");
     return;
   }
+  int wait = h3g_early_wait_handshake(&b->early);
   h3g_debug("%s: upstream said 425 to an early request: %s", b->client,
-            b->early ? "sending again after the handshake" : "sending again");
-  if (b->early)
-    b->early_hold = 1;
-  else
+            wait ? "sending again after the handshake" : "sending again");
+  if (!wait)
     start_upstream(b);
 }
 
@@ -730,7 +634,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
     return H3G_ERR_PROTO;
   b->body_seen_ns = h3g_now_ns();
   b->req_body_received += len;
-  b->bytes_in += len;
+  b->log.bytes_in += len;
   H3G_ADD(request_body_bytes, len);
   if (b->req_content_length >= 0 &&
       b->req_body_received > (uint64_t)b->req_content_length) {
@@ -766,7 +670,7 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
 int h3g_bridge_add_trailer(h3g_bridge *b, const uint8_t *name, size_t namelen,
                            const uint8_t *value, size_t valuelen) {
   if (b->req == REQ_BODY)
-    b->req = REQ_TRAILERS;
+    req_enter(b, REQ_TRAILERS);
   if (b->req != REQ_TRAILERS)
     return H3G_ERR_PROTO;
   int rv = h3g_headers_add(&b->req_trailers, name, namelen, value, valuelen);
@@ -780,7 +684,7 @@ int h3g_bridge_end_request(h3g_bridge *b) {
     return 0;
   if (b->req == REQ_HEADERS)
     return H3G_ERR_PROTO;
-  b->req = REQ_END;
+  req_enter(b, REQ_END);
   const char *why = NULL;
   /* A trailer section that did not fit is refused whole: forwarding the
    * fields that fit would drop the others silently. */
@@ -799,14 +703,16 @@ int h3g_bridge_end_request(h3g_bridge *b) {
 static void cut_exchange(h3g_bridge *b) {
   cancel_timer(b, &b->hdr_timer);
   cancel_timer(b, &b->body_timer);
-  cancel_timer(b, &b->expect_timer);
+  h3g_expect_cancel(&b->expect, b->env->timers);
   if (b->up == UP_WAITING) {
     b->ops->cancel(b->pool, &b->waiter);
-    b->up = UP_RELEASED;
+    up_enter(b, UP_RELEASED);
   }
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
-  b->resp = RESP_ABORTED;
+  /* Cut once more (a reset after a failure's reset): already there. */
+  if (b->resp != RESP_ABORTED)
+    resp_enter(b, RESP_ABORTED);
 }
 
 /* The request turned out malformed after its head (the front end resets
@@ -900,7 +806,7 @@ static void balance_key(h3g_bridge *b) {
   size_t n = 0;
   char ip[64];
   if (g->hash_key == H3G_HASH_CLIENT_IP) {
-    client_ip(b, ip, sizeof(ip));
+    h3g_forward_client_ip(b->client, ip, sizeof(ip));
     v = (const uint8_t *)ip;
     n = strlen(ip);
   } else if (g->hash_key == H3G_HASH_HEADER) {
@@ -918,13 +824,6 @@ static void balance_key(h3g_bridge *b) {
   b->waiter.has_hash = 1;
 }
 
-static int route_removes(const h3g_route_settings *rs, const h3g_field *f) {
-  for (uint32_t i = 0; i < rs->nremove_request; i++)
-    if (h3g_field_name_eq(f, rs->remove_request[i].name))
-      return 1;
-  return 0;
-}
-
 int h3g_bridge_alt_svc(const h3g_bridge *b) {
   return b->rs == NULL || b->rs->alt_svc;
 }
@@ -934,10 +833,10 @@ int h3g_bridge_alt_svc(const h3g_bridge *b) {
 static void start_upstream(h3g_bridge *b) {
   int rv = b->ops->acquire(b->pool, &b->waiter);
   if (rv == 0) {
-    b->up = UP_WAITING;
+    up_enter(b, UP_WAITING);
     return;
   }
-  b->up = UP_RELEASED;
+  up_enter(b, UP_RELEASED);
   if (rv == H3G_ERR_UNAVAILABLE) {
     uint32_t after = b->ops->retry_after != NULL ? b->ops->retry_after(b->pool)
                                                  : 0;
@@ -952,8 +851,12 @@ static void start_upstream(h3g_bridge *b) {
 /* Gives up the connection of an exchange that will be sent again from the
  * start (the head is kept; the request had no body bytes to resend). */
 static void upstream_rewind(h3g_bridge *b) {
-  upstream_release(b, 0);
-  b->up = UP_NONE;
+  if (b->up == UP_ACTIVE) {
+    b->ops->release(b->conn, 0);
+    b->conn = NULL;
+    b->writing = 0;
+  }
+  up_enter(b, UP_NONE);
   b->req_head_written = 0;
   b->req_fully_written = 0;
 }
@@ -965,7 +868,7 @@ static void upstream_release(h3g_bridge *b, int reusable) {
     return;
   b->ops->release(b->conn, reusable);
   b->conn = NULL;
-  b->up = UP_RELEASED;
+  up_enter(b, UP_RELEASED);
   b->writing = 0;
 }
 
@@ -1017,7 +920,7 @@ static void pump_request(h3g_bridge *b) {
 
   /* With "expect: 100-continue" the body waits for the upstream's 100 (or
    * the timeout); after a final answer it is never sent. */
-  if (b->expect_hold || b->expect_refused) {
+  if (h3g_expect_blocks_body(&b->expect)) {
     start_write(b, iov, n, 0, 0);
     return;
   }
@@ -1135,10 +1038,9 @@ static void on_up_written(void *ctx, int status) {
 
 static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
-  b->up = UP_ACTIVE;
+  up_enter(b, UP_ACTIVE);
   b->up_named = 1;
-  b->sent_ns = h3g_now_ns();
-  b->first_byte_us = 0;
+  h3g_bridge_log_sent(&b->log);
   b->conn = conn;
   b->conn_reused = reused;
   if (b->parser == NULL &&
@@ -1152,41 +1054,25 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
    * client must not look like a slow upstream. */
   b->ops->set_read_timeout(conn, 0);
   b->ops->read_start(conn);
-  if (b->expect_continue && b->up_content_length != -2 &&
-      !(b->req == REQ_END && b->req_body_received == 0) &&
-      b->expect_timer == NULL && !b->expect_refused) {
-    b->expect_hold = 1;
-    if (b->env->timers != NULL)
-      b->expect_timer =
-          b->env->timers->start(b->env->loop,
-                                b->rs->expect_continue_timeout_ms,
-                                on_expect_timeout, b);
-    if (b->expect_timer == NULL)
-      b->expect_hold = 0; /* no timer: do not risk holding forever */
-  }
+  /* A body is to follow unless the message has none or the client ended
+   * its stream with the head. */
+  int body_follows = b->up_content_length != -2 &&
+                     !(b->req == REQ_END && b->req_body_received == 0);
+  h3g_expect_hold(&b->expect, body_follows, b->env->timers, b->env->loop,
+                  b->rs->expect_continue_timeout_ms, on_expect_timeout, b);
   pump_request(b);
 }
 
-/* RFC 9110 §10.1.1: a client (here, we) need not wait for 100 forever. */
 static void on_expect_timeout(void *arg) {
   h3g_bridge *b = arg;
-  b->expect_timer = NULL;
-  if (!b->expect_hold)
-    return;
-  b->expect_hold = 0;
-  pump_request(b);
+  if (h3g_expect_timed_out(&b->expect))
+    pump_request(b);
 }
 
 /* The upstream answered an expect-continue request: 100 releases the body,
  * a final status means the body is not wanted. */
 static void expect_answered(h3g_bridge *b, int status) {
-  if (!b->expect_hold)
-    return;
-  b->expect_hold = 0;
-  cancel_timer(b, &b->expect_timer);
-  if (status >= 200)
-    b->expect_refused = 1;
-  else
+  if (h3g_expect_answered(&b->expect, status, b->env->timers))
     pump_request(b);
 }
 
@@ -1198,7 +1084,7 @@ static int status_for_error(int err) {
 
 static void on_up_fail(void *ctx, int err) {
   h3g_bridge *b = ctx;
-  b->up = UP_RELEASED;
+  up_enter(b, UP_RELEASED);
   /* Refused, unreachable or timed out: the upstream is the cause. Not when
    * the pool shut down or could not try. */
   if (err != H3G_ERR_CLOSED && err != H3G_ERR_NOMEM)
@@ -1297,7 +1183,7 @@ static void stop_client_body(h3g_bridge *b) {
 }
 
 static void response_complete(h3g_bridge *b) {
-  b->resp = RESP_COMPLETE;
+  resp_enter(b, RESP_COMPLETE);
   b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
   if (b->up != UP_ACTIVE) {
     /* Ended early (end_request_early): the connection is closed. */
@@ -1317,11 +1203,10 @@ static int request_submitted(const h3g_bridge *b) {
 
 static void on_up_read(void *ctx, size_t nread) {
   h3g_bridge *b = ctx;
-  if (b->first_byte_us == 0 && nread > 0 && b->sent_ns != 0)
-    b->first_byte_us = H3G_MAX((h3g_now_ns() - b->sent_ns) / 1000u, 1u);
+  h3g_bridge_log_read(&b->log, nread);
   size_t consumed = 0;
   int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
-  if (b->early_redo) {
+  if (b->early.redo) {
     redo_too_early(b);
     return;
   }
@@ -1362,6 +1247,13 @@ static void on_up_read(void *ctx, size_t nread) {
 
 static void on_up_eof(void *ctx) {
   h3g_bridge *b = ctx;
+  if (b->resp == RESP_COMPLETE) {
+    /* The response ended before the close, while the request's last write
+     * was still in flight (on_up_written releases the connection then):
+     * the close only says the connection cannot be reused. */
+    b->keep_alive = 0;
+    return;
+  }
   if (retry_on_fresh(b))
     return;
   int rv = h3g_h1_parser_finish(b->parser);
@@ -1423,10 +1315,8 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   h3g_bridge *b = ud;
   if (b->resp == RESP_ABORTED)
     return H3G_ERR_CLOSED;
-  if (!interim && status == 425 && b->early_added && !b->early_retried) {
-    b->early_redo = 1;
+  if (!interim && h3g_early_too_early(&b->early, status))
     return H3G_ERR_CLOSED; /* stop parsing: on_up_read sends it again */
-  }
   if (status == 100 || !interim) {
     expect_answered(b, status);
     /* Releasing the body can fail the exchange (a dead connection): its
@@ -1437,7 +1327,7 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   /* 100 goes only to a client that asked for it (RFC 9110 §15.2.1); 103 is
    * always useful; other 1xx codes have no meaning to forward. */
   if (interim &&
-      !((status == 100 && b->expect_continue) || status == 103))
+      !((status == 100 && b->expect.asked) || status == 103))
     return 0;
   h3g_field *out = malloc(sizeof(*out) * (fields->nfields + 1));
   if (out == NULL)
@@ -1487,7 +1377,7 @@ static int flush_head(h3g_bridge *b) {
   if (rv != 0)
     return rv;
   count_status(b->status);
-  b->resp = RESP_BODY;
+  resp_enter(b, RESP_BODY);
   /* The request cannot be retried once a response started, so its head
    * can go, unless a write still holds it: the upstream may answer before
    * it has read the whole request (on_up_written frees it then). */
@@ -1551,12 +1441,13 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
     b->ops->cancel(b->pool, &b->waiter);
   if (b->up == UP_ACTIVE)
     upstream_release(b, 0);
-  b->up = UP_RELEASED;
+  if (b->up != UP_RELEASED)
+    up_enter(b, UP_RELEASED);
   drop_request_body(b);
   if (b->resp == RESP_ABORTED || b->resp == RESP_COMPLETE)
     return;
   if (b->resp == RESP_BODY) {
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     H3G_INC(h3_streams_reset_by_gateway);
     b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
     return;
@@ -1607,12 +1498,12 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
   b->status = status;
   H3G_INC(responses_generated);
   count_status(status);
-  b->resp = RESP_COMPLETE;
+  resp_enter(b, RESP_COMPLETE);
   if (!has_body)
     b->end_reported = 1;
   stop_client_body(b);
   if (b->fe->send_head(b->fs, status, fields, nfields, 0, has_body) != 0) {
-    b->resp = RESP_ABORTED;
+    resp_enter(b, RESP_ABORTED);
     b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
     return;
   }
@@ -1638,7 +1529,7 @@ size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t nv,
   size_t total = 0;
   for (size_t i = 0; i < n; i++)
     total += v[i].len;
-  b->bytes_out += total;
+  b->log.bytes_out += total;
   H3G_ADD(response_body_bytes, total);
   if (b->resp == RESP_COMPLETE && h3g_ring_unsent(&b->resp_ring) == 0) {
     *flags = H3G_BODY_END;

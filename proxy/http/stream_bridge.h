@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bridge_timer.h"
 #include "config.h"
 #include "frontend.h"
 #include "http_headers.h"
@@ -29,19 +30,6 @@
 #include "upstream_pool.h"
 
 typedef struct h3g_bridge h3g_bridge;
-
-typedef struct h3g_timer h3g_timer;
-
-/* One-shot timers, so the bridge needs no event loop of its own. */
-typedef struct h3g_timer_ops {
-  /* Calls cb(arg) once, after ms. Returns the timer, or NULL when none can
-   * be made (the caller then goes without). After cb ran, the timer is
-   * released: do not cancel it. */
-  h3g_timer *(*start)(void *loop, uint64_t ms, void (*cb)(void *arg),
-                      void *arg);
-  /* Stops t and releases it; cb is not called. NULL is a no-op. */
-  void (*cancel)(h3g_timer *t);
-} h3g_timer_ops;
 
 typedef struct h3g_router h3g_router;
 typedef struct h3g_route h3g_route;

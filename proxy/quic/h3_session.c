@@ -50,7 +50,6 @@
 #include "h3_uni_shadow.h"
 #include "log.h"
 #include "metrics.h"
-#include "quic_conn.h"
 
 /* Response body bytes handed to nghttp3 per read_data call. nghttp3 asks
  * again only when its queue runs low, so this just bounds one DATA frame. */
@@ -73,7 +72,8 @@ typedef struct h3g_h3_stream {
 } h3g_h3_stream;
 
 struct h3g_h3_session {
-  struct h3g_quic_conn *qc;
+  const h3g_h3_conn_ops *owner_ops; /* the QUIC connection that owns us */
+  void *owner;
   ngtcp2_conn *conn;
   nghttp3_conn *h3;
   nghttp3_qpack_decoder *qdec; /* the shadows' */
@@ -107,6 +107,15 @@ struct h3g_h3_session {
 
 static const h3g_frontend_ops frontend_ops;
 
+/* The way back to the connection (h3g_h3_conn_ops). */
+static void owner_dirty(h3g_h3_session *s) {
+  s->owner_ops->mark_dirty(s->owner);
+}
+
+static void owner_fail(h3g_h3_session *s, uint64_t app_error_code) {
+  s->owner_ops->fail(s->owner, app_error_code);
+}
+
 /* ---- streams ---- */
 
 static void stream_unlink_free(h3g_h3_stream *st) {
@@ -134,7 +143,7 @@ static void credit_now(h3g_h3_session *s, int64_t stream_id, uint64_t n) {
     return;
   ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, n);
   ngtcp2_conn_extend_max_offset(s->conn, n);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
 }
 
 /* Returns the request body credit the bridge still held to the connection. */
@@ -154,7 +163,7 @@ static void stream_stop_reading(h3g_h3_stream *st, uint64_t code) {
   ngtcp2_conn_shutdown_stream_read(s->conn, 0, st->id, code);
   int rv = nghttp3_conn_shutdown_stream_read(s->h3, st->id);
   if (rv != 0)
-    h3g_quic_conn_fail(s->qc, nghttp3_err_infer_quic_app_error_code(rv));
+    owner_fail(s, nghttp3_err_infer_quic_app_error_code(rv));
   stream_credit_back(st);
 }
 
@@ -171,7 +180,7 @@ static void stream_cut(h3g_h3_stream *st, uint64_t code) {
   ngtcp2_conn_shutdown_stream_write(s->conn, 0, st->id, code);
   nghttp3_conn_shutdown_stream_write(s->h3, st->id);
   stream_stop_reading(st, code);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
 }
 
 /* The bridge refused the request as malformed (RFC 9114 §4.1.2). */
@@ -206,7 +215,7 @@ static void note_client_cancel(h3g_h3_session *s) {
     h3g_warn("h3 %s: more than %u stream cancels in a second: closing "
              "(excessive load)", s->client, s->cfg->max_resets_per_second);
     H3G_INC(h3_excessive_load_closes);
-    h3g_quic_conn_fail(s->qc, NGHTTP3_H3_EXCESSIVE_LOAD);
+    owner_fail(s, NGHTTP3_H3_EXCESSIVE_LOAD);
   }
 }
 
@@ -226,7 +235,7 @@ static void stream_client_cut(h3g_h3_stream *st) {
                                     NGHTTP3_H3_REQUEST_CANCELLED);
   nghttp3_conn_shutdown_stream_write(s->h3, st->id);
   stream_stop_reading(st, NGHTTP3_H3_REQUEST_CANCELLED);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
 }
 
 /*
@@ -449,7 +458,7 @@ static int on_deferred_consume(nghttp3_conn *h3, int64_t stream_id,
   H3G_UNUSED(stream_user_data);
   ngtcp2_conn_extend_max_stream_offset(s->conn, stream_id, consumed);
   ngtcp2_conn_extend_max_offset(s->conn, consumed);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
   return 0;
 }
 
@@ -493,7 +502,7 @@ static int on_stop_sending(nghttp3_conn *h3, int64_t stream_id,
   }
   int rv =
       ngtcp2_conn_shutdown_stream_read(s->conn, 0, stream_id, app_error_code);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
   return rv == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
 }
 
@@ -510,7 +519,7 @@ static int on_reset_stream(nghttp3_conn *h3, int64_t stream_id,
   H3G_INC(h3_streams_reset_by_gateway);
   int rv =
       ngtcp2_conn_shutdown_stream_write(s->conn, 0, stream_id, app_error_code);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
   return rv == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
 }
 
@@ -717,7 +726,7 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
               (long long)st->id, nghttp3_strerror(rv));
     return rv == NGHTTP3_ERR_NOMEM ? H3G_ERR_NOMEM : H3G_ERR_CLOSED;
   }
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
   return 0;
 }
 
@@ -728,8 +737,8 @@ static void fe_body_ready(void *fs) {
     return;
   int rv = nghttp3_conn_resume_stream(s->h3, st->id);
   if (rv != 0)
-    h3g_quic_conn_fail(s->qc, nghttp3_err_infer_quic_app_error_code(rv));
-  h3g_quic_conn_mark_dirty(s->qc);
+    owner_fail(s, nghttp3_err_infer_quic_app_error_code(rv));
+  owner_dirty(s);
 }
 
 static void fe_consume(void *fs, size_t n) {
@@ -743,7 +752,7 @@ static void fe_consume(void *fs, size_t n) {
   st->unconsumed -= n;
   ngtcp2_conn_extend_max_stream_offset(s->conn, st->id, n);
   ngtcp2_conn_extend_max_offset(s->conn, n);
-  h3g_quic_conn_mark_dirty(s->qc);
+  owner_dirty(s);
 }
 
 static uint64_t fe_rtt_ns(void *fs) {
@@ -758,7 +767,7 @@ static void fe_grow_window(void *fs, size_t n) {
   if (!fe_usable(st) || st->rx_stopped)
     return;
   ngtcp2_conn_extend_max_stream_offset(st->s->conn, st->id, n);
-  h3g_quic_conn_mark_dirty(st->s->qc);
+  owner_dirty(st->s);
 }
 
 static void fe_stop_request(void *fs) {
@@ -766,7 +775,7 @@ static void fe_stop_request(void *fs) {
   if (!fe_usable(st))
     return;
   stream_stop_reading(st, NGHTTP3_H3_NO_ERROR);
-  h3g_quic_conn_mark_dirty(st->s->qc);
+  owner_dirty(st->s);
 }
 
 static void fe_abort(void *fs, h3g_abort_code code) {
@@ -796,7 +805,7 @@ static void fe_set_priority(void *fs, h3g_priority prio) {
   nghttp3_pri pri = {.urgency = prio.urgency, .inc = prio.incremental};
   if (nghttp3_conn_set_server_stream_priority(st->s->h3, st->id, &pri) == 0) {
     st->pri = pri;
-    h3g_quic_conn_mark_dirty(st->s->qc);
+    owner_dirty(st->s);
   }
 }
 
@@ -813,8 +822,8 @@ static const h3g_frontend_ops frontend_ops = {
 
 /* ---- session ---- */
 
-int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
-                       ngtcp2_conn *conn, const h3g_config *cfg,
+int h3g_h3_session_new(h3g_h3_session **ps, const h3g_h3_conn_ops *ops,
+                       void *owner, ngtcp2_conn *conn, const h3g_config *cfg,
                        const h3g_bridge_env *env, const char *client) {
   nghttp3_settings settings;
   int64_t ctrl, qenc, qdec;
@@ -828,7 +837,8 @@ int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
   if (s == NULL)
     return NGHTTP3_ERR_NOMEM;
   *s = (h3g_h3_session){
-      .qc = qc,
+      .owner_ops = ops,
+      .owner = owner,
       .conn = conn,
       .cfg = cfg,
       .env = env,

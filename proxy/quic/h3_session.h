@@ -3,13 +3,14 @@
  * the stream bridge: every request stream gets a bridge, and the session
  * implements h3g_frontend_ops for it.
  *
- * The session never writes packets and never frees its connection. Events
- * that need output (a response head, body bytes, flow-control credit, a
- * reset) mark the connection dirty; its owner writes once per loop
- * iteration (h3g_quic_conn_mark_dirty). A fatal HTTP/3 error is reported
- * with h3g_quic_conn_fail() and acted upon after the current callback
- * returned. Bridge operations may therefore run inside nghttp3 or ngtcp2
- * callbacks or from upstream events: both are safe.
+ * The session never writes packets and never frees its connection, and
+ * knows it only through h3g_h3_conn_ops (dependencies point one way: the
+ * connection uses the session). Events that need output (a response head,
+ * body bytes, flow-control credit, a reset) mark the connection dirty; its
+ * owner writes once per loop iteration. A fatal HTTP/3 error is reported
+ * with fail() and acted upon after the current callback returned. Bridge
+ * operations may therefore run inside nghttp3 or ngtcp2 callbacks or from
+ * upstream events: both are safe.
  *
  * Functions returning int return 0 or a negative nghttp3 (or ngtcp2) error
  * code that is fatal for the connection; the caller closes it with
@@ -28,17 +29,30 @@
 #include "stream_bridge.h"
 
 typedef struct h3g_h3_session h3g_h3_session;
-struct h3g_quic_conn;
+
+/*
+ * What the session asks of the QUIC connection that owns it. Both calls
+ * only take note (nothing is written or freed before they return), so the
+ * session makes them from inside nghttp3 and ngtcp2 callbacks.
+ */
+typedef struct h3g_h3_conn_ops {
+  /* The connection has output to write at its next flush. */
+  void (*mark_dirty)(void *owner);
+  /* A fatal HTTP/3 error: the connection is closed with app_error_code
+   * once the current callback returned. */
+  void (*fail)(void *owner, uint64_t app_error_code);
+} h3g_h3_conn_ops;
 
 /*
  * Creates the session of an established connection: opens the control and
- * QPACK streams and queues SETTINGS. client is "ip:port" (kept by
- * reference: it must outlive the session). Returns 0, NGHTTP3_ERR_NOMEM, or
+ * QPACK streams and queues SETTINGS. ops and owner (the QUIC connection)
+ * must outlive the session. client is "ip:port" (kept by reference: it
+ * must outlive the session). Returns 0, NGHTTP3_ERR_NOMEM, or
  * NGHTTP3_ERR_H3_GENERAL_PROTOCOL_ERROR when the client does not allow the
  * three unidirectional streams HTTP/3 needs.
  */
-int h3g_h3_session_new(h3g_h3_session **ps, struct h3g_quic_conn *qc,
-                       ngtcp2_conn *conn, const h3g_config *cfg,
+int h3g_h3_session_new(h3g_h3_session **ps, const h3g_h3_conn_ops *ops,
+                       void *owner, ngtcp2_conn *conn, const h3g_config *cfg,
                        const h3g_bridge_env *env, const char *client);
 
 /* Frees every stream's bridge, then the session. NULL is a no-op. Must not

@@ -27,9 +27,9 @@
 #include <ngtcp2/ngtcp2_crypto_wolfssl.h>
 
 #include "h3_session.h"
+#include "quic_ticket.h"
 #include "log.h"
 #include "metrics.h"
-#include "quic_listener.h"
 #include "secrets.h"
 
 /*
@@ -518,10 +518,24 @@ static ngtcp2_conn *on_get_conn(ngtcp2_crypto_conn_ref *ref) {
   return c->conn;
 }
 
+/* The session's way back to its connection (h3_session.h). */
+static void on_h3_dirty(void *owner) {
+  h3g_quic_conn_mark_dirty(owner);
+}
+
+static void on_h3_fail(void *owner, uint64_t app_error_code) {
+  h3g_quic_conn_fail(owner, app_error_code);
+}
+
+static const h3g_h3_conn_ops h3_conn_ops = {
+    .mark_dirty = on_h3_dirty,
+    .fail = on_h3_fail,
+};
+
 static int ensure_h3(h3g_quic_conn *c) {
   if (c->h3 != NULL)
     return 0;
-  int rv = h3g_h3_session_new(&c->h3, c, c->conn, c->env->cfg,
+  int rv = h3g_h3_session_new(&c->h3, &h3_conn_ops, c, c->conn, c->env->cfg,
                               c->env->bridge_env, c->client);
   if (rv != 0) {
     /* A client that allows us no unidirectional streams is its own

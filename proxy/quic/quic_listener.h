@@ -32,12 +32,6 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
                           const h3g_bridge_env *bridge_env);
 
 /*
- * Writes into buf the ticket context for secrets.h: what a resumed client
- * remembers from this configuration and relies on for 0-RTT.
- */
-void h3g_quic_ticket_context(const h3g_config *cfg, char *buf, size_t cap);
-
-/*
  * cb(arg, why) runs once, from the event loop, if the UDP socket fails for
  * good at run time (closed or shut down under us, no longer bound to its
  * port, errors that never stop; see udp_socket.h): every QUIC connection

@@ -142,13 +142,22 @@ def test_nginx_behind_a_route(gw, nginx, upstream, client):
         assert r.body.startswith(b"gw=h3gate cookie=a=1 via="), r.body
 
         # The other route goes to the scripted origin, not nginx.
-        before = len(nginx_access(nginx))
         r = cl.get("/bytes/1000")
         assert r.status == 200 and r.body_len == 1000, r
         assert r.header("x-served-by") is None
-    assert len(nginx_access(nginx)) == before
     assert len(upstream.requests_for("/bytes/")) == 1
-    # nginx saw requests over both transports of the group.
+    recs = gw.wait_access(path="/bytes/1000")
+    assert recs[-1]["route"] == "app" and recs[-1]["upstream"] == upstream.address
+    static = gw.wait_access(lambda rec: rec["route"] == "static", count=8)
+    assert all(rec["upstream"] in ("unix:" + nginx["sock"],
+                                   "127.0.0.1:%d" % nginx["port"])
+               for rec in static), [rec.raw for rec in static]
+    # nginx logs a request after answering it: wait for its eight lines.
+    deadline = time.monotonic() + 10
+    while len(nginx_access(nginx)) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
     lines = nginx_access(nginx)
+    assert len(lines) == 8, lines
+    # nginx saw requests over both transports of the group.
     assert any(l.startswith("unix:") for l in lines), lines[-5:]
     assert any(l.startswith("127.0.0.1 ") for l in lines), lines[-5:]

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the HTTP/1.1 request parser (proxy/http/h1_codec.c), as
+ * libFuzzer target for the HTTP/1.1 request parser (proxy/upstream/h1_codec.c), as
  * the TCP listener's session drives it.
  *
  * Input: one control byte (the head cap and a feed size), then the bytes a

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the HTTP/1.1 response parser (proxy/http/h1_codec.c).
+ * libFuzzer target for the HTTP/1.1 response parser (proxy/upstream/h1_codec.c).
  *
  * Input: one control byte, then the bytes an upstream sends. The control
  * byte picks HEAD or not, the head cap, and a piece size. Each input is

@@ -1,4 +1,4 @@
-/* Tests for proxy/http/h1_codec.c: request heads, chunk framing, and the
+/* Tests for proxy/upstream/h1_codec.c: request heads, chunk framing, and the
  * response parser, including every way a response can be cut into pieces. */
 #include <stdint.h>
 #include <stdio.h>
