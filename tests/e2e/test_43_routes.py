@@ -149,6 +149,9 @@ PATH_CASES = [
     ("/./api", "api"),
     ("/API/v1", "app"),                 # paths are case-sensitive
     ("/api%2Fv1", "app"),               # an encoded "/" is no segment boundary
+    ("/x?next=/api/v1", "app"),         # the query is not the path
+    ("/?/static/a.css", "app"),
+    ("/api;v=1", "app"),                # only "/" and "?" end the prefix
 ]
 
 
