@@ -598,3 +598,22 @@ def test_route_request_body_timeout(fleet, routed):
     assert statuses == [408, 200], run
     line = gw.wait_access(path="/strict/up")[0]
     assert line["outcome"] == "body-timeout" and line.get("route") == "strict", line.raw
+
+
+def test_http3_authority_and_host_disagree(env):
+    """RFC 9114 §4.3.1: :authority and Host must agree; a request where
+    they do not is malformed, or routed by :authority; never by Host."""
+    from testenv.h3raw import Script, Stream, run_h3raw
+    gw, fl, hc = env
+    tag = uid()
+    s = Stream().headers([(":method", "GET"), (":scheme", "https"),
+                          (":authority", "api.example.com"),
+                          (":path", "/api/v1?t=%s" % tag), ("host", "www.example.com")]).fin()
+    run = run_h3raw(gw, Script(s), timeout=5.0)
+    st = run.streams[0]
+    recs = sent_upstream(fl, tag)
+    if st.get("status") == 200:
+        assert len(recs) == 1 and SERVER_GROUP[recs[0]["id"]] == "api", recs
+    else:
+        assert st.get("status") in (None, 400), run
+        assert recs == [], recs
