@@ -183,3 +183,30 @@ def test_durations_are_in_seconds(vis):
         "h3gate_route_request_duration")
     assert grew("upstream_server_first_byte_seconds_count", group="api", server=a1) == 2
     assert 0.6 <= grew("upstream_server_first_byte_seconds_sum", group="api", server=a1) < 5
+
+
+def test_gateway_answers_count_for_their_route(fleet, routed):
+    """A 502 the gateway makes (the lone server refuses) and a 413 it makes
+    (max_request_body) are responses of the route that took the request."""
+    dead = refusing_address()
+    fleet.add("ok1")
+    gw = routed([group("gone", [dead]), group("fine", [fleet["ok1"]]),
+                 route("gone", "gone", path="/gone"),
+                 route("fine", "fine", max_request_body="1KiB")])
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            assert hc.get(proto, "localhost", "/gone/x").status == 502
+            assert hc.request(proto, "localhost", "/up", "POST", body=4096,
+                              headers=["Expect: 100-continue"]).status == 413
+        gw.wait_idle()
+        s = gw.wait_series(lambda s: s.get("route_requests_total", route="gone") == 3
+                           and s.get("route_requests_total", route="fine") == 3,
+                           what="route request counters")
+        assert s.get("route_responses_total", route="gone", **{"class": "5xx"}) == 3
+        assert s.get("route_responses_total", route="fine", **{"class": "4xx"}) == 3
+        assert s.get("upstream_server_failures_total", group="gone", server=dead) == 3
+        assert s.get("upstream_server_requests_total", group="fine",
+                     server=fleet["ok1"].address) == 0
+    finally:
+        hc.close()
