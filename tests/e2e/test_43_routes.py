@@ -617,3 +617,23 @@ def test_http3_authority_and_host_disagree(env):
     else:
         assert st.get("status") in (None, 400), run
         assert recs == [], recs
+
+
+def test_hosts_given_as_addresses(fleet, routed):
+    """A route's host may be an IPv4 or IPv6 literal: requests that name the
+    gateway by address, with or without a port, take it."""
+    fleet.add("byip", "byname")
+    gw = routed([group("ip", [fleet["byip"]]), group("name", [fleet["byname"]]),
+                 route("ip", "ip", host="127.0.0.1 [::1]"),
+                 route("name", "name", host="name.test")])
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            for host in ("127.0.0.1", "127.0.0.1:443", "[::1]", "[::1]:8443"):
+                r = hc.get(proto, host, "/x")
+                assert r.status == 200 and served_by(r) == "byip", (proto, host, r)
+            r = hc.get(proto, "name.test", "/x")
+            assert r.status == 200 and served_by(r) == "byname", (proto, r)
+            assert hc.get(proto, "127.0.0.2", "/x").status in (404, 421)
+    finally:
+        hc.close()
