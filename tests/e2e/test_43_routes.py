@@ -387,6 +387,20 @@ def test_legacy_single_upstream_serves_every_host(gateway, fleet):
         hc.close()
 
 
+def test_unnamed_upstream_is_the_group_default(fleet, routed):
+    fleet.add("d1", "x1")
+    gw = routed([group(None, [fleet["d1"]]), group("x", [fleet["x1"]]),
+                 route("x", "x", path="/x"), route("rest", "default")])
+    hc = HostClients(gw)
+    try:
+        for proto in PROTOS:
+            assert served_by(hc.get(proto, "any.host", "/x/1")) == "x1"
+            assert served_by(hc.get(proto, "any.host", "/y")) == "d1"
+        assert "default" in [g["name"] for g in gw.upstreams()["groups"]]
+    finally:
+        hc.close()
+
+
 def test_unix_socket_server(fleet, routed, tmp_path_factory):
     d = str(tmp_path_factory.mktemp("sock"))
     fleet.add("sock1", listen="unix:" + os.path.join(d, "s1.sock"))
