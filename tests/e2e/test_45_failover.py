@@ -48,8 +48,15 @@ def test_kill_one_of_three_under_load(fleet, routed, proto):
 
     killed_at = []
     marked_down = []
+    problems = []
 
     def killer():
+        try:
+            watch()
+        except Exception as e:      # reported by the test, not lost in the thread
+            problems.append(e)
+
+    def watch():
         # Once the load is well under way (a quarter of it on the victim).
         wait_until(lambda: victim.count(lambda r: tag in r["target"]) >= n // 12,
                    timeout=20, what="load reaching the victim")
@@ -58,6 +65,8 @@ def test_kill_one_of_three_under_load(fleet, routed, proto):
         # While the load goes on, the dead server is marked down.
         deadline = time.monotonic() + 3 * SLOW
         while time.monotonic() < deadline:
+            doc = gw.upstreams()            # valid JSON under load, too
+            assert [g["name"] for g in doc["groups"]] == ["g"], doc
             if up_value(gw, "g", victim.address) == 0:
                 marked_down.append(time.monotonic())
                 break
@@ -68,6 +77,7 @@ def test_kill_one_of_three_under_load(fleet, routed, proto):
         rs = run_load(gw, specs, proto=proto, concurrency=48, rate=rate, timeout=60)
     finally:
         k.join(30)
+    assert not problems, problems
     assert killed_at, "the victim was never killed"
     gets = [r for s, r in zip(specs, rs) if "method" not in s]
     posts = [(s, r) for s, r in zip(specs, rs) if "method" in s]
