@@ -422,6 +422,10 @@ def test_unix_socket_server(fleet, routed, tmp_path_factory):
         assert line.get("route") == "local", line.raw
         assert line.get("upstream") == fleet["sock1"].address, line.raw
         assert fleet["sock1"].count() == 3
+        s = gw.wait_series(lambda s: s.get("upstream_server_requests_total", group="local",
+                                           server=fleet["sock1"].address) == 3,
+                           what="the unix-socket server's request counter")
+        assert s.get("upstream_server_up", group="local", server=fleet["sock1"].address) == 1
     finally:
         hc.close()
 
@@ -474,6 +478,11 @@ def test_ipv6_server(fleet, routed):
             r = hc.request(proto, "localhost", "/six", "POST", body=1234)
             assert r.status == 200 and served_by(r) == "v6", r
             assert r.json()["body_len"] == 1234
+        gw.wait_series(lambda s: s.get("upstream_server_requests_total", group="g",
+                                       server=fleet["v6"].address) == 3,
+                       what="the IPv6 server's request counter")
+        line = gw.wait_access(lambda a: a.get("path") == "/six")[0]
+        assert line.get("upstream") == fleet["v6"].address, line.raw
     finally:
         hc.close()
 
