@@ -449,14 +449,16 @@ def test_route_forwarding_overrides(fleet, routed):
     fleet.add("f1")
     gw = routed([group("g", [fleet["f1"]]),
                  route("bare", "g", path="/bare", via="off", x_forwarded="off"),
+                 route("told", "g", path="/told", forwarded="on"),
                  route("rest", "g")],
-                {"forwarding": {"via": "on", "x_forwarded": "on"}})
+                {"forwarding": {"via": "on", "x_forwarded": "on", "forwarded": "off"}})
     hc = HostClients(gw)
     try:
         for proto in PROTOS:
             tag = uid()
             assert hc.get(proto, "localhost", "/bare?t=%s" % tag).status == 200
             assert hc.get(proto, "localhost", "/full?t=%s" % tag).status == 200
+            assert hc.get(proto, "localhost", "/told?t=%s" % tag).status == 200
             recs = {r["target"].split("?")[0]: r for r in fleet.records()
                     if tag in r["target"]}
             assert headers_seen(recs["/full"], "Via"), recs["/full"]["headers"]
@@ -464,6 +466,10 @@ def test_route_forwarding_overrides(fleet, routed):
             assert headers_seen(recs["/bare"], "Via") == [], recs["/bare"]["headers"]
             assert headers_seen(recs["/bare"], "X-Forwarded-For") == [], (
                 recs["/bare"]["headers"])
+            assert headers_seen(recs["/full"], "Forwarded") == [], recs["/full"]["headers"]
+            fwd = headers_seen(recs["/told"], "Forwarded")
+            assert len(fwd) == 1 and "for=" in fwd[0] and "proto=https" in fwd[0], (
+                recs["/told"]["headers"])
     finally:
         hc.close()
 
