@@ -2127,8 +2127,8 @@ static void finish_named(loader *ld) {
   if (cfg->nroutes == 0) {
     if (cfg->ngroups > 1) {
       report(ld, 0, "route", NULL,
-             "%u [upstream] groups but no [route] section names which "
-             "requests go where",
+             "%u [upstream] groups, but no [route] names which requests go "
+             "where",
              cfg->ngroups);
       return;
     }

@@ -685,6 +685,11 @@ int h3g_bridge_end_request(h3g_bridge *b) {
   if (b->req == REQ_HEADERS)
     return H3G_ERR_PROTO;
   req_enter(b, REQ_END);
+  /* The body was declined (an answer came first and the client was asked
+   * to stop): the front end may have stopped passing its bytes on, so
+   * their count means nothing, and the answer given stands. */
+  if (b->stop_asked)
+    return 0;
   const char *why = NULL;
   /* A trailer section that did not fit is refused whole: forwarding the
    * fields that fit would drop the others silently. */

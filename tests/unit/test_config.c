@@ -1507,8 +1507,8 @@ static const struct {
      "not \"a b\"\n"},
     /* the groups and routes as a whole */
     {"[upstream a]\nserver = 10.0.0.1:80\n[upstream b]\nserver = 10.0.0.2:80\n",
-     "t.ini:0: [route]: 2 [upstream] groups but no [route] section names "
-     "which requests go where\n"},
+     "t.ini:0: [route]: 2 [upstream] groups, but no [route] names which "
+     "requests go where\n"},
     {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nhost = a.example.com\n",
      "t.ini:6: [route r] upstream: required, but not set\n"},
     {"[upstream a]\nserver = 10.0.0.1:80\n[route r]\nhost = a.example.com\n"

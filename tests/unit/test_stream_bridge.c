@@ -1038,6 +1038,29 @@ static void test_body_limit(void) {
   CHECK_EQ_INT(fe.status, 413);
   CHECK_EQ_INT(up.reusable, 0);
   h3g_bridge_free(b);
+
+  /* Answered by its declared size and asked to stop: a front end that
+   * drops the body's bytes from then on (HTTP/2 does) ends the request
+   * short of its length, and the answer given stands (no reset). */
+  b = new_bridge(4096);
+  rconf.s.max_request_body = 4;
+  add_request(b, "POST", "/");
+  add(b, "content-length", "2048");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(fe.status, 413);
+  CHECK_EQ_INT(fe.stop_request, 1);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+  CHECK_EQ_INT(fe.aborted, 0);
+  h3g_bridge_free(b);
+
+  /* Not asked to stop, a short body is still malformed. */
+  b = new_bridge(4096);
+  add_request(b, "POST", "/");
+  add(b, "content-length", "5");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), H3G_ERR_PROTO);
+  h3g_bridge_free(b);
 }
 
 /* The access log names the upstream only when the request involved it:
