@@ -1887,9 +1887,13 @@ static void apply_key(loader *ld, const char *key, const char *value) {
   const char *bdir = ld->have_base ? ld->base_dir : NULL;
   uint32_t before = o->type == OPT_SERVER ? ((h3g_group_conf *)base)->nservers
                                           : 0;
-  if (parse_value(o, value, bdir, base, why, sizeof(why)) != 0)
+  if (parse_value(o, value, bdir, base, why, sizeof(why)) != 0) {
     report(ld, ld->line, section, key, "%s", why);
-  else if (o->pem != NULL && field_of(base, o)[0] != '\0' &&
+    /* Its hosts or paths are not what the file meant: comparing them with
+     * other routes would only report problems that are not there. */
+    if (ld->obj_kind == OBJ_ROUTE)
+      ld->cfg.routes[ld->obj].invalid = 1;
+  } else if (o->pem != NULL && field_of(base, o)[0] != '\0' &&
            check_pem_file(o, field_of(base, o), why, sizeof(why)) != 0)
     report(ld, ld->line, section, key, "%s", why);
   else if (o->type == OPT_SERVER &&
@@ -2180,8 +2184,10 @@ static void finish_named(loader *ld) {
    * chosen, which is always a mistake. */
   for (uint32_t j = 1; j < cfg->nroutes; j++) {
     const h3g_route_conf *b = &cfg->routes[j];
-    for (uint32_t i = 0; i < j; i++) {
+    for (uint32_t i = 0; i < j && !b->invalid; i++) {
       const h3g_route_conf *a = &cfg->routes[i];
+      if (a->invalid)
+        continue;
       for (uint32_t hb = 0; hb < H3G_MAX(b->nhosts, 1u); hb++) {
         const char *host = b->nhosts ? b->hosts[hb] : NULL;
         bool same_host = false;

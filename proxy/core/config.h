@@ -177,6 +177,7 @@ typedef struct h3g_route_conf {
   uint32_t npaths;
   char upstream[H3G_NAME_MAX];
   uint32_t group;        /* index into h3g_config.groups */
+  uint32_t invalid;      /* a key of it was refused (loader's) */
   h3g_route_settings s;
   uint32_t key_line[H3G_ROUTE_KEYS_MAX]; /* where each key was set, 0: not */
 } h3g_route_conf;
