@@ -33,6 +33,15 @@ static int route_removes(const h3g_route_settings *rs, const h3g_field *f) {
   return 0;
 }
 
+/* A trusted proxy's Forwarded, X-Forwarded-For or Via that we join with
+ * our own entry (the route adds ours); when we add none, its chain is
+ * passed on as received. */
+static int joined_with_ours(const h3g_route_settings *rs, const h3g_field *f) {
+  return (rs->fwd_forwarded && h3g_field_name_eq(f, "forwarded")) ||
+         (rs->fwd_x_forwarded && h3g_field_name_eq(f, "x-forwarded-for")) ||
+         (rs->fwd_via && h3g_field_name_eq(f, "via"));
+}
+
 typedef struct fwd_build {
   const h3g_forward_in *in;
   h3g_forward *out;
@@ -49,7 +58,9 @@ add_joined(fwd_build *fb, const char *name, const char *fmt, ...) {
   size_t vl = 0;
   for (size_t i = 0; fb->trusted && i < h->nfields; i++) {
     const h3g_field *f = &h->fields[i];
-    if (h3g_field_name_eq(f, name)) {
+    /* What the route removes is gone, from the chain too (and was not
+     * counted in vcap). */
+    if (h3g_field_name_eq(f, name) && !route_removes(fb->in->rs, f)) {
       memcpy(v + vl, f->value, f->valuelen);
       vl += f->valuelen;
       v[vl++] = ',';
@@ -100,8 +111,7 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
       /* RFC 7239 §8.1: never pass on what an untrusted client claims. */
       if (!trusted)
         continue;
-      if (h3g_field_name_eq(f, "x-forwarded-for") ||
-          h3g_field_name_eq(f, "forwarded") || h3g_field_name_eq(f, "via")) {
+      if (joined_with_ours(rs, f)) {
         theirs_len += f->valuelen + 2;
         continue; /* re-emitted below with our entry appended */
       }
@@ -136,11 +146,6 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
     if (host != NULL &&
         (!trusted || h3g_headers_find(h, "x-forwarded-host") == NULL))
       add_field(out, "x-forwarded-host", host->value, host->valuelen);
-  } else if (trusted) {
-    /* Not adding ours, but a trusted chain is still passed on as is. */
-    for (size_t i = 0; i < n && out->nfields < n; i++)
-      if (h3g_field_name_eq(&h->fields[i], "x-forwarded-for"))
-        out->fields[out->nfields++] = h->fields[i];
   }
   if (in->early_data)
     add_field(out, "early-data", (const uint8_t *)"1", 1);

@@ -4,8 +4,10 @@
  * Host or Content-Length field, none the route removes, and forwarding
  * fields only from a trusted proxy, RFC 7239 §8.1), then ours: Forwarded,
  * X-Forwarded-For/-Proto/-Host and Via as the route asks (a trusted
- * proxy's values come first, joined with ours), Early-Data, and the
- * route's own added fields.
+ * proxy's values come first, joined with ours; when the route adds none
+ * of a kind, a trusted proxy's field of that kind passes as received),
+ * Early-Data, and the route's own added fields. A field the route removes
+ * is gone whoever sent it: neither passed on nor joined with ours.
  *
  * Pure: the bridge gives the request and the route's settings and writes
  * the resulting lists into the HTTP/1.1 head (h1_codec.h).
