@@ -13,17 +13,21 @@
 #include "http_headers.h"
 #include "log.h"
 #include "route.h"
-#include "upstream_pool.h"
 #include "unit.h"
+#include "upstream_pool.h"
 
 /* ---- fake clock -------------------------------------------------------- */
 
 static uint64_t now_ns = 1000000000u, wall_us = 1700000000000000u;
 
 uint64_t __wrap_h3g_now_ns(void);
-uint64_t __wrap_h3g_now_ns(void) { return now_ns; }
+uint64_t __wrap_h3g_now_ns(void) {
+  return now_ns;
+}
 uint64_t __wrap_h3g_wall_us(void);
-uint64_t __wrap_h3g_wall_us(void) { return wall_us; }
+uint64_t __wrap_h3g_wall_us(void) {
+  return wall_us;
+}
 
 /* ---- the access log, caught -------------------------------------------- */
 

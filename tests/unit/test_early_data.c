@@ -88,8 +88,8 @@ static void test_safe_methods_forwarded(void) {
 /* Anything else waits for the handshake: unsafe or unknown methods, a
  * method in the wrong case, a body, a route with early_data off. */
 static void test_others_held(void) {
-  const char *unsafe[] = {"POST", "PUT",  "DELETE", "PATCH", "get",
-                          "GETS", "GE",   "HEADX",  "TRACE", "CONNECT"};
+  const char *unsafe[] = {"POST", "PUT", "DELETE", "PATCH", "get",
+                          "GETS", "GE",  "HEADX",  "TRACE", "CONNECT"};
   for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
     h3g_metrics before = h3g_stats;
     h3g_early e = early_head(unsafe[i], 1, 1, 0);

@@ -126,9 +126,9 @@ static void test_untrusted_client_fields_dropped(void) {
   CHECK_EQ_INT(build(&fw, &h, "203.0.113.7:5555", "h3", &rs, 0), 0);
   CHECK_EQ_INT(fw.nfields, 1);
   check_passed(&fw, "accept", "*/*");
-  const char *gone[] = {"x-forwarded-for",  "forwarded", "via",
-                        "x-forwarded-proto", "x-forwarded-host",
-                        "x-forwarded-port", "x-real-ip"};
+  const char *gone[] = {
+      "x-forwarded-for",  "forwarded",        "via",      "x-forwarded-proto",
+      "x-forwarded-host", "x-forwarded-port", "x-real-ip"};
   for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
     CHECK_EQ_INT(count(&fw, 0, gone[i], NULL, 0), 0);
   check_added(&fw, "forwarded",
