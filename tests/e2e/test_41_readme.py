@@ -47,6 +47,14 @@ def doc_blocks():
     return out
 
 
+def accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def port_free(port, kind):
     s = socket.socket(socket.AF_INET, kind)
     try:
@@ -97,6 +105,9 @@ def test_running_it_yourself(tmp_path):
             assert server.poll() is None, err_path.read_text()[-3000:]
             return " ready: " in err_path.read_text()
         wait_for(ready, 20, "the README's server to be ready")
+        # The app was started in the background ("&"): a person types the
+        # next commands after it is up; the test waits for it the same way.
+        wait_for(lambda: accepts(8080), 30, "the README's app to listen on 8080")
         for line in blocks["client"]:
             p = subprocess.run(["bash", "-c", line], cwd=SRC, capture_output=True,
                                text=True, timeout=120)
