@@ -814,6 +814,25 @@ static void user_read_stop(h3g_upconn *c) {
     uv_timer_stop(&c->timer);
 }
 
+/* A held connection's socket ended (nread is UV_EOF or an error): the
+ * connection is dead and its user hears of it, plain or TLS alike. */
+static void user_read_ended(h3g_upconn *c, ssize_t nread) {
+  const h3g_upstream_events *ev = c->ev;
+  void *ctx = c->ctx;
+  user_read_stop(c);
+  c->dead = 1;
+  if (nread == UV_EOF) {
+    /* Closed before the response began: the server dropped the request. */
+    if (!c->answered)
+      health(c->pool, 0);
+    ev->on_eof(ctx);
+  } else {
+    h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
+    health(c->pool, 0);
+    ev->on_error(ctx, H3G_ERR_IO);
+  }
+}
+
 static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   h3g_upconn *c = s->data;
   H3G_UNUSED(buf);
@@ -836,20 +855,7 @@ static void on_user_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     c->ev->on_read(c->ctx, (size_t)nread);
     return;
   }
-  const h3g_upstream_events *ev = c->ev;
-  void *ctx = c->ctx;
-  user_read_stop(c);
-  c->dead = 1;
-  if (nread == UV_EOF) {
-    /* Closed before the response began: the server dropped the request. */
-    if (!c->answered)
-      health(c->pool, 0);
-    ev->on_eof(ctx);
-  } else {
-    h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
-    health(c->pool, 0);
-    ev->on_error(ctx, H3G_ERR_IO);
-  }
+  user_read_ended(c, nread);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -1108,19 +1114,7 @@ static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0 || c->state != CONN_BUSY || c->reader != READER_USER)
     return;
   /* The socket ended without close_notify; what it carried is delivered. */
-  const h3g_upstream_events *ev = c->ev;
-  void *ctx = c->ctx;
-  user_read_stop(c);
-  c->dead = 1;
-  if (nread == UV_EOF) {
-    if (!c->answered)
-      health(c->pool, 0);
-    ev->on_eof(ctx);
-  } else {
-    h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
-    health(c->pool, 0);
-    ev->on_error(ctx, H3G_ERR_IO);
-  }
+  user_read_ended(c, nread);
 }
 
 /* The user's write on a TLS connection (op_write's contract). */
