@@ -29,8 +29,11 @@ class TLSOrigin:
         self.failures = []     # handshake errors (text)
         self.requests = 0
         self._lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        # Both loopbacks, so that "localhost" reaches it whichever address
+        # the system's resolver gives first (::1 on some machines).
+        self.sock = socket.socket(socket.AF_INET6)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.sock.bind(("::", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self._stop = False
