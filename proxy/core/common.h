@@ -59,6 +59,18 @@ const char *h3g_strerror(int err);
 /* Monotonic time in nanoseconds. */
 uint64_t h3g_now_ns(void);
 
+/* FNV-1a, 64 bits, of n bytes: for hash tables and balancing keys (not
+ * for anything an attacker must not steer). */
+static inline uint64_t h3g_fnv1a(const void *data, size_t n) {
+  const unsigned char *p = data;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 /* Wall-clock time in microseconds since the epoch (logs, and address tokens
  * that must mean the same on another instance). */
 uint64_t h3g_wall_us(void);

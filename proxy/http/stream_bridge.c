@@ -462,6 +462,13 @@ static int method_expects_body(const h3g_bridge *b) {
   return method_is(b, "POST") || method_is(b, "PUT") || method_is(b, "PATCH");
 }
 
+/* The request's authority: :authority, else Host (HTTP/1.1, or HTTP/2
+ * without :authority); NULL when it has neither. */
+static const h3g_field *request_host(const h3g_bridge *b) {
+  return b->pseudo.authority.namelen ? &b->pseudo.authority
+                                     : h3g_headers_find(&b->req_fields, "host");
+}
+
 /*
  * Serializes the request head once; it is kept until the response starts so
  * that a request that failed on a stale kept-alive connection can be sent
@@ -469,9 +476,7 @@ static int method_expects_body(const h3g_bridge *b) {
  * forwarding.h's.
  */
 static int build_request_head(h3g_bridge *b) {
-  const h3g_field *host = b->pseudo.authority.namelen
-                              ? &b->pseudo.authority
-                              : h3g_headers_find(&b->req_fields, "host");
+  const h3g_field *host = request_host(b);
   h3g_forward fw;
   int rv = h3g_forward_build(&fw, &(h3g_forward_in){
                                       .fields = &b->req_fields,
@@ -746,9 +751,7 @@ static int choose_route(h3g_bridge *b) {
   const h3g_bridge_env *env = b->env;
   h3g_route *r = env->route;
   if (env->router != NULL) {
-    const h3g_field *host = b->pseudo.authority.namelen
-                                ? &b->pseudo.authority
-                                : h3g_headers_find(&b->req_fields, "host");
+    const h3g_field *host = request_host(b);
     r = h3g_router_match(env->router,
                          host != NULL ? (const char *)host->value : NULL,
                          host != NULL ? host->valuelen : 0,
@@ -763,15 +766,6 @@ static int choose_route(h3g_bridge *b) {
   b->pool = r->pool;
   r->stats.requests++;
   return 0;
-}
-
-static uint64_t key_hash(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 /* The value of cookie `name` in the request's Cookie fields (RFC 6265
@@ -825,7 +819,7 @@ static void balance_key(h3g_bridge *b) {
   }
   if (v == NULL)
     return; /* no key: round robin */
-  b->waiter.hash = key_hash(v, n);
+  b->waiter.hash = h3g_fnv1a(v, n);
   b->waiter.has_hash = 1;
 }
 

@@ -4,12 +4,7 @@
 #include <math.h>
 
 uint64_t h3g_balance_hash(const void *data, size_t n) {
-  const unsigned char *p = data;
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
+  uint64_t h = h3g_fnv1a(data, n);
   /* FNV's low bits mix poorly for short keys: finish with a 64-bit mixer
    * (the one of splitmix64). */
   h ^= h >> 30;

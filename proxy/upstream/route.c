@@ -57,14 +57,7 @@ struct h3g_router {
   size_t max_prefix; /* the longest prefix: longer path parts never match */
 };
 
-static uint64_t hash_key(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+static uint64_t hash_key(const char *s, size_t n) { return h3g_fnv1a(s, n); }
 
 /* The prefix hash of a path's first bytes (FNV-1a step by step, so that
  * one pass gives the hash of every length), then mixed with a bucket. */
