@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "secrets.h"
+#include "upstream_group.h"
 #include "upstream_tls.h"
 #include "server.h"
 
@@ -58,13 +59,7 @@ static int load(h3g_config *cfg, const char *path) {
     /* What only building the TLS context tells: a key that does not match
      * its certificate, a CA file without a usable certificate. */
     h3g_upstream_tls_ctx *ctx = NULL;
-    h3g_upstream_tls_config tc = {
-        .ca_file = g->tls_ca,
-        .verify = (int)g->tls_verify,
-        .cert_file = g->tls_cert[0] != '\0' ? g->tls_cert : NULL,
-        .key_file = g->tls_key[0] != '\0' ? g->tls_key : NULL,
-    };
-    if (tls && h3g_upstream_tls_ctx_new(&ctx, &tc, err, sizeof(err)) != 0) {
+    if (h3g_upstream_group_tls(g, &ctx, err, sizeof(err)) != 0) {
       fprintf(stderr, "%s:%u: [upstream %s] tls_ca: %s\n", path, g->line,
               g->name, err);
       return 2;

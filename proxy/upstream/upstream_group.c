@@ -375,6 +375,33 @@ uint32_t h3g_upstream_group_retry_after(const h3g_upstream_group *g) {
 
 /* ---- life cycle ----------------------------------------------------- */
 
+int h3g_upstream_group_tls(const h3g_group_conf *conf,
+                           h3g_upstream_tls_ctx **out, char *err,
+                           size_t errlen) {
+  *out = NULL;
+  int tls = 0;
+  for (uint32_t i = 0; i < conf->nservers; i++)
+    tls |= conf->servers[i].kind == H3G_SERVER_TLS;
+  if (!tls)
+    return 0;
+  h3g_upstream_tls_config tc = {
+      .ca_file = conf->tls_ca,
+      .verify = (int)conf->tls_verify,
+      .cert_file = conf->tls_cert[0] != '\0' ? conf->tls_cert : NULL,
+      .key_file = conf->tls_key[0] != '\0' ? conf->tls_key : NULL,
+  };
+  return h3g_upstream_tls_ctx_new(out, &tc, err, errlen);
+}
+
+/* Frees what the group owns besides its pools (closed before). */
+static void group_free(h3g_upstream_group *g) {
+  h3g_upstream_tls_ctx_free(g->tls);
+  free(g->servers);
+  free(g->nodes);
+  free(g->cand);
+  free(g);
+}
+
 int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
                            const h3g_group_conf *conf, char *err,
                            size_t errlen) {
@@ -388,38 +415,20 @@ int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
   g->nodes = calloc(g->n ? g->n : 1, sizeof(*g->nodes));
   g->cand = calloc(g->n ? g->n : 1, sizeof(*g->cand));
   if (g->servers == NULL || g->nodes == NULL || g->cand == NULL) {
-    free(g->servers);
-    free(g->nodes);
-    free(g->cand);
-    free(g);
+    group_free(g);
     return H3G_ERR_NOMEM;
   }
-  int rv = 0;
-  for (size_t i = 0; i < g->n && rv == 0 && g->tls == NULL; i++) {
-    if (conf->servers[i].kind != H3G_SERVER_TLS)
-      continue;
-    char why[512] = "";
-    h3g_upstream_tls_config tc = {
-        .ca_file = conf->tls_ca,
-        .verify = (int)conf->tls_verify,
-        .cert_file = conf->tls_cert[0] != '\0' ? conf->tls_cert : NULL,
-        .key_file = conf->tls_key[0] != '\0' ? conf->tls_key : NULL,
-    };
-    rv = h3g_upstream_tls_ctx_new(&g->tls, &tc, why, sizeof(why));
-    if (rv != 0)
-      snprintf(err, errlen, "[upstream %s] TLS: %s", conf->name, why);
-    else if (!conf->tls_verify)
-      h3g_warn("upstream %s: tls_verify is off: the servers' certificates "
-               "are not checked",
-               conf->name);
-  }
+  char why[512] = "";
+  int rv = h3g_upstream_group_tls(conf, &g->tls, why, sizeof(why));
   if (rv != 0) {
-    free(g->servers);
-    free(g->nodes);
-    free(g->cand);
-    free(g);
+    snprintf(err, errlen, "[upstream %s] TLS: %s", conf->name, why);
+    group_free(g);
     return rv;
   }
+  if (g->tls != NULL && !conf->tls_verify)
+    h3g_warn("upstream %s: tls_verify is off: the servers' certificates "
+             "are not checked",
+             conf->name);
   for (size_t i = 0; i < g->n && rv == 0; i++) {
     const h3g_server_conf *sc = &conf->servers[i];
     server *s = &g->servers[i];
@@ -472,11 +481,7 @@ static void on_pool_closed(void *arg) {
     return;
   if (g->close_cb != NULL)
     g->close_cb(g->close_arg);
-  h3g_upstream_tls_ctx_free(g->tls); /* every pool, so every session, is gone */
-  free(g->servers);
-  free(g->nodes);
-  free(g->cand);
-  free(g);
+  group_free(g); /* every pool, so every TLS session, is gone */
 }
 
 void h3g_upstream_group_close(h3g_upstream_group *g, void (*cb)(void *arg),

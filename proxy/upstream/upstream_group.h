@@ -27,6 +27,7 @@
 #include "upstream_pool.h"
 
 typedef struct h3g_upstream_group h3g_upstream_group;
+typedef struct h3g_upstream_tls_ctx h3g_upstream_tls_ctx;
 
 extern const h3g_upstream_ops h3g_upstream_group_ops;
 
@@ -40,6 +41,16 @@ extern const h3g_upstream_ops h3g_upstream_group_ops;
  */
 int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
                            const h3g_group_conf *conf, char *err,
+                           size_t errlen);
+
+/*
+ * The TLS client context for conf's https:// servers, built from its tls_
+ * keys (upstream_tls.h); *out is NULL when conf has none. Returns 0 or an
+ * error of h3g_upstream_tls_ctx_new, with its reason in err. For the
+ * group, and for --check-config, which builds it to see it can.
+ */
+int h3g_upstream_group_tls(const h3g_group_conf *conf,
+                           h3g_upstream_tls_ctx **out, char *err,
                            size_t errlen);
 
 /*
