@@ -366,7 +366,12 @@ static void write_access_log(h3g_bridge *b) {
           .protocol = b->protocol,
           .fields = &b->req_fields,
           .pseudo = b->validated ? &b->pseudo : NULL,
-          .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
+          /* An aborted exchange shows no interim status, but a 101
+           * opened a tunnel: the client had it. */
+          .status = b->resp == RESP_ABORTED && b->status < 200 &&
+                            b->tunnel != TUN_OPEN
+                        ? 0
+                        : b->status,
           .outcome = b->outcome,
           .route = b->route,
           .ops = named ? b->ops : NULL,
