@@ -29,7 +29,11 @@ raw_port: a plain asyncio server for upgrades a library would refuse to
   /no-upgrade (101 without Upgrade), /frames-with-101 (101 and a server
   text frame "first" in the same write, then echoes), /reset-after-101 (101,
   then a TCP reset), /reset-on-data (101, then a reset at the first byte
-  received), /echo (a frame-level echo).
+  received), /echo (a frame-level echo). The last path segment chooses,
+  so a gateway's route prefix may come first (/raw/bad-accept).
+  ?delay_ms=N waits N ms before the 101 and records the bytes that came
+  before it ("early_bytes" of the raw-101 event): a gateway must hold a
+  client's tunnel bytes until the 101.
 
 Every happening is one JSON line appended to the events file, so tests wait
 for events instead of sleeping:
@@ -39,6 +43,7 @@ for events instead of sleeping:
   {"event": "closed", "conn", "path", "code", "reason", "close_rcvd",
    "lost" (null, or the error that ended the TCP connection, e.g.
    "ConnectionResetError"), "in_bytes", "in_msgs", "out_bytes", "out_msgs"}
+  {"event": "raw-101", "path", "early_bytes"}
   {"event": "raw-closed", "path", "how": "eof"|"reset"|"app", "in_bytes"}
 
   app = WsApp(tmpdir).start(); app.address; app.wait_event(...); app.stop()
@@ -316,7 +321,14 @@ def serve(events_path):
         key = next((v for k, v in headers if k.lower() == "sec-websocket-key"), "")
         note("request", server="raw", path=path, headers=headers,
              upgrade=any(k.lower() == "upgrade" for k, _ in headers))
-        kind = path.split("?")[0].strip("/")
+        kind = path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        query = dict(q.split("=", 1) for q in path.partition("?")[2].split("&") if "=" in q)
+        if "delay_ms" in query:
+            await asyncio.sleep(int(query["delay_ms"]) / 1000.0)
+            await asyncio.sleep(0)
+        # What came after the request head before the 101 (asyncio has
+        # read all the socket held into the reader's buffer by now).
+        early = len(reader._buffer)
         fields = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                   ("Sec-WebSocket-Accept", wsframe.accept_for(key))]
         if kind == "bad-accept":
@@ -332,6 +344,7 @@ def serve(events_path):
             data += wsframe.encode(wsframe.OP_TEXT, b"first", mask=False)
         writer.write(data)
         await writer.drain()
+        note("raw-101", path=path, early_bytes=early)
 
         sock = writer.get_extra_info("socket")
 
