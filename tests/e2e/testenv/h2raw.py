@@ -124,29 +124,41 @@ class H2Raw:
 
     def send(self, sid, data, end_stream=False, timeout=None):
         """Sends data on stream sid as flow control allows, reading (and
-        answering) the peer while its windows are shut."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        answering) the peer while its windows are shut; fails when no
+        credit comes for timeout seconds."""
+        t = timeout or self.timeout
+        done = self.send_some(sid, data, stall=t)
+        if done < len(data):
+            raise AssertionError("h2raw: no flow-control credit on stream %d for %.0fs"
+                                 % (sid, t))
+        if end_stream:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def send_some(self, sid, data, stall):
+        """Sends what flow control lets through until all of data is sent or
+        no credit came for stall seconds; returns the bytes sent."""
         view = memoryview(data)
-        while view:
+        sent = 0
+        deadline = time.monotonic() + stall
+        while sent < len(view):
             st = self.streams[sid]
             if st.reset is not None or self.goaway is not None:
                 raise AssertionError("h2raw: stream %d reset (%s) while sending"
                                      % (sid, st.reset))
-            n = min(len(view), self.conn.local_flow_control_window(sid),
+            n = min(len(view) - sent, self.conn.local_flow_control_window(sid),
                     self.conn.max_outbound_frame_size)
             if n <= 0:
                 if time.monotonic() > deadline:
-                    raise AssertionError("h2raw: no flow-control credit on stream %d"
-                                         " for %.0fs" % (sid, timeout or self.timeout))
+                    break
                 if not self.pump(min(deadline, time.monotonic() + 0.2)):
                     raise AssertionError("h2raw: connection closed while sending")
                 continue
-            self.conn.send_data(sid, bytes(view[:n]))
-            view = view[n:]
+            self.conn.send_data(sid, bytes(view[sent:sent + n]))
+            sent += n
             self.flush()
-        if end_stream:
-            self.conn.end_stream(sid)
-            self.flush()
+            deadline = time.monotonic() + stall
+        return sent
 
     def reset_stream(self, sid, code=0x8):
         self.conn.reset_stream(sid, code)

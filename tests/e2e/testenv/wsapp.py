@@ -39,7 +39,7 @@ Every happening is one JSON line appended to the events file, so tests wait
 for events instead of sleeping:
   {"event": "request", "server": "ws"|"raw", "path", "headers", "upgrade"}
   {"event": "open", "conn", "path", "headers"}
-  {"event": "paused"|"resumed", "conn"}
+  {"event": "paused"|"resumed", "conn", "path"}
   {"event": "closed", "conn", "path", "code", "reason", "close_rcvd",
    "lost" (null, or the error that ended the TCP connection, e.g.
    "ConnectionResetError"), "in_bytes", "in_msgs", "out_bytes", "out_msgs"}
@@ -267,11 +267,11 @@ def serve(events_path):
                 ws.transport.pause_reading()
                 resume = asyncio.Event()
                 state["paused"][cid] = (ws, resume)
-                note("paused", conn=cid)
+                note("paused", conn=cid, path=path)
                 await asyncio.wait([asyncio.ensure_future(resume.wait()),
                                     asyncio.ensure_future(ws.wait_closed())],
                                    return_when=asyncio.FIRST_COMPLETED)
-                note("resumed", conn=cid)
+                note("resumed", conn=cid, path=path)
             if kind == "sink":
                 sunk = {"bytes": 0, "messages": 0}
                 async for msg in messages():
