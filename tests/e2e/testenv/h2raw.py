@@ -143,9 +143,10 @@ class H2Raw:
         deadline = time.monotonic() + stall
         while sent < len(view):
             st = self.streams[sid]
-            if st.reset is not None or self.goaway is not None:
-                raise AssertionError("h2raw: stream %d reset (%s) while sending"
-                                     % (sid, st.reset))
+            if st.reset is not None or (self.goaway is not None
+                                        and not self.see_past_goaway):
+                raise AssertionError("h2raw: stream %d reset (%s) or GOAWAY (%s) while "
+                                     "sending" % (sid, st.reset, self.goaway))
             n = min(len(view) - sent, self.conn.local_flow_control_window(sid),
                     self.conn.max_outbound_frame_size)
             if n <= 0:

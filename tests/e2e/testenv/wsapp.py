@@ -246,15 +246,18 @@ def serve(events_path):
         parts = path.split("?")[0].strip("/").split("/")
         note("open", conn=cid, path=path, headers=list(ws.request_headers.raw_items()))
 
+        def size(msg):
+            return len(msg.encode() if isinstance(msg, str) else msg)
+
         async def send(msg):
-            st["out_bytes"] += len(msg)
+            st["out_bytes"] += size(msg)
             st["out_msgs"] += 1
             await ws.send(msg)
 
         async def messages(limit=None):
             while limit is None or st["in_msgs"] < limit:
                 msg = await ws.recv()
-                st["in_bytes"] += len(msg)
+                st["in_bytes"] += size(msg)
                 st["in_msgs"] += 1
                 yield msg
 
@@ -278,7 +281,7 @@ def serve(events_path):
                     if msg == "?":
                         await send(json.dumps(sunk))
                     else:
-                        sunk["bytes"] += len(msg)
+                        sunk["bytes"] += size(msg)
                         sunk["messages"] += 1
             elif kind == "broadcast":
                 state["broadcast"].add(ws)
