@@ -1,5 +1,5 @@
 """Headless Chromium opening one page and reading what the page reported
-(window.result, once document.title leaves "pending"), driven through the
+(window.result, once document.title is "PASS" or "FAIL"), driven through the
 DevTools protocol by a short Node script with chrome-remote-interface
 (tests/e2e/browser, installed by scripts/deps.sh), as test_22 does.
 
@@ -48,7 +48,9 @@ const sleep = (t) => new Promise((r) => setTimeout(r, t));
   const deadline = Date.now() + Number(ms);
   for (;;) {
     const ev = await client.send("Runtime.evaluate", {
-      expression: "document.title === 'pending' ? null : JSON.stringify(window.result || null)",
+      // Not "!== 'pending'": until the page commits this runs in about:blank.
+      expression: "['PASS', 'FAIL'].includes(document.title) ? " +
+                  "JSON.stringify(window.result || null) : null",
       returnByValue: true }, sessionId);
     if (ev.result && ev.result.value) { out({ event: "result", result: JSON.parse(ev.result.value) }); break; }
     if (Date.now() > deadline) { out({ event: "timeout" }); break; }
