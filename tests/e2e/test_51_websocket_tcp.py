@@ -147,6 +147,8 @@ class Reader:
     def __init__(self, s):
         self.s = s
         self.buf = b""
+        self.msgs = wsframe.Messages()
+        self.pending = []
 
     def _more(self):
         try:
@@ -194,16 +196,13 @@ class Reader:
     def message(self, timeout=10):
         """The next WebSocket message (opcode, payload) after the head."""
         self.s.settimeout(timeout * SLOW)
-        m = wsframe.Messages()
-        while True:
-            m.feed(self.buf)
+        while not self.pending:
+            self.msgs.feed(self.buf)
             self.buf = b""
-            got = m.messages()
-            if got:
-                assert len(got) == 1, got
-                return got[0]
-            if not self._more():
+            self.pending += self.msgs.messages()
+            if not self.pending and not self._more():
                 raise EOFError("connection ended before a message")
+        return self.pending.pop(0)
 
 
 def tunnel_lines(gw, path):
