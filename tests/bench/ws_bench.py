@@ -108,13 +108,13 @@ def main():
     os.makedirs(gw_dir)
     gw = Gateway(gw_dir, certs, app.address,
                  {"server": {"access_log": "off"}}, name="bench-gw")
-    gw.start()
     import ssl
     ctx = ssl.create_default_context(cafile=certs.ca)
     ctx.set_alpn_protocols(["http/1.1"])
-    print("WebSocket echo, %d B messages, %d connections, one message in flight each"
-          % (args.size, args.conns))
     try:
+        gw.start()
+        print("WebSocket echo, %d B messages, %d connections, one message in flight each"
+              % (args.size, args.conns))
         app_pid = {"app": app.proc.pid}
         both = {"app": app.proc.pid, "gateway": gw.pid}
         measure("direct", app_pid, lambda: asyncio.run(ping_pong(
@@ -146,7 +146,8 @@ def main():
             print("h3        skipped: no h3ws at %s (H3GATE_H3WS or --h3ws)" % args.h3ws)
         print("gateway peak RSS %.1f MiB" % (gw.rss_peak_kib() / 1024))
     finally:
-        gw.stop()
+        if gw.alive():
+            gw.stop()
         app.stop()
         import shutil
         shutil.rmtree(work, ignore_errors=True)
