@@ -425,7 +425,15 @@ def test_h1_upstream_reset_ends_client_connection(wgw, app, kind):
     app.wait_event("raw-closed", path=path)
     rec = tunnel_lines(wgw, path)[0]
     if rec["status"] == "101":
-        assert rec.get("outcome") == "upstream-reset", rec.raw
+        # A reset that lands right behind the 101, before the gateway read
+        # again, may reach it as a plain end of stream (Linux reports the
+        # reset to whichever call sees the socket's error first): then the
+        # tunnel ended empty, which is what the gateway saw.
+        seen = ("upstream-reset", "ok") if kind == "reset-after-101" \
+            else ("upstream-reset",)
+        assert rec.get("outcome") in seen, rec.raw
+        if rec.get("outcome") == "ok":
+            assert rec.int("out") == 0, rec.raw
 
 
 @pytest.mark.parametrize("token", ["h2c", "foo"])
