@@ -201,6 +201,13 @@ static const opt schema[] = {
     {OPT("listener", "ticket_rotation", OPT_DURATION, 0, 7 * 24 * T_HOUR,
          "12h", ticket_rotation_ms)},
     {OPT("listener", "early_data", OPT_BOOL, 0, 1, "on", early_data)},
+    {OPT("listener", "websocket", OPT_BOOL, 0, 1, "on", websocket)},
+    {OPT("listener", "tunnel_idle_timeout", OPT_DURATION, T_SEC, 7 * 24 * T_HOUR,
+         "1h", tunnel_idle_timeout_ms)},
+    {OPT("listener", "max_tunnels", OPT_UINT, 0, 10000000, "10000",
+         max_tunnels)},
+    {OPT("listener", "max_tunnels_per_connection", OPT_UINT, 0, 10000, "100",
+         max_tunnels_per_connection)},
 
     {OPT("tcp", "enabled", OPT_BOOL, 0, 1, "yes", tcp_enabled)},
     {OPT("tcp", "address", OPT_ADDRESS, 0, 0, "", tcp_address)},
@@ -314,6 +321,7 @@ static const opt route_schema[] = {
     {ROPT("x_forwarded", OPT_BOOL, 0, 1, NULL, s.fwd_x_forwarded)},
     {ROPT("via", OPT_BOOL, 0, 1, NULL, s.fwd_via)},
     {ROPT("alt_svc", OPT_BOOL, 0, 1, NULL, s.alt_svc)},
+    {ROPT("websocket", OPT_BOOL, 0, 1, NULL, s.websocket)},
     {ROPT("add_request_header", OPT_HEADER_ADD, 0, 0, NULL, s.add_request),
      EDIT_COUNT(s.nadd_request), .repeat = true},
     {ROPT("remove_request_header", OPT_HEADER_DEL, 0, 0, NULL,
@@ -346,6 +354,7 @@ static const struct {
     {"x_forwarded", INHERIT_GLOBAL, offsetof(h3g_config, fwd_x_forwarded)},
     {"via", INHERIT_GLOBAL, offsetof(h3g_config, fwd_via)},
     {"alt_svc", INHERIT_GLOBAL, offsetof(h3g_config, alt_svc_enabled)},
+    {"websocket", INHERIT_GLOBAL, offsetof(h3g_config, websocket)},
 };
 
 _Static_assert(sizeof(h3g_log_level) == sizeof(uint32_t),
@@ -1986,6 +1995,7 @@ void h3g_config_free(h3g_config *cfg) {
   cfg->routes = NULL;
   cfg->ngroups = cfg->nroutes = 0;
   cfg->routes_implicit = 0;
+  cfg->websocket_any = 0;
 }
 
 /*
@@ -2178,6 +2188,8 @@ static void finish_named(loader *ld) {
                             : (const char *)cfg + route_inherit[k].src_off;
       memcpy(field_of(r, o), src, o->size);
     }
+    if (r->s.websocket)
+      cfg->websocket_any = 1;
   }
 
   /* Two routes claiming the same host and path: the second could never be
@@ -2470,6 +2482,7 @@ static int load_text(h3g_config *cfg, const char *data, size_t len,
   ld->cfg.groups = NULL; /* the file's sections replace cfg's */
   ld->cfg.routes = NULL;
   ld->cfg.ngroups = ld->cfg.nroutes = ld->cfg.routes_implicit = 0;
+  ld->cfg.websocket_any = 0;
   ld->data = data;
   ld->len = len;
 

@@ -157,6 +157,7 @@ typedef struct h3g_route_settings {
   uint32_t early_data;
   uint32_t fwd_forwarded, fwd_x_forwarded, fwd_via;
   uint32_t alt_svc;
+  uint32_t websocket; /* WebSocket tunnels (RFC 9220, 8441, 6455) */
   h3g_header_edit *add_request;
   uint32_t nadd_request;
   h3g_header_edit *remove_request;
@@ -219,6 +220,10 @@ typedef struct h3g_config {
   char secrets_file[H3G_PATH_MAX];   /* "" = random per process */
   uint64_t ticket_rotation_ms;       /* ticket key period, 0 = none */
   uint32_t early_data;               /* accept 0-RTT (safe methods only) */
+  uint32_t websocket;                /* routes' default: WebSocket tunnels */
+  uint64_t tunnel_idle_timeout_ms;   /* a tunnel silent both ways ends */
+  uint32_t max_tunnels;              /* open tunnels, whole gateway */
+  uint32_t max_tunnels_per_connection;
   char qlog_dir[H3G_PATH_MAX];       /* [debug] "" = off */
   char keylog_file[H3G_PATH_MAX];    /* [debug] TLS secrets, "" = off */
   uint32_t keylog_env;               /* keylog_file not in the file: the
@@ -261,6 +266,9 @@ typedef struct h3g_config {
   h3g_route_conf *routes;
   uint32_t nroutes;
   uint32_t routes_implicit; /* 1: the "default" route was made, not read */
+  /* 1 when some route takes WebSocket tunnels: the HTTP/2 and HTTP/3
+   * front ends then announce extended CONNECT (RFC 8441, RFC 9220). */
+  uint32_t websocket_any;
 
   /* [forwarding] */
   uint32_t fwd_forwarded;   /* add RFC 7239 Forwarded */

@@ -101,10 +101,12 @@ void h3g_access_log(const h3g_access_record *rec) {
   fprintf(access_fp,
           "%s client=%s proto=%s method=%s authority=%s path=\"%s\" "
           "status=%d in=%llu out=%llu duration_ms=%.3f route=%s upstream=%s "
-          "outcome=%s\n",
+          "outcome=%s%s%s\n",
           ts, dash(rec->client), dash(rec->protocol), dash(rec->method),
           dash(rec->authority), dash(rec->path), rec->status,
           (unsigned long long)rec->bytes_in, (unsigned long long)rec->bytes_out,
           (double)rec->duration_us / 1000.0, dash(rec->route),
-          dash(rec->upstream), dash(rec->outcome));
+          dash(rec->upstream), dash(rec->outcome),
+          rec->tunnel != NULL ? " tunnel=" : "",
+          rec->tunnel != NULL ? rec->tunnel : "");
 }

@@ -57,6 +57,8 @@ typedef struct h3g_access_record {
                              * answered alone */
   const char *route;        /* the [route] chosen, "-" before or none */
   const char *outcome;      /* "ok", or why the exchange ended early */
+  const char *tunnel;       /* the protocol tunnelled ("websocket"), NULL
+                             * for a plain exchange (no field logged) */
 } h3g_access_record;
 
 /*

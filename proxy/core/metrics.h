@@ -86,6 +86,12 @@
   X(buffer_chunks_active, gauge, "32 KiB body buffer chunks held by streams")  \
   X(buffer_chunks_pooled, gauge, "32 KiB chunks kept free for reuse")          \
   X(bridges_active, gauge, "requests held by the bridge now (every protocol)") \
+  X(tunnels_open, gauge, "WebSocket tunnels open or being opened now")       \
+  X(tunnels_opened, counter, "WebSocket tunnels opened (upstream said 101)")  \
+  X(tunnels_refused, counter,                                                  \
+    "WebSocket requests that did not become tunnels (any reason)")             \
+  X(tunnel_bytes_up, counter, "tunnel bytes from clients to upstreams")       \
+  X(tunnel_bytes_down, counter, "tunnel bytes from upstreams to clients")     \
   X(upstream_conns_active, gauge,                                              \
     "upstream connections alive (connecting, busy, idle or closing)")         \
   X(health_checks, counter, "active health checks of upstream servers ended") \

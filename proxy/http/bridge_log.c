@@ -77,6 +77,7 @@ void h3g_bridge_log_end(const h3g_bridge_log *l, const h3g_bridge_end *e) {
       .upstream = upstream_name(e),
       .route = e->route != NULL ? e->route->conf->name : "-",
       .outcome = e->outcome,
+      .tunnel = e->tunnel,
   };
   h3g_access_log(&rec);
   if (e->route != NULL) {

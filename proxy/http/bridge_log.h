@@ -52,6 +52,7 @@ typedef struct h3g_bridge_end {
   const h3g_upstream_ops *ops;
   void *pool;
   h3g_upstream_waiter *waiter;
+  const char *tunnel; /* "websocket" once a tunnel opened, else NULL */
 } h3g_bridge_end;
 
 /*

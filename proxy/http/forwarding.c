@@ -107,6 +107,10 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
       continue;
     if (route_removes(rs, f))
       continue;
+    if (in->websocket_key != NULL &&
+        (h3g_field_name_eq(f, "sec-websocket-key") ||
+         h3g_field_name_eq(f, "sec-websocket-version")))
+      continue;
     if (flags & H3G_FIELD_FORWARDING) {
       /* RFC 7239 §8.1: never pass on what an untrusted client claims. */
       if (!trusted)
@@ -119,7 +123,7 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
     out->fields[out->nfields++] = *f;
   }
   const h3g_field *host = in->host;
-  out->extra = malloc(sizeof(*out->extra) * (6 + rs->nadd_request));
+  out->extra = malloc(sizeof(*out->extra) * (10 + rs->nadd_request));
   size_t hostlen = host ? host->valuelen : 0;
   fwd_build fb = {
       .in = in,
@@ -131,6 +135,13 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
   if (out->values == NULL) {
     h3g_forward_free(out);
     return H3G_ERR_NOMEM;
+  }
+  if (in->websocket_key != NULL) {
+    add_field(out, "connection", (const uint8_t *)"Upgrade", 7);
+    add_field(out, "upgrade", (const uint8_t *)"websocket", 9);
+    add_field(out, "sec-websocket-version", (const uint8_t *)"13", 2);
+    add_field(out, "sec-websocket-key", (const uint8_t *)in->websocket_key,
+              strlen(in->websocket_key));
   }
   int v6 = strchr(ip, ':') != NULL;
   int hl = (int)hostlen;
@@ -159,7 +170,8 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
     add_field(out, e->name, (const uint8_t *)e->value, strlen(e->value));
     fb.vused += strlen(e->name) + strlen(e->value) + 4;
   }
-  out->extra_size = fb.vused;
+  /* The upgrade's fields: names, values and separators. */
+  out->extra_size = fb.vused + (in->websocket_key != NULL ? 128 : 0);
   return 0;
 }
 

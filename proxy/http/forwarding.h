@@ -28,6 +28,11 @@ typedef struct h3g_forward_in {
   const h3g_config *cfg;        /* which clients are trusted proxies */
   const h3g_route_settings *rs; /* forwarding fields and header edits */
   int early_data;               /* add "Early-Data: 1" (RFC 8470 §5.1) */
+  /* Non-NULL: the request opens a WebSocket (RFC 6455 §4.1): the client's
+   * own Sec-WebSocket-Key and -Version are not passed on, and ours are
+   * added, this key with version 13, after Connection: Upgrade and
+   * Upgrade: websocket. */
+  const char *websocket_key;
 } h3g_forward_in;
 
 /* The fields of the forwarded head. Everything points into the request's

@@ -20,6 +20,9 @@ typedef enum h3g_abort_code {
   H3G_ABORT_INCOMPLETE,    /* request ended too early: H3_REQUEST_INCOMPLETE */
   H3G_ABORT_CANCELLED,     /* gateway gave up: H3_REQUEST_CANCELLED */
   H3G_ABORT_REJECTED,      /* not processed at all: H3_REQUEST_REJECTED */
+  H3G_ABORT_CONNECT,       /* a tunnel's upstream connection was reset or
+                            * failed: H3_CONNECT_ERROR (RFC 9114 §4.4),
+                            * HTTP/2 CONNECT_ERROR */
 } h3g_abort_code;
 
 typedef struct h3g_frontend_ops {
@@ -52,6 +55,19 @@ typedef struct h3g_frontend_ops {
    * (RFC 9218 §8; prio is already merged with the client's): schedule the
    * response by it. NULL where the protocol has no scheduling (HTTP/1.1). */
   void (*set_priority)(void *fs, h3g_priority prio);
+  /*
+   * The client connection's count of open tunnels (WebSocket), which the
+   * bridge raises while a tunnel of this stream is open or being opened
+   * and lowers when it is freed, for max_tunnels_per_connection. NULL:
+   * this front end carries no tunnels (the bridge answers 501).
+   *
+   * A tunnel's life on the ops above: send_head(200 on HTTP/2 and HTTP/3,
+   * 101 on HTTP/1.1, has_body 1); then the "body" both ways is the
+   * tunnel's bytes, with the same credit and body_done rules; the
+   * response's end is the upstream's end of its side (FIN), the request's
+   * end (h3g_bridge_end_request) the client's.
+   */
+  uint32_t *(*tunnels)(void *fs);
 } h3g_frontend_ops;
 
 #endif /* H3G_FRONTEND_H */

@@ -351,6 +351,28 @@ const h3g_field *h3g_headers_find(const h3g_headers *h, const char *name) {
   return NULL;
 }
 
+int h3g_headers_list_has(const h3g_headers *h, const char *name,
+                         const char *token) {
+  size_t tl = strlen(token), nl = strlen(name);
+  for (size_t i = 0; i < h->nfields; i++) {
+    const h3g_field *f = &h->fields[i];
+    if (!eq_ci(f->name, f->namelen, name, nl))
+      continue;
+    const uint8_t *v = f->value;
+    size_t n = f->valuelen, j = 0;
+    while (j < n) {
+      while (j < n && (is_ows(v[j]) || v[j] == ','))
+        j++;
+      size_t start = j;
+      while (j < n && v[j] != ',' && !is_ows(v[j]))
+        j++;
+      if (j > start && eq_ci(v + start, j - start, token, tl))
+        return 1;
+    }
+  }
+  return 0;
+}
+
 /* ---- validation --------------------------------------------------------- */
 
 static int refuse(const char **why, const char *reason) {
@@ -511,16 +533,25 @@ int h3g_request_validate(const h3g_headers *h, h3g_request_pseudo *out,
       !all_in(ps.method.value, ps.method.valuelen, C_TCHAR))
     return refuse(why, "invalid :method");
   /*
-   * CONNECT asks for a tunnel (RFC 9114 §4.4) and extended CONNECT for a
-   * tunnelled protocol (RFC 9220). An HTTP/1.1 upstream behind a pooled
-   * keep-alive connection can give neither, so both are refused here rather
-   * than half-validated; :protocol is meaningless without CONNECT.
+   * CONNECT asks for a TCP tunnel to any host (RFC 9114 §4.4), which a
+   * gateway in front of its own apps does not give. Extended CONNECT
+   * (RFC 8441 §4, RFC 9220 §3) asks for a protocol on this origin; it
+   * carries :scheme, :path and :authority like any request, checked
+   * below. Which protocols are served is the bridge's business; here only
+   * the form counts. :protocol means nothing without CONNECT.
    */
-  if (value_is(&ps.method, "CONNECT"))
-    return refuse(why, "CONNECT is not supported (the gateway does not "
-                       "tunnel)");
-  if (ps.protocol.namelen != 0)
+  if (value_is(&ps.method, "CONNECT")) {
+    if (ps.protocol.namelen == 0)
+      return refuse(why, "CONNECT is not supported (the gateway tunnels "
+                         "WebSockets only, by extended CONNECT)");
+    if (ps.protocol.valuelen == 0 ||
+        !all_in(ps.protocol.value, ps.protocol.valuelen, C_TCHAR))
+      return refuse(why, "invalid :protocol");
+    if (ps.authority.namelen == 0)
+      return refuse(why, "extended CONNECT without :authority");
+  } else if (ps.protocol.namelen != 0) {
     return refuse(why, ":protocol is only valid with CONNECT");
+  }
   if (ps.scheme.namelen == 0)
     return refuse(why, "missing :scheme");
   if (ps.path.namelen == 0)

@@ -122,8 +122,9 @@ typedef struct h3g_request_pseudo {
  * controls, DEL); values with leading or trailing whitespace; unknown,
  * repeated or missing pseudo-header fields (:method, :scheme and :path are
  * required); pseudo-header fields after a regular field; a :method that is
- * not a token; CONNECT, extended CONNECT and any :protocol (this gateway
- * speaks HTTP/1.1 to its upstreams and does not tunnel); a :scheme other
+ * not a token; CONNECT without :protocol (this gateway does not open TCP
+ * tunnels), :protocol without CONNECT, an empty or non-token :protocol,
+ * extended CONNECT (RFC 8441 §4, RFC 9220 §3) without :authority; a :scheme other
  * than http or https; an empty :path, or one that is neither "*" (OPTIONS
  * only) nor starts with "/", or holds a character outside VCHAR or a "#";
  * an :authority or host that is empty, holds userinfo ("@") or characters
@@ -135,8 +136,8 @@ typedef struct h3g_request_pseudo {
  * content-length values (in one list or in several fields) that differ.
  *
  * On success, *out holds the pseudo-header fields (pointing into h;
- * authority has namelen 0 when only host was sent, and protocol always has
- * namelen 0) and *content_length is the declared length or -1 when absent.
+ * authority has namelen 0 when only host was sent, protocol namelen 0
+ * unless the request is an extended CONNECT) and *content_length is the declared length or -1 when absent.
  */
 int h3g_request_validate(const h3g_headers *h, h3g_request_pseudo *out,
                          int64_t *content_length, const char **why);
@@ -183,5 +184,13 @@ int h3g_response_filter(h3g_headers *h, h3g_field *out, size_t outcap,
 
 /* ASCII case-insensitive comparison of a field name with a C string. */
 int h3g_field_name_eq(const h3g_field *f, const char *name);
+
+/*
+ * 1 when a field called name (any case, any number of them) lists token
+ * among its comma-separated elements (RFC 9110 §5.6.1), compared
+ * case-insensitively: "Connection: keep-alive, Upgrade" lists "upgrade".
+ */
+int h3g_headers_list_has(const h3g_headers *h, const char *name,
+                         const char *token);
 
 #endif /* H3G_HTTP_HEADERS_H */

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bridge_log.h"
 #include "buf.h"
@@ -56,6 +57,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "route.h"
+#include "ws_key.h"
 
 /* Request side: what the client has sent so far. */
 typedef enum req_state {
@@ -108,6 +110,30 @@ typedef enum up_state {
   /* Given back (or never had, or failed); never held again. Final. */
   UP_RELEASED,
 } up_state;
+
+/*
+ * WebSocket tunnel (RFC 6455 behind RFC 8441 / RFC 9220 extended CONNECT,
+ * or an HTTP/1.1 Upgrade): a request that asks for one goes upstream as
+ * the HTTP/1.1 handshake; a 101 with the right Sec-WebSocket-Accept turns
+ * the exchange into a tunnel, whose bytes flow through the same two rings
+ * as bodies do, with the same credit and pauses:
+ *
+ *   NONE   a plain exchange (final)
+ *   ASKED  the handshake is (to be) sent; the client's bytes wait in the
+ *          request ring, never written before the 101
+ *   OPEN   the 101 came: raw bytes both ways. The client's end of stream
+ *          shuts our write side down; the upstream's end of its side ends
+ *          the response. The connection left the pool at the 101 and is
+ *          closed when both sides ended (never reused).
+ *
+ * Any other answer to the handshake ends the exchange as usual (the
+ * connection may be reused: nothing of the tunnel was written).
+ */
+typedef enum tunnel_state {
+  TUN_NONE,
+  TUN_ASKED,
+  TUN_OPEN,
+} tunnel_state;
 
 enum {
   MAX_IOV = 8,
@@ -202,6 +228,15 @@ struct h3g_bridge {
   h3g_headers resp_trailers;
   int end_reported;
 
+  /* tunnel (the table above tunnel_state) */
+  tunnel_state tunnel;
+  char ws_key[H3G_WS_KEY_LEN + 1]; /* the key sent upstream */
+  uint32_t *conn_tunnels;  /* the front end's count, while counted in it */
+  int up_shut;             /* our write side to the upstream is shut */
+  const char *bad_upgrade; /* why the upstream's 101 was refused */
+  h3g_timer *tunnel_timer; /* tunnel_idle_timeout, re-armed lazily */
+  uint64_t tunnel_seen_ns; /* the last tunnel byte either way */
+
   /* accounting (bridge_log.h) */
   h3g_bridge_log log;
   const char *outcome;
@@ -225,10 +260,17 @@ static void fail_exchange(h3g_bridge *b, int status, const char *outcome);
 static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
                                 uint32_t retry_after);
 static int choose_route(h3g_bridge *b);
+static int tunnel_admit(h3g_bridge *b);
 static void balance_key(h3g_bridge *b);
 static int flush_head(h3g_bridge *b);
 static void refuse_request(h3g_bridge *b);
 static void stop_client_body(h3g_bridge *b);
+static void pump_tunnel(h3g_bridge *b);
+static void on_tunnel_timeout(void *arg);
+static void tunnel_open(h3g_bridge *b, size_t consumed, size_t nread);
+static void tunnel_maybe_close(h3g_bridge *b);
+static const char *check_upgrade(const h3g_bridge *b, int status,
+                                 const h3g_headers *fields);
 
 /* ---- the life cycles -------------------------------------------------- */
 
@@ -330,6 +372,7 @@ static void write_access_log(h3g_bridge *b) {
           .ops = named ? b->ops : NULL,
           .pool = b->pool,
           .waiter = &b->waiter,
+          .tunnel = b->tunnel == TUN_OPEN ? "websocket" : NULL,
       });
 }
 
@@ -341,6 +384,7 @@ void h3g_bridge_free(h3g_bridge *b) {
     b->outcome = "client-gone";
   cancel_timer(b, &b->hdr_timer);
   cancel_timer(b, &b->body_timer);
+  cancel_timer(b, &b->tunnel_timer);
   h3g_expect_cancel(&b->expect, b->env->timers);
   if (b->up == UP_WAITING)
     b->ops->cancel(b->pool, &b->waiter);
@@ -348,6 +392,12 @@ void h3g_bridge_free(h3g_bridge *b) {
     upstream_release(b, 0);
   if (b->up != UP_RELEASED)
     up_enter(b, UP_RELEASED);
+  if (b->validated && b->pseudo.protocol.namelen != 0 && b->tunnel != TUN_OPEN)
+    H3G_INC(tunnels_refused);
+  if (b->conn_tunnels != NULL) {
+    (*b->conn_tunnels)--;
+    H3G_DEC(tunnels_open);
+  }
   write_access_log(b);
   h3g_h1_parser_free(b->parser);
   h3g_headers_free(&b->req_fields);
@@ -394,7 +444,7 @@ static void on_body_timeout(void *arg);
 
 static void arm_body_timer(h3g_bridge *b, uint64_t ms) {
   if (b->env->timers == NULL || b->rs->request_body_timeout_ms == 0 ||
-      b->body_timer != NULL)
+      b->body_timer != NULL || b->tunnel != TUN_NONE)
     return;
   b->body_timer = b->env->timers->start(b->env->loop, ms, on_body_timeout, b);
 }
@@ -462,6 +512,12 @@ static int method_expects_body(const h3g_bridge *b) {
   return method_is(b, "POST") || method_is(b, "PUT") || method_is(b, "PATCH");
 }
 
+/* Whether the client speaks HTTP/1.1 (its front end passes requests as
+ * HTTP/3 fields, with protocol "http/1.1"). */
+static int client_is_h1(const h3g_bridge *b) {
+  return strcmp(b->protocol, "h3") != 0 && strcmp(b->protocol, "h2") != 0;
+}
+
 /* The request's authority: :authority, else Host (HTTP/1.1, or HTTP/2
  * without :authority); NULL when it has neither. */
 static const h3g_field *request_host(const h3g_bridge *b) {
@@ -486,12 +542,18 @@ static int build_request_head(h3g_bridge *b) {
                                       .cfg = b->env->cfg,
                                       .rs = b->rs,
                                       .early_data = b->early.added,
+                                      .websocket_key = b->tunnel != TUN_NONE
+                                                           ? b->ws_key
+                                                           : NULL,
                                   });
   if (rv != 0)
     return rv;
+  /* A WebSocket handshake is a GET (RFC 6455 §4.1), whatever the
+   * client's protocol called it. */
+  int get = b->tunnel != TUN_NONE;
   h3g_h1_request rq = {
-      .method = b->pseudo.method.value,
-      .methodlen = b->pseudo.method.valuelen,
+      .method = get ? (const uint8_t *)"GET" : b->pseudo.method.value,
+      .methodlen = get ? 3 : b->pseudo.method.valuelen,
       .target = b->pseudo.path.value,
       .targetlen = b->pseudo.path.valuelen,
       .host = host ? host->value : NULL,
@@ -512,6 +574,83 @@ static int build_request_head(h3g_bridge *b) {
     return (int)len;
   b->req_head_len = (size_t)len;
   return 0;
+}
+
+/*
+ * An extended CONNECT (or an HTTP/1.1 WebSocket Upgrade, which its front
+ * end passes as one) on its route: returns 1 when it goes on as a tunnel
+ * handshake (counted against the limits from now on) or, for an
+ * HTTP/1.1 client on a route without WebSockets, as the plain GET it is
+ * underneath (RFC 9110 §7.8 lets a server ignore Upgrade); 0 when it was
+ * answered here.
+ */
+static int tunnel_admit(h3g_bridge *b) {
+  static const h3g_field get = {(const uint8_t *)":method", 7,
+                                (const uint8_t *)"GET", 3};
+  const h3g_config *cfg = b->env->cfg;
+  const h3g_field *proto = &b->pseudo.protocol;
+  uint32_t *count = b->fe->tunnels != NULL ? b->fe->tunnels(b->fs) : NULL;
+  int h1 = client_is_h1(b);
+  int able = b->rs->websocket && count != NULL && b->ops->upgrade != NULL;
+
+  if (h1 && !able) {
+    /* The handshake's GET ended with its head (the front end held back
+     * what follows, in case it became a tunnel). */
+    b->pseudo.method = get;
+    b->pseudo.protocol = (h3g_field){0};
+    if (b->req == REQ_BODY)
+      req_enter(b, REQ_END);
+    return 1;
+  }
+  /* Upgrade tokens compare case-insensitively (RFC 6455 §4.2.1). */
+  if (proto->valuelen != 9 ||
+      strncasecmp((const char *)proto->value, "websocket", 9) != 0) {
+    fail_exchange(b, 501, "unknown-protocol");
+    return 0;
+  }
+  if (!able) {
+    fail_exchange(b, 501, "websocket-off");
+    return 0;
+  }
+  if (b->req_content_length > 0) {
+    fail_exchange(b, 400, "tunnel-with-body");
+    return 0;
+  }
+  if ((uint64_t)h3g_stats.tunnels_open >= cfg->max_tunnels ||
+      *count >= cfg->max_tunnels_per_connection) {
+    h3g_debug("%s: WebSocket refused: %s tunnels open", b->client,
+              *count >= cfg->max_tunnels_per_connection ? "connection's"
+                                                        : "all");
+    fail_exchange(b, 503, "too-many-tunnels");
+    return 0;
+  }
+  if (h1) {
+    /* The client checks the upstream's Accept against its own key, so it
+     * goes upstream as it is (RFC 6455 §4.2.1: a handshake without a key
+     * or of another version is refused). */
+    const h3g_field *key = h3g_headers_find(&b->req_fields,
+                                            "sec-websocket-key");
+    const h3g_field *ver = h3g_headers_find(&b->req_fields,
+                                            "sec-websocket-version");
+    if (key == NULL || key->valuelen != H3G_WS_KEY_LEN || ver == NULL ||
+        ver->valuelen != 2 || memcmp(ver->value, "13", 2) != 0) {
+      fail_exchange(b, 400, "bad-websocket-handshake");
+      return 0;
+    }
+    memcpy(b->ws_key, key->value, H3G_WS_KEY_LEN);
+    b->ws_key[H3G_WS_KEY_LEN] = '\0';
+    b->pseudo.method = get;
+  } else if (h3g_ws_key_new(b->ws_key) != 0) {
+    fail_exchange(b, 500, "internal");
+    return 0;
+  }
+  (*count)++;
+  b->conn_tunnels = count;
+  H3G_INC(tunnels_open);
+  b->tunnel = TUN_ASKED;
+  /* What follows the head is the tunnel's, not a body of a length. */
+  b->req_content_length = -1;
+  return 1;
 }
 
 int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
@@ -538,6 +677,18 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     return H3G_ERR_PROTO;
   }
   b->validated = 1;
+  /* RFC 8441 §3, RFC 9220 §3: :protocol may be used only after the
+   * server's SETTINGS_ENABLE_CONNECT_PROTOCOL, which is sent only when a
+   * route takes WebSockets. */
+  if (b->pseudo.protocol.namelen != 0 && !b->env->cfg->websocket_any) {
+    h3g_debug("%s: malformed request: :protocol, but extended CONNECT was "
+              "not offered",
+              b->client);
+    H3G_INC(h3_malformed_requests);
+    b->outcome = "malformed";
+    resp_enter(b, RESP_ABORTED);
+    return H3G_ERR_PROTO;
+  }
   if (end_stream && b->req_content_length > 0) {
     H3G_INC(h3_malformed_requests);
     b->outcome = "malformed";
@@ -548,7 +699,7 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     /* RFC 9110 §15.5.20: 421 tells an HTTP/2 or HTTP/3 client that reused
      * a connection for another host to open one of its own; an HTTP/1.1
      * connection serves one host, so there it is plainly not found. */
-    int h1 = strcmp(b->protocol, "h3") != 0 && strcmp(b->protocol, "h2") != 0;
+    int h1 = client_is_h1(b);
     H3G_INC(requests_unrouted);
     fail_exchange(b,
                   b->env->cfg->no_route == H3G_NO_ROUTE_MISDIRECTED && !h1
@@ -556,6 +707,11 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
                       : 404,
                   "no-route");
     return 0;
+  }
+  if (b->pseudo.protocol.namelen != 0) {
+    if (!tunnel_admit(b))
+      return 0;
+    end_stream = b->req == REQ_END;
   }
   if (!end_stream)
     arm_body_timer(b, b->rs->request_body_timeout_ms);
@@ -567,7 +723,9 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
     return 0;
   }
   h3g_expect_on_head(&b->expect, &b->req_fields);
-  if (b->req_content_length >= 0)
+  if (b->tunnel != TUN_NONE)
+    b->up_content_length = -2; /* the handshake has no body */
+  else if (b->req_content_length >= 0)
     b->up_content_length = b->req_content_length;
   else if (!end_stream)
     b->up_content_length = -1;
@@ -640,7 +798,12 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
   b->body_seen_ns = h3g_now_ns();
   b->req_body_received += len;
   b->log.bytes_in += len;
-  H3G_ADD(request_body_bytes, len);
+  if (b->tunnel != TUN_NONE) {
+    H3G_ADD(tunnel_bytes_up, len);
+    b->tunnel_seen_ns = b->body_seen_ns;
+  } else {
+    H3G_ADD(request_body_bytes, len);
+  }
   if (b->req_content_length >= 0 &&
       b->req_body_received > (uint64_t)b->req_content_length) {
     refuse_request(b);
@@ -649,7 +812,8 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
   /* No route when the head was answered before one was chosen (431, 404):
    * that answer is complete, and bytes the client sent before it saw it
    * are only credited back below. */
-  uint64_t max_body = b->rs != NULL ? b->rs->max_request_body : 0;
+  uint64_t max_body =
+      b->rs != NULL && b->tunnel == TUN_NONE ? b->rs->max_request_body : 0;
   if (max_body > 0 && b->req_body_received > max_body &&
       b->resp != RESP_COMPLETE && b->resp != RESP_ABORTED) {
     /* A body of unknown length grew past the limit: 413 if no response
@@ -713,6 +877,7 @@ int h3g_bridge_end_request(h3g_bridge *b) {
 static void cut_exchange(h3g_bridge *b) {
   cancel_timer(b, &b->hdr_timer);
   cancel_timer(b, &b->body_timer);
+  cancel_timer(b, &b->tunnel_timer);
   h3g_expect_cancel(&b->expect, b->env->timers);
   if (b->up == UP_WAITING) {
     b->ops->cancel(b->pool, &b->waiter);
@@ -734,9 +899,18 @@ static void refuse_request(h3g_bridge *b) {
 }
 
 void h3g_bridge_client_abort(h3g_bridge *b) {
-  if (b->resp != RESP_COMPLETE || h3g_ring_len(&b->resp_ring) > 0)
+  if (b->resp != RESP_COMPLETE || h3g_ring_len(&b->resp_ring) > 0 ||
+      b->tunnel == TUN_OPEN)
     b->outcome = "client-reset";
   H3G_INC(h3_streams_reset_by_client);
+  /* A reset tunnel resets its TCP connection too (RFC 9220 §3 by way of
+   * RFC 9114 §4.4: the abort goes on to the other side). */
+  if (b->tunnel == TUN_OPEN && b->up == UP_ACTIVE) {
+    b->ops->reset(b->conn);
+    b->conn = NULL;
+    b->writing = 0;
+    up_enter(b, UP_RELEASED);
+  }
   cut_exchange(b);
 }
 
@@ -910,8 +1084,20 @@ static void start_write(h3g_bridge *b, const h3g_iovec *iov, size_t n,
  * write is in flight at a time; the next starts from on_written.
  */
 static void pump_request(h3g_bridge *b) {
+  if (b->tunnel == TUN_OPEN) {
+    pump_tunnel(b);
+    return;
+  }
   if (b->up != UP_ACTIVE || b->writing || b->req_fully_written)
     return;
+  if (b->tunnel == TUN_ASKED) {
+    /* The handshake alone: the client's bytes wait for the 101. */
+    if (!b->req_head_written) {
+      h3g_iovec head = {b->req_head, b->req_head_len};
+      start_write(b, &head, 1, 0, 1);
+    }
+    return;
+  }
   h3g_iovec iov[MAX_IOV];
   size_t n = 0;
   if (!b->req_head_written)
@@ -1049,6 +1235,8 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
     return;
   }
   h3g_h1_parser_reset(b->parser, b->is_head);
+  if (b->tunnel == TUN_ASKED)
+    h3g_h1_parser_expect_upgrade(b->parser);
   /* No response timeout while the request is still being uploaded: a slow
    * client must not look like a slow upstream. */
   b->ops->set_read_timeout(conn, 0);
@@ -1105,8 +1293,12 @@ static void on_up_fail(void *ctx, int err) {
  * server when it has one (the waiter remembers the servers tried).
  */
 static int retry_on_fresh(h3g_bridge *b) {
-  if (h3g_h1_parser_started(b->parser) || b->resp != RESP_NONE ||
-      b->req_body_received > 0 || b->req != REQ_END || !method_idempotent(b))
+  /* A handshake is safe to send again: the client's bytes wait for the
+   * 101 and none of them went. */
+  int safe = b->tunnel == TUN_ASKED ||
+             (b->req_body_received == 0 && b->req == REQ_END &&
+              method_idempotent(b));
+  if (h3g_h1_parser_started(b->parser) || b->resp != RESP_NONE || !safe)
     return 0;
   /* A kept-alive connection closed under us is a race, not the server's
    * failing: once, on top of the group's retries (RFC 9110 §9.2.2). */
@@ -1203,6 +1395,12 @@ static int request_submitted(const h3g_bridge *b) {
 static void on_up_read(void *ctx, size_t nread) {
   h3g_bridge *b = ctx;
   h3g_bridge_log_read(&b->log, nread);
+  if (b->tunnel == TUN_OPEN) {
+    h3g_ring_commit(&b->resp_ring, nread);
+    b->tunnel_seen_ns = h3g_now_ns();
+    notify_body(b);
+    return;
+  }
   size_t consumed = 0;
   int rv = h3g_h1_parser_feed(b->parser, b->read_region, nread, &consumed);
   if (b->early.redo) {
@@ -1211,12 +1409,23 @@ static void on_up_read(void *ctx, size_t nread) {
   }
   if (b->up != UP_ACTIVE)
     return; /* a callback ended the exchange */
+  if (rv != 0 && b->bad_upgrade != NULL) {
+    h3g_warn("%s: upstream's answer to the WebSocket handshake refused: %s",
+             b->client, b->bad_upgrade);
+    b->head_pending = 0;
+    fail_exchange(b, 502, "upstream-bad-upgrade");
+    return;
+  }
   if (rv != 0) {
     H3G_INC(upstream_malformed_responses);
     h3g_warn("%s: malformed upstream response: %s", b->client,
              h3g_h1_parser_reason(b->parser));
     b->head_pending = 0;
     fail_exchange(b, 502, "upstream-malformed");
+    return;
+  }
+  if (h3g_h1_parser_upgraded(b->parser)) {
+    tunnel_open(b, consumed, nread);
     return;
   }
   if (h3g_h1_parser_complete(b->parser) && consumed < nread) {
@@ -1246,6 +1455,14 @@ static void on_up_read(void *ctx, size_t nread) {
 
 static void on_up_eof(void *ctx) {
   h3g_bridge *b = ctx;
+  if (b->tunnel == TUN_OPEN) {
+    /* The upstream ended its side: so does the client's stream, once it
+     * has the bytes before the end. */
+    resp_enter(b, RESP_COMPLETE);
+    tunnel_maybe_close(b);
+    notify_body(b);
+    return;
+  }
   if (b->resp == RESP_COMPLETE) {
     /* The response ended before the close, while the request's last write
      * was still in flight (on_up_written releases the connection then):
@@ -1289,6 +1506,124 @@ static const h3g_upstream_events upstream_events = {
     .on_written = on_up_written,
 };
 
+/* ---- tunnels ---------------------------------------------------------- */
+
+/*
+ * What makes a final answer to the handshake unacceptable, or NULL. A 101
+ * must say it switched to websocket and carry the Accept for our key (RFC
+ * 6455 §4.1: the client's checks, made here for clients that cannot);
+ * anything else is passed on as an ordinary response, except a 2xx to an
+ * HTTP/2 or HTTP/3 client, which would read it as the tunnel opening.
+ */
+static const char *check_upgrade(const h3g_bridge *b, int status,
+                                 const h3g_headers *fields) {
+  if (status != 101)
+    return status >= 200 && status < 300 && !client_is_h1(b)
+               ? "a 2xx without upgrading"
+               : NULL;
+  if (!h3g_headers_list_has(fields, "upgrade", "websocket"))
+    return "101 without Upgrade: websocket";
+  if (!h3g_headers_list_has(fields, "connection", "upgrade"))
+    return "101 without Connection: upgrade";
+  const h3g_field *accept = h3g_headers_find(fields, "sec-websocket-accept");
+  if (accept == NULL)
+    return "101 without Sec-WebSocket-Accept";
+  if (!h3g_ws_accept_matches((const uint8_t *)b->ws_key, H3G_WS_KEY_LEN,
+                             accept->value, accept->valuelen))
+    return "wrong Sec-WebSocket-Accept";
+  return NULL;
+}
+
+static void arm_tunnel_timer(h3g_bridge *b, uint64_t ms) {
+  if (b->env->timers == NULL || b->env->cfg->tunnel_idle_timeout_ms == 0 ||
+      b->tunnel_timer != NULL)
+    return;
+  b->tunnel_timer =
+      b->env->timers->start(b->env->loop, ms, on_tunnel_timeout, b);
+}
+
+/* tunnel_idle_timeout: no byte either way for that long. Armed once and
+ * re-armed when it fires early, so bytes cost a clock read only. */
+static void on_tunnel_timeout(void *arg) {
+  h3g_bridge *b = arg;
+  uint64_t limit = b->env->cfg->tunnel_idle_timeout_ms;
+  b->tunnel_timer = NULL;
+  if (b->tunnel != TUN_OPEN || b->resp == RESP_ABORTED)
+    return;
+  uint64_t idle_ms = (h3g_now_ns() - b->tunnel_seen_ns) / 1000000;
+  if (idle_ms < limit) {
+    arm_tunnel_timer(b, limit - idle_ms);
+    return;
+  }
+  h3g_debug("%s: tunnel idle for %llu ms: closing it", b->client,
+            (unsigned long long)idle_ms);
+  b->outcome = "tunnel-idle-timeout";
+  if (b->up == UP_ACTIVE)
+    upstream_release(b, 0);
+  drop_request_body(b);
+  resp_enter(b, RESP_ABORTED);
+  b->fe->abort(b->fs, H3G_ABORT_CANCELLED);
+}
+
+/* Both sides of an open tunnel ended (the upstream's EOF came, ours was
+ * sent): the connection has nothing more to carry. */
+static void tunnel_maybe_close(h3g_bridge *b) {
+  if (b->tunnel == TUN_OPEN && b->up == UP_ACTIVE && b->up_shut &&
+      b->resp == RESP_COMPLETE && !b->writing) {
+    cancel_timer(b, &b->tunnel_timer);
+    upstream_release(b, 0);
+  }
+}
+
+/*
+ * The upstream switched protocols (its 101 passed check_upgrade): the
+ * connection leaves the pool, bytes that came behind the head are the
+ * tunnel's first, the client gets its head, and the client's bytes held
+ * so far go.
+ */
+static void tunnel_open(h3g_bridge *b, size_t consumed, size_t nread) {
+  b->ops->upgrade(b->conn);
+  b->ops->set_read_timeout(b->conn, 0);
+  if (consumed < nread)
+    h3g_ring_commit_from(&b->resp_ring, b->read_region + consumed,
+                         nread - consumed);
+  if (flush_head(b) != 0) {
+    fail_exchange(b, 502, "internal");
+    return;
+  }
+  b->tunnel = TUN_OPEN;
+  H3G_INC(tunnels_opened);
+  b->tunnel_seen_ns = h3g_now_ns();
+  arm_tunnel_timer(b, b->env->cfg->tunnel_idle_timeout_ms);
+  pump_request(b);
+  notify_body(b);
+}
+
+/* Client bytes of an open tunnel go as they are; once the client ended its
+ * side and all of them went, our side ends too. */
+static void pump_tunnel(h3g_bridge *b) {
+  if (b->up != UP_ACTIVE || b->writing || b->up_shut)
+    return;
+  h3g_iovec v[MAX_IOV];
+  size_t nv = h3g_ring_take(&b->req_ring, SIZE_MAX, v, H3G_ARRAY_LEN(v));
+  size_t n = 0;
+  for (size_t i = 0; i < nv; i++)
+    n += v[i].len;
+  if (n > 0) {
+    b->body_submitted += n;
+    start_write(b, v, nv, n, 0);
+    return;
+  }
+  if (b->req != REQ_END)
+    return;
+  if (b->ops->shutdown_write(b->conn) != 0) {
+    fail_exchange(b, 502, "upstream-write");
+    return;
+  }
+  b->up_shut = 1;
+  tunnel_maybe_close(b);
+}
+
 /* ---- the response ----------------------------------------------------- */
 
 static void count_status(int status) {
@@ -1316,6 +1651,9 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
     return H3G_ERR_CLOSED;
   if (!interim && h3g_early_too_early(&b->early, status))
     return H3G_ERR_CLOSED; /* stop parsing: on_up_read sends it again */
+  if (b->tunnel == TUN_ASKED && !interim &&
+      (b->bad_upgrade = check_upgrade(b, status, fields)) != NULL)
+    return H3G_ERR_PROTO;
   if (status == 100 || !interim) {
     expect_answered(b, status);
     /* Releasing the body can fail the exchange (a dead connection): its
@@ -1334,6 +1672,7 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   size_t n = 0;
   int rv = h3g_response_filter(fields, out, fields->nfields + 1, &n);
   int has_body = !(interim || b->is_head || status == 204 || status == 304);
+  int upgrade = status == 101;
   if (rv == 0 && interim) {
     rv = b->fe->send_head(b->fs, status, out, n, 1, 0);
     if (rv == 0)
@@ -1344,6 +1683,10 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
       /* RFC 9110 §8.6: no Content-Length in a 204. */
       if (status == 204 && h3g_field_name_eq(&out[i], "content-length"))
         continue;
+      /* The Accept answers a key only an HTTP/1.1 client knows of. */
+      if (upgrade && !client_is_h1(b) &&
+          h3g_field_name_eq(&out[i], "sec-websocket-accept"))
+        continue;
       rv = h3g_headers_add(&b->resp_head, out[i].name, out[i].namelen,
                            out[i].value, out[i].valuelen);
     }
@@ -1353,9 +1696,11 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
                            strlen(e->name), (const uint8_t *)e->value,
                            strlen(e->value));
     }
-    b->status = status;
+    /* RFC 8441 §5, RFC 9220 §3: a tunnel opens with a 2xx on HTTP/2 and
+     * HTTP/3; an HTTP/1.1 client gets the 101 itself. */
+    b->status = upgrade && !client_is_h1(b) ? 200 : status;
     b->head_pending = 1;
-    b->head_has_body = has_body;
+    b->head_has_body = has_body || upgrade;
   }
   free(out);
   return rv;
@@ -1443,12 +1788,16 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
   if (b->up != UP_RELEASED)
     up_enter(b, UP_RELEASED);
   drop_request_body(b);
+  cancel_timer(b, &b->tunnel_timer);
+  if (b->resp == RESP_COMPLETE && b->tunnel == TUN_OPEN)
+    stop_client_body(b); /* the upstream is gone both ways now */
   if (b->resp == RESP_ABORTED || b->resp == RESP_COMPLETE)
     return;
   if (b->resp == RESP_BODY) {
     resp_enter(b, RESP_ABORTED);
     H3G_INC(h3_streams_reset_by_gateway);
-    b->fe->abort(b->fs, H3G_ABORT_INTERNAL);
+    b->fe->abort(b->fs, b->tunnel == TUN_OPEN ? H3G_ABORT_CONNECT
+                                              : H3G_ABORT_INTERNAL);
     return;
   }
   char body[ERROR_BODY_MAX];
@@ -1461,6 +1810,7 @@ static void fail_exchange_after(h3g_bridge *b, int status, const char *outcome,
                        : status == 400 ? "Bad Request"
                        : status == 421 ? "Misdirected Request"
                        : status == 404 ? "Not Found"
+                       : status == 501 ? "Not Implemented"
                                        : "Internal Server Error";
   int blen = snprintf(body, sizeof(body), "%d %s\n", status, reason);
   char clen[24];
@@ -1529,7 +1879,10 @@ size_t h3g_bridge_take_body(h3g_bridge *b, h3g_iovec *v, size_t nv,
   for (size_t i = 0; i < n; i++)
     total += v[i].len;
   b->log.bytes_out += total;
-  H3G_ADD(response_body_bytes, total);
+  if (b->tunnel == TUN_OPEN)
+    H3G_ADD(tunnel_bytes_down, total);
+  else
+    H3G_ADD(response_body_bytes, total);
   if (b->resp == RESP_COMPLETE && h3g_ring_unsent(&b->resp_ring) == 0) {
     *flags = H3G_BODY_END;
     if (b->resp_trailers.nfields > 0)

@@ -93,6 +93,7 @@ struct h3g_h3_session {
   /* Streams the client cut in the current second (rapid-reset defence). */
   uint64_t reset_second;
   unsigned resets;
+  uint32_t tunnels; /* WebSocket tunnels open (the bridges count them) */
 };
 
 /*
@@ -789,6 +790,7 @@ static void fe_abort(void *fs, h3g_abort_code code) {
   case H3G_ABORT_INCOMPLETE: h3code = NGHTTP3_H3_REQUEST_INCOMPLETE; break;
   case H3G_ABORT_CANCELLED: h3code = NGHTTP3_H3_REQUEST_CANCELLED; break;
   case H3G_ABORT_REJECTED: h3code = NGHTTP3_H3_REQUEST_REJECTED; break;
+  case H3G_ABORT_CONNECT: h3code = NGHTTP3_H3_CONNECT_ERROR; break;
   case H3G_ABORT_INTERNAL:
   default: h3code = NGHTTP3_H3_INTERNAL_ERROR; break;
   }
@@ -809,6 +811,11 @@ static void fe_set_priority(void *fs, h3g_priority prio) {
   }
 }
 
+static uint32_t *fe_tunnels(void *fs) {
+  h3g_h3_stream *st = fs;
+  return &st->s->tunnels;
+}
+
 static const h3g_frontend_ops frontend_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
@@ -818,6 +825,7 @@ static const h3g_frontend_ops frontend_ops = {
     .rtt_ns = fe_rtt_ns,
     .grow_window = fe_grow_window,
     .set_priority = fe_set_priority,
+    .tunnels = fe_tunnels,
 };
 
 /* ---- session ---- */
@@ -851,6 +859,8 @@ int h3g_h3_session_new(h3g_h3_session **ps, const h3g_h3_conn_ops *ops,
    * decodes it without following the encoder stream (h3_shadow.h). */
   settings.qpack_max_dtable_capacity = 0;
   settings.qpack_blocked_streams = 0;
+  /* RFC 9220: extended CONNECT, for WebSockets, when a route takes them. */
+  settings.enable_connect_protocol = cfg->websocket_any ? 1 : 0;
   rv = h3g_h3_shadow_decoder_new(&s->qdec);
   if (rv != 0) {
     free(s);

@@ -21,9 +21,18 @@
  * connection: an abort closes at once, and a chunked body that did not
  * complete never gets its last chunk, so the client sees the truncation.
  *
- * Upgrade (WebSocket, h2c) is not supported: Upgrade and Connection are
- * hop-by-hop and dropped, and the request is served as an ordinary one
- * (RFC 9110 §7.8 lets a server ignore Upgrade). CONNECT is answered 501.
+ * WebSocket (RFC 6455): a GET with "Upgrade: websocket" and "Connection:
+ * upgrade" goes to the bridge as the extended CONNECT it means on HTTP/2
+ * and HTTP/3 (:protocol websocket), with the client's Sec-WebSocket-*
+ * fields. Bytes behind its head wait unread until the answer: a 101 turns
+ * the connection into the tunnel (raw bytes both ways, through the bridge's
+ * rings, with the same window; the client's end of stream is the tunnel's
+ * request end; the upstream's end closes the connection once its bytes are
+ * out), anything else is an ordinary response after which the connection
+ * closes (what the client sent behind the head was meant for a tunnel).
+ * Other Upgrade tokens (h2c...) are dropped with Upgrade and Connection,
+ * which are hop-by-hop, and the request is served as an ordinary one (RFC
+ * 9110 §7.8 lets a server ignore Upgrade). CONNECT is answered 501.
  */
 #include "h1_session.h"
 
@@ -69,6 +78,10 @@ struct h3g_h1_session {
   unsigned draining : 1;
   unsigned dying : 1;
   unsigned aborted : 1; /* the bridge aborted: it is only freed now */
+  unsigned ws : 1;      /* the request asked for a WebSocket */
+  unsigned tunnel : 1;  /* the 101 went: the connection is the tunnel */
+  unsigned client_eof : 1; /* the client ended its side */
+  uint32_t tunnels;     /* the bridge's count (frontend.h): 0 or 1 */
   int error_status;     /* refuse the request with this (400, 431), or 0 */
   uint8_t stage[STAGE_CAP];
   size_t staged;
@@ -213,6 +226,7 @@ static void exchange_reset(h3g_h1_session *s) {
   s->http10 = s->head_method = 0;
   s->error_status = 0;
   s->aborted = 0;
+  s->ws = s->tunnel = s->client_eof = 0;
 }
 
 /* Both sides of the exchange are done: next request, or close. */
@@ -401,6 +415,11 @@ static int start_exchange(h3g_h1_session *s, h3g_h1_request_head *h) {
 
   if (strcmp(h->method, "CONNECT") == 0)
     return 501;
+  /* RFC 6455 §4.1: the opening handshake. */
+  s->ws = h->upgrade && strcmp(h->method, "GET") == 0 &&
+          s->env->cfg->websocket_any &&
+          h3g_headers_list_has(fh, "upgrade", "websocket") &&
+          h3g_headers_list_has(fh, "connection", "upgrade");
   if (split_target(h, &path, &pathlen, &auth, &authlen) != 0)
     return 400;
   if (auth == NULL) {
@@ -418,7 +437,11 @@ static int start_exchange(h3g_h1_session *s, h3g_h1_request_head *h) {
     s->bridge = NULL;
     return 503;
   }
-  int rv = add(s, ":method", (const uint8_t *)h->method, strlen(h->method));
+  int rv = s->ws ? add(s, ":method", (const uint8_t *)"CONNECT", 7)
+                 : add(s, ":method", (const uint8_t *)h->method,
+                       strlen(h->method));
+  if (rv == 0 && s->ws)
+    rv = add(s, ":protocol", (const uint8_t *)"websocket", 9);
   if (rv == 0)
     rv = add(s, ":scheme", (const uint8_t *)"https", 5);
   if (rv == 0 && auth != NULL)
@@ -443,8 +466,9 @@ static int start_exchange(h3g_h1_session *s, h3g_h1_request_head *h) {
   }
   if (rv == H3G_ERR_NOMEM)
     return 503;
-  /* H3G_ERR_TOOBIG: the bridge answers 431 from end_headers. */
-  rv = h3g_bridge_end_headers(s->bridge, h->body == 0);
+  /* H3G_ERR_TOOBIG: the bridge answers 431 from end_headers. A handshake
+   * does not end with its head: the tunnel's bytes may follow it. */
+  rv = h3g_bridge_end_headers(s->bridge, h->body == 0 && !s->ws);
   if (rv == H3G_ERR_PROTO) {
     H3G_INC(h1_malformed_requests);
     return 400;
@@ -597,6 +621,12 @@ static int on_complete(void *ud) {
   s->req_done = 1;
   /* From now on the timer watches the client reading the response. */
   s->tops->set_timer(s->t, s->env->cfg->tcp_idle_timeout_ms);
+  if (s->ws) {
+    /* The handshake's message is over; what follows waits for the
+     * answer, and unless it opens the tunnel, the connection closes. */
+    s->close_after = 1;
+    return 0;
+  }
   if (s->discard || s->bridge == NULL)
     return 0;
   int rv = h3g_bridge_end_request(s->bridge);
@@ -637,7 +667,7 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
   if (!fe_usable(s) || s->head_sent)
     return H3G_ERR_CLOSED;
   if (status < 100 || status > 999 || (interim && status >= 200) ||
-      status == 101)
+      (status == 101 && (interim || !s->ws)))
     return H3G_ERR_INVAL;
   /* HTTP/1.0 clients know no interim responses (RFC 9110 §15.2). */
   if (interim && s->http10)
@@ -657,6 +687,22 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields, size_t n,
     stage_put(s, ": ", 2);
     stage_put(s, f->value, f->valuelen);
     stage_put(s, "\r\n", 2);
+  }
+  if (status == 101) {
+    stage_str(s, "connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+    stage_flush(s);
+    if (s->write_err != 0) {
+      session_close(s, 0);
+      return H3G_ERR_CLOSED;
+    }
+    /* The tunnel: no timer of ours (the bridge's tunnel_idle_timeout
+     * watches it), and bytes that came behind the head are its first. */
+    s->head_sent = 1;
+    s->tunnel = 1;
+    s->req_done = s->client_eof;
+    s->tops->set_timer(s->t, 0);
+    s->tops->kick(s->t);
+    return 0;
   }
   if (!interim) {
     stage_alt_svc(s, upstream_alt_svc);
@@ -736,12 +782,18 @@ static void fe_abort(void *fs, h3g_abort_code code) {
       s, code == H3G_ABORT_MESSAGE || code == H3G_ABORT_INCOMPLETE ? 400 : 502);
 }
 
+static uint32_t *fe_tunnels(void *fs) {
+  h3g_h1_session *s = fs;
+  return &s->tunnels;
+}
+
 static const h3g_frontend_ops frontend_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
     .consume = fe_consume,
     .stop_request = fe_stop_request,
     .abort = fe_abort,
+    .tunnels = fe_tunnels,
 };
 
 /* ---- session ---- */
@@ -781,6 +833,22 @@ size_t h3g_h1_session_recv(h3g_h1_session *s, const uint8_t *data, size_t len) {
   while (off < len) {
     if (s->state == ST_CLOSED)
       return len;
+    if (s->state == ST_ACTIVE && s->tunnel) {
+      /* Tunnel bytes, as they are, within the window. */
+      uint64_t window = s->env->cfg->stream_buffer_size;
+      if (s->req_done || s->discard || s->unconsumed >= window)
+        break;
+      size_t want =
+          (size_t)H3G_MIN((uint64_t)(len - off), window - s->unconsumed);
+      s->unconsumed += want;
+      if (h3g_bridge_recv_body(s->bridge, data + off, want) != 0) {
+        exchange_cut(s);
+        session_close(s, 0);
+        return len;
+      }
+      off += want;
+      continue;
+    }
     if (s->state == ST_ACTIVE && s->req_done)
       break; /* pipelined: waits for the response */
     if (s->state == ST_ACTIVE && s->discard) {
@@ -845,7 +913,19 @@ void h3g_h1_session_eof(h3g_h1_session *s) {
   case ST_IDLE:
   case ST_HEAD: session_close(s, 0); break;
   case ST_ACTIVE:
-    if (s->req_done || s->discard) {
+    s->client_eof = 1;
+    if (s->ws && !s->tunnel && !s->aborted)
+      (void)h3g_bridge_end_request(s->bridge); /* a tunnel would end at once */
+    if (s->tunnel && !s->req_done) {
+      /* The client ended its side of the tunnel: so does the upstream's
+       * connection; the other way goes on until the upstream ends. */
+      s->req_done = 1;
+      s->close_after = 1;
+      if (!s->aborted && h3g_bridge_end_request(s->bridge) != 0) {
+        exchange_cut(s);
+        session_close(s, 0);
+      }
+    } else if (s->req_done || s->discard) {
       s->close_after = 1; /* the response may still go out */
     } else {
       exchange_cut(s); /* logged as client-reset */
@@ -860,6 +940,12 @@ void h3g_h1_session_process(h3g_h1_session *s) {
   if (s->state != ST_ACTIVE)
     return;
   pump_body(s);
+  if (s->tunnel && s->resp_done) {
+    /* The upstream ended the tunnel and its last bytes are out: an
+     * HTTP/1.1 connection ends both ways. */
+    s->req_done = 1;
+    s->close_after = 1;
+  }
   if (exchange_finished(s))
     exchange_finish(s);
 }

@@ -76,6 +76,7 @@ struct h3g_h2_session {
   int draining; /* GOAWAY for shutdown sent */
   int dying;    /* being freed */
   int write_err;
+  uint32_t tunnels; /* WebSocket tunnels open (the bridges count them) */
   size_t staged;
   uint8_t stage[STAGE_CAP];
 };
@@ -631,6 +632,7 @@ static void fe_abort(void *fs, h3g_abort_code code) {
   case H3G_ABORT_INCOMPLETE: h2code = NGHTTP2_PROTOCOL_ERROR; break;
   case H3G_ABORT_CANCELLED: h2code = NGHTTP2_CANCEL; break;
   case H3G_ABORT_REJECTED: h2code = NGHTTP2_REFUSED_STREAM; break;
+  case H3G_ABORT_CONNECT: h2code = NGHTTP2_CONNECT_ERROR; break;
   case H3G_ABORT_INTERNAL:
   default: h2code = NGHTTP2_INTERNAL_ERROR; break;
   }
@@ -650,6 +652,11 @@ static void fe_set_priority(void *fs, h3g_priority prio) {
                                                       1);
 }
 
+static uint32_t *fe_tunnels(void *fs) {
+  h2_stream *st = fs;
+  return &st->s->tunnels;
+}
+
 static const h3g_frontend_ops frontend_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
@@ -659,6 +666,7 @@ static const h3g_frontend_ops frontend_ops = {
     .rtt_ns = fe_rtt_ns,
     .grow_window = fe_grow_window,
     .set_priority = fe_set_priority,
+    .tunnels = fe_tunnels,
 };
 
 /* ---- session ---- */
@@ -707,11 +715,14 @@ int h3g_h2_session_new(h3g_h2_session **ps, const h3g_h1_env *env,
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->stream_buffer_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_size},
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+      /* RFC 8441: extended CONNECT, for WebSockets (last: left out when
+       * no route takes them). */
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
   };
+  size_t niv = sizeof(iv) / sizeof(iv[0]) - (cfg->websocket_any ? 0 : 1);
   /* [listener] connection_window's bound (1GiB) fits HTTP/2's 2^31-1. */
   uint64_t win = cfg->connection_window;
-  if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv,
-                              sizeof(iv) / sizeof(iv[0])) != 0 ||
+  if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||
       nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
                                             (int32_t)win) != 0) {
     nghttp2_session_del(s->ng);

@@ -224,6 +224,8 @@ struct h3g_h1_parser {
   uint8_t started;
   uint8_t keep_alive;
   uint8_t force_close;
+  uint8_t upgrade_ok; /* the request asked for an upgrade: 101 is final */
+  uint8_t upgraded;   /* a 101 ended the exchange: the rest is a tunnel */
 };
 
 static h3g_h1_parser *parser_of(llhttp_t *ll) {
@@ -454,9 +456,24 @@ static int on_headers_complete(llhttp_t *ll) {
     return fail(p, H3G_ERR_PROTO, "unsupported HTTP version");
   if (status < 100 || status > 599)
     return fail(p, H3G_ERR_PROTO, "invalid status code");
-  /* The gateway never asks for an upgrade (RFC 9110 §15.2.2). */
-  if (status == 101)
-    return fail(p, H3G_ERR_PROTO, "101 without upgrade");
+  /* A 101 answers only a request that asked for an upgrade (RFC 9110
+   * §15.2.2). It is that exchange's last HTTP message: parsing stops right
+   * after its head, and whatever follows belongs to the new protocol. */
+  if (status == 101) {
+    if (!p->upgrade_ok)
+      return fail(p, H3G_ERR_PROTO, "101 without upgrade");
+    p->interim = 0;
+    if (p->cb.on_head) {
+      int rv = p->cb.on_head(p->ud, status, &p->fx.fields, 0);
+      if (rv != 0)
+        return fail_cb(p, rv);
+    }
+    h3g_headers_clear(&p->fx.fields);
+    p->upgraded = 1;
+    p->keep_alive = 0;
+    p->fx.phase = PH_DONE;
+    return HPE_PAUSED;
+  }
   if ((bad = check_transfer_encoding(p, &te)) != NULL)
     return fail(p, H3G_ERR_PROTO, bad);
   /* RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty
@@ -625,6 +642,8 @@ void h3g_h1_parser_reset(h3g_h1_parser *p, int head_request) {
   p->started = 0;
   p->keep_alive = 0;
   p->force_close = 0;
+  p->upgrade_ok = 0;
+  p->upgraded = 0;
   p->fx.tail = TAIL_LF;
   p->fx.cr_pending = 0;
   p->fx.in_chunk_data = 0;
@@ -840,6 +859,14 @@ int h3g_h1_parser_finish(h3g_h1_parser *p) {
     return p->fx.err;
   fail(p, H3G_ERR_PROTO, "connection closed before the response was complete");
   return p->fx.err;
+}
+
+void h3g_h1_parser_expect_upgrade(h3g_h1_parser *p) {
+  p->upgrade_ok = 1;
+}
+
+int h3g_h1_parser_upgraded(const h3g_h1_parser *p) {
+  return p->upgraded;
 }
 
 int h3g_h1_parser_complete(const h3g_h1_parser *p) {

@@ -82,7 +82,7 @@ typedef struct h3g_h1_parser h3g_h1_parser;
 typedef struct h3g_h1_callbacks {
   /* A complete response head. interim is 1 for 1xx responses (which are
    * followed by another head); a 101 is reported as a protocol error, not
-   * here. The fields are unfiltered, names as received, values without
+   * here, unless an upgrade was expected (then it is final, interim 0). The fields are unfiltered, names as received, values without
    * surrounding whitespace; the list may be modified (h3g_response_filter
    * lowercases in place). Status is 100..599. Any Content-Length is as
    * received: 1xx, 204 and 304 responses and responses to HEAD never have
@@ -158,6 +158,18 @@ int h3g_h1_parser_feed(h3g_h1_parser *p, const uint8_t *data, size_t len,
  * responses were received), or what on_complete returned.
  */
 int h3g_h1_parser_finish(h3g_h1_parser *p);
+
+/*
+ * The request being answered asked for an upgrade (a WebSocket handshake):
+ * until the next reset, a 101 is reported to on_head as a final response
+ * (interim 0) and parsing stops right after its head, so *consumed tells
+ * where the new protocol's bytes start; the response is then complete,
+ * upgraded, and not keep-alive. Without this call a 101 is malformed.
+ */
+void h3g_h1_parser_expect_upgrade(h3g_h1_parser *p);
+
+/* 1 once a 101 ended the exchange (see h3g_h1_parser_expect_upgrade). */
+int h3g_h1_parser_upgraded(const h3g_h1_parser *p);
 
 /* 1 once the response is complete. */
 int h3g_h1_parser_complete(const h3g_h1_parser *p);

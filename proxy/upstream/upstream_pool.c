@@ -85,6 +85,9 @@ typedef enum conn_state {
   CONN_IDLE,
   CONN_HANDOFF,
   CONN_BUSY,
+  /* Upgraded (a WebSocket tunnel): still its user's, but out of the
+   * pool's count, so the slot serves other requests; closed on release. */
+  CONN_TUNNEL,
   CONN_CLOSING,
   CONN_NSTATES,
 } conn_state;
@@ -139,6 +142,9 @@ struct h3g_upconn {
   unsigned answered : 1; /* a byte was read since the hand-over */
   /* TLS: plaintext waits in the session for the timer to deliver it */
   unsigned tls_deliver : 1;
+  unsigned reset_on_close : 1; /* close with a TCP reset (op_reset) */
+  unsigned shut : 1;           /* the write side was shut down */
+  uv_shutdown_t shutdown_req;
 };
 
 typedef struct conn_list {
@@ -260,11 +266,23 @@ static uint32_t pool_total(const h3g_upstream_pool *p) {
          p->conns[CONN_HANDOFF].n + p->conns[CONN_BUSY].n;
 }
 
+/* Whether c belongs to a user (an exchange, or a tunnel after it). */
+static int held(const h3g_upconn *c) {
+  return c->state == CONN_BUSY || c->state == CONN_TUNNEL;
+}
+
 /* The passive health signal (upstream_pool.h says when). Callers invoke it
  * from libuv callbacks only, just before the user's own event. */
 static void health(h3g_upstream_pool *p, int ok) {
   if (p->cfg.on_health != NULL)
     p->cfg.on_health(p->cfg.health_arg, ok);
+}
+
+/* The same for what happens on a held connection: a tunnel's end, however
+ * abrupt, says nothing about the server's health (apps drop sockets). */
+static void conn_health(const h3g_upconn *c, int ok) {
+  if (c->state != CONN_TUNNEL)
+    health(c->pool, ok);
 }
 
 /* ---- the wait queue ------------------------------------------------------ */
@@ -371,8 +389,12 @@ static void conn_close(h3g_upconn *c) {
   c->ctx = NULL;
   c->reader = READER_NONE;
   /* A pending connect or write completes with UV_ECANCELED before the
-   * close callbacks run; their callbacks see CLOSING and stay silent. */
-  uv_close(&c->io.handle, on_conn_handle_close);
+   * close callbacks run; their callbacks see CLOSING and stay silent. A
+   * reset is possible on TCP only, and not once the write side was shut
+   * down (libuv refuses it then): those close plainly. */
+  if (!c->reset_on_close || p->cfg.unix_path != NULL || c->shut ||
+      uv_tcp_close_reset(&c->io.tcp, on_conn_handle_close) != 0)
+    uv_close(&c->io.handle, on_conn_handle_close);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
 }
 
@@ -390,7 +412,8 @@ static void pool_free(h3g_upstream_pool *p) {
  * resolver closed (its lookup's callback would call back into p). */
 static void pool_maybe_finish(h3g_upstream_pool *p) {
   if (!p->closing || !p->qtimer_closed || p->conns[CONN_CLOSING].n != 0 ||
-      pool_total(p) != 0 || !p->resolver_closed)
+      p->conns[CONN_TUNNEL].n != 0 || pool_total(p) != 0 ||
+      !p->resolver_closed)
     return;
   void (*cb)(void *) = p->close_cb;
   void *arg = p->close_arg;
@@ -726,13 +749,14 @@ static void on_conn_timer(uv_timer_t *t) {
     conn_close(c);
     pool_serve(p);
     return;
-  case CONN_BUSY: {
+  case CONN_BUSY:
+  case CONN_TUNNEL: {
     const h3g_upstream_events *ev = c->ev;
     void *ctx = c->ctx;
     if (c->pending_err != 0) {
       int err = c->pending_err;
       c->pending_err = 0;
-      health(p, 0);
+      conn_health(c, 0);
       ev->on_error(ctx, err);
       return;
     }
@@ -751,7 +775,7 @@ static void on_conn_timer(uv_timer_t *t) {
     H3G_INC(upstream_timeouts);
     h3g_debug("upstream %s: no byte for %llu ms", p->name,
               (unsigned long long)c->read_timeout_ms);
-    health(p, 0);
+    conn_health(c, 0);
     ev->on_error(ctx, H3G_ERR_TIMEOUT);
     return;
   }
@@ -824,11 +848,11 @@ static void user_read_ended(h3g_upconn *c, ssize_t nread) {
   if (nread == UV_EOF) {
     /* Closed before the response began: the server dropped the request. */
     if (!c->answered)
-      health(c->pool, 0);
+      conn_health(c, 0);
     ev->on_eof(ctx);
   } else {
     h3g_debug("upstream %s: read: %s", c->pool->name, uv_strerror((int)nread));
-    health(c->pool, 0);
+    conn_health(c, 0);
     ev->on_error(ctx, H3G_ERR_IO);
   }
 }
@@ -864,7 +888,7 @@ static void on_write(uv_write_t *req, int status) {
   /* A write abandoned by release() completes (often UV_ECANCELED) after
    * its user left: release(1) is refused while a write is pending, so a
    * write always belongs to the current user or to nobody. */
-  if (c->state != CONN_BUSY || c->ev == NULL)
+  if (!held(c) || c->ev == NULL)
     return;
   if (status != 0) {
     c->dead = 1;
@@ -941,7 +965,7 @@ static void on_tls_written(uv_write_t *req, int status) {
     err = H3G_ERR_IO;
   } else {
     h3g_upstream_tls_consume_output(c->tls, sent);
-    if (c->state == CONN_BUSY && c->write_pending)
+    if (held(c) && c->write_pending)
       err = tls_encrypt(c);
     if (err == 0)
       err = tls_flush(c);
@@ -952,6 +976,7 @@ static void on_tls_written(uv_write_t *req, int status) {
       conn_connect_failed(c, err);
     return;
   case CONN_BUSY:
+  case CONN_TUNNEL:
     if (!c->write_pending || c->ev == NULL || (err == 0 && !tls_write_done(c)))
       return;
     c->write_pending = 0;
@@ -1022,7 +1047,7 @@ static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
  * once it is no longer the user's (any callback may release it; its memory
  * stays until its handles are closed). */
 static void tls_deliver(h3g_upconn *c) {
-  while (c->state == CONN_BUSY && c->reader == READER_USER) {
+  while (held(c) && c->reader == READER_USER) {
     const h3g_upstream_events *ev = c->ev;
     void *ctx = c->ctx;
     uint8_t *b = NULL;
@@ -1050,14 +1075,14 @@ static void tls_deliver(h3g_upconn *c) {
     if (r == H3G_ERR_CLOSED) {
       /* Closed before the response began: the server dropped the request. */
       if (!c->answered)
-        health(c->pool, 0);
+        conn_health(c, 0);
       ev->on_eof(ctx);
       return;
     }
     if (r == H3G_ERR_TLS)
       h3g_warn("upstream %s: TLS: %s", c->pool->name,
                h3g_upstream_tls_error(c->tls));
-    health(c->pool, 0);
+    conn_health(c, 0);
     ev->on_error(ctx, r == H3G_ERR_TLS ? H3G_ERR_TLS : H3G_ERR_IO);
     return;
   }
@@ -1111,7 +1136,7 @@ static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0 && c->read_timeout_ms > 0 && c->pending_err == 0)
     uv_timer_start(&c->timer, on_conn_timer, c->read_timeout_ms, 0);
   tls_deliver(c);
-  if (nread > 0 || c->state != CONN_BUSY || c->reader != READER_USER)
+  if (nread > 0 || !held(c) || c->reader != READER_USER)
     return;
   /* The socket ended without close_notify; what it carried is delivered. */
   user_read_ended(c, nread);
@@ -1199,7 +1224,7 @@ static void op_set_urgency(void *pool, h3g_upstream_waiter *w,
 }
 
 static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
-  if (c == NULL || c->state != CONN_BUSY || n == 0 || n > MAX_IOV ||
+  if (c == NULL || !held(c) || n == 0 || n > MAX_IOV ||
       c->write_pending)
     return H3G_ERR_INVAL;
   if (c->tls != NULL)
@@ -1223,7 +1248,7 @@ static int op_write(h3g_upconn *c, const h3g_iovec *iov, size_t n) {
 }
 
 static void op_read_start(h3g_upconn *c) {
-  if (c == NULL || c->state != CONN_BUSY || c->dead || c->reader == READER_USER)
+  if (c == NULL || !held(c) || c->dead || c->reader == READER_USER)
     return;
   int rv = c->tls != NULL
                ? uv_read_start(&c->io.stream, on_tls_alloc, on_tls_read)
@@ -1247,13 +1272,13 @@ static void op_read_start(h3g_upconn *c) {
 }
 
 static void op_read_stop(h3g_upconn *c) {
-  if (c == NULL || c->state != CONN_BUSY)
+  if (c == NULL || !held(c))
     return;
   user_read_stop(c);
 }
 
 static void op_set_read_timeout(h3g_upconn *c, uint64_t ms) {
-  if (c == NULL || c->state != CONN_BUSY)
+  if (c == NULL || !held(c))
     return;
   c->read_timeout_ms = ms;
   if (c->reader != READER_USER || c->pending_err != 0 || c->tls_deliver)
@@ -1267,10 +1292,13 @@ static void op_set_read_timeout(h3g_upconn *c, uint64_t ms) {
 static void op_release(h3g_upconn *c, int reusable) {
   if (c == NULL)
     return;
-  if (c->state != CONN_BUSY) {
+  if (!held(c)) {
     h3g_warn("upstream: release of a connection that is not held");
     return;
   }
+  int tunnel = c->state == CONN_TUNNEL;
+  if (tunnel)
+    reusable = 0; /* whatever the tunnel carried is not HTTP */
   h3g_upstream_pool *p = c->pool;
   c->ev = NULL;
   c->ctx = NULL;
@@ -1295,7 +1323,7 @@ static void op_release(h3g_upconn *c, int reusable) {
               p->name);
     reusable = 0;
   }
-  if (!reusable)
+  if (!reusable && !tunnel)
     H3G_INC(upstream_conns_poisoned);
   if (!reusable || p->closing) {
     conn_close(c);
@@ -1303,6 +1331,47 @@ static void op_release(h3g_upconn *c, int reusable) {
     return;
   }
   conn_offer(c);
+}
+
+static void op_upgrade(h3g_upconn *c) {
+  if (c == NULL || c->state != CONN_BUSY)
+    return;
+  conn_set_state(c, CONN_TUNNEL);
+  /* Its slot is free: a waiter may have it now (answered from the loop). */
+  pool_serve(c->pool);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  h3g_upconn *c = H3G_CONTAINER_OF(req, h3g_upconn, shutdown_req);
+  if (status != 0 && status != UV_ECANCELED)
+    h3g_debug("upstream %s: shutdown: %s", c->pool->name, uv_strerror(status));
+}
+
+static int op_shutdown_write(h3g_upconn *c) {
+  if (c == NULL || !held(c) || c->write_pending)
+    return H3G_ERR_INVAL;
+  if (c->shut)
+    return 0;
+  if (c->tls != NULL && (h3g_upstream_tls_close_notify(c->tls) != 0 ||
+                         tls_flush(c) != 0))
+    return H3G_ERR_IO;
+  /* libuv sends the FIN once the writes queued before it (the
+   * close_notify) have gone. */
+  int rv = uv_shutdown(&c->shutdown_req, &c->io.stream, on_shutdown);
+  if (rv != 0) {
+    h3g_debug("upstream %s: shutdown: %s", c->pool->name, uv_strerror(rv));
+    c->dead = 1;
+    return H3G_ERR_IO;
+  }
+  c->shut = 1;
+  return 0;
+}
+
+static void op_reset(h3g_upconn *c) {
+  if (c == NULL || !held(c))
+    return;
+  c->reset_on_close = 1;
+  op_release(c, 0);
 }
 
 static const char *op_name(void *pool) {
@@ -1320,6 +1389,9 @@ const h3g_upstream_ops h3g_upstream_pool_ops = {
     .set_read_timeout = op_set_read_timeout,
     .release = op_release,
     .name = op_name,
+    .upgrade = op_upgrade,
+    .shutdown_write = op_shutdown_write,
+    .reset = op_reset,
 };
 
 /* The connection operations by name, for tables layered on pools. */
@@ -1334,6 +1406,9 @@ void h3g_upconn_set_read_timeout(h3g_upconn *c, uint64_t ms) {
 void h3g_upconn_release(h3g_upconn *c, int reusable) {
   op_release(c, reusable);
 }
+void h3g_upconn_upgrade(h3g_upconn *c) { op_upgrade(c); }
+int h3g_upconn_shutdown_write(h3g_upconn *c) { return op_shutdown_write(c); }
+void h3g_upconn_reset(h3g_upconn *c) { op_reset(c); }
 
 /* ---- the address --------------------------------------------------------- */
 

@@ -162,6 +162,21 @@ typedef struct h3g_upstream_ops {
   /* Optional. After acquire() returned H3G_ERR_UNAVAILABLE: whole seconds
    * until a server may serve again (Retry-After), 0 when unknown. */
   uint32_t (*retry_after)(void *pool);
+  /*
+   * Tunnels (WebSocket). Optional as a set: NULL upgrade means this
+   * upstream cannot carry one. upgrade(): the exchange on c ended with a
+   * 101 and c now carries a tunnel: it no longer counts against the pool's
+   * size (a waiter may get the slot), sends no health signal, and is
+   * closed when released, never reused. shutdown_write(): sends the end of
+   * our side (TLS close_notify, then FIN) once the pending write is done;
+   * reading goes on. Returns 0, H3G_ERR_INVAL (a write is pending, or c is
+   * not held) or H3G_ERR_IO. reset(): as release(c, 0), but a TCP
+   * connection ends with a reset (RST) rather than a FIN (not after
+   * shutdown_write, nor on a Unix socket: those end plainly).
+   */
+  void (*upgrade)(h3g_upconn *c);
+  int (*shutdown_write)(h3g_upconn *c);
+  void (*reset)(h3g_upconn *c);
 } h3g_upstream_ops;
 
 extern const h3g_upstream_ops h3g_upstream_pool_ops;
@@ -284,6 +299,9 @@ void h3g_upconn_read_start(h3g_upconn *c);
 void h3g_upconn_read_stop(h3g_upconn *c);
 void h3g_upconn_set_read_timeout(h3g_upconn *c, uint64_t ms);
 void h3g_upconn_release(h3g_upconn *c, int reusable);
+void h3g_upconn_upgrade(h3g_upconn *c);
+int h3g_upconn_shutdown_write(h3g_upconn *c);
+void h3g_upconn_reset(h3g_upconn *c);
 
 /* The address new connections go to, for logs and metrics: "ip:port",
  * "[ip6]:port" or "unix:PATH". The pointer stays valid until the pool is

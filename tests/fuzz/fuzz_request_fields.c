@@ -86,7 +86,16 @@ static int ows(uint8_t c) {
 static void check_request(const h3g_headers *h, const h3g_request_pseudo *ps,
                           int64_t cl) {
   if (ps->method.namelen == 0 || ps->scheme.namelen == 0 ||
-      ps->path.namelen == 0 || ps->protocol.namelen != 0)
+      ps->path.namelen == 0)
+    abort();
+  /* CONNECT only as extended CONNECT (RFC 8441, RFC 9220): with a token
+   * :protocol and an :authority; :protocol only with CONNECT. */
+  int connect = ps->method.valuelen == 7 &&
+                memcmp(ps->method.value, "CONNECT", 7) == 0;
+  if (connect != (ps->protocol.namelen != 0))
+    abort();
+  if (connect && (ps->protocol.valuelen == 0 || !all(&ps->protocol, tchar) ||
+                  ps->authority.namelen == 0))
     abort();
   if (ps->method.valuelen == 0 || !all(&ps->method, tchar))
     abort();

@@ -397,14 +397,45 @@ static void test_validate_pseudo(void) {
           "https", ":path", "/a\r\nb", AUTH);
   REFUSED("leading or trailing whitespace in field value", ":method", "GET",
           ":scheme", "https", ":path", "/a ", AUTH);
-  /* CONNECT and extended CONNECT are not tunnelled. */
-  REFUSED("CONNECT is not supported (the gateway does not tunnel)", ":method",
-          "CONNECT", ":authority", "example.com:443");
-  REFUSED("CONNECT is not supported (the gateway does not tunnel)", ":method",
-          "CONNECT", ":protocol", "websocket", ":scheme", "https", ":path",
-          "/chat", AUTH);
+  /* A plain CONNECT (a TCP tunnel anywhere) is refused, with or without
+   * :path; extended CONNECT (RFC 8441 §4, RFC 9220 §3) has the form of a
+   * request for this origin, and :protocol needs CONNECT. */
+  REFUSED("CONNECT is not supported (the gateway tunnels WebSockets only, "
+          "by extended CONNECT)",
+          ":method", "CONNECT", ":authority", "example.com:443");
+  REFUSED("CONNECT is not supported (the gateway tunnels WebSockets only, "
+          "by extended CONNECT)",
+          ":method", "CONNECT", ":scheme", "https", ":path", "/chat", AUTH);
   REFUSED(":protocol is only valid with CONNECT", GET_BASE, AUTH, ":protocol",
           "websocket");
+  REFUSED("missing :scheme", ":method", "CONNECT", ":protocol", "websocket",
+          ":path", "/chat", AUTH);
+  REFUSED("missing :path", ":method", "CONNECT", ":protocol", "websocket",
+          ":scheme", "https", AUTH);
+  REFUSED("extended CONNECT without :authority", ":method", "CONNECT",
+          ":protocol", "websocket", ":scheme", "https", ":path", "/chat",
+          "host", "example.com");
+  REFUSED("invalid :protocol", ":method", "CONNECT", ":protocol", "",
+          ":scheme", "https", ":path", "/chat", AUTH);
+  REFUSED("invalid :protocol", ":method", "CONNECT", ":protocol", "web socket",
+          ":scheme", "https", ":path", "/chat", AUTH);
+  REFUSED("repeated pseudo-header field", ":method", "CONNECT", ":protocol",
+          "websocket", ":protocol", "websocket", ":scheme", "https", ":path",
+          "/chat", AUTH);
+  {
+    /* Any token passes here: which protocols are served is the bridge's. */
+    const char *why = NULL;
+    h3g_request_pseudo ps;
+    const char *nv[] = {":method", "CONNECT", ":protocol", "websocket",
+                        ":scheme", "https",   ":path",     "/chat",
+                        AUTH,      NULL};
+    CHECK(validate(nv, &why, &ps, NULL) == 0);
+    CHECK(ps.protocol.namelen == 9 && ps.protocol.valuelen == 9);
+    const char *nv2[] = {":method", "CONNECT", ":protocol", "foo",
+                         ":scheme", "https",   ":path",     "/",
+                         AUTH,      NULL};
+    CHECK(validate(nv2, &why, NULL, NULL) == 0);
+  }
 }
 
 static void test_validate_authority(void) {
