@@ -287,6 +287,12 @@ typedef struct conn {
   int local_liberr;
   uint64_t credit_ts; /* slow reader: last credit round */
   counts statuses, resets, stops;
+  /* The start of the server's control stream, up to the end of its
+   * SETTINGS frame (see settings_tap). */
+  int64_t ctrl_id;
+  uint8_t ctrl[4096];
+  size_t ctrl_len;
+  int settings_parsed;
 } conn;
 
 static conn *CONNS;
@@ -970,10 +976,10 @@ static int on_h3_recv_settings(nghttp3_conn *h3,
                                void *conn_user_data) {
   conn *c = conn_user_data;
   (void)h3;
+  (void)settings; /* its enable_connect_protocol: see settings_tap */
   c->settings_received = 1;
-  c->enable_connect_protocol = settings->enable_connect_protocol;
-  trace("connection %u: SETTINGS, ENABLE_CONNECT_PROTOCOL=%u", c->index,
-        settings->enable_connect_protocol);
+  trace("connection %u: SETTINGS, ENABLE_CONNECT_PROTOCOL=%" PRIu64, c->index,
+        c->enable_connect_protocol);
   return 0;
 }
 
@@ -989,6 +995,73 @@ static const nghttp3_callbacks h3_callbacks = {
     .shutdown = on_h3_shutdown,
     .recv_settings = on_h3_recv_settings,
 };
+
+/* ---- the server's SETTINGS ---- */
+
+static size_t get_varint(const uint8_t *p, size_t len, uint64_t *v) {
+  if (len == 0)
+    return 0;
+  size_t n = (size_t)1 << (p[0] >> 6);
+  if (len < n)
+    return 0;
+  *v = p[0] & 0x3f;
+  for (size_t i = 1; i < n; i++)
+    *v = (*v << 8) | p[i];
+  return n;
+}
+
+/*
+ * nghttp3 before 1.14 drops SETTINGS_ENABLE_CONNECT_PROTOCOL on the client
+ * side (its settings handler records it only when it is the server;
+ * upstream commit 6e67286 "Fix ENABLE_CONNECT_PROTOCOL setting handling"
+ * swapped that), so recv_settings always shows 0 with Debian's 1.8. We read
+ * the server's first SETTINGS frame from its control stream's bytes
+ * ourselves, before nghttp3 gets them: the stream of type 0x00 (RFC 9114
+ * §6.2.1), whose first frame must be SETTINGS (§7.2.4).
+ */
+static void settings_tap(conn *c, int64_t stream_id, uint64_t offset,
+                         const uint8_t *data, size_t len) {
+  if (c->settings_parsed || ngtcp2_is_bidi_stream(stream_id) ||
+      (stream_id & 0x3) != 0x3)
+    return;
+  if (c->ctrl_id < 0) {
+    if (offset != 0 || len == 0 || data[0] != 0x00)
+      return;
+    c->ctrl_id = stream_id;
+  }
+  if (stream_id != c->ctrl_id)
+    return;
+  size_t room = sizeof(c->ctrl) - c->ctrl_len;
+  size_t k = room < len ? room : len;
+  memcpy(c->ctrl + c->ctrl_len, data, k);
+  c->ctrl_len += k;
+  uint64_t type, flen;
+  size_t a = get_varint(c->ctrl + 1, c->ctrl_len - 1, &type);
+  size_t b = a ? get_varint(c->ctrl + 1 + a, c->ctrl_len - 1 - a, &flen) : 0;
+  if (b == 0)
+    return;
+  size_t start = 1 + a + b;
+  if (type != 0x04 || flen > sizeof(c->ctrl) - start) {
+    c->settings_parsed = 1; /* not ours to judge: nghttp3 will */
+    return;
+  }
+  if (c->ctrl_len < start + flen)
+    return;
+  c->settings_parsed = 1;
+  const uint8_t *p = c->ctrl + start;
+  size_t left = (size_t)flen;
+  while (left > 0) {
+    uint64_t id, value;
+    size_t i = get_varint(p, left, &id);
+    size_t j = i ? get_varint(p + i, left - i, &value) : 0;
+    if (j == 0)
+      break;
+    if (id == 0x08)
+      c->enable_connect_protocol = value;
+    p += i + j;
+    left -= i + j;
+  }
+}
 
 /* ---- ngtcp2 callbacks ---- */
 
@@ -1026,9 +1099,9 @@ static int on_recv_stream_data(ngtcp2_conn *q, uint32_t flags,
                                void *user_data, void *stream_user_data) {
   conn *c = user_data;
   (void)q;
-  (void)offset;
   if (c->h3 == NULL && conn_setup_h3(c) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
+  settings_tap(c, stream_id, offset, data, datalen);
   nghttp3_ssize n =
       nghttp3_conn_read_stream(c->h3, stream_id, data, datalen,
                                (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
@@ -2031,7 +2104,11 @@ int main(int argc, char **argv) {
   CONNS = xcalloc(O.connections, sizeof(conn));
   for (unsigned i = 0; i < O.connections; i++) {
     conn *c = &CONNS[i];
-    *c = (conn){.index = i, .nt = O.tunnels, .goaway = -1, .sock.fd = -1};
+    *c = (conn){.index = i,
+                .nt = O.tunnels,
+                .goaway = -1,
+                .sock.fd = -1,
+                .ctrl_id = -1};
     c->t = xcalloc(O.tunnels, sizeof(tunnel));
     for (unsigned k = 0; k < O.tunnels; k++)
       c->t[k] = (tunnel){.c = c,
