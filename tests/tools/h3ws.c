@@ -101,13 +101,14 @@
  *                  "reason": "..."}],   (the first 10)
  *    "connections": [{"index": 0, "handshake": true,
  *       "settings_received": true, "enable_connect_protocol": 1,
- *       "tunnels_ok": ..., "tunnels_failed": ..., "statuses": {...},
+ *        "tunnels_ok": ..., "tunnels_failed": ..., "max_open_tunnels": 100,
+ *       "statuses": {...},
  *       "messages_ok": ..., "stream_bytes_sent": ...,
  *       "stream_bytes_received": ..., "mismatches": 0,
  *       "resets_received": {...}, "goaway": null,
  *       "connection_close": null | {"code": 256, "type": "application",
  *                                   "reason": "..."},
- *       "local_error": null}]}
+ *       "idle_close": false, "local_error": null}]}
  * payload_bytes count WebSocket message payloads; stream_bytes count the
  * HTTP/3 DATA payload (WebSocket frames) handed to QUIC and received.
  * Bytes outside printable ASCII in strings appear as \u00XX.
