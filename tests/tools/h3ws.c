@@ -101,7 +101,7 @@
  *                  "reason": "..."}],   (the first 10)
  *    "connections": [{"index": 0, "handshake": true,
  *       "settings_received": true, "enable_connect_protocol": 1,
- *        "tunnels_ok": ..., "tunnels_failed": ..., "max_open_tunnels": 100,
+ *       "tunnels_ok": ..., "tunnels_failed": ..., "max_open_tunnels": 100,
  *       "statuses": {...},
  *       "messages_ok": ..., "stream_bytes_sent": ...,
  *       "stream_bytes_received": ..., "mismatches": 0,
