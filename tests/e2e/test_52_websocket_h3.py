@@ -288,7 +288,7 @@ def test_client_reset_mid_message_closes_upstream(wgw, app):
     assert not ev["close_rcvd"] and ev["in_msgs"] == 0, ev
     assert ev["lost"] == "ConnectionResetError", ev
     rec = wgw.wait_access(path=path)[0]
-    assert rec.get("outcome") == "client reset" and rec.get("tunnel") == "websocket", rec.raw
+    assert rec.get("outcome") == "client-reset" and rec.get("tunnel") == "websocket", rec.raw
     assert rec.int("in") >= 100000, rec.raw
 
 
@@ -323,7 +323,7 @@ def test_upstream_reset_is_connect_error(wgw, app):
     assert rep["statuses"] == {"200": 1}, summary(rep)
     assert rep["resets_received"] == {"0x%x" % H3_CONNECT_ERROR: 1}, summary(rep)
     rec = wgw.wait_access(path=path)[0]
-    assert rec.get("outcome") == "upstream reset", rec.raw
+    assert rec.get("outcome") == "upstream-reset", rec.raw
 
 
 # --------------------------------------------------------------------------
