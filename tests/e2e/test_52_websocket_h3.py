@@ -245,6 +245,29 @@ def test_slow_reader_256mib_bounded_memory(routed_ws, app):
               (16 * MiB + 64 * STREAM_BUFFER) // 1024)
 
 
+def test_slow_upstream_256mib_bounded_memory(routed_ws, app):
+    """256 MiB sent to an app that takes them in at 64 MB/s and echoes:
+    everything arrives exact, and the gateway holds no more than its
+    buffers while the client is made to wait (flow-control credit only for
+    bytes the app took)."""
+    gw = routed_ws({"listener": {"stream_buffer_size": "256KiB"}},
+                   name="ws-slow-up-gw")
+    base = gw.rss_peak_kib()
+    before = gw.metrics()
+    total = 256 * MiB
+    path = "/slow-echo/%d?t=%s" % (64 * 1000 * 1000, uid())
+    rep = h3ws(gw, path, "--stream-bytes", total, "--size", "1M", "--binary",
+               timeout=120)
+    assert rep["messages_ok"] == 256 and rep["mismatches"] == 0, summary(rep)
+    assert rep["payload_bytes_received"] == total, summary(rep)
+    print("256 MiB through a slow upstream: %.1f s (%.1f MB/s)"
+          % (rep["elapsed"], rep["bytes_per_second"] / 1e6))
+    m = settled(gw)
+    assert metric_delta(m, before, "tunnel_bytes_up") == rep["stream_bytes_sent"], m
+    check_rss("slow upstream, 256 MiB", gw.rss_peak_kib(), base,
+              (16 * MiB + 64 * STREAM_BUFFER) // 1024)
+
+
 # --------------------------------------------------------------------------
 # the app says no, or says 101 wrongly
 

@@ -12,6 +12,8 @@ port: python3-websockets' server; the path chooses the behaviour.
   /close-after/N    echoes N messages, then closes (1000, "after N")
   /slow             stops reading the socket (backpressure towards the
                     gateway) until WsApp.resume() (SIGUSR1), then echoes
+  /slow-echo/BPS    echoes, but takes messages in at most BPS bytes a second
+                    on average (a slow reader that keeps reading)
   /sink             reads and counts; a text message "?" is answered with
                     {"bytes": B, "messages": M} (the count before the "?")
   /broadcast        each message goes to every open /broadcast connection
@@ -287,6 +289,11 @@ def serve(events_path):
                 state["broadcast"].add(ws)
                 async for msg in messages():
                     websockets.broadcast(state["broadcast"], msg)
+            elif kind == "slow-echo":
+                rate = int(parts[1])
+                async for msg in messages():
+                    await asyncio.sleep(size(msg) / rate)
+                    await send(msg)
             else:
                 limit = int(parts[1]) if kind == "close-after" else None
                 async for msg in messages(limit):
