@@ -361,6 +361,7 @@ int h3g_server_run(const h3g_config *cfg) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&s->loop);
   h3g_log_set_level(cfg->log_level);
+  h3g_access_log_set_format(cfg->access_log_format);
   int rv = h3g_access_log_open(cfg->access_log);
   if (rv == 0)
     rv = h3g_keylog_open(cfg); /* before any TLS context exists */
