@@ -2,8 +2,8 @@
  * The access log's record of one finished request, and its three line
  * formats ([server] access_log_format): kv (key=value, the default), json
  * (one object per line) and combined (Apache/nginx "combined" followed by
- * key=value extensions). Field names and their meaning: README "Access
- * log"; the sink (stdout or a file, buffered) is log.c's.
+ * key=value extensions). Field names and their meaning: README "Logs";
+ * the sink (stdout or a file, buffered) is log.c's.
  *
  * A leaf: formats into a caller's buffer, no I/O, no allocation. The loop's
  * thread only: it keeps the last second it formatted, for the next line.
