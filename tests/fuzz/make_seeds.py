@@ -12,8 +12,8 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def write(target, name, data):
-    d = os.path.join(HERE, "corpus", target)
+def write(target, name, data, kind="corpus"):
+    d = os.path.join(HERE, kind, target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
         f.write(bytes(data))
@@ -384,7 +384,40 @@ def ws_seeds():
           + TAKE_ALL)
 
 
+def ws_regressions():
+    """Inputs that break an invariant of fuzz_stream_bridge with the
+    bridge of 552e008 (found reading it; ctest replays
+    tests/fuzz/regression/)."""
+    t = "fuzz_stream_bridge"
+    ws = cfg(ws=True)
+    asked = ws_head() + end_headers(False) + body_raw(b"held") + READY \
+        + WRITTEN
+    # The client's bytes after the upstream's end of its side were
+    # credited and dropped, not written (the connection waits for them).
+    write(t, "ws-upstream-ends-first-client-bytes-dropped",
+          ws + asked + ws_answer(WS_101) + WRITTEN + EOF + TAKE_ALL
+          + body_raw(b"late") + WRITTEN + END_REQUEST, "regression")
+    # A 101 before the handshake's write completed: the completion put the
+    # response timeout on the tunnel's connection.
+    write(t, "ws-101-before-handshake-written-read-timeout",
+          ws + ws_head() + end_headers(False) + body_raw(b"held") + READY
+          + ws_answer(WS_101) + WRITTEN + WRITTEN + TAKE_ALL, "regression")
+    # The 101's content-length went to the HTTP/3 client's 200.
+    write(t, "ws-101-content-length-on-200",
+          ws + asked + ws_answer(WS_101_CONTENT_LENGTH) + TAKE_ALL,
+          "regression")
+    # An HTTP/1.1 handshake with a Content-Length on a route without
+    # WebSockets: the plain GET went with "Content-Length: 3" but was taken
+    # as ended, and its connection given back as reusable without the
+    # body the upstream waits for (a desync of the next request).
+    write(t, "ws-h1-route-off-get-with-body-desync",
+          cfg(ws=True, h1=True, ws_route_off=True, window=False)
+          + ws_head(key=True, content_length=True) + end_headers(False)
+          + READY + WRITTEN + canned(0) + TAKE_ALL, "regression")
+
+
 if __name__ == "__main__":
     shadow_seeds()
     bridge_seeds()
     ws_seeds()
+    ws_regressions()

@@ -1936,6 +1936,38 @@ static void test_tunnel_h3_open_and_close(void) {
   CHECK_EQ_INT(h3g_stats.tunnels_open, open0);
 }
 
+/*
+ * Once the upstream ended its side, the client's bytes still go: the
+ * upstream only shut its write side (a half-closed TCP connection reads
+ * on), and the bridge keeps the connection for them until the client's
+ * end, which then closes it. (A WebSocket server that sends its Close and
+ * its FIN first still reads the client's Close frame.)
+ */
+static void test_tunnel_upstream_ends_first(void) {
+  h3g_bridge *b = open_tunnel(4096, NULL, NULL);
+  size_t head_len = wrote_head_len();
+  up.waiter->ev->on_eof(up.waiter->ctx);
+  char body[16];
+  unsigned flags;
+  CHECK_EQ_INT(take_now(b, body, sizeof(body), &flags), 0);
+  CHECK_EQ_INT(flags, H3G_BODY_END);
+  CHECK_EQ_INT(up.released, 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"late", 4), 0);
+  CHECK_MEM(up.wrote + head_len, up.wrote_len - head_len, "late");
+  CHECK_EQ_INT(fe.consumed, 0); /* credited once written, not dropped */
+  if (up.writes_pending)
+    up_written(b);
+  CHECK_EQ_INT(fe.consumed, 4);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+  CHECK_EQ_INT(up.shutdowns, 1);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  CHECK_EQ_INT(fe.aborted, 0);
+  CHECK(strcmp(outcome_of(b), "ok") == 0);
+  h3g_bridge_free(b);
+  CHECK_EQ_INT(conn_tunnels, 0);
+}
+
 /* The client ended its side before the 101: the held bytes go after it,
  * then our FIN. */
 static void test_tunnel_client_ends_before_101(void) {
@@ -1976,6 +2008,162 @@ static void test_tunnel_client_ends_before_101(void) {
   up_send(resp, n);
   CHECK_EQ_INT(up.shutdowns, 1);
   CHECK_EQ_INT(up.wrote_at_shutdown, wrote_head_len());
+  h3g_bridge_free(b);
+  CHECK_EQ_INT(conn_tunnels, 0);
+}
+
+/*
+ * The 101 may come before the handshake's write is reported done (the
+ * upstream answered what it read at once): the tunnel opens all the same,
+ * and that write's completion must not put the response timeout back on
+ * the tunnel's connection (a quiet upstream would then be cut after
+ * response_timeout instead of tunnel_idle_timeout).
+ */
+static void test_tunnel_101_before_head_written(void) {
+  h3g_bridge *b = new_bridge(4096);
+  add_connect(b, "/chat", "websocket");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"held", 4), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  CHECK_EQ_INT(up.writes_pending, 1);
+  size_t head_len = wrote_head_len();
+  char key[H3G_WS_KEY_LEN + 1], resp[512];
+  CHECK(wrote_key(key));
+  size_t n = make_101(resp, sizeof(resp), key, "");
+  up_send(resp, n);
+  CHECK_EQ_INT(fe.status, 200);
+  CHECK_EQ_INT(up.upgrades, 1);
+  CHECK_EQ_INT(up.read_timeout, 0);
+  CHECK_EQ_INT(up.wrote_len, head_len); /* one write at a time */
+  up_written(b);
+  CHECK_EQ_INT(up.read_timeout, 0);
+  CHECK_MEM(up.wrote + head_len, up.wrote_len - head_len, "held");
+  up_written(b);
+  CHECK_EQ_INT(fe.consumed, 4);
+  CHECK_EQ_INT(up.read_timeout, 0);
+  h3g_bridge_free(b);
+
+  /* The 101 and the upstream's end of its side, both before that write's
+   * completion: the completion does not end the tunnel (the end of the
+   * handshake's message is not the end of the client's side); the held
+   * bytes still go, and the connection waits for the client's end. */
+  b = new_bridge(4096);
+  add_connect(b, "/chat", "websocket");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"held", 4), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  head_len = wrote_head_len();
+  CHECK(wrote_key(key));
+  n = make_101(resp, sizeof(resp), key, "");
+  up_send(resp, n);
+  up.waiter->ev->on_eof(up.waiter->ctx);
+  CHECK_EQ_INT(up.released, 0);
+  up_written(b);
+  CHECK_EQ_INT(up.released, 0);
+  CHECK_MEM(up.wrote + head_len, up.wrote_len - head_len, "held");
+  if (up.writes_pending)
+    up_written(b);
+  CHECK_EQ_INT(fe.consumed, 4);
+  CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+  CHECK_EQ_INT(up.shutdowns, 1);
+  CHECK_EQ_INT(up.released, 1);
+  CHECK_EQ_INT(up.reusable, 0);
+  CHECK(strcmp(outcome_of(b), "ok") == 0);
+  h3g_bridge_free(b);
+}
+
+/*
+ * The 200 that opens a tunnel to an HTTP/3 or HTTP/2 client carries no
+ * content-length (ws-spec; RFC 9114 §4.1.2 would make the tunnel's DATA
+ * malformed against it), even when the upstream's 101 wrongly has one
+ * (RFC 9110 §8.6: never in a 1xx); the fields the client may use
+ * (protocol, extensions) and the route's own response fields are kept.
+ */
+static void test_tunnel_200_fields(void) {
+  static const h3g_header_edit hsts = {.name = "strict-transport-security",
+                                       .value = "max-age=60"};
+  h3g_bridge *b = new_bridge(4096);
+  rconf.s.add_response = (h3g_header_edit *)&hsts;
+  rconf.s.nadd_response = 1;
+  add_connect(b, "/chat", "websocket");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+  up_written(b);
+  char key[H3G_WS_KEY_LEN + 1], resp[512];
+  CHECK(wrote_key(key));
+  size_t n = make_101(resp, sizeof(resp), key,
+                      "Content-Length: 0\r\n"
+                      "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+                      "Sec-WebSocket-Protocol: chat\r\n");
+  up_send(resp, n);
+  CHECK_EQ_INT(fe.status, 200);
+  CHECK_EQ_INT(fe.has_body, 1);
+  CHECK(strstr(fe.fields, "content-length") == NULL);
+  CHECK(strstr(fe.fields, "sec-websocket-accept") == NULL);
+  CHECK(strstr(fe.fields, "sec-websocket-extensions: permessage-deflate\n") !=
+        NULL);
+  CHECK(strstr(fe.fields, "sec-websocket-protocol: chat\n") != NULL);
+  CHECK(strstr(fe.fields, "strict-transport-security: max-age=60\n") != NULL);
+  if (strstr(fe.fields, "content-length") != NULL)
+    fprintf(stderr, "  the 200's fields:\n%s", fe.fields);
+  h3g_bridge_free(b);
+}
+
+/*
+ * On a route without WebSockets an HTTP/1.1 handshake goes on as the plain
+ * GET it is underneath; one that declared a body (Content-Length: 3) must
+ * not leave the upstream waiting for bytes that never come on a connection
+ * given back for reuse: the next request's first bytes would be read as
+ * them. Either the body goes (as any request's), or the request is
+ * refused before it reaches the upstream.
+ */
+static void test_tunnel_h1_route_off_declared_body(void) {
+  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  h3g_bridge *b = new_bridge_proto(4096, &fake_fe_ops, "http/1.1");
+  rconf.s.websocket = 0;
+  add_h1_upgrade(b, CLIENT_KEY, "13");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  if (up.acquires == 1) {
+    up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+    if (up.writes_pending)
+      up_written(b);
+    size_t head_len = wrote_head_len();
+    int declared = wrote_has("\r\nContent-Length: 3\r\n");
+    up_send(r, strlen(r));
+    CHECK_EQ_INT(fe.status, 200);
+    /* Reusable only after the whole message it announced. */
+    CHECK(!(up.released && up.reusable) || !declared ||
+          up.wrote_len == head_len + 3);
+  } else {
+    CHECK_EQ_INT(fe.status, 400);
+  }
+  h3g_bridge_free(b);
+
+  /* The body, when the client sends it, goes after the head. */
+  b = new_bridge_proto(4096, &fake_fe_ops, "http/1.1");
+  rconf.s.websocket = 0;
+  add_h1_upgrade(b, CLIENT_KEY, "13");
+  add(b, "content-length", "3");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  if (up.acquires == 1) {
+    up.waiter->ev->on_ready(up.waiter->ctx, FAKE_CONN, 0);
+    if (up.writes_pending)
+      up_written(b);
+    size_t head_len = wrote_head_len();
+    CHECK(wrote_has("\r\nContent-Length: 3\r\n"));
+    CHECK_EQ_INT(h3g_bridge_recv_body(b, (const uint8_t *)"abc", 3), 0);
+    CHECK_MEM(up.wrote + head_len, up.wrote_len - head_len, "abc");
+    if (up.writes_pending)
+      up_written(b);
+    CHECK_EQ_INT(h3g_bridge_end_request(b), 0);
+    up_send(r, strlen(r));
+    CHECK_EQ_INT(fe.status, 200);
+    CHECK_EQ_INT(up.released, 1);
+    CHECK_EQ_INT(up.reusable, 1);
+  } else {
+    CHECK_EQ_INT(fe.status, 400);
+  }
   h3g_bridge_free(b);
   CHECK_EQ_INT(conn_tunnels, 0);
 }
@@ -2751,8 +2939,11 @@ int main(void) {
   RUN(test_priority);
   RUN(test_request_window_autotuning);
   RUN(test_tunnel_h3_open_and_close);
+  RUN(test_tunnel_upstream_ends_first);
   RUN(test_tunnel_client_ends_before_101);
   RUN(test_tunnel_101_split);
+  RUN(test_tunnel_200_fields);
+  RUN(test_tunnel_101_before_head_written);
   RUN(test_tunnel_bad_upgrade);
   RUN(test_tunnel_refused_by_upstream);
   RUN(test_tunnel_refused_here);
@@ -2764,6 +2955,7 @@ int main(void) {
   RUN(test_tunnel_backpressure);
   RUN(test_tunnel_access_log);
   RUN(test_tunnel_h1_client);
+  RUN(test_tunnel_h1_route_off_declared_body);
   RUN(test_everything_freed); /* last */
   return unit_report();
 }
