@@ -132,7 +132,7 @@ install_pkgs() {
 BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
       autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
 TEST=(python3 python3-pytest python3-pycurl python3-cryptography python3-h2 procps
-      iproute2 nftables nginx)
+      iproute2 nftables nginx python3-websockets)
 # The fuzz build (scripts/fuzz.sh): clang and its runtimes (libFuzzer,
 # ASan, UBSan), which Debian ships apart from the compiler.
 FUZZ_BOOKWORM=(clang libclang-rt-14-dev)

@@ -366,7 +366,12 @@ static void write_access_log(h3g_bridge *b) {
           .protocol = b->protocol,
           .fields = &b->req_fields,
           .pseudo = b->validated ? &b->pseudo : NULL,
-          .status = b->resp == RESP_ABORTED && b->status < 200 ? 0 : b->status,
+          /* An aborted exchange shows no interim status, but a 101
+           * opened a tunnel: the client had it. */
+          .status = b->resp == RESP_ABORTED && b->status < 200 &&
+                            b->tunnel != TUN_OPEN
+                        ? 0
+                        : b->status,
           .outcome = b->outcome,
           .route = b->route,
           .ops = named ? b->ops : NULL,
@@ -598,7 +603,9 @@ static int tunnel_admit(h3g_bridge *b) {
      * what follows, in case it became a tunnel). */
     b->pseudo.method = get;
     b->pseudo.protocol = (h3g_field){0};
-    if (b->req == REQ_BODY)
+    /* A declared body still follows (its front end passes it as any
+     * request's): the upstream is told its length and waits for it. */
+    if (b->req == REQ_BODY && b->req_content_length <= 0)
       req_enter(b, REQ_END);
     return 1;
   }
@@ -823,7 +830,8 @@ int h3g_bridge_recv_body(h3g_bridge *b, const uint8_t *data, size_t len) {
   }
   if (b->resp == RESP_ABORTED)
     return 0;
-  if (b->resp == RESP_COMPLETE || b->up == UP_RELEASED) {
+  if ((b->resp == RESP_COMPLETE && b->tunnel != TUN_OPEN) ||
+      b->up == UP_RELEASED) {
     /* Nobody will read it: the answer is already decided. Give the credit
      * straight back so the client can finish. */
     b->fe->consume(b->fs, len);
@@ -1208,7 +1216,9 @@ static void on_up_written(void *ctx, int status) {
       autotune_request_window(b);
     }
   }
-  if (b->write_final) {
+  /* The handshake's write of a tunnel that opened meanwhile ends no
+   * message: the tunnel's bytes follow it (pump_tunnel). */
+  if (b->write_final && b->tunnel != TUN_OPEN) {
     b->req_fully_written = 1;
     b->ops->set_read_timeout(b->conn, b->rs->response_timeout_ms);
     if (b->resp == RESP_COMPLETE) {
@@ -1680,8 +1690,10 @@ static int on_h1_head(void *ud, int status, h3g_headers *fields, int interim) {
   } else if (rv == 0) {
     h3g_headers_clear(&b->resp_head);
     for (size_t i = 0; rv == 0 && i < n; i++) {
-      /* RFC 9110 §8.6: no Content-Length in a 204. */
-      if (status == 204 && h3g_field_name_eq(&out[i], "content-length"))
+      /* RFC 9110 §8.6: no Content-Length in a 204 or a 1xx (nor in the
+       * 2xx that stands for a 101: the tunnel's bytes are not content). */
+      if ((status == 204 || upgrade) &&
+          h3g_field_name_eq(&out[i], "content-length"))
         continue;
       /* The Accept answers a key only an HTTP/1.1 client knows of. */
       if (upgrade && !client_is_h1(b) &&

@@ -899,6 +899,12 @@ int h3g_h3_session_new(h3g_h3_session **ps, const h3g_h3_conn_ops *ops,
   return 0;
 }
 
+void h3g_h3_session_expire(h3g_h3_session *s) {
+  for (h3g_h3_stream *st = s->streams; st != NULL; st = st->next)
+    if (st->bridge != NULL && !st->cut)
+      h3g_bridge_set_outcome(st->bridge, "shutdown");
+}
+
 void h3g_h3_session_free(h3g_h3_session *s) {
   if (s == NULL)
     return;

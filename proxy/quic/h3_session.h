@@ -99,6 +99,10 @@ int h3g_h3_session_add_write_offset(h3g_h3_session *s, int64_t stream_id,
 /* Graceful shutdown: a GOAWAY announcing it, then the final GOAWAY. */
 int h3g_h3_session_submit_shutdown_notice(h3g_h3_session *s);
 int h3g_h3_session_shutdown(h3g_h3_session *s);
+
+/* The shutdown deadline passed: the streams still open are logged as
+ * "shutdown" when the session is freed (next). */
+void h3g_h3_session_expire(h3g_h3_session *s);
 /* 1 once the final GOAWAY was queued and no request stream is left. */
 int h3g_h3_session_is_drained(h3g_h3_session *s);
 

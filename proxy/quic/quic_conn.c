@@ -1499,6 +1499,8 @@ void h3g_quic_env_shutdown_goaway(h3g_quic_env *env) {
 
 void h3g_quic_env_abandon(h3g_quic_env *env) {
   for (h3g_quic_conn *c = env->conns; c != NULL; c = c->next) {
+    if (c->h3 != NULL)
+      h3g_h3_session_expire(c->h3);
     if (c->state <= CONN_ESTABLISHED) {
       conn_set_app_error(c, NGHTTP3_H3_NO_ERROR);
       conn_start_closing(c);

@@ -984,6 +984,14 @@ void h3g_h1_session_on_timer(h3g_h1_session *s) {
   }
 }
 
+void h3g_h1_session_expire(h3g_h1_session *s) {
+  if (s->bridge == NULL || s->aborted || (s->req_done && s->resp_done))
+    return;
+  exchange_cut(s);
+  h3g_bridge_set_outcome(s->bridge, "shutdown");
+  s->aborted = 1;
+}
+
 void h3g_h1_session_shutdown(h3g_h1_session *s) {
   s->draining = 1;
   if (s->state == ST_IDLE)

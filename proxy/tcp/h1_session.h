@@ -89,4 +89,8 @@ void h3g_h1_session_on_timer(h3g_h1_session *s);
  * connection closes after it. */
 void h3g_h1_session_shutdown(h3g_h1_session *s);
 
+/* The shutdown deadline passed: the exchange still open, if any, is cut
+ * and logged as "shutdown". The session is freed next. */
+void h3g_h1_session_expire(h3g_h1_session *s);
+
 #endif /* H3G_H1_SESSION_H */

@@ -753,6 +753,10 @@ static void cut_all(h3g_h2_session *s, const char *outcome) {
   }
 }
 
+void h3g_h2_session_expire(h3g_h2_session *s) {
+  cut_all(s, "shutdown");
+}
+
 void h3g_h2_session_free(h3g_h2_session *s) {
   if (s == NULL)
     return;

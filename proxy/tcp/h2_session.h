@@ -48,4 +48,9 @@ void h3g_h2_session_on_timer(h3g_h2_session *s);
  * flight finish, then the connection closes. */
 void h3g_h2_session_shutdown(h3g_h2_session *s);
 
+/* The shutdown deadline passed: every exchange still open is cut (its
+ * upstream side closed; a tunnel's reset) and logged as "shutdown". The
+ * session is freed next. */
+void h3g_h2_session_expire(h3g_h2_session *s);
+
 #endif /* H3G_H2_SESSION_H */

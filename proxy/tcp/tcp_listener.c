@@ -168,6 +168,14 @@ static void sess_shutdown(tcp_conn *c) {
     h3g_h1_session_shutdown(c->session);
 }
 
+/* The shutdown deadline passed: what is still in flight ends now. */
+static void sess_expire(tcp_conn *c) {
+  if (c->h2 != NULL)
+    h3g_h2_session_expire(c->h2);
+  else if (c->session != NULL)
+    h3g_h1_session_expire(c->session);
+}
+
 static void sess_free(tcp_conn *c) {
   h3g_h2_session_free(c->h2);
   c->h2 = NULL;
@@ -908,6 +916,8 @@ static void on_deadline(uv_timer_t *t) {
   tcp_conn *c = l->conns;
   while (c != NULL) {
     tcp_conn *next = c->next;
+    if (c->state == CS_OPEN)
+      sess_expire(c);
     conn_close(c);
     c = next;
   }

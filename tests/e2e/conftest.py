@@ -153,6 +153,32 @@ def h3():
         c.close()
 
 
+@pytest.fixture
+def wsapp(tmp_path_factory):
+    """Factory: wsapp() -> a started WebSocket upstream app
+    (testenv.wsapp.WsApp: python3-websockets in a child process, with its
+    events file); stopped at teardown."""
+    require(_have_websockets(), "python3-websockets is not installed")
+    from testenv.wsapp import WsApp
+    made = []
+
+    def make(name="wsapp"):
+        app = WsApp(str(tmp_path_factory.mktemp(name)), name=name).start()
+        made.append(app)
+        return app
+    yield make
+    for app in made:
+        app.stop()
+
+
+def _have_websockets():
+    try:
+        import websockets  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 # --------------------------------------------------------------------------
 # upstream groups and routes (docs/routes.md)
 

@@ -136,26 +136,17 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <wolfssl/options.h>
-
-#include <wolfssl/ssl.h>
-
-#include <ngtcp2/ngtcp2.h>
-#include <ngtcp2/ngtcp2_crypto.h>
-#include <ngtcp2/ngtcp2_crypto_wolfssl.h>
-
 #include "h3raw.h"
+#include "quic_client.h"
 
 /* HTTP/3 codes and types (RFC 9114 §7.2, §8.1, §6.2). */
 #define H3_NO_ERROR 0x100
@@ -269,9 +260,7 @@ typedef struct client {
   const char *host, *port, *sni, *ca;
   int verbose;
   /* connection */
-  int fd;
-  struct sockaddr_storage local, remote;
-  socklen_t locallen, remotelen;
+  qc_socket sock;
   WOLFSSL_CTX *ssl_ctx;
   WOLFSSL *ssl;
   ngtcp2_conn *conn;
@@ -884,27 +873,8 @@ static void uni_feed(client *c, int64_t id, const uint8_t *p, size_t n) {
 
 static void on_rand(uint8_t *dest, size_t destlen, const ngtcp2_rand_ctx *ctx) {
   (void)ctx;
-  while (destlen > 0) {
-    ssize_t k = getrandom(dest, destlen, 0);
-    if (k < 0) {
-      if (errno == EINTR)
-        continue;
-      die(2, "getrandom: %s", strerror(errno));
-    }
-    dest += k;
-    destlen -= (size_t)k;
-  }
-}
-
-static int on_get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid,
-                                    uint8_t *token, size_t cidlen,
-                                    void *user_data) {
-  (void)conn;
-  (void)user_data;
-  on_rand(cid->data, cidlen, NULL);
-  cid->datalen = cidlen;
-  on_rand(token, NGTCP2_STATELESS_RESET_TOKENLEN, NULL);
-  return 0;
+  if (qc_rand(dest, destlen) != 0)
+    die(2, "getrandom: %s", strerror(errno));
 }
 
 static int on_handshake_completed(ngtcp2_conn *conn, void *user_data) {
@@ -1029,19 +999,9 @@ static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t stream_id,
 }
 
 static const ngtcp2_callbacks callbacks = {
-    .client_initial = ngtcp2_crypto_client_initial_cb,
-    .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
-    .encrypt = ngtcp2_crypto_encrypt_cb,
-    .decrypt = ngtcp2_crypto_decrypt_cb,
-    .hp_mask = ngtcp2_crypto_hp_mask_cb,
-    .recv_retry = ngtcp2_crypto_recv_retry_cb,
-    .update_key = ngtcp2_crypto_update_key_cb,
-    .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
-    .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
-    .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
-    .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
+    QC_CRYPTO_CALLBACKS,
     .rand = on_rand,
-    .get_new_connection_id = on_get_new_connection_id,
+    .get_new_connection_id = qc_on_get_new_connection_id,
     .handshake_completed = on_handshake_completed,
     .handshake_confirmed = on_handshake_confirmed,
     .acked_stream_data_offset = on_acked_stream_data_offset,
@@ -1059,51 +1019,17 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref) {
 /* ---- connection setup ---- */
 
 static void open_socket(client *c) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM};
-  struct addrinfo *res;
-  int rv = getaddrinfo(c->host, c->port, &hints, &res);
-  if (rv != 0)
-    die(2, "%s:%s: %s", c->host, c->port, gai_strerror(rv));
-  c->fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
-  if (c->fd < 0 || connect(c->fd, res->ai_addr, res->ai_addrlen) != 0)
-    die(2, "%s:%s: %s", c->host, c->port, strerror(errno));
-  memcpy(&c->remote, res->ai_addr, res->ai_addrlen);
-  c->remotelen = res->ai_addrlen;
-  freeaddrinfo(res);
-  c->locallen = sizeof(c->local);
-  if (getsockname(c->fd, (struct sockaddr *)&c->local, &c->locallen) != 0)
-    die(2, "getsockname: %s", strerror(errno));
+  char err[256];
+  if (qc_socket_open(&c->sock, c->host, c->port, err, sizeof(err)) != 0)
+    die(2, "%s", err);
 }
 
 static void setup_tls(client *c) {
-  wolfSSL_Init();
-  c->ssl_ctx = wolfSSL_CTX_new(wolfTLSv1_3_client_method());
-  if (c->ssl_ctx == NULL ||
-      ngtcp2_crypto_wolfssl_configure_client_context(c->ssl_ctx) != 0)
-    die(2, "cannot set up the TLS client context");
-  if (c->ca != NULL) {
-    if (wolfSSL_CTX_load_verify_locations(c->ssl_ctx, c->ca, NULL) !=
-        WOLFSSL_SUCCESS)
-      die(2, "%s: cannot load the CA certificate", c->ca);
-    wolfSSL_CTX_set_verify(c->ssl_ctx, WOLFSSL_VERIFY_PEER, NULL);
-  } else {
-    wolfSSL_CTX_set_verify(c->ssl_ctx, WOLFSSL_VERIFY_NONE, NULL);
-  }
-  c->ssl = wolfSSL_new(c->ssl_ctx);
-  if (c->ssl == NULL)
-    die(2, "wolfSSL_new failed");
+  char err[256];
   c->conn_ref = (ngtcp2_crypto_conn_ref){.get_conn = get_conn, .user_data = c};
-  wolfSSL_set_app_data(c->ssl, &c->conn_ref);
-  wolfSSL_set_connect_state(c->ssl);
-  char alpn[] = "h3";
-  if (wolfSSL_UseALPN(c->ssl, alpn, 2, WOLFSSL_ALPN_FAILED_ON_MISMATCH) !=
-          WOLFSSL_SUCCESS ||
-      wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, c->sni,
-                     (unsigned short)strlen(c->sni)) != WOLFSSL_SUCCESS)
-    die(2, "cannot set ALPN or SNI");
-  if (c->ca != NULL &&
-      wolfSSL_check_domain_name(c->ssl, c->sni) != WOLFSSL_SUCCESS)
-    die(2, "cannot set the name to verify");
+  if (qc_tls_new(&c->ssl_ctx, &c->ssl, c->ca, c->sni, &c->conn_ref, err,
+                 sizeof(err)) != 0)
+    die(2, "%s", err);
 }
 
 static void setup_quic(client *c) {
@@ -1111,11 +1037,7 @@ static void setup_quic(client *c) {
   ngtcp2_cid scid = {.datalen = 8};
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
-  ngtcp2_path path = {
-      .local = {.addr = (struct sockaddr *)&c->local, .addrlen = c->locallen},
-      .remote = {.addr = (struct sockaddr *)&c->remote,
-                 .addrlen = c->remotelen},
-  };
+  ngtcp2_path path = qc_socket_path(&c->sock);
 
   on_rand(dcid.data, dcid.datalen, NULL);
   on_rand(scid.data, scid.datalen, NULL);
@@ -1163,13 +1085,10 @@ static int open_uni_streams(client *c) {
 /* ---- I/O ---- */
 
 static void send_packet(client *c, const uint8_t *data, size_t len) {
-  ssize_t n;
-  do
-    n = send(c->fd, data, len, 0);
-  while (n < 0 && errno == EINTR);
   /* A lost datagram (EAGAIN, ECONNREFUSED) is QUIC's to recover from. */
-  if (n < 0)
-    trace("send: %s", strerror(errno));
+  int err = qc_socket_send(&c->sock, data, len);
+  if (err != 0)
+    trace("send: %s", strerror(err));
 }
 
 static sendq *next_queue(client *c) {
@@ -1242,7 +1161,7 @@ static void write_packets(client *c, uint64_t ts) {
 static void read_packets(client *c) {
   uint8_t buf[65536];
   for (int i = 0; i < MAX_READS_PER_ROUND && !c->closed; i++) {
-    ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    ssize_t n = recv(c->sock.fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -1250,11 +1169,7 @@ static void read_packets(client *c) {
        * the handshake timeout bounds a server that is not there. */
       return;
     }
-    ngtcp2_path path = {
-        .local = {.addr = (struct sockaddr *)&c->local, .addrlen = c->locallen},
-        .remote = {.addr = (struct sockaddr *)&c->remote,
-                   .addrlen = c->remotelen},
-    };
+    ngtcp2_path path = qc_socket_path(&c->sock);
     ngtcp2_pkt_info pi = {0};
     int rv =
         ngtcp2_conn_read_pkt(c->conn, &path, &pi, buf, (size_t)n, now_ns());
@@ -1509,7 +1424,7 @@ static void run(client *c) {
     uint64_t ms = wake > ts ? (wake - ts + MS - 1) / MS : 0;
     if (ms > 1000)
       ms = 1000;
-    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    struct pollfd pfd = {.fd = c->sock.fd, .events = POLLIN};
     int pr = poll(&pfd, 1, (int)ms);
     if (pr < 0 && errno != EINTR)
       die(2, "poll: %s", strerror(errno));
@@ -1654,8 +1569,8 @@ static void client_free(client *c) {
   ngtcp2_conn_del(c->conn);
   wolfSSL_free(c->ssl);
   wolfSSL_CTX_free(c->ssl_ctx);
-  if (c->fd >= 0)
-    close(c->fd);
+  if (c->sock.fd >= 0)
+    close(c->sock.fd);
 }
 
 /* ---- main ---- */
@@ -1682,7 +1597,7 @@ int main(int argc, char **argv) {
   double timeout = 5.0;
   int o;
 
-  C = (client){.sni = "localhost", .fd = -1, .goaway = -1};
+  C = (client){.sni = "localhost", .sock.fd = -1, .goaway = -1};
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (o) {
     case 'h': C.host = optarg; break;

@@ -1,7 +1,9 @@
 """A scripted HTTP/2 client over TLS (python3-h2 for framing), for what
 libcurl cannot do: send PRIORITY_UPDATE frames (RFC 9218 §7.1), read the
 server's SETTINGS, and record in which order the server interleaved the
-DATA of its responses.
+DATA of its responses; and open RFC 8441 extended CONNECT tunnels
+(connect(), send(), the stream's bytes kept in .data; testenv/h2ws.py
+carries WebSocket messages over them).
 
   with H2Raw(gw) as c:
       s = c.request("/bytes/100", [("priority", "u=1")])
@@ -34,6 +36,8 @@ class StreamResult:
         self.data_last = -1
         self.ended = False
         self.reset = None
+        self.keep = False       # keep the DATA bytes in .data
+        self.data = bytearray()
 
     def header(self, name):
         for k, v in self.headers:
@@ -44,9 +48,11 @@ class StreamResult:
 
 class H2Raw:
     def __init__(self, gw, timeout=10.0, read_rate=None, conn_window=64 << 20,
-                 see_past_goaway=False):
+                 see_past_goaway=False, validate=True):
         """read_rate (bytes/s): read no faster. conn_window: the connection
         flow-control window (the protocol's default, 65535, at least).
+        validate=False lets python3-h2 send header blocks it would refuse
+        (malformed requests, on purpose).
         see_past_goaway: record a GOAWAY frame (goaway, goaway_last_stream)
         but keep it from python3-h2, which would refuse the frames of the
         streams a graceful GOAWAY lets finish.
@@ -68,7 +74,9 @@ class H2Raw:
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                      validate_outbound_headers=validate,
+                                      normalize_outbound_headers=validate))
         self.conn.initiate_connection()
         # Large windows, so flow control never decides which stream the
         # server sends next: the server's scheduler does.
@@ -99,6 +107,64 @@ class H2Raw:
         self.streams[sid] = StreamResult(sid)
         return sid
 
+    def connect(self, path, protocol="websocket", extra=(), fields=None):
+        """Opens an extended CONNECT stream (RFC 8441 §4) whose DATA is kept
+        in .data: fields replaces the whole pseudo-header list when given
+        (malformed requests). Returns the stream id."""
+        sid = self.conn.get_next_available_stream_id()
+        if fields is None:
+            fields = [(":method", "CONNECT"), (":protocol", protocol),
+                      (":scheme", "https"), (":path", path),
+                      (":authority", self.gw.authority)]
+        self.conn.send_headers(sid, list(fields) + list(extra), end_stream=False)
+        self.flush()
+        self.streams[sid] = StreamResult(sid)
+        self.streams[sid].keep = True
+        return sid
+
+    def send(self, sid, data, end_stream=False, timeout=None):
+        """Sends data on stream sid as flow control allows, reading (and
+        answering) the peer while its windows are shut; fails when no
+        credit comes for timeout seconds."""
+        t = timeout or self.timeout
+        done = self.send_some(sid, data, stall=t)
+        if done < len(data):
+            raise AssertionError("h2raw: no flow-control credit on stream %d for %.0fs"
+                                 % (sid, t))
+        if end_stream:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def send_some(self, sid, data, stall):
+        """Sends what flow control lets through until all of data is sent or
+        no credit came for stall seconds; returns the bytes sent."""
+        view = memoryview(data)
+        sent = 0
+        deadline = time.monotonic() + stall
+        while sent < len(view):
+            st = self.streams[sid]
+            if st.reset is not None or (self.goaway is not None
+                                        and not self.see_past_goaway):
+                raise AssertionError("h2raw: stream %d reset (%s) or GOAWAY (%s) while "
+                                     "sending" % (sid, st.reset, self.goaway))
+            n = min(len(view) - sent, self.conn.local_flow_control_window(sid),
+                    self.conn.max_outbound_frame_size)
+            if n <= 0:
+                if time.monotonic() > deadline:
+                    break
+                if not self.pump(min(deadline, time.monotonic() + 0.2)):
+                    raise AssertionError("h2raw: connection closed while sending")
+                continue
+            self.conn.send_data(sid, bytes(view[sent:sent + n]))
+            sent += n
+            self.flush()
+            deadline = time.monotonic() + stall
+        return sent
+
+    def reset_stream(self, sid, code=0x8):
+        self.conn.reset_stream(sid, code)
+        self.flush()
+
     def priority_update(self, sid, value, frame_stream=0):
         """Writes a PRIORITY_UPDATE frame (h2 does not know the type)."""
         self.flush()
@@ -122,6 +188,8 @@ class H2Raw:
                     st.data_first = self.seq
                 st.data_last = self.seq
                 self.seq += 1
+                if st.keep:
+                    st.data += ev.data
             st.body_len += len(ev.data)
             self.conn.acknowledge_received_data(ev.flow_controlled_length,
                                                ev.stream_id)
