@@ -136,3 +136,95 @@ def test_draining_refusals_are_bounded_per_source(gateway, upstream):
     gw.send_signal(signal.SIGTERM)    # stop now
     gw.stop(timeout=10)
     t.join(45 * SLOW)
+
+
+# ---- -t: the configuration and its certificates --------------------------
+
+def _cert_files(tmp_path, name, not_after_days=30, not_before_days=-1,
+                wrong_issuer=False):
+    """A CA and a leaf for localhost made with python3-cryptography: the
+    chain file (leaf then CA, or leaf then an unrelated CA) and the key."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def make(subject, issuer, key, sign_key, ca, nb, na):
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now + datetime.timedelta(days=nb))
+             .not_valid_after(now + datetime.timedelta(days=na))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                                critical=False)
+        return b.sign(sign_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = make("t-ca", "t-ca", ca_key, ca_key, True, -2, 365)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other = make("other-ca", "other-ca", other_key, other_key, True, -2, 365)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = make("localhost", "t-ca", key, ca_key, False, not_before_days, not_after_days)
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
+    chain = tmp_path / (name + ".crt")
+    chain.write_bytes(pem(leaf) + pem(other if wrong_issuer else ca))
+    kf = tmp_path / (name + ".key")
+    kf.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    return str(chain), str(kf)
+
+
+def _t(tmp_path, cert, key):
+    import subprocess
+    from conftest import H3GATE_BIN
+    ini = tmp_path / "t.ini"
+    ini.write_text("[listener]\ncert = %s\nkey = %s\n[upstream]\nserver = 127.0.0.1:9\n"
+                   % (cert, key))
+    p = subprocess.run([H3GATE_BIN, "-t", "-c", str(ini)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_t_accepts_a_good_chain(tmp_path):
+    rc, out, err = _t(tmp_path, *_cert_files(tmp_path, "good"))
+    assert rc == 0 and out.rstrip().endswith(": ok") and "warning" not in err, (rc, out, err)
+
+
+def test_t_refuses_a_key_of_another_certificate(tmp_path):
+    cert, _ = _cert_files(tmp_path, "a")
+    _, other_key = _cert_files(tmp_path, "b")
+    rc, out, err = _t(tmp_path, cert, other_key)
+    assert rc == 2 and "does not match the certificate" in err, (rc, err)
+
+
+def test_t_refuses_expired_and_not_yet_valid(tmp_path):
+    rc, _, err = _t(tmp_path, *_cert_files(tmp_path, "old", not_after_days=-1,
+                                           not_before_days=-30))
+    assert rc == 2 and "has expired" in err, (rc, err)
+    rc, _, err = _t(tmp_path, *_cert_files(tmp_path, "new", not_before_days=2))
+    assert rc == 2 and "not valid yet" in err, (rc, err)
+
+
+def test_t_warns_within_14_days(tmp_path):
+    rc, out, err = _t(tmp_path, *_cert_files(tmp_path, "soon", not_after_days=5))
+    assert rc == 0 and "warning: " in err and "expires within 14 days" in err, (rc, err)
+
+
+def test_t_refuses_a_chain_out_of_order(tmp_path):
+    rc, _, err = _t(tmp_path, *_cert_files(tmp_path, "wrong", wrong_issuer=True))
+    assert rc == 2 and "not issued by the one after it" in err, (rc, err)
+
+
+def test_t_refuses_an_unreadable_key(tmp_path):
+    cert, key = _cert_files(tmp_path, "perm")
+    os.chmod(key, 0)
+    if os.access(key, os.R_OK):     # root reads anything: take the file away
+        os.unlink(key)
+    rc, _, err = _t(tmp_path, cert, key)
+    assert rc == 2, (rc, err)
