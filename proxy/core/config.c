@@ -145,6 +145,8 @@ static const opt schema[] = {
     {OPT("server", "log_level", OPT_ENUM, 0, 0, "info", log_level),
      .names = log_level_names},
     {OPT("server", "access_log", OPT_LOG_TARGET, 0, 0, "-", access_log)},
+    {OPT("server", "drain_delay", OPT_DURATION, 0, 5 * T_MIN, "0s",
+         drain_delay_ms)},
     {OPT("server", "shutdown_timeout", OPT_DURATION, 0, T_HOUR, "10s",
          shutdown_timeout_ms)},
     {OPT("server", "admin", OPT_LISTEN, 0, 65535, "off", admin_address),

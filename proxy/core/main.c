@@ -13,19 +13,22 @@
 #include "upstream_group.h"
 #include "upstream_tls.h"
 #include "server.h"
+#include "tls_ctx.h"
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: h3gate -c FILE        run with the configuration FILE\n"
           "       h3gate --config FILE  (the same)\n"
           "       h3gate --check-config FILE\n"
-          "                             validate FILE and exit (0 ok, 2 not)\n"
+          "       h3gate -t -c FILE     validate FILE (and its certificates)\n"
+          "                             and exit (0 ok, 2 not)\n"
           "       h3gate --version      print versions and exit\n"
           "       h3gate --help         print this help and exit\n"
           "\n"
           "h3gate terminates HTTP/3 (QUIC + TLS 1.3) and forwards each request\n"
           "to an HTTP/1.1 upstream over pooled keep-alive connections.\n"
-          "Signals: SIGTERM or SIGINT drain in-flight requests, then exit.\n");
+          "Signals: SIGTERM or SIGINT drain in-flight requests, then exit (a\n"
+          "second one stops at once); SIGUSR1 reopens the access log.\n");
 }
 
 static int load(h3g_config *cfg, const char *path) {
@@ -69,6 +72,23 @@ static int load(h3g_config *cfg, const char *path) {
   return 0;
 }
 
+/* What only --check-config looks at: the listener's certificate and key
+ * (they are loaded at start too, but a renewal is checked before the
+ * restart or reload that would fail on it). */
+static int check_certs(const h3g_config *cfg, const char *path) {
+  char err[512], warn[512];
+  if (!cfg->listen_enabled && !cfg->tcp_enabled)
+    return 0;
+  if (h3g_tls_check_files(cfg->cert_file, cfg->key_file, err, sizeof(err),
+                          warn, sizeof(warn)) != 0) {
+    fprintf(stderr, "%s:0: [listener] cert: %s\n", path, err);
+    return 2;
+  }
+  if (warn[0] != '\0')
+    fprintf(stderr, "%s:0: [listener] cert: warning: %s\n", path, warn);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   enum { OPT_CHECK = 256, OPT_VERSION, OPT_HELP };
   static const struct option opts[] = {
@@ -81,10 +101,14 @@ int main(int argc, char **argv) {
   const char *config = NULL;
   const char *check = NULL;
   int c;
-  while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+  int test = 0;
+  while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
     switch (c) {
     case 'c':
       config = optarg;
+      break;
+    case 't': /* nginx's habit: -t -c FILE */
+      test = 1;
       break;
     case OPT_CHECK:
       check = optarg;
@@ -111,8 +135,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   static h3g_config cfg;
+  if (test && check == NULL) {
+    if (config == NULL) {
+      fprintf(stderr, "h3gate: -t needs -c FILE\n");
+      return 2;
+    }
+    check = config;
+  }
   if (check != NULL) {
     int rv = load(&cfg, check);
+    if (rv == 0)
+      rv = check_certs(&cfg, check);
     if (rv == 0) {
       h3g_config_print_routes(&cfg, stdout);
       printf("%s: ok\n", check);

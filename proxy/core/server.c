@@ -64,11 +64,14 @@ typedef struct h3g_server {
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_signal_t sighup;
+  uv_signal_t sigusr1;
+  uv_timer_t drain_timer; /* drain_delay: serving on, /readyz 503 */
   uv_timer_t secrets_timer;
   uv_timer_t trim_timer;
   h3g_idle_trim trim;
   uv_check_t flush;
-  int stopping;
+  int draining;  /* a SIGTERM came: not ready, drain_delay running */
+  int stopping;  /* the listeners drain */
   int exit_status;
 } h3g_server;
 
@@ -126,6 +129,8 @@ static void close_handles(h3g_server *s) {
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->sighup, NULL);
+  uv_close((uv_handle_t *)&s->sigusr1, NULL);
+  uv_close((uv_handle_t *)&s->drain_timer, NULL);
   uv_close((uv_handle_t *)&s->secrets_timer, NULL);
   uv_close((uv_handle_t *)&s->trim_timer, NULL);
   uv_close((uv_handle_t *)&s->flush, NULL);
@@ -269,14 +274,78 @@ static void on_quic_failed(void *arg, const char *why) {
                      : "HTTP/3 withdrawn and no TCP listener: nothing serves");
 }
 
+static void on_drain_timer(uv_timer_t *t) {
+  begin_shutdown(t->data);
+}
+
+/* Stops at once: what still runs is cut now, as at the deadline. */
+static void stop_now(h3g_server *s) {
+  begin_shutdown(s);
+  if (s->quic != NULL)
+    h3g_quic_listener_expire(s->quic);
+  if (s->tcp != NULL)
+    h3g_tcp_listener_expire(s->tcp);
+  if (s->redirect != NULL)
+    h3g_tcp_listener_expire(s->redirect);
+}
+
+/*
+ * SIGTERM drains: /readyz says 503 at once, and for drain_delay everything
+ * goes on being served, so that load balancers and Kubernetes endpoints
+ * take the gateway out before it stops accepting; then the listeners
+ * drain for up to shutdown_timeout. A second SIGTERM, or SIGINT while
+ * draining (an operator's Ctrl-C), stops at once.
+ */
 static void on_signal(uv_signal_t *h, int signum) {
   h3g_server *s = h->data;
-  if (s->stopping) {
-    h3g_warn("signal %d again: still draining", signum);
+  if (s->draining) {
+    h3g_warn("signal %d while draining: stopping now", signum);
+    stop_now(s);
     return;
   }
+  s->draining = 1;
   h3g_info("signal %d received", signum);
+  if (s->admin != NULL)
+    h3g_admin_set_draining(s->admin);
+  if (s->cfg->drain_delay_ms > 0) {
+    h3g_info("draining: not ready, still serving for %llu ms",
+             (unsigned long long)s->cfg->drain_delay_ms);
+    uv_timer_start(&s->drain_timer, on_drain_timer, s->cfg->drain_delay_ms,
+                   0);
+    return;
+  }
   begin_shutdown(s);
+}
+
+/* SIGUSR1: the access log file is opened again (after logrotate moved
+ * it). */
+static void on_sigusr1(uv_signal_t *h, int signum) {
+  h3g_server *s = h->data;
+  H3G_UNUSED(signum);
+  if (h3g_access_log_open(s->cfg->access_log) == 0)
+    h3g_info("access log reopened");
+}
+
+/* /readyz: every upstream group has a server in service. */
+static int server_ready(const void *arg, char *why, size_t cap) {
+  const h3g_server *s = arg;
+  for (size_t i = 0; i < s->ngroups; i++) {
+    const h3g_upstream_group *g = s->groups[i];
+    if (g == NULL)
+      continue;
+    int up = 0;
+    for (size_t k = 0; k < h3g_upstream_group_size(g) && !up; k++) {
+      h3g_server_view v;
+      h3g_upstream_group_server(g, k, &v);
+      up = v.up;
+    }
+    if (!up) {
+      snprintf(why, cap, "[upstream %s] has no server in service",
+               h3g_upstream_group_conf(g)->name);
+      return 0;
+    }
+  }
+  return 1;
 }
 
 /* SIGHUP, or the periodic look at the file: a changed secrets file takes
@@ -448,22 +517,27 @@ int h3g_server_run(const h3g_config *cfg) {
       h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
       h3g_admin_set_view(s->admin, h3g_upstream_view_metrics,
                          h3g_upstream_view_json, &s->view);
+      h3g_admin_set_ready(s->admin, server_ready, s);
     }
   }
 
   uv_signal_init(&s->loop, &s->sigterm);
   uv_signal_init(&s->loop, &s->sigint);
   uv_signal_init(&s->loop, &s->sighup);
+  uv_signal_init(&s->loop, &s->sigusr1);
+  uv_timer_init(&s->loop, &s->drain_timer);
   uv_timer_init(&s->loop, &s->secrets_timer);
   uv_timer_init(&s->loop, &s->trim_timer);
   uv_check_init(&s->loop, &s->flush);
-  s->sigterm.data = s->sigint.data = s->sighup.data = s;
+  s->sigterm.data = s->sigint.data = s->sighup.data = s->sigusr1.data = s;
+  s->drain_timer.data = s;
   s->secrets_timer.data = s;
   s->trim_timer.data = s;
   if (rv == 0) {
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_signal_start(&s->sigusr1, on_sigusr1, SIGUSR1);
     if (cfg->secrets_file[0] != '\0')
       uv_timer_start(&s->secrets_timer, on_secrets_timer, SECRETS_CHECK_MS,
                      SECRETS_CHECK_MS);

@@ -53,6 +53,10 @@ uint16_t h3g_quic_listener_port(const h3g_quic_listener *l);
  * When every connection and handle is gone, cb(arg) runs and the listener
  * is freed.
  */
+/* After h3g_quic_listener_shutdown(): the deadline is now (a second
+ * SIGTERM). No-op before it. */
+void h3g_quic_listener_expire(h3g_quic_listener *l);
+
 void h3g_quic_listener_shutdown(h3g_quic_listener *l, uint64_t deadline_ms,
                                 void (*cb)(void *arg), void *arg);
 

@@ -923,6 +923,11 @@ static void on_deadline(uv_timer_t *t) {
   }
 }
 
+void h3g_tcp_listener_expire(h3g_tcp_listener *l) {
+  if (l->shutting_down && !l->closing)
+    uv_timer_start(&l->deadline, on_deadline, 0, 0);
+}
+
 void h3g_tcp_listener_shutdown(h3g_tcp_listener *l, uint64_t deadline_ms,
                                void (*cb)(void *arg), void *arg) {
   l->shutting_down = 1;
