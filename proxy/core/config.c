@@ -147,6 +147,7 @@ static const opt schema[] = {
     {OPT("server", "access_log", OPT_LOG_TARGET, 0, 0, "-", access_log)},
     {OPT("server", "drain_delay", OPT_DURATION, 0, 5 * T_MIN, "0s",
          drain_delay_ms)},
+    {OPT("server", "pid_file", OPT_OUTPUT, 0, 0, "off", pid_file)},
     {OPT("server", "shutdown_timeout", OPT_DURATION, 0, T_HOUR, "10s",
          shutdown_timeout_ms)},
     {OPT("server", "admin", OPT_LISTEN, 0, 65535, "off", admin_address),

@@ -3,7 +3,9 @@
  * Exit status: 0 ok, 1 runtime failure (e.g. cannot bind), 2 usage or
  * configuration error.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,13 +24,17 @@ static void usage(FILE *f) {
           "       h3gate --check-config FILE\n"
           "       h3gate -t -c FILE     validate FILE (and its certificates)\n"
           "                             and exit (0 ok, 2 not)\n"
+          "       h3gate --reload PIDFILE\n"
+          "                             ask the h3gate whose [server] pid_file\n"
+          "                             is PIDFILE to reload (SIGHUP)\n"
           "       h3gate --version      print versions and exit\n"
           "       h3gate --help         print this help and exit\n"
           "\n"
           "h3gate terminates HTTP/3 (QUIC + TLS 1.3) and forwards each request\n"
           "to an HTTP/1.1 upstream over pooled keep-alive connections.\n"
           "Signals: SIGTERM or SIGINT drain in-flight requests, then exit (a\n"
-          "second one stops at once); SIGUSR1 reopens the access log.\n");
+          "second one stops at once); SIGHUP reloads the configuration;\n"
+          "SIGUSR1 reopens the access log.\n");
 }
 
 static int load(h3g_config *cfg, const char *path) {
@@ -89,13 +95,32 @@ static int check_certs(const h3g_config *cfg, const char *path) {
   return 0;
 }
 
+/* --reload PIDFILE: SIGHUP to the process the file names. */
+static int send_reload(const char *pidfile) {
+  FILE *f = fopen(pidfile, "r");
+  long pid = 0;
+  if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+    fprintf(stderr, "h3gate: %s: no process id in it\n", pidfile);
+    if (f != NULL)
+      fclose(f);
+    return 2;
+  }
+  fclose(f);
+  if (kill((pid_t)pid, SIGHUP) != 0) {
+    fprintf(stderr, "h3gate: process %ld: %s\n", pid, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  enum { OPT_CHECK = 256, OPT_VERSION, OPT_HELP };
+  enum { OPT_CHECK = 256, OPT_VERSION, OPT_HELP, OPT_RELOAD };
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},
       {"check-config", required_argument, NULL, OPT_CHECK},
       {"version", no_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
+      {"reload", required_argument, NULL, OPT_RELOAD},
       {NULL, 0, NULL, 0},
   };
   const char *config = NULL;
@@ -113,6 +138,8 @@ int main(int argc, char **argv) {
     case OPT_CHECK:
       check = optarg;
       break;
+    case OPT_RELOAD:
+      return send_reload(optarg);
     case 'V':
     case OPT_VERSION: {
       char v[512];
@@ -159,8 +186,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rv = load(&cfg, config);
+  const h3g_server_reload reload = {.path = config, .load = load};
   if (rv == 0)
-    rv = h3g_server_run(&cfg);
+    rv = h3g_server_run(&cfg, &reload);
   h3g_config_free(&cfg);
   return rv;
 }

@@ -693,6 +693,10 @@ static void on_deadline_timer(uv_timer_t *t) {
   maybe_finish(l);
 }
 
+void h3g_quic_listener_set_tls(h3g_quic_listener *l, h3g_tls_ctx *tls) {
+  l->env.ssl_ctx = h3g_tls_ctx_native(tls);
+}
+
 void h3g_quic_listener_expire(h3g_quic_listener *l) {
   if (l->shutting_down && !l->closing)
     uv_timer_start(&l->deadline_timer, on_deadline_timer, 0, 0);
