@@ -240,3 +240,33 @@ def test_twenty_reloads_under_load(tmp_path, routed):
     with H3Client(gw) as c:
         assert served_by(c.get("/after")) == "two1"
     fl.stop()
+
+
+def test_websocket_tunnel_lives_through_reloads(tmp_path, routed, wsapp):
+    """A WebSocket tunnel open across three reloads (one broken) keeps
+    echoing; its access line, written when it ends, is one clean tunnel."""
+    import asyncio
+    from test_51_websocket_tcp import ws_connect
+    from testenv.groups import group as g_, route as r_
+    app = wsapp()
+    blocks = [g_("ws", [app.address]), r_("app", "ws", path="/")]
+    gw = routed(blocks, name="reload-ws")
+
+    async def go():
+        async with ws_connect(gw, "/echo?t=reload") as ws:
+            for i in range(4):
+                msg = "message %d" % i
+                await ws.send(msg)
+                assert await ws.recv() == msg
+                if i < 3:
+                    text = gw.config_text()
+                    if i == 1:
+                        text += "\n[route broken]\nupstream = nowhere\n"
+                    rewrite(gw, text=text)
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, lambda ok=(i != 1): reload_and_wait(gw, ok))
+    asyncio.run(asyncio.wait_for(go(), 30 * SLOW))
+    rec = gw.wait_access(lambda r: r.get("tunnel") == "websocket")
+    assert rec[0].get("outcome") == "ok" and rec[0].get("status") == "101", rec
+    m = gw.metrics()
+    assert m["reloads"] == 2 and m["reload_failures"] == 1, m
