@@ -387,15 +387,18 @@ static void format_kv(line *l, const h3g_access_record *r) {
   put_u64(l, r->bytes_out);
   put_str(l, " duration_ms=");
   put_ms(l, (int64_t)r->duration_us, 0);
-  put_kv_upstream(l, r);
-  put_str(l, " outcome=");
-  put_kv_bare(l, r->outcome);
+  /* The newer fields sit between the older ones' two runs, which keep
+   * their order: up to duration_ms, and "route=... upstream=...
+   * outcome=...[ tunnel=...]" to the end, as lines always had them. */
   put_kv_timings(l, r);
   put_kv_conn(l, r);
   put_str(l, " referer=");
   put_kv_quoted(l, r->referer);
   put_str(l, " user_agent=");
   put_kv_quoted(l, r->user_agent);
+  put_kv_upstream(l, r);
+  put_str(l, " outcome=");
+  put_kv_bare(l, r->outcome);
   put_kv_tunnel(l, r);
 }
 
@@ -427,12 +430,6 @@ static void format_json(line *l, const h3g_access_record *r) {
   put_u64(l, r->bytes_out);
   json_key(l, "duration_ms");
   put_ms(l, (int64_t)r->duration_us, 1);
-  json_key(l, "route");
-  put_json_string(l, r->route);
-  json_key(l, "upstream");
-  put_json_string(l, r->upstream);
-  json_key(l, "outcome");
-  put_json_string(l, r->outcome);
   json_key(l, "connect_ms");
   put_ms(l, r->connect_us, 1);
   json_key(l, "first_byte_ms");
@@ -445,6 +442,12 @@ static void format_json(line *l, const h3g_access_record *r) {
   put_json_string(l, r->referer);
   json_key(l, "user_agent");
   put_json_string(l, r->user_agent);
+  json_key(l, "route");
+  put_json_string(l, r->route);
+  json_key(l, "upstream");
+  put_json_string(l, r->upstream);
+  json_key(l, "outcome");
+  put_json_string(l, r->outcome);
   json_key(l, "tunnel");
   put_json_string(l, r->tunnel);
   put_char(l, '}');

@@ -39,6 +39,8 @@ struct h3g_admin {
   void *close_arg;
   h3g_admin_render view_metrics, view_json;
   const void *view_arg;
+  h3g_admin_ready_fn ready;
+  const void *ready_arg;
 };
 
 static void maybe_finish(h3g_admin *a) {
@@ -130,6 +132,26 @@ static void health(admin_client *c, int quic_only) {
     respond(c, 503, "Service Unavailable", "text/plain", body, strlen(body));
 }
 
+/* /readyz: see admin.h. */
+static void readiness(admin_client *c) {
+  const h3g_admin *a = c->admin;
+  char body[320];
+  char why[256] = "";
+  int ok = !a->draining;
+  if (!ok)
+    snprintf(body, sizeof(body), "draining\n");
+  else if (a->ready != NULL && !a->ready(a->ready_arg, why, sizeof(why))) {
+    ok = 0;
+    snprintf(body, sizeof(body), "not ready: %s\n", why);
+  } else {
+    snprintf(body, sizeof(body), "ready\n");
+  }
+  if (ok)
+    respond(c, 200, "OK", "text/plain", body, strlen(body));
+  else
+    respond(c, 503, "Service Unavailable", "text/plain", body, strlen(body));
+}
+
 /* A view's text, rendered into a buffer of the size it asks for (it may
  * have grown between the two calls: then once more). NULL without
  * memory. */
@@ -183,6 +205,10 @@ static void serve(admin_client *c) {
     }
     respond(c, 200, "OK", "application/json", json, len);
     free(json);
+  } else if (strncmp(c->req, "GET /healthz ", 13) == 0) {
+    respond(c, 200, "OK", "text/plain", "ok\n", 3);
+  } else if (strncmp(c->req, "GET /readyz ", 12) == 0) {
+    readiness(c);
   } else if (strncmp(c->req, "GET /health ", 12) == 0) {
     health(c, 0);
   } else if (strncmp(c->req, "GET /health/quic ", 17) == 0) {
@@ -273,6 +299,12 @@ uint16_t h3g_admin_port(const h3g_admin *a) {
 }
 
 void h3g_admin_set_draining(h3g_admin *a) { a->draining = 1; }
+
+void h3g_admin_set_ready(h3g_admin *a, h3g_admin_ready_fn fn,
+                         const void *arg) {
+  a->ready = fn;
+  a->ready_arg = arg;
+}
 
 void h3g_admin_set_view(h3g_admin *a, h3g_admin_render metrics,
                         h3g_admin_render json, const void *arg) {

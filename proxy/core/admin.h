@@ -17,6 +17,16 @@
  *                     socket died): 200 "ok"; 503 "draining", "down: ..."
  *                     after a failure, "off" when no QUIC listener runs.
  *
+ * Probes, for Kubernetes and the like (text/plain, one line):
+ *
+ *   GET /healthz      liveness: 200 "ok" whenever the event loop turns (a
+ *                     stuck loop answers late or not at all).
+ *   GET /readyz       readiness: 200 "ready" when the listeners are bound
+ *                     and every upstream group has a server in service
+ *                     (h3g_admin_set_ready); 503 "draining" from the first
+ *                     SIGTERM on (before the listeners stop accepting, for
+ *                     drain_delay), 503 "not ready: ..." otherwise.
+ *
  * GET /upstreams answers a JSON view of the upstream groups, their servers'
  * health and pools, and the routes (docs/routes.md "Visibility").
  */
@@ -35,8 +45,16 @@ typedef struct h3g_admin h3g_admin;
  */
 int h3g_admin_new(h3g_admin **pa, void *loop, const char *host, uint16_t port);
 
-/* Makes /health and /health/quic answer 503 from now on. */
+/* Makes /health, /health/quic and /readyz answer 503 from now on. */
 void h3g_admin_set_draining(h3g_admin *a);
+
+/*
+ * What /readyz asks besides draining: fn returns 1 when ready, else 0 with
+ * a reason written into why (cap bytes). Without a call, /readyz answers
+ * 200 "ready" while not draining.
+ */
+typedef int (*h3g_admin_ready_fn)(const void *arg, char *why, size_t cap);
+void h3g_admin_set_ready(h3g_admin *a, h3g_admin_ready_fn fn, const void *arg);
 
 /* The port the listener is bound to (the kernel's pick for port 0). */
 uint16_t h3g_admin_port(const h3g_admin *a);

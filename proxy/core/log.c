@@ -54,22 +54,30 @@ void h3g_log(h3g_log_level level, const char *fmt, ...) {
 }
 
 int h3g_access_log_open(const char *path) {
-  h3g_access_log_close();
+  static int stdout_buffered;
+  FILE *fp = NULL;
+  int owned = 0;
   if (path == NULL || strcmp(path, "-") == 0) {
-    access_fp = stdout;
-    access_owned = 0;
-  } else if (strcmp(path, "off") == 0) {
-    access_fp = NULL;
-  } else {
-    access_fp = fopen(path, "a");
-    if (access_fp == NULL) {
+    fp = stdout;
+  } else if (strcmp(path, "off") != 0) {
+    /* Opened before the old one closes: a reopen that fails (SIGUSR1 with
+     * the directory gone) keeps logging where it did. */
+    fp = fopen(path, "a");
+    if (fp == NULL) {
       h3g_error("access log %s: %s", path, strerror(errno));
       return H3G_ERR_IO;
     }
-    access_owned = 1;
+    owned = 1;
+    setvbuf(fp, NULL, _IOFBF, 64 * 1024);
   }
-  if (access_fp != NULL)
-    setvbuf(access_fp, NULL, _IOFBF, 64 * 1024);
+  h3g_access_log_close();
+  /* stdout's buffer can be set only before its first use. */
+  if (fp == stdout && !stdout_buffered) {
+    setvbuf(stdout, NULL, _IOFBF, 64 * 1024);
+    stdout_buffered = 1;
+  }
+  access_fp = fp;
+  access_owned = owned;
   return 0;
 }
 

@@ -3,7 +3,9 @@
  * Exit status: 0 ok, 1 runtime failure (e.g. cannot bind), 2 usage or
  * configuration error.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,19 +15,26 @@
 #include "upstream_group.h"
 #include "upstream_tls.h"
 #include "server.h"
+#include "tls_ctx.h"
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: h3gate -c FILE        run with the configuration FILE\n"
           "       h3gate --config FILE  (the same)\n"
           "       h3gate --check-config FILE\n"
-          "                             validate FILE and exit (0 ok, 2 not)\n"
+          "       h3gate -t -c FILE     validate FILE (and its certificates)\n"
+          "                             and exit (0 ok, 2 not)\n"
+          "       h3gate --reload PIDFILE\n"
+          "                             ask the h3gate whose [server] pid_file\n"
+          "                             is PIDFILE to reload (SIGHUP)\n"
           "       h3gate --version      print versions and exit\n"
           "       h3gate --help         print this help and exit\n"
           "\n"
           "h3gate terminates HTTP/3 (QUIC + TLS 1.3) and forwards each request\n"
           "to an HTTP/1.1 upstream over pooled keep-alive connections.\n"
-          "Signals: SIGTERM or SIGINT drain in-flight requests, then exit.\n");
+          "Signals: SIGTERM or SIGINT drain in-flight requests, then exit (a\n"
+          "second one stops at once); SIGHUP reloads the configuration;\n"
+          "SIGUSR1 reopens the access log.\n");
 }
 
 static int load(h3g_config *cfg, const char *path) {
@@ -69,26 +78,68 @@ static int load(h3g_config *cfg, const char *path) {
   return 0;
 }
 
+/* What only --check-config looks at: the listener's certificate and key
+ * (they are loaded at start too, but a renewal is checked before the
+ * restart or reload that would fail on it). */
+static int check_certs(const h3g_config *cfg, const char *path) {
+  char err[512], warn[512];
+  if (!cfg->listen_enabled && !cfg->tcp_enabled)
+    return 0;
+  if (h3g_tls_check_files(cfg->cert_file, cfg->key_file, err, sizeof(err),
+                          warn, sizeof(warn)) != 0) {
+    fprintf(stderr, "%s:0: [listener] cert: %s\n", path, err);
+    return 2;
+  }
+  if (warn[0] != '\0')
+    fprintf(stderr, "%s:0: [listener] cert: warning: %s\n", path, warn);
+  return 0;
+}
+
+/* --reload PIDFILE: SIGHUP to the process the file names. */
+static int send_reload(const char *pidfile) {
+  FILE *f = fopen(pidfile, "r");
+  long pid = 0;
+  if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+    fprintf(stderr, "h3gate: %s: no process id in it\n", pidfile);
+    if (f != NULL)
+      fclose(f);
+    return 2;
+  }
+  fclose(f);
+  if (kill((pid_t)pid, SIGHUP) != 0) {
+    fprintf(stderr, "h3gate: process %ld: %s\n", pid, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  enum { OPT_CHECK = 256, OPT_VERSION, OPT_HELP };
+  enum { OPT_CHECK = 256, OPT_VERSION, OPT_HELP, OPT_RELOAD };
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},
       {"check-config", required_argument, NULL, OPT_CHECK},
       {"version", no_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
+      {"reload", required_argument, NULL, OPT_RELOAD},
       {NULL, 0, NULL, 0},
   };
   const char *config = NULL;
   const char *check = NULL;
   int c;
-  while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+  int test = 0;
+  while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
     switch (c) {
     case 'c':
       config = optarg;
       break;
+    case 't': /* nginx's habit: -t -c FILE */
+      test = 1;
+      break;
     case OPT_CHECK:
       check = optarg;
       break;
+    case OPT_RELOAD:
+      return send_reload(optarg);
     case 'V':
     case OPT_VERSION: {
       char v[512];
@@ -111,8 +162,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   static h3g_config cfg;
+  if (test && check == NULL) {
+    if (config == NULL) {
+      fprintf(stderr, "h3gate: -t needs -c FILE\n");
+      return 2;
+    }
+    check = config;
+  }
   if (check != NULL) {
     int rv = load(&cfg, check);
+    if (rv == 0)
+      rv = check_certs(&cfg, check);
     if (rv == 0) {
       h3g_config_print_routes(&cfg, stdout);
       printf("%s: ok\n", check);
@@ -126,8 +186,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rv = load(&cfg, config);
+  const h3g_server_reload reload = {.path = config, .load = load};
   if (rv == 0)
-    rv = h3g_server_run(&cfg);
+    rv = h3g_server_run(&cfg, &reload);
   h3g_config_free(&cfg);
   return rv;
 }

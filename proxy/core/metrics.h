@@ -86,6 +86,9 @@
   X(buffer_chunks_active, gauge, "32 KiB body buffer chunks held by streams")  \
   X(buffer_chunks_pooled, gauge, "32 KiB chunks kept free for reuse")          \
   X(bridges_active, gauge, "requests held by the bridge now (every protocol)") \
+  X(reloads, counter, "configuration reloads that took effect")               \
+  X(reload_failures, counter,                                                  \
+    "reloads refused (the configuration in use stays)")                       \
   X(tunnels_open, gauge, "WebSocket tunnels open or being opened now")       \
   X(tunnels_opened, counter, "WebSocket tunnels opened (upstream said 101)")  \
   X(tunnels_refused, counter,                                                  \

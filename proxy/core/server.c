@@ -7,11 +7,26 @@
  * side: Alt-Svc turns to "clear" first, so TCP clients stop being sent to
  * a QUIC listener that is going away, and the upstream groups close once
  * the last listener is gone.
+ *
+ * SIGHUP reloads: the file is read and checked whole (as at start: a
+ * failure leaves everything as it was, logged FILE:LINE and counted), the
+ * new groups, route table and TLS contexts are built, and only then is
+ * the new configuration put in place of the old, in the same h3g_config
+ * object every module reads. New requests take the new routes at once;
+ * a request in flight keeps the route it took (it holds that route
+ * table, route.h), and the old table, its groups (pools and health
+ * checks) and its part of the old configuration stay until the last such
+ * request is gone, then close. New handshakes use the new certificates;
+ * connections keep theirs (old TLS contexts live until exit). What a
+ * running listener cannot change (addresses, ports, the secrets and
+ * keylog files, QUIC versions) keeps its old value, with a warning.
  */
 #include "server.h"
 
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -40,11 +55,31 @@
  * A tick compares a dozen integers. */
 #define IDLE_TRIM_TICK_MS 1000
 
+/* A route table and its groups replaced by a reload, kept until no request
+ * holds it (route.h), then closed and freed. arrays owns the configuration
+ * parts they point into (its groups and routes only). */
+typedef struct retired_gen {
+  h3g_router *router;
+  h3g_upstream_group **groups;
+  size_t ngroups;
+  size_t open; /* groups still closing, +1 while closes are asked */
+  h3g_config arrays;
+} retired_gen;
+
 typedef struct h3g_server {
   uv_loop_t loop;
-  const h3g_config *cfg;
+  h3g_config *cfg;
+  const h3g_server_reload *reload;
   h3g_tls_ctx *tls;
   h3g_tls_ctx *tls_tcp;
+  /* Contexts replaced by reloads: connections made with them may live on,
+   * so they are freed at exit. */
+  h3g_tls_ctx **old_tls;
+  size_t nold_tls;
+  /* The certificate and key files as the contexts in use read them: a
+   * reload makes new contexts only when these changed. */
+  struct stat cert_st, key_st;
+  int quic_failed;
   h3g_secrets *secrets;
   h3g_upstream_group **groups; /* one per [upstream NAME], cfg order */
   size_t ngroups;
@@ -64,11 +99,14 @@ typedef struct h3g_server {
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_signal_t sighup;
+  uv_signal_t sigusr1;
+  uv_timer_t drain_timer; /* drain_delay: serving on, /readyz 503 */
   uv_timer_t secrets_timer;
   uv_timer_t trim_timer;
   h3g_idle_trim trim;
   uv_check_t flush;
-  int stopping;
+  int draining;  /* a SIGTERM came: not ready, drain_delay running */
+  int stopping;  /* the listeners drain */
   int exit_status;
 } h3g_server;
 
@@ -126,6 +164,8 @@ static void close_handles(h3g_server *s) {
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->sighup, NULL);
+  uv_close((uv_handle_t *)&s->sigusr1, NULL);
+  uv_close((uv_handle_t *)&s->drain_timer, NULL);
   uv_close((uv_handle_t *)&s->secrets_timer, NULL);
   uv_close((uv_handle_t *)&s->trim_timer, NULL);
   uv_close((uv_handle_t *)&s->flush, NULL);
@@ -163,37 +203,70 @@ static void on_listeners_closed(h3g_server *s) {
 }
 
 /*
- * One group per [upstream NAME] and the route table over them. On error
- * says which server of which group failed and why.
+ * One group per [upstream NAME] of cfg and the route table over them, into
+ * *pgroups (cfg->ngroups of them) and *prouter. On error says which server
+ * of which group failed and why; what was made is left there for the
+ * caller to close (groups that failed are NULL).
  */
-static int make_upstreams(h3g_server *s) {
-  const h3g_config *cfg = s->cfg;
-  s->groups = calloc(cfg->ngroups ? cfg->ngroups : 1, sizeof(*s->groups));
-  if (s->groups == NULL)
+static int build_upstreams(h3g_server *s, const h3g_config *cfg,
+                           h3g_upstream_group ***pgroups, h3g_router **prouter) {
+  h3g_upstream_group **groups =
+      calloc(cfg->ngroups ? cfg->ngroups : 1, sizeof(*groups));
+  *pgroups = groups;
+  *prouter = NULL;
+  if (groups == NULL)
     return H3G_ERR_NOMEM;
-  s->ngroups = cfg->ngroups;
   for (size_t i = 0; i < cfg->ngroups; i++) {
     char err[512] = "";
-    int rv = h3g_upstream_group_new(&s->groups[i], &s->loop, &cfg->groups[i],
+    int rv = h3g_upstream_group_new(&groups[i], &s->loop, &cfg->groups[i],
                                     err, sizeof(err));
     if (rv != 0) {
-      s->groups[i] = NULL;
+      groups[i] = NULL;
       h3g_error("%s", err[0] != '\0' ? err : h3g_strerror(rv));
       return rv;
     }
   }
-  int rv = h3g_router_new(&s->router, cfg);
+  int rv = h3g_router_new(prouter, cfg);
   if (rv != 0)
     return rv;
-  for (size_t i = 0; i < h3g_router_count(s->router); i++) {
-    h3g_route *r = h3g_router_route(s->router, i);
+  for (size_t i = 0; i < h3g_router_count(*prouter); i++) {
+    h3g_route *r = h3g_router_route(*prouter, i);
     r->ops = &h3g_upstream_group_ops;
-    r->pool = s->groups[r->conf->group];
+    r->pool = groups[r->conf->group];
   }
+  return 0;
+}
+
+static int make_upstreams(h3g_server *s) {
+  int rv = build_upstreams(s, s->cfg, &s->groups, &s->router);
+  s->ngroups = s->groups != NULL ? s->cfg->ngroups : 0;
   s->view = (h3g_upstream_view){.router = s->router,
                                 .groups = s->groups,
                                 .ngroups = s->ngroups};
-  return 0;
+  return rv;
+}
+
+static void on_gen_group_closed(void *arg) {
+  retired_gen *g = arg;
+  if (--g->open > 0)
+    return;
+  free(g->groups);
+  h3g_router_free(g->router);
+  h3g_config_free(&g->arrays);
+  free(g);
+}
+
+/* No request holds the retired table any more: its groups close (their
+ * pools are idle by now), then it goes. */
+static void on_gen_retired(void *arg) {
+  retired_gen *g = arg;
+  g->open = 1;
+  for (size_t i = 0; i < g->ngroups; i++)
+    if (g->groups != NULL && g->groups[i] != NULL) {
+      g->open++;
+      h3g_upstream_group_close(g->groups[i], on_gen_group_closed, g);
+    }
+  on_gen_group_closed(g);
 }
 
 static void on_listener_closed(h3g_server *s) {
@@ -258,6 +331,7 @@ static void begin_shutdown(h3g_server *s) {
  * the health endpoints say why. */
 static void on_quic_failed(void *arg, const char *why) {
   h3g_server *s = arg;
+  s->quic_failed = 1;
   if (!s->stopping)
     h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_FAILED,
                          h3g_quic_listener_port(s->quic));
@@ -269,22 +343,273 @@ static void on_quic_failed(void *arg, const char *why) {
                      : "HTTP/3 withdrawn and no TCP listener: nothing serves");
 }
 
+static void on_drain_timer(uv_timer_t *t) {
+  begin_shutdown(t->data);
+}
+
+/* Stops at once: what still runs is cut now, as at the deadline. */
+static void stop_now(h3g_server *s) {
+  begin_shutdown(s);
+  if (s->quic != NULL)
+    h3g_quic_listener_expire(s->quic);
+  if (s->tcp != NULL)
+    h3g_tcp_listener_expire(s->tcp);
+  if (s->redirect != NULL)
+    h3g_tcp_listener_expire(s->redirect);
+}
+
+/*
+ * SIGTERM drains: /readyz says 503 at once, and for drain_delay everything
+ * goes on being served, so that load balancers and Kubernetes endpoints
+ * take the gateway out before it stops accepting; then the listeners
+ * drain for up to shutdown_timeout. A second SIGTERM, or SIGINT while
+ * draining (an operator's Ctrl-C), stops at once.
+ */
 static void on_signal(uv_signal_t *h, int signum) {
   h3g_server *s = h->data;
-  if (s->stopping) {
-    h3g_warn("signal %d again: still draining", signum);
+  if (s->draining) {
+    h3g_warn("signal %d while draining: stopping now", signum);
+    stop_now(s);
     return;
   }
+  s->draining = 1;
   h3g_info("signal %d received", signum);
+  if (s->admin != NULL)
+    h3g_admin_set_draining(s->admin);
+  if (s->cfg->drain_delay_ms > 0) {
+    h3g_info("draining: not ready, still serving for %llu ms",
+             (unsigned long long)s->cfg->drain_delay_ms);
+    uv_timer_start(&s->drain_timer, on_drain_timer, s->cfg->drain_delay_ms,
+                   0);
+    return;
+  }
   begin_shutdown(s);
 }
 
+/* SIGUSR1: the access log file is opened again (after logrotate moved
+ * it). */
+static void on_sigusr1(uv_signal_t *h, int signum) {
+  h3g_server *s = h->data;
+  H3G_UNUSED(signum);
+  if (h3g_access_log_open(s->cfg->access_log) == 0)
+    h3g_info("access log reopened");
+}
+
+/* /readyz: every upstream group has a server in service. */
+static int server_ready(const void *arg, char *why, size_t cap) {
+  const h3g_server *s = arg;
+  for (size_t i = 0; i < s->ngroups; i++) {
+    const h3g_upstream_group *g = s->groups[i];
+    if (g == NULL)
+      continue;
+    int up = 0;
+    for (size_t k = 0; k < h3g_upstream_group_size(g) && !up; k++) {
+      h3g_server_view v;
+      h3g_upstream_group_server(g, k, &v);
+      up = v.up;
+    }
+    if (!up) {
+      snprintf(why, cap, "[upstream %s] has no server in service",
+               h3g_upstream_group_conf(g)->name);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* What a running listener cannot take from a reload: the old value stays
+ * in next, with a warning when the file asked for another. */
+static void keep_bound(const h3g_server *s, h3g_config *next) {
+  const h3g_config *cur = s->cfg;
+#define KEEP(field, section, key)                                              \
+  do {                                                                         \
+    if (memcmp(&next->field, &cur->field, sizeof(cur->field)) != 0) {          \
+      h3g_warn("%s: [" section "] " key ": changed; it takes effect at the "   \
+               "next start",                                                   \
+               s->reload->path);                                               \
+      memcpy(&next->field, &cur->field, sizeof(cur->field));                   \
+    }                                                                          \
+  } while (0)
+  KEEP(listen_enabled, "listener", "enabled");
+  KEEP(listen_address, "listener", "address");
+  KEEP(listen_port, "listener", "port");
+  KEEP(quic_versions, "listener", "quic_versions");
+  KEEP(quic_version, "listener", "quic_versions");
+  KEEP(nquic_versions, "listener", "quic_versions");
+  KEEP(secrets_file, "listener", "secrets_file");
+  KEEP(ticket_rotation_ms, "listener", "ticket_rotation");
+  KEEP(tcp_enabled, "tcp", "enabled");
+  KEEP(tcp_address, "tcp", "address");
+  KEEP(tcp_port, "tcp", "port");
+  KEEP(tcp_congestion_control, "tcp", "congestion_control");
+  KEEP(redirect_address, "redirect", "address");
+  KEEP(redirect_port, "redirect", "port");
+  KEEP(admin_address, "server", "admin");
+  KEEP(admin_port, "server", "admin");
+  KEEP(pid_file, "server", "pid_file");
+  KEEP(keylog_file, "debug", "keylog_file");
+  KEEP(keylog_env, "debug", "keylog_file");
+#undef KEEP
+}
+
+/* Whether st (as stat left it, or zeroed when it failed) still describes
+ * path: same file, same size, same modification time. */
+static int same_file(const char *path, const struct stat *st) {
+  struct stat now;
+  if (stat(path, &now) != 0)
+    return 0;
+  return now.st_dev == st->st_dev && now.st_ino == st->st_ino &&
+         now.st_size == st->st_size &&
+         now.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+         now.st_mtim.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static void note_identity(h3g_server *s) {
+  if (stat(s->cfg->cert_file, &s->cert_st) != 0)
+    memset(&s->cert_st, 0, sizeof(s->cert_st));
+  if (stat(s->cfg->key_file, &s->key_st) != 0)
+    memset(&s->key_st, 0, sizeof(s->key_st));
+}
+
+/*
+ * SIGHUP: the configuration again (server.c's top comment says what
+ * changes and what stays). Nothing is touched until all of the new one
+ * was read, checked and built.
+ */
+static void reload_config(h3g_server *s) {
+  h3g_config *next = calloc(1, sizeof(*next));
+  h3g_upstream_group **groups = NULL;
+  h3g_router *router = NULL;
+  h3g_tls_ctx *tls = NULL, *tls_tcp = NULL;
+  int rv = next == NULL ? H3G_ERR_NOMEM : 0;
+
+  /* What the swap needs, taken first, so that it cannot fail half way. */
+  retired_gen *old = calloc(1, sizeof(*old));
+  h3g_tls_ctx **kept =
+      realloc(s->old_tls, (s->nold_tls + 2) * sizeof(*s->old_tls));
+  if (kept != NULL)
+    s->old_tls = kept;
+  if (old == NULL || kept == NULL)
+    rv = H3G_ERR_NOMEM;
+
+  h3g_info("reloading %s", s->reload->path);
+  if (rv == 0 && s->reload->load(next, s->reload->path) != 0)
+    rv = H3G_ERR_INVAL;
+  if (rv == 0)
+    keep_bound(s, next);
+  /* New TLS contexts only for a new certificate or key (Kubernetes
+   * replaces a Secret's files behind the same names): the sessions and
+   * tickets of the ones in use stay valid otherwise. */
+  int new_identity = strcmp(next->cert_file, s->cfg->cert_file) != 0 ||
+                     strcmp(next->key_file, s->cfg->key_file) != 0 ||
+                     !same_file(next->cert_file, &s->cert_st) ||
+                     !same_file(next->key_file, &s->key_st);
+  if (rv == 0 && next->listen_enabled && new_identity) {
+    char ticket_context[256];
+    h3g_quic_ticket_context(next, ticket_context, sizeof(ticket_context));
+    rv = h3g_tls_ctx_new_quic(&tls, next, s->secrets, ticket_context);
+  }
+  if (rv == 0 && next->tcp_enabled && new_identity)
+    rv = h3g_tls_ctx_new_tcp(&tls_tcp, next, s->secrets);
+  if (rv == 0)
+    rv = build_upstreams(s, next, &groups, &router);
+  if (rv != 0) {
+    H3G_INC(reload_failures);
+    h3g_error("reload of %s failed: the configuration in use stays",
+              s->reload->path);
+    h3g_tls_ctx_free(tls);
+    h3g_tls_ctx_free(tls_tcp);
+    if (groups != NULL) {
+      retired_gen *g = calloc(1, sizeof(*g));
+      if (g != NULL) {
+        *g = (retired_gen){.router = router,
+                           .groups = groups,
+                           .ngroups = next->ngroups};
+        g->arrays.groups = next->groups;
+        g->arrays.ngroups = next->ngroups;
+        g->arrays.routes = next->routes;
+        g->arrays.nroutes = next->nroutes;
+        next->groups = NULL;
+        next->routes = NULL;
+        next->ngroups = next->nroutes = 0;
+        on_gen_retired(g);
+      }
+    }
+    if (next != NULL)
+      h3g_config_free(next);
+    free(next);
+    free(old);
+    return;
+  }
+
+  /* Everything is built: the old table retires, the new takes over. */
+  *old = (retired_gen){.router = s->router,
+                       .groups = s->groups,
+                       .ngroups = s->ngroups};
+  old->arrays.groups = s->cfg->groups;
+  old->arrays.ngroups = s->cfg->ngroups;
+  old->arrays.routes = s->cfg->routes;
+  old->arrays.nroutes = s->cfg->nroutes;
+
+  char old_log[sizeof(s->cfg->access_log)];
+  memcpy(old_log, s->cfg->access_log, sizeof(old_log));
+  *s->cfg = *next; /* its groups and routes now belong to s->cfg */
+  free(next);
+
+  s->router = router;
+  s->groups = groups;
+  s->ngroups = s->cfg->ngroups;
+  s->view = (h3g_upstream_view){.router = s->router,
+                                .groups = s->groups,
+                                .ngroups = s->ngroups};
+  s->env.router = router;
+  s->tcp_env_bridge.router = router;
+  if (tls != NULL) {
+    s->old_tls[s->nold_tls++] = s->tls;
+    s->tls = tls;
+    if (s->quic != NULL)
+      h3g_quic_listener_set_tls(s->quic, tls);
+  }
+  if (tls_tcp != NULL) {
+    s->old_tls[s->nold_tls++] = s->tls_tcp;
+    s->tls_tcp = tls_tcp;
+    if (s->tcp != NULL)
+      h3g_tcp_listener_set_tls(s->tcp, tls_tcp);
+  }
+  if (new_identity) {
+    note_identity(s);
+    h3g_info("new certificate: new handshakes use %s", s->cfg->cert_file);
+  }
+  h3g_alt_svc_init(&s->alt_svc, s->cfg);
+  if (s->quic != NULL)
+    h3g_alt_svc_set_quic(&s->alt_svc,
+                         s->quic_failed ? H3G_ALT_SVC_QUIC_FAILED
+                                        : H3G_ALT_SVC_QUIC_SERVING,
+                         h3g_quic_listener_port(s->quic));
+  h3g_log_set_level(s->cfg->log_level);
+  h3g_access_log_set_format(s->cfg->access_log_format);
+  if (strcmp(old_log, s->cfg->access_log) != 0)
+    (void)h3g_access_log_open(s->cfg->access_log);
+  h3g_router_retire(old->router, on_gen_retired, old);
+  H3G_INC(reloads);
+  h3g_info("configuration reloaded: %u routes, %u upstream groups",
+           s->cfg->nroutes, s->cfg->ngroups);
+}
+
 /* SIGHUP, or the periodic look at the file: a changed secrets file takes
- * effect for session tickets at once (see secrets.h). */
+ * effect for session tickets at once (see secrets.h); with a reload
+ * function, the whole configuration is read again. */
 static void on_sighup(uv_signal_t *h, int signum) {
   h3g_server *s = h->data;
   H3G_UNUSED(signum);
   (void)h3g_secrets_reload(s->secrets);
+  if (s->reload == NULL)
+    return;
+  if (s->draining) {
+    h3g_warn("SIGHUP while draining: not reloading");
+    return;
+  }
+  reload_config(s);
 }
 
 static void on_secrets_timer(uv_timer_t *t) {
@@ -353,11 +678,23 @@ static void ready_addresses(const h3g_server *s, char *buf, size_t cap) {
               h3g_admin_port(s->admin));
 }
 
-int h3g_server_run(const h3g_config *cfg) {
+/* [server] pid_file: this process's id, for h3gate --reload. */
+static void write_pid_file(const h3g_config *cfg) {
+  if (cfg->pid_file[0] == '\0')
+    return;
+  FILE *f = fopen(cfg->pid_file, "w");
+  if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0)
+    h3g_warn("pid_file %s: cannot write it", cfg->pid_file);
+  if (f != NULL)
+    fclose(f);
+}
+
+int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
   h3g_server *s = calloc(1, sizeof(*s));
   if (s == NULL)
     return 1;
   s->cfg = cfg;
+  s->reload = reload;
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&s->loop);
   h3g_log_set_level(cfg->log_level);
@@ -376,6 +713,7 @@ int h3g_server_run(const h3g_config *cfg) {
   }
   if (rv == 0 && cfg->tcp_enabled)
     rv = h3g_tls_ctx_new_tcp(&s->tls_tcp, cfg, s->secrets);
+  note_identity(s);
   if (rv == 0)
     rv = make_upstreams(s);
   s->env = (h3g_bridge_env){
@@ -449,26 +787,32 @@ int h3g_server_run(const h3g_config *cfg) {
       h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
       h3g_admin_set_view(s->admin, h3g_upstream_view_metrics,
                          h3g_upstream_view_json, &s->view);
+      h3g_admin_set_ready(s->admin, server_ready, s);
     }
   }
 
   uv_signal_init(&s->loop, &s->sigterm);
   uv_signal_init(&s->loop, &s->sigint);
   uv_signal_init(&s->loop, &s->sighup);
+  uv_signal_init(&s->loop, &s->sigusr1);
+  uv_timer_init(&s->loop, &s->drain_timer);
   uv_timer_init(&s->loop, &s->secrets_timer);
   uv_timer_init(&s->loop, &s->trim_timer);
   uv_check_init(&s->loop, &s->flush);
-  s->sigterm.data = s->sigint.data = s->sighup.data = s;
+  s->sigterm.data = s->sigint.data = s->sighup.data = s->sigusr1.data = s;
+  s->drain_timer.data = s;
   s->secrets_timer.data = s;
   s->trim_timer.data = s;
   if (rv == 0) {
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_signal_start(&s->sigusr1, on_sigusr1, SIGUSR1);
     if (cfg->secrets_file[0] != '\0')
       uv_timer_start(&s->secrets_timer, on_secrets_timer, SECRETS_CHECK_MS,
                      SECRETS_CHECK_MS);
     uv_check_start(&s->flush, on_flush);
+    write_pid_file(cfg);
     h3g_idle_trim_init(&s->trim, &h3g_stats);
     uv_timer_start(&s->trim_timer, on_trim_timer, IDLE_TRIM_TICK_MS,
                    IDLE_TRIM_TICK_MS);
@@ -502,6 +846,11 @@ int h3g_server_run(const h3g_config *cfg) {
   h3g_router_free(s->router);
   h3g_tls_ctx_free(s->tls);
   h3g_tls_ctx_free(s->tls_tcp);
+  for (size_t i = 0; i < s->nold_tls; i++)
+    h3g_tls_ctx_free(s->old_tls[i]);
+  free(s->old_tls);
+  if (cfg->pid_file[0] != '\0')
+    (void)unlink(cfg->pid_file);
   h3g_secrets_free(s->secrets);
   h3g_tls_cleanup();
   h3g_access_log_close();

@@ -12,10 +12,22 @@
 #include "config.h"
 
 /*
- * Runs the gateway until it is shut down. Returns the process exit status:
+ * How the server reads its configuration again (SIGHUP): load fills cfg
+ * (defaults first) from path and everything a start would check, printing
+ * each problem as "FILE:LINE: ..." on stderr; returns 0 or non-zero.
+ */
+typedef struct h3g_server_reload {
+  const char *path;
+  int (*load)(h3g_config *cfg, const char *path);
+} h3g_server_reload;
+
+/*
+ * Runs the gateway until it is shut down, with cfg (which it may change:
+ * a reload puts the new configuration in it, see server.c). reload NULL:
+ * SIGHUP reloads only the secrets file. Returns the process exit status:
  * 0 after a graceful shutdown, 1 when start-up failed (logged).
  */
-int h3g_server_run(const h3g_config *cfg);
+int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload);
 
 /* Writes the versions of the libraries in use into buf, for --version. */
 void h3g_server_versions(char *buf, size_t cap);

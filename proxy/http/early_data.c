@@ -33,7 +33,11 @@ void h3g_early_on_head(h3g_early *e, const h3g_headers *fields,
   H3G_INC(h3_early_requests);
   if (end_stream && method_safe(method) && allowed) {
     e->fwd = 1;
-    e->added = h3g_headers_find(fields, "early-data") == NULL;
+    /* A client that is itself an intermediary marks the request "1", and
+     * retries a 425 itself; any other value means nothing (RFC 8470 §5.1
+     * defines only "1"), so ours replaces it. */
+    const h3g_field *f = h3g_headers_find(fields, "early-data");
+    e->added = f == NULL || f->valuelen != 1 || f->value[0] != '1';
     H3G_INC(h3_early_forwarded);
   } else {
     e->hold = 1;

@@ -23,8 +23,9 @@ typedef struct h3g_early {
   int early;   /* received early; the handshake has not completed */
   int hold;    /* not sent upstream until the handshake completes */
   int fwd;     /* sent upstream early, with Early-Data: 1 */
-  int added;   /* that Early-Data field is ours (the client had none): the
-                * request head carries "Early-Data: 1" */
+  int added;   /* that Early-Data field is ours (the client had none, or a
+                * value other than "1", which ours replaces): the request
+                * head carries "Early-Data: 1" */
   int retried; /* answered 425 once and sent again */
   int redo;    /* the upstream's head was a 425 to send again for */
 } h3g_early;

@@ -107,6 +107,9 @@ int h3g_forward_build(h3g_forward *out, const h3g_forward_in *in) {
       continue;
     if (route_removes(rs, f))
       continue;
+    /* Ours replaces a client's Early-Data that is not "1" (early_data.h). */
+    if (in->early_data && h3g_field_name_eq(f, "early-data"))
+      continue;
     if (in->websocket_key != NULL &&
         (h3g_field_name_eq(f, "sec-websocket-key") ||
          h3g_field_name_eq(f, "sec-websocket-version")))

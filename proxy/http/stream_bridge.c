@@ -150,6 +150,7 @@ struct h3g_bridge {
   /* The request's route, chosen at end_headers (NULL before): its
    * settings and its upstream (a group's ops table, or a test's fake). */
   h3g_route *route;
+  h3g_router *router; /* held while route is used (route.h) */
   const h3g_route_settings *rs;
   const h3g_upstream_ops *ops;
   void *pool;
@@ -408,6 +409,8 @@ void h3g_bridge_free(h3g_bridge *b) {
     H3G_DEC(tunnels_open);
   }
   write_access_log(b);
+  if (b->router != NULL)
+    h3g_router_put(b->router);
   h3g_h1_parser_free(b->parser);
   h3g_headers_free(&b->req_fields);
   h3g_headers_free(&b->req_trailers);
@@ -952,6 +955,10 @@ static int choose_route(h3g_bridge *b) {
   }
   if (r == NULL)
     return H3G_ERR_NOTFOUND;
+  if (env->router != NULL) {
+    b->router = env->router;
+    h3g_router_hold(b->router);
+  }
   b->route = r;
   b->rs = &r->conf->s;
   b->ops = r->ops;

@@ -39,7 +39,7 @@ typedef struct h3g_bridge_env {
   const h3g_config *cfg;
   /* Each request's route is chosen in router when its head is complete
    * (route.h); without a router, every request takes `route`. */
-  const h3g_router *router;
+  h3g_router *router;
   h3g_route *route;
   const h3g_timer_ops *timers; /* NULL: no header or 100-continue timers */
   void *loop;

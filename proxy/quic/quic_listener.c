@@ -39,6 +39,15 @@
  * dropped and those clients wait for their retransmission timer instead.
  */
 #define REFUSALS_PER_SECOND 256
+/*
+ * CONNECTION_REFUSED answers per client source (IPv4 address, IPv6 /64)
+ * per second. A client told "refused" may try again at once (libcurl
+ * 8.14 takes it for a weird reply: one measured client made 1,479
+ * attempts in 5.3 s against a draining gateway); past this many in a
+ * second its Initials are dropped silently, and a client whose attempt
+ * goes unanswered waits for its own timeout before it tries again.
+ */
+#define REFUSALS_PER_SOURCE 3
 /* Stateless Resets sent per second at most: each answers one datagram of
  * an unknown connection, so an attacker must not turn us into a
  * reflector of unlimited volume. */
@@ -74,6 +83,11 @@ struct h3g_quic_listener {
   void *failure_arg;
   uint64_t refusal_second;
   unsigned refusals;
+  /* Refusals per source in refused_second (REFUSALS_PER_SOURCE); the
+   * table starts empty each second. */
+  h3g_source_map refused;
+  uint64_t refused_second;
+  uint8_t refused_key[16];
   uint64_t reset_second;
   unsigned resets;
   int shutting_down;
@@ -143,11 +157,31 @@ static void close_stateless(h3g_quic_listener *l, const h3g_udp_msg *m,
     send_raw(l, m, buf, (size_t)n);
 }
 
+/* Whether source sa may be told "refused" once more this second. */
+static int refusal_allowed(h3g_quic_listener *l, const struct sockaddr *sa) {
+  uint64_t second = uv_now(l->loop) / 1000;
+  h3g_source_key k;
+  if (second != l->refused_second || l->refused.slots == NULL) {
+    h3g_source_map_free(&l->refused);
+    if (h3g_source_map_init(&l->refused, l->refused_key) != 0)
+      return 1; /* no memory to count with: the global budget still holds */
+    l->refused_second = second;
+  }
+  if (h3g_source_key_of(&k, sa) != 0)
+    return 1;
+  if (h3g_source_map_get(&l->refused, &k) >= REFUSALS_PER_SOURCE)
+    return 0;
+  (void)h3g_source_map_inc(&l->refused, &k);
+  return 1;
+}
+
 /* An Initial we will not serve (too many connections, shutting down):
- * CONNECTION_REFUSED. */
+ * CONNECTION_REFUSED, or silence for a source refused often already. */
 static void refuse_connection(h3g_quic_listener *l, const h3g_udp_msg *m,
                               const ngtcp2_pkt_hd *hd) {
   H3G_INC(quic_connections_refused);
+  if (!refusal_allowed(l, &m->remote.su.sa))
+    return;
   close_stateless(l, m, hd, NGTCP2_CONNECTION_REFUSED);
 }
 
@@ -502,6 +536,7 @@ static void on_handle_closed(uv_handle_t *h) {
   void (*cb)(void *) = l->shutdown_cb;
   void *arg = l->shutdown_arg;
   h3g_quic_env_free(&l->env);
+  h3g_source_map_free(&l->refused);
   h3g_udp_close(&l->sock);
   free(l);
   if (cb != NULL)
@@ -588,6 +623,10 @@ int h3g_quic_listener_new(h3g_quic_listener **pl, void *loop,
     return H3G_ERR_NOMEM;
   l->loop = loop;
   l->cfg = cfg;
+  if (h3g_random_bytes(l->refused_key, sizeof(l->refused_key)) != 0) {
+    free(l);
+    return H3G_ERR_IO;
+  }
 
   rv = h3g_udp_open(&l->sock, cfg->listen_address,
                     h3g_bind_port(cfg->listen_port));
@@ -652,6 +691,15 @@ static void on_deadline_timer(uv_timer_t *t) {
   (void)h3g_udp_tx_flush(&l->sock);
   h3g_quic_env_reap(&l->env);
   maybe_finish(l);
+}
+
+void h3g_quic_listener_set_tls(h3g_quic_listener *l, h3g_tls_ctx *tls) {
+  l->env.ssl_ctx = h3g_tls_ctx_native(tls);
+}
+
+void h3g_quic_listener_expire(h3g_quic_listener *l) {
+  if (l->shutting_down && !l->closing)
+    uv_timer_start(&l->deadline_timer, on_deadline_timer, 0, 0);
 }
 
 void h3g_quic_listener_shutdown(h3g_quic_listener *l, uint64_t deadline_ms,

@@ -53,6 +53,14 @@ uint16_t h3g_quic_listener_port(const h3g_quic_listener *l);
  * When every connection and handle is gone, cb(arg) runs and the listener
  * is freed.
  */
+/* New connections use tls from now on (a reload's certificates); those
+ * open keep theirs. tls must outlive every connection made with it. */
+void h3g_quic_listener_set_tls(h3g_quic_listener *l, h3g_tls_ctx *tls);
+
+/* After h3g_quic_listener_shutdown(): the deadline is now (a second
+ * SIGTERM). No-op before it. */
+void h3g_quic_listener_expire(h3g_quic_listener *l);
+
 void h3g_quic_listener_shutdown(h3g_quic_listener *l, uint64_t deadline_ms,
                                 void (*cb)(void *arg), void *arg);
 

@@ -923,6 +923,19 @@ static void on_deadline(uv_timer_t *t) {
   }
 }
 
+void h3g_tcp_listener_set_tls(h3g_tcp_listener *l, h3g_tls_ctx *tls) {
+  if (l->ssl_ctx == NULL || tls == NULL)
+    return;
+  l->ssl_ctx = h3g_tls_ctx_native(tls);
+  wolfSSL_CTX_SetIORecv(l->ssl_ctx, on_tls_recv);
+  wolfSSL_CTX_SetIOSend(l->ssl_ctx, on_tls_send);
+}
+
+void h3g_tcp_listener_expire(h3g_tcp_listener *l) {
+  if (l->shutting_down && !l->closing)
+    uv_timer_start(&l->deadline, on_deadline, 0, 0);
+}
+
 void h3g_tcp_listener_shutdown(h3g_tcp_listener *l, uint64_t deadline_ms,
                                void (*cb)(void *arg), void *arg) {
   l->shutting_down = 1;

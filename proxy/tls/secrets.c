@@ -33,7 +33,6 @@
 #define FP_LEN 12
 #define NONCE_LEN 12
 #define TAG_LEN 16
-#define MAX_CONTEXTS 4
 /* Without rotation, tickets live a day. TLS 1.3 allows seven. */
 #define LIFETIME_NO_ROTATION (24 * 3600)
 #define LIFETIME_MAX (7 * 24 * 3600)
@@ -61,7 +60,7 @@ struct h3g_secrets {
    * must outlive ticket periods). */
   uint64_t random_period;
   uint8_t stable[32];
-  ticket_ctx *ctxs[MAX_CONTEXTS];
+  ticket_ctx **ctxs; /* every context attached (reloads add some) */
   size_t nctx;
 };
 
@@ -421,6 +420,7 @@ void h3g_secrets_free(h3g_secrets *s) {
     memset(s->ctxs[i], 0, sizeof(*s->ctxs[i]));
     free(s->ctxs[i]);
   }
+  free(s->ctxs);
   memset(s, 0, sizeof(*s));
   free(s);
 }
@@ -462,8 +462,10 @@ uint32_t h3g_secrets_ticket_lifetime(const h3g_secrets *s) {
 int h3g_secrets_attach(h3g_secrets *s, void *ssl_ctx, const char *context,
                        h3g_ticket_binder bind) {
   WOLFSSL_CTX *sc = ssl_ctx;
-  if (s->nctx == MAX_CONTEXTS)
+  ticket_ctx **grown = realloc(s->ctxs, (s->nctx + 1) * sizeof(*s->ctxs));
+  if (grown == NULL)
     return H3G_ERR_NOMEM;
+  s->ctxs = grown;
   ticket_ctx *t = calloc(1, sizeof(*t));
   if (t == NULL)
     return H3G_ERR_NOMEM;

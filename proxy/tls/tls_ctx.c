@@ -15,8 +15,11 @@
 #include "tls_ctx.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* wolfSSL needs its build options before any of its headers. */
 #include <wolfssl/options.h>
@@ -273,6 +276,79 @@ void h3g_tls_cleanup(void) {
     wolfSSL_Cleanup();
     wolfssl_ready = 0;
   }
+}
+
+int h3g_tls_check_files(const char *cert, const char *key, char *err,
+                        size_t cap, char *warn, size_t wcap) {
+  int rv = H3G_ERR_INVAL;
+  WOLFSSL_CTX *ctx = NULL;
+  WOLFSSL_X509 *leaf = NULL;
+  warn[0] = err[0] = '\0';
+  if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
+    snprintf(err, cap, "%s is not readable by this user",
+             access(cert, R_OK) != 0 ? cert : key);
+    return rv;
+  }
+  ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+  if (ctx == NULL) {
+    snprintf(err, cap, "out of memory");
+    return H3G_ERR_NOMEM;
+  }
+  if (wolfSSL_CTX_use_certificate_chain_file(ctx, cert) != WOLFSSL_SUCCESS) {
+    snprintf(err, cap, "%s: no usable PEM certificate chain", cert);
+    goto done;
+  }
+  if (wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM) !=
+      WOLFSSL_SUCCESS) {
+    snprintf(err, cap, "%s: no usable PEM private key", key);
+    goto done;
+  }
+  if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS) {
+    snprintf(err, cap, "%s does not match the certificate in %s", key, cert);
+    goto done;
+  }
+  leaf = wolfSSL_X509_load_certificate_file(cert, WOLFSSL_FILETYPE_PEM);
+  if (leaf == NULL) {
+    snprintf(err, cap, "%s: cannot read the first certificate", cert);
+    goto done;
+  }
+  time_t now = time(NULL), soon = now + 14 * 24 * 3600;
+  const WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(leaf);
+  const WOLFSSL_ASN1_TIME *nb = wolfSSL_X509_get_notBefore(leaf);
+  if (na != NULL && wolfSSL_X509_cmp_time(na, &now) <= 0) {
+    snprintf(err, cap, "%s: the certificate has expired", cert);
+    goto done;
+  }
+  if (nb != NULL && wolfSSL_X509_cmp_time(nb, &now) > 0) {
+    snprintf(err, cap, "%s: the certificate is not valid yet", cert);
+    goto done;
+  }
+  if (na != NULL && wolfSSL_X509_cmp_time(na, &soon) <= 0)
+    snprintf(warn, wcap, "%s: the certificate expires within 14 days", cert);
+  /* The chain in the file: each certificate issued by the next (the
+   * client gets them in this order and must be able to walk them). */
+  STACK_OF(WOLFSSL_X509) *chain = NULL;
+  if (wolfSSL_CTX_get0_chain_certs(ctx, &chain) == WOLFSSL_SUCCESS &&
+      chain != NULL) {
+    WOLFSSL_X509 *prev = leaf;
+    for (int i = 0; i < wolfSSL_sk_X509_num(chain); i++) {
+      WOLFSSL_X509 *next = wolfSSL_sk_X509_value(chain, i);
+      if (wolfSSL_X509_NAME_cmp(wolfSSL_X509_get_issuer_name(prev),
+                                wolfSSL_X509_get_subject_name(next)) != 0) {
+        snprintf(err, cap,
+                 "%s: certificate %d is not issued by the one after it "
+                 "(the chain is out of order or incomplete)",
+                 cert, i + 1);
+        goto done;
+      }
+      prev = next;
+    }
+  }
+  rv = 0;
+done:
+  wolfSSL_X509_free(leaf);
+  wolfSSL_CTX_free(ctx);
+  return rv;
 }
 
 const char *h3g_tls_version(void) { return wolfSSL_lib_version(); }

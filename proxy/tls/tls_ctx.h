@@ -45,6 +45,17 @@ void *h3g_tls_ctx_native(h3g_tls_ctx *ctx);
 /* wolfSSL's version string, for --version. */
 const char *h3g_tls_version(void);
 
+/*
+ * --check-config's look at a listener's certificate chain file and key:
+ * both readable, the key matching the first certificate, that certificate
+ * valid now, and each certificate issued by the next one in the file.
+ * Returns 0, or H3G_ERR_INVAL with the reason in err (cap bytes). A
+ * certificate that expires within 14 days is fine but sets warn (wcap
+ * bytes; "" when nothing to say).
+ */
+int h3g_tls_check_files(const char *cert, const char *key, char *err,
+                        size_t cap, char *warn, size_t wcap);
+
 /* Releases wolfSSL's process-wide state (at exit, for leak checkers). */
 void h3g_tls_cleanup(void);
 

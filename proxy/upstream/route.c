@@ -55,6 +55,9 @@ struct h3g_router {
   uint32_t *pslots; /* entries index + 1; 0 empty */
   size_t npslots;   /* a power of two, at least twice nentries */
   size_t max_prefix; /* the longest prefix: longer path parts never match */
+  size_t holds;      /* requests that took a route of it */
+  void (*retired)(void *arg); /* set by retire: called at holds 0 */
+  void *retired_arg;
 };
 
 static uint64_t hash_key(const char *s, size_t n) { return h3g_fnv1a(s, n); }
@@ -226,6 +229,20 @@ int h3g_route_protocol(const char *protocol) {
     if (strcmp(protocol, h3g_route_protocols[i]) == 0)
       return i;
   return -1;
+}
+
+void h3g_router_hold(h3g_router *r) { r->holds++; }
+
+void h3g_router_put(h3g_router *r) {
+  if (--r->holds == 0 && r->retired != NULL)
+    r->retired(r->retired_arg);
+}
+
+void h3g_router_retire(h3g_router *r, void (*cb)(void *arg), void *arg) {
+  r->retired = cb;
+  r->retired_arg = arg;
+  if (r->holds == 0)
+    cb(arg);
 }
 
 size_t h3g_router_count(const h3g_router *r) { return r->nroutes; }

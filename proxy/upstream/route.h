@@ -74,4 +74,16 @@ h3g_route *h3g_router_match(const h3g_router *r, const char *host,
                             size_t hostlen, const char *target,
                             size_t targetlen);
 
+/*
+ * Configuration reloads: a request holds the router whose route it took
+ * (hold when chosen, put when the request is gone), so that its route,
+ * settings and upstream group outlive a reload that replaced them. retire
+ * says no new request will take r; cb(arg) runs once nothing holds it (at
+ * once when nothing does), and the caller frees r (and what its routes
+ * point to) from there.
+ */
+void h3g_router_hold(h3g_router *r);
+void h3g_router_put(h3g_router *r);
+void h3g_router_retire(h3g_router *r, void (*cb)(void *arg), void *arg);
+
 #endif /* H3G_ROUTE_H */

@@ -9,8 +9,10 @@ histograms of /metrics, whose buckets must count exactly the durations and
 first-byte times the log shows."""
 
 import glob
+import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -217,8 +219,9 @@ def check_histograms(gw, recs):
 
 
 def test_default_is_kv(gateway, upstream, tmp_path):
-    """Without the key, lines are kv, as they always were: the fields older
-    readers parse keep their names and forms."""
+    """Without the key, lines are kv, as they always were: the older
+    fields keep their names, forms and order (the newer ones sit between
+    duration_ms and route)."""
     log = str(tmp_path / "access.log")
     gw = gateway({"server": {"access_log": log}})
     cl = client_for("h3", gw)
@@ -229,10 +232,39 @@ def test_default_is_kv(gateway, upstream, tmp_path):
     rec = recs[0]
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z client=127\.0\.0\.1:\d+ "
                     r"proto=h3 method=GET authority=\S+ path=\"/bytes/10\?default\" "
-                    r"status=200 in=0 out=10 duration_ms=\d+\.\d{3} route=default "
-                    r"upstream=\S+ outcome=ok connect_ms=\d+\.\d{3} "
-                    r"first_byte_ms=\d+\.\d{3} cid=[0-9a-f]{16} early=0 referer=- "
-                    r"user_agent=\"h3gate-e2e/1\"$", rec.raw), rec.raw
+                    r"status=200 in=0 out=10 duration_ms=\d+\.\d{3} "
+                    r"connect_ms=\d+\.\d{3} first_byte_ms=\d+\.\d{3} cid=[0-9a-f]{16} "
+                    r"early=0 referer=- user_agent=\"h3gate-e2e/1\" route=default "
+                    r"upstream=\S+ outcome=ok$", rec.raw), rec.raw
+
+
+def test_reload_changes_the_format(gateway, upstream, tmp_path):
+    """A reload (SIGHUP) that changes access_log_format: lines of requests
+    after it are in the new format, those before stay as written."""
+    log = str(tmp_path / "access.log")
+    gw = gateway({"server": {"access_log": log}})
+    cl = client_for("h3", gw)
+    assert cl.get("/bytes/10?before").status == 200
+    cl.close()
+    assert len(wait_lines(log, "kv", 1)) == 1
+    gw.config["server"]["access_log_format"] = "json"
+    gw.write_config()
+    gw.send_signal(signal.SIGHUP)
+    gw.signalled = False  # it goes on running
+    gw.wait_log("configuration reloaded")
+    cl = client_for("h3", gw)
+    assert cl.get("/bytes/10?after").status == 200
+    cl.close()
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        with open(log) as f:
+            lines = f.read().splitlines()
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 2, lines
+    assert lines[0].split(" ")[2] == "proto=h3" and 'path="/bytes/10?before"' in lines[0]
+    assert json.loads(lines[1])["path"] == "/bytes/10?after", lines[1]
 
 
 # ---- 0-RTT -----------------------------------------------------------------

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /*
  * libFuzzer target for the stream bridge (proxy/http/stream_bridge.c): one
  * request driven through a sequence of front-end, upstream and timer
@@ -9,7 +10,10 @@
  * each (kind = op & 15, arg = op >> 4) and the bytes some of them take:
  *   0  the client adds a field (two strings, see get_str())
  *   1  the client adds a request's pseudo-header fields (arg: method and
- *      authority or host)
+ *      authority or host); with WebSockets on (c4 bit 3), an extended
+ *      CONNECT to /chat instead (arg: :protocol websocket, websocket,
+ *      WebSocket or foo (bits 0-1), the client's Sec-WebSocket-Key and
+ *      version 13 (bit 2), a content-length of 3 (bit 3))
  *   2  the head ends (arg bit 0: with the stream)
  *   3  request body bytes (arg: a size, or with bit 3 a length byte and
  *      that many bytes), within the credit the bridge gave
@@ -20,7 +24,9 @@
  *      with arg bit 3 a failure
  *   8  the upstream sends a canned response (arg) and as much of what it
  *      sent as can be read, in reads of the size the next byte picks
- *   9  the upstream sends raw bytes (a length byte, the bytes), same
+ *   9  the upstream sends raw bytes (a length byte, the bytes), same;
+ *      a length byte of 0xfe: an answer to the WebSocket handshake on
+ *      this connection, picked by the next byte (see ev_ws_answer())
  *  10  pending upstream bytes are read (arg: read size)
  *  11  upstream EOF (arg bit 0) or read error (bit 1: a timeout)
  *  12  the pending write completes (arg bit 0: with an error)
@@ -61,7 +67,22 @@
  *     reusable only after a complete request and a complete keep-alive
  *     response;
  *   - timers: none is cancelled after it fired or twice, none outlives the
- *     bridge.
+ *     bridge;
+ *   - WebSocket tunnels: the upstream gets a GET handshake with our
+ *     Connection/Upgrade fields, one key and version 13 (hop-by-hop fields
+ *     are otherwise never passed); no client byte is written before a 101
+ *     whose Accept is right for that key, and upgrade() is called only
+ *     then, once; after it the client's bytes reach the upstream in order
+ *     and unchanged, credit comes back only for bytes written, our FIN
+ *     (shutdown_write) comes only after every one of them and never with
+ *     a write pending, no write follows it; the client gets the tunnel's
+ *     bytes as the upstream sent them after the 101 (as a 200 without
+ *     content-length or Accept on HTTP/3, the 101 itself on HTTP/1.1);
+ *     the connection has no read timeout while it is a tunnel, is never
+ *     released as reusable, and is reset() only once upgraded; the
+ *     tunnel counts (the front end's and tunnels_open) are back to 0 when
+ *     the bridge is freed. An idle timeout may cancel a tunnel whose
+ *     response already ended (the client's side is still open).
  *
  * The clock is the fake one (linked with --wrap=h3g_now_ns), so a run
  * depends on nothing but its input.
@@ -74,8 +95,10 @@
 #include "buf.h"
 #include "h1_codec.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "stream_bridge.h"
+#include "ws_key.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 uint64_t __wrap_h3g_now_ns(void);
@@ -197,6 +220,14 @@ typedef struct fake_conn {
   int rq_heads, rq_complete;
   int rq_chunked; /* trailers can go with the body */
   uint64_t rq_body;
+  /* WebSocket: the head given to write() at on_ready was a handshake,
+   * with this key; upgrade() came; the tunnel's bytes the upstream read;
+   * our FIN was sent */
+  int handshake;
+  char key[H3G_WS_KEY_LEN + 1];
+  int upgraded;
+  uint64_t tun_up;
+  int shut;
 } fake_conn;
 
 typedef struct world {
@@ -235,6 +266,14 @@ typedef struct world {
    * they stay unchanged) */
   h3g_iovec out_v[64];
   size_t out_at[64], out_n;
+
+  /* WebSockets (c4 bits 3-7) */
+  int ws, h1;
+  uint32_t conn_tunnels; /* the front end's count (frontend.h) */
+  int tunnel_opened;     /* upgrade() was called */
+  int up_eof;            /* the upgraded connection's upstream ended */
+  int abort_after_end;   /* an idle tunnel cancelled after its END */
+  int declared_body;     /* the client sent a content-length */
 
   /* the pool */
   int waiting;
@@ -356,16 +395,32 @@ static int rq_on_head(void *ud, h3g_h1_request_head *h) {
   CHECK(c->rq_heads == 0); /* one request per connection, never two */
   c->rq_heads++;
   const h3g_field *early = NULL;
+  int keys = 0, versions = 0;
   for (size_t i = 0; i < h->fields->nfields; i++) {
     const h3g_field *f = &h->fields->fields[i];
     if (name_is(f, "early-data"))
       early = f;
+    if (name_is(f, "sec-websocket-key"))
+      keys++;
+    if (name_is(f, "sec-websocket-version"))
+      versions++;
     /* what the client sent as hop-by-hop never goes on; only our own
-     * framing does */
+     * framing does, and a handshake's Connection and Upgrade */
     if (name_is(f, "transfer-encoding"))
       CHECK(f->valuelen == 7 && memcmp(f->value, "chunked", 7) == 0);
+    else if (c->handshake && name_is(f, "connection"))
+      CHECK(f->valuelen == 7 && memcmp(f->value, "Upgrade", 7) == 0);
+    else if (c->handshake && name_is(f, "upgrade"))
+      CHECK(f->valuelen == 9 && memcmp(f->value, "websocket", 9) == 0);
     else
       CHECK(!(h3g_field_flags(f->name, f->namelen) & H3G_FIELD_HOP_BY_HOP));
+  }
+  if (c->handshake) {
+    /* RFC 6455 §4.1: a GET without a body, one key, version 13. */
+    CHECK(w.ws);
+    CHECK(strcmp(h->method, "GET") == 0);
+    CHECK(h->body == 0);
+    CHECK(keys == 1 && versions == 1);
   }
   if (w.early && !w.handshake) {
     /* RFC 8470: before the handshake, only what is safe to replay, and
@@ -398,8 +453,9 @@ static int rq_on_body(void *ud, const uint8_t *d, size_t n) {
 static int rq_on_complete(void *ud) {
   fake_conn *c = ud;
   CHECK(c->rq_heads == 1);
-  /* The whole body, and trailers only if all of them were kept. */
-  CHECK(c->rq_body == w.received);
+  /* The whole body, and trailers only if all of them were kept; a
+   * handshake has none (the client's bytes wait for the 101). */
+  CHECK(c->rq_body == (c->handshake ? 0 : w.received));
   CHECK(!(c->rq_chunked && w.trailers_dropped));
   c->rq_complete = 1;
   return 0;
@@ -411,9 +467,23 @@ static const h3g_h1_request_callbacks rq_callbacks = {
     .on_complete = rq_on_complete,
 };
 
+/* The upstream reads tunnel bytes: the client's, in order, unchanged. */
+static void tunnel_reads(fake_conn *c, const uint8_t *p, size_t n) {
+  CHECK(c->tun_up + n <= w.received);
+  if (c->tun_up < BODY_KEEP) {
+    size_t k = (size_t)H3G_MIN((uint64_t)n, BODY_KEEP - c->tun_up);
+    CHECK(memcmp(p, w.body + c->tun_up, k) == 0);
+  }
+  c->tun_up += n;
+}
+
 /* The upstream reads what one write sent. */
 static void upstream_reads(fake_conn *c, const uint8_t *p, size_t n) {
   while (n > 0 && !c->rq_off) {
+    if (c->upgraded && h3g_h1_request_parser_complete(c->rq)) {
+      tunnel_reads(c, p, n);
+      return;
+    }
     CHECK(!c->rq_complete); /* nothing after the request: no pipelining,
                              * no desync */
     size_t used = 0;
@@ -477,6 +547,7 @@ static int f_write(h3g_upconn *uc, const h3g_iovec *iov, size_t n) {
   fake_conn *c = held(uc);
   CHECK(!w.refused);
   CHECK(!c->writing);
+  CHECK(!c->shut);
   CHECK(n >= 1 && n <= 8);
   w.writes++;
   if (bit(w.write_fails, &w.writes_seen))
@@ -525,6 +596,7 @@ static void drop_write(fake_conn *c) {
 
 static void f_release(h3g_upconn *uc, int reusable) {
   fake_conn *c = held(uc);
+  CHECK(!(reusable && c->upgraded));
   if (reusable && !c->writing && !c->closed_read) {
     /* Both messages ended cleanly, on both sides of the connection. */
     CHECK(c->rq_off || c->rq_complete);
@@ -546,6 +618,51 @@ static const char *f_name(void *pool) {
   return "fuzz:80";
 }
 
+/* The 101 carried the right Accept for the key this connection was sent:
+ * somewhere in what the upstream sent (the bridge read its head whole). */
+static int accept_sent(const fake_conn *c) {
+  char acc[H3G_WS_ACCEPT_LEN + 1];
+  if (c->key[0] == 0 ||
+      h3g_ws_accept((const uint8_t *)c->key, strlen(c->key), acc) != 0)
+    return 0;
+  return memmem(c->outbox, c->out_off, acc, H3G_WS_ACCEPT_LEN) != NULL;
+}
+
+static void f_upgrade(h3g_upconn *uc) {
+  fake_conn *c = held(uc);
+  TRACE("  up: upgrade\n");
+  CHECK(!w.refused);
+  CHECK(c->handshake && !c->upgraded);
+  CHECK(accept_sent(c));
+  CHECK(!w.ref_failed && h3g_h1_parser_upgraded(w.ref));
+  c->upgraded = 1;
+  w.tunnel_opened = 1;
+}
+
+static int f_shutdown_write(h3g_upconn *uc) {
+  fake_conn *c = held(uc);
+  TRACE("  up: shutdown_write\n");
+  CHECK(c->upgraded);
+  CHECK(!c->writing); /* the pool would refuse it */
+  CHECK(!c->shut);
+  /* The client ended its side, and every byte it sent went before. */
+  CHECK(w.phase == P_ENDED);
+  CHECK(c->tun_up == w.received);
+  c->shut = 1;
+  return 0;
+}
+
+static void f_reset(h3g_upconn *uc) {
+  fake_conn *c = held(uc);
+  TRACE("  up: reset\n");
+  CHECK(c->upgraded);
+  c->released = 1;
+  c->reusable = 0;
+  c->reading = 0;
+  drop_write(c);
+  w.conn = NULL;
+}
+
 static const h3g_upstream_ops fake_ops = {
     .acquire = f_acquire,
     .cancel = f_cancel,
@@ -556,6 +673,9 @@ static const h3g_upstream_ops fake_ops = {
     .set_read_timeout = f_set_read_timeout,
     .release = f_release,
     .name = f_name,
+    .upgrade = f_upgrade,
+    .shutdown_write = f_shutdown_write,
+    .reset = f_reset,
 };
 
 /* ---- the reference reading of the response ----------------------------- */
@@ -583,11 +703,28 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields,
   CHECK(!w.ended);
   CHECK(w.heads == 0); /* interim heads too come before the final one */
   CHECK(status >= 100 && status <= 599);
-  CHECK(interim == (status < 200));
+  /* A tunnel opens with the 101 itself to an HTTP/1.1 client. */
+  CHECK(interim == (status < 200) ||
+        (status == 101 && !interim && w.h1 && w.tunnel_opened));
   CHECK(!(interim && has_body));
   if (strcmp(w.method, "HEAD") == 0 || status == 204 || status == 304)
     CHECK(!has_body);
   check_fields(fields, n);
+  h3g_bridge_usage u;
+  h3g_bridge_get_usage(w.b, &u);
+  if (w.tunnel_opened && !interim && strcmp(u.outcome, "ok") == 0) {
+    /* RFC 9220 §3, RFC 8441 §5: a 2xx on HTTP/3 and HTTP/2, without a
+     * content-length (its DATA is the tunnel's) or the Accept of a key
+     * the client never sent; the 101 with its Accept on HTTP/1.1. */
+    int cl = 0, accept = 0;
+    for (size_t i = 0; i < n; i++) {
+      cl += name_is(&fields[i], "content-length");
+      accept += name_is(&fields[i], "sec-websocket-accept");
+    }
+    CHECK(has_body);
+    CHECK(cl == 0);
+    CHECK(w.h1 ? status == 101 && accept == 1 : status == 200 && !accept);
+  }
   TRACE("  fe: head %d%s%s%s\n", status, interim ? " (interim)" : "",
         has_body ? " with body" : "",
         w.head_fails >> (w.heads_seen & 7) & 1 ? " (fails)" : "");
@@ -595,8 +732,6 @@ static int fe_send_head(void *fs, int status, const h3g_field *fields,
     return H3G_ERR_CLOSED;
   if (interim)
     return 0;
-  h3g_bridge_usage u;
-  h3g_bridge_get_usage(w.b, &u);
   w.heads++;
   w.status = status;
   w.has_body = has_body;
@@ -638,14 +773,25 @@ static void fe_stop_request(void *fs) {
 static void fe_abort(void *fs, h3g_abort_code code) {
   CHECK(fs == &w);
   fe_call_allowed();
-  CHECK(!w.ended);
-  CHECK(code >= H3G_ABORT_INTERNAL && code <= H3G_ABORT_REJECTED);
+  /* An idle tunnel whose response ended is still open the other way. */
+  if (w.ended) {
+    CHECK(w.tunnel_opened && code == H3G_ABORT_CANCELLED);
+    w.abort_after_end = 1;
+  }
+  CHECK(code >= H3G_ABORT_INTERNAL && code <= H3G_ABORT_CONNECT);
+  /* CONNECT_ERROR only for a tunnel's connection (RFC 9114 §4.4). */
+  CHECK(code != H3G_ABORT_CONNECT || w.tunnel_opened);
   TRACE("  fe: abort %d\n", (int)code);
   /* The front end resets the stream and calls nothing but free; the
    * exchange is over upstream too. */
   w.aborted = 1;
   w.cut = 1;
   w.refused = 1;
+}
+
+static uint32_t *fe_tunnels(void *fs) {
+  CHECK(fs == &w);
+  return &w.conn_tunnels;
 }
 
 static uint64_t fe_rtt_ns(void *fs) {
@@ -668,8 +814,30 @@ static void fe_set_priority(void *fs, h3g_priority prio) {
   CHECK(prio.urgency <= 7);
 }
 
-/* With a request window (HTTP/3, HTTP/2), and without (HTTP/1.1). */
+/* With a request window (HTTP/3, HTTP/2), and without (HTTP/1.1); each
+ * with a count of tunnels, and without (a front end that carries none). */
 static const h3g_frontend_ops fe_window_ops = {
+    .send_head = fe_send_head,
+    .body_ready = fe_body_ready,
+    .consume = fe_consume,
+    .stop_request = fe_stop_request,
+    .abort = fe_abort,
+    .rtt_ns = fe_rtt_ns,
+    .grow_window = fe_grow_window,
+    .set_priority = fe_set_priority,
+    .tunnels = fe_tunnels,
+};
+
+static const h3g_frontend_ops fe_plain_ops = {
+    .send_head = fe_send_head,
+    .body_ready = fe_body_ready,
+    .consume = fe_consume,
+    .stop_request = fe_stop_request,
+    .abort = fe_abort,
+    .tunnels = fe_tunnels,
+};
+
+static const h3g_frontend_ops fe_window_notun_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
     .consume = fe_consume,
@@ -680,7 +848,7 @@ static const h3g_frontend_ops fe_window_ops = {
     .set_priority = fe_set_priority,
 };
 
-static const h3g_frontend_ops fe_plain_ops = {
+static const h3g_frontend_ops fe_plain_notun_ops = {
     .send_head = fe_send_head,
     .body_ready = fe_body_ready,
     .consume = fe_consume,
@@ -718,11 +886,26 @@ static void check_world(void) {
     w.refused = 1;
   if (w.refused)
     CHECK(w.conn == NULL && !w.waiting);
-  CHECK(!(w.ended && w.aborted));
+  CHECK(!(w.ended && w.aborted) || w.abort_after_end);
+  /* tunnels: one request, counted once at most; a tunnel's connection has
+   * no read timeout, and its credit is only for bytes the upstream took */
+  CHECK(w.conn_tunnels <= 1);
+  if (w.conn != NULL && w.conn->upgraded) {
+    CHECK(w.conn->read_timeout == 0);
+    CHECK(w.consumed <= w.conn->tun_up);
+  }
   check_outstanding();
 }
 
 /* ---- events ------------------------------------------------------------- */
+
+/* The HTTP/1.1 front end leaves what follows a handshake's head unread
+ * until the 101 went (h1_session.c): then it is the tunnel's. A body the
+ * head declared is passed as any request's. */
+static int h1_held(void) {
+  return w.h1 && strcmp(w.method, "CONNECT") == 0 && !w.tunnel_opened &&
+         !w.declared_body;
+}
 
 static void client_refused(void) {
   w.cut = 1;
@@ -740,10 +923,12 @@ static void ev_field(int trailer) {
       return;
     if (name.n == 7 && memcmp(name.p, ":method", 7) == 0 && w.method[0] == 0)
       snprintf(w.method, sizeof(w.method), "%.*s", (int)value.n, value.p);
+    if (name.n == 14 && memcmp(name.p, "content-length", 14) == 0)
+      w.declared_body = 1;
     CHECK(h3g_bridge_add_field(w.b, name.p, name.n, value.p, value.n) == 0);
     return;
   }
-  if (w.phase != P_BODY && w.phase != P_TRAILERS)
+  if ((w.phase != P_BODY && w.phase != P_TRAILERS) || h1_held())
     return;
   w.phase = P_TRAILERS;
   int rv = h3g_bridge_add_trailer(w.b, name.p, name.n, value.p, value.n);
@@ -758,6 +943,30 @@ static void ev_request_head(uint8_t arg) {
                                         "BREW"};
   if (w.cut || w.phase != P_HEADERS)
     return;
+  if (w.ws) {
+    static const char *const protocols[4] = {"websocket", "websocket",
+                                             "WebSocket", "foo"};
+    const char *f[10][2] = {
+        {":method", "CONNECT"}, {":protocol", protocols[arg & 3]},
+        {":scheme", "https"},   {":authority", "example.com"},
+        {":path", "/chat"},     {"sec-websocket-protocol", "chat"}};
+    size_t n = 6;
+    if (arg & 4) {
+      f[n][0] = "sec-websocket-key", f[n++][1] = "dGhlIHNhbXBsZSBub25jZQ==";
+      f[n][0] = "sec-websocket-version", f[n++][1] = "13";
+    }
+    if (arg & 8) {
+      f[n][0] = "content-length", f[n++][1] = "3";
+      w.declared_body = 1;
+    }
+    if (w.method[0] == 0)
+      snprintf(w.method, sizeof(w.method), "CONNECT");
+    for (size_t i = 0; i < n; i++)
+      CHECK(h3g_bridge_add_field(w.b, (const uint8_t *)f[i][0], strlen(f[i][0]),
+                                 (const uint8_t *)f[i][1],
+                                 strlen(f[i][1])) == 0);
+    return;
+  }
   const char *m = methods[arg & 7];
   const char *f[8][2] = {{":method", m}, {":scheme", "https"}};
   size_t n = 2;
@@ -818,7 +1027,7 @@ static void ev_body(uint8_t arg) {
   uint64_t window = w.cfg.stream_buffer_size + w.grown;
   uint64_t credit = window - (w.received - w.consumed);
   n = (size_t)H3G_MIN((uint64_t)n, credit);
-  if (w.cut || w.phase != P_BODY || n == 0) {
+  if (w.cut || w.phase != P_BODY || n == 0 || h1_held()) {
     free(filler);
     return;
   }
@@ -859,7 +1068,8 @@ static void ev_client(uint8_t arg) {
     client_refused();
     break;
   case 2:
-    if (w.phase == P_HEADERS && !w.handshake) {
+    /* 0-RTT is QUIC's (the TCP front ends never mark requests early). */
+    if (w.phase == P_HEADERS && !w.handshake && !w.h1) {
       w.early = 1;
       h3g_bridge_set_early(w.b);
     }
@@ -897,7 +1107,26 @@ static void ev_pool(uint8_t arg) {
   w.ref_failed = 0;
   w.ref_len = 0;
   w.conn = c;
+  /* What the upstream is told to expect, from the head written at once
+   * (a handshake's answer may be a 101, and its key gives the Accept). */
+  static const char up_field[] = "\r\nupgrade: websocket\r\n";
+  static const char key_field[] = "\r\nsec-websocket-key: ";
   w.waiter->ev->on_ready(w.waiter->ctx, (h3g_upconn *)(void *)c, arg & 1);
+  const uint8_t *end = w.conn == c && c->writing
+                           ? memmem(c->snap, c->snap_len, "\r\n\r\n", 4)
+                           : NULL;
+  size_t head = end != NULL ? (size_t)(end - c->snap) + 2 : 0;
+  if (head > 0 &&
+      memmem(c->snap, head, up_field, sizeof(up_field) - 1) != NULL) {
+    c->handshake = 1;
+    h3g_h1_parser_expect_upgrade(w.ref);
+    const uint8_t *k = memmem(c->snap, head, key_field, sizeof(key_field) - 1);
+    CHECK(k != NULL);
+    k += sizeof(key_field) - 1;
+    CHECK(k + H3G_WS_KEY_LEN + 2 <= c->snap + head);
+    memcpy(c->key, k, H3G_WS_KEY_LEN);
+    c->key[H3G_WS_KEY_LEN] = 0;
+  }
 }
 
 /* Reads what the upstream sent, in reads of at most max bytes, while the
@@ -917,10 +1146,13 @@ static void deliver(size_t max) {
     memcpy(buf, c->outbox + c->out_off, n);
     c->out_off += n;
     if (!w.ref_failed) {
+      const uint8_t *d = c->outbox + c->out_off - n;
       size_t used = 0;
-      if (h3g_h1_parser_feed(w.ref, c->outbox + c->out_off - n, n, &used) !=
-          0)
+      if (h3g_h1_parser_feed(w.ref, d, n, &used) != 0)
         w.ref_failed = 1;
+      else if (h3g_h1_parser_upgraded(w.ref))
+        /* after a 101, the tunnel's bytes: the client's to read */
+        append(&w.ref_body, &w.ref_len, &w.ref_cap, d + used, n - used);
     }
     w.waiter->ev->on_read(w.waiter->ctx, n);
   }
@@ -967,9 +1199,71 @@ static void ev_canned(uint8_t arg) {
   upstream_sends((const uint8_t *)t, strlen(t), read_sizes[next0() & 7]);
 }
 
-/* Raw bytes, or with a length byte of 0xff, a run of filler body bytes. */
+/*
+ * An answer to the WebSocket handshake on this connection (for the key it
+ * was sent, or RFC 6455's example key when it was sent none), picked by v:
+ * bits 0-2: a 101 with the right Accept, the same with a protocol, with a
+ * wrong Accept, without Upgrade, without Accept, with a content-length,
+ * after a 100, or a 200 with the upgrade's fields; bit 3: WebSocket frame
+ * bytes behind it; bits 4-6: the read size.
+ */
+static void ev_ws_answer(uint8_t v) {
+  fake_conn *c = w.conn;
+  if (c == NULL)
+    return;
+  char acc[H3G_WS_ACCEPT_LEN + 1];
+  const char *key = c->key[0] ? c->key : "dGhlIHNhbXBsZSBub25jZQ==";
+  if (h3g_ws_accept((const uint8_t *)key, strlen(key), acc) != 0)
+    abort();
+  /* @: the right Accept; ~: a wrong one of the same length */
+  static const char *const forms[8] = {
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Accept: @\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Protocol: chat\r\n"
+      "Sec-WebSocket-Accept: @\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Accept: ~\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: @\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nContent-Length: 0\r\n"
+      "Sec-WebSocket-Accept: @\r\n\r\n",
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n"
+      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: @\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: @\r\nContent-Length: 0\r\n\r\n",
+  };
+  char text[512];
+  size_t n = 0;
+  for (const char *f = forms[v & 7]; *f != 0; f++) {
+    if (*f == '@' || *f == '~') {
+      memcpy(text + n, acc, H3G_WS_ACCEPT_LEN);
+      if (*f == '~')
+        text[n] = text[n] == 'x' ? 'y' : 'x';
+      n += H3G_WS_ACCEPT_LEN;
+    } else {
+      text[n++] = *f;
+    }
+  }
+  if (v & 8) {
+    memcpy(text + n, "\x81\x05hello", 7);
+    n += 7;
+  }
+  upstream_sends((const uint8_t *)text, n, read_sizes[(v >> 4) & 7]);
+}
+
+/* Raw bytes, or with a length byte of 0xff, a run of filler body bytes
+ * (0xfe: an answer to the WebSocket handshake, ev_ws_answer()). */
 static void ev_raw(uint8_t arg) {
   uint8_t len = next0();
+  if (len == 0xfe) {
+    ev_ws_answer(next0());
+    return;
+  }
   if (len == 0xff) {
     static const size_t runs[8] = {1, 10, 1000, 8192, 32768, 32769, 65536,
                                    100000};
@@ -998,6 +1292,8 @@ static void ev_upstream_end(uint8_t arg) {
   if (arg & 1) {
     c->closed_read = 1;
     c->reading = 0;
+    if (c->upgraded)
+      w.up_eof = 1;
     w.waiter->ev->on_eof(w.waiter->ctx);
   } else if (!(arg & 2) || c->read_timeout > 0) {
     c->closed_read = 1;
@@ -1155,9 +1451,11 @@ static void drain(void) {
   CHECK(u.resp_held == 0 || w.want);          /* body_ready was missed */
   CHECK(c == NULL || c->closed_read || c->out_off == c->out_len ||
         c->reading);                          /* reads never resumed */
+  /* A tunnel's response ends with the upstream's end of its side. */
+  int ref_done =
+      h3g_h1_parser_upgraded(w.ref) ? w.up_eof : h3g_h1_parser_complete(w.ref);
   if (w.from_gateway ||
-      (!w.ref_failed && h3g_h1_parser_complete(w.ref) &&
-       (c == NULL || c->out_off == c->out_len)))
+      (!w.ref_failed && ref_done && (c == NULL || c->out_off == c->out_len)))
     CHECK(w.ended);                           /* the end never came */
 }
 
@@ -1181,7 +1479,10 @@ static void ev_time(uint8_t arg) {
  *   c2  acquires that fail (0-3), timers that cannot start (4-6), no
  *       timers at all (7)
  *   c3  heads the front end cannot send (0-3), writes that fail (4-7)
- *   c4  the round-trip time (0-1), an IPv6 client (2)
+ *   c4  the round-trip time (0-1), an IPv6 client (2), WebSockets on
+ *       (3: routes take them, a 5 s tunnel idle timeout), the route
+ *       without them (4), a front end without tunnels (5), no tunnel
+ *       allowed per connection (6), an HTTP/1.1 client (7)
  */
 static void setup(const uint8_t *c) {
   static const uint32_t sbs[4] = {1024, 4096, 16384, 40000};
@@ -1216,6 +1517,13 @@ static void setup(const uint8_t *c) {
   w.head_fails = c[3] & 15;
   w.write_fails = c[3] >> 4;
   w.rtt = rtts[c[4] & 3];
+  w.ws = (c[4] >> 3) & 1;
+  w.h1 = (c[4] >> 7) & 1;
+  w.cfg.websocket_any = (uint32_t)w.ws;
+  w.rconf.s.websocket = w.ws && !(c[4] & 0x10);
+  w.cfg.tunnel_idle_timeout_ms = 5000;
+  w.cfg.max_tunnels = 10000;
+  w.cfg.max_tunnels_per_connection = c[4] & 0x40 ? 0 : 100;
   w.env = (h3g_bridge_env){
       .cfg = &w.cfg,
       .route = &w.route,
@@ -1226,14 +1534,20 @@ static void setup(const uint8_t *c) {
   if (h3g_h1_parser_new(&w.ref, &ref_callbacks, NULL, w.cfg.max_header_size) !=
           0)
     abort();
-  const h3g_frontend_ops *fe = c[0] & 0x40 ? &fe_window_ops : &fe_plain_ops;
+  int window = c[0] & 0x40, tunnels = !(c[4] & 0x20);
+  const h3g_frontend_ops *fe =
+      window ? (tunnels ? &fe_window_ops : &fe_window_notun_ops)
+             : (tunnels ? &fe_plain_ops : &fe_plain_notun_ops);
   CHECK(h3g_bridge_new(&w.b, &w.env, fe, &w, &w,
-                       c[4] & 4 ? "[::1]:443" : "127.0.0.1:5000", "h3") == 0);
+                       c[4] & 4 ? "[::1]:443" : "127.0.0.1:5000",
+                       w.h1 ? "http/1.1" : "h3") == 0);
 }
 
 static void teardown(void) {
   h3g_bridge_free(w.b);
-  /* Nothing of the bridge outlives it. */
+  /* Nothing of the bridge outlives it, its tunnel count included. */
+  CHECK(w.conn_tunnels == 0);
+  CHECK(h3g_stats.tunnels_open == 0);
   for (size_t i = 0; i < MAX_TIMERS; i++)
     CHECK(!w.timers[i].live);
   CHECK(w.conn == NULL && !w.waiting);

@@ -78,16 +78,18 @@ static const char *line(h3g_access_format fmt, const h3g_access_record *r) {
       fprintf(stderr, "  got:  %s  want: %s", got_, want);                     \
   } while (0)
 
-/* kv: today's fields in today's order, then the new ones. */
+/* kv: the older fields in their order, the newer ones between
+ * duration_ms and route (lines still end "route= upstream= outcome=[
+ * tunnel=]"). */
 static void test_kv(void) {
   h3g_access_record r = full();
   CHECK_LINE(H3G_ACCESS_KV, &r,
              "2026-11-21T08:00:00.123Z client=192.0.2.1:50000 proto=h3 "
              "method=GET authority=example.com path=\"/index.html?q=1\" "
-             "status=200 in=42 out=4096 duration_ms=6.250 route=api "
-             "upstream=10.0.0.2:8080 outcome=ok connect_ms=1.500 "
+             "status=200 in=42 out=4096 duration_ms=6.250 connect_ms=1.500 "
              "first_byte_ms=3.001 cid=0123456789abcdef early=1 "
-             "referer=\"https://example.com/\" user_agent=\"probe/1.0\"\n");
+             "referer=\"https://example.com/\" user_agent=\"probe/1.0\" "
+             "route=api upstream=10.0.0.2:8080 outcome=ok\n");
   r.tunnel = "websocket";
   r.connect_us = 0;
   r.early = 0;
@@ -95,18 +97,16 @@ static void test_kv(void) {
   CHECK_LINE(H3G_ACCESS_KV, &r,
              "2026-11-21T08:00:00.123Z client=192.0.2.1:50000 proto=h3 "
              "method=GET authority=example.com path=\"/index.html?q=1\" "
-             "status=200 in=42 out=4096 duration_ms=6.250 route=api "
-             "upstream=10.0.0.2:8080 outcome=ok connect_ms=0.000 "
+             "status=200 in=42 out=4096 duration_ms=6.250 connect_ms=0.000 "
              "first_byte_ms=3.001 cid=- early=0 "
              "referer=\"https://example.com/\" user_agent=\"probe/1.0\" "
-             "tunnel=websocket\n");
+             "route=api upstream=10.0.0.2:8080 outcome=ok tunnel=websocket\n");
   r = alone();
   CHECK_LINE(H3G_ACCESS_KV, &r,
              "2026-11-21T08:00:00.123Z client=[2001:db8::1]:443 proto=h2 "
              "method=BREW authority=- path=\"-\" status=400 in=0 out=0 "
-             "duration_ms=0.001 route=- upstream=- outcome=malformed "
-             "connect_ms=- first_byte_ms=- cid=- early=0 referer=- "
-             "user_agent=-\n");
+             "duration_ms=0.001 connect_ms=- first_byte_ms=- cid=- early=0 "
+             "referer=- user_agent=- route=- upstream=- outcome=malformed\n");
 }
 
 /* kv keeps every line parseable: quoted values escape '"' and '\', bare
@@ -121,12 +121,13 @@ static void test_kv_escaping(void) {
              "2026-11-21T08:00:00.123Z client=[2001:db8::1]:443 proto=h2 "
              "method=BREW authority=evil\\x20host\\x22x "
              "path=\"/a\\\"b\\\\c\\x01\" status=400 in=0 out=0 "
-             "duration_ms=0.001 route=- upstream=- outcome=malformed "
-             "connect_ms=- first_byte_ms=- cid=- early=0 "
+             "duration_ms=0.001 connect_ms=- first_byte_ms=- cid=- early=0 "
              "referer=\"\xc3\xa9t\xc3\xa9\" "
-             "user_agent=\"Mozilla/5.0 (X11; \\\"q\\\")\\x7f\"\n");
+             "user_agent=\"Mozilla/5.0 (X11; \\\"q\\\")\\x7f\" "
+             "route=- upstream=- outcome=malformed\n");
 }
 
+/* json: the same fields in the same order, "time" first. */
 static void test_json(void) {
   h3g_access_record r = full();
   CHECK_LINE(H3G_ACCESS_JSON, &r,
@@ -134,12 +135,13 @@ static void test_json(void) {
              "\"client\":\"192.0.2.1:50000\",\"proto\":\"h3\","
              "\"method\":\"GET\",\"authority\":\"example.com\","
              "\"path\":\"/index.html?q=1\",\"status\":200,\"in\":42,"
-             "\"out\":4096,\"duration_ms\":6.250,\"route\":\"api\","
-             "\"upstream\":\"10.0.0.2:8080\",\"outcome\":\"ok\","
+             "\"out\":4096,\"duration_ms\":6.250,"
              "\"connect_ms\":1.500,\"first_byte_ms\":3.001,"
              "\"cid\":\"0123456789abcdef\",\"early\":true,"
              "\"referer\":\"https://example.com/\","
-             "\"user_agent\":\"probe/1.0\",\"tunnel\":null}\n");
+             "\"user_agent\":\"probe/1.0\",\"route\":\"api\","
+             "\"upstream\":\"10.0.0.2:8080\",\"outcome\":\"ok\","
+             "\"tunnel\":null}\n");
   r = alone();
   r.tunnel = "websocket";
   CHECK_LINE(H3G_ACCESS_JSON, &r,
@@ -147,10 +149,10 @@ static void test_json(void) {
              "\"client\":\"[2001:db8::1]:443\",\"proto\":\"h2\","
              "\"method\":\"BREW\",\"authority\":null,\"path\":null,"
              "\"status\":400,\"in\":0,\"out\":0,\"duration_ms\":0.001,"
-             "\"route\":null,\"upstream\":null,\"outcome\":\"malformed\","
              "\"connect_ms\":null,\"first_byte_ms\":null,\"cid\":null,"
              "\"early\":false,\"referer\":null,\"user_agent\":null,"
-             "\"tunnel\":\"websocket\"}\n");
+             "\"route\":null,\"upstream\":null,"
+             "\"outcome\":\"malformed\",\"tunnel\":\"websocket\"}\n");
 }
 
 /* JSON string escaping: the two characters that must be, the control

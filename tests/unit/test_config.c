@@ -264,6 +264,7 @@ static void check_same_route(const h3g_route_conf *a,
   CHECK_EQ_INT(x->fwd_x_forwarded, y->fwd_x_forwarded);
   CHECK_EQ_INT(x->fwd_via, y->fwd_via);
   CHECK_EQ_INT(x->alt_svc, y->alt_svc);
+  CHECK_EQ_INT(x->websocket, y->websocket);
   check_same_edits(x->add_request, x->nadd_request, y->add_request,
                    y->nadd_request);
   check_same_edits(x->remove_request, x->nremove_request, y->remove_request,
@@ -279,6 +280,8 @@ static void check_same_named(const h3g_config *a, const h3g_config *b) {
     check_same_group(&a->groups[i], &b->groups[i]);
   CHECK_EQ_INT(a->nroutes, b->nroutes);
   CHECK_EQ_INT(a->routes_implicit, b->routes_implicit);
+  /* Derived from the routes, not a key of its own. */
+  CHECK_EQ_INT(a->websocket_any, b->websocket_any);
   for (uint32_t i = 0; i < a->nroutes && i < b->nroutes; i++)
     check_same_route(&a->routes[i], &b->routes[i]);
 }
@@ -319,6 +322,10 @@ static void check_same_globals(const h3g_config *a, const h3g_config *b) {
   CHECK_EQ_INT(a->max_request_body, b->max_request_body);
   CHECK_EQ_INT(a->request_body_timeout_ms, b->request_body_timeout_ms);
   CHECK_EQ_INT(a->early_data, b->early_data);
+  CHECK_EQ_INT(a->websocket, b->websocket);
+  CHECK_EQ_INT(a->tunnel_idle_timeout_ms, b->tunnel_idle_timeout_ms);
+  CHECK_EQ_INT(a->max_tunnels, b->max_tunnels);
+  CHECK_EQ_INT(a->max_tunnels_per_connection, b->max_tunnels_per_connection);
   CHECK_EQ_INT(a->no_route, b->no_route);
   CHECK_EQ_INT(a->fwd_forwarded, b->fwd_forwarded);
   CHECK_EQ_INT(a->fwd_x_forwarded, b->fwd_x_forwarded);
@@ -478,6 +485,12 @@ static void test_defaults(void) {
   CHECK_EQ_INT(c.quic_version[0], H3G_QUIC_V2);
   CHECK_EQ_INT(c.quic_version[1], H3G_QUIC_V1);
   CHECK_EQ_INT(c.no_route, H3G_NO_ROUTE_MISDIRECTED);
+  CHECK_EQ_INT(c.websocket, 1);
+  CHECK_EQ_INT(c.tunnel_idle_timeout_ms, 3600000);
+  CHECK_EQ_INT(c.max_tunnels, 10000);
+  CHECK_EQ_INT(c.max_tunnels_per_connection, 100);
+  /* Known once the routes are: none yet. */
+  CHECK_EQ_INT(c.websocket_any, 0);
   /* No group, no route: the file brings them. */
   CHECK(c.groups == NULL);
   CHECK_EQ_INT(c.ngroups, 0);
@@ -707,6 +720,24 @@ static const struct {
      "169h is above the maximum 168h"},
     {"listener", "new_token_lifetime", "1d",
      "expected a duration such as 1500ms, 30s, 5m or 1h, not \"1d\""},
+    {"listener", "websocket", "off", NULL},
+    {"listener", "websocket", "maybe", "expected yes or no, not \"maybe\""},
+    {"listener", "tunnel_idle_timeout", "1s", NULL},
+    {"listener", "tunnel_idle_timeout", "168h", NULL},
+    {"listener", "tunnel_idle_timeout", "0", "0 is below the minimum 1s"},
+    {"listener", "tunnel_idle_timeout", "999ms",
+     "999ms is below the minimum 1s"},
+    {"listener", "tunnel_idle_timeout", "169h",
+     "169h is above the maximum 168h"},
+    {"listener", "max_tunnels", "0", NULL},
+    {"listener", "max_tunnels", "10000000", NULL},
+    {"listener", "max_tunnels", "10000001",
+     "10000001 is above the maximum 10000000"},
+    {"listener", "max_tunnels", "-1", "expected a whole number"},
+    {"listener", "max_tunnels_per_connection", "0", NULL},
+    {"listener", "max_tunnels_per_connection", "10000", NULL},
+    {"listener", "max_tunnels_per_connection", "10001",
+     "10001 is above the maximum 10000"},
     {"listener", "quic_versions", "v1", NULL},
     {"listener", "quic_versions", "v2", NULL},
     {"listener", "quic_versions", "v1, v2", NULL},
@@ -1836,6 +1867,105 @@ static void test_route_inheritance(void) {
   h3g_config_free(&c);
 }
 
+/*
+ * WebSockets: [listener] websocket is every route's default and a route's
+ * own websocket overrides it; websocket_any (whether the HTTP/2 and HTTP/3
+ * front ends offer extended CONNECT) is 1 exactly when some route takes
+ * WebSockets, the implicit route included, and is worked out afresh by
+ * every load.
+ */
+static void test_websocket_settings(void) {
+  h3g_config c = {0};
+  CHECK_EQ_INT(load(REQUIRED, &c), 0);
+  CHECK_EQ_INT(c.websocket, 1);
+  CHECK_EQ_INT(c.tunnel_idle_timeout_ms, 3600000);
+  CHECK_EQ_INT(c.max_tunnels, 10000);
+  CHECK_EQ_INT(c.max_tunnels_per_connection, 100);
+  CHECK_EQ_INT(route(&c, "default")->s.websocket, 1);
+  CHECK_EQ_INT(c.websocket_any, 1);
+
+  CHECK_EQ_INT(load(REQUIRED "[listener]\nwebsocket = off\n"
+                             "tunnel_idle_timeout = 90s\nmax_tunnels = 7\n"
+                             "max_tunnels_per_connection = 3\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(c.websocket, 0);
+  CHECK_EQ_INT(c.tunnel_idle_timeout_ms, 90000);
+  CHECK_EQ_INT(c.max_tunnels, 7);
+  CHECK_EQ_INT(c.max_tunnels_per_connection, 3);
+  CHECK_EQ_INT(route(&c, "default")->s.websocket, 0);
+  CHECK_EQ_INT(c.websocket_any, 0);
+
+  /* Off by default, on for one route: offered. */
+  CHECK_EQ_INT(load(LISTENER "websocket = off\n"
+                             "[upstream]\nserver = 10.0.0.1:80\n"
+                             "[route chat]\npath = /chat\nupstream = default\n"
+                             "websocket = on\n"
+                             "[route rest]\nupstream = default\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(route(&c, "chat")->s.websocket, 1);
+  CHECK_EQ_INT(route(&c, "rest")->s.websocket, 0);
+  CHECK_EQ_INT(c.websocket_any, 1);
+
+  /* On by default, off for every route: not offered. */
+  CHECK_EQ_INT(load(LISTENER "[upstream]\nserver = 10.0.0.1:80\n"
+                             "[route a]\npath = /a\nupstream = default\n"
+                             "websocket = off\n"
+                             "[route b]\nupstream = default\nwebsocket = no\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(c.websocket, 1);
+  CHECK_EQ_INT(route(&c, "a")->s.websocket, 0);
+  CHECK_EQ_INT(route(&c, "b")->s.websocket, 0);
+  CHECK_EQ_INT(c.websocket_any, 0);
+
+  /* Where [listener] comes after the routes, they still inherit it. */
+  CHECK_EQ_INT(load("[upstream]\nserver = 10.0.0.1:80\n"
+                    "[route a]\nupstream = default\n"
+                    "[listener]\ncert = certs/server.crt\n"
+                    "key = certs/server.key\nwebsocket = off\n",
+                    &c),
+               0);
+  CHECK_STR(err, "");
+  CHECK_EQ_INT(route(&c, "a")->s.websocket, 0);
+  CHECK_EQ_INT(c.websocket_any, 0);
+
+  /* A route's own value is checked as a boolean. */
+  CHECK_EQ_INT(load(REQUIRED "[route r]\nupstream = default\n"
+                             "websocket = sometimes\n",
+                    &c),
+               H3G_ERR_INVAL);
+  CHECK_ERR("[route r] websocket: expected yes or no, not \"sometimes\"");
+  h3g_config_free(&c);
+
+  /* The dump keeps a route's override and the listener's default. */
+  h3g_config a = {0}, b = {0};
+  CHECK_EQ_INT(load(LISTENER
+                    "websocket = off\ntunnel_idle_timeout = 5m\n"
+                    "max_tunnels = 12\nmax_tunnels_per_connection = 2\n"
+                    "[upstream]\nserver = 10.0.0.1:80\n"
+                    "[route chat]\npath = /chat\nupstream = default\n"
+                    "websocket = on\n"
+                    "[route rest]\nupstream = default\n",
+                    &a),
+               0);
+  char *text = dump(&a);
+  CHECK_EQ_INT(load(text, &b), 0);
+  CHECK_STR(err, "");
+  check_same(&a, &b);
+  CHECK_EQ_INT(b.websocket, 0);
+  CHECK_EQ_INT(route(&b, "chat")->s.websocket, 1);
+  CHECK_EQ_INT(route(&b, "rest")->s.websocket, 0);
+  CHECK_EQ_INT(b.websocket_any, 1);
+  free(text);
+  h3g_config_free(&a);
+  h3g_config_free(&b);
+}
+
 /* A file without [route]: one route, "default", to its only group. */
 static void test_implicit_route(void) {
   h3g_config c = {0};
@@ -2191,6 +2321,7 @@ int main(void) {
   RUN(test_named_errors);
   RUN(test_servers);
   RUN(test_route_inheritance);
+  RUN(test_websocket_settings);
   RUN(test_implicit_route);
   RUN(test_named_round_trip);
   RUN(test_print_routes);

@@ -422,6 +422,98 @@ static void test_early_data_only_when_asked(void) {
   CHECK_EQ_INT(fw.nextra, 0);
   h3g_forward_free(&fw);
   h3g_headers_free(&h);
+  /* A client's value other than "1": ours replaces it (early_data.h). */
+  request(&h);
+  add(&h, "early-data", "0");
+  CHECK_EQ_INT(build(&fw, &h, "203.0.113.7:5555", "h3", &rs, 1), 0);
+  CHECK_EQ_INT(count(&fw, 0, "early-data", NULL, 0), 0);
+  check_added(&fw, "early-data", "1");
+  h3g_forward_free(&fw);
+  h3g_headers_free(&h);
+}
+
+/*
+ * RFC 6455 §4.1 behind extended CONNECT: with a key of ours, the client's
+ * Sec-WebSocket-Key and -Version (whatever their case) are not passed on,
+ * the handshake's own fields are added first (Connection: Upgrade,
+ * Upgrade: websocket, version 13, our key), and the client's other
+ * WebSocket fields (protocol, extensions) go as they are. Without a key,
+ * the client's fields are ordinary ones.
+ */
+static void test_websocket_key(void) {
+  static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
+  trust_proxies();
+  h3g_headers h;
+  request(&h);
+  add(&h, "sec-websocket-key", "Y2xpZW50J3Mgb3duIGtleQ==");
+  add(&h, "Sec-WebSocket-Version", "13");
+  add(&h, "sec-websocket-protocol", "chat, superchat");
+  add(&h, "sec-websocket-extensions", "permessage-deflate");
+  add(&h, "origin", "https://example.com");
+  add(&h, "connection", "Upgrade");
+  add(&h, "upgrade", "websocket");
+  h3g_route_settings rs = all_on();
+  h3g_forward plain, fw;
+  CHECK_EQ_INT(build(&plain, &h, "203.0.113.7:5555", "h3", &rs, 0), 0);
+  CHECK_EQ_INT(h3g_forward_build(&fw,
+                                 &(h3g_forward_in){
+                                     .fields = &h,
+                                     .host = h3g_headers_find(&h, ":authority"),
+                                     .client = "203.0.113.7:5555",
+                                     .protocol = "h3",
+                                     .cfg = &cfg,
+                                     .rs = &rs,
+                                     .websocket_key = key,
+                                 }),
+               0);
+  /* Passed: the client's protocol, extensions and origin, nothing else. */
+  CHECK_EQ_INT(fw.nfields, 3);
+  check_passed(&fw, "sec-websocket-protocol", "chat, superchat");
+  check_passed(&fw, "sec-websocket-extensions", "permessage-deflate");
+  check_passed(&fw, "origin", "https://example.com");
+  CHECK_EQ_INT(count(&fw, 0, "sec-websocket-key", NULL, 0), 0);
+  CHECK_EQ_INT(count(&fw, 0, "sec-websocket-version", NULL, 0), 0);
+  CHECK_EQ_INT(count(&fw, 0, "connection", NULL, 0), 0);
+  CHECK_EQ_INT(count(&fw, 0, "upgrade", NULL, 0), 0);
+  /* Added: the handshake's fields first, in this order, then the usual
+   * forwarding fields (as without a key). */
+  static const char *const hs[][2] = {{"connection", "Upgrade"},
+                                      {"upgrade", "websocket"},
+                                      {"sec-websocket-version", "13"},
+                                      {"sec-websocket-key", key}};
+  CHECK_EQ_INT(fw.nextra, plain.nextra + 4);
+  size_t hs_bytes = 0;
+  for (size_t i = 0; i < 4 && i < fw.nextra; i++) {
+    CHECK_MEM(fw.extra[i].name, fw.extra[i].namelen, hs[i][0]);
+    CHECK_MEM(fw.extra[i].value, fw.extra[i].valuelen, hs[i][1]);
+    check_added(&fw, hs[i][0], hs[i][1]);
+    hs_bytes += fw.extra[i].namelen + fw.extra[i].valuelen + 4; /* ": " CRLF */
+  }
+  for (size_t i = 0; i < plain.nextra && i + 4 < fw.nextra; i++) {
+    CHECK(fw.extra[i + 4].namelen == plain.extra[i].namelen &&
+          memcmp(fw.extra[i + 4].name, plain.extra[i].name,
+                 plain.extra[i].namelen) == 0);
+    CHECK(fw.extra[i + 4].valuelen == plain.extra[i].valuelen &&
+          memcmp(fw.extra[i + 4].value, plain.extra[i].value,
+                 plain.extra[i].valuelen) == 0);
+  }
+  /* The head's buffer is sized with extra_size: the handshake's fields are
+   * counted in it whole. */
+  CHECK(fw.extra_size >= plain.extra_size + hs_bytes);
+  h3g_forward_free(&fw);
+
+  /* Without a key (a plain request): the client's WebSocket fields are
+   * ordinary end-to-end fields, and nothing is added for them. */
+  CHECK_EQ_INT(plain.nfields, 5);
+  check_passed(&plain, "sec-websocket-key", "Y2xpZW50J3Mgb3duIGtleQ==");
+  check_passed(&plain, "sec-websocket-version", "13");
+  CHECK_EQ_INT(count(&plain, 0, "connection", NULL, 0), 0);
+  CHECK_EQ_INT(count(&plain, 0, "upgrade", NULL, 0), 0);
+  CHECK_EQ_INT(count(&plain, 1, "connection", NULL, 0), 0);
+  CHECK_EQ_INT(count(&plain, 1, "upgrade", NULL, 0), 0);
+  CHECK_EQ_INT(count(&plain, 1, "sec-websocket-key", NULL, 0), 0);
+  h3g_forward_free(&plain);
+  h3g_headers_free(&h);
 }
 
 static void test_client_ip(void) {
@@ -463,6 +555,7 @@ int main(void) {
   RUN(test_route_edits);
   RUN(test_route_removes_trusted_chain);
   RUN(test_early_data_only_when_asked);
+  RUN(test_websocket_key);
   RUN(test_client_ip);
   RUN(test_free);
   return unit_report();

@@ -1272,6 +1272,228 @@ static void test_callback_errors(void) {
   h3g_h1_parser_free(p);
 }
 
+/* ---- response parsing: the answer to an upgrade (WebSocket) ------------- */
+
+/* What parsing the answer to a handshake gave. */
+typedef struct up_result {
+  result res;
+  int upgraded;
+  size_t fed_after; /* consumed by a feed after completion (must be 0) */
+} up_result;
+
+/*
+ * Feeds data cut at the given points to a parser told to expect an
+ * upgrade, as the bridge does: stops at completion or error. A feed that
+ * completes the response may stop short of its input; a feed before that
+ * must take all of it.
+ */
+static void parse_upgrade_cuts(const char *data, size_t len, const size_t *cuts,
+                               size_t ncuts, up_result *out) {
+  memset(out, 0, sizeof(*out));
+  h3g_h1_parser *p = NULL;
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &out->res.r, 16384), 0);
+  h3g_h1_parser_reset(p, 0);
+  h3g_h1_parser_expect_upgrade(p);
+  size_t prev = 0;
+  for (size_t i = 0; i <= ncuts; i++) {
+    size_t end = i < ncuts ? cuts[i] : len;
+    size_t c = 0;
+    int rv = h3g_h1_parser_feed(p, U8(data) + prev, end - prev, &c);
+    CHECK(c <= end - prev);
+    out->res.used += c;
+    if (rv != 0) {
+      out->res.rv = rv;
+      break;
+    }
+    if (h3g_h1_parser_complete(p)) {
+      /* The rest belongs to the new protocol: never parsed. */
+      size_t more = 0;
+      if (end < len)
+        CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(data) + end, len - end, &more),
+                     0);
+      out->fed_after = more;
+      CHECK_EQ_INT(h3g_h1_parser_finish(p), 0);
+      break;
+    }
+    CHECK_EQ_INT(c, end - prev);
+    prev = end;
+  }
+  out->res.complete = h3g_h1_parser_complete(p);
+  out->res.keep_alive = h3g_h1_parser_keep_alive(p);
+  out->res.reason = h3g_h1_parser_reason(p);
+  out->upgraded = h3g_h1_parser_upgraded(p);
+  h3g_h1_parser_free(p);
+}
+
+/*
+ * The answer whole, then at every split point in two pieces, then byte by
+ * byte: the same events, the same bytes consumed (the head's length: the
+ * new protocol starts right after it), every time.
+ */
+static void parse_upgrade_every_split(const char *data, size_t len,
+                                      up_result *out) {
+  static up_result r2;
+  parse_upgrade_cuts(data, len, NULL, 0, out);
+  for (size_t k = 1; k < len; k++) {
+    parse_upgrade_cuts(data, len, &k, 1, &r2);
+    int ok = same(&out->res, &r2.res) && r2.upgraded == out->upgraded &&
+             r2.fed_after == 0;
+    CHECK(ok);
+    if (!ok) {
+      fprintf(stderr, "  split at %zu: rv %d/%d used %zu/%zu log\n  %s\n  %s\n",
+              k, out->res.rv, r2.res.rv, out->res.used, r2.res.used,
+              out->res.r.log, r2.res.r.log);
+      break;
+    }
+  }
+  size_t *cuts = malloc(sizeof(size_t) * (len ? len : 1));
+  for (size_t i = 0; i + 1 < len; i++)
+    cuts[i] = i + 1;
+  parse_upgrade_cuts(data, len, cuts, len ? len - 1 : 0, &r2);
+  CHECK(same(&out->res, &r2.res) && r2.upgraded == out->upgraded);
+  free(cuts);
+}
+
+#define WS_101                                                                 \
+  "HTTP/1.1 101 Switching Protocols\r\n"                                       \
+  "Upgrade: websocket\r\n"                                                     \
+  "Connection: Upgrade\r\n"                                                    \
+  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"                     \
+  "\r\n"
+#define WS_101_LOG                                                             \
+  "H101[Upgrade=websocket;Connection=Upgrade;"                                 \
+  "Sec-WebSocket-Accept=s3pPLMBiTxaQ9kYGzzhZRbK+xOo=;]"
+
+/* A 101 ends the exchange as a final response only when the request asked
+ * for an upgrade; a reset forgets that the previous request did. */
+static void test_upgrade_only_when_expected(void) {
+  expect_error(S(WS_101), H3G_ERR_PROTO, "101 without upgrade");
+  rec r;
+  memset(&r, 0, sizeof(r));
+  h3g_h1_parser *p;
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &r, 4096), 0);
+  h3g_h1_parser_expect_upgrade(p);
+  size_t c = 0;
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(WS_101), sizeof(WS_101) - 1, &c), 0);
+  CHECK(h3g_h1_parser_upgraded(p));
+  h3g_h1_parser_reset(p, 0);
+  CHECK(!h3g_h1_parser_upgraded(p));
+  CHECK(!h3g_h1_parser_complete(p));
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(WS_101), sizeof(WS_101) - 1, &c),
+               H3G_ERR_PROTO);
+  CHECK(strcmp(h3g_h1_parser_reason(p), "101 without upgrade") == 0);
+  CHECK(!h3g_h1_parser_upgraded(p));
+  /* Told again: accepted again. */
+  h3g_h1_parser_reset(p, 0);
+  h3g_h1_parser_expect_upgrade(p);
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(WS_101), sizeof(WS_101) - 1, &c), 0);
+  CHECK_EQ_INT(c, sizeof(WS_101) - 1);
+  CHECK(h3g_h1_parser_upgraded(p));
+  h3g_h1_parser_free(p);
+}
+
+/*
+ * With the upgrade expected, the 101 is the final head (interim 0): the
+ * response is complete and upgraded, not kept alive, and parsing stops
+ * right after the head, whatever follows in the same buffer (WebSocket
+ * frames, with CR and LF bytes of their own, or bytes that look like
+ * HTTP).
+ */
+static void test_upgrade_stops_after_head(void) {
+  static const char *const tails[] = {
+      "",
+      "\x81\x05hello",
+      "\n\x81\x02\r\n", /* a bare LF first: frame bytes */
+      "\r\n\r\n",       /* looks like an empty line */
+      "\x82\x7e\x00\x0a\r\r\n\n\r\x00xyz",
+      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+  };
+  static up_result res101;
+  for (size_t i = 0; i < H3G_ARRAY_LEN(tails); i++) {
+    char buf[512];
+    size_t tl = i == 4 ? 14 : strlen(tails[i]); /* holds a NUL */
+    size_t hl = sizeof(WS_101) - 1;
+    memcpy(buf, WS_101, hl);
+    memcpy(buf + hl, tails[i], tl);
+    parse_upgrade_every_split(buf, hl + tl, &res101);
+    CHECK_EQ_INT(res101.res.rv, 0);
+    CHECK_EQ_INT(res101.res.complete, 1);
+    CHECK_EQ_INT(res101.upgraded, 1);
+    CHECK_EQ_INT(res101.res.keep_alive, 0);
+    CHECK_EQ_INT(res101.res.used, hl);
+    CHECK_EQ_INT(res101.fed_after, 0);
+    /* One final head, no body: the frames are not the 101's content. */
+    CHECK(strcmp(res101.res.r.log, WS_101_LOG) == 0 ||
+          strcmp(res101.res.r.log, WS_101_LOG "C") == 0);
+    CHECK_EQ_INT(res101.res.r.bodylen, 0);
+    if (res101.res.used != hl || res101.res.rv != 0)
+      fprintf(stderr, "  tail %zu: rv %d used %zu of head %zu (%s)\n", i,
+              res101.res.rv, res101.res.used, hl, res101.res.reason);
+  }
+
+  /* A 101 has no content (RFC 9110 §15.2): framing fields in it do not
+   * make the tunnel's first bytes a body. */
+  const char framed[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                        "Upgrade: websocket\r\nConnection: upgrade\r\n"
+                        "Content-Length: 5\r\n\r\nhello";
+  parse_upgrade_every_split(S(framed), &res101);
+  CHECK_EQ_INT(res101.res.rv, 0);
+  CHECK_EQ_INT(res101.upgraded, 1);
+  CHECK_EQ_INT(res101.res.used, sizeof(framed) - 1 - 5);
+  CHECK_EQ_INT(res101.res.r.bodylen, 0);
+}
+
+/* Interim answers before the 101 pass as usual (a 100 Continue, a 103),
+ * and the bytes consumed cover them and the 101's head. */
+static void test_upgrade_after_interim(void) {
+  static up_result r100;
+  const char text[] =
+      "HTTP/1.1 100 Continue\r\n\r\n"
+      "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" WS_101 "\x81\x01x";
+  parse_upgrade_every_split(S(text), &r100);
+  CHECK_EQ_INT(r100.res.rv, 0);
+  CHECK_EQ_INT(r100.upgraded, 1);
+  CHECK_EQ_INT(r100.res.used, sizeof(text) - 1 - 3);
+  CHECK(strcmp(r100.res.r.log, "I100[]I103[Link=</a>;]" WS_101_LOG) == 0 ||
+        strcmp(r100.res.r.log, "I100[]I103[Link=</a>;]" WS_101_LOG "C") == 0);
+  if (r100.res.rv != 0)
+    fprintf(stderr, "  %s\n", r100.res.reason);
+}
+
+/* Expecting an upgrade, any other final answer is an ordinary response:
+ * its body is read as usual and the connection may stay. */
+static void test_upgrade_refused_by_upstream(void) {
+  static up_result rr;
+  const char text[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno";
+  parse_upgrade_every_split(S(text), &rr);
+  CHECK_EQ_INT(rr.res.rv, 0);
+  CHECK_EQ_INT(rr.res.complete, 1);
+  CHECK_EQ_INT(rr.upgraded, 0);
+  CHECK_EQ_INT(rr.res.keep_alive, 1);
+  CHECK_EQ_INT(rr.res.used, sizeof(text) - 1);
+  CHECK_MEM(rr.res.r.body, rr.res.r.bodylen, "no");
+  CHECK(strcmp(rr.res.r.log, "H403[Content-Length=2;]BC") == 0);
+}
+
+/* The head's callback may refuse the 101 (a wrong Sec-WebSocket-Accept):
+ * its error stops the parser, and nothing is upgraded. */
+static void test_upgrade_refused_by_callback(void) {
+  rec r;
+  memset(&r, 0, sizeof(r));
+  r.fail_head = H3G_ERR_PROTO;
+  h3g_h1_parser *p;
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &r, 4096), 0);
+  h3g_h1_parser_expect_upgrade(p);
+  size_t c = 0;
+  CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(WS_101 "\x81\x01x"),
+                                  sizeof(WS_101 "\x81\x01x") - 1, &c),
+               H3G_ERR_PROTO);
+  CHECK(!h3g_h1_parser_upgraded(p));
+  CHECK(!h3g_h1_parser_complete(p));
+  CHECK_EQ_INT(h3g_h1_parser_finish(p), H3G_ERR_PROTO);
+  h3g_h1_parser_free(p);
+}
+
 /* ---- request parsing ---------------------------------------------------- */
 
 typedef struct rq_rec {
@@ -1681,6 +1903,11 @@ int main(void) {
   RUN(test_crlf_across_reads);
   RUN(test_caps);
   RUN(test_callback_errors);
+  RUN(test_upgrade_only_when_expected);
+  RUN(test_upgrade_stops_after_head);
+  RUN(test_upgrade_after_interim);
+  RUN(test_upgrade_refused_by_upstream);
+  RUN(test_upgrade_refused_by_callback);
   RUN(test_request_basic);
   RUN(test_request_pause_after_head);
   RUN(test_request_refused);

@@ -27,6 +27,7 @@ typedef enum srv_mode {
   SRV_HOLD,  /* accepts and never reads nor writes */
   SRV_RESET, /* resets the connection when a byte arrives */
   SRV_CLOSE, /* closes the connection (FIN) when a byte arrives */
+  SRV_HALF,  /* echoes; at the client's EOF, writes "bye" and closes */
 } srv_mode;
 
 typedef union srv_handle {
@@ -51,6 +52,9 @@ typedef struct srv {
   uint16_t port;
   srv_mode mode;
   int accepts;
+  /* how the reads of accepted connections ended: a clean EOF, a reset
+   * (ECONNRESET), anything else */
+  int eofs, resets, read_errors;
   srv_conn *conns;
 } srv;
 
@@ -87,9 +91,33 @@ static void on_echo_written(uv_write_t *req, int status) {
   free(req);
 }
 
+static void on_bye_written(uv_write_t *req, int status) {
+  srv_conn *sc = req->data;
+  (void)status;
+  free(req);
+  srv_conn_close(sc);
+}
+
 static void on_srv_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   srv_conn *sc = st->data;
   if (nread < 0) {
+    if (nread == UV_EOF)
+      sc->s->eofs++;
+    else if (nread == UV_ECONNRESET)
+      sc->s->resets++;
+    else
+      sc->s->read_errors++;
+    if (nread == UV_EOF && sc->s->mode == SRV_HALF &&
+        !uv_is_closing((uv_handle_t *)&sc->h)) {
+      /* Our side stays open for writing after the client's FIN. */
+      uv_read_stop(st);
+      uv_write_t *req = malloc(sizeof(*req));
+      uv_buf_t b = uv_buf_init((char *)"bye", 3);
+      req->data = sc;
+      if (uv_write(req, st, &b, 1, on_bye_written) == 0)
+        return;
+      free(req);
+    }
     srv_conn_close(sc);
     return;
   }
@@ -1421,6 +1449,229 @@ static void test_health_eof_fresh(void) {
   CHECK_EQ_INT(u1.after_health, 1);
 }
 
+/* ---- tunnels (upgraded connections) ---------------------------------------
+ */
+
+/*
+ * upgrade(): the connection now carries a tunnel and leaves the pool's
+ * count: with size 1, a waiter queued behind it is served (by a new
+ * connection) while the tunnel is still held and still works. Released,
+ * even as reusable, the tunnel's connection is closed, never offered, and
+ * not counted as poisoned; the next acquire gets the other, idle one.
+ */
+static void upgrade_hook(user *u, int ev) {
+  if (u == &u1 && ev == EV_READY) {
+    CHECK_EQ_INT(acquire(&u2), 0);
+    CHECK_EQ_INT(stats().waiting, 1);
+    send_str(u, "ping");
+    OPS.read_start(u->conn);
+  } else if (u == &u1 && ev == EV_READ && u->got == 4) {
+    int64_t busy = h3g_stats.upstream_conns_busy;
+    OPS.upgrade(u->conn);
+    h3g_upstream_pool_stats st = stats();
+    CHECK_EQ_INT(st.busy, 0);
+    CHECK_EQ_INT(st.waiting, 0);
+    CHECK_EQ_INT(st.connecting, 1); /* u2's, opened for the free slot */
+    CHECK_EQ_INT(h3g_stats.upstream_conns_busy, busy - 1);
+    CHECK_EQ_INT(u2.ready, 0); /* never answered from inside upgrade() */
+    OPS.upgrade(u->conn);      /* a no-op once upgraded */
+    CHECK_EQ_INT(stats().connecting, 1);
+  } else if (u == &u2 && ev == EV_READY) {
+    CHECK_EQ_INT(u->reused, 0);
+    CHECK(u->conn != u1.conn);
+    CHECK_EQ_INT(g.srv.accepts, 2);
+    OPS.release(u->conn, 1);
+    CHECK_EQ_INT(stats().idle, 1);
+    /* The tunnel still carries bytes both ways. */
+    send_str(&u1, "more");
+  } else if (u == &u1 && ev == EV_READ && u->got == 8) {
+    CHECK_MEM(u->data, u->got, "pingmore");
+    int64_t poisoned = h3g_stats.upstream_conns_poisoned;
+    uint64_t closed = stats().closed;
+    OPS.release(u->conn, 1);
+    h3g_upstream_pool_stats st = stats();
+    CHECK_EQ_INT(st.idle, 1); /* u2's only */
+    CHECK_EQ_INT(st.closed, closed + 1);
+    CHECK_EQ_INT(h3g_stats.upstream_conns_poisoned, poisoned);
+    CHECK_EQ_INT(acquire(&u3), 0);
+  } else if (u == &u3 && ev == EV_READY) {
+    CHECK_EQ_INT(u->reused, 1);
+    CHECK(u->conn == u2.conn);
+    OPS.release(u->conn, 1);
+    finish();
+  }
+}
+
+static void test_upgrade_frees_slot(void) {
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  if (make_pool(g.srv.port, 1, 4, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, upgrade_hook);
+  user_init(&u2, 2, upgrade_hook);
+  user_init(&u3, 3, upgrade_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.ready + u2.ready + u3.ready, 3);
+  CHECK_EQ_INT(u1.got, 8);
+  CHECK_EQ_INT(u1.errors + u1.eofs + u2.errors + u3.errors, 0);
+  CHECK_EQ_INT(g.srv.accepts, 2);
+  CHECK_EQ_INT(DELTA(upstream_conns_poisoned), 0);
+  CHECK_EQ_INT(DELTA(upstream_conns_closed), 2);
+  CHECK_EQ_INT(DELTA(upstream_reuses), 1);
+}
+
+/*
+ * A pool closed while a tunnel is held: the tunnel keeps working (as busy
+ * connections do), and the pool finishes only once it was released.
+ */
+static void tunnel_release_late(void) {
+  CHECK_EQ_INT(g.pool_closed, 0);
+  CHECK_MEM(u1.data, u1.got, "pingpong");
+  OPS.release(u1.conn, 0);
+}
+
+static void tunnel_close_hook(user *u, int ev) {
+  if (ev == EV_READY) {
+    send_str(u, "ping");
+    OPS.read_start(u->conn);
+  } else if (ev == EV_READ && u->got == 4) {
+    OPS.upgrade(u->conn);
+    h3g_upstream_pool_close(g.pool, on_pool_closed, NULL);
+    CHECK_EQ_INT(g.pool_closed, 0);
+    send_str(u, "pong");
+  } else if (ev == EV_READ && u->got == 8) {
+    after(20, tunnel_release_late);
+  }
+}
+
+static void test_pool_close_waits_for_tunnel(void) {
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, tunnel_close_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.got, 8);
+  CHECK_EQ_INT(u1.errors + u1.eofs, 0);
+  CHECK_EQ_INT(DELTA(upstream_conns_closed), 1);
+}
+
+/*
+ * shutdown_write(): refused while a write is pending; then our FIN reaches
+ * the server (a clean EOF) while reading goes on, so the server's last
+ * bytes and its own FIN still arrive. The tunnel's EOF says nothing of the
+ * server's health.
+ */
+static void half_close_hook(user *u, int ev) {
+  if (ev == EV_READY) {
+    OPS.upgrade(u->conn);
+    send_str(u, "x");
+    CHECK_EQ_INT(OPS.shutdown_write(u->conn), H3G_ERR_INVAL);
+    OPS.read_start(u->conn);
+  } else if (ev == EV_WRITTEN) {
+    CHECK_EQ_INT(OPS.shutdown_write(u->conn), 0);
+    CHECK_EQ_INT(OPS.shutdown_write(u->conn), 0); /* once is enough */
+    CHECK_EQ_INT(g.srv.eofs, 0);
+  } else if (ev == EV_EOF) {
+    CHECK_MEM(u->data, u->got, "xbye");
+    CHECK_EQ_INT(g.srv.eofs, 1);
+    OPS.release(u->conn, 0);
+    finish();
+  } else if (ev == EV_ERROR) {
+    OPS.release(u->conn, 0);
+    finish();
+  }
+}
+
+static void test_shutdown_write(void) {
+  begin();
+  srv_start(&g.srv, SRV_HALF);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, half_close_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.written, 1);
+  CHECK_EQ_INT(u1.eofs, 1);
+  CHECK_EQ_INT(u1.errors, 0);
+  CHECK_MEM(u1.data, u1.got, "xbye");
+  CHECK_EQ_INT(g.srv.eofs, 1);
+  CHECK_EQ_INT(g.srv.resets, 0);
+  CHECK_EQ_INT(g.health_bad, 0);
+  CHECK_EQ_INT(DELTA(upstream_conns_poisoned), 0);
+}
+
+/*
+ * reset(): the server sees the connection reset (ECONNRESET), not a clean
+ * EOF as after a release. Over a Unix socket there is no reset: it ends
+ * plainly. Neither counts as poisoned for a tunnel.
+ */
+static int tunnel_end_by_reset;
+
+static void tunnel_end_wait(void) {
+  if (g.srv.eofs + g.srv.resets + g.srv.read_errors == 0) {
+    after(5, tunnel_end_wait);
+    return;
+  }
+  finish();
+}
+
+static void tunnel_end_hook(user *u, int ev) {
+  if (ev == EV_READY) {
+    OPS.upgrade(u->conn);
+    send_str(u, "ping");
+    OPS.read_start(u->conn);
+  } else if (ev == EV_READ && u->got == 4) {
+    /* The server has read everything and reads on. */
+    if (tunnel_end_by_reset)
+      OPS.reset(u->conn);
+    else
+      OPS.release(u->conn, 0);
+    CHECK_EQ_INT(stats().closed, 1);
+    after(5, tunnel_end_wait);
+  }
+}
+
+static void tunnel_end_case(int by_reset) {
+  tunnel_end_by_reset = by_reset;
+  begin();
+  srv_start(&g.srv, SRV_ECHO);
+  if (make_pool(g.srv.port, 1, 1, 1000, 10000) != 0) {
+    abandon();
+    return;
+  }
+  user_init(&u1, 1, tunnel_end_hook);
+  CHECK_EQ_INT(acquire(&u1), 0);
+  run_and_end();
+  CHECK_EQ_INT(u1.got, 4);
+  CHECK_EQ_INT(u1.events, 3); /* ready, written, read: none after */
+  CHECK_EQ_INT(DELTA(upstream_conns_poisoned), 0);
+  CHECK_EQ_INT(g.srv.read_errors, 0);
+  if (by_reset && !over_unix) {
+    CHECK_EQ_INT(g.srv.resets, 1);
+    CHECK_EQ_INT(g.srv.eofs, 0);
+  } else {
+    CHECK_EQ_INT(g.srv.eofs, 1);
+    CHECK_EQ_INT(g.srv.resets, 0);
+  }
+}
+
+static void test_reset_tunnel(void) {
+  tunnel_end_case(1);
+  tunnel_end_case(0);
+  over_unix = 1;
+  tunnel_end_case(1);
+  over_unix = 0;
+}
+
 /* ---- Unix-domain sockets ------------------------------------------------- */
 
 /* Cases that drive a server through srv_start()/make_pool(), run again
@@ -1755,6 +2006,10 @@ int main(void) {
   RUN(test_health_reset);
   RUN(test_health_eof_before_response);
   RUN(test_health_eof_fresh);
+  RUN(test_upgrade_frees_slot);
+  RUN(test_pool_close_waits_for_tunnel);
+  RUN(test_shutdown_write);
+  RUN(test_reset_tunnel);
   RUN(test_unix_cases);
   RUN(test_unix_names_and_refused);
   RUN(test_resolve_change);

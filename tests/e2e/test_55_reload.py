@@ -1,0 +1,272 @@
+"""Reloads (SIGHUP, h3gate --reload PIDFILE): the whole file is read and
+checked first; a broken one leaves the running configuration in place
+(logged FILE:LINE, counted); a good one takes effect for new requests at
+once while requests in flight finish on the route and pool they started
+with; new handshakes use new certificates; nothing fails while reloads
+happen under load on every protocol."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from conftest import H3GATE_BIN, SLOW
+from testenv.clients import H1Client, H2Client, H3Client
+from testenv.groups import Fleet, group, route, served_by
+from test_54_probes_signals import _cert_files
+
+
+def reload_and_wait(gw, ok=True):
+    """SIGHUP, then the log line that says how it went (counted, so that
+    the n-th reload is waited for)."""
+    m = gw.metrics()
+    before = m["reloads"] + m["reload_failures"]
+    gw.send_signal(signal.SIGHUP)
+    gw.signalled = False
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        m = gw.metrics()
+        if m["reloads"] + m["reload_failures"] > before:
+            break
+        assert time.monotonic() < deadline, "no reload outcome after SIGHUP"
+        time.sleep(0.02)
+    assert (m["reloads"] > 0) if ok else True
+    return m
+
+
+def two_groups(fl, to):
+    return [group("one", [fl["one1"]]), group("two", [fl["two1"]]),
+            route("all", to)]
+
+
+def new_fleet(tmp_path):
+    d = tmp_path / "fleet"
+    d.mkdir(exist_ok=True)
+    return Fleet(str(d))
+
+
+def start_pair(tmp_path, routed, name):
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    gw = routed(two_groups(fl, "one"), name=name)
+    return fl, gw
+
+
+def rewrite(gw, blocks=None, text=None):
+    if blocks is not None:
+        gw.blocks = list(blocks)
+    body = gw.config_text() if text is None else text
+    with open(gw.config_path, "w") as f:
+        f.write(body)
+
+
+def test_reload_switches_routes_for_new_requests(tmp_path, routed):
+    fl, gw = start_pair(tmp_path, routed, "reload-routes")
+    try:
+        with H3Client(gw) as c:
+            assert served_by(c.get("/a")) == "one1"
+        rewrite(gw, two_groups(fl, "two"))
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+        gw.wait_log("configuration reloaded: 1 routes, 2 upstream groups")
+        for cl in (H3Client(gw), H2Client(gw), H1Client(gw)):
+            with cl as c:
+                r = c.get("/b")
+                assert r.status == 200 and served_by(r) == "two1", r
+    finally:
+        fl.stop()
+
+
+def test_request_in_flight_finishes_on_its_old_route(tmp_path, routed):
+    fl, gw = start_pair(tmp_path, routed, "reload-inflight")
+    try:
+        out = {}
+
+        def slow():
+            with H3Client(gw) as c:
+                out["r"] = c.get("/slow?delay=1500", timeout=20)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 5 * SLOW
+        while not any("/slow" in r.get("target", "") for r in fl["one1"].records()):
+            assert time.monotonic() < deadline, "the slow request never arrived"
+            time.sleep(0.02)
+        rewrite(gw, two_groups(fl, "two"))
+        reload_and_wait(gw)
+        with H3Client(gw) as c:
+            assert served_by(c.get("/new")) == "two1"
+        t.join(20 * SLOW)
+        r = out["r"]
+        assert r.error is None and r.status == 200 and served_by(r) == "one1", r
+    finally:
+        fl.stop()
+
+
+def test_broken_reload_keeps_the_running_configuration(tmp_path, routed):
+    fl, gw = start_pair(tmp_path, routed, "reload-broken")
+    try:
+        good = gw.config_text()
+        rewrite(gw, text=good + "\n[route bad]\nupstream = nowhere\n")
+        m = reload_and_wait(gw, ok=False)
+        assert m["reload_failures"] == 1 and m["reloads"] == 0, m
+        gw.wait_log("[route bad] upstream: no [upstream nowhere] section")
+        gw.wait_log("reload of %s failed: the configuration in use stays" % gw.config_path)
+        with H3Client(gw) as c:
+            assert served_by(c.get("/still")) == "one1"
+        assert gw.admin_get("/readyz")[0] == 200
+    finally:
+        fl.stop()
+
+
+def test_reload_by_pid_file(tmp_path, routed):
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    pid_file = str(tmp_path / "h3gate.pid")
+    gw = routed(two_groups(fl, "one"), {"server": {"pid_file": pid_file}},
+                name="reload-pid")
+    try:
+        assert int(open(pid_file).read()) == gw.pid
+        rewrite(gw, two_groups(fl, "two"))
+        p = subprocess.run([H3GATE_BIN, "--reload", pid_file], timeout=10)
+        assert p.returncode == 0
+        gw.wait_log("configuration reloaded")
+        with H3Client(gw) as c:
+            assert served_by(c.get("/x")) == "two1"
+        p = subprocess.run([H3GATE_BIN, "--reload", str(tmp_path / "none.pid")],
+                           stderr=subprocess.PIPE, timeout=10)
+        assert p.returncode == 2 and b"no process id" in p.stderr
+    finally:
+        fl.stop()
+    gw.stop()
+    assert not os.path.exists(pid_file), "the pid file outlived the gateway"
+
+
+def test_certificate_rotation(tmp_path, routed):
+    """A client that trusts only the new CA fails before the reload and
+    succeeds after; one that trusts only the old CA the other way round."""
+    fl, gw = start_pair(tmp_path, routed, "reload-certs")
+    try:
+        cert, key = _cert_files(tmp_path, "rotated")
+        new_ca = str(tmp_path / "rotated-ca.crt")
+        with open(cert, "rb") as f:
+            pems = f.read().split(b"-----END CERTIFICATE-----")
+        with open(new_ca, "wb") as f:
+            f.write(pems[1].lstrip() + b"-----END CERTIFICATE-----\n")
+        with H3Client(gw) as c:
+            assert c.get("/old").status == 200
+        with H3Client(gw, ca=new_ca) as c:
+            assert c.get("/new-before").error is not None
+        gw.config["listener"]["cert"] = cert
+        gw.config["listener"]["key"] = key
+        rewrite(gw)
+        reload_and_wait(gw)
+        with H3Client(gw, ca=new_ca) as c:
+            r = c.get("/new-after")
+            assert r.error is None and r.status == 200, r
+        # The TCP listener's handshakes too.
+        import socket
+        import ssl
+        ctx = ssl.create_default_context(cafile=new_ca)
+        with socket.create_connection(("127.0.0.1", gw.tcp_port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.version() is not None
+        with H3Client(gw) as c:
+            assert c.get("/old-after").error is not None
+    finally:
+        fl.stop()
+
+
+def test_twenty_reloads_under_load(tmp_path, routed):
+    """HTTP/3, HTTP/2 and HTTP/1.1 clients (uploads and downloads) run
+    while 20 reloads alternate two valid files and a broken one: every
+    request succeeds, and requests after a good reload go to its route."""
+    fl, gw = start_pair(tmp_path, routed, "reload-load")
+    stop = threading.Event()
+    results = {"ok": 0, "bad": []}
+    lock = threading.Lock()
+
+    def worker(cls):
+        with cls(gw) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                if i % 3 == 0:
+                    r = c.request("/up?delay=20", method="POST", body=b"x" * 65536)
+                else:
+                    r = c.get("/down?delay=10")
+                with lock:
+                    if r.error is None and r.status == 200:
+                        results["ok"] += 1
+                    else:
+                        results["bad"].append(repr(r)[:300])
+
+    threads = [threading.Thread(target=worker, args=(cls,))
+               for cls in (H3Client, H3Client, H2Client, H1Client)]
+    for t in threads:
+        t.start()
+    try:
+        one = gw.config_text()
+        rewrite(gw, two_groups(fl, "two"))
+        two = gw.config_text()
+        broken = one + "\n[route broken]\nhost = x.test\nupstream = nowhere\n"
+        plan = [two, broken, one] * 7
+        for n, text in enumerate(plan[:20]):
+            # Each reload lands among requests in flight: a few complete
+            # between one reload and the next.
+            with lock:
+                seen = results["ok"] + len(results["bad"])
+            deadline = time.monotonic() + 10 * SLOW
+            while True:
+                with lock:
+                    if results["ok"] + len(results["bad"]) >= seen + 4:
+                        break
+                assert time.monotonic() < deadline, "the load stalled"
+                time.sleep(0.005)
+            rewrite(gw, text=text)
+            reload_and_wait(gw, ok=text is not broken)
+        m = gw.metrics()
+        assert m["reloads"] == sum(1 for t in plan[:20] if t is not broken), m
+        assert m["reload_failures"] == sum(1 for t in plan[:20] if t is broken), m
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30 * SLOW)
+    assert not results["bad"], results["bad"][:5]
+    assert results["ok"] >= 80, results
+    # The last good file routes to "two"; the broken one after it changed
+    # nothing.
+    with H3Client(gw) as c:
+        assert served_by(c.get("/after")) == "two1"
+    fl.stop()
+
+
+def test_websocket_tunnel_lives_through_reloads(tmp_path, routed, wsapp):
+    """A WebSocket tunnel open across three reloads (one broken) keeps
+    echoing; its access line, written when it ends, is one clean tunnel."""
+    import asyncio
+    from test_51_websocket_tcp import ws_connect
+    from testenv.groups import group as g_, route as r_
+    app = wsapp()
+    blocks = [g_("ws", [app.address]), r_("app", "ws", path="/")]
+    gw = routed(blocks, name="reload-ws")
+
+    async def go():
+        async with ws_connect(gw, "/echo?t=reload") as ws:
+            for i in range(4):
+                msg = "message %d" % i
+                await ws.send(msg)
+                assert await ws.recv() == msg
+                if i < 3:
+                    text = gw.config_text()
+                    if i == 1:
+                        text += "\n[route broken]\nupstream = nowhere\n"
+                    rewrite(gw, text=text)
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, lambda ok=(i != 1): reload_and_wait(gw, ok))
+    asyncio.run(asyncio.wait_for(go(), 30 * SLOW))
+    rec = gw.wait_access(lambda r: r.get("tunnel") == "websocket")
+    assert rec[0].get("outcome") == "ok" and rec[0].get("status") == "101", rec
+    m = gw.metrics()
+    assert m["reloads"] == 2 and m["reload_failures"] == 1, m
