@@ -270,3 +270,47 @@ def test_websocket_tunnel_lives_through_reloads(tmp_path, routed, wsapp):
     assert rec[0].get("outcome") == "ok" and rec[0].get("status") == "101", rec
     m = gw.metrics()
     assert m["reloads"] == 2 and m["reload_failures"] == 1, m
+
+
+def test_reload_moves_listeners_to_new_ports(tmp_path, routed):
+    """New ports in the file: the new sockets are bound and serve, the old
+    ones stop taking connections and drain the request they carry."""
+    from conftest import free_port
+    fl, gw = start_pair(tmp_path, routed, "reload-ports")
+    try:
+        out = {}
+
+        def slow():
+            with H3Client(gw) as c:
+                out["r"] = c.get("/slow?delay=1500", timeout=20)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 5 * SLOW
+        while not any("/slow" in r.get("target", "") for r in fl["one1"].records()):
+            assert time.monotonic() < deadline, "the slow request never arrived"
+            time.sleep(0.02)
+        old_udp, old_tcp = gw.port, gw.tcp_port
+        udp, tcp = free_port("udp"), free_port("tcp")
+        gw.config["listener"]["port"] = str(udp)
+        gw.config["tcp"]["port"] = str(tcp)
+        rewrite(gw)
+        reload_and_wait(gw)
+        gw.wait_log("listening on udp 127.0.0.1:%d" % udp)
+        gw.wait_log("listening on tcp 127.0.0.1:%d" % tcp)
+        gw.port, gw.tcp_port = udp, tcp
+        with H3Client(gw) as c:
+            r = c.get("/new-port")
+            assert r.status == 200 and served_by(r) == "one1", r
+        with H1Client(gw) as c:
+            assert c.get("/new-tcp-port").status == 200
+        t.join(20 * SLOW)
+        r = out["r"]
+        assert r.error is None and r.status == 200, r
+        gw.port, gw.tcp_port = old_udp, old_tcp
+        with H3Client(gw) as c:
+            assert c.get("/old-port", connect_timeout=2, timeout=3).error is not None
+        gw.port, gw.tcp_port = udp, tcp
+        assert gw.metrics()["reloads"] == 1
+    finally:
+        fl.stop()
