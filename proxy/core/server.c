@@ -570,10 +570,11 @@ static void reload_config(h3g_server *s) {
   /* New TLS contexts only for a new certificate or key (Kubernetes
    * replaces a Secret's files behind the same names): the sessions and
    * tickets of the ones in use stay valid otherwise. */
-  int new_identity = strcmp(next->cert_file, s->cfg->cert_file) != 0 ||
-                     strcmp(next->key_file, s->cfg->key_file) != 0 ||
-                     !same_file(next->cert_file, &s->cert_st) ||
-                     !same_file(next->key_file, &s->key_st);
+  int new_identity = rv == 0 &&
+                     (strcmp(next->cert_file, s->cfg->cert_file) != 0 ||
+                      strcmp(next->key_file, s->cfg->key_file) != 0 ||
+                      !same_file(next->cert_file, &s->cert_st) ||
+                      !same_file(next->key_file, &s->key_st));
   if (rv == 0 && next->listen_enabled && new_identity) {
     char ticket_context[256];
     h3g_quic_ticket_context(next, ticket_context, sizeof(ticket_context));
