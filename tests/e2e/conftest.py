@@ -201,3 +201,22 @@ def routed(tmp_path_factory, certs):
     f = RoutedFactory(tmp_path_factory, certs)
     yield f
     f.finish()
+
+
+# --------------------------------------------------------------------------
+# the container image (docker/, scripts/container.sh; testenv.containers)
+
+@pytest.fixture(scope="session")
+def container_images(tmp_path_factory):
+    """The h3gate image and the demo app's, built once per session by
+    scripts/container.sh (the base image made locally when missing; cached
+    layers reused); the tests' tags are removed at the end, the layers
+    stay. The image builds its own binary, so the ASan run skips these."""
+    from testenv import containers
+    if SANITIZE:
+        pytest.skip("the image builds its own h3gate: nothing to add under ASan")
+    containers.require_containers()
+    log = str(tmp_path_factory.mktemp("container-build") / "build.log")
+    images = containers.build_images(log)
+    yield images
+    containers.remove_images(containers.Podman(), images)
