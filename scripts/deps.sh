@@ -187,6 +187,10 @@ if [ "$WITH_TESTS" = 1 ]; then
   [ -f /etc/ssl/certs/ca-certificates.crt ] && NPM_CA=(--cafile=/etc/ssl/certs/ca-certificates.crt)
   run "$LOGS/npm-ci.log" "installing the browser tests' npm packages (tests/e2e/browser; check that the npm registry is reachable)" \
     npm ci --prefix "$(dirname "$0")/../tests/e2e/browser" --no-audit --no-fund "${NPM_CA[@]}"
+  # The manifests' validator (kubernetes-models, yaml; pinned in
+  # tests/e2e/kubernetes/package-lock.json).
+  run "$LOGS/npm-ci-kubernetes.log" "installing the manifest tests' npm packages (tests/e2e/kubernetes; check that the npm registry is reachable)" \
+    npm ci --prefix "$(dirname "$0")/../tests/e2e/kubernetes" --no-audit --no-fund "${NPM_CA[@]}"
 fi
 
 # --- wolfSSL (QUIC) and ngtcp2's wolfSSL crypto helper, from trixie source ---

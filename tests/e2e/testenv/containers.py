@@ -337,7 +337,7 @@ class KubePlay:
     the changes that podman (not Kubernetes) needs, each said where it is
     made: local image names, ports published on free ports of 127.0.0.1,
     Secret volumes as host directories, the Pod's sysctls as engine
-    defaults. Nothing else of the manifest is touched."""
+    defaults, no restarts. Nothing else of the manifest is touched."""
 
     def __init__(self, images, certs, workdir, secret_line):
         self.workdir = workdir
@@ -350,13 +350,18 @@ class KubePlay:
         self.podman = Podman(kube_play_conf(os.path.join(workdir, "containers.conf"),
                                             sysctls))
         self.ports = {}
+        # What the kubelet runs and podman 4.3 does not: preStop hooks and
+        # exec readiness probes, by container (the tests run them).
         self.hooks = {}
+        self.probes = {}
         port = free_port("both")
         admin = free_port("tcp")
         for c in spec["containers"]:
             c["image"] = {"h3gate": images.image, "app": images.app_image}[c["name"]]
             if c.get("lifecycle", {}).get("preStop", {}).get("exec"):
                 self.hooks[c["name"]] = c["lifecycle"]["preStop"]["exec"]["command"]
+            if c.get("readinessProbe", {}).get("exec"):
+                self.probes[c["name"]] = c["readinessProbe"]["exec"]["command"]
             for p in c.get("ports", []):
                 # Kubernetes publishes nothing on the host; podman publishes
                 # every containerPort, on the same port unless told otherwise.
@@ -384,6 +389,9 @@ class KubePlay:
                 os.chmod(path, sec.get("defaultMode", 0o644))
             v["hostPath"] = {"path": d, "type": "Directory"}
             self.secret_dirs[sec["secretName"]] = d
+        # The kubelet restarts no container of a Pod it is stopping; podman
+        # restarts one that exits (restartPolicy Always), even after a drain.
+        spec["restartPolicy"] = "Never"
         self.configmaps = [d["metadata"]["name"] for d in self.docs
                            if d["kind"] == "ConfigMap"]
         self.file = os.path.join(workdir, "play.yaml")
