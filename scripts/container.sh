@@ -16,7 +16,7 @@
 #   scripts/container.sh podman ARGS...
 #                                   podman with this script's settings
 #
-# Run scripts/deps.sh first (podman, runc, slirp4netns, mmdebstrap).
+# Run scripts/deps.sh first (podman, runc, slirp4netns, catatonit, mmdebstrap).
 #
 # The base image: no registry is reachable from this project's machines, so
 # the Dockerfile's DEBIAN_IMAGE is made here: `mmdebstrap --variant=minbase`
@@ -155,13 +155,17 @@ cmd_run_demo() {
     -p "127.0.0.1:$DEMO_PORT:443/udp" -p "127.0.0.1:$DEMO_PORT:443/tcp" \
     --sysctl net.ipv4.ip_unprivileged_port_start=443 >/dev/null
   podman run -d --pod "$DEMO_POD" --name "$DEMO_POD-app" "$APP_IMAGE" >/dev/null
+  # No healthcheck timer: podman sets them up with systemd, which these
+  # machines do not run; `podman healthcheck run` runs the image's check.
   podman run -d --pod "$DEMO_POD" --name "$DEMO_POD-h3gate" --cap-drop ALL \
-    --stop-timeout 15 -v "$certs:/etc/h3gate/certs:ro" "$IMAGE" >/dev/null
+    --read-only --health-interval disable --stop-timeout 15 \
+    -v "$certs:/etc/h3gate/certs:ro" "$IMAGE" >/dev/null
   log "pod $DEMO_POD: h3gate on 127.0.0.1:$DEMO_PORT (UDP HTTP/3, TCP HTTPS)"
   cat <<EOF
   /usr/bin/python3 $ROOT/scripts/h3get.py --cacert $certs/ca.crt https://127.0.0.1:$DEMO_PORT/
   curl --cacert $certs/ca.crt https://127.0.0.1:$DEMO_PORT/
   $0 podman logs -f $DEMO_POD-h3gate
+  $0 podman healthcheck run $DEMO_POD-h3gate
   $0 stop-demo
 EOF
 }
