@@ -10,6 +10,7 @@ import configparser
 import glob
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ import types
 
 import pytest
 
-from conftest import H2Client, H3Client
+from conftest import SRC, Certs, H2Client, H3Client
 from testenv import containers
 from testenv.containers import KUBE_DIR, VALIDATOR_DIR, Podman, wait_for
 
@@ -217,11 +218,12 @@ def test_configmap_passes_check_config_in_the_image(name, container_images, cert
 def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_path):
     """sidecar.yaml in podman: ready (/readyz through the published admin
     port), a page over HTTP/3 and over TCP from the host, served by the app
-    in the Pod. Then what the kubelet does to stop a Pod: both preStop
-    hooks at once (podman runs none). The gateway's drains it: /readyz 503,
-    a download in flight completes, new requests are still served during
-    drain_delay, exit 0; the app's returns only once the gateway is gone.
-    `podman kube down` removes the rest."""
+    in the Pod. The certificate renewed as the README says (new files in
+    the Secret, a reload through exec). Then what the kubelet does to stop
+    a Pod: both preStop hooks at once (podman runs none). The gateway's
+    drains it: /readyz 503, a download in flight completes, new requests
+    are still served during drain_delay, exit 0; the app's returns only
+    once the gateway is gone. `podman kube down` removes the rest."""
     play = containers.KubePlay(container_images, certs, str(tmp_path),
                                containers.random_secret_line())
     podman = play.podman
@@ -250,6 +252,23 @@ def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_pat
             r = cl.get("/", timeout=20)
         assert r.error is None and r.status == 200, r
         assert "served via h3gate" in r.body.decode()
+
+        # Certificate renewal as the README gives it: the Secret's files
+        # change (the kubelet rewrites them), then a reload through exec.
+        # New handshakes use the new chain: a client that trusts only the
+        # new CA gets in, one that trusts only the old one no longer does.
+        renewed = _renew_certificate(play, str(tmp_path / "renewed"))
+        podman.run("exec", gw, "bash", "-c", "kill -HUP 1")
+        log.wait_for_line("configuration reloaded", timeout=15)
+        old_target = target
+        target = types.SimpleNamespace(port=play.ports["h3"], tcp_port=play.ports["https"],
+                                       certs=renewed)
+        with H3Client(target) as cl:
+            r = cl.get("/", timeout=20)
+        assert r.error is None and r.status == 200, r
+        with H3Client(old_target) as cl:
+            r = cl.get("/", timeout=20)
+        assert r.error is not None, "the old CA still verifies the gateway: %s" % r
 
         # In flight when the Pod is told to stop: ~3 s at the client's pace.
         n = 12 << 20
@@ -296,6 +315,24 @@ def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_pat
     finally:
         play.down()
     assert not podman.exists("pod", play.name)
+
+
+def _renew_certificate(play, out):
+    """A new CA and server certificate (certs/make-certs.sh), written over
+    the h3gate-tls Secret's files the way the kubelet updates a Secret
+    volume: whole files swapped in, same names, same owner and mode."""
+    subprocess.run(["bash", os.path.join(SRC, "certs", "make-certs.sh"), out],
+                   check=True, capture_output=True, timeout=60)
+    renewed = Certs(out)
+    d = play.secret_dirs["h3gate-tls"]
+    for name, src in (("tls.crt", renewed.chain), ("tls.key", renewed.key)):
+        st = os.stat(os.path.join(d, name))
+        tmp = os.path.join(d, "." + name + ".new")
+        shutil.copyfile(src, tmp)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o777)
+        os.replace(tmp, os.path.join(d, name))
+    return renewed
 
 
 def _get(url):
