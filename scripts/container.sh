@@ -11,8 +11,9 @@
 #                                   (tests/e2e/test_60_*, test_61_*)
 #   scripts/container.sh base [--refresh]
 #                                   only the base image (--refresh: made anew)
-#   scripts/container.sh clean      removes the images built here and
-#                                   dangling build layers (keeps the base)
+#   scripts/container.sh clean      removes the images built here and the
+#                                   build cache (keeps the base): the next
+#                                   build compiles everything again
 #   scripts/container.sh podman ARGS...
 #                                   podman with this script's settings
 #
@@ -47,6 +48,7 @@ IMAGE=${H3GATE_IMAGE:-localhost/h3gate:dev}
 APP_IMAGE=${H3GATE_APP_IMAGE:-localhost/h3gate-demo-app:dev}
 SUITE=${H3GATE_BASE_SUITE:-trixie}
 CACHE=${H3GATE_CACHE:-/var/cache/h3gate}
+BUILD_CACHE=localhost/h3gate-build:cache
 DEMO_POD=h3gate-demo
 DEMO_PORT=${H3GATE_DEMO_PORT:-8443}
 
@@ -129,6 +131,14 @@ cmd_build() {
     --build-arg CMAKE_ARGS="${H3GATE_CMAKE_ARGS:-}" -f "$ROOT/docker/Dockerfile" \
     -t "$IMAGE" "$ROOT" ||
     die "building $IMAGE failed (the output above says where)"
+  # The build stage by name too (from the cache just filled: a second or
+  # two), so that its layers, the slow ones, are no "dangling" images that
+  # `podman image prune` would take away with the cache.
+  podman build --network host --format docker --layers --target build \
+    --build-arg DEBIAN_IMAGE="$base" \
+    --build-arg CMAKE_ARGS="${H3GATE_CMAKE_ARGS:-}" -f "$ROOT/docker/Dockerfile" \
+    -t "$BUILD_CACHE" "$ROOT" >/dev/null ||
+    die "tagging the build stage as $BUILD_CACHE failed"
   log "building $APP_IMAGE (docker/demo-app/Dockerfile)"
   podman build --network host --format docker --layers \
     --build-arg DEBIAN_IMAGE="$base" -f "$ROOT/docker/demo-app/Dockerfile" \
@@ -183,9 +193,9 @@ cmd_test() {
 
 cmd_clean() {
   podman pod rm -f --ignore "$DEMO_POD" >/dev/null
-  podman rmi -f "$IMAGE" "$APP_IMAGE" >/dev/null 2>&1 || true
+  podman rmi -f "$IMAGE" "$APP_IMAGE" "$BUILD_CACHE" >/dev/null 2>&1 || true
   podman image prune -f >/dev/null
-  log "removed $IMAGE, $APP_IMAGE and dangling layers (the base image stays)"
+  log "removed $IMAGE, $APP_IMAGE and the build cache (the base image stays)"
 }
 
 case "${1:-}" in

@@ -270,14 +270,15 @@ def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_pat
             r = cl.get("/", timeout=20)
         assert r.error is not None, "the old CA still verifies the gateway: %s" % r
 
-        # In flight when the Pod is told to stop: ~3 s at the client's pace.
+        # In flight when the Pod is told to stop, and past drain_delay (5 s)
+        # into the drain proper: about 8 s at the client's pace.
         n = 12 << 20
         started = threading.Event()
         result = {}
 
         def download():
             with H3Client(target) as cl:
-                result["r"] = cl.get("/bytes/%d" % n, timeout=60, pace=4 << 20, keep=0,
+                result["r"] = cl.get("/bytes/%d" % n, timeout=60, pace=3 << 19, keep=0,
                                      on_data=lambda _r: started.set())
 
         t = threading.Thread(target=download)
@@ -296,6 +297,8 @@ def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_pat
             r = cl.get("/", timeout=20)
         assert r.error is None and r.status == 200, r
 
+        log.wait_for_line("shutting down: draining", timeout=15)
+        assert t.is_alive(), "the download ended before the drain began"
         t.join(60)
         r = result["r"]
         assert r.error is None and r.status == 200 and r.body_len == n, r
@@ -310,7 +313,6 @@ def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_pat
         assert hooks["app"].returncode == 0, hooks["app"].output
         assert podman.state(app) == "running"
         log.close()
-        assert "shutting down: draining" in log.text()
         assert "all connections closed" in log.text()
     finally:
         play.down()
