@@ -137,6 +137,10 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug",
 /* In h3g_alt_svc_upstream order. */
 static const char *const alt_svc_upstream_names[] = {"replace", "keep", NULL};
 
+/* [server] access_log_format, in h3g_access_format order. */
+static const char *const access_format_names[] = {"kv", "json", "combined",
+                                                  NULL};
+
 /* [server] no_route, in the order of H3G_NO_ROUTE_*. */
 static const char *const no_route_names[] = {"misdirected", "not_found", NULL};
 
@@ -145,6 +149,9 @@ static const opt schema[] = {
     {OPT("server", "log_level", OPT_ENUM, 0, 0, "info", log_level),
      .names = log_level_names},
     {OPT("server", "access_log", OPT_LOG_TARGET, 0, 0, "-", access_log)},
+    {OPT("server", "access_log_format", OPT_ENUM, 0, 0, "kv",
+         access_log_format),
+     .names = access_format_names},
     {OPT("server", "drain_delay", OPT_DURATION, 0, 5 * T_MIN, "0s",
          drain_delay_ms)},
     {OPT("server", "pid_file", OPT_OUTPUT, 0, 0, "off", pid_file)},

@@ -187,6 +187,7 @@ typedef struct h3g_config {
   /* [server] */
   h3g_log_level log_level;
   char access_log[H3G_PATH_MAX];     /* "-" stdout, "off", or a file */
+  h3g_access_format access_log_format; /* kv, json or combined */
   uint64_t shutdown_timeout_ms;      /* grace for in-flight requests */
   uint64_t drain_delay_ms;           /* serve on, not ready, after SIGTERM */
   char pid_file[H3G_PATH_MAX];       /* "" = none; for h3gate --reload */

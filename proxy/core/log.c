@@ -14,6 +14,7 @@
 static h3g_log_level log_level = H3G_LOG_INFO;
 static FILE *access_fp;
 static int access_owned;
+static h3g_access_format access_format = H3G_ACCESS_KV;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -95,26 +96,14 @@ void h3g_access_log_flush(void) {
     fflush(access_fp);
 }
 
-static const char *dash(const char *s) {
-  return s != NULL && s[0] != '\0' ? s : "-";
-}
+void h3g_access_log_set_format(h3g_access_format fmt) { access_format = fmt; }
 
 void h3g_access_log(const h3g_access_record *rec) {
+  /* One line at a time on the loop's thread: a static buffer keeps the
+   * stack small, and the line goes to stdio's buffer in one call. */
+  static char line[H3G_ACCESS_LINE_MAX];
   if (access_fp == NULL)
     return;
-  char ts[40];
-  format_time(ts, sizeof(ts), rec->start_wall_us);
-  /* Fields are space-separated; the path is quoted (it cannot contain a
-   * quote that survived request validation unescaped, but be safe). */
-  fprintf(access_fp,
-          "%s client=%s proto=%s method=%s authority=%s path=\"%s\" "
-          "status=%d in=%llu out=%llu duration_ms=%.3f route=%s upstream=%s "
-          "outcome=%s%s%s\n",
-          ts, dash(rec->client), dash(rec->protocol), dash(rec->method),
-          dash(rec->authority), dash(rec->path), rec->status,
-          (unsigned long long)rec->bytes_in, (unsigned long long)rec->bytes_out,
-          (double)rec->duration_us / 1000.0, dash(rec->route),
-          dash(rec->upstream), dash(rec->outcome),
-          rec->tunnel != NULL ? " tunnel=" : "",
-          rec->tunnel != NULL ? rec->tunnel : "");
+  size_t n = h3g_access_format_line(line, sizeof(line), access_format, rec);
+  fwrite(line, 1, n, access_fp);
 }

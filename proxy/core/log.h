@@ -1,11 +1,13 @@
 /*
- * Levelled diagnostics on stderr, and the access log (one line per request).
+ * Levelled diagnostics on stderr, and the access log's sink (one line per
+ * request, formatted by access_log.h).
  */
 #ifndef H3G_LOG_H
 #define H3G_LOG_H
 
 #include <stdint.h>
 
+#include "access_log.h"
 #include "common.h"
 
 typedef enum h3g_log_level {
@@ -39,28 +41,6 @@ void h3g_log(h3g_log_level level, const char *fmt, ...)
       h3g_log(H3G_LOG_DEBUG, __VA_ARGS__);                                     \
   } while (0)
 
-/* One finished request, as the access log records it. */
-typedef struct h3g_access_record {
-  uint64_t start_wall_us;   /* when the request headers were complete */
-  uint64_t duration_us;     /* until the last response byte was handed over */
-  const char *client;       /* "ip:port" */
-  const char *protocol;     /* "h3", "h2", "http/1.1" */
-  const char *method;
-  const char *authority;
-  const char *path;
-  int status;               /* 0 when no status was sent (stream reset) */
-  uint64_t bytes_in;        /* request body bytes received from the client */
-  uint64_t bytes_out;       /* response body bytes sent to the client */
-  const char *upstream;     /* the server the request went to ("host:port",
-                             * "unix:/path", "https://host:port") or whose
-                             * connect failed, "-" when the gateway
-                             * answered alone */
-  const char *route;        /* the [route] chosen, "-" before or none */
-  const char *outcome;      /* "ok", or why the exchange ended early */
-  const char *tunnel;       /* the protocol tunnelled ("websocket"), NULL
-                             * for a plain exchange (no field logged) */
-} h3g_access_record;
-
 /*
  * Opens the access log: "-" or NULL means stdout, "off" disables it, anything
  * else is a file opened for append. Returns 0 or H3G_ERR_IO.
@@ -71,7 +51,11 @@ void h3g_access_log_close(void);
 /* Writes buffered access log lines out (once per loop iteration). */
 void h3g_access_log_flush(void);
 
-/* Writes one line for rec (fields that are NULL print as "-"). */
+/* The format of the lines written from now on (H3G_ACCESS_KV until
+ * set). */
+void h3g_access_log_set_format(h3g_access_format fmt);
+
+/* Writes one line for rec in the current format (access_log.h). */
 void h3g_access_log(const h3g_access_record *rec);
 
 #endif /* H3G_LOG_H */

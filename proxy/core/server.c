@@ -17,9 +17,11 @@
  * table, route.h), and the old table, its groups (pools and health
  * checks) and its part of the old configuration stay until the last such
  * request is gone, then close. New handshakes use the new certificates;
- * connections keep theirs (old TLS contexts live until exit). What a
- * running listener cannot change (addresses, ports, the secrets and
- * keylog files, QUIC versions) keeps its old value, with a warning.
+ * connections keep theirs (old TLS contexts live until exit). A new
+ * QUIC or TCP address or port gets a new listener, and the old one drains
+ * (move_listeners). What the running process cannot change (the redirect
+ * and admin addresses, the secrets and keylog files, QUIC versions)
+ * keeps its old value, with a warning.
  */
 #include "server.h"
 
@@ -93,6 +95,7 @@ typedef struct h3g_server {
   h3g_h1_env tcp_env;
   h3g_h1_env redirect_env;
   int listeners_draining; /* listeners whose shutdown has not completed */
+  int retired_open;       /* listeners a reload moved away from, draining */
   h3g_admin *admin;
   h3g_bridge_env env;     /* the QUIC front end's */
   h3g_bridge_env tcp_env_bridge; /* the TCP front ends' */
@@ -274,6 +277,14 @@ static void on_listener_closed(h3g_server *s) {
     on_listeners_closed(s);
 }
 
+/* A listener a reload replaced (new address or port) finished draining. */
+static void on_retired_listener_closed(void *arg) {
+  h3g_server *s = arg;
+  s->retired_open--;
+  if (s->stopping)
+    on_listener_closed(s);
+}
+
 static void on_quic_closed(void *arg) {
   h3g_server *s = arg;
   s->quic = NULL;
@@ -307,7 +318,7 @@ static void begin_shutdown(h3g_server *s) {
                          h3g_quic_listener_port(s->quic));
   /* One extra count so that a listener finishing at once does not end
    * the shutdown before the others started theirs. */
-  s->listeners_draining = 1;
+  s->listeners_draining = 1 + s->retired_open;
   if (s->quic != NULL) {
     s->listeners_draining++;
     h3g_quic_listener_shutdown(s->quic, s->cfg->shutdown_timeout_ms,
@@ -431,16 +442,14 @@ static void keep_bound(const h3g_server *s, h3g_config *next) {
     }                                                                          \
   } while (0)
   KEEP(listen_enabled, "listener", "enabled");
-  KEEP(listen_address, "listener", "address");
-  KEEP(listen_port, "listener", "port");
+
   KEEP(quic_versions, "listener", "quic_versions");
   KEEP(quic_version, "listener", "quic_versions");
   KEEP(nquic_versions, "listener", "quic_versions");
   KEEP(secrets_file, "listener", "secrets_file");
   KEEP(ticket_rotation_ms, "listener", "ticket_rotation");
   KEEP(tcp_enabled, "tcp", "enabled");
-  KEEP(tcp_address, "tcp", "address");
-  KEEP(tcp_port, "tcp", "port");
+
   KEEP(tcp_congestion_control, "tcp", "congestion_control");
   KEEP(redirect_address, "redirect", "address");
   KEEP(redirect_port, "redirect", "port");
@@ -450,6 +459,67 @@ static void keep_bound(const h3g_server *s, h3g_config *next) {
   KEEP(keylog_file, "debug", "keylog_file");
   KEEP(keylog_env, "debug", "keylog_file");
 #undef KEEP
+}
+
+/*
+ * A reload changed where the QUIC or TCP listener binds: the new socket is
+ * bound, the old listener stops accepting and drains what it carries (as
+ * at shutdown, for shutdown_timeout). When the new address cannot be
+ * bound, the old listener goes on, and its address stays in the
+ * configuration (the reload counts, with an error logged).
+ */
+static void move_listeners(h3g_server *s, const char *old_udp,
+                           uint32_t old_udp_port, const char *old_tcp) {
+  h3g_config *cfg = s->cfg;
+  /* A port of "any" is whatever was bound: only an address or a port
+   * asked for by number moves a listener. */
+  uint16_t want = h3g_bind_port(cfg->listen_port);
+  if (s->quic != NULL &&
+      (strcmp(old_udp, cfg->listen_address) != 0 ||
+       (want != 0 && want != h3g_quic_listener_port(s->quic)))) {
+    h3g_quic_listener *nl = NULL;
+    if (h3g_quic_listener_new(&nl, &s->loop, cfg, s->tls, s->secrets,
+                              &s->env) != 0) {
+      h3g_error("reload: cannot listen on udp %s: still serving HTTP/3 on "
+                "the old address",
+                cfg->listen_address);
+      snprintf(cfg->listen_address, sizeof(cfg->listen_address), "%s",
+               old_udp);
+      cfg->listen_port = old_udp_port;
+    } else {
+      h3g_quic_listener *old = s->quic;
+      s->quic = nl;
+      s->quic_failed = 0;
+      h3g_quic_listener_on_failure(old, NULL, NULL);
+      h3g_quic_listener_on_failure(nl, on_quic_failed, s);
+      s->retired_open++;
+      h3g_quic_listener_shutdown(old, cfg->shutdown_timeout_ms,
+                                 on_retired_listener_closed, s);
+    }
+  }
+  const char *tcp_addr =
+      cfg->tcp_address[0] != '\0' ? cfg->tcp_address : cfg->listen_address;
+  uint16_t port = cfg->tcp_port != 0 ? h3g_bind_port(cfg->tcp_port)
+                  : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
+                                     : h3g_bind_port(cfg->listen_port);
+  if (s->tcp != NULL && (strcmp(old_tcp, tcp_addr) != 0 ||
+                         (port != 0 && port != h3g_tcp_listener_port(s->tcp)))) {
+    h3g_tcp_listener *nt = NULL;
+    if (h3g_tcp_listener_new(&nt, &s->loop, cfg, "tcp", tcp_addr, port,
+                             s->tls_tcp, &s->tcp_env) != 0) {
+      h3g_error("reload: cannot listen on tcp %s: still serving on the old "
+                "address",
+                tcp_addr);
+    } else {
+      h3g_tcp_listener *old = s->tcp;
+      s->tcp = nt;
+      s->retired_open++;
+      h3g_tcp_listener_shutdown(old, cfg->shutdown_timeout_ms,
+                                on_retired_listener_closed, s);
+    }
+  }
+  if (s->admin != NULL)
+    h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
 }
 
 /* Whether st (as stat left it, or zeroed when it failed) still describes
@@ -553,6 +623,13 @@ static void reload_config(h3g_server *s) {
 
   char old_log[sizeof(s->cfg->access_log)];
   memcpy(old_log, s->cfg->access_log, sizeof(old_log));
+  char old_udp[sizeof(s->cfg->listen_address)];
+  char old_tcp[sizeof(s->cfg->listen_address)];
+  memcpy(old_udp, s->cfg->listen_address, sizeof(old_udp));
+  snprintf(old_tcp, sizeof(old_tcp), "%s",
+           s->cfg->tcp_address[0] != '\0' ? s->cfg->tcp_address
+                                          : s->cfg->listen_address);
+  uint32_t old_udp_port = s->cfg->listen_port;
   *s->cfg = *next; /* its groups and routes now belong to s->cfg */
   free(next);
 
@@ -576,6 +653,7 @@ static void reload_config(h3g_server *s) {
     if (s->tcp != NULL)
       h3g_tcp_listener_set_tls(s->tcp, tls_tcp);
   }
+  move_listeners(s, old_udp, old_udp_port, old_tcp);
   if (new_identity) {
     note_identity(s);
     h3g_info("new certificate: new handshakes use %s", s->cfg->cert_file);
@@ -587,6 +665,7 @@ static void reload_config(h3g_server *s) {
                                         : H3G_ALT_SVC_QUIC_SERVING,
                          h3g_quic_listener_port(s->quic));
   h3g_log_set_level(s->cfg->log_level);
+  h3g_access_log_set_format(s->cfg->access_log_format);
   if (strcmp(old_log, s->cfg->access_log) != 0)
     (void)h3g_access_log_open(s->cfg->access_log);
   h3g_router_retire(old->router, on_gen_retired, old);
@@ -697,6 +776,7 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_init(&s->loop);
   h3g_log_set_level(cfg->log_level);
+  h3g_access_log_set_format(cfg->access_log_format);
   int rv = h3g_access_log_open(cfg->access_log);
   if (rv == 0)
     rv = h3g_keylog_open(cfg); /* before any TLS context exists */

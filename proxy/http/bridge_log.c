@@ -15,9 +15,10 @@ void h3g_bridge_log_start(h3g_bridge_log *l) {
   };
 }
 
-void h3g_bridge_log_sent(h3g_bridge_log *l) {
+void h3g_bridge_log_sent(h3g_bridge_log *l, uint64_t connect_us) {
   l->sent_ns = h3g_now_ns();
   l->first_byte_us = 0;
+  l->connect_us = connect_us;
 }
 
 void h3g_bridge_log_read(h3g_bridge_log *l, size_t nread) {
@@ -44,8 +45,18 @@ static const char *upstream_name(const h3g_bridge_end *e) {
   return n != NULL ? n : e->ops->name(e->pool);
 }
 
+/* A request field's value for the access log ("" when absent). */
+static void header_str(const h3g_headers *fields, const char *name, char *out,
+                       size_t cap) {
+  const h3g_field *f = h3g_headers_find(fields, name);
+  if (f != NULL)
+    field_str(f, out, cap);
+  else
+    out[0] = '\0';
+}
+
 void h3g_bridge_log_end(const h3g_bridge_log *l, const h3g_bridge_end *e) {
-  char method[32], authority[256], path[1024];
+  char method[32], authority[256], path[1024], referer[512], agent[512];
   h3g_request_pseudo ps;
   if (e->pseudo != NULL) {
     ps = *e->pseudo;
@@ -63,6 +74,8 @@ void h3g_bridge_log_end(const h3g_bridge_log *l, const h3g_bridge_end *e) {
   field_str(&ps.method, method, sizeof(method));
   field_str(&ps.authority, authority, sizeof(authority));
   field_str(&ps.path, path, sizeof(path));
+  header_str(e->fields, "referer", referer, sizeof(referer));
+  header_str(e->fields, "user-agent", agent, sizeof(agent));
   h3g_access_record rec = {
       .start_wall_us = l->start_wall_us,
       .duration_us = (h3g_now_ns() - l->start_ns) / 1000u,
@@ -78,6 +91,12 @@ void h3g_bridge_log_end(const h3g_bridge_log *l, const h3g_bridge_end *e) {
       .route = e->route != NULL ? e->route->conf->name : "-",
       .outcome = e->outcome,
       .tunnel = e->tunnel,
+      .connect_us = l->sent_ns != 0 ? (int64_t)l->connect_us : -1,
+      .first_byte_us = l->first_byte_us != 0 ? (int64_t)l->first_byte_us : -1,
+      .cid = e->cid,
+      .early = e->early,
+      .referer = referer,
+      .user_agent = agent,
   };
   h3g_access_log(&rec);
   if (e->route != NULL) {
@@ -86,6 +105,12 @@ void h3g_bridge_log_end(const h3g_bridge_log *l, const h3g_bridge_end *e) {
       st->responses[rec.status / 100 - 1]++;
     st->duration_us_sum += rec.duration_us;
     st->duration_count++;
+    int proto = h3g_route_protocol(e->protocol);
+    if (proto >= 0) {
+      h3g_histogram_observe(&st->duration[proto], rec.duration_us);
+      if (l->first_byte_us != 0)
+        h3g_histogram_observe(&st->first_byte[proto], l->first_byte_us);
+    }
   }
   if (e->ops != NULL && e->ops->finish != NULL)
     e->ops->finish(e->pool, e->waiter, rec.status, l->first_byte_us);

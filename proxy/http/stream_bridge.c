@@ -243,6 +243,8 @@ struct h3g_bridge {
   const char *outcome;
   char client[64];
   char protocol[16];
+  char cid[H3G_ACCESS_CID_LEN + 1]; /* HTTP/3: the connection's ID, hex */
+  int was_early; /* received as 0-RTT (b->early forgets at the handshake) */
 };
 
 static const h3g_upstream_events upstream_events;
@@ -379,6 +381,8 @@ static void write_access_log(h3g_bridge *b) {
           .pool = b->pool,
           .waiter = &b->waiter,
           .tunnel = b->tunnel == TUN_OPEN ? "websocket" : NULL,
+          .cid = b->cid[0] != '\0' ? b->cid : NULL,
+          .early = b->was_early,
       });
 }
 
@@ -768,8 +772,14 @@ void h3g_bridge_set_priority(h3g_bridge *b, h3g_priority prio) {
 }
 
 void h3g_bridge_set_early(h3g_bridge *b) {
-  if (b->req == REQ_HEADERS)
+  if (b->req == REQ_HEADERS) {
     h3g_early_received(&b->early);
+    b->was_early = 1;
+  }
+}
+
+void h3g_bridge_set_conn_id(h3g_bridge *b, const char *cid) {
+  snprintf(b->cid, sizeof(b->cid), "%s", cid != NULL ? cid : "");
 }
 
 void h3g_bridge_handshake_done(h3g_bridge *b) {
@@ -1242,7 +1252,7 @@ static void on_up_ready(void *ctx, h3g_upconn *conn, int reused) {
   h3g_bridge *b = ctx;
   up_enter(b, UP_ACTIVE);
   b->up_named = 1;
-  h3g_bridge_log_sent(&b->log);
+  h3g_bridge_log_sent(&b->log, b->waiter.connect_us);
   b->conn = conn;
   b->conn_reused = reused;
   if (b->parser == NULL &&

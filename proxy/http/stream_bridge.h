@@ -108,6 +108,14 @@ void h3g_bridge_set_early(h3g_bridge *b);
 void h3g_bridge_handshake_done(h3g_bridge *b);
 
 /*
+ * The client connection's ID for the access log (HTTP/3: the QUIC
+ * connection ID in hex, of which the first H3G_ACCESS_CID_LEN digits are
+ * kept, copied). Any time before the bridge is freed; NULL or "" clears
+ * it. Without a call the line shows none.
+ */
+void h3g_bridge_set_conn_id(h3g_bridge *b, const char *cid);
+
+/*
  * Request body bytes. The bridge copies them. Returns 0, H3G_ERR_PROTO
  * (more than the declared content-length, or body after trailers / before
  * headers: malformed) or H3G_ERR_TOOBIG (more than the credit given: the

@@ -332,6 +332,8 @@ static int on_begin_headers(nghttp3_conn *h3, int64_t stream_id,
     stream_internal_error(st);
     return 0;
   }
+  if (s->owner_ops->conn_id != NULL)
+    h3g_bridge_set_conn_id(st->bridge, s->owner_ops->conn_id(s->owner));
   if (s->rx_early && !s->handshake_done)
     h3g_bridge_set_early(st->bridge);
   return 0;

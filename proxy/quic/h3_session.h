@@ -41,6 +41,9 @@ typedef struct h3g_h3_conn_ops {
   /* A fatal HTTP/3 error: the connection is closed with app_error_code
    * once the current callback returned. */
   void (*fail)(void *owner, uint64_t app_error_code);
+  /* Optional (NULL: none). The connection's ID for the access log, in hex
+   * (the bridge keeps its first H3G_ACCESS_CID_LEN digits). */
+  const char *(*conn_id)(void *owner);
 } h3g_h3_conn_ops;
 
 /*

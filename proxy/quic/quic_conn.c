@@ -110,6 +110,10 @@ struct h3g_quic_conn {
 
   ngtcp2_cid scid;  /* the first connection ID we issued */
   ngtcp2_cid odcid; /* the client's original destination connection ID */
+  /* odcid's first bytes in hex, for the access log: the ID the client
+   * chose, which qlog traces (ours, qlog_dir, and the client's) are named
+   * after; it is at least 8 bytes long (RFC 9000 §7.2). */
+  char odcid_hex[H3G_ACCESS_CID_LEN + 1];
   char client[64];  /* "ip:port" */
   /* While HANDSHAKING: counted in env->sources under source, and in
    * env->nunvalidated when no token validated the client's address. */
@@ -527,9 +531,14 @@ static void on_h3_fail(void *owner, uint64_t app_error_code) {
   h3g_quic_conn_fail(owner, app_error_code);
 }
 
+static const char *on_h3_conn_id(void *owner) {
+  return ((h3g_quic_conn *)owner)->odcid_hex;
+}
+
 static const h3g_h3_conn_ops h3_conn_ops = {
     .mark_dirty = on_h3_dirty,
     .fail = on_h3_fail,
+    .conn_id = on_h3_conn_id,
 };
 
 static int ensure_h3(h3g_quic_conn *c) {
@@ -1023,6 +1032,8 @@ int h3g_quic_conn_accept(h3g_quic_env *env, const ngtcp2_pkt_hd *hd,
   c->timer.data = c;
   h3g_udp_addr_format(path->remote.addr, c->client, sizeof(c->client));
   c->odcid = retry_odcid != NULL ? *retry_odcid : hd->dcid;
+  for (size_t i = 0; i < c->odcid.datalen && 2 * i < H3G_ACCESS_CID_LEN; i++)
+    snprintf(c->odcid_hex + 2 * i, 3, "%02x", c->odcid.data[i]);
 
   if (new_cid(env, &c->scid, H3G_QUIC_SCIDLEN) != 0) {
     rv = H3G_ERR_QUIC;

@@ -221,6 +221,16 @@ void h3g_router_free(h3g_router *r) {
   free(r);
 }
 
+const char *const h3g_route_protocols[H3G_ROUTE_PROTOCOLS] = {"h3", "h2",
+                                                              "http/1.1"};
+
+int h3g_route_protocol(const char *protocol) {
+  for (int i = 0; protocol != NULL && i < H3G_ROUTE_PROTOCOLS; i++)
+    if (strcmp(protocol, h3g_route_protocols[i]) == 0)
+      return i;
+  return -1;
+}
+
 void h3g_router_hold(h3g_router *r) { r->holds++; }
 
 void h3g_router_put(h3g_router *r) {

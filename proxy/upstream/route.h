@@ -13,7 +13,17 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "histogram.h"
 #include "upstream_pool.h"
+
+/* The client protocols route histograms are kept by, in the order of
+ * h3g_route_protocols: "h3", "h2", "http/1.1". */
+#define H3G_ROUTE_PROTOCOLS 3
+extern const char *const h3g_route_protocols[H3G_ROUTE_PROTOCOLS];
+
+/* The index of protocol ("h3", "h2" or "http/1.1") in h3g_route_protocols,
+ * or -1 for anything else. */
+int h3g_route_protocol(const char *protocol);
 
 /* Counters of one route (metrics, read by the admin listener). */
 typedef struct h3g_route_stats {
@@ -21,6 +31,11 @@ typedef struct h3g_route_stats {
   uint64_t responses[5]; /* by class: 1xx .. 5xx */
   uint64_t duration_us_sum;
   uint64_t duration_count;
+  /* By client protocol: every exchange's duration (head received to last
+   * byte handed over, as the access log's duration_ms), and the upstream's
+   * time to first byte for those that got one (first_byte_ms). */
+  h3g_histogram duration[H3G_ROUTE_PROTOCOLS];
+  h3g_histogram first_byte[H3G_ROUTE_PROTOCOLS];
 } h3g_route_stats;
 
 typedef struct h3g_route {

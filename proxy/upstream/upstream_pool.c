@@ -133,6 +133,7 @@ struct h3g_upconn {
   void *ctx;
   uint64_t read_timeout_ms;
   uint32_t addr_gen;        /* p->addr_gen when it was opened */
+  uint64_t start_ns;        /* when its connect began (h3g_now_ns) */
   int connect_err;          /* deferred synchronous connect error */
   int pending_err;          /* deferred on_error for the user */
   unsigned established : 1; /* the TCP connect succeeded */
@@ -640,6 +641,7 @@ static void conn_start(h3g_upconn *c, h3g_upstream_waiter *w) {
   c->timer.data = c;
   c->nhandles = 2;
   c->addr_gen = p->addr_gen;
+  c->start_ns = h3g_now_ns();
   list_push_back(&p->conns[CONN_CONNECTING], c);
   w->queued = WAIT_CONNECTING;
   w->conn = c;
@@ -709,6 +711,7 @@ static void conn_established(h3g_upconn *c) {
   h3g_debug("upstream %s: connected", p->name);
   h3g_upstream_waiter *w = c->waiter;
   if (w != NULL) {
+    w->connect_us = H3G_MAX((h3g_now_ns() - c->start_ns) / 1000u, 1u);
     conn_detach_waiter(c);
     conn_give(c, w);
   } else {
@@ -1174,6 +1177,7 @@ static int op_acquire(void *pool, h3g_upstream_waiter *w) {
     return H3G_ERR_INVAL;
   w->since_ns = uv_now(p->loop) * 1000000u;
   w->conn = NULL;
+  w->connect_us = 0;
   if (h3g_waitq_len(&p->queue) == 0) {
     h3g_upconn *c = idle_take(p);
     if (c != NULL) {

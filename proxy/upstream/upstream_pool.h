@@ -90,6 +90,11 @@ typedef struct h3g_upstream_waiter {
   const void *group;
   uint8_t urgency; /* RFC 9218: 0 most urgent .. 7; 3 by default */
   uint64_t since_ns;  /* loop time of acquire(), in ns */
+  /* Set before on_ready: how long the connection handed over took to
+   * open (connect, and the TLS handshake), in microseconds (at least 1),
+   * when it was opened for this wait; 0 when it was kept alive or had been
+   * opened for another. For the access log. */
+  uint64_t connect_us;
   int queued;         /* non-zero while a wait is pending (pool's state) */
   h3g_upconn *conn;   /* connection being opened or handed over for it */
   /* Balancing by key (upstream_group.c): set by the user before acquire()

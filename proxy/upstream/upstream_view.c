@@ -63,6 +63,56 @@ static void server_label(out *o, const h3g_group_conf *g,
   put(o, "\"");
 }
 
+/* One route's histogram for one protocol: cumulative buckets, +Inf (the
+ * count), sum and count. */
+static void put_histogram(out *o, const char *name, const h3g_route *r,
+                          const char *proto, const h3g_histogram *h) {
+  uint64_t cum = 0;
+  for (unsigned i = 0; i <= H3G_HIST_BOUNDS; i++) {
+    cum += h->counts[i];
+    put(o, "h3gate_%s_bucket", name);
+    route_label(o, r);
+    put(o, ",protocol=\"%s\",le=\"%s\"} %llu\n", proto,
+        i < H3G_HIST_BOUNDS ? h3g_hist_bound_label(i) : "+Inf",
+        (unsigned long long)cum);
+  }
+  put(o, "h3gate_%s_sum", name);
+  route_label(o, r);
+  put(o, ",protocol=\"%s\"} %.6f\n", proto, (double)h->sum_us / 1e6);
+  put(o, "h3gate_%s_count", name);
+  route_label(o, r);
+  put(o, ",protocol=\"%s\"} %llu\n", proto, (unsigned long long)h->count);
+}
+
+/* The routes' histograms, every route and protocol (a fixed set of
+ * series: H3G_ROUTE_PROTOCOLS per route, each of H3G_HIST_BOUNDS + 3
+ * samples). */
+static void put_histograms(out *o, h3g_router *router, size_t nr) {
+  static const struct {
+    const char *name, *help;
+    int first_byte;
+  } hist[] = {
+      {"request_duration_seconds",
+       "request durations by route and client protocol, head received to "
+       "last byte handed over (WebSocket tunnels: their whole life)",
+       0},
+      {"upstream_first_byte_seconds",
+       "time from handing a request its upstream connection to the first "
+       "response byte, by route and client protocol",
+       1},
+  };
+  for (size_t k = 0; k < H3G_ARRAY_LEN(hist); k++) {
+    header(o, hist[k].name, "histogram", hist[k].help);
+    for (size_t i = 0; i < nr; i++) {
+      const h3g_route *r = h3g_router_route(router, i);
+      for (int p = 0; p < H3G_ROUTE_PROTOCOLS; p++)
+        put_histogram(o, hist[k].name, r, h3g_route_protocols[p],
+                      hist[k].first_byte ? &r->stats.first_byte[p]
+                                         : &r->stats.duration[p]);
+    }
+  }
+}
+
 size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
   const h3g_upstream_view *view = arg;
   out o = {.buf = buf, .cap = cap};
@@ -97,6 +147,8 @@ size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
     route_label(&o, r);
     put(&o, "} %llu\n", (unsigned long long)r->stats.duration_count);
   }
+
+  put_histograms(&o, view->router, nr);
 
   static const struct {
     const char *name, *type, *help;

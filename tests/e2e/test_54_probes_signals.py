@@ -88,12 +88,13 @@ def test_second_sigterm_stops_at_once(gateway, upstream):
 
 def test_sigusr1_reopens_the_access_log(gateway, tmp_path):
     """logrotate moves the file away and sends SIGUSR1: new lines go to a
-    new file of the configured name, the old one keeps the old lines."""
+    new file of the configured name, the old one keeps the old lines.
+    (Markers with their "?": lines also say first_byte_ms.)"""
     path = str(tmp_path / "access.log")
     gw = gateway({"server": {"access_log": path}})
     with H3Client(gw) as cl:
         assert cl.get("/bytes/1?first").status == 200
-    wait_for(lambda: os.path.exists(path) and "first" in open(path).read(),
+    wait_for(lambda: os.path.exists(path) and "?first" in open(path).read(),
              "the first line")
     os.rename(path, path + ".1")
     gw.send_signal(signal.SIGUSR1)
@@ -101,10 +102,10 @@ def test_sigusr1_reopens_the_access_log(gateway, tmp_path):
     gw.wait_log("access log reopened")
     with H3Client(gw) as cl:
         assert cl.get("/bytes/1?second").status == 200
-    wait_for(lambda: os.path.exists(path) and "second" in open(path).read(),
+    wait_for(lambda: os.path.exists(path) and "?second" in open(path).read(),
              "the line after the reopen")
-    assert "second" not in open(path + ".1").read()
-    assert "first" not in open(path).read()
+    assert "?second" not in open(path + ".1").read()
+    assert "?first" not in open(path).read()
 
 
 def test_draining_refusals_are_bounded_per_source(gateway, upstream):
@@ -228,3 +229,43 @@ def test_t_refuses_an_unreadable_key(tmp_path):
         os.unlink(key)
     rc, _, err = _t(tmp_path, cert, key)
     assert rc == 2, (rc, err)
+
+
+def test_clients_give_up_on_a_draining_gateway(gateway, upstream):
+    """Real clients against a draining gateway make a handful of attempts,
+    not a loop of them: libcurl (which once made 1,479 attempts in 5 s
+    against CONNECTION_REFUSED) and ngtcp2's client."""
+    import subprocess
+    from conftest import GTLSCLIENT
+    from testenv.require import require
+    gw = gateway({"server": {"shutdown_timeout": "30s"}})
+    held = {}
+
+    def hang():
+        with H3Client(gw) as cl:
+            held["r"] = cl.get("/hang", timeout=40)
+
+    t = threading.Thread(target=hang)
+    t.start()
+    upstream.wait_for(lambda: upstream.requests_for("/hang"), what="the hanging request")
+    gw.send_signal(signal.SIGTERM)
+    gw.wait_log("shutting down: draining")
+    before = gw.metrics()["quic_connections_refused"]
+    with H3Client(gw) as cl:
+        r = cl.get("/late", connect_timeout=3, timeout=4)
+    assert r.error is not None, r
+    curl_attempts = gw.metrics()["quic_connections_refused"] - before
+    require(os.access(GTLSCLIENT, os.X_OK), "gtlsclient is not installed")
+    before = gw.metrics()["quic_connections_refused"]
+    # (The example client exits 0 whatever happened: the gateway counts.)
+    subprocess.run([GTLSCLIENT, "-q", "--timeout=3s", "127.0.0.1", str(gw.port),
+                    gw.url("/late")], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=30)
+    ngtcp2_attempts = gw.metrics()["quic_connections_refused"] - before
+    print("attempts while draining: libcurl %d, gtlsclient %d"
+          % (curl_attempts, ngtcp2_attempts))
+    assert 1 <= curl_attempts <= 20, curl_attempts
+    assert 1 <= ngtcp2_attempts <= 20, ngtcp2_attempts
+    gw.send_signal(signal.SIGTERM)
+    gw.stop(timeout=10)
+    t.join(45 * SLOW)

@@ -240,3 +240,77 @@ def test_twenty_reloads_under_load(tmp_path, routed):
     with H3Client(gw) as c:
         assert served_by(c.get("/after")) == "two1"
     fl.stop()
+
+
+def test_websocket_tunnel_lives_through_reloads(tmp_path, routed, wsapp):
+    """A WebSocket tunnel open across three reloads (one broken) keeps
+    echoing; its access line, written when it ends, is one clean tunnel."""
+    import asyncio
+    from test_51_websocket_tcp import ws_connect
+    from testenv.groups import group as g_, route as r_
+    app = wsapp()
+    blocks = [g_("ws", [app.address]), r_("app", "ws", path="/")]
+    gw = routed(blocks, name="reload-ws")
+
+    async def go():
+        async with ws_connect(gw, "/echo?t=reload") as ws:
+            for i in range(4):
+                msg = "message %d" % i
+                await ws.send(msg)
+                assert await ws.recv() == msg
+                if i < 3:
+                    text = gw.config_text()
+                    if i == 1:
+                        text += "\n[route broken]\nupstream = nowhere\n"
+                    rewrite(gw, text=text)
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, lambda ok=(i != 1): reload_and_wait(gw, ok))
+    asyncio.run(asyncio.wait_for(go(), 30 * SLOW))
+    rec = gw.wait_access(lambda r: r.get("tunnel") == "websocket")
+    assert rec[0].get("outcome") == "ok" and rec[0].get("status") == "101", rec
+    m = gw.metrics()
+    assert m["reloads"] == 2 and m["reload_failures"] == 1, m
+
+
+def test_reload_moves_listeners_to_new_ports(tmp_path, routed):
+    """New ports in the file: the new sockets are bound and serve, the old
+    ones stop taking connections and drain the request they carry."""
+    from conftest import free_port
+    fl, gw = start_pair(tmp_path, routed, "reload-ports")
+    try:
+        out = {}
+
+        def slow():
+            with H3Client(gw) as c:
+                out["r"] = c.get("/slow?delay=1500", timeout=20)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 5 * SLOW
+        while not any("/slow" in r.get("target", "") for r in fl["one1"].records()):
+            assert time.monotonic() < deadline, "the slow request never arrived"
+            time.sleep(0.02)
+        old_udp, old_tcp = gw.port, gw.tcp_port
+        udp, tcp = free_port("udp"), free_port("tcp")
+        gw.config["listener"]["port"] = str(udp)
+        gw.config["tcp"]["port"] = str(tcp)
+        rewrite(gw)
+        reload_and_wait(gw)
+        gw.wait_log("listening on udp 127.0.0.1:%d" % udp)
+        gw.wait_log("listening on tcp 127.0.0.1:%d" % tcp)
+        gw.port, gw.tcp_port = udp, tcp
+        with H3Client(gw) as c:
+            r = c.get("/new-port")
+            assert r.status == 200 and served_by(r) == "one1", r
+        with H1Client(gw) as c:
+            assert c.get("/new-tcp-port").status == 200
+        t.join(20 * SLOW)
+        r = out["r"]
+        assert r.error is None and r.status == 200, r
+        gw.port, gw.tcp_port = old_udp, old_tcp
+        with H3Client(gw) as c:
+            assert c.get("/old-port", connect_timeout=2, timeout=3).error is not None
+        gw.port, gw.tcp_port = udp, tcp
+        assert gw.metrics()["reloads"] == 1
+    finally:
+        fl.stop()

@@ -1,7 +1,7 @@
 /*
  * bridge_log.h: one exchange's accounting: its timings while it runs, and
- * at its end the access record, the route's statistics and the upstream's
- * finish(). Driven directly on a fake clock; the access record is caught
+ * at its end the access record, the route's statistics and histograms and
+ * the upstream's finish(). Driven directly on a fake clock; the access record is caught
  * as log.c would receive it (the test links with --wrap=h3g_now_ns,
  * --wrap=h3g_wall_us and --wrap=h3g_access_log). Every record and
  * finish() is counted and the totals asserted.
@@ -36,6 +36,7 @@ typedef struct seen_record {
   /* Copies: the record's strings live only during the call. */
   char client[64], protocol[16], method[64], authority[512], path[2048];
   char upstream[128], route[128], outcome[64];
+  char cid[64], referer[1024], user_agent[1024];
 } seen_record;
 
 static seen_record seen;
@@ -57,6 +58,9 @@ void __wrap_h3g_access_log(const h3g_access_record *rec) {
   copy(seen.upstream, sizeof(seen.upstream), rec->upstream);
   copy(seen.route, sizeof(seen.route), rec->route);
   copy(seen.outcome, sizeof(seen.outcome), rec->outcome);
+  copy(seen.cid, sizeof(seen.cid), rec->cid);
+  copy(seen.referer, sizeof(seen.referer), rec->referer);
+  copy(seen.user_agent, sizeof(seen.user_agent), rec->user_agent);
 }
 
 /* ---- fake upstream ------------------------------------------------------ */
@@ -117,6 +121,14 @@ static void request(void) {
   CHECK_EQ_INT(h3g_request_validate(&fields, &pseudo, &cl, &why), 0);
 }
 
+/* Validates the request again after fields were added (adding may move
+ * the field storage the pseudo-header fields point into). */
+static void revalidate(void) {
+  int64_t cl;
+  const char *why;
+  CHECK_EQ_INT(h3g_request_validate(&fields, &pseudo, &cl, &why), 0);
+}
+
 static void reset(void) {
   memset(&seen, 0, sizeof(seen));
   records = finishes = 0;
@@ -161,7 +173,7 @@ static void test_first_byte_timing(void) {
   now_ns += 1000000;
   h3g_bridge_log_read(&l, 10);
   CHECK_EQ_INT(l.first_byte_us, 0);
-  h3g_bridge_log_sent(&l);
+  h3g_bridge_log_sent(&l, 0);
   now_ns += 750000;
   h3g_bridge_log_read(&l, 0); /* no byte yet */
   CHECK_EQ_INT(l.first_byte_us, 0);
@@ -172,13 +184,13 @@ static void test_first_byte_timing(void) {
   h3g_bridge_log_read(&l, 100); /* later reads leave it */
   CHECK_EQ_INT(l.first_byte_us, 1000);
   /* Sent again on another connection: timed afresh. */
-  h3g_bridge_log_sent(&l);
+  h3g_bridge_log_sent(&l, 0);
   CHECK_EQ_INT(l.first_byte_us, 0);
   now_ns += 2000;
   h3g_bridge_log_read(&l, 1);
   CHECK_EQ_INT(l.first_byte_us, 2);
   /* A byte within the same microsecond still counts as one came. */
-  h3g_bridge_log_sent(&l);
+  h3g_bridge_log_sent(&l, 0);
   h3g_bridge_log_read(&l, 1);
   CHECK_EQ_INT(l.first_byte_us, 1);
 }
@@ -192,7 +204,7 @@ static void test_record_fields(void) {
   wall_us = 1700000000123456u;
   h3g_bridge_log_start(&l);
   now_ns += 2000000;
-  h3g_bridge_log_sent(&l);
+  h3g_bridge_log_sent(&l, 0);
   now_ns += 3000000;
   h3g_bridge_log_read(&l, 512);
   l.bytes_in = 42;
@@ -286,7 +298,7 @@ static void test_status_0_after_abort(void) {
   h3g_bridge_log l;
   now_ns = 1000000000u;
   h3g_bridge_log_start(&l);
-  h3g_bridge_log_sent(&l);
+  h3g_bridge_log_sent(&l, 0);
   now_ns += 9000000;
   h3g_bridge_end e = end_of(0);
   e.outcome = "upstream-reset";
@@ -354,6 +366,135 @@ static void test_long_fields_cut(void) {
   CHECK(strncmp(seen.path, longpath, 1023) == 0);
 }
 
+/* The upstream timings of the record: connect time as the pool measured it
+ * (0 for a kept-alive connection), first byte from the hand-over; both
+ * "none" (-1) when no connection was handed over or no byte came. */
+static void test_upstream_timings(void) {
+  reset();
+  h3g_bridge_log l;
+  h3g_bridge_end e = end_of(200);
+  now_ns = 1000000000u;
+  h3g_bridge_log_start(&l);
+  h3g_bridge_log_end(&l, &e);
+  CHECK_EQ_INT(seen.rec.connect_us, -1);
+  CHECK_EQ_INT(seen.rec.first_byte_us, -1);
+
+  /* A new connection that took 1.5 ms to open, a first byte 4 ms after. */
+  h3g_bridge_log_sent(&l, 1500);
+  now_ns += 4000000;
+  h3g_bridge_log_read(&l, 10);
+  h3g_bridge_log_end(&l, &e);
+  CHECK_EQ_INT(seen.rec.connect_us, 1500);
+  CHECK_EQ_INT(seen.rec.first_byte_us, 4000);
+
+  /* Sent again on a kept-alive connection, no byte yet: connect 0. */
+  h3g_bridge_log_sent(&l, 0);
+  h3g_bridge_log_end(&l, &e);
+  CHECK_EQ_INT(seen.rec.connect_us, 0);
+  CHECK_EQ_INT(seen.rec.first_byte_us, -1);
+  CHECK_EQ_INT(records, 3);
+}
+
+/* The front end's facts (QUIC connection ID, 0-RTT) and the request's
+ * Referer and User-Agent reach the record; absent ones are empty. */
+static void test_connection_and_request_facts(void) {
+  reset();
+  h3g_bridge_log l;
+  h3g_bridge_log_start(&l);
+  h3g_bridge_end e = end_of(200);
+  h3g_bridge_log_end(&l, &e);
+  CHECK(strcmp(seen.cid, "(null)") == 0);
+  CHECK_EQ_INT(seen.rec.early, 0);
+  CHECK(strcmp(seen.referer, "") == 0);
+  CHECK(strcmp(seen.user_agent, "") == 0);
+
+  add("referer", "https://example.com/from");
+  add("user-agent", "probe/1.0 (\"quoted\")");
+  revalidate();
+  e.cid = "0123456789abcdef";
+  e.early = 1;
+  h3g_bridge_log_end(&l, &e);
+  CHECK(strcmp(seen.cid, "0123456789abcdef") == 0);
+  CHECK_EQ_INT(seen.rec.early, 1);
+  CHECK(strcmp(seen.referer, "https://example.com/from") == 0);
+  CHECK(strcmp(seen.user_agent, "probe/1.0 (\"quoted\")") == 0);
+
+  /* A user-agent longer than the record's copy is cut at 511 bytes. */
+  static char agent[2000];
+  memset(agent, 'a', sizeof(agent) - 1);
+  request();
+  add("user-agent", agent);
+  revalidate();
+  h3g_bridge_log_end(&l, &e);
+  CHECK_EQ_INT(strlen(seen.user_agent), 511);
+  CHECK_EQ_INT(records, 3);
+}
+
+/* Durations go to the route's histogram of the request's protocol, first
+ * bytes only when one came; an unknown protocol counts in the route's
+ * statistics but in no histogram. */
+static void test_route_histograms(void) {
+  reset();
+  h3g_bridge_log l;
+  static const struct {
+    const char *proto;
+    uint64_t duration_us, first_byte_us; /* first_byte 0: none came */
+  } ex[] = {
+      {"h3", 300, 100},       {"h3", 700, 0},          {"h2", 1000, 1000},
+      {"http/1.1", 2000000, 1500000}, {"http/1.1", 90000000, 0},
+      {"spdy", 1000, 10},
+  };
+  for (size_t i = 0; i < H3G_ARRAY_LEN(ex); i++) {
+    now_ns = 1000000000u;
+    h3g_bridge_log_start(&l);
+    if (ex[i].first_byte_us != 0) {
+      h3g_bridge_log_sent(&l, 0);
+      now_ns += ex[i].first_byte_us * 1000;
+      h3g_bridge_log_read(&l, 1);
+    }
+    now_ns = 1000000000u + ex[i].duration_us * 1000;
+    h3g_bridge_end e = end_of(200);
+    e.protocol = ex[i].proto;
+    h3g_bridge_log_end(&l, &e);
+  }
+  const h3g_route_stats *st = &route.stats;
+  CHECK_EQ_INT(st->duration_count, 6);
+  /* h3: 300 us and 700 us in the buckets of 0.5 ms and 1 ms. */
+  CHECK_EQ_INT(st->duration[0].count, 2);
+  CHECK_EQ_INT(st->duration[0].sum_us, 1000);
+  CHECK_EQ_INT(st->duration[0].counts[0], 1);
+  CHECK_EQ_INT(st->duration[0].counts[1], 1);
+  CHECK_EQ_INT(st->first_byte[0].count, 1);
+  CHECK_EQ_INT(st->first_byte[0].counts[0], 1);
+  /* h2: 1 ms exactly is in the 1 ms bucket (le is inclusive). */
+  CHECK_EQ_INT(st->duration[1].count, 1);
+  CHECK_EQ_INT(st->duration[1].counts[1], 1);
+  CHECK_EQ_INT(st->first_byte[1].counts[1], 1);
+  /* http/1.1: 2 s in the 2.5 s bucket; 90 s above every bound. */
+  CHECK_EQ_INT(st->duration[2].count, 2);
+  CHECK_EQ_INT(st->duration[2].counts[11], 1);
+  CHECK_EQ_INT(st->duration[2].counts[H3G_HIST_BOUNDS], 1);
+  CHECK_EQ_INT(st->duration[2].sum_us, 92000000);
+  CHECK_EQ_INT(st->first_byte[2].count, 1);
+  CHECK_EQ_INT(st->first_byte[2].sum_us, 1500000);
+  CHECK_EQ_INT(st->first_byte[2].counts[11], 1);
+  /* "spdy": in the route's sums, in no histogram. */
+  uint64_t hist = 0;
+  for (int p = 0; p < H3G_ROUTE_PROTOCOLS; p++)
+    hist += st->duration[p].count;
+  CHECK_EQ_INT(hist, 5);
+  CHECK_EQ_INT(records, 6);
+
+  /* A request without a route counts nowhere. */
+  h3g_bridge_end e = end_of(404);
+  e.route = NULL;
+  h3g_bridge_log_end(&l, &e);
+  CHECK_EQ_INT(st->duration_count, 6);
+  CHECK_EQ_INT(st->duration[0].count + st->duration[1].count +
+                   st->duration[2].count,
+               5);
+}
+
 int main(void) {
   RUN(test_first_byte_timing);
   RUN(test_record_fields);
@@ -361,6 +502,9 @@ int main(void) {
   RUN(test_status_0_after_abort);
   RUN(test_route_stats_by_class);
   RUN(test_long_fields_cut);
+  RUN(test_upstream_timings);
+  RUN(test_connection_and_request_facts);
+  RUN(test_route_histograms);
   h3g_headers_free(&fields);
   return unit_report();
 }

@@ -174,6 +174,25 @@ static void test_client_marked_not_retried(void) {
   CHECK_EQ_INT(h3g_stats.h3_early_retries, before.h3_early_retries);
 }
 
+/* RFC 8470 §5.1 defines only "1": a client's other value marks nothing,
+ * so the gateway adds its own (and forwarding.c drops the client's). */
+static void test_client_value_other_than_1_replaced(void) {
+  const char *values[] = {"0", "11", "yes", ""};
+  for (size_t i = 0; i < 4; i++) {
+    h3g_early e = {0};
+    request("GET", 0);
+    h3g_headers_add(&fields, (const uint8_t *)"early-data", 10,
+                    (const uint8_t *)values[i], strlen(values[i]));
+    method = *h3g_headers_find(&fields, ":method");
+    h3g_early_received(&e);
+    h3g_early_on_head(&e, &fields, &method, 1, 1);
+    CHECK_EQ_INT(e.fwd, 1);
+    CHECK_EQ_INT(e.added, 1);
+    /* ours, so a 425 is ours to retry */
+    CHECK_EQ_INT(h3g_early_too_early(&e, 425), 1);
+  }
+}
+
 int main(void) {
   RUN(test_not_early_left_alone);
   RUN(test_safe_methods_forwarded);
@@ -182,6 +201,7 @@ int main(void) {
   RUN(test_425_retried_once);
   RUN(test_425_after_handshake_sent_now);
   RUN(test_client_marked_not_retried);
+  RUN(test_client_value_other_than_1_replaced);
   h3g_headers_free(&fields);
   return unit_report();
 }

@@ -422,6 +422,14 @@ static void test_early_data_only_when_asked(void) {
   CHECK_EQ_INT(fw.nextra, 0);
   h3g_forward_free(&fw);
   h3g_headers_free(&h);
+  /* A client's value other than "1": ours replaces it (early_data.h). */
+  request(&h);
+  add(&h, "early-data", "0");
+  CHECK_EQ_INT(build(&fw, &h, "203.0.113.7:5555", "h3", &rs, 1), 0);
+  CHECK_EQ_INT(count(&fw, 0, "early-data", NULL, 0), 0);
+  check_added(&fw, "early-data", "1");
+  h3g_forward_free(&fw);
+  h3g_headers_free(&h);
 }
 
 /*

@@ -490,11 +490,15 @@ static void run_and_end(void) {
 
 static user u1, u2, u3, u4, u5, u6;
 
-/* Fresh connect, write, read, release; the next acquire reuses it. */
+/* Fresh connect (its time noted in the waiter), write, read, release;
+ * the next acquire reuses it (connect time 0). */
 static void reuse_hook(user *u, int ev) {
   if (u == &u1 && ev == EV_READY) {
     h3g_iovec iov[9] = {{(const uint8_t *)"x", 1}};
     CHECK_EQ_INT(u->reused, 0);
+    /* Opened for it: how long that took, at least 1 us, under the
+     * connect timeout (1 s here). */
+    CHECK(u->w.connect_us >= 1 && u->w.connect_us < 1000000);
     CHECK_EQ_INT(OPS.write(u->conn, iov, 0), H3G_ERR_INVAL);
     CHECK_EQ_INT(OPS.write(u->conn, iov, 9), H3G_ERR_INVAL);
     send_str(u, "ping");
@@ -505,12 +509,14 @@ static void reuse_hook(user *u, int ev) {
     CHECK_EQ_INT(u->written_status, 0);
     OPS.release(u->conn, 1);
     CHECK_EQ_INT(stats().idle, 1);
+    u2.w.connect_us = 99; /* a waiter reused: acquire starts it over */
     CHECK_EQ_INT(acquire(&u2), 0);
     CHECK_EQ_INT(u2.ready, 0); /* never answered from inside acquire */
     CHECK_EQ_INT(stats().busy, 1);
     CHECK_EQ_INT(stats().idle, 0);
   } else if (u == &u2 && ev == EV_READY) {
     CHECK_EQ_INT(u->reused, 1);
+    CHECK_EQ_INT(u->w.connect_us, 0); /* kept alive: no connect */
     CHECK(u->conn == u1.conn);
     OPS.release(u->conn, 1);
     h3g_upstream_pool_stats st = stats();
