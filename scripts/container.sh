@@ -151,10 +151,15 @@ cmd_build() {
 
 cmd_run_demo() {
   cmd_build
-  local certs="$CACHE/demo-certs"
+  local certs="$CACHE/demo-certs" conf="$CACHE/demo-h3gate.ini"
   bash "$ROOT/certs/make-certs.sh" "$certs" 2>/dev/null
   # The gateway's user (uid 10001) reads the key through the bind mount.
   chown -R 10001:10001 "$certs"
+  # The image's configuration, with the port the host publishes in Alt-Svc
+  # (browsers must try HTTP/3 there, not on the container's 443).
+  { cat "$ROOT/config/sidecar.ini"
+    printf '\n[alt_svc]\nport = %s   ; published on the host as this\n' "$DEMO_PORT"
+  } > "$conf"
   podman pod rm -f --ignore "$DEMO_POD" >/dev/null
   # The pod's own network namespace, with slirp4netns (no bridge, no
   # firewall rules on the host); published ports are relayed into it by
@@ -169,7 +174,8 @@ cmd_run_demo() {
   # machines do not run; `podman healthcheck run` runs the image's check.
   podman run -d --pod "$DEMO_POD" --name "$DEMO_POD-h3gate" --cap-drop ALL \
     --read-only --health-interval disable --stop-timeout 15 \
-    -v "$certs:/etc/h3gate/certs:ro" "$IMAGE" >/dev/null
+    -v "$certs:/etc/h3gate/certs:ro" -v "$conf:/etc/h3gate/h3gate.ini:ro" \
+    "$IMAGE" >/dev/null
   log "pod $DEMO_POD: h3gate on 127.0.0.1:$DEMO_PORT (UDP HTTP/3, TCP HTTPS)"
   cat <<EOF
   /usr/bin/python3 $ROOT/scripts/h3get.py --cacert $certs/ca.crt https://127.0.0.1:$DEMO_PORT/
