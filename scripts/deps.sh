@@ -8,6 +8,8 @@
 #
 #   scripts/deps.sh            build + test dependencies
 #   scripts/deps.sh --runtime  only what building and running h3gate needs
+#   scripts/deps.sh --mirror   prints the Debian mirror apt uses, and exits
+#                              (scripts/container.sh builds its base from it)
 #
 # The source-built prefix lives outside the tree, in $H3GATE_DEPS_PREFIX
 # (default /opt/h3gate-deps), so fresh clones reuse it.
@@ -19,6 +21,8 @@ shopt -s inherit_errexit
 PREFIX=${H3GATE_DEPS_PREFIX:-/opt/h3gate-deps}
 WITH_TESTS=1
 [ "${1:-}" = "--runtime" ] && WITH_TESTS=0
+PRINT_MIRROR=0
+[ "${1:-}" = "--mirror" ] && PRINT_MIRROR=1
 
 # Bump when the build recipe below changes: the prefix is rebuilt.
 RECIPE=6
@@ -63,6 +67,7 @@ debian_mirror() {
 }
 
 MIRROR=$(debian_mirror)
+if [ "$PRINT_MIRROR" = 1 ]; then printf '%s\n' "$MIRROR"; exit 0; fi
 # The archive keyring: .pgp since Debian 13 (whose .gpg is a compatibility
 # symlink), .gpg before.
 KEYRING=/usr/share/keyrings/debian-archive-keyring.pgp
@@ -133,6 +138,13 @@ BASE=(ca-certificates curl build-essential cmake pkg-config git openssl xz-utils
       autoconf automake libtool libuv1-dev libinih-dev libnghttp2-dev)
 TEST=(python3 python3-pytest python3-pycurl python3-cryptography python3-h2 procps
       iproute2 nftables nginx python3-websockets)
+# The container and Kubernetes tests (scripts/container.sh): podman with the
+# runc runtime (crun refuses these machines' cgroup set-up), slirp4netns for
+# the containers' own network namespaces (published ports reach them from
+# 127.0.0.1), catatonit (podman builds its pods' pause image from it when
+# no registry is reachable), mmdebstrap for a base image made from the
+# Debian mirror, and PyYAML to read the manifests.
+CONTAINER=(podman runc slirp4netns catatonit mmdebstrap python3-yaml)
 # The fuzz build (scripts/fuzz.sh): clang and its runtimes (libFuzzer,
 # ASan, UBSan), which Debian ships apart from the compiler.
 FUZZ_BOOKWORM=(clang libclang-rt-14-dev)
@@ -149,7 +161,7 @@ if [ "$CODENAME" = bookworm ]; then
   install_pkgs "${BASE[@]}" node-llhttp
   install_min bookworm-backports 1.8 libnghttp3-dev
   if [ "$WITH_TESTS" = 1 ]; then
-    install_pkgs "${TEST[@]}" "${FUZZ_BOOKWORM[@]}"
+    install_pkgs "${TEST[@]}" "${CONTAINER[@]}" "${FUZZ_BOOKWORM[@]}"
     # libcurl-gnutls from backports speaks HTTP/3 (ngtcp2 + nghttp3 + GnuTLS);
     # pycurl links it. ngtcp2-client gives the gtlsclient example client.
     install_min bookworm-backports 8.14 libcurl3-gnutls
@@ -157,7 +169,7 @@ if [ "$CODENAME" = bookworm ]; then
   fi
 else
   install_pkgs "${BASE[@]}" libllhttp-dev libnghttp3-dev
-  [ "$WITH_TESTS" = 1 ] && install_pkgs "${TEST[@]}" "${FUZZ_TRIXIE[@]}" \
+  [ "$WITH_TESTS" = 1 ] && install_pkgs "${TEST[@]}" "${CONTAINER[@]}" "${FUZZ_TRIXIE[@]}" \
     libcurl3t64-gnutls ngtcp2-client
 fi
 if [ "$WITH_TESTS" = 1 ]; then
@@ -175,6 +187,10 @@ if [ "$WITH_TESTS" = 1 ]; then
   [ -f /etc/ssl/certs/ca-certificates.crt ] && NPM_CA=(--cafile=/etc/ssl/certs/ca-certificates.crt)
   run "$LOGS/npm-ci.log" "installing the browser tests' npm packages (tests/e2e/browser; check that the npm registry is reachable)" \
     npm ci --prefix "$(dirname "$0")/../tests/e2e/browser" --no-audit --no-fund "${NPM_CA[@]}"
+  # The manifests' validator (kubernetes-models, yaml; pinned in
+  # tests/e2e/kubernetes/package-lock.json).
+  run "$LOGS/npm-ci-kubernetes.log" "installing the manifest tests' npm packages (tests/e2e/kubernetes; check that the npm registry is reachable)" \
+    npm ci --prefix "$(dirname "$0")/../tests/e2e/kubernetes" --no-audit --no-fund "${NPM_CA[@]}"
 fi
 
 # --- wolfSSL (QUIC) and ngtcp2's wolfSSL crypto helper, from trixie source ---

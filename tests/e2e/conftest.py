@@ -41,9 +41,12 @@ from testenv.clients import (  # noqa: E402,F401
 def pytest_collection_modifyitems(config, items):
     # Every e2e test runs the gateway; skip them all (with the reason) when
     # the binary is not there rather than erroring in fixtures. Where every
-    # test must run (CI), they fail instead.
+    # test must run (CI), they fail instead. Modules that never run this
+    # binary say NEEDS_GATEWAY_BINARY = False (the container tests build
+    # their own in the image).
     if have_gateway():
         return
+    items = [i for i in items if getattr(i.module, "NEEDS_GATEWAY_BINARY", True)]
     why = "h3gate binary not built (%s)" % H3GATE_BIN
     if must_run_everything():
         for item in items:
@@ -201,3 +204,22 @@ def routed(tmp_path_factory, certs):
     f = RoutedFactory(tmp_path_factory, certs)
     yield f
     f.finish()
+
+
+# --------------------------------------------------------------------------
+# the container image (docker/, scripts/container.sh; testenv.containers)
+
+@pytest.fixture(scope="session")
+def container_images(tmp_path_factory):
+    """The h3gate image and the demo app's, built once per session by
+    scripts/container.sh (the base image made locally when missing; cached
+    layers reused); the tests' tags are removed at the end, the layers
+    stay. The image builds its own binary, so the ASan run skips these."""
+    from testenv import containers
+    if SANITIZE:
+        pytest.skip("the image builds its own h3gate: nothing to add under ASan")
+    containers.require_containers()
+    log = str(tmp_path_factory.mktemp("container-build") / "build.log")
+    images = containers.build_images(log)
+    yield images
+    containers.remove_images(containers.Podman(), images)
