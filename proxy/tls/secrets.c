@@ -373,8 +373,12 @@ static int load(h3g_secrets *s, int initial) {
       h3g_error("secrets_file %s (keeping the secrets in use)", why);
     return n;
   }
-  if (st.st_mode & 077)
-    h3g_warn("secrets_file %s is readable by other users (chmod 600)", s->path);
+  /* A group of its own may read it (Kubernetes mounts Secrets 0440 for
+   * the pod's fsGroup); everyone may not, and nobody else may write. */
+  if (st.st_mode & 027)
+    h3g_warn("secrets_file %s is readable by every user or writable by "
+             "others (chmod 600, or 640 for a group of its own)",
+             s->path);
   memset(s->sec, 0, sizeof(s->sec));
   memcpy(s->sec, sec, sizeof(sec));
   memcpy(s->len, lens, sizeof(lens));
