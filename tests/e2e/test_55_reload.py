@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from conftest import H3GATE_BIN, SLOW
+from conftest import H3GATE_BIN, SLOW, MiB
 from testenv.clients import H1Client, H2Client, H3Client
 from testenv.groups import Fleet, group, route, served_by
 from test_54_probes_signals import _cert_files
@@ -178,37 +178,59 @@ def test_certificate_rotation(tmp_path, routed):
         fl.stop()
 
 
-def test_twenty_reloads_under_load(tmp_path, routed):
-    """HTTP/3, HTTP/2 and HTTP/1.1 clients (uploads and downloads) run
-    while 20 reloads alternate two valid files and a broken one: every
-    request succeeds, and requests after a good reload go to its route."""
-    fl, gw = start_pair(tmp_path, routed, "reload-load")
+def test_twenty_reloads_under_load(tmp_path, routed, upstream):
+    """HTTP/3, HTTP/2 and HTTP/1.1 clients (uploads, downloads, and long
+    downloads that span several reloads) run while 20 reloads alternate two
+    valid files and a broken one: every request succeeds, every body is
+    exact, no client connection breaks (each client keeps the one it
+    opened), and requests after a good reload go to its route."""
+    from conftest import expected_sha256
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+
+    def blocks(to):
+        return two_groups(fl, to) + [
+            group("big", [upstream.address]),
+            route("big", "big", path="/bytes/ /slow/")]
+    gw = routed(blocks("one"), name="reload-load")
     stop = threading.Event()
     results = {"ok": 0, "bad": []}
     lock = threading.Lock()
 
-    def worker(cls):
+    def worker(cls, long):
         with cls(gw) as c:
             i = 0
+            connects = 0
             while not stop.is_set():
                 i += 1
-                if i % 3 == 0:
+                n = 0
+                if long:
+                    n = 1 * MiB
+                    r = c.get("/slow/%d?rate=%d" % (n, 2 * MiB), timeout=30)
+                elif i % 3 == 0:
                     r = c.request("/up?delay=20", method="POST", body=b"x" * 65536)
                 else:
                     r = c.get("/down?delay=10")
+                connects += r.num_connects or 0
+                ok = r.error is None and r.status == 200 and \
+                    (not long or (r.body_len == n and r.sha256 == expected_sha256(n)))
                 with lock:
-                    if r.error is None and r.status == 200:
+                    if ok:
                         results["ok"] += 1
                     else:
                         results["bad"].append(repr(r)[:300])
+            with lock:
+                results.setdefault("connects", []).append((cls.__name__, long, connects))
 
-    threads = [threading.Thread(target=worker, args=(cls,))
-               for cls in (H3Client, H3Client, H2Client, H1Client)]
+    threads = [threading.Thread(target=worker, args=(cls, long))
+               for cls, long in ((H3Client, False), (H3Client, True),
+                                 (H2Client, False), (H2Client, True),
+                                 (H1Client, False))]
     for t in threads:
         t.start()
     try:
         one = gw.config_text()
-        rewrite(gw, two_groups(fl, "two"))
+        rewrite(gw, blocks("two"))
         two = gw.config_text()
         broken = one + "\n[route broken]\nhost = x.test\nupstream = nowhere\n"
         plan = [two, broken, one] * 7
@@ -235,6 +257,9 @@ def test_twenty_reloads_under_load(tmp_path, routed):
             t.join(30 * SLOW)
     assert not results["bad"], results["bad"][:5]
     assert results["ok"] >= 80, results
+    # One connection a client, opened by its first request: none broke.
+    for name, long, connects in results["connects"]:
+        assert connects == 1, (name, long, connects, results["connects"])
     # The last good file routes to "two"; the broken one after it changed
     # nothing.
     with H3Client(gw) as c:
