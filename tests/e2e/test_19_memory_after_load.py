@@ -104,9 +104,11 @@ def test_quic_load_releases_everything_and_rss_returns(memgw, upstream):
     m = wait_all_released(gw)
     assert m["quic_connections_accepted"] >= N_QUIC + 4, m
     assert m["requests_total"] >= N_QUIC + 4, m
-    m = gw.wait_metrics(lambda m: m["memory_trims"] > trims0, timeout=10,
+    # A slow build may pause (and trim) in the middle of the load: the trim
+    # that counts is the one after it, which leaves no chunk pooled.
+    m = gw.wait_metrics(lambda m: m["memory_trims"] > trims0 and
+                        m["buffer_chunks_pooled"] == 0, timeout=10,
                         what="a trim once the load stopped")
-    assert m["buffer_chunks_pooled"] == 0, m
     print("trims %d, %d us of CPU in all; VmRSS before %d KiB, peak %d KiB"
           % (m["memory_trims"], m["memory_trim_us"], base["VmRSS"], peak))
 

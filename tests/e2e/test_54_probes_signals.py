@@ -264,8 +264,11 @@ def test_clients_give_up_on_a_draining_gateway(gateway, upstream):
     ngtcp2_attempts = gw.metrics()["quic_connections_refused"] - before
     print("attempts while draining: libcurl %d, gtlsclient %d"
           % (curl_attempts, ngtcp2_attempts))
-    assert 1 <= curl_attempts <= 20, curl_attempts
-    assert 1 <= ngtcp2_attempts <= 20, ngtcp2_attempts
+    # Datagrams the listener refused (answered or not; a client's
+    # retransmissions count too): a handful a second, where a client that
+    # was answered every time looped at about 280 a second.
+    assert 1 <= curl_attempts <= 100, curl_attempts
+    assert 1 <= ngtcp2_attempts <= 100, ngtcp2_attempts
     gw.send_signal(signal.SIGTERM)
     gw.stop(timeout=10)
     t.join(45 * SLOW)
