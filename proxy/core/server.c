@@ -249,6 +249,21 @@ static int make_upstreams(h3g_server *s) {
   return rv;
 }
 
+/* Fills g with a route table, its groups and the configuration parts
+ * they point into (its groups and routes, taken out of cfg). */
+static void gen_take(retired_gen *g, h3g_router *router,
+                     h3g_upstream_group **groups, h3g_config *cfg) {
+  *g = (retired_gen){.router = router, .groups = groups,
+                     .ngroups = cfg->ngroups};
+  g->arrays.groups = cfg->groups;
+  g->arrays.ngroups = cfg->ngroups;
+  g->arrays.routes = cfg->routes;
+  g->arrays.nroutes = cfg->nroutes;
+  cfg->groups = NULL;
+  cfg->routes = NULL;
+  cfg->ngroups = cfg->nroutes = 0;
+}
+
 static void on_gen_group_closed(void *arg) {
   retired_gen *g = arg;
   if (--g->open > 0)
@@ -461,6 +476,19 @@ static void keep_bound(const h3g_server *s, h3g_config *next) {
 #undef KEEP
 }
 
+/* Where the TCP listener binds: [tcp] address, else [listener]'s. */
+static const char *tcp_address_of(const h3g_config *cfg) {
+  return cfg->tcp_address[0] != '\0' ? cfg->tcp_address : cfg->listen_address;
+}
+
+/* The TCP listener's port as cfg asks: [tcp] port, else the QUIC
+ * listener's bound port, else [listener] port (0: any). */
+static uint16_t tcp_port_of(const h3g_server *s, const h3g_config *cfg) {
+  return cfg->tcp_port != 0 ? h3g_bind_port(cfg->tcp_port)
+         : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
+                            : h3g_bind_port(cfg->listen_port);
+}
+
 /*
  * A reload changed where the QUIC or TCP listener binds: the new socket is
  * bound, the old listener stops accepting and drains what it carries (as
@@ -497,11 +525,8 @@ static void move_listeners(h3g_server *s, const char *old_udp,
                                  on_retired_listener_closed, s);
     }
   }
-  const char *tcp_addr =
-      cfg->tcp_address[0] != '\0' ? cfg->tcp_address : cfg->listen_address;
-  uint16_t port = cfg->tcp_port != 0 ? h3g_bind_port(cfg->tcp_port)
-                  : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
-                                     : h3g_bind_port(cfg->listen_port);
+  const char *tcp_addr = tcp_address_of(cfg);
+  uint16_t port = tcp_port_of(s, cfg);
   if (s->tcp != NULL && (strcmp(old_tcp, tcp_addr) != 0 ||
                          (port != 0 && port != h3g_tcp_listener_port(s->tcp)))) {
     h3g_tcp_listener *nt = NULL;
@@ -591,45 +616,28 @@ static void reload_config(h3g_server *s) {
     h3g_tls_ctx_free(tls);
     h3g_tls_ctx_free(tls_tcp);
     if (groups != NULL) {
-      retired_gen *g = calloc(1, sizeof(*g));
-      if (g != NULL) {
-        *g = (retired_gen){.router = router,
-                           .groups = groups,
-                           .ngroups = next->ngroups};
-        g->arrays.groups = next->groups;
-        g->arrays.ngroups = next->ngroups;
-        g->arrays.routes = next->routes;
-        g->arrays.nroutes = next->nroutes;
-        next->groups = NULL;
-        next->routes = NULL;
-        next->ngroups = next->nroutes = 0;
-        on_gen_retired(g);
-      }
+      /* What was built closes as a replaced table does (old exists:
+       * groups are built only after it was allocated). */
+      gen_take(old, router, groups, next);
+      on_gen_retired(old);
+    } else {
+      free(old);
     }
     if (next != NULL)
       h3g_config_free(next);
     free(next);
-    free(old);
     return;
   }
 
   /* Everything is built: the old table retires, the new takes over. */
-  *old = (retired_gen){.router = s->router,
-                       .groups = s->groups,
-                       .ngroups = s->ngroups};
-  old->arrays.groups = s->cfg->groups;
-  old->arrays.ngroups = s->cfg->ngroups;
-  old->arrays.routes = s->cfg->routes;
-  old->arrays.nroutes = s->cfg->nroutes;
+  gen_take(old, s->router, s->groups, s->cfg);
 
   char old_log[sizeof(s->cfg->access_log)];
   memcpy(old_log, s->cfg->access_log, sizeof(old_log));
   char old_udp[sizeof(s->cfg->listen_address)];
   char old_tcp[sizeof(s->cfg->listen_address)];
   memcpy(old_udp, s->cfg->listen_address, sizeof(old_udp));
-  snprintf(old_tcp, sizeof(old_tcp), "%s",
-           s->cfg->tcp_address[0] != '\0' ? s->cfg->tcp_address
-                                          : s->cfg->listen_address);
+  snprintf(old_tcp, sizeof(old_tcp), "%s", tcp_address_of(s->cfg));
   uint32_t old_udp_port = s->cfg->listen_port;
   *s->cfg = *next; /* its groups and routes now belong to s->cfg */
   free(next);
@@ -743,9 +751,7 @@ static void ready_addresses(const h3g_server *s, char *buf, size_t cap) {
     ready_add(buf, cap, &n, "udp", cfg->listen_address,
               h3g_quic_listener_port(s->quic));
   if (s->tcp != NULL)
-    ready_add(buf, cap, &n, "tcp",
-              cfg->tcp_address[0] != '\0' ? cfg->tcp_address
-                                          : cfg->listen_address,
+    ready_add(buf, cap, &n, "tcp", tcp_address_of(cfg),
               h3g_tcp_listener_port(s->tcp));
   if (s->redirect != NULL)
     ready_add(buf, cap, &n, "redirect",
@@ -818,9 +824,7 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
       h3g_quic_listener_on_failure(s->quic, on_quic_failed, s);
     }
   }
-  uint16_t https_port = cfg->tcp_port != 0 ? h3g_bind_port(cfg->tcp_port)
-                        : s->quic != NULL  ? h3g_quic_listener_port(s->quic)
-                                           : h3g_bind_port(cfg->listen_port);
+  uint16_t https_port = tcp_port_of(s, cfg);
   if (rv == 0 && cfg->tcp_enabled) {
     s->tcp_env = (h3g_h1_env){
         .cfg = cfg,
@@ -828,9 +832,8 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
         .alt_svc = &s->alt_svc,
     };
     rv = h3g_tcp_listener_new(&s->tcp, &s->loop, cfg, "tcp",
-                              cfg->tcp_address[0] != '\0' ? cfg->tcp_address
-                                                          : cfg->listen_address,
-                              https_port, s->tls_tcp, &s->tcp_env);
+                              tcp_address_of(cfg), https_port, s->tls_tcp,
+                              &s->tcp_env);
     if (rv == 0) {
       https_port = h3g_tcp_listener_port(s->tcp);
     } else if (rv == H3G_ERR_INUSE && cfg->tcp_port == 0 && s->quic != NULL) {

@@ -353,7 +353,13 @@ const h3g_field *h3g_headers_find(const h3g_headers *h, const char *name) {
 
 int h3g_headers_list_has(const h3g_headers *h, const char *name,
                          const char *token) {
-  size_t tl = strlen(token), nl = strlen(name);
+  return h3g_headers_list_has_n(h, name, (const uint8_t *)token,
+                                strlen(token));
+}
+
+int h3g_headers_list_has_n(const h3g_headers *h, const char *name,
+                           const uint8_t *token, size_t tl) {
+  size_t nl = strlen(name);
   for (size_t i = 0; i < h->nfields; i++) {
     const h3g_field *f = &h->fields[i];
     if (!eq_ci(f->name, f->namelen, name, nl))
@@ -366,7 +372,7 @@ int h3g_headers_list_has(const h3g_headers *h, const char *name,
       size_t start = j;
       while (j < n && v[j] != ',' && !is_ows(v[j]))
         j++;
-      if (j > start && eq_ci(v + start, j - start, token, tl))
+      if (j > start && eq_ci2(v + start, j - start, token, tl))
         return 1;
     }
   }

@@ -192,5 +192,8 @@ int h3g_field_name_eq(const h3g_field *f, const char *name);
  */
 int h3g_headers_list_has(const h3g_headers *h, const char *name,
                          const char *token);
+/* The same for a token of tl bytes (another field's name, say). */
+int h3g_headers_list_has_n(const h3g_headers *h, const char *name,
+                           const uint8_t *token, size_t tl);
 
 #endif /* H3G_HTTP_HEADERS_H */

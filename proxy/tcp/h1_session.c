@@ -325,39 +325,6 @@ static int name_is(const h3g_field *f, const char *name) {
   return 1;
 }
 
-/* Whether the Connection field(s) list name (case-insensitive tokens). */
-static int connection_lists(const h3g_headers *h, const uint8_t *name,
-                            size_t namelen) {
-  for (size_t i = 0; i < h->nfields; i++) {
-    const h3g_field *f = &h->fields[i];
-    if (!name_is(f, "connection"))
-      continue;
-    const uint8_t *v = f->value;
-    size_t n = f->valuelen, j = 0;
-    while (j < n) {
-      while (j < n && (v[j] == ' ' || v[j] == '\t' || v[j] == ','))
-        j++;
-      size_t start = j;
-      while (j < n && v[j] != ',' && v[j] != ' ' && v[j] != '\t')
-        j++;
-      if (j - start != namelen || namelen == 0)
-        continue;
-      size_t k = 0;
-      for (; k < namelen; k++) {
-        uint8_t a = v[start + k], b = name[k];
-        if (a >= 'A' && a <= 'Z')
-          a = (uint8_t)(a + 32);
-        if (b >= 'A' && b <= 'Z')
-          b = (uint8_t)(b + 32);
-        if (a != b)
-          break;
-      }
-      if (k == namelen)
-        return 1;
-    }
-  }
-  return 0;
-}
 
 /*
  * Splits the request target into :authority and :path. Origin-form keeps
@@ -453,7 +420,7 @@ static int start_exchange(h3g_h1_session *s, h3g_h1_request_head *h) {
     if (name_is(f, "connection") || name_is(f, "keep-alive") ||
         name_is(f, "proxy-connection") || name_is(f, "transfer-encoding") ||
         name_is(f, "upgrade") || name_is(f, "te") || name_is(f, "host") ||
-        connection_lists(fh, f->name, f->namelen))
+        h3g_headers_list_has_n(fh, "connection", f->name, f->namelen))
       continue;
     /* The parser's arena is ours to modify (h1_codec.h): HTTP/3 field
      * names are lowercase, and so are the bridge's. */
