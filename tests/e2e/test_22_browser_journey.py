@@ -28,7 +28,6 @@ alternative-service cache."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -36,10 +35,7 @@ import time
 from conftest import CHROMIUM, SLOW, netlog_quic_requests
 from testenv.gateway import tcp_gw
 from testenv.require import require
-
-NODE = shutil.which("node") or "/usr/bin/node"
-BROWSER_MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                               "browser", "node_modules")
+from testenv.wsbrowser import BROWSER_MODULES, NODE, node_env
 
 # Navigations tried at most before the test gives up on seeing h3.
 MAX_NAVIGATIONS = 8
@@ -128,19 +124,6 @@ function waitFor(client, method, sessionId, ms) {
   }
 })();
 """
-
-
-def node_env():
-    """The environment that lets the DevTools script find
-    chrome-remote-interface, or None when Node.js or the package is
-    missing."""
-    if not os.access(NODE, os.X_OK):
-        return None
-    env = dict(os.environ, NODE_PATH=BROWSER_MODULES)
-    p = subprocess.run([NODE, "-e", "require.resolve('chrome-remote-interface')"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=30)
-    return env if p.returncode == 0 else None
 
 
 def chromium_cmd(profile, spki, netlog, extra=()):
