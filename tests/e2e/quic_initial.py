@@ -286,12 +286,18 @@ class InitialFlood:
 
     def start(self, n=1, token=b""):
         """Sends n new attempts, each with its own connection IDs."""
-        made = []
+        made, packets = [], []
         for _ in range(n):
             a = Attempt(os.urandom(8), os.urandom(8), token)
             self.by_scid[a.scid] = a
-            self.sock.sendto(initial_packet(a.dcid, a.scid, token), self.dest)
+            packets.append(initial_packet(a.dcid, a.scid, token))
             made.append(a)
+        # Built first, then sent back to back: the burst takes microseconds,
+        # and sent_span says on which clock seconds it went out.
+        first = time.monotonic()
+        for p in packets:
+            self.sock.sendto(p, self.dest)
+        self.sent_span = (first, time.monotonic())
         return made
 
     def follow_retry(self, attempts):
