@@ -421,26 +421,50 @@ static void on_sigusr1(uv_signal_t *h, int signum) {
     h3g_info("access log reopened");
 }
 
-/* /readyz: every upstream group has a server in service. */
+/*
+ * /readyz: every upstream group has a server in service that is known to
+ * be: with active checks, one of them passed (a server starts in service
+ * before its first check, so that requests are served at once, but a
+ * load balancer should not send traffic to a gateway whose app has not
+ * answered yet).
+ */
 static int server_ready(const void *arg, char *why, size_t cap) {
   const h3g_server *s = arg;
   for (size_t i = 0; i < s->ngroups; i++) {
     const h3g_upstream_group *g = s->groups[i];
     if (g == NULL)
       continue;
-    int up = 0;
+    int up = 0, unchecked = 0;
     for (size_t k = 0; k < h3g_upstream_group_size(g) && !up; k++) {
       h3g_server_view v;
       h3g_upstream_group_server(g, k, &v);
-      up = v.up;
+      up = v.up && v.checked;
+      unchecked |= v.up && !v.checked;
     }
     if (!up) {
-      snprintf(why, cap, "[upstream %s] has no server in service",
+      snprintf(why, cap,
+               unchecked ? "[upstream %s] waits for a first health check to "
+                           "pass"
+                         : "[upstream %s] has no server in service",
                h3g_upstream_group_conf(g)->name);
       return 0;
     }
   }
   return 1;
+}
+
+/* A reload's new groups go on from what the groups of the same names
+ * know of their servers (health, statistics). */
+static void inherit_health(const h3g_server *s, h3g_upstream_group **groups,
+                           size_t n) {
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < s->ngroups; k++)
+      if (groups[i] != NULL && s->groups[k] != NULL &&
+          strcmp(h3g_upstream_group_conf(groups[i])->name,
+                 h3g_upstream_group_conf(s->groups[k])->name) == 0) {
+        h3g_upstream_group_inherit(groups[i], s->groups[k]);
+        break;
+      }
 }
 
 /* What a running listener cannot take from a reload: the old value stays
@@ -609,6 +633,8 @@ static void reload_config(h3g_server *s) {
     rv = h3g_tls_ctx_new_tcp(&tls_tcp, next, s->secrets);
   if (rv == 0)
     rv = build_upstreams(s, next, &groups, &router);
+  if (rv == 0)
+    inherit_health(s, groups, next->ngroups);
   if (rv != 0) {
     H3G_INC(reload_failures);
     h3g_error("reload of %s failed: the configuration in use stays",

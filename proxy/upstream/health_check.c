@@ -156,6 +156,7 @@ static void check_end(h3g_health_check *hc, int ok, int reusable,
   H3G_INC(health_checks);
   int turned = 0;
   if (ok) {
+    hc->st.known = 1;
     hc->st.fail_run = 0;
     hc->st.ok_run++;
     if (!hc->st.healthy && hc->st.ok_run >= hc->rise) {
@@ -170,6 +171,7 @@ static void check_end(h3g_health_check *hc, int ok, int reusable,
     hc->st.ok_run = 0;
     hc->st.fail_run++;
     if (hc->st.healthy && hc->st.fail_run >= hc->fall) {
+      hc->st.known = 1;
       hc_set_healthy(hc, 0);
       turned = 1;
       h3g_warn("upstream %s: health check failed: %s (%u in a row): out",
@@ -473,6 +475,18 @@ int h3g_health_check_new(h3g_health_check **out, void *loop,
 
 int h3g_health_check_healthy(const h3g_health_check *hc) {
   return hc->st.healthy;
+}
+
+void h3g_health_check_inherit(h3g_health_check *hc,
+                              const h3g_health_check *from) {
+  if (hc->st.healthy != from->st.healthy) {
+    if (from->st.healthy)
+      H3G_DEC(upstreams_unhealthy);
+    else
+      H3G_INC(upstreams_unhealthy);
+  }
+  hc->st = from->st;
+  hc->st.running = 0;
 }
 
 void h3g_health_check_get_stats(const h3g_health_check *hc,

@@ -94,6 +94,8 @@ typedef struct h3g_health_check_stats {
   uint32_t fail_run;    /* failures in a row now (0 after a success) */
   uint32_t last_status; /* final status of the last response, 0 if none */
   int healthy;
+  int known;   /* a verdict was seen: a check passed, or the server went
+                * out (before that, "healthy" is only the starting guess) */
   int running; /* 1 while a check is in flight */
 } h3g_health_check_stats;
 
@@ -115,6 +117,15 @@ int h3g_health_check_new(h3g_health_check **out, void *loop,
 
 /* 1 if the server is healthy now, 0 if a health check took it out. */
 int h3g_health_check_healthy(const h3g_health_check *hc);
+
+/*
+ * hc, new, goes on from where from (the same server's check before a
+ * reload) stands: verdict, runs and counts; its first check still starts
+ * on the next iteration. The upstreams_unhealthy gauge stays right as
+ * from closes. Calls no callback.
+ */
+void h3g_health_check_inherit(h3g_health_check *hc,
+                              const h3g_health_check *from);
 
 void h3g_health_check_get_stats(const h3g_health_check *hc,
                                 h3g_health_check_stats *out);

@@ -478,6 +478,33 @@ int h3g_upstream_group_new(h3g_upstream_group **out, void *loop,
   return 0;
 }
 
+void h3g_upstream_group_inherit(h3g_upstream_group *g,
+                                const h3g_upstream_group *old) {
+  for (size_t i = 0; i < g->n; i++) {
+    server *s = &g->servers[i];
+    const server *o = NULL;
+    for (size_t k = 0; k < old->n && o == NULL; k++)
+      if (strcmp(old->servers[k].conf->address, s->conf->address) == 0)
+        o = &old->servers[k];
+    if (o == NULL)
+      continue;
+    s->fails = o->fails;
+    s->passive_out = o->passive_out;
+    s->probing = false; /* the probe, if any, runs on old */
+    s->down_until_ns = o->down_until_ns;
+    s->cooldown_ms = o->cooldown_ms;
+    if (s->hc != NULL && o->hc != NULL) {
+      h3g_health_check_inherit(s->hc, o->hc);
+      s->active_out = !h3g_health_check_healthy(s->hc);
+    }
+    s->requests = o->requests;
+    s->failures = o->failures;
+    memcpy(s->responses, o->responses, sizeof(s->responses));
+    s->first_byte_us_sum = o->first_byte_us_sum;
+    s->first_byte_count = o->first_byte_count;
+  }
+}
+
 static void on_pool_closed(void *arg) {
   h3g_upstream_group *g = arg;
   if (--g->open > 0)
@@ -539,5 +566,8 @@ void h3g_upstream_group_server(const h3g_upstream_group *g, size_t i,
     h3g_health_check_get_stats(s->hc, &hs);
     out->health_checks = hs.checks;
     out->health_failures = hs.failures;
+    out->checked = hs.known;
+  } else {
+    out->checked = 1;
   }
 }

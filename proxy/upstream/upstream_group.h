@@ -72,6 +72,8 @@ typedef struct h3g_server_view {
   int up;                 /* 1: in service (or probing after a cooldown) */
   int passive_out;        /* out after max_fails failures */
   int active_out;         /* out by the active health check */
+  int checked;            /* no active check, or it has a verdict (see
+                           * h3g_health_check_stats.known) */
   uint32_t fails;         /* failures in a row */
   uint64_t cooldown_left_ms;
   h3g_upstream_pool_stats pool;
@@ -82,6 +84,16 @@ typedef struct h3g_server_view {
   uint64_t first_byte_count;
   uint64_t health_checks, health_failures;
 } h3g_server_view;
+
+/*
+ * g, just built by a reload, takes over what old (the group of the same
+ * name it replaces) knows of each server they share (same address): out
+ * of service or not, passive and active health, the active check's runs,
+ * and the statistics. A server old did not have starts as at start-up.
+ * Requests still running on old count there only.
+ */
+void h3g_upstream_group_inherit(h3g_upstream_group *g,
+                                const h3g_upstream_group *old);
 
 const h3g_group_conf *h3g_upstream_group_conf(const h3g_upstream_group *g);
 size_t h3g_upstream_group_size(const h3g_upstream_group *g);

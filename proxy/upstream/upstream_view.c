@@ -301,15 +301,16 @@ size_t h3g_upstream_view_json(const void *arg, char *buf, size_t cap) {
       put_json_string(&o, v.conf->address);
       put(&o,
           ", \"weight\": %u, \"backup\": %s, \"up\": %s, \"passive_out\": %s"
-          ", \"active_out\": %s, \"fails\": %u, \"cooldown_ms\": %llu"
+          ", \"active_out\": %s, \"checked\": %s, \"fails\": %u"
+          ", \"cooldown_ms\": %llu"
           ", \"busy\": %u, \"idle\": %u, \"connecting\": %u, \"waiting\": %u"
           ", \"requests\": %llu, \"failures\": %llu}",
           v.conf->weight, v.conf->backup ? "true" : "false",
           v.up ? "true" : "false", v.passive_out ? "true" : "false",
-          v.active_out ? "true" : "false", v.fails,
-          (unsigned long long)v.cooldown_left_ms, v.pool.busy, v.pool.idle,
-          v.pool.connecting, v.pool.waiting, (unsigned long long)v.requests,
-          (unsigned long long)v.failures);
+          v.active_out ? "true" : "false", v.checked ? "true" : "false",
+          v.fails, (unsigned long long)v.cooldown_left_ms, v.pool.busy,
+          v.pool.idle, v.pool.connecting, v.pool.waiting,
+          (unsigned long long)v.requests, (unsigned long long)v.failures);
     }
     put(&o, "]}");
   }

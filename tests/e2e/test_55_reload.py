@@ -13,7 +13,7 @@ import time
 
 from conftest import H3GATE_BIN, SLOW, MiB
 from testenv.clients import H1Client, H2Client, H3Client
-from testenv.groups import Fleet, group, route, served_by
+from testenv.groups import Fleet, group, route, served_by, wait_until
 from test_54_probes_signals import _cert_files
 
 
@@ -116,6 +116,89 @@ def test_broken_reload_keeps_the_running_configuration(tmp_path, routed):
         with H3Client(gw) as c:
             assert served_by(c.get("/still")) == "one1"
         assert gw.admin_get("/readyz")[0] == 200
+    finally:
+        fl.stop()
+
+
+def _server_view(gw, address):
+    for g in gw.upstreams()["groups"]:
+        for srv in g["servers"]:
+            if srv["address"] == address:
+                return srv
+    raise AssertionError("no server %s in /upstreams" % address)
+
+
+HANGING_CHECK = {"health_check": "GET /health?delay=60000", "health_timeout": "30s",
+                 "health_interval": "100ms", "health_fall": "3"}
+
+
+def test_readyz_waits_for_a_first_health_check(tmp_path, routed):
+    """A server is in service from the start (requests are served), but
+    /readyz says ready only once its health check passed: while the first
+    check hangs, 503 and why; once a check passes, 200."""
+    fl = new_fleet(tmp_path)
+    fl.add("a1")
+    gw = routed([group("app", [fl["a1"]], **HANGING_CHECK), route("all", "app")],
+                name="readyz-first-check")
+    try:
+        wait_until(lambda: any("/health" in r.get("target", "") for r in fl["a1"].records()),
+                   what="the first health check at the server")
+        assert gw.admin_get("/readyz") == (
+            503, "not ready: [upstream app] waits for a first health check to pass\n")
+        assert _server_view(gw, fl["a1"].address)["checked"] is False
+        with H3Client(gw) as c:
+            r = c.get("/served")
+        assert r.status == 200 and served_by(r) == "a1", r
+        rewrite(gw, [group("app", [fl["a1"]], health_check="GET /health",
+                           health_interval="100ms"), route("all", "app")])
+        reload_and_wait(gw)
+        wait_until(lambda: gw.admin_get("/readyz") == (200, "ready\n"),
+                   what="/readyz 200 once a check passed")
+        assert _server_view(gw, fl["a1"].address)["checked"] is True
+    finally:
+        fl.stop()
+
+
+def test_reload_keeps_what_health_checks_found(tmp_path, routed):
+    """A reload does not forget the servers' health: one found down stays
+    out, one found up stays known up (so /readyz does not drop to 503 while
+    the new checks run), and the statistics go on counting."""
+    from testenv.gateway import refusing_address
+    fl = new_fleet(tmp_path)
+    fl.add("a1")
+    down = refusing_address()
+    checks = {"health_check": "GET /health", "health_interval": "100ms",
+              "health_fall": "1"}
+    gw = routed([group("app", [fl["a1"], down], **checks), route("all", "app")],
+                name="reload-health")
+    try:
+        wait_until(lambda: _server_view(gw, down)["active_out"]
+                   and _server_view(gw, fl["a1"].address)["checked"],
+                   what="the down server out and a1 checked")
+        assert gw.admin_get("/readyz") == (200, "ready\n")
+        with H3Client(gw) as c:
+            for i in range(5):
+                r = c.get("/before-%d" % i)
+                assert r.status == 200 and served_by(r) == "a1", r
+        served = _server_view(gw, fl["a1"].address)["requests"]
+        assert served >= 5
+        # New checks that would need three failures to take a server out,
+        # and that hang on the good one: only what was known before keeps
+        # the down server out and the gateway ready.
+        rewrite(gw, [group("app", [fl["a1"], down], **HANGING_CHECK), route("all", "app")])
+        reload_and_wait(gw)
+        gw.wait_log("configuration reloaded")
+        assert gw.admin_get("/readyz") == (200, "ready\n")
+        v_down, v_up = _server_view(gw, down), _server_view(gw, fl["a1"].address)
+        assert v_down["active_out"] is True and v_down["up"] is False, v_down
+        assert v_up["checked"] is True and v_up["up"] is True, v_up
+        assert v_up["requests"] >= served, (v_up, served)
+        gw.wait_metrics(lambda m: m["upstreams_unhealthy"] == 1, timeout=10,
+                        what="one server out by its check")
+        with H3Client(gw) as c:
+            for i in range(5):
+                r = c.get("/after-%d" % i)
+                assert r.status == 200 and served_by(r) == "a1", r
     finally:
         fl.stop()
 

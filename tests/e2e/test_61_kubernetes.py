@@ -187,6 +187,10 @@ def test_manifests_hang_together(name):
         app = next(c for c in spec["containers"] if c["name"] != "h3gate")
         assert "9901" in " ".join(app["lifecycle"]["preStop"]["exec"]["command"])
         assert ini["upstream"]["server"].startswith("127.0.0.1:")
+        # The Pod's readiness is h3gate's, which waits for the app's
+        # health check (the kubelet cannot reach the app on 127.0.0.1).
+        assert ini["upstream"]["health_check"].split()[0] in ("GET", "HEAD")
+        assert "readinessProbe" not in app
 
 
 @pytest.mark.parametrize("name", ["sidecar.yaml", "tier.yaml"])
@@ -234,11 +238,14 @@ def test_sidecar_pod_runs_with_podman_kube_play(container_images, certs, tmp_pat
         log = containers.LogFollower(podman, gw)
         log.wait_for_line(" ready: ", timeout=60)
         # The Pod's readiness, as the kubelet probes it: h3gate's /readyz
-        # through the published admin port, the app's exec probe inside it.
+        # through the published admin port (ready once the app's health
+        # check passed).
         wait_for("/readyz 200 from the host", lambda: _get(admin + "/readyz") == (200, "ready\n"),
                  timeout=30)
-        wait_for("the app's readiness probe", lambda: podman.run(
-            "exec", app, *play.probes["app"], check=False).returncode == 0, timeout=30)
+        status, body = _get(admin + "/upstreams")
+        assert status == 200, (status, body)
+        srv = json.loads(body)["groups"][0]["servers"][0]
+        assert srv["checked"] is True and srv["up"] is True, srv
         assert _get(admin + "/healthz") == (200, "ok\n")
 
         target = types.SimpleNamespace(port=play.ports["h3"], tcp_port=play.ports["https"],
