@@ -239,10 +239,10 @@ def test_t_refuses_an_unreadable_key(tmp_path):
     assert rc == 2, (rc, err)
 
 
-def test_clients_give_up_on_a_draining_gateway(gateway, upstream):
+def test_clients_give_up_on_a_draining_gateway(gateway, upstream, tmp_path):
     """Real clients against a draining gateway make a handful of attempts,
     not a loop of them: libcurl (which once made 1,479 attempts in 5 s
-    against CONNECTION_REFUSED) and ngtcp2's client."""
+    against CONNECTION_REFUSED), ngtcp2's client and Chromium."""
     import subprocess
     from conftest import GTLSCLIENT
     from testenv.require import require
@@ -270,13 +270,21 @@ def test_clients_give_up_on_a_draining_gateway(gateway, upstream):
                     gw.url("/late")], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=30)
     ngtcp2_attempts = gw.metrics()["quic_connections_refused"] - before
-    print("attempts while draining: libcurl %d, gtlsclient %d"
-          % (curl_attempts, ngtcp2_attempts))
+    # Chromium forced onto QUIC for the origin (no TCP to fall back to):
+    # its page load fails, after a handful of attempts.
+    from testenv.clients import chromium_fetch
+    before = gw.metrics()["quic_connections_refused"]
+    dom, _, p = chromium_fetch(gw, "/late", str(tmp_path), timeout=60)
+    chromium_attempts = gw.metrics()["quic_connections_refused"] - before
+    assert '"target": "/late"' not in dom and not upstream.requests_for("/late"), dom[-500:]
+    print("attempts while draining: libcurl %d, gtlsclient %d, chromium %d"
+          % (curl_attempts, ngtcp2_attempts, chromium_attempts))
     # Datagrams the listener refused (answered or not; a client's
     # retransmissions count too): a handful a second, where a client that
     # was answered every time looped at about 280 a second.
     assert 1 <= curl_attempts <= 100, curl_attempts
     assert 1 <= ngtcp2_attempts <= 100, ngtcp2_attempts
+    assert 1 <= chromium_attempts <= 100, chromium_attempts
     gw.send_signal(signal.SIGTERM)
     gw.stop(timeout=10)
     t.join(45 * SLOW)
