@@ -194,7 +194,8 @@ static void on_group_closed(void *arg) {
 }
 
 static void on_listeners_closed(h3g_server *s) {
-  h3g_info("all connections closed");
+  if (s->exit_status == 0)
+    h3g_info("all connections closed");
   size_t n = 0;
   for (size_t i = 0; i < s->ngroups; i++)
     n += s->groups[i] != NULL;
@@ -324,8 +325,9 @@ static void begin_shutdown(h3g_server *s) {
   if (s->stopping)
     return;
   s->stopping = 1;
-  h3g_info("shutting down: draining for up to %llu ms",
-           (unsigned long long)s->cfg->shutdown_timeout_ms);
+  if (s->exit_status == 0)
+    h3g_info("shutting down: draining for up to %llu ms",
+             (unsigned long long)s->cfg->shutdown_timeout_ms);
   if (s->admin != NULL)
     h3g_admin_set_draining(s->admin);
   if (s->quic != NULL)
@@ -938,7 +940,9 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
                H3G_VERSION, where, cfg->nroutes, cfg->ngroups, nservers);
     s->exit_status = 0;
   } else {
+    /* What was opened closes, and the process exits 1. */
     s->exit_status = 1;
+    h3g_error("start-up failed: stopping");
     begin_shutdown(s);
   }
 

@@ -43,6 +43,25 @@ def test_readyz_not_ready_while_a_group_has_no_server(gateway, tmp_path):
     assert gw.admin_get("/healthz")[0] == 200
 
 
+def test_a_port_in_use_stops_the_start_with_exit_1(gateway):
+    """The UDP port is taken: exit 1, the log says which bind failed and
+    that the start failed, and no word of a drain (nothing was served)."""
+    import socket
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        gw = gateway({"listener": {"port": str(taken.getsockname()[1])}}, start=False)
+        gw.start(wait=False)
+        assert gw.proc.wait(15 * SLOW) == 1
+        err = gw.stderr_text()
+        assert "udp: bind 127.0.0.1 port %d: Address already in use"\
+            % taken.getsockname()[1] in err, err
+        assert "start-up failed: stopping" in err, err
+        assert "draining" not in err and " ready: " not in err, err
+    finally:
+        taken.close()
+
+
 def test_drain_delay_serves_while_not_ready(gateway, upstream):
     """SIGTERM with drain_delay: /readyz says 503 at once, yet new
     connections and requests are served for the delay; then the drain, and
