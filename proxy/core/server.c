@@ -635,8 +635,10 @@ static void reload_config(h3g_server *s) {
     rv = h3g_tls_ctx_new_tcp(&tls_tcp, next, s->secrets);
   if (rv == 0)
     rv = build_upstreams(s, next, &groups, &router);
-  if (rv == 0)
+  if (rv == 0) {
     inherit_health(s, groups, next->ngroups);
+    h3g_router_inherit_stats(router, s->router);
+  }
   if (rv != 0) {
     H3G_INC(reload_failures);
     h3g_error("reload of %s failed: the configuration in use stays",

@@ -100,7 +100,7 @@ void h3g_bridge_log_end(const h3g_bridge_log *l, const h3g_bridge_end *e) {
   };
   h3g_access_log(&rec);
   if (e->route != NULL) {
-    h3g_route_stats *st = &e->route->stats;
+    h3g_route_stats *st = e->route->stats;
     if (rec.status >= 100 && rec.status < 600)
       st->responses[rec.status / 100 - 1]++;
     st->duration_us_sum += rec.duration_us;

@@ -963,7 +963,7 @@ static int choose_route(h3g_bridge *b) {
   b->rs = &r->conf->s;
   b->ops = r->ops;
   b->pool = r->pool;
-  r->stats.requests++;
+  r->stats->requests++;
   return 0;
 }
 

@@ -138,9 +138,17 @@ int h3g_router_new(h3g_router **out, const h3g_config *cfg) {
   }
   r->nroutes = cfg->nroutes;
   r->nbuckets = 1;
-  for (uint32_t i = 0; i < cfg->nroutes; i++)
+  for (uint32_t i = 0; i < cfg->nroutes; i++) {
     r->routes[i] = (h3g_route){.conf = &cfg->routes[i],
-                               .group = &cfg->groups[cfg->routes[i].group]};
+                               .group = &cfg->groups[cfg->routes[i].group],
+                               .stats = calloc(1, sizeof(h3g_route_stats))};
+    if (r->routes[i].stats == NULL) {
+      free(all);
+      h3g_router_free(r);
+      return H3G_ERR_NOMEM;
+    }
+    r->routes[i].stats->refs = 1;
+  }
 
   /* First count each bucket's entries, then carve them out of `all`. */
   for (uint32_t i = 0; i < cfg->nroutes; i++) {
@@ -209,6 +217,11 @@ int h3g_router_new(h3g_router **out, const h3g_config *cfg) {
   return 0;
 }
 
+static void stats_put(h3g_route_stats *st) {
+  if (st != NULL && --st->refs == 0)
+    free(st);
+}
+
 void h3g_router_free(h3g_router *r) {
   if (r == NULL)
     return;
@@ -217,8 +230,21 @@ void h3g_router_free(h3g_router *r) {
   free(r->buckets);
   free(r->slots);
   free(r->pslots);
+  for (size_t i = 0; r->routes != NULL && i < r->nroutes; i++)
+    stats_put(r->routes[i].stats);
   free(r->routes);
   free(r);
+}
+
+void h3g_router_inherit_stats(h3g_router *r, const h3g_router *old) {
+  for (size_t i = 0; i < r->nroutes; i++)
+    for (size_t k = 0; k < old->nroutes; k++)
+      if (strcmp(r->routes[i].conf->name, old->routes[k].conf->name) == 0) {
+        stats_put(r->routes[i].stats);
+        r->routes[i].stats = old->routes[k].stats;
+        r->routes[i].stats->refs++;
+        break;
+      }
 }
 
 const char *const h3g_route_protocols[H3G_ROUTE_PROTOCOLS] = {"h3", "h2",

@@ -36,6 +36,7 @@ typedef struct h3g_route_stats {
    * time to first byte for those that got one (first_byte_ms). */
   h3g_histogram duration[H3G_ROUTE_PROTOCOLS];
   h3g_histogram first_byte[H3G_ROUTE_PROTOCOLS];
+  size_t refs; /* route tables sharing them (h3g_router_inherit_stats) */
 } h3g_route_stats;
 
 typedef struct h3g_route {
@@ -43,7 +44,7 @@ typedef struct h3g_route {
   const h3g_group_conf *group;  /* the group's configuration */
   const h3g_upstream_ops *ops;  /* the group's upstream, set by the server */
   void *pool;
-  h3g_route_stats stats;
+  h3g_route_stats *stats; /* never NULL in a route table */
 } h3g_route;
 
 typedef struct h3g_router h3g_router;
@@ -55,6 +56,14 @@ typedef struct h3g_router h3g_router;
  */
 int h3g_router_new(h3g_router **out, const h3g_config *cfg);
 void h3g_router_free(h3g_router *r);
+
+/*
+ * Each route of r (just built by a reload) whose name a route of old has
+ * counts on in old's counters and histograms, shared: requests still
+ * running on old count in the same place, and /metrics never sees a
+ * counter go back.
+ */
+void h3g_router_inherit_stats(h3g_router *r, const h3g_router *old);
 
 /* The routes in cfg's order (h3g_router_count of them). */
 size_t h3g_router_count(const h3g_router *r);

@@ -107,8 +107,8 @@ static void put_histograms(out *o, h3g_router *router, size_t nr) {
       const h3g_route *r = h3g_router_route(router, i);
       for (int p = 0; p < H3G_ROUTE_PROTOCOLS; p++)
         put_histogram(o, hist[k].name, r, h3g_route_protocols[p],
-                      hist[k].first_byte ? &r->stats.first_byte[p]
-                                         : &r->stats.duration[p]);
+                      hist[k].first_byte ? &r->stats->first_byte[p]
+                                         : &r->stats->duration[p]);
     }
   }
 }
@@ -123,7 +123,7 @@ size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
     const h3g_route *r = h3g_router_route(view->router, i);
     put(&o, "h3gate_route_requests_total");
     route_label(&o, r);
-    put(&o, "} %llu\n", (unsigned long long)r->stats.requests);
+    put(&o, "} %llu\n", (unsigned long long)r->stats->requests);
   }
   header(&o, "route_responses_total", "counter",
          "responses sent, by route and status class");
@@ -133,7 +133,7 @@ size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
       put(&o, "h3gate_route_responses_total");
       route_label(&o, r);
       put(&o, ",class=\"%s\"} %llu\n", classes[k],
-          (unsigned long long)r->stats.responses[k]);
+          (unsigned long long)r->stats->responses[k]);
     }
   }
   header(&o, "route_request_duration_seconds", "summary",
@@ -142,10 +142,10 @@ size_t h3g_upstream_view_metrics(const void *arg, char *buf, size_t cap) {
     const h3g_route *r = h3g_router_route(view->router, i);
     put(&o, "h3gate_route_request_duration_seconds_sum");
     route_label(&o, r);
-    put(&o, "} %.6f\n", (double)r->stats.duration_us_sum / 1e6);
+    put(&o, "} %.6f\n", (double)r->stats->duration_us_sum / 1e6);
     put(&o, "h3gate_route_request_duration_seconds_count");
     route_label(&o, r);
-    put(&o, "} %llu\n", (unsigned long long)r->stats.duration_count);
+    put(&o, "} %llu\n", (unsigned long long)r->stats->duration_count);
   }
 
   put_histograms(&o, view->router, nr);
@@ -326,7 +326,7 @@ size_t h3g_upstream_view_json(const void *arg, char *buf, size_t cap) {
     put_json_words(&o, r->conf->paths, r->conf->npaths);
     put(&o, ", \"upstream\": ");
     put_json_string(&o, r->conf->upstream);
-    put(&o, ", \"requests\": %llu}", (unsigned long long)r->stats.requests);
+    put(&o, ", \"requests\": %llu}", (unsigned long long)r->stats->requests);
   }
   put(&o, "]}\n");
   return o.used;

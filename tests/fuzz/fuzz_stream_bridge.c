@@ -234,6 +234,7 @@ typedef struct world {
   h3g_config cfg;
   h3g_route_conf rconf; /* the one route: its settings (rconf.s) */
   h3g_route route;      /* its upstream: fake_ops, this world as pool */
+  h3g_route_stats route_stats;
   h3g_bridge_env env;
   h3g_bridge *b;
   uint64_t now_ns;
@@ -1511,7 +1512,9 @@ static void setup(const uint8_t *c) {
   w.rconf.s.response_timeout_ms = 60000;
   w.rconf.s.expect_continue_timeout_ms = 1000;
   snprintf(w.rconf.name, sizeof(w.rconf.name), "fuzz");
-  w.route = (h3g_route){.conf = &w.rconf, .ops = &fake_ops, .pool = &w};
+  w.route_stats = (h3g_route_stats){.refs = 1};
+  w.route = (h3g_route){
+      .conf = &w.rconf, .ops = &fake_ops, .pool = &w, .stats = &w.route_stats};
   w.acquire_fails = c[2] & 15;
   w.timer_fails = (c[2] >> 4) & 7;
   w.head_fails = c[3] & 15;

@@ -101,6 +101,7 @@ static h3g_headers fields;
 static h3g_request_pseudo pseudo;
 static h3g_route_conf route_conf;
 static h3g_route route;
+static h3g_route_stats route_stats;
 
 static void add(const char *name, const char *value) {
   CHECK_EQ_INT(h3g_headers_add(&fields, (const uint8_t *)name, strlen(name),
@@ -138,7 +139,8 @@ static void reset(void) {
   server = "10.0.0.2:8080";
   memset(&route_conf, 0, sizeof(route_conf));
   snprintf(route_conf.name, sizeof(route_conf.name), "api");
-  route = (h3g_route){.conf = &route_conf};
+  route_stats = (h3g_route_stats){.refs = 1};
+  route = (h3g_route){.conf = &route_conf, .stats = &route_stats};
   request();
 }
 
@@ -286,7 +288,7 @@ static void test_gateway_answered_alone(void) {
   h3g_bridge_log_end(&l, &e);
   CHECK(strcmp(seen.route, "api") == 0);
   CHECK(strcmp(seen.upstream, "-") == 0);
-  CHECK_EQ_INT(route.stats.responses[3], 1);
+  CHECK_EQ_INT(route.stats->responses[3], 1);
   CHECK_EQ_INT(records, 3);
   CHECK_EQ_INT(finishes, 0);
 }
@@ -311,10 +313,10 @@ static void test_status_0_after_abort(void) {
   CHECK_EQ_INT(last_first_byte, 0); /* no byte came */
   uint64_t sum = 0;
   for (int i = 0; i < 5; i++)
-    sum += route.stats.responses[i];
+    sum += route.stats->responses[i];
   CHECK_EQ_INT(sum, 0);
-  CHECK_EQ_INT(route.stats.duration_count, 1);
-  CHECK_EQ_INT(route.stats.duration_us_sum, 9000);
+  CHECK_EQ_INT(route.stats->duration_count, 1);
+  CHECK_EQ_INT(route.stats->duration_us_sum, 9000);
 }
 
 /* Route statistics by status class, with durations summed. */
@@ -334,10 +336,10 @@ static void test_route_stats_by_class(void) {
     CHECK_EQ_INT(last_status, status[i]);
   }
   for (int c = 0; c < 5; c++)
-    CHECK_EQ_INT(route.stats.responses[c], want[c]);
-  CHECK_EQ_INT(route.stats.duration_count, 10);
-  CHECK_EQ_INT(route.stats.duration_us_sum, sum);
-  CHECK_EQ_INT(route.stats.requests, 0); /* counted when routed, not here */
+    CHECK_EQ_INT(route.stats->responses[c], want[c]);
+  CHECK_EQ_INT(route.stats->duration_count, 10);
+  CHECK_EQ_INT(route.stats->duration_us_sum, sum);
+  CHECK_EQ_INT(route.stats->requests, 0); /* counted when routed, not here */
   CHECK_EQ_INT(records, 10);
   CHECK_EQ_INT(finishes, 10);
 }
@@ -457,7 +459,7 @@ static void test_route_histograms(void) {
     e.protocol = ex[i].proto;
     h3g_bridge_log_end(&l, &e);
   }
-  const h3g_route_stats *st = &route.stats;
+  const h3g_route_stats *st = route.stats;
   CHECK_EQ_INT(st->duration_count, 6);
   /* h3: 300 us and 700 us in the buckets of 0.5 ms and 1 ms. */
   CHECK_EQ_INT(st->duration[0].count, 2);

@@ -362,6 +362,45 @@ static void test_thousand_routes(void) {
   free(text);
 }
 
+/* A reload's table counts on in the counters of the routes it keeps (by
+ * name), shared with the old table while that lives; new routes start at
+ * zero; either table may go first. */
+static void test_inherit_stats(void) {
+  if (build(GROUP "[route one]\nhost = one.example\nupstream = a\n"
+                  "[route two]\nupstream = a\n") != 0)
+    return;
+  h3g_router *old = router;
+  h3g_config old_cfg = cfg;
+  router = NULL;
+  memset(&cfg, 0, sizeof(cfg));
+  h3g_router_route(old, 0)->stats->requests = 5;
+  h3g_router_route(old, 1)->stats->requests = 7;
+  h3g_histogram_observe(&h3g_router_route(old, 1)->stats->duration[0], 1000);
+  if (build(GROUP "[route two]\nupstream = a\n"
+                  "[route three]\nhost = three.example\nupstream = a\n") != 0) {
+    h3g_router_free(old);
+    h3g_config_free(&old_cfg);
+    return;
+  }
+  h3g_router_inherit_stats(router, old);
+  h3g_route *two = h3g_router_route(router, 0);
+  h3g_route *three = h3g_router_route(router, 1);
+  CHECK(two->stats == h3g_router_route(old, 1)->stats);
+  CHECK_EQ_INT(two->stats->requests, 7);
+  CHECK_EQ_INT(two->stats->refs, 2);
+  CHECK_EQ_INT(two->stats->duration[0].count, 1);
+  CHECK_EQ_INT(three->stats->requests, 0);
+  CHECK_EQ_INT(three->stats->refs, 1);
+  /* A request still running on the old table counts in the same place. */
+  h3g_router_route(old, 1)->stats->requests++;
+  CHECK_EQ_INT(two->stats->requests, 8);
+  h3g_router_free(old);
+  h3g_config_free(&old_cfg);
+  CHECK_EQ_INT(two->stats->refs, 1);
+  two->stats->requests++;
+  CHECK_EQ_INT(two->stats->requests, 9);
+}
+
 int main(void) {
   const char *base = getenv("TMPDIR");
   char tmpl[PATH_MAX];
@@ -389,6 +428,7 @@ int main(void) {
   RUN(test_dot_segments);
   RUN(test_odd_targets_and_hosts);
   RUN(test_thousand_routes);
+  RUN(test_inherit_stats);
   drop_table();
 
   unlink(crt);

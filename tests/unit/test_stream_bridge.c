@@ -389,6 +389,7 @@ static h3g_config cfg;
  * (rconf.s) and the fake upstream. */
 static h3g_route_conf rconf;
 static h3g_route route;
+static h3g_route_stats route_stats;
 static h3g_bridge_env env;
 
 /* A bridge for a request of protocol ("h3", or "http/1.1" for the TCP
@@ -412,7 +413,9 @@ static h3g_bridge *new_bridge_proto(size_t bufsize, const h3g_frontend_ops *ops,
   rconf.s.expect_continue_timeout_ms = 1000;
   rconf.s.alt_svc = 1;
   rconf.s.websocket = 1;
-  route = (h3g_route){.conf = &rconf, .ops = &fake_ops, .pool = NULL};
+  route_stats = (h3g_route_stats){.refs = 1};
+  route = (h3g_route){
+      .conf = &rconf, .ops = &fake_ops, .pool = NULL, .stats = &route_stats};
   memset(timers, 0, sizeof(timers));
   env = (h3g_bridge_env){.cfg = &cfg, .route = &route, .timers = &fake_timers};
   h3g_bridge *b = NULL;
