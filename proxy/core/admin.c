@@ -319,7 +319,9 @@ void h3g_admin_set_serving(h3g_admin *a, int quic, int tcp) {
 }
 
 void h3g_admin_set_quic_failed(h3g_admin *a, const char *why) {
-  a->quic_failed = 1;
+  a->quic_failed = why != NULL;
+  if (why == NULL)
+    why = "";
   snprintf(a->quic_failure, sizeof(a->quic_failure), "%s", why);
 }
 

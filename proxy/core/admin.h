@@ -63,7 +63,8 @@ uint16_t h3g_admin_port(const h3g_admin *a);
  * one (HTTPS fallback). */
 void h3g_admin_set_serving(h3g_admin *a, int quic, int tcp);
 
-/* The QUIC listener's UDP socket failed for good; why (copied) says how. */
+/* The QUIC listener's UDP socket failed for good; why (copied) says how.
+ * why NULL: the QUIC listener now is a new one (a reload), not failed. */
 void h3g_admin_set_quic_failed(h3g_admin *a, const char *why);
 
 /*

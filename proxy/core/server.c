@@ -17,11 +17,19 @@
  * table, route.h), and the old table, its groups (pools and health
  * checks) and its part of the old configuration stay until the last such
  * request is gone, then close. New handshakes use the new certificates;
- * connections keep theirs (old TLS contexts live until exit). A new
- * QUIC or TCP address or port gets a new listener, and the old one drains
- * (move_listeners). What the running process cannot change (the redirect
- * and admin addresses, the secrets and keylog files, QUIC versions)
- * keeps its old value, with a warning.
+ * connections keep theirs (old TLS contexts live until exit). Every
+ * listener follows the file (move_listeners): a QUIC, TCP, redirect or
+ * admin listener with a new address or port, or turned on, is bound
+ * first, and only then does the one it replaces stop accepting and
+ * drain (as at shutdown, for shutdown_timeout; the admin listener just
+ * closes); one turned off drains. A socket that cannot be bound leaves
+ * the old listener serving and its old values in the configuration
+ * (logged; the reload still counts). A reload that would leave no
+ * listener, or name a TCP congestion control the kernel lacks, fails
+ * whole, as start-up would. A new [server] pid_file is written, then the
+ * old one removed. What the running process cannot change (the secrets
+ * and keylog files, QUIC versions, the ticket rotation) keeps its old
+ * value, with a warning.
  */
 #include "server.h"
 
@@ -82,6 +90,7 @@ typedef struct h3g_server {
    * reload makes new contexts only when these changed. */
   struct stat cert_st, key_st;
   int quic_failed;
+  char quic_why[128]; /* how the UDP socket failed, for a new admin */
   h3g_secrets *secrets;
   h3g_upstream_group **groups; /* one per [upstream NAME], cfg order */
   size_t ngroups;
@@ -95,7 +104,9 @@ typedef struct h3g_server {
   h3g_h1_env tcp_env;
   h3g_h1_env redirect_env;
   int listeners_draining; /* listeners whose shutdown has not completed */
-  int retired_open;       /* listeners a reload moved away from, draining */
+  int retired_open;       /* listeners a reload moved or turned off, draining */
+  int quic_retiring;      /* of which QUIC ones (Alt-Svc says "clear") */
+
   h3g_admin *admin;
   h3g_bridge_env env;     /* the QUIC front end's */
   h3g_bridge_env tcp_env_bridge; /* the TCP front ends' */
@@ -301,6 +312,31 @@ static void on_retired_listener_closed(void *arg) {
     on_listener_closed(s);
 }
 
+/* A QUIC listener a reload moved or turned off finished draining: with
+ * none serving any more, Alt-Svc goes from "clear" to nothing. */
+static void on_retired_quic_closed(void *arg) {
+  h3g_server *s = arg;
+  if (--s->quic_retiring == 0 && s->quic == NULL && !s->stopping)
+    h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_OFF, 0);
+  on_retired_listener_closed(s);
+}
+
+/* What Alt-Svc says of the QUIC listener outside shutdown: h3 while one
+ * serves, "clear" after its socket failed or while one a reload turned
+ * off still drains (clients forget the h3 they learned), else nothing. */
+static void alt_svc_update(h3g_server *s) {
+  if (s->quic != NULL)
+    h3g_alt_svc_set_quic(&s->alt_svc,
+                         s->quic_failed ? H3G_ALT_SVC_QUIC_FAILED
+                                        : H3G_ALT_SVC_QUIC_SERVING,
+                         h3g_quic_listener_port(s->quic));
+  else
+    h3g_alt_svc_set_quic(&s->alt_svc,
+                         s->quic_retiring > 0 ? H3G_ALT_SVC_QUIC_DRAINING
+                                              : H3G_ALT_SVC_QUIC_OFF,
+                         0);
+}
+
 static void on_quic_closed(void *arg) {
   h3g_server *s = arg;
   s->quic = NULL;
@@ -360,6 +396,7 @@ static void begin_shutdown(h3g_server *s) {
 static void on_quic_failed(void *arg, const char *why) {
   h3g_server *s = arg;
   s->quic_failed = 1;
+  snprintf(s->quic_why, sizeof(s->quic_why), "%s", why);
   if (!s->stopping)
     h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_FAILED,
                          h3g_quic_listener_port(s->quic));
@@ -482,21 +519,11 @@ static void keep_bound(const h3g_server *s, h3g_config *next) {
       memcpy(&next->field, &cur->field, sizeof(cur->field));                   \
     }                                                                          \
   } while (0)
-  KEEP(listen_enabled, "listener", "enabled");
-
   KEEP(quic_versions, "listener", "quic_versions");
   KEEP(quic_version, "listener", "quic_versions");
   KEEP(nquic_versions, "listener", "quic_versions");
   KEEP(secrets_file, "listener", "secrets_file");
   KEEP(ticket_rotation_ms, "listener", "ticket_rotation");
-  KEEP(tcp_enabled, "tcp", "enabled");
-
-  KEEP(tcp_congestion_control, "tcp", "congestion_control");
-  KEEP(redirect_address, "redirect", "address");
-  KEEP(redirect_port, "redirect", "port");
-  KEEP(admin_address, "server", "admin");
-  KEEP(admin_port, "server", "admin");
-  KEEP(pid_file, "server", "pid_file");
   KEEP(keylog_file, "debug", "keylog_file");
   KEEP(keylog_env, "debug", "keylog_file");
 #undef KEEP
@@ -515,60 +542,239 @@ static uint16_t tcp_port_of(const h3g_server *s, const h3g_config *cfg) {
                             : h3g_bind_port(cfg->listen_port);
 }
 
+/* Where the redirect listener binds: [redirect] address, else
+ * [listener]'s. */
+static const char *redirect_address_of(const h3g_config *cfg) {
+  return cfg->redirect_address[0] != '\0' ? cfg->redirect_address
+                                          : cfg->listen_address;
+}
+
+/* The admin listener as start-up sets it up: what it serves, what its
+ * /metrics, /upstreams and /readyz report, and the state it tells. */
+static void admin_setup(h3g_server *s) {
+  h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
+  h3g_admin_set_view(s->admin, h3g_upstream_view_metrics,
+                     h3g_upstream_view_json, &s->view);
+  h3g_admin_set_ready(s->admin, server_ready, s);
+  if (s->quic_failed)
+    h3g_admin_set_quic_failed(s->admin, s->quic_why);
+  if (s->draining)
+    h3g_admin_set_draining(s->admin);
+}
+
+/* The QUIC listener stops accepting and drains (as at shutdown, for
+ * shutdown_timeout); s->quic is NULL after. */
+static void retire_quic(h3g_server *s) {
+  h3g_quic_listener *old = s->quic;
+  s->quic = NULL;
+  h3g_quic_listener_on_failure(old, NULL, NULL);
+  s->retired_open++;
+  s->quic_retiring++;
+  h3g_quic_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
+                             on_retired_quic_closed, s);
+}
+
+/* *pl (the TCP or the redirect listener) drains; *pl is NULL after. */
+static void retire_tcp(h3g_server *s, h3g_tcp_listener **pl) {
+  h3g_tcp_listener *old = *pl;
+  *pl = NULL;
+  s->retired_open++;
+  h3g_tcp_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
+                            on_retired_listener_closed, s);
+}
+
 /*
- * A reload changed where the QUIC or TCP listener binds: the new socket is
- * bound, the old listener stops accepting and drains what it carries (as
- * at shutdown, for shutdown_timeout). When the new address cannot be
- * bound, the old listener goes on, and its address stays in the
+ * The QUIC listener a reload asks for ([listener] enabled, address, port;
+ * turning it off is update_removals'): a new address or port, or one
+ * turned on, is bound first; the old listener then drains. When the new
+ * socket cannot be bound, what ran goes on and was's values stay in the
  * configuration (the reload counts, with an error logged).
  */
-static void move_listeners(h3g_server *s, const char *old_udp,
-                           uint32_t old_udp_port, const char *old_tcp) {
+static void update_quic(h3g_server *s, const h3g_config *was) {
   h3g_config *cfg = s->cfg;
+  if (!cfg->listen_enabled)
+    return;
   /* A port of "any" is whatever was bound: only an address or a port
    * asked for by number moves a listener. */
   uint16_t want = h3g_bind_port(cfg->listen_port);
   if (s->quic != NULL &&
-      (strcmp(old_udp, cfg->listen_address) != 0 ||
-       (want != 0 && want != h3g_quic_listener_port(s->quic)))) {
-    h3g_quic_listener *nl = NULL;
-    if (h3g_quic_listener_new(&nl, &s->loop, cfg, s->tls, s->secrets,
-                              &s->env) != 0) {
-      h3g_error("reload: cannot listen on udp %s: still serving HTTP/3 on "
-                "the old address",
-                cfg->listen_address);
-      snprintf(cfg->listen_address, sizeof(cfg->listen_address), "%s",
-               old_udp);
-      cfg->listen_port = old_udp_port;
-    } else {
-      h3g_quic_listener *old = s->quic;
-      s->quic = nl;
-      s->quic_failed = 0;
-      h3g_quic_listener_on_failure(old, NULL, NULL);
-      h3g_quic_listener_on_failure(nl, on_quic_failed, s);
-      s->retired_open++;
-      h3g_quic_listener_shutdown(old, cfg->shutdown_timeout_ms,
-                                 on_retired_listener_closed, s);
-    }
+      strcmp(was->listen_address, cfg->listen_address) == 0 &&
+      (want == 0 || want == h3g_quic_listener_port(s->quic)))
+    return;
+  h3g_quic_listener *nl = NULL;
+  if (h3g_quic_listener_new(&nl, &s->loop, cfg, s->tls, s->secrets, &s->env) !=
+      0) {
+    h3g_error("reload: cannot listen on udp %s: %s", cfg->listen_address,
+              s->quic != NULL ? "still serving HTTP/3 on the old address"
+                              : "HTTP/3 stays off");
+    memcpy(cfg->listen_address, was->listen_address,
+           sizeof(cfg->listen_address));
+    cfg->listen_port = was->listen_port;
+    cfg->listen_enabled = s->quic != NULL;
+    return;
   }
-  const char *tcp_addr = tcp_address_of(cfg);
+  if (s->quic != NULL)
+    retire_quic(s);
+  s->quic = nl;
+  s->quic_failed = 0;
+  h3g_quic_listener_on_failure(nl, on_quic_failed, s);
+  if (s->admin != NULL)
+    h3g_admin_set_quic_failed(s->admin, NULL);
+}
+
+/* The TCP listener a reload asks for ([tcp] enabled, address, port,
+ * congestion_control), as update_quic. */
+static void update_tcp(h3g_server *s, const h3g_config *was) {
+  h3g_config *cfg = s->cfg;
+  if (!cfg->tcp_enabled)
+    return;
+  const char *addr = tcp_address_of(cfg);
   uint16_t port = tcp_port_of(s, cfg);
-  if (s->tcp != NULL && (strcmp(old_tcp, tcp_addr) != 0 ||
-                         (port != 0 && port != h3g_tcp_listener_port(s->tcp)))) {
-    h3g_tcp_listener *nt = NULL;
-    if (h3g_tcp_listener_new(&nt, &s->loop, cfg, "tcp", tcp_addr, port,
-                             s->tls_tcp, &s->tcp_env) != 0) {
-      h3g_error("reload: cannot listen on tcp %s: still serving on the old "
-                "address",
-                tcp_addr);
+  if (s->tcp != NULL && strcmp(tcp_address_of(was), addr) == 0 &&
+      (port == 0 || port == h3g_tcp_listener_port(s->tcp))) {
+    if (strcmp(was->tcp_congestion_control, cfg->tcp_congestion_control) != 0)
+      (void)h3g_tcp_listener_set_congestion_control(
+          s->tcp, cfg->tcp_congestion_control);
+    return;
+  }
+  h3g_tcp_listener *nt = NULL;
+  if (h3g_tcp_listener_new(&nt, &s->loop, cfg, "tcp", addr, port, s->tls_tcp,
+                           &s->tcp_env) != 0) {
+    h3g_error("reload: cannot listen on tcp %s: %s", addr,
+              s->tcp != NULL ? "still serving on the old address"
+                             : "HTTPS over TCP stays off");
+    memcpy(cfg->tcp_address, was->tcp_address, sizeof(cfg->tcp_address));
+    cfg->tcp_port = was->tcp_port;
+    cfg->tcp_enabled = s->tcp != NULL;
+    return;
+  }
+  if (s->tcp != NULL)
+    retire_tcp(s, &s->tcp);
+  s->tcp = nt;
+}
+
+/* A listener a reload turned off drains, unless it is the last one
+ * serving (the other could not be bound): that one stays, logged, and
+ * the configuration says so. */
+static void update_removals(h3g_server *s, const h3g_config *was) {
+  h3g_config *cfg = s->cfg;
+  if (s->quic != NULL && !cfg->listen_enabled) {
+    if (s->tcp == NULL) {
+      h3g_error("reload: [listener] enabled = no would leave no listener: "
+                "HTTP/3 stays on");
+      memcpy(cfg->listen_address, was->listen_address,
+             sizeof(cfg->listen_address));
+      cfg->listen_port = was->listen_port;
+      cfg->listen_enabled = 1;
     } else {
-      h3g_tcp_listener *old = s->tcp;
-      s->tcp = nt;
-      s->retired_open++;
-      h3g_tcp_listener_shutdown(old, cfg->shutdown_timeout_ms,
-                                on_retired_listener_closed, s);
+      h3g_info("reload: [listener] enabled = no: the QUIC listener drains");
+      retire_quic(s);
+      s->quic_failed = 0;
+      if (s->admin != NULL)
+        h3g_admin_set_quic_failed(s->admin, NULL);
     }
   }
+  if (s->tcp != NULL && !cfg->tcp_enabled) {
+    if (s->quic == NULL) {
+      h3g_error("reload: [tcp] enabled = no would leave no listener: HTTPS "
+                "over TCP stays on");
+      memcpy(cfg->tcp_address, was->tcp_address, sizeof(cfg->tcp_address));
+      cfg->tcp_port = was->tcp_port;
+      cfg->tcp_enabled = 1;
+    } else {
+      h3g_info("reload: [tcp] enabled = no: the TCP listener drains");
+      retire_tcp(s, &s->tcp);
+    }
+  }
+}
+
+/* The redirect listener a reload asks for ([redirect] address, port; 0
+ * turns it off), as update_quic. Its redirects name the TCP listener's
+ * port as it is now. */
+static void update_redirect(h3g_server *s, const h3g_config *was) {
+  h3g_config *cfg = s->cfg;
+  uint16_t https_port =
+      s->tcp != NULL ? h3g_tcp_listener_port(s->tcp) : tcp_port_of(s, cfg);
+  if (https_port != 0) /* 0 would turn redirect mode off (h1_session.h) */
+    s->redirect_env.redirect_port = https_port;
+  if (cfg->redirect_port == 0) {
+    if (s->redirect != NULL) {
+      h3g_info("reload: [redirect] port = 0: the redirect listener drains");
+      retire_tcp(s, &s->redirect);
+    }
+    return;
+  }
+  const char *addr = redirect_address_of(cfg);
+  uint16_t want = h3g_bind_port(cfg->redirect_port);
+  if (s->redirect != NULL && strcmp(redirect_address_of(was), addr) == 0 &&
+      (want == 0 || want == h3g_tcp_listener_port(s->redirect))) {
+    if (strcmp(was->tcp_congestion_control, cfg->tcp_congestion_control) != 0)
+      (void)h3g_tcp_listener_set_congestion_control(
+          s->redirect, cfg->tcp_congestion_control);
+    return;
+  }
+  h3g_tcp_listener *nr = NULL;
+  if (h3g_tcp_listener_new(&nr, &s->loop, cfg, "redirect", addr, want, NULL,
+                           &s->redirect_env) != 0) {
+    h3g_error("reload: cannot listen on redirect %s: %s", addr,
+              s->redirect != NULL ? "still redirecting on the old address"
+                                  : "no redirect listener");
+    memcpy(cfg->redirect_address, was->redirect_address,
+           sizeof(cfg->redirect_address));
+    cfg->redirect_port = s->redirect != NULL ? was->redirect_port : 0;
+    return;
+  }
+  if (s->redirect != NULL)
+    retire_tcp(s, &s->redirect);
+  s->redirect = nr;
+}
+
+/* The admin listener a reload asks for ([server] admin; "" turns it
+ * off), as update_quic. The old one closes at once: its requests are
+ * one-shot and short. */
+static void update_admin(h3g_server *s, const h3g_config *was) {
+  h3g_config *cfg = s->cfg;
+  if (cfg->admin_address[0] == '\0') {
+    if (s->admin != NULL) {
+      h3g_info("reload: no [server] admin: the admin listener closes");
+      h3g_admin_close(s->admin, NULL, NULL);
+      s->admin = NULL;
+    }
+    return;
+  }
+  if (s->admin != NULL && strcmp(was->admin_address, cfg->admin_address) == 0 &&
+      (cfg->admin_port == 0 || cfg->admin_port == h3g_admin_port(s->admin)))
+    return;
+  h3g_admin *na = NULL;
+  if (h3g_admin_new(&na, &s->loop, cfg->admin_address, cfg->admin_port) != 0) {
+    h3g_error("reload: cannot listen on admin %s:%u: %s", cfg->admin_address,
+              (unsigned)cfg->admin_port,
+              s->admin != NULL ? "the old admin listener stays"
+                               : "no admin listener");
+    memcpy(cfg->admin_address, was->admin_address, sizeof(cfg->admin_address));
+    cfg->admin_port = was->admin_port;
+    if (s->admin == NULL)
+      cfg->admin_address[0] = '\0';
+    return;
+  }
+  if (s->admin != NULL)
+    h3g_admin_close(s->admin, NULL, NULL);
+  s->admin = na;
+  admin_setup(s);
+}
+
+/*
+ * A reload's listeners: new ones are bound first (a moved listener's old
+ * socket drains after its successor is bound), those turned off drain
+ * last, so that something serves throughout; then the redirect and admin
+ * listeners, which report on the others.
+ */
+static void move_listeners(h3g_server *s, const h3g_config *was) {
+  update_quic(s, was);
+  update_tcp(s, was);
+  update_removals(s, was);
+  update_redirect(s, was);
+  update_admin(s, was);
   if (s->admin != NULL)
     h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
 }
@@ -592,6 +798,83 @@ static void note_identity(h3g_server *s) {
     memset(&s->key_st, 0, sizeof(s->key_st));
 }
 
+/* [server] pid_file: this process's id, for h3gate --reload. Returns 0,
+ * or -1 when it could not be written (warned). */
+static int write_pid_file(const h3g_config *cfg) {
+  if (cfg->pid_file[0] == '\0')
+    return 0;
+  FILE *f = fopen(cfg->pid_file, "w");
+  int rv = f != NULL && fprintf(f, "%ld\n", (long)getpid()) >= 0 ? 0 : -1;
+  if (f != NULL && fclose(f) != 0)
+    rv = -1;
+  if (rv != 0)
+    h3g_warn("pid_file %s: cannot write it", cfg->pid_file);
+  return rv;
+}
+
+/* Removes the pid file at path ("" none) if it still names this process
+ * (another instance may have taken the name since). */
+static void remove_pid_file(const char *path) {
+  if (path[0] == '\0')
+    return;
+  FILE *f = fopen(path, "r");
+  long pid = 0;
+  if (f == NULL)
+    return;
+  if (fscanf(f, "%ld", &pid) != 1)
+    pid = 0;
+  fclose(f);
+  if (pid == (long)getpid())
+    (void)unlink(path);
+}
+
+/* A reload's [server] pid_file: the new file is written first, then the
+ * old one goes; when the new one cannot be written, the old one stays,
+ * and so does its name in the configuration. */
+static void move_pid_file(h3g_server *s, const h3g_config *was) {
+  h3g_config *cfg = s->cfg;
+  if (strcmp(was->pid_file, cfg->pid_file) == 0)
+    return;
+  if (write_pid_file(cfg) != 0) {
+    memcpy(cfg->pid_file, was->pid_file, sizeof(cfg->pid_file));
+    return;
+  }
+  remove_pid_file(was->pid_file);
+}
+
+/*
+ * A reload's checks beyond the file's own (config.c, main.c's load):
+ * what start-up would refuse only when it builds the listeners. Returns 0
+ * or H3G_ERR_INVAL (logged).
+ */
+static int reload_check(const h3g_server *s, const h3g_config *next) {
+  if (!next->listen_enabled && !next->tcp_enabled) {
+    h3g_error("%s: no listener: [listener] and [tcp] are both disabled",
+              s->reload->path);
+    return H3G_ERR_INVAL;
+  }
+  if ((next->tcp_enabled || next->redirect_port != 0) &&
+      h3g_tcp_congestion_check(next->tcp_congestion_control) != 0) {
+    h3g_error("%s: [tcp] congestion_control: \"%s\" cannot be used",
+              s->reload->path, next->tcp_congestion_control);
+    return H3G_ERR_INVAL;
+  }
+  return 0;
+}
+
+/* A new TLS context (for a new identity, or for a listener turned on)
+ * takes the place of *cur, which is kept until exit; NULL with a new
+ * identity: *cur goes too (that kind of listener is off, and must not
+ * start with the old certificate later). */
+static void swap_tls(h3g_server *s, h3g_tls_ctx **cur, h3g_tls_ctx *next,
+                     int new_identity) {
+  if (next == NULL && !new_identity)
+    return;
+  if (*cur != NULL)
+    s->old_tls[s->nold_tls++] = *cur;
+  *cur = next;
+}
+
 /*
  * SIGHUP: the configuration again (server.c's top comment says what
  * changes and what stays). Nothing is touched until all of the new one
@@ -606,11 +889,12 @@ static void reload_config(h3g_server *s) {
 
   /* What the swap needs, taken first, so that it cannot fail half way. */
   retired_gen *old = calloc(1, sizeof(*old));
+  h3g_config *was = malloc(sizeof(*was));
   h3g_tls_ctx **kept =
       realloc(s->old_tls, (s->nold_tls + 2) * sizeof(*s->old_tls));
   if (kept != NULL)
     s->old_tls = kept;
-  if (old == NULL || kept == NULL)
+  if (old == NULL || was == NULL || kept == NULL)
     rv = H3G_ERR_NOMEM;
 
   h3g_info("reloading %s", s->reload->path);
@@ -618,20 +902,22 @@ static void reload_config(h3g_server *s) {
     rv = H3G_ERR_INVAL;
   if (rv == 0)
     keep_bound(s, next);
-  /* New TLS contexts only for a new certificate or key (Kubernetes
-   * replaces a Secret's files behind the same names): the sessions and
-   * tickets of the ones in use stay valid otherwise. */
-  int new_identity = rv == 0 &&
-                     (strcmp(next->cert_file, s->cfg->cert_file) != 0 ||
-                      strcmp(next->key_file, s->cfg->key_file) != 0 ||
-                      !same_file(next->cert_file, &s->cert_st) ||
-                      !same_file(next->key_file, &s->key_st));
-  if (rv == 0 && next->listen_enabled && new_identity) {
+  if (rv == 0)
+    rv = reload_check(s, next);
+  /* New TLS contexts for a new certificate or key (Kubernetes replaces a
+   * Secret's files behind the same names), or for a listener turned on:
+   * the sessions and tickets of the ones in use stay valid otherwise. */
+  int new_identity =
+      rv == 0 && (strcmp(next->cert_file, s->cfg->cert_file) != 0 ||
+                  strcmp(next->key_file, s->cfg->key_file) != 0 ||
+                  !same_file(next->cert_file, &s->cert_st) ||
+                  !same_file(next->key_file, &s->key_st));
+  if (rv == 0 && next->listen_enabled && (new_identity || s->tls == NULL)) {
     char ticket_context[256];
     h3g_quic_ticket_context(next, ticket_context, sizeof(ticket_context));
     rv = h3g_tls_ctx_new_quic(&tls, next, s->secrets, ticket_context);
   }
-  if (rv == 0 && next->tcp_enabled && new_identity)
+  if (rv == 0 && next->tcp_enabled && (new_identity || s->tls_tcp == NULL))
     rv = h3g_tls_ctx_new_tcp(&tls_tcp, next, s->secrets);
   if (rv == 0)
     rv = build_upstreams(s, next, &groups, &router);
@@ -656,19 +942,15 @@ static void reload_config(h3g_server *s) {
     if (next != NULL)
       h3g_config_free(next);
     free(next);
+    free(was);
     return;
   }
 
-  /* Everything is built: the old table retires, the new takes over. */
+  /* Everything is built: the old table retires, the new takes over. was
+   * keeps the old configuration's values (its arrays are not its own:
+   * it is only read, then freed with free()). */
   gen_take(old, s->router, s->groups, s->cfg);
-
-  char old_log[sizeof(s->cfg->access_log)];
-  memcpy(old_log, s->cfg->access_log, sizeof(old_log));
-  char old_udp[sizeof(s->cfg->listen_address)];
-  char old_tcp[sizeof(s->cfg->listen_address)];
-  memcpy(old_udp, s->cfg->listen_address, sizeof(old_udp));
-  snprintf(old_tcp, sizeof(old_tcp), "%s", tcp_address_of(s->cfg));
-  uint32_t old_udp_port = s->cfg->listen_port;
+  *was = *s->cfg;
   *s->cfg = *next; /* its groups and routes now belong to s->cfg */
   free(next);
 
@@ -680,33 +962,25 @@ static void reload_config(h3g_server *s) {
                                 .ngroups = s->ngroups};
   s->env.router = router;
   s->tcp_env_bridge.router = router;
-  if (tls != NULL) {
-    s->old_tls[s->nold_tls++] = s->tls;
-    s->tls = tls;
-    if (s->quic != NULL)
-      h3g_quic_listener_set_tls(s->quic, tls);
-  }
-  if (tls_tcp != NULL) {
-    s->old_tls[s->nold_tls++] = s->tls_tcp;
-    s->tls_tcp = tls_tcp;
-    if (s->tcp != NULL)
-      h3g_tcp_listener_set_tls(s->tcp, tls_tcp);
-  }
-  move_listeners(s, old_udp, old_udp_port, old_tcp);
+  swap_tls(s, &s->tls, tls, new_identity);
+  if (tls != NULL && s->quic != NULL)
+    h3g_quic_listener_set_tls(s->quic, tls);
+  swap_tls(s, &s->tls_tcp, tls_tcp, new_identity);
+  if (tls_tcp != NULL && s->tcp != NULL)
+    h3g_tcp_listener_set_tls(s->tcp, tls_tcp);
+  move_listeners(s, was);
+  move_pid_file(s, was);
   if (new_identity) {
     note_identity(s);
     h3g_info("new certificate: new handshakes use %s", s->cfg->cert_file);
   }
   h3g_alt_svc_init(&s->alt_svc, s->cfg);
-  if (s->quic != NULL)
-    h3g_alt_svc_set_quic(&s->alt_svc,
-                         s->quic_failed ? H3G_ALT_SVC_QUIC_FAILED
-                                        : H3G_ALT_SVC_QUIC_SERVING,
-                         h3g_quic_listener_port(s->quic));
+  alt_svc_update(s);
   h3g_log_set_level(s->cfg->log_level);
   h3g_access_log_set_format(s->cfg->access_log_format);
-  if (strcmp(old_log, s->cfg->access_log) != 0)
+  if (strcmp(was->access_log, s->cfg->access_log) != 0)
     (void)h3g_access_log_open(s->cfg->access_log);
+  free(was);
   h3g_router_retire(old->router, on_gen_retired, old);
   H3G_INC(reloads);
   h3g_info("configuration reloaded: %u routes, %u upstream groups",
@@ -793,17 +1067,6 @@ static void ready_addresses(const h3g_server *s, char *buf, size_t cap) {
               h3g_admin_port(s->admin));
 }
 
-/* [server] pid_file: this process's id, for h3gate --reload. */
-static void write_pid_file(const h3g_config *cfg) {
-  if (cfg->pid_file[0] == '\0')
-    return;
-  FILE *f = fopen(cfg->pid_file, "w");
-  if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0)
-    h3g_warn("pid_file %s: cannot write it", cfg->pid_file);
-  if (f != NULL)
-    fclose(f);
-}
-
 int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
   h3g_server *s = calloc(1, sizeof(*s));
   if (s == NULL)
@@ -844,23 +1107,25 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
   };
   s->tcp_env_bridge = s->env;
   s->tcp_env_bridge.resp_inflight = 0;
+  /* The front ends' environments are set whether or not their listener
+   * starts now: a reload may start it later. */
+  s->tcp_env = (h3g_h1_env){
+      .cfg = cfg,
+      .bridge_env = &s->tcp_env_bridge,
+      .alt_svc = &s->alt_svc,
+  };
+  s->redirect_env = (h3g_h1_env){.cfg = cfg};
   h3g_alt_svc_init(&s->alt_svc, cfg);
   if (rv == 0 && cfg->listen_enabled) {
     rv = h3g_quic_listener_new(&s->quic, &s->loop, cfg, s->tls, s->secrets,
                                &s->env);
     if (rv == 0) {
-      h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_SERVING,
-                           h3g_quic_listener_port(s->quic));
+      alt_svc_update(s);
       h3g_quic_listener_on_failure(s->quic, on_quic_failed, s);
     }
   }
   uint16_t https_port = tcp_port_of(s, cfg);
   if (rv == 0 && cfg->tcp_enabled) {
-    s->tcp_env = (h3g_h1_env){
-        .cfg = cfg,
-        .bridge_env = &s->tcp_env_bridge,
-        .alt_svc = &s->alt_svc,
-    };
     rv = h3g_tcp_listener_new(&s->tcp, &s->loop, cfg, "tcp",
                               tcp_address_of(cfg), https_port, s->tls_tcp,
                               &s->tcp_env);
@@ -876,18 +1141,11 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
       rv = 0;
     }
   }
-  if (rv == 0 && cfg->redirect_port != 0) {
-    s->redirect_env = (h3g_h1_env){
-        .cfg = cfg,
-        .redirect_port = https_port,
-    };
-    rv = h3g_tcp_listener_new(&s->redirect, &s->loop, cfg, "redirect",
-                              cfg->redirect_address[0] != '\0'
-                                  ? cfg->redirect_address
-                                  : cfg->listen_address,
-                              h3g_bind_port(cfg->redirect_port),
-                              NULL, &s->redirect_env);
-  }
+  s->redirect_env.redirect_port = https_port;
+  if (rv == 0 && cfg->redirect_port != 0)
+    rv = h3g_tcp_listener_new(
+        &s->redirect, &s->loop, cfg, "redirect", redirect_address_of(cfg),
+        h3g_bind_port(cfg->redirect_port), NULL, &s->redirect_env);
   if (rv == 0 && s->quic == NULL && s->tcp == NULL) {
     h3g_error("no listener: [listener] and [tcp] are both disabled");
     rv = H3G_ERR_INVAL;
@@ -895,12 +1153,8 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
   if (rv == 0 && cfg->admin_address[0] != '\0') {
     rv = h3g_admin_new(&s->admin, &s->loop, cfg->admin_address,
                        cfg->admin_port);
-    if (rv == 0) {
-      h3g_admin_set_serving(s->admin, s->quic != NULL, s->tcp != NULL);
-      h3g_admin_set_view(s->admin, h3g_upstream_view_metrics,
-                         h3g_upstream_view_json, &s->view);
-      h3g_admin_set_ready(s->admin, server_ready, s);
-    }
+    if (rv == 0)
+      admin_setup(s);
   }
 
   uv_signal_init(&s->loop, &s->sigterm);
@@ -924,7 +1178,7 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
       uv_timer_start(&s->secrets_timer, on_secrets_timer, SECRETS_CHECK_MS,
                      SECRETS_CHECK_MS);
     uv_check_start(&s->flush, on_flush);
-    write_pid_file(cfg);
+    (void)write_pid_file(cfg);
     h3g_idle_trim_init(&s->trim, &h3g_stats);
     uv_timer_start(&s->trim_timer, on_trim_timer, IDLE_TRIM_TICK_MS,
                    IDLE_TRIM_TICK_MS);
@@ -963,8 +1217,7 @@ int h3g_server_run(h3g_config *cfg, const h3g_server_reload *reload) {
   for (size_t i = 0; i < s->nold_tls; i++)
     h3g_tls_ctx_free(s->old_tls[i]);
   free(s->old_tls);
-  if (cfg->pid_file[0] != '\0')
-    (void)unlink(cfg->pid_file);
+  remove_pid_file(cfg->pid_file);
   h3g_secrets_free(s->secrets);
   h3g_tls_cleanup();
   h3g_access_log_close();

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -810,11 +811,8 @@ static void on_connection(uv_stream_t *server, int status) {
  * net.ipv4.tcp_allowed_congestion_control, without CAP_NET_ADMIN) is a
  * warning: connections keep the system's default.
  */
-static int set_congestion_control(uv_tcp_t *server, const char *name,
-                                  const char *what) {
-  uv_os_fd_t fd;
-  if (name[0] == '\0' || uv_fileno((uv_handle_t *)server, &fd) != 0)
-    return 0;
+static int set_congestion_control_fd(int fd, const char *name,
+                                     const char *what) {
   if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name,
                  (socklen_t)strlen(name)) == 0) {
     h3g_debug("%s: TCP congestion control %s", what, name);
@@ -832,6 +830,59 @@ static int set_congestion_control(uv_tcp_t *server, const char *name,
            "the system default",
            name, strerror(err), what);
   return 0;
+}
+
+static int set_congestion_control(uv_tcp_t *server, const char *name,
+                                  const char *what) {
+  uv_os_fd_t fd;
+  if (name[0] == '\0' || uv_fileno((uv_handle_t *)server, &fd) != 0)
+    return 0;
+  return set_congestion_control_fd(fd, name, what);
+}
+
+int h3g_tcp_congestion_check(const char *name) {
+  if (name[0] == '\0')
+    return 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return 0; /* nothing to ask: the listener's own setsockopt will say */
+  int err = 0;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name,
+                 (socklen_t)strlen(name)) != 0)
+    err = errno;
+  close(fd);
+  if (err != ENOENT)
+    return 0;
+  h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
+            "/proc/sys/net/ipv4/tcp_available_congestion_control)",
+            name);
+  return H3G_ERR_INVAL;
+}
+
+int h3g_tcp_listener_set_congestion_control(h3g_tcp_listener *l,
+                                            const char *name) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&l->server, &fd) != 0)
+    return 0;
+  if (name[0] != '\0')
+    return set_congestion_control_fd(fd, name, l->name);
+  /* Back to the system's default: a listening socket has no "unset", so
+   * the default is named. */
+  char def[32] = "";
+  FILE *f = fopen("/proc/sys/net/ipv4/tcp_congestion_control", "r");
+  if (f != NULL) {
+    if (fgets(def, sizeof(def), f) == NULL)
+      def[0] = '\0';
+    fclose(f);
+  }
+  def[strcspn(def, " \n")] = '\0';
+  if (def[0] == '\0') {
+    h3g_warn("%s: cannot read the system's TCP congestion control: new "
+             "connections keep the one set before",
+             l->name);
+    return 0;
+  }
+  return set_congestion_control_fd(fd, def, l->name);
 }
 
 int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,

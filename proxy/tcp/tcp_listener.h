@@ -36,6 +36,24 @@ int h3g_tcp_listener_new(h3g_tcp_listener **pl, void *loop,
                          const char *address, uint16_t port, h3g_tls_ctx *tls,
                          const h3g_h1_env *env);
 
+/*
+ * Whether the kernel has the TCP congestion control algorithm name (""
+ * is the system's default: always), as h3g_tcp_listener_new would find
+ * out: for a reload to refuse the name before anything changes. Returns
+ * 0 or H3G_ERR_INVAL (logged as at start). A name the kernel has but
+ * does not allow this process passes (the listener warns).
+ */
+int h3g_tcp_congestion_check(const char *name);
+
+/*
+ * Connections accepted from now on use TCP congestion control name (""
+ * the system's default); those open keep theirs. Returns 0 or
+ * H3G_ERR_INVAL (the kernel has no such algorithm; logged). Not allowed
+ * to this process: a warning, the one set before stays.
+ */
+int h3g_tcp_listener_set_congestion_control(h3g_tcp_listener *l,
+                                            const char *name);
+
 /* The port actually bound. */
 uint16_t h3g_tcp_listener_port(const h3g_tcp_listener *l);
 

@@ -464,3 +464,303 @@ def test_reload_moves_listeners_to_new_ports(tmp_path, routed):
         assert gw.metrics()["reloads"] == 1
     finally:
         fl.stop()
+
+
+# ---- every listener follows the file -----------------------------------------
+
+def hup_and_wait_log(gw, text, count=1):
+    """SIGHUP when the admin listener itself moves (reload_and_wait reads
+    the metrics there): the outcome is waited for in the log."""
+    gw.send_signal(signal.SIGHUP)
+    gw.signalled = False
+    gw.wait_log(text, count=count)
+
+
+def refused(port):
+    """1 if a TCP connect to 127.0.0.1:port is refused."""
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_reload_moves_the_admin_listener(tmp_path, routed):
+    """A new [server] admin port: the new listener answers (/healthz,
+    /metrics counting the reload, /readyz), the old port refuses. A port
+    held by another socket: the reload logs an error and the admin
+    listener in use goes on answering."""
+    import socket
+    from conftest import free_port
+    fl, gw = start_pair(tmp_path, routed, "reload-admin")
+    try:
+        old = gw.admin_port
+        new = free_port("tcp")
+        gw.config["server"]["admin"] = "127.0.0.1:%d" % new
+        rewrite(gw)
+        hup_and_wait_log(gw, "admin listening on tcp 127.0.0.1:%d" % new)
+        gw.wait_log("configuration reloaded")
+        gw.admin_port = new
+        assert gw.admin_get("/healthz")[0] == 200
+        m = gw.metrics()
+        assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+        assert gw.admin_get("/readyz")[0] == 200
+        assert "two" in gw.admin_get("/upstreams")[1]
+        assert refused(old), "the old admin port still takes connections"
+        with H3Client(gw) as c:
+            assert served_by(c.get("/after-admin-move")) == "one1"
+
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        try:
+            taken = held.getsockname()[1]
+            gw.config["server"]["admin"] = "127.0.0.1:%d" % taken
+            rewrite(gw)
+            m = reload_and_wait(gw)
+            gw.wait_log("reload: cannot listen on admin 127.0.0.1:%d: the old "
+                        "admin listener stays" % taken)
+            assert m["reloads"] == 2, m
+            assert gw.admin_get("/healthz")[0] == 200
+        finally:
+            held.close()
+    finally:
+        fl.stop()
+
+
+def redirect_location(port, path="/a?b"):
+    import socket
+    from test_20_tcp_fallback import read_response
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        line, fields, _ = read_response(s)
+        return line, fields.get("location")
+    finally:
+        s.close()
+
+
+def test_reload_adds_moves_and_removes_the_redirect_listener(tmp_path, routed):
+    from conftest import free_port
+    fl, gw = start_pair(tmp_path, routed, "reload-redirect")
+    try:
+        want = "https://localhost:%d/a?b" % gw.tcp_port
+        p1 = free_port("tcp")
+        gw.config["redirect"] = {"address": "127.0.0.1", "port": str(p1)}
+        rewrite(gw)
+        reload_and_wait(gw)
+        gw.wait_log("listening on redirect 127.0.0.1:%d" % p1)
+        assert redirect_location(p1) == ("HTTP/1.1 308 Permanent Redirect", want)
+
+        p2 = free_port("tcp")
+        gw.config["redirect"]["port"] = str(p2)
+        rewrite(gw)
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 2, m
+        gw.wait_log("listening on redirect 127.0.0.1:%d" % p2)
+        assert redirect_location(p2) == ("HTTP/1.1 308 Permanent Redirect", want)
+        assert refused(p1), "the old redirect port still takes connections"
+
+        del gw.config["redirect"]
+        rewrite(gw)
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 3, m
+        gw.wait_log("the redirect listener drains")
+        assert refused(p2), "the redirect listener outlived its removal"
+        with H1Client(gw) as c:
+            assert c.get("/still-https").status == 200
+    finally:
+        fl.stop()
+
+
+def big_blocks(fl, upstream):
+    return two_groups(fl, "one") + [
+        group("big", [upstream.address]),
+        route("big", "big", path="/slow/")]
+
+
+def start_long_download(cls, gw, n, rate):
+    """A download of n bytes at rate bytes/s in a thread: (thread, out,
+    started) where started is set by the first body bytes."""
+    out = {}
+    started = threading.Event()
+
+    def run():
+        with cls(gw) as c:
+            out["r"] = c.get("/slow/%d?rate=%d" % (n, rate), timeout=60,
+                             on_data=lambda r: started.set())
+    t = threading.Thread(target=run)
+    t.start()
+    assert started.wait(10 * SLOW), "the long download never started"
+    return t, out
+
+
+def alt_svc(gw):
+    with H1Client(gw) as c:
+        r = c.get("/alt")
+        assert r.status == 200, r
+        return r.header("alt-svc") or ""
+
+
+def test_reload_turns_the_tcp_listener_off_and_on(tmp_path, routed, upstream):
+    """[tcp] enabled = no: a long HTTP/2 download in flight finishes byte for
+    byte, new TCP connections are refused, HTTP/3 goes on; = yes again:
+    HTTP/2 serves again."""
+    from conftest import expected_sha256
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    gw = routed(big_blocks(fl, upstream), name="reload-tcp-off")
+    try:
+        n = 3 * MiB
+        t, out = start_long_download(H2Client, gw, n, 2 * MiB)
+        tcp_port = gw.tcp_port
+        gw.config["tcp"]["enabled"] = "no"
+        rewrite(gw)
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+        gw.wait_log("reload: [tcp] enabled = no: the TCP listener drains")
+        assert refused(tcp_port), "the TCP listener still accepts"
+        assert gw.admin_get("/health")[0] == 200
+        with H3Client(gw) as c:
+            assert served_by(c.get("/h3-still")) == "one1"
+        t.join(60 * SLOW)
+        r = out["r"]
+        assert r.error is None and r.status == 200, r
+        assert r.body_len == n and r.sha256 == expected_sha256(n), r
+
+        gw.config["tcp"]["enabled"] = "yes"
+        gw.config["tcp"]["port"] = str(tcp_port)
+        rewrite(gw)
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 2 and m["reload_failures"] == 0, m
+        gw.wait_log("listening on tcp 127.0.0.1:%d" % tcp_port, count=2)
+        with H2Client(gw) as c:
+            r = c.get("/h2-again")
+            assert r.status == 200 and served_by(r) == "one1", r
+        assert 'h3=":%d"' % gw.port in alt_svc(gw)
+    finally:
+        fl.stop()
+
+
+def test_reload_turns_the_quic_listener_off_and_on(tmp_path, routed, upstream):
+    """[listener] enabled = no: a long HTTP/3 download in flight finishes byte
+    for byte, new QUIC connections fail, TCP responses stop advertising h3;
+    = yes again: HTTP/3 serves again and Alt-Svc advertises it."""
+    from conftest import expected_sha256
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    gw = routed(big_blocks(fl, upstream), name="reload-quic-off")
+    try:
+        udp_port = gw.port
+        assert 'h3=":%d"' % udp_port in alt_svc(gw)
+        n = 3 * MiB
+        t, out = start_long_download(H3Client, gw, n, 2 * MiB)
+        gw.config["listener"]["enabled"] = "no"
+        rewrite(gw)
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+        gw.wait_log("reload: [listener] enabled = no: the QUIC listener drains")
+        assert "h3=" not in alt_svc(gw)
+        assert gw.admin_get("/health/quic")[0] == 503
+        t.join(60 * SLOW)
+        r = out["r"]
+        assert r.error is None and r.status == 200, r
+        assert r.body_len == n and r.sha256 == expected_sha256(n), r
+        with H3Client(gw) as c:
+            r = c.get("/h3-off", connect_timeout=2, timeout=3)
+            assert r.error is not None, r
+        assert "h3=" not in alt_svc(gw)
+
+        gw.config["listener"]["enabled"] = "yes"
+        gw.config["listener"]["port"] = str(udp_port)
+        rewrite(gw)
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 2 and m["reload_failures"] == 0, m
+        gw.wait_log("listening on udp 127.0.0.1:%d" % udp_port, count=2)
+        with H3Client(gw) as c:
+            r = c.get("/h3-again")
+            assert r.status == 200 and served_by(r) == "one1", r
+        assert 'h3=":%d"' % udp_port in alt_svc(gw)
+        assert gw.admin_get("/health/quic")[0] == 200
+    finally:
+        fl.stop()
+
+
+def test_reload_refuses_to_turn_every_listener_off(tmp_path, routed):
+    fl, gw = start_pair(tmp_path, routed, "reload-no-listener")
+    try:
+        gw.config["listener"]["enabled"] = "no"
+        gw.config["tcp"]["enabled"] = "no"
+        rewrite(gw)
+        m = reload_and_wait(gw, ok=False)
+        assert m["reload_failures"] == 1 and m["reloads"] == 0, m
+        gw.wait_log("%s: no listener: [listener] and [tcp] are both disabled"
+                    % gw.config_path)
+        with H3Client(gw) as c:
+            assert served_by(c.get("/still-h3")) == "one1"
+        with H2Client(gw) as c:
+            assert c.get("/still-h2").status == 200
+    finally:
+        fl.stop()
+
+
+def test_reload_moves_the_pid_file(tmp_path, routed):
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    first = str(tmp_path / "first.pid")
+    second = str(tmp_path / "second.pid")
+    gw = routed(two_groups(fl, "one"), {"server": {"pid_file": first}},
+                name="reload-pid-move")
+    try:
+        assert int(open(first).read()) == gw.pid
+        gw.config["server"]["pid_file"] = second
+        rewrite(gw)
+        reload_and_wait(gw)
+        assert int(open(second).read()) == gw.pid
+        assert not os.path.exists(first), "the old pid file stayed"
+        p = subprocess.run([H3GATE_BIN, "--reload", second], timeout=10)
+        assert p.returncode == 0
+        gw.wait_log("configuration reloaded", count=2)
+    finally:
+        fl.stop()
+    gw.stop()
+    assert not os.path.exists(second), "the pid file outlived the gateway"
+
+
+def test_reload_changes_tcp_congestion_control(tmp_path, routed):
+    """New TCP connections take a reload's [tcp] congestion_control; one
+    the kernel lacks fails the reload (as it fails a start) and the
+    listener goes on with the one in use."""
+    from test_20_tcp_fallback import read_response, server_side_cc, tls_socket, CA
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    gw = routed(two_groups(fl, "one"), {"tcp": {"congestion_control": "reno"}},
+                name="reload-cc")
+    CA[0] = gw.certs.ca
+
+    def cc_of_a_new_connection():
+        s = tls_socket(gw.tcp_port)
+        try:
+            s.sendall(b"GET /cc HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            line, _, _ = read_response(s)
+            assert line.startswith("HTTP/1.1 200"), line
+            return server_side_cc(gw.tcp_port)
+        finally:
+            s.close()
+    try:
+        assert cc_of_a_new_connection() == ["reno"]
+        gw.config["tcp"]["congestion_control"] = "cubic"
+        rewrite(gw)
+        reload_and_wait(gw)
+        assert cc_of_a_new_connection() == ["cubic"]
+
+        gw.config["tcp"]["congestion_control"] = "nosuchcc"
+        rewrite(gw)
+        m = reload_and_wait(gw, ok=False)
+        assert m["reload_failures"] == 1 and m["reloads"] == 1, m
+        gw.wait_log('[tcp] congestion_control: the kernel has no "nosuchcc"')
+        gw.wait_log("reload of %s failed" % gw.config_path)
+        assert cc_of_a_new_connection() == ["cubic"]
+    finally:
+        fl.stop()
