@@ -105,6 +105,7 @@ typedef struct h3g_server {
   h3g_h1_env redirect_env;
   int listeners_draining; /* listeners whose shutdown has not completed */
   int retired_open;       /* listeners a reload moved or turned off, draining */
+  struct retired_listener *retired; /* those of them a stop can cut short */
   int quic_retiring;      /* of which QUIC ones (Alt-Svc says "clear") */
 
   h3g_admin *admin;
@@ -304,21 +305,76 @@ static void on_listener_closed(h3g_server *s) {
     on_listeners_closed(s);
 }
 
-/* A listener a reload replaced (new address or port) finished draining. */
-static void on_retired_listener_closed(void *arg) {
-  h3g_server *s = arg;
+/*
+ * A listener a reload moved or turned off, while it drains: listed, so
+ * that a second SIGTERM cuts it short with the others. (Without memory
+ * for the entry it drains unlisted, to its own deadline.)
+ */
+typedef struct retired_listener {
+  h3g_server *s;
+  h3g_quic_listener *quic; /* one of the two */
+  h3g_tcp_listener *tcp;
+  struct retired_listener *next, **pprev;
+} retired_listener;
+
+static retired_listener *retired_add(h3g_server *s, h3g_quic_listener *quic,
+                                     h3g_tcp_listener *tcp) {
+  retired_listener *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return NULL;
+  *r = (retired_listener){.s = s,
+                          .quic = quic,
+                          .tcp = tcp,
+                          .next = s->retired,
+                          .pprev = &s->retired};
+  if (s->retired != NULL)
+    s->retired->pprev = &r->next;
+  s->retired = r;
+  return r;
+}
+
+/* The server of a retired listener's close callback (arg: its entry, or
+ * the server when it drains unlisted), the entry gone. */
+static h3g_server *retired_done(void *arg, int listed) {
+  if (!listed)
+    return arg;
+  retired_listener *r = arg;
+  h3g_server *s = r->s;
+  *r->pprev = r->next;
+  if (r->next != NULL)
+    r->next->pprev = r->pprev;
+  free(r);
+  return s;
+}
+
+static void retired_closed(h3g_server *s) {
   s->retired_open--;
   if (s->stopping)
     on_listener_closed(s);
 }
 
+static void on_retired_listener_closed(void *arg) {
+  retired_closed(retired_done(arg, 1));
+}
+
+static void on_unlisted_listener_closed(void *arg) {
+  retired_closed(retired_done(arg, 0));
+}
+
 /* A QUIC listener a reload moved or turned off finished draining: with
  * none serving any more, Alt-Svc goes from "clear" to nothing. */
-static void on_retired_quic_closed(void *arg) {
-  h3g_server *s = arg;
+static void retired_quic_closed(h3g_server *s) {
   if (--s->quic_retiring == 0 && s->quic == NULL && !s->stopping)
     h3g_alt_svc_set_quic(&s->alt_svc, H3G_ALT_SVC_QUIC_OFF, 0);
-  on_retired_listener_closed(s);
+  retired_closed(s);
+}
+
+static void on_retired_quic_closed(void *arg) {
+  retired_quic_closed(retired_done(arg, 1));
+}
+
+static void on_unlisted_quic_closed(void *arg) {
+  retired_quic_closed(retired_done(arg, 0));
 }
 
 /* What Alt-Svc says of the QUIC listener outside shutdown: h3 while one
@@ -421,6 +477,14 @@ static void stop_now(h3g_server *s) {
     h3g_tcp_listener_expire(s->tcp);
   if (s->redirect != NULL)
     h3g_tcp_listener_expire(s->redirect);
+  /* Expiring may close one at once (its entry goes): the next first. */
+  for (retired_listener *r = s->retired, *next; r != NULL; r = next) {
+    next = r->next;
+    if (r->quic != NULL)
+      h3g_quic_listener_expire(r->quic);
+    else
+      h3g_tcp_listener_expire(r->tcp);
+  }
 }
 
 /*
@@ -570,8 +634,13 @@ static void retire_quic(h3g_server *s) {
   h3g_quic_listener_on_failure(old, NULL, NULL);
   s->retired_open++;
   s->quic_retiring++;
-  h3g_quic_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
-                             on_retired_quic_closed, s);
+  retired_listener *r = retired_add(s, old, NULL);
+  if (r != NULL)
+    h3g_quic_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
+                               on_retired_quic_closed, r);
+  else
+    h3g_quic_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
+                               on_unlisted_quic_closed, s);
 }
 
 /* *pl (the TCP or the redirect listener) drains; *pl is NULL after. */
@@ -579,8 +648,13 @@ static void retire_tcp(h3g_server *s, h3g_tcp_listener **pl) {
   h3g_tcp_listener *old = *pl;
   *pl = NULL;
   s->retired_open++;
-  h3g_tcp_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
-                            on_retired_listener_closed, s);
+  retired_listener *r = retired_add(s, NULL, old);
+  if (r != NULL)
+    h3g_tcp_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
+                              on_retired_listener_closed, r);
+  else
+    h3g_tcp_listener_shutdown(old, s->cfg->shutdown_timeout_ms,
+                              on_unlisted_listener_closed, s);
 }
 
 /*

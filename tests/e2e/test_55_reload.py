@@ -764,3 +764,46 @@ def test_reload_changes_tcp_congestion_control(tmp_path, routed):
         assert cc_of_a_new_connection() == ["cubic"]
     finally:
         fl.stop()
+
+
+def test_second_sigterm_cuts_short_the_listeners_a_reload_retired(tmp_path, routed):
+    """Listeners a reload moved away from drain what they carry; a stop at
+    once (a second SIGTERM) cuts them short too, not only the current
+    ones: the gateway exits within seconds, not at shutdown_timeout."""
+    from conftest import free_port
+    fl = new_fleet(tmp_path)
+    fl.add("one1", "two1")
+    gw = routed(two_groups(fl, "one"), overrides={"server": {"shutdown_timeout": "60s"}},
+                name="reload-stop-now")
+    try:
+        out = {}
+
+        def hang(kind, client):
+            with client as c:
+                out[kind] = c.get("/hang-%s?delay=60000" % kind, timeout=90)
+
+        threads = [threading.Thread(target=hang, args=("h3", H3Client(gw))),
+                   threading.Thread(target=hang, args=("h1", H1Client(gw)))]
+        for t in threads:
+            t.start()
+        wait_until(lambda: {r.get("target", "").split("?")[0] for r in fl["one1"].records()}
+                   >= {"/hang-h3", "/hang-h1"}, what="both hanging requests at the server")
+        gw.config["listener"]["port"] = str(free_port("udp"))
+        gw.config["tcp"]["port"] = str(free_port("tcp"))
+        rewrite(gw)
+        reload_and_wait(gw)
+        gw.wait_log("listening on tcp 127.0.0.1:%s" % gw.config["tcp"]["port"])
+        gw.send_signal(signal.SIGTERM)
+        gw.wait_log("shutting down: draining for up to 60000 ms")
+        t0 = time.monotonic()
+        gw.send_signal(signal.SIGTERM)
+        gw.wait_log("while draining: stopping now")
+        gw.stop(timeout=15)
+        assert time.monotonic() - t0 < 5 * SLOW
+        for t in threads:
+            t.join(30 * SLOW)
+        for kind in ("h3", "h1"):
+            r = out[kind]
+            assert r.error is not None or r.status >= 500, (kind, r)
+    finally:
+        fl.stop()
