@@ -127,6 +127,42 @@ def test_sigusr1_reopens_the_access_log(gateway, tmp_path):
     assert "?first" not in open(path).read()
 
 
+def test_http1_keep_alive_is_told_to_close_by_the_drain(gateway, upstream):
+    """An HTTP/1.1 keep-alive connection with a request in flight when the
+    drain starts: its response says `Connection: close` and the connection
+    ends after it (the client goes elsewhere for the next one); no Alt-Svc
+    offering h3 on it."""
+    import socket
+    import ssl
+    from testenv.gateway import tcp_gw
+    from test_20_tcp_fallback import read_response
+    gw = tcp_gw(gateway, {"server": {"shutdown_timeout": "20s"}})
+    ctx = ssl.create_default_context(cafile=gw.certs.ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", gw.tcp_port), timeout=10 * SLOW),
+                        server_hostname="localhost")
+    try:
+        s.sendall(b"GET /bytes/5 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        status, fields, body = read_response(s)
+        assert status.endswith("200 OK") and fields.get("connection") != "close", fields
+        assert fields.get("alt-svc", "").startswith("h3="), fields
+        s.sendall(b"GET /bytes/7?delay=1500 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        upstream.wait_for(lambda: upstream.requests_for("/bytes/7"), what="the second request")
+        gw.send_signal(signal.SIGTERM)
+        gw.wait_log("shutting down: draining")
+        status, fields, body = read_response(s)
+        assert status.endswith("200 OK") and len(body) == 7, (status, fields)
+        assert fields.get("connection") == "close", fields
+        assert fields.get("alt-svc") == "clear", fields
+        try:
+            assert s.recv(100) == b""
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+    finally:
+        s.close()
+    assert gw.stop(timeout=15) < 10 * SLOW
+
+
 def test_draining_refusals_are_bounded_per_source(gateway, upstream):
     """While draining, a source gets CONNECTION_REFUSED a few times a
     second and then no answer, so a client that retries at once cannot make
