@@ -1024,6 +1024,11 @@ static void reload_config(h3g_server *s) {
    * keeps the old configuration's values (its arrays are not its own:
    * it is only read, then freed with free()). */
   gen_take(old, s->router, s->groups, s->cfg);
+  /* The new groups check the servers now (they took over what the old
+   * checks found): the old ones would only count them twice. */
+  for (size_t i = 0; i < old->ngroups; i++)
+    if (old->groups[i] != NULL)
+      h3g_upstream_group_stop_checks(old->groups[i]);
   *was = *s->cfg;
   *s->cfg = *next; /* its groups and routes now belong to s->cfg */
   free(next);

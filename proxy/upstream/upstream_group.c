@@ -505,6 +505,13 @@ void h3g_upstream_group_inherit(h3g_upstream_group *g,
   }
 }
 
+void h3g_upstream_group_stop_checks(h3g_upstream_group *g) {
+  for (size_t i = 0; i < g->n; i++) {
+    h3g_health_check_close(g->servers[i].hc);
+    g->servers[i].hc = NULL;
+  }
+}
+
 static void on_pool_closed(void *arg) {
   h3g_upstream_group *g = arg;
   if (--g->open > 0)

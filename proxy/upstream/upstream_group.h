@@ -95,6 +95,10 @@ typedef struct h3g_server_view {
 void h3g_upstream_group_inherit(h3g_upstream_group *g,
                                 const h3g_upstream_group *old);
 
+/* The active checks of g stop (a reload replaced it: the new group's
+ * checks go on); the servers keep the verdicts they had. */
+void h3g_upstream_group_stop_checks(h3g_upstream_group *g);
+
 const h3g_group_conf *h3g_upstream_group_conf(const h3g_upstream_group *g);
 size_t h3g_upstream_group_size(const h3g_upstream_group *g);
 void h3g_upstream_group_server(const h3g_upstream_group *g, size_t i,

@@ -224,6 +224,17 @@ def test_reload_keeps_what_health_checks_found(tmp_path, routed):
                 assert r.status == 200 and served_by(r) == "a1", r
         served = _server_view(gw, fl["a1"].address)["requests"]
         assert served >= 5
+        # A request in flight holds the old table (and its groups) open.
+        out = {}
+
+        def slow():
+            with H3Client(gw) as c:
+                out["r"] = c.get("/slow?delay=3000", timeout=20)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        wait_until(lambda: any("/slow" in r.get("target", "") for r in fl["a1"].records()),
+                   what="the slow request at the server")
         # New checks that would need three failures to take a server out,
         # and that hang on the good one: only what was known before keeps
         # the down server out and the gateway ready.
@@ -231,6 +242,12 @@ def test_reload_keeps_what_health_checks_found(tmp_path, routed):
         reload_and_wait(gw)
         gw.wait_log("configuration reloaded")
         assert gw.admin_get("/readyz") == (200, "ready\n")
+        # The old group's checks stopped: the down server counts once,
+        # though the old group lives on for the request in flight.
+        assert gw.metrics()["upstreams_unhealthy"] == 1
+        assert t.is_alive(), "the slow request ended before the check"
+        t.join(20 * SLOW)
+        assert out["r"].status == 200, out["r"]
         v_down, v_up = _server_view(gw, down), _server_view(gw, fl["a1"].address)
         assert v_down["active_out"] is True and v_down["up"] is False, v_down
         assert v_up["checked"] is True and v_up["up"] is True, v_up
