@@ -27,9 +27,10 @@
  * (logged; the reload still counts). A reload that would leave no
  * listener, or name a TCP congestion control the kernel lacks, fails
  * whole, as start-up would. A new [server] pid_file is written, then the
- * old one removed. What the running process cannot change (the secrets
- * and keylog files, QUIC versions, the ticket rotation) keeps its old
- * value, with a warning.
+ * old one removed. Another secrets file is checked first and read at
+ * the swap. What the running process cannot change (a secrets file
+ * turned on or off, the keylog file, QUIC versions, the ticket rotation)
+ * keeps its old value, with a warning.
  */
 #include "server.h"
 
@@ -586,7 +587,10 @@ static void keep_bound(const h3g_server *s, h3g_config *next) {
   KEEP(quic_versions, "listener", "quic_versions");
   KEEP(quic_version, "listener", "quic_versions");
   KEEP(nquic_versions, "listener", "quic_versions");
-  KEEP(secrets_file, "listener", "secrets_file");
+  /* Another file is read at the swap; from random keys to a file or
+   * back changes how every key is derived: that waits for a start. */
+  if ((cur->secrets_file[0] == '\0') != (next->secrets_file[0] == '\0'))
+    KEEP(secrets_file, "listener", "secrets_file");
   KEEP(ticket_rotation_ms, "listener", "ticket_rotation");
   KEEP(keylog_file, "debug", "keylog_file");
   KEEP(keylog_env, "debug", "keylog_file");
@@ -976,6 +980,15 @@ static void reload_config(h3g_server *s) {
     rv = H3G_ERR_INVAL;
   if (rv == 0)
     keep_bound(s, next);
+  int new_secrets =
+      rv == 0 && strcmp(next->secrets_file, s->cfg->secrets_file) != 0;
+  if (new_secrets) {
+    char why[1024];
+    if (h3g_secrets_check_file(next->secrets_file, why, sizeof(why)) != 0) {
+      h3g_error("%s: [listener] secrets_file: %s", s->reload->path, why);
+      rv = H3G_ERR_INVAL;
+    }
+  }
   if (rv == 0)
     rv = reload_check(s, next);
   /* New TLS contexts for a new certificate or key (Kubernetes replaces a
@@ -1049,6 +1062,10 @@ static void reload_config(h3g_server *s) {
     h3g_tcp_listener_set_tls(s->tcp, tls_tcp);
   move_listeners(s, was);
   move_pid_file(s, was);
+  if (new_secrets &&
+      h3g_secrets_set_path(s->secrets, s->cfg->secrets_file) != 0)
+    memcpy(s->cfg->secrets_file, was->secrets_file,
+           sizeof(s->cfg->secrets_file));
   if (new_identity) {
     note_identity(s);
     h3g_info("new certificate: new handshakes use %s", s->cfg->cert_file);

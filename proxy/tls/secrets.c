@@ -449,6 +449,22 @@ int h3g_secrets_reload(h3g_secrets *s) {
   return 1;
 }
 
+int h3g_secrets_set_path(h3g_secrets *s, const char *path) {
+  if (s->path[0] == '\0' || path == NULL || path[0] == '\0' ||
+      strlen(path) >= sizeof(s->path))
+    return H3G_ERR_INVAL;
+  char old[sizeof(s->path)];
+  memcpy(old, s->path, sizeof(old));
+  snprintf(s->path, sizeof(s->path), "%s", path);
+  int rv = load(s, 0);
+  if (rv != 0) {
+    memcpy(s->path, old, sizeof(old));
+    return rv;
+  }
+  h3g_info("secrets_file %s in use (%zu secrets)", s->path, s->n);
+  return 0;
+}
+
 int h3g_secrets_derive(const h3g_secrets *s, const char *label, uint8_t *out,
                        size_t len) {
   const uint8_t *ikm = s->path[0] != '\0' ? s->sec[0] : s->stable;

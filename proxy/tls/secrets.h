@@ -76,6 +76,14 @@ void h3g_secrets_free(h3g_secrets *s);
 int h3g_secrets_reload(h3g_secrets *s);
 
 /*
+ * Reads the secrets from path from now on (a reload named another file;
+ * s must have been made from a file too): as if the file in use had been
+ * rewritten. When path cannot be read or parsed, nothing changes. Returns
+ * 0 or a negative error (logged).
+ */
+int h3g_secrets_set_path(h3g_secrets *s, const char *path);
+
+/*
  * A key for purpose label (e.g. "quic reset"), derived from the current
  * secret: the same on every instance sharing the file. Returns 0 or
  * H3G_ERR_TLS.

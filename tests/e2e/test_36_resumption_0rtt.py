@@ -288,6 +288,70 @@ def test_ticket_survives_one_rotation_and_file_rollover(gateway, upstream, tmp_p
     assert gw.metrics()["quic_resumptions"] == 4, "a ticket of a dropped secret"
 
 
+def _reload_with(gw, **listener):
+    """The gateway's file with these [listener] keys, then SIGHUP; waits
+    for the reload's outcome to be counted. Returns the metrics."""
+    m = gw.metrics()
+    before = m["reloads"] + m["reload_failures"]
+    gw.config["listener"].update(listener)
+    gw.config["listener"]["port"] = str(gw.port)
+    gw.config["server"]["admin"] = "127.0.0.1:%d" % gw.admin_port
+    gw.write_config()
+    gw.proc.send_signal(signal.SIGHUP)  # not send_signal(): that means "stopping"
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        m = gw.metrics()
+        if m["reloads"] + m["reload_failures"] > before:
+            return m
+        assert time.monotonic() < deadline, "no reload outcome after SIGHUP"
+        time.sleep(0.02)
+
+
+def test_reload_to_another_secrets_file(gateway, upstream, tmp_path):
+    """A reload that names another secrets file reads it at once (the
+    tickets it can open follow it); one that cannot be read or parsed fails
+    the reload and the file in use stays."""
+    a = write_secrets(tmp_path / "a.keys", SECRET_A)
+    ab = write_secrets(tmp_path / "ba.keys", SECRET_B, SECRET_A)
+    b = write_secrets(tmp_path / "b.keys", SECRET_B)
+    bad = tmp_path / "bad.keys"
+    bad.write_text("not-a-secret\n")
+    gw = gateway({"listener": {"secrets_file": a}})
+    ok(gtls(gw, ["/headers/a"], tmp_path, "1")[0])
+    # Two copies of the ticket sealed under A (a resumption stores the
+    # new ticket where the old one was).
+    old, old2 = tmp_path / "ticket-a", tmp_path / "ticket-a2"
+    for d in (old, old2):
+        d.mkdir()
+        shutil.copy(tmp_path / "session.pem", d)
+        shutil.copy(tmp_path / "tp.pem", d)
+
+    # B first, A still accepted: the ticket sealed under A resumes.
+    m = _reload_with(gw, secrets_file=ab)
+    assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+    gw.wait_log("secrets_file %s in use (2 secrets)" % ab)
+    ok(gtls(gw, ["/headers/ba"], tmp_path, "2", extra=["--disable-early-data"])[0])
+    assert gw.metrics()["quic_resumptions"] == 1
+
+    # A file that does not parse: the reload fails, B+A stay in use.
+    m = _reload_with(gw, secrets_file=str(bad))
+    assert m["reload_failures"] == 1 and m["reloads"] == 1, m
+    gw.wait_log("[listener] secrets_file: line 1: not a secret")
+    ok(gtls(gw, ["/headers/still"], tmp_path, "3", extra=["--disable-early-data"],
+            state=old)[0])
+    assert gw.metrics()["quic_resumptions"] == 2
+
+    # B alone: a ticket sealed under A alone no longer opens; B's do.
+    m = _reload_with(gw, secrets_file=b)
+    assert m["reloads"] == 2, m
+    gw.wait_log("secrets_file %s in use (1 secret" % b)
+    ok(gtls(gw, ["/headers/b-old"], tmp_path, "4", extra=["--disable-early-data"],
+            state=old2)[0])
+    assert gw.metrics()["quic_resumptions"] == 2, "a ticket of a secret no longer in the file"
+    ok(gtls(gw, ["/headers/b-new"], tmp_path, "5", extra=["--disable-early-data"])[0])
+    assert gw.metrics()["quic_resumptions"] == 3
+
+
 def test_bad_secrets_file_is_a_config_error(gateway, tmp_path):
     bad = tmp_path / "bad.keys"
     bad.write_text("not-a-secret\n")
