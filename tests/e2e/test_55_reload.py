@@ -61,6 +61,23 @@ def rewrite(gw, blocks=None, text=None):
         f.write(body)
 
 
+def slow_request(gw, server, delay_ms=1500):
+    """An HTTP/3 GET of /slow that server answers after delay_ms, in a
+    thread, returned once server has the request: (thread, out), out["r"]
+    the result when the thread ends."""
+    out = {}
+
+    def run():
+        with H3Client(gw) as c:
+            out["r"] = c.get("/slow?delay=%d" % delay_ms, timeout=20)
+
+    t = threading.Thread(target=run)
+    t.start()
+    wait_until(lambda: any("/slow" in r.get("target", "") for r in server.records()),
+               what="the slow request at %s" % server.ident)
+    return t, out
+
+
 def test_reload_switches_routes_for_new_requests(tmp_path, routed):
     fl, gw = start_pair(tmp_path, routed, "reload-routes")
     try:
@@ -81,18 +98,7 @@ def test_reload_switches_routes_for_new_requests(tmp_path, routed):
 def test_request_in_flight_finishes_on_its_old_route(tmp_path, routed):
     fl, gw = start_pair(tmp_path, routed, "reload-inflight")
     try:
-        out = {}
-
-        def slow():
-            with H3Client(gw) as c:
-                out["r"] = c.get("/slow?delay=1500", timeout=20)
-
-        t = threading.Thread(target=slow)
-        t.start()
-        deadline = time.monotonic() + 5 * SLOW
-        while not any("/slow" in r.get("target", "") for r in fl["one1"].records()):
-            assert time.monotonic() < deadline, "the slow request never arrived"
-            time.sleep(0.02)
+        t, out = slow_request(gw, fl["one1"])
         rewrite(gw, two_groups(fl, "two"))
         reload_and_wait(gw)
         with H3Client(gw) as c:
@@ -126,19 +132,10 @@ def test_route_counters_go_on_across_reloads(tmp_path, routed):
     included), a new one starts at zero, and no counter ever goes back."""
     fl, gw = start_pair(tmp_path, routed, "reload-counters")
     try:
-        out = {}
-
-        def slow():
-            with H3Client(gw) as c:
-                out["r"] = c.get("/slow?delay=1500", timeout=20)
-
         with H3Client(gw) as c:
             for i in range(4):
                 assert c.get("/n-%d" % i).status == 200
-        t = threading.Thread(target=slow)
-        t.start()
-        wait_until(lambda: any("/slow" in r.get("target", "") for r in fl["one1"].records()),
-                   what="the slow request at the server")
+        t, out = slow_request(gw, fl["one1"])
         before = gw.series()
         assert before.get("route_requests_total", route="all") == 5
         assert before.get("route_responses_total", route="all", **{"class": "2xx"}) == 4
@@ -225,16 +222,7 @@ def test_reload_keeps_what_health_checks_found(tmp_path, routed):
         served = _server_view(gw, fl["a1"].address)["requests"]
         assert served >= 5
         # A request in flight holds the old table (and its groups) open.
-        out = {}
-
-        def slow():
-            with H3Client(gw) as c:
-                out["r"] = c.get("/slow?delay=3000", timeout=20)
-
-        t = threading.Thread(target=slow)
-        t.start()
-        wait_until(lambda: any("/slow" in r.get("target", "") for r in fl["a1"].records()),
-                   what="the slow request at the server")
+        t, out = slow_request(gw, fl["a1"], delay_ms=3000)
         # New checks that would need three failures to take a server out,
         # and that hang on the good one: only what was known before keeps
         # the down server out and the gateway ready.
@@ -445,18 +433,7 @@ def test_reload_moves_listeners_to_new_ports(tmp_path, routed):
     from conftest import free_port
     fl, gw = start_pair(tmp_path, routed, "reload-ports")
     try:
-        out = {}
-
-        def slow():
-            with H3Client(gw) as c:
-                out["r"] = c.get("/slow?delay=1500", timeout=20)
-
-        t = threading.Thread(target=slow)
-        t.start()
-        deadline = time.monotonic() + 5 * SLOW
-        while not any("/slow" in r.get("target", "") for r in fl["one1"].records()):
-            assert time.monotonic() < deadline, "the slow request never arrived"
-            time.sleep(0.02)
+        t, out = slow_request(gw, fl["one1"])
         old_udp, old_tcp = gw.port, gw.tcp_port
         udp, tcp = free_port("udp"), free_port("tcp")
         gw.config["listener"]["port"] = str(udp)
