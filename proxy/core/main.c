@@ -95,7 +95,24 @@ static int check_certs(const h3g_config *cfg, const char *path) {
   return 0;
 }
 
-/* --reload PIDFILE: SIGHUP to the process the file names. */
+/* The command name (/proc/PID/comm) of process pid ("self": this one)
+ * into buf; "" when it cannot be read. */
+static void comm_of(const char *pid, char *buf, size_t cap) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%s/comm", pid);
+  buf[0] = '\0';
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return;
+  if (fgets(buf, (int)cap, f) == NULL)
+    buf[0] = '\0';
+  fclose(f);
+  buf[strcspn(buf, "\n")] = '\0';
+}
+
+/* --reload PIDFILE: SIGHUP to the process the file names, when it is an
+ * h3gate (a stale file may name a process id given to another program
+ * since, which SIGHUP would end). */
 static int send_reload(const char *pidfile) {
   FILE *f = fopen(pidfile, "r");
   long pid = 0;
@@ -106,6 +123,17 @@ static int send_reload(const char *pidfile) {
     return 2;
   }
   fclose(f);
+  char id[32], them[64], us[64];
+  snprintf(id, sizeof(id), "%ld", pid);
+  comm_of(id, them, sizeof(them));
+  comm_of("self", us, sizeof(us));
+  if (them[0] != '\0' && us[0] != '\0' && strcmp(them, us) != 0) {
+    fprintf(stderr,
+            "h3gate: %s names process %ld, which is %s, not %s: a stale "
+            "file? not signalled\n",
+            pidfile, pid, them, us);
+    return 1;
+  }
   if (kill((pid_t)pid, SIGHUP) != 0) {
     fprintf(stderr, "h3gate: process %ld: %s\n", pid, strerror(errno));
     return 1;

@@ -273,6 +273,24 @@ def test_reload_by_pid_file(tmp_path, routed):
     assert not os.path.exists(pid_file), "the pid file outlived the gateway"
 
 
+def test_reload_by_a_stale_pid_file_signals_nobody(tmp_path):
+    """A pid file left behind whose process id now belongs to another
+    program: --reload refuses to send it SIGHUP (which would end it)."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        stale = tmp_path / "stale.pid"
+        stale.write_text("%d\n" % other.pid)
+        p = subprocess.run([H3GATE_BIN, "--reload", str(stale)],
+                           stderr=subprocess.PIPE, timeout=10)
+        assert p.returncode == 1, p
+        assert ("names process %d, which is sleep, not h3gate" % other.pid).encode() \
+            in p.stderr, p.stderr
+        assert other.poll() is None, "the other program got the signal"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_certificate_rotation(tmp_path, routed):
     """A client that trusts only the new CA fails before the reload and
     succeeds after; one that trusts only the old CA the other way round."""
