@@ -1402,6 +1402,12 @@ static void stop_client_body(h3g_bridge *b) {
 
 static void response_complete(h3g_bridge *b) {
   resp_enter(b, RESP_COMPLETE);
+  if (b->tunnel == TUN_ASKED) {
+    /* The app answered the handshake without the upgrade: bytes the client
+     * sent for the tunnel go nowhere, and it is told to stop sending. */
+    drop_request_body(b);
+    stop_client_body(b);
+  }
   b->keep_alive = h3g_h1_parser_keep_alive(b->parser);
   if (b->up != UP_ACTIVE) {
     /* Ended early (end_request_early): the connection is closed. */

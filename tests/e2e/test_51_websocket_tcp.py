@@ -670,6 +670,26 @@ def test_h2_upstream_refusal_passes(wgw, app, status):
     assert len(app_requests(app, path)) == 1
 
 
+def test_h2_refused_handshake_stops_the_clients_early_bytes(wgw, app):
+    """Tunnel bytes sent before the answer, and the app refuses: the whole
+    403 (END_STREAM), then RST_STREAM with NO_ERROR (RFC 9113 §8.1: the
+    client may stop sending); nothing reaches the app; the connection goes
+    on."""
+    path = "/refuse/403?t=" + uid()
+    with H2Raw(wgw) as c:
+        ws = H2WebSocket(c, path)
+        ws.send(b"early bird")
+        st = ws.stream
+        c.run_until(lambda: st.reset is not None, timeout=10)
+        assert st.status == 403 and st.ended, vars(st)
+        assert bytes(st.data) == b"refused 403\n", vars(st)
+        assert st.reset == 0, ("RST_STREAM must say NO_ERROR", vars(st))
+        nxt = c.request("/plain?t=" + uid())
+        c.run_until_done([nxt])
+        assert c.streams[nxt].status == 200 and c.goaway is None
+    assert not app.events("open", path=path)
+
+
 @pytest.mark.parametrize("kind", ["bad-accept", "no-accept", "no-upgrade"])
 def test_h2_bad_101_is_502(wgw, app, kind):
     path = "/raw/%s?t=%s" % (kind, uid())

@@ -289,6 +289,30 @@ def test_upstream_refusal_passes(wgw, app, status):
     assert rec.get("status") == str(status) and rec.get("tunnel") is None, rec.raw
 
 
+def test_refused_handshake_stops_the_clients_early_bytes(wgw, app):
+    """The client sends tunnel bytes before the answer (allowed: RFC 9220
+    §3 / RFC 8441 §4 let DATA follow the CONNECT at once); the app refuses.
+    The client gets the whole 403, then STOP_SENDING with H3_NO_ERROR (RFC
+    9114 §4.1: nothing will read the rest), nothing of its bytes reaches the
+    app, and the connection serves the next request."""
+    path = "/refuse/403?t=" + uid()
+    plain = "/plain?t=" + uid()
+    fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+              (":authority", wgw.authority), (":path", path),
+              ("sec-websocket-version", "13")]
+    s = Stream().headers(fields).data(b"\x82\x05hello").pause(30000).data(b"\x82\x01!")
+    run = run_h3raw(wgw, Script(s, Stream().headers(get(wgw, plain)).fin()), timeout=20.0)
+    refused, nxt = run.streams
+    assert refused["status"] == 403 and refused["fin"] and refused["reset"] is None, run
+    assert refused["body_len"] == len("refused 403\n"), run
+    assert refused["stop_sending"] == 0x100, run       # H3_NO_ERROR
+    assert not refused["timeout"], run
+    assert nxt["status"] == 200 and run.conn["connection_close"] is None, run
+    assert not app.events("open", path=path)
+    rec = wgw.wait_access(path=path)[0]
+    assert rec.get("status") == "403" and rec.get("tunnel") is None, rec.raw
+
+
 @pytest.mark.parametrize("kind", ["bad-accept", "no-accept", "no-upgrade"])
 def test_bad_101_is_502(wgw, app, kind):
     path = "/raw/%s?t=%s" % (kind, uid())
