@@ -184,6 +184,7 @@ struct h3g_bridge {
   h3g_headers req_trailers;
   h3g_request_pseudo pseudo;
   int validated;
+  int connect_offered; /* h3g_bridge_connect_offered */
   int head_too_big;
   int trailers_too_big; /* a trailer field did not fit: refused at the end */
   int stop_asked;       /* the client was asked to stop sending its body */
@@ -276,6 +277,10 @@ static const char *check_upgrade(const h3g_bridge *b, int status,
                                  const h3g_headers *fields);
 
 /* ---- the life cycles -------------------------------------------------- */
+
+void h3g_bridge_connect_offered(h3g_bridge *b) {
+  b->connect_offered = 1;
+}
 
 /*
  * The one place each direction's state changes (the tables at the top of
@@ -692,9 +697,9 @@ int h3g_bridge_end_headers(h3g_bridge *b, int end_stream) {
   }
   b->validated = 1;
   /* RFC 8441 §3, RFC 9220 §3: :protocol may be used only after the
-   * server's SETTINGS_ENABLE_CONNECT_PROTOCOL, which is sent only when a
-   * route takes WebSockets. */
-  if (b->pseudo.protocol.namelen != 0 && !b->env->cfg->websocket_any) {
+   * server's SETTINGS_ENABLE_CONNECT_PROTOCOL, which a connection is sent
+   * when a route takes WebSockets as it opens. */
+  if (b->pseudo.protocol.namelen != 0 && !b->connect_offered) {
     h3g_debug("%s: malformed request: :protocol, but extended CONNECT was "
               "not offered",
               b->client);

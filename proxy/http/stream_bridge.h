@@ -64,6 +64,16 @@ int h3g_bridge_new(h3g_bridge **pb, const h3g_bridge_env *env,
                    const char *client, const char *protocol);
 
 /*
+ * The client's connection was offered extended CONNECT (the front end sent
+ * SETTINGS_ENABLE_CONNECT_PROTOCOL = 1; an HTTP/1.1 WebSocket Upgrade
+ * stands for one): a request with :protocol is well-formed there even
+ * after a reload turned WebSockets off (it is then refused by its route,
+ * 501). Without this call, :protocol is malformed (RFC 8441 §3, RFC 9220
+ * §3). Call before the head.
+ */
+void h3g_bridge_connect_offered(h3g_bridge *b);
+
+/*
  * The client's priority for this request (RFC 9218), as the front end
  * knows it: its protocol library's reading of the request's Priority
  * field, or a PRIORITY_UPDATE. Any time; a request still waiting for an

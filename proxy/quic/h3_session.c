@@ -87,6 +87,7 @@ struct h3g_h3_session {
   /* Request body bytes nghttp3 delivered during the current read. */
   uint64_t rx_body;
   int goaway;
+  int connect_offered; /* our SETTINGS enabled extended CONNECT */
   int rx_early;       /* the bytes being read came as 0-RTT */
   int handshake_done; /* early requests need no holding back */
   int dying; /* being freed: bridge calls into the front end are ignored */
@@ -332,6 +333,8 @@ static int on_begin_headers(nghttp3_conn *h3, int64_t stream_id,
     stream_internal_error(st);
     return 0;
   }
+  if (s->connect_offered)
+    h3g_bridge_connect_offered(st->bridge);
   if (s->owner_ops->conn_id != NULL)
     h3g_bridge_set_conn_id(st->bridge, s->owner_ops->conn_id(s->owner));
   if (s->rx_early && !s->handshake_done)
@@ -863,6 +866,7 @@ int h3g_h3_session_new(h3g_h3_session **ps, const h3g_h3_conn_ops *ops,
   settings.qpack_blocked_streams = 0;
   /* RFC 9220: extended CONNECT, for WebSockets, when a route takes them. */
   settings.enable_connect_protocol = cfg->websocket_any ? 1 : 0;
+  s->connect_offered = settings.enable_connect_protocol;
   rv = h3g_h3_shadow_decoder_new(&s->qdec);
   if (rv != 0) {
     free(s);

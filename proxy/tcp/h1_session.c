@@ -404,6 +404,8 @@ static int start_exchange(h3g_h1_session *s, h3g_h1_request_head *h) {
     s->bridge = NULL;
     return 503;
   }
+  if (s->ws)
+    h3g_bridge_connect_offered(s->bridge);
   int rv = s->ws ? add(s, ":method", (const uint8_t *)"CONNECT", 7)
                  : add(s, ":method", (const uint8_t *)h->method,
                        strlen(h->method));

@@ -74,6 +74,7 @@ struct h3g_h2_session {
   unsigned rst_count;
   int closed;   /* close() was called */
   int draining; /* GOAWAY for shutdown sent */
+  int connect_offered; /* our SETTINGS enabled extended CONNECT */
   int dying;    /* being freed */
   int write_err;
   uint32_t tunnels; /* WebSocket tunnels open (the bridges count them) */
@@ -304,6 +305,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
     st->bridge = NULL;
     H3G_INC(h2_streams_reset_by_gateway);
     stream_rst(st, NGHTTP2_REFUSED_STREAM);
+  } else if (s->connect_offered) {
+    h3g_bridge_connect_offered(st->bridge);
   }
   return 0;
 }
@@ -720,6 +723,7 @@ int h3g_h2_session_new(h3g_h2_session **ps, const h3g_h1_env *env,
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
   };
   size_t niv = sizeof(iv) / sizeof(iv[0]) - (cfg->websocket_any ? 0 : 1);
+  s->connect_offered = cfg->websocket_any;
   /* [listener] connection_window's bound (1GiB) fits HTTP/2's 2^31-1. */
   uint64_t win = cfg->connection_window;
   if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||

@@ -584,6 +584,36 @@ def test_h2_setting_absent_and_protocol_refused_when_websocket_off(gateway, app)
     assert not app_requests(app, path)
 
 
+def test_h2_connection_that_was_offered_gets_501_after_a_reload_turns_websocket_off(
+        gateway, app):
+    """The setting cannot be taken back from a live connection (RFC 8441
+    §3): after a reload turns WebSockets off, an extended CONNECT on a
+    connection that was offered it is well-formed and refused by its route
+    (501); a new connection is not offered it (malformed there)."""
+    from test_55_reload import reload_and_wait
+    gw = tcp_gw(gateway, upstream=app.address)
+    path = "/echo?t=" + uid()
+    with H2Raw(gw) as c:
+        c.run_until(lambda: ENABLE_CONNECT_PROTOCOL in c.remote_settings)
+        assert c.remote_settings[ENABLE_CONNECT_PROTOCOL] == 1
+        gw.config["listener"]["websocket"] = "off"
+        gw.config["listener"]["port"] = str(gw.port)
+        gw.config["tcp"]["port"] = str(gw.tcp_port)
+        gw.config["server"]["admin"] = "127.0.0.1:%d" % gw.admin_port
+        gw.write_config()
+        m = reload_and_wait(gw)
+        assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+        ws = H2WebSocket(c, path)
+        assert ws.wait_response() == 501, (ws.stream.headers, ws.stream.reset)
+        assert c.goaway is None
+    with H2Raw(gw) as c:
+        ws = H2WebSocket(c, path)
+        assert ws.wait_response() is None, ws.stream.headers
+        assert ws.stream.reset == PROTOCOL_ERROR
+        assert c.remote_settings.get(ENABLE_CONNECT_PROTOCOL, 0) == 0, c.remote_settings
+    assert not app_requests(app, path)
+
+
 def test_h2_echo_byte_exact(wgw, app):
     path = "/echo?t=" + uid()
     texts = ["", "hello", "h\u00e9llo \u2713 " * 5000]

@@ -408,6 +408,40 @@ def test_malformed_extended_connect_reset(wgw, app, kind):
     assert app.wait_event("request", path=plain)
 
 
+def test_connection_offered_before_a_reload_turned_websocket_off_gets_501(routed_ws, app):
+    """SETTINGS cannot be taken back: on a connection opened while
+    WebSockets were on, an extended CONNECT after a reload turned them off
+    is well-formed and refused by its route (501), not reset as malformed."""
+    import threading
+    from test_55_reload import reload_and_wait
+    gw = routed_ws(name="ws-h3-reload-off")
+    plain = "/plain?t=" + uid()
+    path = "/echo?t=" + uid()
+    fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+              (":authority", gw.authority), (":path", path),
+              ("sec-websocket-version", "13")]
+    # The CONNECT goes 8 s after the first request, on the same connection:
+    # the reload happens in between (waited for below, before the CONNECT
+    # is looked at).
+    script = Script(Stream().headers(get(gw, plain)).fin(),
+                    Stream().pause(8000).headers(fields).fin())
+    out = {}
+    t = threading.Thread(target=lambda: out.update(run=run_h3raw(gw, script, timeout=30.0)))
+    t.start()
+    app.wait_event("request", path=plain)
+    gw.config["listener"]["websocket"] = "off"
+    gw.write_config()
+    m = reload_and_wait(gw)
+    assert m["reloads"] == 1 and m["reload_failures"] == 0, m
+    assert t.is_alive(), "the CONNECT went before the reload was done"
+    t.join(40 * SLOW)
+    first, ws = out["run"].streams
+    assert first["status"] == 200, out["run"]
+    assert ws["status"] == 501 and ws["reset"] is None, out["run"]
+    assert out["run"].conn["connection_close"] is None, out["run"]
+    assert not app_requests(app, path.split("=")[1])
+
+
 def test_unknown_protocol_is_501(wgw, app):
     token = uid()
     fields = [(":method", "CONNECT"), (":protocol", "foo"), (":scheme", "https"),

@@ -1544,6 +1544,8 @@ static void setup(const uint8_t *c) {
   CHECK(h3g_bridge_new(&w.b, &w.env, fe, &w, &w,
                        c[4] & 4 ? "[::1]:443" : "127.0.0.1:5000",
                        w.h1 ? "http/1.1" : "h3") == 0);
+  if (w.cfg.websocket_any)
+    h3g_bridge_connect_offered(w.b);
 }
 
 static void teardown(void) {

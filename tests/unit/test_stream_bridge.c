@@ -392,6 +392,10 @@ static h3g_route route;
 static h3g_route_stats route_stats;
 static h3g_bridge_env env;
 
+/* Whether new bridges are told their connection offered extended CONNECT,
+ * as the front ends do while a route takes WebSockets. */
+static int offer_connect = 1;
+
 /* A bridge for a request of protocol ("h3", or "http/1.1" for the TCP
  * front end), after a reset of the fakes and the settings. */
 static h3g_bridge *new_bridge_proto(size_t bufsize, const h3g_frontend_ops *ops,
@@ -421,6 +425,8 @@ static h3g_bridge *new_bridge_proto(size_t bufsize, const h3g_frontend_ops *ops,
   h3g_bridge *b = NULL;
   CHECK_EQ_INT(
       h3g_bridge_new(&b, &env, ops, &fe, &env, "127.0.0.1:1", protocol), 0);
+  if (b != NULL && offer_connect)
+    h3g_bridge_connect_offered(b);
   return b;
 }
 
@@ -2379,16 +2385,32 @@ static void test_tunnel_refused_here(void) {
   h3g_bridge_free(b);
   CHECK_EQ_INT(conn_tunnels, 0);
 
-  /* No route takes WebSockets: SETTINGS_ENABLE_CONNECT_PROTOCOL was not
-   * sent, so :protocol is malformed (RFC 9220 §3, RFC 8441 §4). */
+  /* No route took WebSockets when the connection opened:
+   * SETTINGS_ENABLE_CONNECT_PROTOCOL was not sent, so :protocol is
+   * malformed (RFC 9220 §3, RFC 8441 §4), whatever the configuration says
+   * now. */
+  offer_connect = 0;
   b = new_bridge(4096);
-  cfg.websocket_any = 0;
+  offer_connect = 1;
   add_connect(b, "/chat", "websocket");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), H3G_ERR_PROTO);
   CHECK_EQ_INT(up.acquires, 0);
   CHECK_EQ_INT(fe.heads, 0);
   CHECK_EQ_INT(conn_tunnels, 0);
   CHECK(strcmp(outcome_of(b), "malformed") == 0);
+  h3g_bridge_free(b);
+
+  /* Offered when the connection opened, then a reload turned WebSockets
+   * off everywhere: well-formed, refused by the route (501). */
+  b = new_bridge(4096);
+  cfg.websocket_any = 0;
+  rconf.s.websocket = 0;
+  add_connect(b, "/chat", "websocket");
+  CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
+  CHECK_EQ_INT(up.acquires, 0);
+  CHECK_EQ_INT(fe.status, 501);
+  CHECK(strcmp(outcome_of(b), "websocket-off") == 0);
+  CHECK_EQ_INT(conn_tunnels, 0);
   h3g_bridge_free(b);
 
   /* Malformed whatever the settings: CONNECT without :protocol, :protocol
@@ -2432,6 +2454,7 @@ static void test_tunnel_limits(void) {
   CHECK_EQ_INT(
       h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, &env, "127.0.0.1:1", "h3"),
       0);
+  h3g_bridge_connect_offered(b);
   add_connect(b, "/chat", "websocket");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   CHECK_EQ_INT(fe.status, 503);
@@ -2446,6 +2469,7 @@ static void test_tunnel_limits(void) {
   CHECK_EQ_INT(
       h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, &env, "127.0.0.1:2", "h3"),
       0);
+  h3g_bridge_connect_offered(b);
   add_connect(b, "/chat", "websocket");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   CHECK_EQ_INT(fe.status, 0);
@@ -2457,6 +2481,7 @@ static void test_tunnel_limits(void) {
   CHECK_EQ_INT(
       h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, &env, "127.0.0.1:2", "h3"),
       0);
+  h3g_bridge_connect_offered(b);
   add_connect(b, "/chat", "websocket");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
   CHECK_EQ_INT(fe.status, 503);
@@ -2470,6 +2495,7 @@ static void test_tunnel_limits(void) {
   CHECK_EQ_INT(
       h3g_bridge_new(&b, &env, &fake_fe_ops, &fe, &env, "127.0.0.1:1", "h3"),
       0);
+  h3g_bridge_connect_offered(b);
   cfg.max_tunnels = (uint32_t)h3g_stats.tunnels_open + 1;
   add_connect(b, "/chat", "websocket");
   CHECK_EQ_INT(h3g_bridge_end_headers(b, 0), 0);
