@@ -489,10 +489,13 @@ void h3g_upstream_group_inherit(h3g_upstream_group *g,
     if (o == NULL)
       continue;
     s->fails = o->fails;
-    s->passive_out = o->passive_out;
-    s->probing = false; /* the probe, if any, runs on old */
-    s->down_until_ns = o->down_until_ns;
-    s->cooldown_ms = o->cooldown_ms;
+    /* A lone server is never out by passive checks (on_health). */
+    if (g->n > 1) {
+      s->passive_out = o->passive_out;
+      s->probing = false; /* the probe, if any, runs on old */
+      s->down_until_ns = o->down_until_ns;
+      s->cooldown_ms = o->cooldown_ms;
+    }
     if (s->hc != NULL && o->hc != NULL) {
       h3g_health_check_inherit(s->hc, o->hc);
       s->active_out = !h3g_health_check_healthy(s->hc);
