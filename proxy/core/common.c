@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -58,4 +59,15 @@ uint16_t h3g_sockaddr_port(const struct sockaddr *sa) {
   if (sa->sa_family == AF_INET6)
     return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
   return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+}
+
+long h3g_pid_file_read(const char *path) {
+  FILE *f = fopen(path, "r");
+  long pid = 0;
+  if (f == NULL)
+    return 0;
+  if (fscanf(f, "%ld", &pid) != 1 || pid < 0)
+    pid = 0;
+  fclose(f);
+  return pid;
 }

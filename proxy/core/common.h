@@ -79,6 +79,10 @@ uint64_t h3g_wall_us(void);
  * it to be seeded if need be. Returns 0 or H3G_ERR_IO. */
 int h3g_random_bytes(uint8_t *p, size_t n);
 
+/* The process id a pid file (as [server] pid_file writes it) holds, or 0
+ * when it cannot be read or holds none. */
+long h3g_pid_file_read(const char *path);
+
 /* QUIC variable-length integers (RFC 9000 §16), as HTTP/3 frames use
  * them: the length of one from its first byte, and its value from p, which
  * holds all h3g_varint_len(p[0]) bytes. */

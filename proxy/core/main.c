@@ -114,15 +114,11 @@ static void comm_of(const char *pid, char *buf, size_t cap) {
  * h3gate (a stale file may name a process id given to another program
  * since, which SIGHUP would end). */
 static int send_reload(const char *pidfile) {
-  FILE *f = fopen(pidfile, "r");
-  long pid = 0;
-  if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+  long pid = h3g_pid_file_read(pidfile);
+  if (pid <= 1) {
     fprintf(stderr, "h3gate: %s: no process id in it\n", pidfile);
-    if (f != NULL)
-      fclose(f);
     return 2;
   }
-  fclose(f);
   char id[32], them[64], us[64];
   snprintf(id, sizeof(id), "%ld", pid);
   comm_of(id, them, sizeof(them));

@@ -661,6 +661,17 @@ static void retire_tcp(h3g_server *s, h3g_tcp_listener **pl) {
                               on_unlisted_listener_closed, s);
 }
 
+/* A TCP listener that stays where it was takes a reload's [tcp]
+ * congestion_control for the connections it accepts from now on (a
+ * listener bound anew gets it from the configuration). */
+static void follow_congestion_control(h3g_tcp_listener *l,
+                                      const h3g_config *was,
+                                      const h3g_config *cfg) {
+  if (strcmp(was->tcp_congestion_control, cfg->tcp_congestion_control) != 0)
+    (void)h3g_tcp_listener_set_congestion_control(l,
+                                                  cfg->tcp_congestion_control);
+}
+
 /*
  * The QUIC listener a reload asks for ([listener] enabled, address, port;
  * turning it off is update_removals'): a new address or port, or one
@@ -710,9 +721,7 @@ static void update_tcp(h3g_server *s, const h3g_config *was) {
   uint16_t port = tcp_port_of(s, cfg);
   if (s->tcp != NULL && strcmp(tcp_address_of(was), addr) == 0 &&
       (port == 0 || port == h3g_tcp_listener_port(s->tcp))) {
-    if (strcmp(was->tcp_congestion_control, cfg->tcp_congestion_control) != 0)
-      (void)h3g_tcp_listener_set_congestion_control(
-          s->tcp, cfg->tcp_congestion_control);
+    follow_congestion_control(s->tcp, was, cfg);
     return;
   }
   h3g_tcp_listener *nt = NULL;
@@ -786,9 +795,7 @@ static void update_redirect(h3g_server *s, const h3g_config *was) {
   uint16_t want = h3g_bind_port(cfg->redirect_port);
   if (s->redirect != NULL && strcmp(redirect_address_of(was), addr) == 0 &&
       (want == 0 || want == h3g_tcp_listener_port(s->redirect))) {
-    if (strcmp(was->tcp_congestion_control, cfg->tcp_congestion_control) != 0)
-      (void)h3g_tcp_listener_set_congestion_control(
-          s->redirect, cfg->tcp_congestion_control);
+    follow_congestion_control(s->redirect, was, cfg);
     return;
   }
   h3g_tcp_listener *nr = NULL;
@@ -893,16 +900,7 @@ static int write_pid_file(const h3g_config *cfg) {
 /* Removes the pid file at path ("" none) if it still names this process
  * (another instance may have taken the name since). */
 static void remove_pid_file(const char *path) {
-  if (path[0] == '\0')
-    return;
-  FILE *f = fopen(path, "r");
-  long pid = 0;
-  if (f == NULL)
-    return;
-  if (fscanf(f, "%ld", &pid) != 1)
-    pid = 0;
-  fclose(f);
-  if (pid == (long)getpid())
+  if (path[0] != '\0' && h3g_pid_file_read(path) == (long)getpid())
     (void)unlink(path);
 }
 

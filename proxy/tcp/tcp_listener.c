@@ -811,6 +811,13 @@ static void on_connection(uv_stream_t *server, int status) {
  * net.ipv4.tcp_allowed_congestion_control, without CAP_NET_ADMIN) is a
  * warning: connections keep the system's default.
  */
+static int unknown_congestion_control(const char *name) {
+  h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
+            "/proc/sys/net/ipv4/tcp_available_congestion_control)",
+            name);
+  return H3G_ERR_INVAL;
+}
+
 static int set_congestion_control_fd(int fd, const char *name,
                                      const char *what) {
   if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name,
@@ -819,12 +826,8 @@ static int set_congestion_control_fd(int fd, const char *name,
     return 0;
   }
   int err = errno;
-  if (err == ENOENT) {
-    h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
-              "/proc/sys/net/ipv4/tcp_available_congestion_control)",
-              name);
-    return H3G_ERR_INVAL;
-  }
+  if (err == ENOENT)
+    return unknown_congestion_control(name);
   h3g_warn("[tcp] congestion_control: \"%s\" is not allowed here (%s; see "
            "net.ipv4.tcp_allowed_congestion_control): %s connections use "
            "the system default",
@@ -851,12 +854,7 @@ int h3g_tcp_congestion_check(const char *name) {
                  (socklen_t)strlen(name)) != 0)
     err = errno;
   close(fd);
-  if (err != ENOENT)
-    return 0;
-  h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
-            "/proc/sys/net/ipv4/tcp_available_congestion_control)",
-            name);
-  return H3G_ERR_INVAL;
+  return err == ENOENT ? unknown_congestion_control(name) : 0;
 }
 
 int h3g_tcp_listener_set_congestion_control(h3g_tcp_listener *l,
