@@ -22,6 +22,36 @@ def wait_for(pred, what, timeout=5.0):
         time.sleep(0.02)
 
 
+def hanging_request(gw, upstream, timeout=60):
+    """An HTTP/3 GET of /hang (the upstream never answers it) in a thread,
+    returned once the upstream has it: (thread, out), out["r"] the result
+    when the thread ends. It holds a drain open until shutdown_timeout."""
+    out = {}
+
+    def run():
+        with H3Client(gw) as cl:
+            out["r"] = cl.get("/hang", timeout=timeout)
+
+    t = threading.Thread(target=run)
+    t.start()
+    upstream.wait_for(lambda: upstream.requests_for("/hang"), what="the hanging request")
+    return t, out
+
+
+def stop_at_once(gw, draining_line):
+    """SIGTERM, the drain's first line, then a second SIGTERM: the gateway
+    must be gone within seconds. Returns how long it took."""
+    gw.send_signal(signal.SIGTERM)
+    gw.wait_log(draining_line)
+    t0 = time.monotonic()
+    gw.send_signal(signal.SIGTERM)
+    gw.wait_log("while draining: stopping now")
+    gw.stop(timeout=15)
+    took = time.monotonic() - t0
+    assert took < 5 * SLOW, took
+    return took
+
+
 def test_healthz_and_readyz(gateway):
     gw = gateway()
     assert gw.admin_get("/healthz") == (200, "ok\n")
@@ -82,22 +112,8 @@ def test_second_sigterm_stops_at_once(gateway, upstream):
     """A request that would hold the drain for 60 s: the second SIGTERM
     ends it now, and the gateway exits 0."""
     gw = gateway({"server": {"shutdown_timeout": "60s"}})
-    result = {}
-
-    def hang():
-        with H3Client(gw) as cl:
-            result["r"] = cl.get("/hang", timeout=60)
-
-    t = threading.Thread(target=hang)
-    t.start()
-    upstream.wait_for(lambda: upstream.requests_for("/hang"), what="the hanging request")
-    gw.send_signal(signal.SIGTERM)
-    gw.wait_log("shutting down: draining for up to 60000 ms")
-    t0 = time.monotonic()
-    gw.send_signal(signal.SIGTERM)
-    gw.wait_log("while draining: stopping now")
-    gw.stop(timeout=10)
-    assert time.monotonic() - t0 < 5 * SLOW
+    t, result = hanging_request(gw, upstream)
+    stop_at_once(gw, "shutting down: draining for up to 60000 ms")
     t.join(30 * SLOW)
     r = result["r"]
     assert r.error is not None or r.status >= 500, r
@@ -171,15 +187,7 @@ def test_draining_refusals_are_bounded_per_source(gateway, upstream):
     from quic_initial import InitialFlood, outcomes
     gw = gateway({"server": {"shutdown_timeout": "30s"},
                   "listener": {"retry": "never"}})
-    held = {}
-
-    def hang():
-        with H3Client(gw) as cl:
-            held["r"] = cl.get("/hang", timeout=40)
-
-    t = threading.Thread(target=hang)
-    t.start()
-    upstream.wait_for(lambda: upstream.requests_for("/hang"), what="the hanging request")
+    t, _ = hanging_request(gw, upstream, timeout=40)
     gw.send_signal(signal.SIGTERM)
     gw.wait_log("shutting down: draining")
     with InitialFlood(gw.port, source="127.0.0.1") as f:
@@ -302,15 +310,7 @@ def test_clients_give_up_on_a_draining_gateway(gateway, upstream, tmp_path):
     from conftest import GTLSCLIENT
     from testenv.require import require
     gw = gateway({"server": {"shutdown_timeout": "30s"}})
-    held = {}
-
-    def hang():
-        with H3Client(gw) as cl:
-            held["r"] = cl.get("/hang", timeout=40)
-
-    t = threading.Thread(target=hang)
-    t.start()
-    upstream.wait_for(lambda: upstream.requests_for("/hang"), what="the hanging request")
+    t, _ = hanging_request(gw, upstream, timeout=40)
     gw.send_signal(signal.SIGTERM)
     gw.wait_log("shutting down: draining")
     before = gw.metrics()["quic_connections_refused"]

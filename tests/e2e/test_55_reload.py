@@ -11,10 +11,10 @@ import subprocess
 import threading
 import time
 
-from conftest import H3GATE_BIN, SLOW, MiB
+from conftest import H3GATE_BIN, SLOW, MiB, expected_sha256
 from testenv.clients import H1Client, H2Client, H3Client
 from testenv.groups import Fleet, group, route, served_by, wait_until
-from test_54_probes_signals import _cert_files
+from test_54_probes_signals import _cert_files, stop_at_once
 
 
 def reload_and_wait(gw, ok=True):
@@ -332,7 +332,6 @@ def test_twenty_reloads_under_load(tmp_path, routed, upstream):
     valid files and a broken one: every request succeeds, every body is
     exact, no client connection breaks (each client keeps the one it
     opened), and requests after a good reload go to its route."""
-    from conftest import expected_sha256
     fl = new_fleet(tmp_path)
     fl.add("one1", "two1")
 
@@ -593,8 +592,8 @@ def big_blocks(fl, upstream):
 
 
 def start_long_download(cls, gw, n, rate):
-    """A download of n bytes at rate bytes/s in a thread: (thread, out,
-    started) where started is set by the first body bytes."""
+    """A download of n bytes at rate bytes/s in a thread, returned once its
+    first body bytes came: (thread, out), out["r"] the result at the end."""
     out = {}
     started = threading.Event()
 
@@ -608,6 +607,14 @@ def start_long_download(cls, gw, n, rate):
     return t, out
 
 
+def finish_download(t, out, n):
+    """Waits for a start_long_download: complete, every byte right."""
+    t.join(60 * SLOW)
+    r = out["r"]
+    assert r.error is None and r.status == 200, r
+    assert r.body_len == n and r.sha256 == expected_sha256(n), r
+
+
 def alt_svc(gw):
     with H1Client(gw) as c:
         r = c.get("/alt")
@@ -619,7 +626,6 @@ def test_reload_turns_the_tcp_listener_off_and_on(tmp_path, routed, upstream):
     """[tcp] enabled = no: a long HTTP/2 download in flight finishes byte for
     byte, new TCP connections are refused, HTTP/3 goes on; = yes again:
     HTTP/2 serves again."""
-    from conftest import expected_sha256
     fl = new_fleet(tmp_path)
     fl.add("one1", "two1")
     gw = routed(big_blocks(fl, upstream), name="reload-tcp-off")
@@ -636,10 +642,7 @@ def test_reload_turns_the_tcp_listener_off_and_on(tmp_path, routed, upstream):
         assert gw.admin_get("/health")[0] == 200
         with H3Client(gw) as c:
             assert served_by(c.get("/h3-still")) == "one1"
-        t.join(60 * SLOW)
-        r = out["r"]
-        assert r.error is None and r.status == 200, r
-        assert r.body_len == n and r.sha256 == expected_sha256(n), r
+        finish_download(t, out, n)
 
         gw.config["tcp"]["enabled"] = "yes"
         gw.config["tcp"]["port"] = str(tcp_port)
@@ -659,7 +662,6 @@ def test_reload_turns_the_quic_listener_off_and_on(tmp_path, routed, upstream):
     """[listener] enabled = no: a long HTTP/3 download in flight finishes byte
     for byte, new QUIC connections fail, TCP responses stop advertising h3;
     = yes again: HTTP/3 serves again and Alt-Svc advertises it."""
-    from conftest import expected_sha256
     fl = new_fleet(tmp_path)
     fl.add("one1", "two1")
     gw = routed(big_blocks(fl, upstream), name="reload-quic-off")
@@ -675,10 +677,7 @@ def test_reload_turns_the_quic_listener_off_and_on(tmp_path, routed, upstream):
         gw.wait_log("reload: [listener] enabled = no: the QUIC listener drains")
         assert "h3=" not in alt_svc(gw)
         assert gw.admin_get("/health/quic")[0] == 503
-        t.join(60 * SLOW)
-        r = out["r"]
-        assert r.error is None and r.status == 200, r
-        assert r.body_len == n and r.sha256 == expected_sha256(n), r
+        finish_download(t, out, n)
         with H3Client(gw) as c:
             r = c.get("/h3-off", connect_timeout=2, timeout=3)
             assert r.error is not None, r
@@ -805,13 +804,7 @@ def test_second_sigterm_cuts_short_the_listeners_a_reload_retired(tmp_path, rout
         rewrite(gw)
         reload_and_wait(gw)
         gw.wait_log("listening on tcp 127.0.0.1:%s" % gw.config["tcp"]["port"])
-        gw.send_signal(signal.SIGTERM)
-        gw.wait_log("shutting down: draining for up to 60000 ms")
-        t0 = time.monotonic()
-        gw.send_signal(signal.SIGTERM)
-        gw.wait_log("while draining: stopping now")
-        gw.stop(timeout=15)
-        assert time.monotonic() - t0 < 5 * SLOW
+        stop_at_once(gw, "shutting down: draining for up to 60000 ms")
         for t in threads:
             t.join(30 * SLOW)
         for kind in ("h3", "h1"):

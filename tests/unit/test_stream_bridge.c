@@ -477,6 +477,28 @@ static size_t drain_body(h3g_bridge *b, char *out, size_t cap,
   return total;
 }
 
+/* The access log goes to a new temporary file, named into path (a
+ * "/tmp/h3g-access-XXXXXX" buffer). */
+static void access_log_to_temp(char *path) {
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  CHECK_EQ_INT(h3g_access_log_open(path), 0);
+}
+
+/* Closes the access log and reads what it wrote into text (cap bytes,
+ * NUL-terminated); the file goes. */
+static void access_log_take(const char *path, char *text, size_t cap) {
+  h3g_access_log_close();
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL);
+  size_t n = f ? fread(text, 1, cap - 1, f) : 0;
+  text[n] = '\0';
+  if (f)
+    fclose(f);
+  unlink(path);
+}
+
 /* ---- tests ---------------------------------------------------------- */
 
 static void test_get_content_length(void) {
@@ -1186,10 +1208,7 @@ static void test_body_limit(void) {
  * a connection was handed to it, or one opened for it failed. */
 static void test_access_log_upstream(void) {
   char path[] = "/tmp/h3g-access-XXXXXX";
-  int fd = mkstemp(path);
-  CHECK(fd >= 0);
-  close(fd);
-  CHECK_EQ_INT(h3g_access_log_open(path), 0);
+  access_log_to_temp(path);
 
   h3g_bridge *b = new_bridge(4096); /* malformed */
   add(b, ":method", "GET");
@@ -1228,16 +1247,9 @@ static void test_access_log_upstream(void) {
   const char *r = "HTTP/1.1 204 No Content\r\n\r\n";
   up_send(r, strlen(r));
   h3g_bridge_free(b);
-  h3g_access_log_close();
 
   char text[8192];
-  FILE *f = fopen(path, "r");
-  CHECK(f != NULL);
-  size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
-  text[n] = '\0';
-  if (f)
-    fclose(f);
-  unlink(path);
+  access_log_take(path, text, sizeof(text));
   const char *want[][2] = {
       {"path=\"-\"", "upstream=- outcome=malformed"},
       {"path=\"/big\"", "upstream=- outcome=body-too-large"},
@@ -2740,10 +2752,7 @@ static void test_tunnel_backpressure(void) {
  */
 static void test_tunnel_access_log(void) {
   char path[] = "/tmp/h3g-access-XXXXXX";
-  int fd = mkstemp(path);
-  CHECK(fd >= 0);
-  close(fd);
-  CHECK_EQ_INT(h3g_access_log_open(path), 0);
+  access_log_to_temp(path);
 
   h3g_bridge *b = open_tunnel(4096, "abc", "\x81\x01x");
   up_written(b);
@@ -2774,16 +2783,9 @@ static void test_tunnel_access_log(void) {
   clock_skew_ns += 3601ull * 1000000000ull;
   fire_live_timer();
   h3g_bridge_free(b);
-  h3g_access_log_close();
 
   char text[8192];
-  FILE *f = fopen(path, "r");
-  CHECK(f != NULL);
-  size_t len = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
-  text[len] = '\0';
-  if (f)
-    fclose(f);
-  unlink(path);
+  access_log_take(path, text, sizeof(text));
   const char *want[][3] = {
       {"path=\"/chat\" status=200 in=3 out=13 ",
        "outcome=ok tunnel=websocket\n", NULL},
