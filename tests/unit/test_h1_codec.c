@@ -258,16 +258,15 @@ typedef struct result {
 enum { NO_FINISH = 0, FINISH = 1 };
 
 /*
- * Feeds data cut at the given points (ascending, within (0, len)), stops at
- * completion or error, then calls finish if asked and no error happened.
+ * Feeds data cut at the given points (ascending, within (0, len)) to p,
+ * stopping at completion or error; a feed before completion must take all
+ * it is given. With fed_after (an upgrade), the rest of data after the
+ * completing piece is fed once more (*fed_after: what that took, which
+ * must be 0: it belongs to the new protocol) and the parser finished.
  */
-static void parse_cuts(const char *data, size_t len, int head, int finish,
-                       const size_t *cuts, size_t ncuts, size_t cap,
-                       result *out) {
-  memset(out, 0, sizeof(*out));
-  h3g_h1_parser *p = NULL;
-  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &out->r, cap), 0);
-  h3g_h1_parser_reset(p, head);
+static void feed_cuts(h3g_h1_parser *p, const char *data, size_t len,
+                      const size_t *cuts, size_t ncuts, result *out,
+                      size_t *fed_after) {
   size_t prev = 0;
   for (size_t i = 0; i <= ncuts; i++) {
     size_t end = i < ncuts ? cuts[i] : len;
@@ -279,16 +278,43 @@ static void parse_cuts(const char *data, size_t len, int head, int finish,
       out->rv = rv;
       break;
     }
-    if (h3g_h1_parser_complete(p))
+    if (h3g_h1_parser_complete(p)) {
+      if (fed_after != NULL) {
+        size_t more = 0;
+        if (end < len)
+          CHECK_EQ_INT(
+              h3g_h1_parser_feed(p, U8(data) + end, len - end, &more), 0);
+        *fed_after = more;
+        CHECK_EQ_INT(h3g_h1_parser_finish(p), 0);
+      }
       break;
+    }
     CHECK_EQ_INT(c, end - prev); /* short only at the end */
     prev = end;
   }
-  if (out->rv == 0 && finish)
-    out->rv = h3g_h1_parser_finish(p);
   out->complete = h3g_h1_parser_complete(p);
   out->keep_alive = h3g_h1_parser_keep_alive(p);
   out->reason = h3g_h1_parser_reason(p);
+}
+
+/*
+ * Feeds data cut at the given points (ascending, within (0, len)), stops at
+ * completion or error, then calls finish if asked and no error happened.
+ */
+static void parse_cuts(const char *data, size_t len, int head, int finish,
+                       const size_t *cuts, size_t ncuts, size_t cap,
+                       result *out) {
+  memset(out, 0, sizeof(*out));
+  h3g_h1_parser *p = NULL;
+  CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &out->r, cap), 0);
+  h3g_h1_parser_reset(p, head);
+  feed_cuts(p, data, len, cuts, ncuts, out, NULL);
+  if (out->rv == 0 && finish) {
+    out->rv = h3g_h1_parser_finish(p);
+    out->complete = h3g_h1_parser_complete(p);
+    out->keep_alive = h3g_h1_parser_keep_alive(p);
+    out->reason = h3g_h1_parser_reason(p);
+  }
   h3g_h1_parser_free(p);
 }
 
@@ -1294,33 +1320,7 @@ static void parse_upgrade_cuts(const char *data, size_t len, const size_t *cuts,
   CHECK_EQ_INT(h3g_h1_parser_new(&p, &rec_cb, &out->res.r, 16384), 0);
   h3g_h1_parser_reset(p, 0);
   h3g_h1_parser_expect_upgrade(p);
-  size_t prev = 0;
-  for (size_t i = 0; i <= ncuts; i++) {
-    size_t end = i < ncuts ? cuts[i] : len;
-    size_t c = 0;
-    int rv = h3g_h1_parser_feed(p, U8(data) + prev, end - prev, &c);
-    CHECK(c <= end - prev);
-    out->res.used += c;
-    if (rv != 0) {
-      out->res.rv = rv;
-      break;
-    }
-    if (h3g_h1_parser_complete(p)) {
-      /* The rest belongs to the new protocol: never parsed. */
-      size_t more = 0;
-      if (end < len)
-        CHECK_EQ_INT(h3g_h1_parser_feed(p, U8(data) + end, len - end, &more),
-                     0);
-      out->fed_after = more;
-      CHECK_EQ_INT(h3g_h1_parser_finish(p), 0);
-      break;
-    }
-    CHECK_EQ_INT(c, end - prev);
-    prev = end;
-  }
-  out->res.complete = h3g_h1_parser_complete(p);
-  out->res.keep_alive = h3g_h1_parser_keep_alive(p);
-  out->res.reason = h3g_h1_parser_reason(p);
+  feed_cuts(p, data, len, cuts, ncuts, &out->res, &out->fed_after);
   out->upgraded = h3g_h1_parser_upgraded(p);
   h3g_h1_parser_free(p);
 }
