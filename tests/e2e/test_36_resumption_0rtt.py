@@ -289,22 +289,14 @@ def test_ticket_survives_one_rotation_and_file_rollover(gateway, upstream, tmp_p
 
 
 def _reload_with(gw, **listener):
-    """The gateway's file with these [listener] keys, then SIGHUP; waits
-    for the reload's outcome to be counted. Returns the metrics."""
-    m = gw.metrics()
-    before = m["reloads"] + m["reload_failures"]
+    """The gateway's file with these [listener] keys (its ports as bound),
+    then a reload, waited for. Returns the metrics."""
+    from test_55_reload import reload_and_wait
     gw.config["listener"].update(listener)
     gw.config["listener"]["port"] = str(gw.port)
     gw.config["server"]["admin"] = "127.0.0.1:%d" % gw.admin_port
     gw.write_config()
-    gw.proc.send_signal(signal.SIGHUP)  # not send_signal(): that means "stopping"
-    deadline = time.monotonic() + 10 * SLOW
-    while True:
-        m = gw.metrics()
-        if m["reloads"] + m["reload_failures"] > before:
-            return m
-        assert time.monotonic() < deadline, "no reload outcome after SIGHUP"
-        time.sleep(0.02)
+    return reload_and_wait(gw, ok=False)
 
 
 def test_reload_to_another_secrets_file(gateway, upstream, tmp_path):
