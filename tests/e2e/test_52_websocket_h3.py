@@ -374,6 +374,46 @@ def test_upstream_reset_is_connect_error(wgw, app):
 
 
 # --------------------------------------------------------------------------
+# drain
+
+def test_drain_goaway_then_tunnel_ends(routed_ws, app):
+    """SIGTERM while a tunnel streams: the connection gets GOAWAY, the
+    tunnel keeps carrying exact echoes until shutdown_timeout, then it
+    ends (access log outcome "shutdown", the app's connection closed) and
+    the gateway exits 0."""
+    import signal
+    gw = routed_ws({"server": {"shutdown_timeout": "2s"}}, name="ws-h3-drain")
+    path = "/echo?t=" + uid()
+    # 1 GiB at 8 MB/s would take two minutes: the drain ends it first.
+    run = start_h3ws(gw, "--path", path, "--stream-bytes", 1024 * MiB,
+                     "--size", "64K", "--binary", "--read-rate", "8M",
+                     "--stream-window", "256K", timeout=60)
+    try:
+        gw.wait_metrics(lambda m: m.get("tunnel_bytes_down", 0) >= MiB,
+                        timeout=15 * SLOW, what="a tunnel echoing 1 MiB")
+        gw.send_signal(signal.SIGTERM)
+        gw.wait_log("shutting down: draining", timeout=10 * SLOW)
+        # Echoes go on while the drain waits for the tunnel.
+        start = gw.metrics().get("tunnel_bytes_down", 0)
+        gw.wait_metrics(lambda m: m.get("tunnel_bytes_down", 0) >= start + MiB,
+                        timeout=10 * SLOW, what="1 MiB more echoed while draining")
+        took = gw.stop(timeout=20)
+    finally:
+        rep = run.wait(90 * SLOW)
+    print("the gateway exited %.1f s after SIGTERM" % took)
+    conn = rep["connections"][0]
+    assert conn["goaway"] is not None, summary(rep)
+    assert rep["statuses"] == {"200": 1} and rep["mismatches"] == 0, summary(rep)
+    assert 0 < rep["payload_bytes_received"] < 1024 * MiB, summary(rep)
+    # Cut at shutdown_timeout: the stream reset or the connection closed.
+    assert rep["tunnels_failed"] == 1, summary(rep)
+    assert rep["resets_received"] or conn["connection_close"] is not None, summary(rep)
+    app.wait_event("closed", path=path)
+    rec = [r for r in gw.access_log() if r.get("path") == path]
+    assert rec and rec[0].get("outcome") == "shutdown", [r.raw for r in rec]
+
+
+# --------------------------------------------------------------------------
 # refusals
 
 def malformed(kind, gw, path):
