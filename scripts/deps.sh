@@ -25,7 +25,9 @@ PRINT_MIRROR=0
 [ "${1:-}" = "--mirror" ] && PRINT_MIRROR=1
 
 # Bump when the build recipe below changes: the prefix is rebuilt.
-RECIPE=6
+RECIPE=7
+# The oldest ngtcp2 source release the build accepts (see below).
+NGTCP2_MIN=1.24
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -193,7 +195,14 @@ if [ "$WITH_TESTS" = 1 ]; then
     npm ci --prefix "$(dirname "$0")/../tests/e2e/kubernetes" --no-audit --no-fund "${NPM_CA[@]}"
 fi
 
-# --- wolfSSL (QUIC) and ngtcp2's wolfSSL crypto helper, from trixie source ---
+# --- wolfSSL (QUIC) and ngtcp2 with its wolfSSL crypto helper, from source ---
+#
+# wolfSSL comes from trixie's source. ngtcp2 from the first of forky
+# (testing) or sid that has at least $NGTCP2_MIN: 1.11 (trixie, bookworm-
+# backports) has the early BBRv3 draft, which reads more than 2 % random
+# loss as congestion and shrinks its window round after round (a 20 MiB
+# download at 40 ms and 5 % loss ran at 5 Mbit/s; 1.24 keeps tens of
+# Mbit/s), and ngtcp2 keeps its API and ABI across 1.x releases.
 
 STAMP="$PREFIX/.h3gate-recipe"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE" ]; then
@@ -204,28 +213,39 @@ fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/lists/partial" "$WORK/parts" "$WORK/src"
-printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
-  "$MIRROR" "$KEYRING" > "$WORK/parts/trixie-src.sources"
+printf 'Types: deb-src\nURIs: %s\nSuites: trixie forky sid\nComponents: main\nSigned-By: %s\n' \
+  "$MIRROR" "$KEYRING" > "$WORK/parts/debian-src.sources"
 # A private source list, index and (no) cache: otherwise apt-cache would
 # replace the system's /var/cache/apt/*.bin with caches of this list alone,
-# which apt then has to rebuild on its next run.
+# which apt then has to rebuild on its next run. forky's and sid's
+# indexes are valid for a week after they are published, and a mirror that
+# is a snapshot (as on some build farms) serves them past that: their
+# signatures are still checked, their age is not (these two tarballs are
+# all that is read from them).
 APTSRC=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$WORK/parts"
         -o Dir::State::Lists="$WORK/lists" -o Dir::Cache::pkgcache=
-        -o Dir::Cache::srcpkgcache=)
-log "fetching trixie's source index"
+        -o Dir::Cache::srcpkgcache= -o Acquire::Check-Valid-Until=false)
+log "fetching the source indexes of trixie, forky and sid"
 run "$LOGS/apt-source-update.log" \
-  "reading trixie's source index from $MIRROR (does the mirror serve trixie deb-src?)" \
+  "reading the source indexes of trixie, forky and sid from $MIRROR (does the mirror serve deb-src?)" \
   apt-get "${APTSRC[@]}" update
 
-# fetch_orig SRCPKG: downloads the upstream tarball of trixie's SRCPKG with
-# apt itself (which builds the URL from the mirror and checks the file
+# src_version SRCPKG SUITE: the version of SRCPKG in SUITE's index, or
+# nothing (the suite lacks it, or the mirror lacks the suite).
+src_version() {
+  { apt-get "${APTSRC[@]}" source --download-only --print-uris "$1/$2" 2>/dev/null || true; } |
+    awk '$1 ~ /\.dsc\047$/ && !v { split($2, a, "_"); v = a[2]; sub(/\.dsc$/, "", v); print v }'
+}
+
+# fetch_orig SRCPKG SUITE: downloads the upstream tarball of SUITE's SRCPKG
+# with apt itself (which builds the URL from the mirror and checks the file
 # against the signed index), unpacks it, prints the folder.
 fetch_orig() {
-  local pkg=$1 dl="$WORK/dl-$1" tarball
+  local pkg=$1 suite=$2 dl="$WORK/dl-$1" tarball
   mkdir -p "$dl"
   (cd "$dl" && run "$LOGS/apt-source-$pkg.log" \
-    "downloading the Debian source of $pkg (trixie) from $MIRROR" \
-    apt-get "${APTSRC[@]}" source --download-only --tar-only "$pkg/trixie")
+    "downloading the Debian source of $pkg ($suite) from $MIRROR" \
+    apt-get "${APTSRC[@]}" source --download-only --tar-only "$pkg/$suite")
   tarball=$(find "$dl" -maxdepth 1 -name "*.orig.tar.*" ! -name "*.asc" | head -n1)
   [ -n "$tarball" ] || die "apt downloaded no upstream tarball for $pkg (see $LOGS/apt-source-$pkg.log)"
   # Named after the tarball (wolfssl_5.7.2), which the build log shows.
@@ -237,8 +257,18 @@ fetch_orig() {
     die "cannot unpack $tarball"
   printf '%s\n' "$out"
 }
-WSRC=$(fetch_orig wolfssl)
-NSRC=$(fetch_orig ngtcp2)
+WSRC=$(fetch_orig wolfssl trixie)
+NGTCP2_SUITE=
+for suite in forky sid; do
+  v=$(src_version ngtcp2 "$suite")
+  if [ -n "$v" ] && dpkg --compare-versions "$v" ge "$NGTCP2_MIN"; then
+    NGTCP2_SUITE=$suite
+    break
+  fi
+done
+[ -n "$NGTCP2_SUITE" ] ||
+  die "neither forky nor sid offers ngtcp2 >= $NGTCP2_MIN source on $MIRROR"
+NSRC=$(fetch_orig ngtcp2 "$NGTCP2_SUITE")
 
 rm -rf "$PREFIX"
 mkdir -p "$PREFIX" || die "cannot create $PREFIX (set H3GATE_DEPS_PREFIX)"
@@ -247,6 +277,8 @@ JOBS=$(nproc)
 # HAVE_SECRET_CALLBACK exposes the TLS 1.3 secrets to h3gate's opt-in key
 # log ([debug] keylog_file); --enable-keylog-export is not used because it
 # makes wolfSSL itself write every secret to ./sslkeylog.log, unasked.
+# WOLFSSL_AES_DIRECT and HAVE_AES_ECB: ngtcp2's crypto helper protects
+# packet headers with AES-ECB through wolfSSL's EVP interface.
 log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-NI"
 (
   cd "$WSRC"
@@ -259,7 +291,7 @@ log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-
     --enable-opensslextra --enable-hkdf \
     --disable-examples --disable-crypttests --disable-benchmark \
     --disable-oldtls --enable-harden \
-    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA -DHAVE_SECRET_CALLBACK"
+    CFLAGS="-O2 -fPIC -Wno-error=stringop-overflow -DWOLFSSL_EARLY_DATA -DHAVE_SECRET_CALLBACK -DWOLFSSL_AES_DIRECT -DHAVE_AES_ECB"
   run "$LOGS/wolfssl-make.log" "building wolfSSL" make -s -j"$JOBS"
   run "$LOGS/wolfssl-install.log" "installing wolfSSL into $PREFIX" make -s install
 )
@@ -267,11 +299,9 @@ log "building wolfSSL ($(basename "$WSRC")) with QUIC, tickets, early data, AES-
 log "building ngtcp2 ($(basename "$NSRC")) with its wolfSSL crypto helper"
 (
   cd "$NSRC"
-  # ngtcp2 1.11 has no ENABLE_LIB_ONLY: its examples build whenever libev
-  # is found, and its tests by default.
   run "$LOGS/ngtcp2-cmake.log" "configuring ngtcp2" \
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
-    -DCMAKE_DISABLE_FIND_PACKAGE_Libev=ON \
+    -DENABLE_LIB_ONLY=ON \
     -DENABLE_WOLFSSL=ON -DENABLE_OPENSSL=OFF -DENABLE_GNUTLS=OFF \
     -DENABLE_BORINGSSL=OFF -DENABLE_PICOTLS=OFF -DENABLE_SHARED_LIB=OFF \
     -DENABLE_STATIC_LIB=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
