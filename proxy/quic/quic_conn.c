@@ -775,8 +775,8 @@ static int on_stream_reset(ngtcp2_conn *conn, int64_t stream_id,
 
 /* Despite its name, ngtcp2 calls this when *we* stop reading a stream (it
  * is about to send STOP_SENDING), e.g. after ngtcp2_conn_shutdown_stream;
- * nghttp3 must then stop expecting data. A client's STOP_SENDING has no
- * callback: see h3g_h3_session_shutdown_write. */
+ * nghttp3 must then stop expecting data. A client's STOP_SENDING is
+ * on_recv_stop_sending. */
 static int on_stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
                                   uint64_t app_error_code, void *user_data,
                                   void *stream_user_data) {
@@ -791,6 +791,31 @@ static int on_stream_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
     conn_set_app_error(c, nghttp3_err_infer_quic_app_error_code(rv));
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
+  return 0;
+}
+
+/* The client's STOP_SENDING (ngtcp2 answers it with RESET_STREAM). On one
+ * of our unidirectional streams, all critical (control, QPACK encoder and
+ * decoder; we never push), it closes the connection at once: RFC 9114
+ * §6.2.1, RFC 9204 §4.2. On a request stream the response is cut now,
+ * rather than at its next write: the upstream exchange ends with it. */
+static int on_recv_stop_sending(ngtcp2_conn *conn, int64_t stream_id,
+                                uint64_t app_error_code, void *user_data,
+                                void *stream_user_data) {
+  h3g_quic_conn *c = user_data;
+  H3G_UNUSED(conn);
+  H3G_UNUSED(stream_user_data);
+  if (c->h3 == NULL)
+    return 0;
+  if ((stream_id & 0x3) == 0x3) {
+    h3g_debug("quic %s: STOP_SENDING (0x%llx) on our critical stream %lld",
+              c->client, (unsigned long long)app_error_code,
+              (long long)stream_id);
+    conn_set_app_error(c, NGHTTP3_H3_CLOSED_CRITICAL_STREAM);
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  if (ngtcp2_is_bidi_stream(stream_id))
+    h3g_h3_session_shutdown_write(c->h3, stream_id);
   return 0;
 }
 
@@ -911,6 +936,7 @@ static const ngtcp2_callbacks conn_callbacks = {
     .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
     .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
     .stream_stop_sending = on_stream_stop_sending,
+    .recv_stop_sending = on_recv_stop_sending,
     .version_negotiation = ngtcp2_crypto_version_negotiation_cb,
     .path_validation = on_path_validation,
 };

@@ -208,3 +208,43 @@ def test_client_connection_vanishes_frees_upstream_connection(gateway, upstream,
                         and m["h3_streams_active"] == 0, timeout=10,
                         what="the vanished client's stream and upstream conn freed")
     assert_accounting(m)
+
+
+def test_client_stop_sending_cuts_the_exchange_at_once(gateway, upstream):
+    """STOP_SENDING on a request whose body is still coming and whose
+    response has not started (the app waits for the rest of the body): the
+    gateway cuts the exchange at once, not when the response next has bytes
+    to send or the connection ends. The app's connection closes before a
+    second request, 3 s later on the same QUIC connection, reaches the app;
+    that request is served."""
+    from conftest import uid
+    from testenv.h3raw import H3_REQUEST_CANCELLED, Script, Stream, get, run_h3raw
+    gw = gateway()
+    before = gw.metrics()
+    t = uid()
+    hang, later = "/hang?t=" + t, "/bytes/10?t=" + t
+    fields = get(gw, hang, extra=[("content-length", "100")], method="POST")
+    run = run_h3raw(gw, Script(Stream().headers(fields).data(b"x" * 10)
+                               .stop(H3_REQUEST_CANCELLED).pause(120000)
+                               .data(b"x" * 90).fin(),
+                               Stream().pause(3000).headers(get(gw, later)).fin(),
+                               concurrent=True), timeout=20)
+    cut, ok = run.streams
+    assert cut["timeout"] is False and cut["status"] is None, run
+    assert cut["reset"] == H3_REQUEST_CANCELLED, run
+    assert ok["status"] == 200 and ok["body_len"] == 10, run
+    assert run.conn["connection_close"] is None, run
+    req = upstream.last_request(hang)
+    assert req is not None, "the request never reached the app"
+    c = upstream.wait_conn_closed(req.conn_id, timeout=5 * SLOW)
+    assert c.closed_by == "peer", c
+    second = upstream.last_request(later)
+    assert c.closed_at < second.t_start, \
+        "the app's connection closed only after the next request came (%.3f s later)" % (
+            c.closed_at - second.t_start)
+    rec = gw.wait_access(path=hang)[0]
+    assert rec.get("outcome") == "client-reset", rec.raw
+    m = gw.wait_idle()
+    assert m["h3_streams_reset_by_client"] - before["h3_streams_reset_by_client"] == 1, m
+    assert m["upstream_conns_busy"] == 0, m
+    assert_accounting(m)

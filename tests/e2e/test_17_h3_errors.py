@@ -230,9 +230,9 @@ def test_closing_a_critical_stream_is_closed_critical_stream(env, which, how):
 def test_asking_the_gateway_to_close_a_critical_stream(env, stream_type):
     """§6.2.1: 'the receiver MUST NOT request that the sender close the
     control stream'; RFC 9204 §4.2 likewise: STOP_SENDING on one of the
-    gateway's critical streams closes the connection. ngtcp2 reports no
-    STOP_SENDING, only the stream's close, once the gateway's RESET_STREAM
-    is acknowledged. A request answered before it is not undone."""
+    gateway's critical streams closes the connection, as the frame arrives
+    (ngtcp2's recv_stop_sending). A request answered before it is not
+    undone."""
     gw, up = env
     tag = uid()
     before = gw.metrics()["h3_protocol_error_closes"]

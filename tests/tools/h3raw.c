@@ -47,6 +47,8 @@
  *                       server sent STOP_SENDING: nothing more can go)
  *     fin               end our side of the stream
  *     reset CODE        reset our side of the stream (RESET_STREAM)
+ *     stop CODE         STOP_SENDING on the stream: we want no more of the
+ *                       response (sent once the handshake is confirmed)
  *     control TYPE BYTES  a frame of any type with that payload on our
  *                       control stream, sent when this action's turn
  *                       comes (e.g. PRIORITY_UPDATE, type 0xf0700: the
@@ -183,6 +185,7 @@ typedef enum act_kind {
   ACT_UNI_OPEN,    /* a new unidirectional stream */
   ACT_UNI_WAIT,    /* wait until one closed */
   ACT_STOP_SERVER, /* STOP_SENDING on one of the server's */
+  ACT_STOP,        /* STOP_SENDING on this request stream */
 } act_kind;
 
 /* Our unidirectional streams, as actions name them: the three opened at
@@ -193,7 +196,7 @@ typedef struct act {
   act_kind kind;
   h3r_bytes wire;  /* ACT_SEND, ACT_UNI_SEND, ACT_UNI_OPEN; lives until
                     * exit: ngtcp2 keeps pointers */
-  uint64_t num;    /* ACT_PAUSE: ms; ACT_*RESET, ACT_STOP_SERVER: code */
+  uint64_t num;    /* ACT_PAUSE: ms; ACT_*RESET, ACT_STOP*: code */
   unsigned target; /* ACT_UNI_*: UNI_*; ACT_STOP_SERVER: a stream type */
   int started;
 } act;
@@ -611,6 +614,9 @@ static void read_script(FILE *f, const char *file) {
     } else if (tok_is(cmd, "reset") && n == 2 && tok_num(&tok[1], &a1) == 0 &&
                a1 < (1ull << 62)) {
       stream_add_act(st, ACT_RESET)->num = a1;
+    } else if (tok_is(cmd, "stop") && n == 2 && tok_num(&tok[1], &a1) == 0 &&
+               a1 < (1ull << 62)) {
+      stream_add_act(st, ACT_STOP)->num = a1;
     } else if (tok_is(cmd, "control") && n == 3 && tok_num(&tok[1], &a1) == 0 &&
                a1 < (1ull << 62)) {
       act *a = stream_add_act(st, ACT_UNI_SEND);
@@ -1310,6 +1316,14 @@ static void run_actions(client *c, rstream *st, uint64_t ts) {
       st->q.dead = 1;
       st->we_cut = 1;
       break;
+    case ACT_STOP: {
+      if (!c->confirmed)
+        return; /* as for ACT_STOP_SERVER */
+      int rv = ngtcp2_conn_shutdown_stream_read(c->conn, 0, st->q.id, a->num);
+      trace("STOP_SENDING on stream %" PRId64 ": %s", st->q.id,
+            rv == 0 ? "queued" : ngtcp2_strerror(rv));
+      break;
+    }
     }
     st->next++;
   }

@@ -200,6 +200,11 @@ class Stream:
         self.lines.append("reset %d" % code)
         return self
 
+    def stop(self, code):
+        """STOP_SENDING on this stream: we want no more of the response."""
+        self.lines.append("stop %d" % code)
+        return self
+
 
 class Script:
     def __init__(self, *streams, concurrent=False, linger=100, timeout_ms=None,
