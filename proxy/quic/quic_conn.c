@@ -1220,10 +1220,13 @@ void h3g_quic_conn_recv(h3g_quic_conn *c, const ngtcp2_path *path,
     return;
   case NGTCP2_ERR_DROP_CONN:
   case NGTCP2_ERR_RETRY: conn_set_state(c, CONN_DEAD); return;
-  case NGTCP2_ERR_CRYPTO:
-    h3g_debug("quic %s: TLS handshake failed (alert %u)", c->client,
-              (unsigned)ngtcp2_conn_get_tls_alert(c->conn));
+  case NGTCP2_ERR_CRYPTO: {
+    char why[WOLFSSL_MAX_ERROR_SZ];
+    wolfSSL_ERR_error_string_n(wolfSSL_ERR_peek_last_error(), why, sizeof(why));
+    h3g_debug("quic %s: TLS handshake failed (alert %u, %s)", c->client,
+              (unsigned)ngtcp2_conn_get_tls_alert(c->conn), why);
     break;
+  }
   default:
     if (c->state == CONN_ESTABLISHED && !c->ccerr_set)
       h3g_warn("quic %s: %s", c->client, ngtcp2_strerror(rv));

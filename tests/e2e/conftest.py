@@ -35,6 +35,7 @@ from testenv.clients import (  # noqa: E402,F401
     CURL_HTTP_VERSION_1_1, CURL_HTTP_VERSION_2TLS, CURL_HTTP_VERSION_3ONLY,
     H3Client, H3Multi, Result, H1Client, H2Client, _Transfer, client_for,
     chromium_fetch, gtlsclient_download, h3_request_with, netlog_quic_requests,
+    netlog_quic_trouble,
     sha256_file, uid)
 
 

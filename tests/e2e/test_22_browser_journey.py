@@ -32,7 +32,7 @@ import signal
 import subprocess
 import time
 
-from conftest import CHROMIUM, SLOW, netlog_quic_requests
+from conftest import CHROMIUM, SLOW, netlog_quic_requests, netlog_quic_trouble
 from testenv.gateway import tcp_gw
 from testenv.require import require
 from testenv.wsbrowser import BROWSER_MODULES, NODE, node_env
@@ -245,7 +245,8 @@ def test_browser_journey_tcp_then_h3(gateway, tmp_path):
     assert first["protocol"] in ("http/1.1", "h2"), responses
     assert first["altsvc"] == 'h3=":%d"; ma=86400' % gw.port, first
     h3_loads = [e for e in loads if e["protocol"] == "h3"]
-    assert h3_loads, "no navigation came over HTTP/3: %s" % loads
+    assert h3_loads, "no navigation came over HTTP/3: %s\nChromium's QUIC trouble:\n%s" % (
+        loads, "\n".join(netlog_quic_trouble(netlog)))
 
     # The gateway's view, from its access log.
     gw.wait_access(lambda r: r.get("path", "").startswith("/page?nav="),

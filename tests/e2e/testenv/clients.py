@@ -515,6 +515,29 @@ def netlog_quic_requests(netlog_text, port):
     return out
 
 
+def netlog_quic_trouble(netlog_text, limit=20):
+    """What went wrong with QUIC in a --log-net-log file, for assertion
+    messages: closed sessions with their errors, failed alternative jobs,
+    and origins marked broken."""
+    import json
+    try:
+        d = json.loads(netlog_text)
+    except ValueError:
+        try:
+            d = json.loads(netlog_text.rstrip().rstrip(",") + "]}")
+        except ValueError:
+            return ["(no readable net log)"]
+    names = {v: k for k, v in d.get("constants", {}).get("logEventTypes", {}).items()}
+    out = []
+    for e in d.get("events", []):
+        name = names.get(e.get("type"), "")
+        if ("CLOSE" in name and "QUIC" in name) or "BROKEN" in name or \
+                ("QUIC" in name and "ERROR" in name) or \
+                (name.startswith("HTTP_STREAM_JOB") and e.get("params", {}).get("net_error")):
+            out.append("%s %s" % (name, json.dumps(e.get("params", {}))[:300]))
+    return out[:limit]
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
