@@ -78,6 +78,15 @@ typedef enum conn_state {
   CONN_DEAD,
 } conn_state;
 
+/* The TLS handshake bytes of one encryption level, as far as they were
+ * handed on: a message header cut short by the end of what arrived waits
+ * in hold for the rest (see on_recv_crypto_data). */
+typedef struct {
+  uint8_t hold[3];
+  uint8_t holdlen;
+  uint32_t left; /* bytes still due of the message in progress */
+} crypto_in;
+
 struct h3g_quic_conn {
   h3g_quic_env *env;
   conn_state state;
@@ -100,6 +109,7 @@ struct h3g_quic_conn {
   FILE *qlog; /* [debug] qlog_dir: this connection's JSON-SEQ trace */
   unsigned in_dirty : 1;
   unsigned alpn_checked : 1;
+  crypto_in crypto_in[4]; /* per encryption level */
   unsigned goaway_sent : 1;
 
   /* CLOSING: the CONNECTION_CLOSE packet, repeated on incoming packets. */
@@ -565,12 +575,60 @@ static int ensure_h3(h3g_quic_conn *c) {
  * whose list lacks "h3" (no_application_protocol), but completes the
  * handshake when the client sends no ALPN extension at all, which RFC 9001
  * §8.1 forbids. The check runs once the ClientHello has been processed. */
+/* How many bytes of p[0..n) may go to the TLS stack now: all but a
+ * handshake message header (type and 24-bit length) cut short at the end.
+ * *left counts what is still due of the message in progress. */
+static size_t crypto_whole_prefix(uint32_t *left, const uint8_t *p, size_t n) {
+  size_t pos = 0;
+  while (pos < n) {
+    if (*left == 0) {
+      if (n - pos < 4)
+        break;
+      *left = 4 + ((uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 |
+                   (uint32_t)p[pos + 3]);
+    }
+    size_t take = H3G_MIN((size_t)*left, n - pos);
+    pos += take;
+    *left -= (uint32_t)take;
+  }
+  return pos;
+}
+
+/*
+ * TLS handshake bytes, in order, as ngtcp2 has them. wolfSSL (5.7) fails
+ * the handshake, with no alert, when one piece ends inside a message's
+ * 4-byte header and the next ends exactly where the header does: a
+ * ClientHello sent in CRYPTO frames cut at byte 2 and byte 4 was refused
+ * with CRYPTO_ERROR 0x100. So a header cut short waits here (at most 3
+ * bytes) and goes with the bytes after it.
+ */
 static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
                                uint64_t offset, const uint8_t *data,
                                size_t datalen, void *user_data) {
   h3g_quic_conn *c = user_data;
-  int rv = ngtcp2_crypto_recv_crypto_data_cb(conn, lvl, offset, data, datalen,
-                                             user_data);
+  if ((size_t)lvl >= H3G_ARRAY_LEN(c->crypto_in))
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  crypto_in *in = &c->crypto_in[lvl];
+  const uint8_t *p = data;
+  size_t n = datalen;
+  uint8_t *joined = NULL;
+  if (in->holdlen > 0) {
+    joined = malloc(in->holdlen + datalen);
+    if (joined == NULL)
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    memcpy(joined, in->hold, in->holdlen);
+    memcpy(joined + in->holdlen, data, datalen);
+    p = joined;
+    n = in->holdlen + datalen;
+    offset -= in->holdlen;
+  }
+  size_t whole = crypto_whole_prefix(&in->left, p, n);
+  in->holdlen = (uint8_t)(n - whole);
+  memcpy(in->hold, p + whole, in->holdlen);
+  int rv = whole == 0 ? 0
+                      : ngtcp2_crypto_recv_crypto_data_cb(conn, lvl, offset, p,
+                                                          whole, user_data);
+  free(joined);
   if (rv != 0 || c->alpn_checked ||
       wolfSSL_quic_write_level(c->ssl) == wolfssl_encryption_initial)
     return rv;

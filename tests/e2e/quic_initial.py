@@ -128,11 +128,13 @@ def client_hello(scid, sni="localhost"):
     return b"\x01" + len(body).to_bytes(3, "big") + body
 
 
-def initial_packet(dcid, scid, token=b"", pn=0, crypto=None, size=1200):
-    """A protected client Initial of size bytes (the datagram minimum)."""
+def initial_packet(dcid, scid, token=b"", pn=0, crypto=None, size=1200, offset=0):
+    """A protected client Initial of size bytes (the datagram minimum);
+    crypto (default: a whole ClientHello) goes in one CRYPTO frame at
+    offset."""
     keys = Keys(dcid, b"client in")
     crypto = client_hello(scid) if crypto is None else crypto
-    frames = b"\x06" + varint(0) + varint(len(crypto)) + crypto
+    frames = b"\x06" + varint(offset) + varint(len(crypto)) + crypto
     pnlen = 4
     head = (bytes([0xc0 | (pnlen - 1)]) + struct.pack("!I", VERSION_1)
             + bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid
@@ -299,6 +301,21 @@ class InitialFlood:
             self.sock.sendto(p, self.dest)
         self.sent_span = (first, time.monotonic())
         return made
+
+    def start_in_pieces(self, cuts, order=None):
+        """One new attempt whose ClientHello goes in CRYPTO frames cut at
+        the byte offsets cuts, one frame an Initial, sent in order (a
+        permutation of the pieces' indexes; default as they come)."""
+        a = Attempt(os.urandom(8), os.urandom(8))
+        self.by_scid[a.scid] = a
+        ch = client_hello(a.scid)
+        bounds = [0] + list(cuts) + [len(ch)]
+        pieces = list(zip(bounds, bounds[1:]))
+        for pn, k in enumerate(order if order is not None else range(len(pieces))):
+            lo, hi = pieces[k]
+            self.sock.sendto(initial_packet(a.dcid, a.scid, pn=pn, crypto=ch[lo:hi],
+                                            offset=lo), self.dest)
+        return a
 
     def follow_retry(self, attempts):
         """Echoes the token of each attempt that got a Retry, as a client
