@@ -571,10 +571,6 @@ static int ensure_h3(h3g_quic_conn *c) {
   return 0;
 }
 
-/* Wraps ngtcp2's handler to insist on ALPN "h3": wolfSSL refuses a client
- * whose list lacks "h3" (no_application_protocol), but completes the
- * handshake when the client sends no ALPN extension at all, which RFC 9001
- * §8.1 forbids. The check runs once the ClientHello has been processed. */
 /* How many bytes of p[0..n) may go to the TLS stack now: all but a
  * handshake message header (type and 24-bit length) cut short at the end.
  * *left counts what is still due of the message in progress. */
@@ -601,6 +597,12 @@ static size_t crypto_whole_prefix(uint32_t *left, const uint8_t *p, size_t n) {
  * ClientHello sent in CRYPTO frames cut at byte 2 and byte 4 was refused
  * with CRYPTO_ERROR 0x100. So a header cut short waits here (at most 3
  * bytes) and goes with the bytes after it.
+ *
+ * Then ngtcp2's handler, and ALPN "h3" insisted on: wolfSSL refuses a
+ * client whose list lacks "h3" (no_application_protocol), but completes
+ * the handshake when the client sends no ALPN extension at all, which RFC
+ * 9001 §8.1 forbids. The check runs once the ClientHello has been
+ * processed.
  */
 static int on_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_encryption_level lvl,
                                uint64_t offset, const uint8_t *data,
