@@ -109,8 +109,8 @@ struct h3g_quic_conn {
   FILE *qlog; /* [debug] qlog_dir: this connection's JSON-SEQ trace */
   unsigned in_dirty : 1;
   unsigned alpn_checked : 1;
-  crypto_in crypto_in[4]; /* per encryption level */
   unsigned goaway_sent : 1;
+  crypto_in crypto_in[4]; /* per encryption level */
 
   /* CLOSING: the CONNECTION_CLOSE packet, repeated on incoming packets. */
   uint8_t *close_pkt;

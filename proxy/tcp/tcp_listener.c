@@ -803,6 +803,14 @@ static void on_connection(uv_stream_t *server, int status) {
 
 /* ---- listener ---- */
 
+/* A congestion control the kernel does not have: an error, H3G_ERR_INVAL. */
+static int unknown_congestion_control(const char *name) {
+  h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
+            "/proc/sys/net/ipv4/tcp_available_congestion_control)",
+            name);
+  return H3G_ERR_INVAL;
+}
+
 /*
  * [tcp] congestion_control: set on the listening socket, which the kernel
  * hands on to every connection it accepts (a route's congctl still wins).
@@ -811,12 +819,6 @@ static void on_connection(uv_stream_t *server, int status) {
  * net.ipv4.tcp_allowed_congestion_control, without CAP_NET_ADMIN) is a
  * warning: connections keep the system's default.
  */
-static int unknown_congestion_control(const char *name) {
-  h3g_error("[tcp] congestion_control: the kernel has no \"%s\" (see "
-            "/proc/sys/net/ipv4/tcp_available_congestion_control)",
-            name);
-  return H3G_ERR_INVAL;
-}
 
 static int set_congestion_control_fd(int fd, const char *name,
                                      const char *what) {

@@ -5,6 +5,7 @@ headless Chromium; and what they return (Result)."""
 import hashlib
 import io
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -490,10 +491,9 @@ def uid():
     return "%d-%d" % (os.getpid(), next(_ids))
 
 
-def netlog_quic_requests(netlog_text, port):
-    """(authority, path) of every request Chromium sent over QUIC to
-    localhost:port, from a --log-net-log file."""
-    import json
+def netlog_events(netlog_text):
+    """(event type name, event) for each event of a --log-net-log file, or
+    None when it cannot be read."""
     try:
         d = json.loads(netlog_text)
     except ValueError:
@@ -501,11 +501,17 @@ def netlog_quic_requests(netlog_text, port):
         try:
             d = json.loads(netlog_text.rstrip().rstrip(",") + "]}")
         except ValueError:
-            return []
+            return None
     names = {v: k for k, v in d.get("constants", {}).get("logEventTypes", {}).items()}
+    return [(names.get(e.get("type"), ""), e) for e in d.get("events", [])]
+
+
+def netlog_quic_requests(netlog_text, port):
+    """(authority, path) of every request Chromium sent over QUIC to
+    localhost:port, from a --log-net-log file."""
     out = []
-    for e in d.get("events", []):
-        if names.get(e.get("type")) != "HTTP_TRANSACTION_QUIC_SEND_REQUEST_HEADERS":
+    for name, e in netlog_events(netlog_text) or []:
+        if name != "HTTP_TRANSACTION_QUIC_SEND_REQUEST_HEADERS":
             continue
         hdrs = e.get("params", {}).get("headers", [])
         auth = [h.split(": ", 1)[1] for h in hdrs if h.startswith(":authority: ")]
@@ -519,18 +525,11 @@ def netlog_quic_trouble(netlog_text, limit=20):
     """What went wrong with QUIC in a --log-net-log file, for assertion
     messages: closed sessions with their errors, failed alternative jobs,
     and origins marked broken."""
-    import json
-    try:
-        d = json.loads(netlog_text)
-    except ValueError:
-        try:
-            d = json.loads(netlog_text.rstrip().rstrip(",") + "]}")
-        except ValueError:
-            return ["(no readable net log)"]
-    names = {v: k for k, v in d.get("constants", {}).get("logEventTypes", {}).items()}
+    events = netlog_events(netlog_text)
+    if events is None:
+        return ["(no readable net log)"]
     out = []
-    for e in d.get("events", []):
-        name = names.get(e.get("type"), "")
+    for name, e in events:
         if ("CLOSE" in name and "QUIC" in name) or "BROKEN" in name or \
                 ("QUIC" in name and "ERROR" in name) or \
                 (name.startswith("HTTP_STREAM_JOB") and e.get("params", {}).get("net_error")):
